@@ -1,0 +1,74 @@
+"""Host tools kedr-build runs, and the Debian packages that provide them."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from .errors import KedrError
+
+# tool -> Debian package
+PACKAGES: dict[str, str] = {
+    "make": "make",
+    "gcc": "gcc",
+    "gcc-12": "gcc-12",
+    "qemu-system-x86_64": "qemu-system-x86",
+    "busybox": "busybox-static",
+    "apt-get": "apt",
+    "dpkg-deb": "dpkg",
+    "depmod": "kmod",
+    "modprobe": "kmod",
+    "readelf": "binutils",
+    "objcopy": "binutils",
+    "xz": "xz-utils",
+    "zstd": "zstd",
+}
+
+# The static busybox goes into the guest; a dynamic one would need its libc.
+BUSYBOX_STATIC = Path("/bin/busybox")
+
+
+def find(tool: str) -> str | None:
+    return shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin")
+
+
+def require(tools: list[str]) -> dict[str, str]:
+    """Paths of the tools, or one error naming every missing tool's package."""
+    found: dict[str, str] = {}
+    missing: list[str] = []
+    for tool in tools:
+        path = find(tool)
+        if path is None:
+            missing.append(tool)
+        else:
+            found[tool] = path
+    if missing:
+        pkgs = sorted({PACKAGES.get(t, t) for t in missing})
+        raise KedrError(f"missing host tools: {', '.join(missing)}; "
+                        f"install them with: apt-get install {' '.join(pkgs)}")
+    return found
+
+
+def static_busybox() -> Path:
+    path = find("busybox")
+    candidates = [BUSYBOX_STATIC] + ([Path(path)] if path else [])
+    for cand in candidates:
+        if cand.is_file() and _is_static(cand):
+            return cand
+    raise KedrError("no statically linked busybox for the guest; "
+                    "install it with: apt-get install busybox-static")
+
+
+def _is_static(path: Path) -> bool:
+    # A static ELF has no PT_INTERP; reading the program headers by hand keeps
+    # this check free of ELF libraries.
+    import struct
+    with path.open("rb") as f:
+        head = f.read(64)
+        if head[:4] != b"\x7fELF" or head[4] != 2:
+            return False
+        phoff, = struct.unpack_from("<Q", head, 0x20)
+        phentsize, phnum = struct.unpack_from("<HH", head, 0x36)
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+    return all(struct.unpack_from("<I", table, i * phentsize)[0] != 3 for i in range(phnum))
