@@ -1,0 +1,235 @@
+"""Boot a kernel in QEMU, run one script in the guest, return a typed result.
+
+The guest is a generated initramfs: static busybox, the job's files under
+/kedr, the in-tree modules it needs under /lib/modules. Three serial ports,
+one job each:
+
+* ttyS0 - the kernel console (streamed to the caller while saved to console.log)
+* ttyS1 - the job script's stdout and stderr (output.log)
+* ttyS2 - the status channel: ``KEDR-STATUS <n>`` is written there and nowhere
+  else, so the result never rests on console noise (drgn's vmtest does the same)
+
+The kernel boots with ``panic=-1`` and QEMU with ``-no-reboot``: a panic ends the
+VM at once, and a VM that ends without a status line is "lost" - a failure with
+the console excerpt that explains it. A hang is cut off by the timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+from . import hosttools, moddeps
+from .console import KernelProblem, find_problems
+from .errors import KedrError
+from .initramfs import Initramfs
+from .kernels import ProvisionedKernel
+
+STATUS_MARK = "KEDR-STATUS "
+GUEST_DIR = "kedr"
+
+_INIT = """#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin HOME=/root
+mkdir -p /proc /sys /dev /tmp /root
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /tmp
+mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
+cd /kedr
+echo "kedr-build: job start" > /dev/kmsg
+sh /kedr/job.sh </dev/null >/dev/ttyS1 2>&1
+status=$?
+echo "kedr-build: job end, status $status" > /dev/kmsg
+echo "KEDR-STATUS $status" > /dev/ttyS2
+sync
+poweroff -f
+"""
+
+
+class Verdict(Enum):
+    PASSED = "passed"
+    FAILED = "failed"                  # the script exited non-zero
+    KERNEL_PROBLEM = "kernel problem"  # oops, BUG, WARNING... in the kernel log
+    LOST = "lost"                      # no status: panic, hang or QEMU died
+
+
+@dataclass(frozen=True)
+class GuestJob:
+    """What to run in the guest: a POSIX sh script (cwd /kedr) and its files."""
+
+    script: str
+    files: Mapping[str, Path] = field(default_factory=dict)  # path under /kedr -> host file
+    intree_modules: Sequence[str] = ()   # shipped with their dependencies; modprobe works
+
+
+@dataclass(frozen=True)
+class VmResult:
+    status: int | None
+    output: str
+    console: str
+    problems: tuple[KernelProblem, ...]
+    timed_out: bool
+    elapsed: float
+    command: tuple[str, ...]
+    workdir: Path
+    qemu_error: str = ""
+
+    @property
+    def verdict(self) -> Verdict:
+        if self.status is None:
+            return Verdict.LOST
+        if self.problems:
+            return Verdict.KERNEL_PROBLEM
+        return Verdict.PASSED if self.status == 0 else Verdict.FAILED
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict is Verdict.PASSED
+
+    def reason(self) -> str:
+        """One line: why the run failed ("" when it passed)."""
+        v = self.verdict
+        if v is Verdict.PASSED:
+            return ""
+        if v is Verdict.LOST:
+            if self.timed_out:
+                why = f"VM hung: no status after {self.elapsed:.0f} s"
+            elif self.qemu_error:
+                why = f"QEMU failed: {self.qemu_error}"
+            else:
+                why = "VM ended without a status"
+            if self.problems:
+                why += f" ({self.problems[0]})"
+            return why
+        if v is Verdict.KERNEL_PROBLEM:
+            return f"kernel {self.problems[0]}"
+        return f"guest script exited with status {self.status}"
+
+
+def qemu_command(kernel: ProvisionedKernel, initrd: Path, workdir: Path,
+                 extra_cmdline: str = "") -> list[str]:
+    if kernel.vmlinuz is None:
+        raise KedrError(f"kernel {kernel.release}: no kernel image to boot "
+                        "(KDIR= builds only; the VM runs the pinned kernel)")
+    cfg = kernel.qemu
+    accel = os.environ.get("KEDR_ACCEL", cfg.accel)
+    qemu = hosttools.require(["qemu-system-x86_64"])["qemu-system-x86_64"]
+    cmdline = cfg.cmdline + (" " + extra_cmdline if extra_cmdline else "")
+    return [qemu, "-accel", accel, "-cpu", cfg.cpu, "-m", str(cfg.memory_mb), "-smp", "1",
+            "-nodefaults", "-no-reboot", "-display", "none",
+            "-kernel", str(kernel.vmlinuz), "-initrd", str(initrd), "-append", cmdline,
+            "-serial", "stdio",
+            "-serial", f"file:{workdir / 'output.log'}",
+            "-serial", f"file:{workdir / 'status.log'}"]
+
+
+def build_initramfs(kernel: ProvisionedKernel, job: GuestJob) -> Initramfs:
+    ramfs = Initramfs()
+    ramfs.add_file("bin/busybox", hosttools.static_busybox(), 0o755)
+    ramfs.add_bytes("init", _INIT.encode(), 0o755)
+    ramfs.add_bytes(f"{GUEST_DIR}/job.sh", job.script.encode(), 0o755)
+    for dest, src in job.files.items():
+        if not src.is_file():
+            raise KedrError(f"{src}: guest file missing")
+        ramfs.add_file(f"{GUEST_DIR}/{dest}", src)
+    mods = moddeps.load_order(kernel, list(job.intree_modules))
+    base = f"lib/modules/{kernel.release}"
+    ramfs.add_dir(base)
+    for mod in mods:
+        ramfs.add_file(f"{base}/{mod.relpath}", mod.path, 0o644)
+    if mods:
+        ramfs.add_bytes(f"{base}/modules.dep", moddeps.modules_dep_subset(kernel, mods).encode())
+    return ramfs
+
+
+def run_guest(kernel: ProvisionedKernel, job: GuestJob, workdir: Path,
+              timeout: float = 180.0, stream: Callable[[str], None] | None = None,
+              extra_cmdline: str = "", dry_run: bool = False) -> VmResult:
+    """Boot, run ``job``, and return what happened; logs are kept in ``workdir``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    initrd = workdir / "initramfs.cpio"
+    build_initramfs(kernel, job).write(initrd)
+    for name in ("console.log", "output.log", "status.log"):
+        (workdir / name).unlink(missing_ok=True)
+    cmd = qemu_command(kernel, initrd, workdir, extra_cmdline)
+    (workdir / "qemu.cmd").write_text(shlex.join(cmd) + "\n")
+    if dry_run:
+        print(shlex.join(cmd))
+        return VmResult(None, "", "", (), False, 0.0, tuple(cmd), workdir)
+
+    start = time.monotonic()
+    console_lines: list[str] = []
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    timed_out = threading.Event()
+
+    def kill_on_timeout() -> None:
+        timed_out.set()
+        proc.kill()
+
+    timer = threading.Timer(timeout, kill_on_timeout)
+    timer.start()
+    stderr_chunks: list[bytes] = []
+    err_thread = threading.Thread(target=lambda: stderr_chunks.append(
+        proc.stderr.read() if proc.stderr else b""), daemon=True)
+    err_thread.start()
+    try:
+        assert proc.stdout is not None
+        with (workdir / "console.log").open("w") as log:
+            for raw in proc.stdout:
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                console_lines.append(line)
+                log.write(line + "\n")
+                if stream is not None:
+                    stream(line)
+        proc.wait()
+    finally:
+        timer.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    err_thread.join(timeout=5)
+    elapsed = time.monotonic() - start
+    console = "\n".join(console_lines) + ("\n" if console_lines else "")
+    qemu_error = b"".join(stderr_chunks).decode("utf-8", "replace").strip()
+    if proc.returncode == 0 or timed_out.is_set():
+        qemu_error = ""
+    return VmResult(
+        status=parse_status(_read(workdir / "status.log")),
+        output=_read(workdir / "output.log"),
+        console=console,
+        problems=tuple(find_problems(console)),
+        timed_out=timed_out.is_set(),
+        elapsed=elapsed,
+        command=tuple(cmd),
+        workdir=workdir,
+        qemu_error=qemu_error.splitlines()[-1] if qemu_error else "",
+    )
+
+
+def parse_status(text: str) -> int | None:
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith(STATUS_MARK):
+            try:
+                return int(line[len(STATUS_MARK):])
+            except ValueError:
+                return None
+    return None
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""
