@@ -1,0 +1,201 @@
+"""Build an out-of-tree driver directory with kbuild, outside the source tree.
+
+* :func:`discover` asks make itself which modules a directory builds: it reads
+  the directory's Kbuild (else Makefile) the way kbuild does - with
+  KERNELRELEASE set and the kernel's auto.conf included - and prints ``obj-m``.
+  Subdirectories named in obj-m/obj-y (``sub/``) are followed. This costs one
+  make parse (~10 ms), not a kbuild run, so a null SCons build stays cheap.
+* :func:`sync_tree` mirrors the sources into the build directory, copying only
+  files whose bytes changed (mtimes of unchanged files are kept, so kbuild's own
+  dependency tracking still works) and removing files that vanished.
+* :func:`build` runs ``make -C KDIR M=<copy> modules`` there, with kbuild's
+  output reaching the user verbatim, and installs each .ko and Module.symvers
+  into the output directory atomically.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import hosttools
+from .errors import KedrError
+
+# What kbuild writes into M=: never a source, never copied, never a dependency.
+_OUTPUT_SUFFIXES = (".o", ".ko", ".mod", ".mod.c", ".cmd", ".order", ".symvers", ".a",
+                    ".lds", ".dwo", ".su", ".tmp")
+_OUTPUT_NAMES = {"Module.symvers", "modules.order", "Module.markers", ".sconsign.dblite"}
+
+
+@dataclass(frozen=True)
+class ModuleSpec:
+    name: str      # module name, e.g. "hello"
+    relpath: str   # the .ko relative to the driver directory, e.g. "sub/hello.ko"
+
+
+def makefile_of(directory: Path) -> Path:
+    for name in ("Kbuild", "Makefile", "makefile", "GNUmakefile"):
+        if (directory / name).is_file():
+            return directory / name
+    raise KedrError(f"{directory}: no Kbuild or Makefile (not a kbuild module directory)")
+
+
+def discover(driver: Path, kdir: Path) -> list[ModuleSpec]:
+    """The modules a driver directory builds, in obj-m order."""
+    if not driver.is_dir():
+        raise KedrError(f"MODULE={driver}: not a directory")
+    specs = _discover(driver.resolve(), "", kdir, depth=0)
+    if not specs:
+        raise KedrError(f"{makefile_of(driver)}: builds no module (obj-m is empty)")
+    names = [s.name for s in specs]
+    dups = sorted({n for n in names if names.count(n) > 1})
+    if dups:
+        raise KedrError(f"{driver}: module name built twice: {', '.join(dups)}")
+    return specs
+
+
+def _discover(top: Path, sub: str, kdir: Path, depth: int) -> list[ModuleSpec]:
+    directory = top / sub if sub else top
+    makefile = makefile_of(directory)
+    if depth > 8:
+        raise KedrError(f"{makefile}: subdirectories nest too deep")
+    objm, objy = _eval_obj_vars(makefile, directory, kdir)
+    specs: list[ModuleSpec] = []
+    for word in objm + objy:
+        if word.endswith("/"):
+            specs += _discover(top, f"{sub}{word}", kdir, depth + 1)
+        elif word.endswith(".o") and word in objm:
+            rel = f"{sub}{word[:-2]}.ko"
+            specs.append(ModuleSpec(name=Path(rel).stem.replace("-", "_"), relpath=rel))
+    return specs
+
+
+_PROBE = """\
+KERNELRELEASE := kedr-probe
+src := {src}
+obj := {src}
+srctree := {kdir}
+-include {kdir}/include/config/auto.conf
+include {makefile}
+$(info KEDR-OBJ-M $(obj-m))
+$(info KEDR-OBJ-Y $(obj-y))
+.PHONY: kedr-probe
+kedr-probe: ;
+"""
+
+
+def _eval_obj_vars(makefile: Path, directory: Path, kdir: Path) -> tuple[list[str], list[str]]:
+    make = hosttools.require(["make"])["make"]
+    probe = _PROBE.format(src=directory, kdir=kdir, makefile=makefile)
+    proc = subprocess.run([make, "-s", "--no-print-directory", "-f", "-", "kedr-probe"],
+                          input=probe, cwd=directory, capture_output=True, text=True)
+    if proc.returncode != 0:
+        err = proc.stderr.strip().splitlines()
+        raise KedrError(f"{makefile}: make cannot read it: {err[-1] if err else 'error'}")
+    objm: list[str] = []
+    objy: list[str] = []
+    for line in proc.stdout.splitlines():
+        if line.startswith("KEDR-OBJ-M"):
+            objm = line.split()[1:]
+        elif line.startswith("KEDR-OBJ-Y"):
+            objy = [w for w in line.split()[1:] if w.endswith("/")]
+    return objm, objy
+
+
+def source_files(driver: Path) -> list[Path]:
+    """The driver's source files (what a rebuild depends on), sorted."""
+    return sorted(driver / rel for rel in _walk(driver))
+
+
+def _walk(top: Path) -> Iterator[str]:
+    for dirpath, dirnames, filenames in os.walk(top):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "__pycache__")
+        rel_dir = os.path.relpath(dirpath, top)
+        for name in filenames:
+            if name.startswith(".") or name in _OUTPUT_NAMES or name.endswith(_OUTPUT_SUFFIXES):
+                continue
+            yield name if rel_dir == "." else os.path.join(rel_dir, name)
+
+
+def sync_tree(src: Path, dst: Path) -> int:
+    """Mirror src's source files into dst; returns how many files were copied."""
+    dst.mkdir(parents=True, exist_ok=True)
+    wanted = set(_walk(src))
+    copied = 0
+    for rel in sorted(wanted):
+        s, d = src / rel, dst / rel
+        if d.is_file() and filecmp.cmp(s, d, shallow=False):
+            continue
+        d.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(s, d)
+        copied += 1
+    for rel in set(_walk(dst)) - wanted:
+        (dst / rel).unlink()
+    return copied
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    driver: Path
+    kdir: Path
+    workdir: Path       # the kbuild copy lives here
+    outdir: Path        # .ko files and Module.symvers land here
+    modules: tuple[ModuleSpec, ...]
+    jobs: int = 1
+    verbose: bool = False
+    extra_symbols: tuple[Path, ...] = ()   # other Module.symvers (KBUILD_EXTRA_SYMBOLS)
+
+
+def make_command(req: BuildRequest) -> list[str]:
+    cmd = ["make", "-C", str(req.kdir), f"M={req.workdir}", f"-j{req.jobs}"]
+    if req.verbose:
+        cmd.append("V=1")
+    if req.extra_symbols:
+        cmd.append("KBUILD_EXTRA_SYMBOLS=" + " ".join(str(p) for p in req.extra_symbols))
+    cmd.append("modules")
+    return cmd
+
+
+def build(req: BuildRequest) -> list[Path]:
+    """Build and install the modules; returns the installed paths (.ko..., Module.symvers)."""
+    hosttools.require(["make", "gcc"])
+    sync_tree(req.driver, req.workdir)
+    cmd = make_command(req)
+    if req.verbose:
+        print(shlex.join(cmd), flush=True)
+    # kbuild's messages go to the user as they are: no capture, no reformatting.
+    sys.stdout.flush()
+    proc = subprocess.run(cmd)
+    if proc.returncode != 0:
+        raise KedrError(f"{req.driver}: kbuild failed (make exit {proc.returncode}); "
+                        "its messages are above")
+    installed: list[Path] = []
+    req.outdir.mkdir(parents=True, exist_ok=True)
+    for spec in req.modules:
+        built = req.workdir / spec.relpath
+        if not built.is_file():
+            raise KedrError(f"{built}: kbuild finished but did not produce module {spec.name}")
+        installed.append(install(built, req.outdir / f"{spec.name}.ko"))
+    installed.append(install(req.workdir / "Module.symvers", req.outdir / "Module.symvers"))
+    return installed
+
+
+def install(src: Path, dest: Path) -> Path:
+    """Copy atomically: a reader never sees a half-written file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return dest

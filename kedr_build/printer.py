@@ -1,0 +1,30 @@
+"""Human-readable text for a RunReport (the parser and runner never print)."""
+
+from __future__ import annotations
+
+from .runner import RunReport
+
+MAX_LOG_LINES = 200
+
+
+def format_report(report: RunReport, title: str) -> str:
+    out: list[str] = []
+    if report.driver_log:
+        out.append(f"--- kernel log of {title} ---")
+        log = list(report.driver_log)
+        if len(log) > MAX_LOG_LINES:
+            out += log[:MAX_LOG_LINES]
+            out.append(f"... {len(log) - MAX_LOG_LINES} more lines in {report.logs}/console.log")
+        else:
+            out += log
+    if report.workload_output:
+        out.append("--- workload output ---")
+        out.append(report.workload_output.rstrip("\n"))
+    for problem in report.problems:
+        out.append(f"--- kernel {problem.kind.value} ---")
+        out.append(problem.excerpt)
+    steps = ", ".join(f"{s.action} {s.target}{'' if s.ok else ' FAILED'}" for s in report.steps)
+    verdict = "PASSED" if report.ok else f"FAILED: {report.reason}"
+    out.append(f"kedr-build: {title}: {verdict} [{steps or 'no steps'}] "
+               f"in {report.elapsed:.1f} s (logs: {report.logs})")
+    return "\n".join(out)
