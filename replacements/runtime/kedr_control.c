@@ -1,0 +1,237 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * kedr-build runtime, control: switch the payloads on and off while the
+ * replacement module is loaded. Included by the generated module, which
+ * defines KEDR_MODULE_NAME and kedr_functions[] before including this file.
+ *
+ * debugfs (root only: the files are 0600/0400 and debugfs itself is 0700):
+ *
+ *   /sys/kernel/debug/kedr_build/<module>/
+ *     enabled                  rw  1/0: global switch; 0 makes every
+ *                                  replacement a pass-through
+ *     status                   r   one line per function: name replacement
+ *                                  trace calls unrecorded
+ *     functions/<name>/trace   rw  1/0: trace calls of <name>
+ *     functions/<name>/calls   rw  calls that ran the trace payload
+ *                                  (write 0 to reset)
+ *     functions/<name>/unrecorded
+ *                              rw  of those, calls made while the tracefs
+ *                                  event was disabled (write 0 to reset)
+ *
+ * The module parameter "enabled" (default 1) sets the global switch at load.
+ * Every switch only recomputes kedr_function.active under kedr_control_lock;
+ * replacements read that word with READ_ONCE and take no lock.
+ */
+#include <linux/debugfs.h>
+#include <linux/fs.h>
+#include <linux/kernel.h>
+#include <linux/moduleparam.h>
+#include <linux/mutex.h>
+#include <linux/seq_file.h>
+#include <linux/uaccess.h>
+
+#include "kedr_runtime.h"
+
+#define KEDR_DEBUGFS_ROOT "kedr_build"
+
+static bool kedr_enabled_at_load = true;
+module_param_named(enabled, kedr_enabled_at_load, bool, 0444);
+MODULE_PARM_DESC(enabled, "Run the payloads from the start (1) or start as a pass-through (0)");
+
+static DEFINE_MUTEX(kedr_control_lock);
+static bool kedr_global_enabled;
+static struct dentry *kedr_root_dir;		/* kedr_build/ */
+static bool kedr_root_dir_looked_up;		/* another module created it: we hold a ref */
+static struct dentry *kedr_module_dir;		/* kedr_build/<module>/ */
+
+/* Called with kedr_control_lock held. */
+static void kedr_update_active(struct kedr_function *fn)
+{
+	WRITE_ONCE(fn->active, kedr_global_enabled ? fn->wanted : 0);
+}
+
+static void kedr_update_all(void)
+{
+	size_t i;
+
+	for (i = 0; i < ARRAY_SIZE(kedr_functions); i++)
+		kedr_update_active(kedr_functions[i]);
+}
+
+static ssize_t kedr_read_text(char __user *buf, size_t count, loff_t *ppos, const char *text)
+{
+	return simple_read_from_buffer(buf, count, ppos, text, strlen(text));
+}
+
+/* --- enabled ---------------------------------------------------------------- */
+
+static ssize_t kedr_enabled_read(struct file *file, char __user *buf, size_t count, loff_t *ppos)
+{
+	return kedr_read_text(buf, count, ppos, READ_ONCE(kedr_global_enabled) ? "1\n" : "0\n");
+}
+
+static ssize_t kedr_enabled_write(struct file *file, const char __user *buf, size_t count,
+				  loff_t *ppos)
+{
+	bool on;
+	int err = kstrtobool_from_user(buf, count, &on);
+
+	if (err)
+		return err;
+	mutex_lock(&kedr_control_lock);
+	WRITE_ONCE(kedr_global_enabled, on);
+	kedr_update_all();
+	mutex_unlock(&kedr_control_lock);
+	return count;
+}
+
+static const struct file_operations kedr_enabled_fops = {
+	.owner = THIS_MODULE,
+	.open = simple_open,
+	.read = kedr_enabled_read,
+	.write = kedr_enabled_write,
+	.llseek = default_llseek,
+};
+
+/* --- functions/<name>/trace --------------------------------------------------- */
+
+static ssize_t kedr_trace_switch_read(struct file *file, char __user *buf, size_t count,
+				      loff_t *ppos)
+{
+	struct kedr_function *fn = file->private_data;
+
+	return kedr_read_text(buf, count, ppos,
+			      READ_ONCE(fn->wanted) & KEDR_PAYLOAD_TRACE ? "1\n" : "0\n");
+}
+
+static ssize_t kedr_trace_switch_write(struct file *file, const char __user *buf, size_t count,
+				       loff_t *ppos)
+{
+	struct kedr_function *fn = file->private_data;
+	bool on;
+	int err = kstrtobool_from_user(buf, count, &on);
+
+	if (err)
+		return err;
+	mutex_lock(&kedr_control_lock);
+	WRITE_ONCE(fn->wanted, on ? fn->wanted | KEDR_PAYLOAD_TRACE
+				  : fn->wanted & ~KEDR_PAYLOAD_TRACE);
+	kedr_update_active(fn);
+	mutex_unlock(&kedr_control_lock);
+	return count;
+}
+
+static const struct file_operations kedr_trace_switch_fops = {
+	.owner = THIS_MODULE,
+	.open = simple_open,
+	.read = kedr_trace_switch_read,
+	.write = kedr_trace_switch_write,
+	.llseek = default_llseek,
+};
+
+/* --- counters: functions/<name>/calls, unrecorded ------------------------------- */
+
+static ssize_t kedr_counter_read(struct file *file, char __user *buf, size_t count, loff_t *ppos)
+{
+	atomic64_t *counter = file->private_data;
+	char text[24];
+
+	snprintf(text, sizeof(text), "%lld\n", (long long)atomic64_read(counter));
+	return kedr_read_text(buf, count, ppos, text);
+}
+
+static ssize_t kedr_counter_write(struct file *file, const char __user *buf, size_t count,
+				  loff_t *ppos)
+{
+	atomic64_t *counter = file->private_data;
+	long long value;
+	int err = kstrtoll_from_user(buf, count, 0, &value);
+
+	if (err)
+		return err;
+	if (value != 0)
+		return -EINVAL;		/* a counter can only be reset */
+	atomic64_set(counter, 0);
+	return count;
+}
+
+static const struct file_operations kedr_counter_fops = {
+	.owner = THIS_MODULE,
+	.open = simple_open,
+	.read = kedr_counter_read,
+	.write = kedr_counter_write,
+	.llseek = default_llseek,
+};
+
+/* --- status --------------------------------------------------------------------- */
+
+static int kedr_status_show(struct seq_file *m, void *unused)
+{
+	size_t i;
+
+	seq_printf(m, "# enabled=%d\n", READ_ONCE(kedr_global_enabled));
+	seq_puts(m, "# function replacement trace calls unrecorded\n");
+	for (i = 0; i < ARRAY_SIZE(kedr_functions); i++) {
+		struct kedr_function *fn = kedr_functions[i];
+
+		seq_printf(m, "%s %s %d %lld %lld\n", fn->name, fn->replacement,
+			   !!(READ_ONCE(fn->wanted) & KEDR_PAYLOAD_TRACE),
+			   (long long)atomic64_read(&fn->calls),
+			   (long long)atomic64_read(&fn->unrecorded));
+	}
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(kedr_status);
+
+/* --- set-up and tear-down ------------------------------------------------------- */
+
+static struct dentry *kedr_get_root_dir(void)
+{
+	struct dentry *root = debugfs_lookup(KEDR_DEBUGFS_ROOT, NULL);
+
+	if (root) {
+		kedr_root_dir_looked_up = true;
+		return root;
+	}
+	return debugfs_create_dir(KEDR_DEBUGFS_ROOT, NULL);
+}
+
+/*
+ * debugfs failures are not fatal (debugfs_create_* accept an error pointer as
+ * parent and do nothing): without debugfs the module still runs, with the
+ * switches as set at load.
+ */
+static void kedr_control_init(void)
+{
+	struct dentry *functions;
+	size_t i;
+
+	mutex_lock(&kedr_control_lock);
+	kedr_global_enabled = kedr_enabled_at_load;
+	kedr_update_all();
+	mutex_unlock(&kedr_control_lock);
+
+	kedr_root_dir = kedr_get_root_dir();
+	kedr_module_dir = debugfs_create_dir(KEDR_MODULE_NAME, kedr_root_dir);
+	debugfs_create_file("enabled", 0600, kedr_module_dir, NULL, &kedr_enabled_fops);
+	debugfs_create_file("status", 0400, kedr_module_dir, NULL, &kedr_status_fops);
+	functions = debugfs_create_dir("functions", kedr_module_dir);
+	for (i = 0; i < ARRAY_SIZE(kedr_functions); i++) {
+		struct kedr_function *fn = kedr_functions[i];
+		struct dentry *dir = debugfs_create_dir(fn->name, functions);
+
+		debugfs_create_file("trace", 0600, dir, fn, &kedr_trace_switch_fops);
+		debugfs_create_file("calls", 0600, dir, &fn->calls, &kedr_counter_fops);
+		debugfs_create_file("unrecorded", 0600, dir, &fn->unrecorded, &kedr_counter_fops);
+	}
+}
+
+static void kedr_control_exit(void)
+{
+	debugfs_remove(kedr_module_dir);
+	/* The last replacement module out removes kedr_build/. */
+	if (!IS_ERR_OR_NULL(kedr_root_dir) && simple_empty(kedr_root_dir))
+		debugfs_remove(kedr_root_dir);
+	if (kedr_root_dir_looked_up)
+		dput(kedr_root_dir);
+}

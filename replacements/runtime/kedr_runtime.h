@@ -1,0 +1,53 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * kedr-build replacement module runtime: what every replacement function and
+ * every runtime part share.
+ *
+ * A replacement reads one word, kedr_active(fn), and when it is 0 (everything
+ * switched off) it only calls the original function: no lock, no allocation,
+ * no atomic. The word is a set of payload bits; the control part
+ * (kedr_control.c) recomputes it whenever a switch changes.
+ */
+#ifndef KEDR_RUNTIME_H
+#define KEDR_RUNTIME_H
+
+#include <linux/atomic.h>
+#include <linux/compiler.h>
+#include <linux/types.h>
+
+/* One bit per payload a replacement can run around the original call. */
+#define KEDR_PAYLOAD_TRACE	(1U << 0)	/* kedr_trace.h: one trace event per call */
+/*
+ * Seams for the later payloads: KEDR_PAYLOAD_LEAKS (1U << 1) from kedr_leaks.c
+ * (record after an allocating/freeing call), KEDR_PAYLOAD_FAULTS (1U << 2) from
+ * kedr_faults.c (decide before the call whether to return the catalog's fault
+ * value instead). Add the bit here and to KEDR_PAYLOADS_DEFAULT, and a file per
+ * payload under functions/<name>/ in kedr_control.c.
+ */
+#define KEDR_PAYLOADS_DEFAULT	KEDR_PAYLOAD_TRACE
+
+struct kedr_function {
+	const char *name;		/* the kernel function replaced: "kfree" */
+	const char *replacement;	/* the exported replacement: "Kfree" */
+	unsigned int wanted;		/* payloads switched on for this function */
+	unsigned int active;		/* wanted, or 0 while globally disabled */
+	atomic64_t calls;		/* calls that ran the trace payload */
+	atomic64_t unrecorded;		/* ... of which the trace event was disabled */
+};
+
+#define KEDR_FUNCTION(fn_name, repl_name) {				\
+	.name = fn_name,						\
+	.replacement = repl_name,					\
+	.wanted = KEDR_PAYLOADS_DEFAULT,				\
+	.active = 0,							\
+	.calls = ATOMIC64_INIT(0),					\
+	.unrecorded = ATOMIC64_INIT(0),					\
+}
+
+/* The only thing a replacement reads before deciding to be a pass-through. */
+static __always_inline unsigned int kedr_active(const struct kedr_function *fn)
+{
+	return READ_ONCE(fn->active);
+}
+
+#endif /* KEDR_RUNTIME_H */
