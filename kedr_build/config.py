@@ -39,6 +39,15 @@ class BuildConfig:
     verbose: bool
     vm_timeout: float
 
+    @property
+    def kernel_id(self) -> str:
+        """Changes when the kernel behind KDIR changes, even at the same path."""
+        try:
+            mtime = self.kernel.symvers.stat().st_mtime_ns
+        except OSError:
+            mtime = 0
+        return f"{self.kernel.release}:{mtime}"
+
 
 def from_arguments(args: Mapping[str, str], top: str, launch_dir: str) -> BuildConfig:
     unknown = sorted(set(args) - set(VARIABLES))
@@ -62,10 +71,11 @@ def from_arguments(args: Mapping[str, str], top: str, launch_dir: str) -> BuildC
         kernel = kernels.from_kdir(path(args["KDIR"]))
     else:
         kernel = provision.ensure(kernel_name)
-    specs = tuple(kbuild.discover(driver, kernel.kdir))
     build_dir = str(path(args["BUILD_DIR"]).resolve()) if args.get("BUILD_DIR") \
         else os.path.join(top, "build")
     name = driver.name
+    specs = tuple(kbuild.discover(driver, kernel.kdir,
+                                  cache=Path(build_dir, name, ".kedr-modules.json")))
     workload = str(path(args["WORKLOAD"]).resolve()) if args.get("WORKLOAD") else None
     if workload is not None and not os.path.isfile(workload):
         raise KedrError(f"WORKLOAD={args['WORKLOAD']}: no such file")

@@ -46,7 +46,7 @@ class KernelProblem:
     excerpt: str       # that line and what follows, up to the end of the report
 
     def __str__(self) -> str:
-        return f"{self.kind.value}: {self.line}"
+        return self.line
 
 
 def strip_prefix(line: str) -> str:

@@ -16,6 +16,8 @@
 from __future__ import annotations
 
 import filecmp
+import hashlib
+import json
 import os
 import shlex
 import shutil
@@ -48,10 +50,23 @@ def makefile_of(directory: Path) -> Path:
     raise KedrError(f"{directory}: no Kbuild or Makefile (not a kbuild module directory)")
 
 
-def discover(driver: Path, kdir: Path) -> list[ModuleSpec]:
-    """The modules a driver directory builds, in obj-m order."""
+def discover(driver: Path, kdir: Path, cache: Path | None = None) -> list[ModuleSpec]:
+    """The modules a driver directory builds, in obj-m order.
+
+    With ``cache``, the answer is kept in that JSON file, keyed by the bytes of
+    every makefile in the tree and the kernel's config: a null build then
+    spawns no make at all.
+    """
     if not driver.is_dir():
         raise KedrError(f"MODULE={driver}: not a directory")
+    key = _discover_key(driver, kdir) if cache is not None else ""
+    if cache is not None:
+        try:
+            data = json.loads(cache.read_text())
+            if data.get("key") == key:
+                return [ModuleSpec(**m) for m in data["modules"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
     specs = _discover(driver.resolve(), "", kdir, depth=0)
     if not specs:
         raise KedrError(f"{makefile_of(driver)}: builds no module (obj-m is empty)")
@@ -59,7 +74,27 @@ def discover(driver: Path, kdir: Path) -> list[ModuleSpec]:
     dups = sorted({n for n in names if names.count(n) > 1})
     if dups:
         raise KedrError(f"{driver}: module name built twice: {', '.join(dups)}")
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(cache.name + ".tmp")
+        tmp.write_text(json.dumps({"key": key, "modules": [vars(s) for s in specs]}))
+        tmp.replace(cache)
     return specs
+
+
+def _discover_key(driver: Path, kdir: Path) -> str:
+    h = hashlib.sha256(str(kdir.resolve()).encode())
+    auto_conf = kdir / "include/config/auto.conf"
+    if auto_conf.exists():
+        st = auto_conf.stat()
+        h.update(f"{st.st_mtime_ns}:{st.st_size}".encode())
+    for dirpath, dirnames, filenames in os.walk(driver):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name in ("Kbuild", "Makefile", "makefile", "GNUmakefile") or name.endswith(".mk"):
+                path = Path(dirpath) / name
+                h.update(str(path.relative_to(driver)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
 
 
 def _discover(top: Path, sub: str, kdir: Path, depth: int) -> list[ModuleSpec]:

@@ -216,6 +216,10 @@ def driver_log(console: str) -> list[str]:
 
 def _kernel_reason(log: list[str], module: str) -> str:
     """What the kernel said when it refused the module ('Unknown symbol X (err -2)')."""
-    said = [ln.split(":", 1)[1].strip() for ln in log
-            if ln.startswith(f"{module}:") and "taint" not in ln]
+    said: list[str] = []
+    for ln in log:
+        if ln.startswith(f"{module}:") and "taint" not in ln:
+            msg = ln.split(":", 1)[1].strip()
+            if msg not in said:   # busybox insmod retries init_module after finit_module
+                said.append(msg)
     return "; ".join(said[:3])

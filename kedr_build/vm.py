@@ -112,7 +112,7 @@ class VmResult:
                 why += f" ({self.problems[0]})"
             return why
         if v is Verdict.KERNEL_PROBLEM:
-            return f"kernel {self.problems[0]}"
+            return f"kernel reported: {self.problems[0]}"
         return f"guest script exited with status {self.status}"
 
 

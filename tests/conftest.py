@@ -3,6 +3,9 @@ a test that needs it fails if it cannot be had)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,3 +19,38 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def pinned_kernel() -> ProvisionedKernel:
     return provision.ensure()
+
+
+def run_scons(args: list[str], env_extra: dict[str, str] | None = None,
+              check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the project's scons (as a user would) and capture its output."""
+    env = dict(os.environ)
+    env.update(env_extra or {})
+    proc = subprocess.run([sys.executable, "-m", "SCons", "-C", str(REPO), "-Q", *args],
+                          capture_output=True, text=True, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"scons {' '.join(args)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def built_multi(tmp_path_factory: pytest.TempPathFactory, pinned_kernel: ProvisionedKernel) -> Path:
+    build = tmp_path_factory.mktemp("build-multi")
+    run_scons([f"MODULE={REPO / 'examples/multi'}", f"BUILD_DIR={build}"])
+    return build / "multi"
+
+
+@pytest.fixture(scope="session")
+def built_chardev(tmp_path_factory: pytest.TempPathFactory,
+                  pinned_kernel: ProvisionedKernel) -> Path:
+    build = tmp_path_factory.mktemp("build-chardev")
+    run_scons([f"MODULE={REPO / 'examples/chardev'}", f"BUILD_DIR={build}"])
+    return build / "chardev"
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # A skipped test is a missing test: the run fails.
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and reporter.stats.get("skipped") and exitstatus == 0:
+        session.exitstatus = 1

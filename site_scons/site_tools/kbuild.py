@@ -3,7 +3,7 @@
 ``env.KbuildModules(driver_dir)`` returns the targets: one ``<name>.ko`` per
 module the directory builds, and its ``Module.symvers`` (the emitter lists every
 output). The action calls :func:`kedr_build.kbuild.build`; ``varlist`` makes a
-change of KDIR, V or the extra symbols rebuild, and every source file of the
+change of KDIR (or of the kernel in it: KERNEL_ID), V or the extra symbols rebuild, and every source file of the
 driver is a dependency, so editing a .c or header rebuilds and nothing
 changed spawns no make at all.
 """
@@ -53,7 +53,7 @@ def _kbuild_modules(env: Any, outdir: str, driver: str, specs: list[kbuild.Modul
 def generate(env: Any) -> None:
     action = SCons.Action.Action(
         _action, "$KBUILDCOMSTR",
-        varlist=["KDIR", "KBUILD_VERBOSE", "KBUILD_EXTRA_SYMBOLS", "KBUILD_DRIVER"])
+        varlist=["KDIR", "KERNEL_ID", "KBUILD_VERBOSE", "KBUILD_EXTRA_SYMBOLS", "KBUILD_DRIVER"])
     env.SetDefault(KBUILDCOMSTR="kbuild  $KBUILD_DRIVER -> ${TARGET.dir}")
     env["BUILDERS"]["_KbuildModules"] = SCons.Builder.Builder(action=action)
     env.AddMethod(_kbuild_modules, "KbuildModules")

@@ -1,0 +1,70 @@
+"""Guest-script planning and the interpretation of recorded VM output."""
+
+from pathlib import Path
+
+import pytest
+
+from kedr_build.console import find_problems
+from kedr_build.errors import KedrError
+from kedr_build.runner import driver_log, interpret, plan_run
+from kedr_build.vm import Verdict, VmResult, parse_status
+
+DATA = Path(__file__).parent / "data" / "console"
+
+
+def recorded(console: str, output: str, status: int | None) -> VmResult:
+    return VmResult(status=status, output=output, console=console,
+                    problems=tuple(find_problems(console)), timed_out=False, elapsed=1.0,
+                    command=(), workdir=Path("/nonexistent"))
+
+
+def test_refused_module_reports_the_kernels_reason() -> None:
+    console = (DATA / "initfail.log").read_text()
+    output = (DATA / "initfail-output.log").read_text()
+    report = interpret(recorded(console, output, 1), ["kedr_initfail"])
+    assert report.verdict is Verdict.FAILED
+    assert report.steps[0].action == "insmod" and not report.steps[0].ok
+    assert report.reason.startswith("insmod kedr_initfail failed")
+    assert report.reason.endswith(": no such device here")
+
+
+def test_driver_log_is_between_the_markers() -> None:
+    log = driver_log((DATA / "chardev-ok.log").read_text())
+    assert log[-2:] == ["kedr_chardev: ready, buffer of 4096 bytes", "kedr_chardev: unloaded"]
+    assert not any("Linux version" in line for line in log)
+
+
+def test_oops_is_a_kernel_problem_even_with_status_zero() -> None:
+    console = (DATA / "oops-null-deref.log").read_text()
+    report = interpret(recorded(console, "KEDR-STEP insmod kedr_oops 0\n", 0), ["kedr_oops"])
+    assert report.verdict is Verdict.KERNEL_PROBLEM
+    assert "NULL pointer dereference" in report.reason
+
+
+def test_panic_without_status_is_lost() -> None:
+    report = interpret(recorded((DATA / "panic.log").read_text(), "", None), ["kedr_panic"])
+    assert report.verdict is Verdict.LOST
+    assert "deliberate panic" in report.reason
+
+
+def test_status_channel_parsing() -> None:
+    assert parse_status("KEDR-STATUS 0\n") == 0
+    assert parse_status("noise\nKEDR-STATUS 3\n") == 3
+    assert parse_status("KEDR-STATUS x") is None
+    assert parse_status("") is None
+
+
+def test_plan_orders_by_depends_and_finds_intree(built_multi: Path) -> None:
+    kos = [built_multi / n for n in ("multi_consumer.ko", "multi_crc.ko", "multi_provider.ko")]
+    plan = plan_run(kos)
+    names = [p.name for p in plan.modules]
+    assert names.index("multi_provider.ko") < names.index("multi_consumer.ko")
+    assert plan.intree == ("crc7",)
+    assert "modprobe crc7" in plan.script
+
+
+def test_plan_rejects_a_non_module(tmp_path: Path) -> None:
+    bogus = tmp_path / "bogus.ko"
+    bogus.write_text("not elf")
+    with pytest.raises(KedrError, match="bogus.ko"):
+        plan_run([bogus])

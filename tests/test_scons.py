@@ -1,0 +1,137 @@
+"""`scons MODULE=dir` end to end, in temporary copies of the examples."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, run_scons
+from kedr_build.kernels import ProvisionedKernel
+
+
+@pytest.fixture
+def make_log(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """A PATH whose `make` logs each call, then runs the real make."""
+    bindir = tmp_path / "fakebin"
+    bindir.mkdir()
+    log = tmp_path / "make.log"
+    real = shutil.which("make")
+    assert real
+    wrapper = bindir / "make"
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {log}\nexec {real} "$@"\n')
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
+    return {"PATH": f"{bindir}:{os.environ['PATH']}"}, log
+
+
+def copy_example(name: str, tmp_path: Path) -> Path:
+    dest = tmp_path / name
+    shutil.copytree(REPO / "examples" / name, dest)
+    return dest
+
+
+def calls(log: Path) -> list[str]:
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def test_build_incremental_and_null(tmp_path: Path, make_log: tuple[dict[str, str], Path],
+                                    pinned_kernel: ProvisionedKernel) -> None:
+    env, log = make_log
+    driver = copy_example("chardev", tmp_path)
+    build = tmp_path / "build"
+    args = [f"MODULE={driver}", f"BUILD_DIR={build}"]
+    run_scons(args, env)
+    ko = build / "chardev" / "kedr_chardev.ko"
+    assert ko.read_bytes()[:4] == b"\x7fELF"
+    assert (build / "chardev" / "Module.symvers").is_file()
+    # The source tree stays clean: kbuild ran in a copy.
+    assert sorted(p.name for p in driver.rglob("*") if p.is_file()) == \
+        sorted(p.name for p in (REPO / "examples/chardev").rglob("*") if p.is_file())
+    assert any("modules" in c for c in calls(log))
+
+    log.unlink()
+    proc = run_scons(args, env)
+    assert "is up to date" in proc.stdout
+    assert calls(log) == [], "a null build must not spawn make"
+
+    # Editing a header rebuilds; kbuild recompiles only what includes it.
+    before = ko.read_bytes()
+    header = driver / "include" / "buffer.h"
+    header.write_text(header.read_text() + "\n/* edited */\n")
+    run_scons(args, env)
+    assert any(c.endswith("modules") for c in calls(log))
+    log.unlink()
+    src = driver / "main.c"
+    src.write_text(src.read_text().replace("ready, buffer", "ready (edited), buffer"))
+    run_scons(args, env)
+    assert any(c.endswith("modules") for c in calls(log))
+    assert ko.read_bytes() != before
+    assert b"ready (edited), buffer" in ko.read_bytes()
+
+
+def test_changing_kdir_rebuilds(tmp_path: Path, make_log: tuple[dict[str, str], Path],
+                                pinned_kernel: ProvisionedKernel) -> None:
+    env, log = make_log
+    driver = copy_example("multi", tmp_path)
+    build = tmp_path / "build"
+    run_scons([f"MODULE={driver}", f"BUILD_DIR={build}"], env)
+    # Another kernel tree (a copy of the same kernel's, so it builds): KDIR is part of
+    # the signature.
+    other = tmp_path / "other-kdir"
+    shutil.copytree(pinned_kernel.kdir, other, symlinks=True)
+    for link in ("scripts", "tools"):
+        target = (pinned_kernel.kdir / link).resolve()
+        (other / link).unlink()
+        (other / link).symlink_to(target)
+    log.unlink()
+    run_scons([f"MODULE={driver}", f"BUILD_DIR={build}", f"KDIR={other}"], env)
+    assert any(c.endswith("modules") for c in calls(log))
+    names = sorted(p.name for p in (build / "multi").glob("*.ko"))
+    assert names == ["multi_consumer.ko", "multi_crc.ko", "multi_provider.ko"]
+
+
+def test_clean_parallel_and_verbose(tmp_path: Path, pinned_kernel: ProvisionedKernel) -> None:
+    driver = copy_example("multi", tmp_path)
+    build = tmp_path / "build"
+    args = [f"MODULE={driver}", f"BUILD_DIR={build}"]
+    proc = run_scons(["-j", "2", "V=1", *args])
+    assert "-j2" in proc.stdout                      # make got the job count
+    assert "gcc-12" in proc.stdout                   # V=1: kbuild shows its commands
+    assert (build / "multi" / "multi_crc.ko").is_file()
+    run_scons(["-c", *args])
+    assert not list((build / "multi").glob("*.ko"))
+    assert not (build / "multi" / ".kbuild").exists()
+
+
+def test_compile_error_reaches_user_verbatim(tmp_path: Path,
+                                             pinned_kernel: ProvisionedKernel) -> None:
+    build = tmp_path / "build"
+    proc = run_scons([f"MODULE={REPO / 'tests/drivers/broken'}", f"BUILD_DIR={build}"],
+                     check=False)
+    assert proc.returncode != 0
+    assert re.search(r"error: .this_identifier_does_not_exist. undeclared",
+                     proc.stdout + proc.stderr)
+    assert "kedr-build:" in proc.stdout and "kbuild failed" in proc.stdout
+    assert not (build / "broken" / "kedr_broken.ko").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    ([], "MODULE=<driver directory> is required"),
+    (["MODULE=/nonexistent/driver"], "MODULE=/nonexistent/driver: no such directory"),
+    (["MODULE=SConstruct"], "MODULE=SConstruct: not a directory"),
+    (["MODULE=tests", "BUILD_DIR=/tmp/kedr-x"], "no Kbuild or Makefile"),
+    (["MODULE=examples/chardev", "KDIR=/tmp"], "KDIR=/tmp: not a kernel build tree"),
+    (["MODULE=examples/chardev", "FOO=1"], "unknown variable FOO="),
+    (["MODULE=examples/chardev", "WORKLOAD=/nope.sh"], "WORKLOAD=/nope.sh: no such file"),
+])
+def test_bad_input_is_one_clear_line(args: list[str], message: str,
+                                     pinned_kernel: ProvisionedKernel) -> None:
+    proc = run_scons(args, check=False)
+    assert proc.returncode != 0
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("kedr-build:")]
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
