@@ -1,0 +1,99 @@
+"""VM tests: the examples really load into the pinned kernel under QEMU, and
+broken modules are reported as failures, never as passes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, run_scons
+from kedr_build.kernels import ProvisionedKernel
+from kedr_build.vm import GuestJob, Verdict, run_guest
+
+pytestmark = pytest.mark.vm
+
+
+def scons_run(driver: Path, build: Path, *extra: str) -> tuple[int, str, dict[str, object]]:
+    proc = run_scons([f"MODULE={driver}", f"BUILD_DIR={build}", "VM_TIMEOUT=120", *extra, "run"],
+                     check=False)
+    result = build / driver.name / "run" / "result.json"
+    data = json.loads(result.read_text()) if result.exists() else {}
+    return proc.returncode, proc.stdout + proc.stderr, data
+
+
+def test_chardev_loads_serves_workload_and_unloads(tmp_path: Path,
+                                                   pinned_kernel: ProvisionedKernel) -> None:
+    driver = REPO / "examples/chardev"
+    rc, out, result = scons_run(driver, tmp_path, f"WORKLOAD={driver / 'workload.sh'}")
+    assert rc == 0, out
+    assert result["verdict"] == "passed"
+    assert [(s["action"], s["status"]) for s in result["steps"]] == \
+        [("insmod", 0), ("workload", 0), ("rmmod", 0)]
+    assert "read back: hello from the guest" in out
+    assert "kedr_chardev: ready, buffer of 4096 bytes" in out
+    assert "kedr-build: chardev: PASSED" in out
+
+
+def test_multi_module_directory_with_intree_dependency(tmp_path: Path,
+                                                       pinned_kernel: ProvisionedKernel) -> None:
+    rc, out, result = scons_run(REPO / "examples/multi", tmp_path)
+    assert rc == 0, out
+    inserted = [s["target"] for s in result["steps"] if s["action"] == "insmod"]
+    assert inserted.index("multi_provider") < inserted.index("multi_consumer")
+    assert "multi_crc" in inserted
+    log = result["driver_log"]
+    assert any(line.startswith("multi_crc: crc7 = 0x") for line in log)  # crc7.ko was loaded
+    assert "multi_consumer: got an object from multi_provider" in log
+
+
+@pytest.mark.parametrize("driver,expected", [
+    ("oops", "BUG: kernel NULL pointer dereference"),
+    ("warn", "WARNING: CPU: 0 PID:"),
+])
+def test_kernel_problem_is_a_failure_with_excerpt(driver: str, expected: str, tmp_path: Path,
+                                                  pinned_kernel: ProvisionedKernel) -> None:
+    rc, out, result = scons_run(REPO / "tests/drivers" / driver, tmp_path)
+    assert rc != 0
+    assert result["verdict"] == "kernel problem"
+    assert expected in str(result["reason"])
+    assert f"kedr-build: {driver}: FAILED: kernel reported: {expected}" in out
+    assert "Call Trace:" in out          # the excerpt reaches the user
+
+
+def test_refused_module_shows_the_kernels_reason(tmp_path: Path,
+                                                 pinned_kernel: ProvisionedKernel) -> None:
+    rc, out, result = scons_run(REPO / "tests/drivers/initfail", tmp_path)
+    assert rc != 0
+    assert result["verdict"] == "failed"
+    reason = str(result["reason"])
+    assert reason.startswith("insmod kedr_initfail failed (status ")
+    assert reason.endswith("): no such device here")
+
+
+def test_hang_is_cut_off_by_the_timeout(tmp_path: Path, pinned_kernel: ProvisionedKernel) -> None:
+    result = run_guest(pinned_kernel, GuestJob(script="echo started\nsleep 600\n"),
+                       tmp_path, timeout=20)
+    assert result.verdict is Verdict.LOST and result.timed_out
+    assert result.output.strip() == "started"
+    assert result.reason().startswith("VM hung: no status after")
+
+
+def test_guest_status_comes_from_the_status_channel(tmp_path: Path,
+                                                    pinned_kernel: ProvisionedKernel) -> None:
+    # The script prints a fake status line to its output: it must not count.
+    result = run_guest(pinned_kernel, GuestJob(script="echo 'KEDR-STATUS 0'\nexit 7\n"),
+                       tmp_path, timeout=60)
+    assert result.status == 7 and result.verdict is Verdict.FAILED
+    assert (tmp_path / "console.log").read_text() == result.console
+
+
+def test_vm_that_does_not_boot_is_lost(tmp_path: Path, pinned_kernel: ProvisionedKernel) -> None:
+    bogus = tmp_path / "vmlinuz"
+    bogus.write_bytes(b"not a kernel")
+    kernel = dataclasses.replace(pinned_kernel, vmlinuz=bogus)
+    result = run_guest(kernel, GuestJob(script="exit 0\n"), tmp_path / "vm", timeout=30)
+    assert result.verdict is Verdict.LOST
+    assert result.reason()
