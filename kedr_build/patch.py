@@ -142,6 +142,8 @@ def _set_shdr(out: bytearray, elf: ElfRel, sec: Section, offset: int, size: int)
 
 def _append_section(out: bytearray, elf: ElfRel, sec: Section, content: bytes) -> None:
     align = max(sec.align, 1)
+    if align > 4096 or align & (align - 1):
+        raise KedrError(f"{elf.where}: corrupt section {sec.name}: alignment {sec.align}")
     out.extend(b"\0" * (-len(out) % align))
     _set_shdr(out, elf, sec, len(out), len(content))
     out.extend(content)
