@@ -153,9 +153,6 @@ class CatalogEntry:
         return (self.name in exports and all(r in exports for r in self.requires)
                 and not any(x in exports for x in self.excludes))
 
-    def where(self) -> str:
-        return f"{self.source.name}: {self.name}"
-
 
 @dataclass(frozen=True)
 class Catalog:

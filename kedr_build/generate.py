@@ -1,0 +1,340 @@
+"""Generate the replacement module: one kbuild directory, one .ko.
+
+Input: which kernel functions to replace and by what exported name
+(``[("kfree", "Kfree"), ...]``, decided by the plan), the catalog and the
+target kernel's ``Module.symvers``. Output: ``<module>.c`` (the replacements),
+``<module>_trace.h`` (their trace events), ``Kbuild`` and the C runtime files
+copied from ``replacements/runtime/``. :func:`build_replacement` runs kbuild
+there; the module's own ``Module.symvers`` then holds the CRCs the patcher
+writes into the driver's ``__versions``.
+
+A catalog prototype that no longer matches the kernel stops the build with an
+error naming the catalog entry (each function in the generated files follows a
+``kedr-entry: <name>`` marker, and gcc's error lines are mapped back to it).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import hosttools
+from .catalog import Arg, Catalog, CatalogEntry, Export, read_exports
+from .errors import KedrError
+
+REPLACEMENTS_DIR = Path(__file__).resolve().parent.parent / "replacements"
+TEMPLATES_DIR = REPLACEMENTS_DIR / "templates"
+RUNTIME_DIR = REPLACEMENTS_DIR / "runtime"
+RUNTIME_FILES = ("kedr_runtime.h", "kedr_trace.h", "kedr_control.c")
+
+MODULE_PREFIX = "kedr_repl_"
+ENTRY_MARKER = "kedr-entry: "
+# struct modversion_info holds a name of at most 55 characters (ko-format.md).
+MAX_SYMBOL_LEN = 55
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+@dataclass(frozen=True)
+class Replacement:
+    """One kernel function and the exported function that replaces it."""
+
+    original: str                  # "kfree"
+    replacement: str               # "Kfree"
+    entry: CatalogEntry
+    export_type: str               # the original's: "EXPORT_SYMBOL" / "EXPORT_SYMBOL_GPL"
+
+
+@dataclass(frozen=True)
+class ReplacementModule:
+    name: str
+    directory: Path
+    replacements: tuple[Replacement, ...]
+
+    @property
+    def source(self) -> Path:
+        return self.directory / f"{self.name}.c"
+
+    @property
+    def ko(self) -> Path:
+        return self.directory / f"{self.name}.ko"
+
+    @property
+    def symvers(self) -> Path:
+        return self.directory / "Module.symvers"
+
+
+def module_name_for(driver: str) -> str:
+    """``kedr_repl_<driver>``, a valid module (and trace system) name."""
+    stem = re.sub(r"\W", "_", driver.removesuffix(".ko"))
+    return f"{MODULE_PREFIX}{stem}"
+
+
+def plan_replacements(pairs: Iterable[tuple[str, str]], catalog: Catalog,
+                      exports: Mapping[str, Export]) -> tuple[Replacement, ...]:
+    """Check the requested pairs against the catalog and the kernel, in request order."""
+    result: list[Replacement] = []
+    seen_orig: set[str] = set()
+    seen_repl: set[str] = set()
+    for original, replacement in pairs:
+        if original in seen_orig:
+            raise KedrError(f"function {original} is to be replaced twice")
+        if replacement in seen_repl:
+            raise KedrError(f"replacement name {replacement} is used twice")
+        seen_orig.add(original)
+        seen_repl.add(replacement)
+        if not _IDENT.match(replacement) or len(replacement) > MAX_SYMBOL_LEN:
+            raise KedrError(f"replacement name {replacement!r} for {original}: must be a C "
+                            f"identifier of at most {MAX_SYMBOL_LEN} characters")
+        if replacement in exports:
+            raise KedrError(f"replacement name {replacement} for {original}: the kernel already "
+                            f"exports {replacement} ({exports[replacement].module}); the loader "
+                            "refuses duplicate exports")
+        entry = catalog.lookup(original, exports)
+        export = exports[original]
+        if export.export_type not in ("EXPORT_SYMBOL", "EXPORT_SYMBOL_GPL"):
+            raise KedrError(f"{original}: unknown export type {export.export_type!r} "
+                            "in Module.symvers")
+        result.append(Replacement(original, replacement, entry, export.export_type))
+    if not result:
+        raise KedrError("no functions to replace: a replacement module needs at least one")
+    return tuple(result)
+
+
+def generate(pairs: Iterable[tuple[str, str]], catalog: Catalog, symvers: Path, outdir: Path,
+             module_name: str, *, driver: str = "", kernel: str = "") -> ReplacementModule:
+    """Write the replacement module's source directory; files whose text is unchanged
+    are left alone, so kbuild and SCons see nothing to rebuild."""
+    if not _IDENT.match(module_name) or len(module_name) > MAX_SYMBOL_LEN:
+        raise KedrError(f"replacement module name {module_name!r}: must be a C identifier "
+                        f"of at most {MAX_SYMBOL_LEN} characters")
+    exports = read_exports(symvers)
+    replacements = plan_replacements(pairs, catalog, exports)
+    views = [_view(r) for r in replacements]
+    headers = sorted({h for r in replacements for h in r.entry.headers})
+    context: dict[str, Any] = {
+        "module": module_name,
+        "driver": driver,
+        "kernel": f"kernel {kernel}" if kernel else f"the kernel of {symvers}",
+        "headers": headers,
+        "module_headers": sorted(set(headers) | {"linux/build_bug.h", "linux/kernel.h",
+                                                 "linux/module.h"}),
+        "replacements": views,
+        "guard": f"KEDR_TRACE_{module_name.upper()}_H",
+        "uses_gfp": any(f.gfp for v in views for f in v["fields"]),
+    }
+    outdir.mkdir(parents=True, exist_ok=True)
+    env = _jinja_env()
+    _write_if_changed(outdir / f"{module_name}.c", env.get_template("module.c.j2").render(context))
+    _write_if_changed(outdir / f"{module_name}_trace.h",
+                      env.get_template("trace.h.j2").render(context))
+    _write_if_changed(outdir / "Kbuild", env.get_template("Kbuild.j2").render(context))
+    for name in RUNTIME_FILES:
+        _write_if_changed(outdir / name, (RUNTIME_DIR / name).read_text())
+    return ReplacementModule(name=module_name, directory=outdir, replacements=replacements)
+
+
+def _jinja_env() -> Any:
+    import jinja2   # imported here: only generation pays for it (STYLE 16)
+
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+                              undefined=jinja2.StrictUndefined, trim_blocks=True,
+                              lstrip_blocks=True, keep_trailing_newline=True,
+                              autoescape=False)
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    if path.is_file() and path.read_text() == text:
+        return
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+# --- the C text of one replacement ----------------------------------------------------
+
+@dataclass(frozen=True)
+class _Field:
+    """One value in a trace event: struct member, assignment, printk format and argument."""
+
+    struct: str
+    assign: str
+    fmt: str
+    arg: str
+    gfp: bool = False
+
+
+# show -> (field type, assignment cast, printk format, printk argument wrapper)
+_SCALAR_SHOWS: dict[str, tuple[str, str, str, str]] = {
+    "ptr": ("unsigned long", "(unsigned long)", "0x%lx", "{}"),
+    "hex": ("u64", "(__force u64)", "0x%llx", "{}"),
+    "int": ("int", "", "%d", "{}"),
+    "uint": ("unsigned int", "", "%u", "{}"),
+    "long": ("long", "", "%ld", "{}"),
+    "ulong": ("unsigned long", "", "%lu", "{}"),
+    "size": ("size_t", "", "%zu", "{}"),
+    "bool": ("bool", "", "%d", "{}"),
+    "gfp": ("unsigned long", "(__force unsigned long)", "%s", "show_gfp_flags({})"),
+    "fn": ("unsigned long", "(unsigned long)", "%pS", "(void *){}"),
+}
+
+
+def _field(name: str, show: str) -> _Field:
+    if show == "str":
+        return _Field(struct=f"__string({name}, {name})", assign=f"__assign_str({name}, {name});",
+                      fmt=f'{name}=\\"%s\\"', arg=f"__get_str({name})")
+    ftype, cast, fmt, wrap = _SCALAR_SHOWS[show]
+    return _Field(struct=f"__field({ftype}, {name})", assign=f"__entry->{name} = {cast}{name};",
+                  fmt=f"{name}={fmt}", arg=wrap.format(f"__entry->{name}"), gfp=show == "gfp")
+
+
+def _wrap(head: str, items: list[str], tail: str, cont: str, width: int = 96) -> str:
+    """``head`` + comma-separated items + ``tail``, broken before an item that would pass
+    ``width``; continuation lines start with ``cont`` (kernel style: under the parenthesis)."""
+    lines = [head]
+    for i, item in enumerate(items):
+        piece = item + (", " if i < len(items) - 1 else tail)
+        if len(lines[-1].expandtabs(8)) + len(piece.rstrip()) > width and lines[-1] != head:
+            lines[-1] = lines[-1].rstrip()
+            lines.append(cont)
+        lines[-1] += piece
+    if not items:
+        lines[-1] += tail
+    return "\n".join(lines)
+
+
+def _view(r: Replacement) -> dict[str, Any]:
+    e = r.entry
+    traced = [a for a in e.args if a.show != "skip"]
+    ret = [] if e.returns_void else [Arg(type=e.returns, name="ret", show=e.returns_show)]
+    fields = [_field("call_site", "fn")] + [_field(a.name, a.show) for a in traced + ret]
+    call_args = ", ".join(a.name for a in e.args)
+    head = e.prototype(r.replacement).split("(", 1)[0] + "("
+    params = [a.decl() for a in e.args] + (["..."] if e.variadic else [])
+    trace_args = ["_RET_IP_"] + [a.name for a in traced] + ([] if e.returns_void else ["kedr_ret"])
+    return {
+        "name": r.original,
+        "replacement": r.replacement,
+        "export": r.export_type,
+        "where": e.source.name,
+        "proto": _wrap(head, params or ["void"], ")", " " * len(head)),
+        "void": e.returns_void,
+        "ret_decl": "" if e.returns_void else Arg(e.returns, "kedr_ret", "").decl(),
+        "assign_ret": "" if e.returns_void else "kedr_ret = ",
+        "variadic": e.variadic or "",
+        "last_arg": e.args[-1].name if e.args else "",
+        "call_args": call_args,
+        "tp_proto": _wrap("\tTP_PROTO(", ["unsigned long call_site"]
+                          + [a.decl() for a in traced + ret], "),", "\t\t "),
+        "tp_args": _wrap("\tTP_ARGS(", ["call_site"] + [a.name for a in traced + ret], "),",
+                         "\t\t"),
+        "printk": _wrap("\tTP_printk(", ['"' + " ".join(f.fmt for f in fields) + '"']
+                        + [f.arg for f in fields], ")", "\t\t  "),
+        "trace_call": _wrap(f"\t\ttrace_call_{r.original}(", trace_args, ");", "\t\t\t"),
+        "fields": fields,
+    }
+
+
+# --- building ------------------------------------------------------------------------
+
+# gcc diagnostics; an error inside a kernel macro is followed by notes that point
+# back into the generated file ("in expansion of macro 'static_assert'").
+_GCC_DIAG = re.compile(r"^(?P<file>[^\s:]+):(?P<line>\d+):(?:\d+:)? "
+                       r"(?P<kind>fatal error|error|note): (?P<msg>.*)$")
+_MARKER = re.compile(re.escape(ENTRY_MARKER) + r"(\w+) \(([^)]*)\)")
+_MODULE_OF_KBUILD = re.compile(r"^obj-m\s*:?=\s*(\w+)\.o\s*$", re.M)
+
+
+def build_replacement(directory: Path, kdir: Path, *, jobs: int | None = None) -> Path:
+    """``make -C kdir M=directory modules``; returns the built .ko.
+
+    kbuild's output is kept in ``directory/build.log``. A compile error is
+    reported as a KedrError naming the catalog entries it comes from.
+    """
+    directory = directory.resolve()
+    kbuild = directory / "Kbuild"
+    match = _MODULE_OF_KBUILD.search(kbuild.read_text()) if kbuild.is_file() else None
+    if match is None:
+        raise KedrError(f"{kbuild}: not a generated replacement module (no 'obj-m := X.o')")
+    name = match.group(1)
+    make = hosttools.require(["make"])["make"]
+    cmd = [make, "-C", str(kdir), f"M={directory}", f"-j{jobs or os.cpu_count() or 1}",
+           "modules"]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = directory / "build.log"
+    log.write_text(proc.stdout)
+    if proc.returncode != 0:
+        raise KedrError(_explain_failure(directory, name, proc.stdout, log))
+    ko = directory / f"{name}.ko"
+    if not ko.is_file():
+        raise KedrError(f"{directory}: kbuild succeeded but did not produce {ko.name} (see {log})")
+    return ko
+
+
+def entry_at(path: Path, line: int) -> str | None:
+    """The catalog entry whose generated code holds ``path:line`` (1-based)."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return None
+    for text in reversed(lines[:line]):
+        pos = text.find(ENTRY_MARKER)
+        if pos >= 0:
+            return text[pos + len(ENTRY_MARKER):].split()[0]
+    return None
+
+
+def compile_errors(directory: Path, output: str) -> list[tuple[str | None, str]]:
+    """(catalog entry or None, "file:line: message") for each gcc error in kbuild output.
+
+    An error is attributed to the entry whose code holds its location, or the
+    location of a note that follows it (an error raised inside a kernel macro).
+    """
+    errors: list[tuple[str | None, str]] = []
+    for raw in output.splitlines():
+        m = _GCC_DIAG.match(raw.strip())
+        if m is None:
+            continue
+        path = Path(m.group("file"))
+        if not path.is_absolute():
+            path = directory / path
+        line = int(m.group("line"))
+        entry = entry_at(path, line) if path.parent == directory else None
+        if m.group("kind") != "note":
+            errors.append((entry, f"{path.name}:{line}: {m.group('msg')}"))
+        elif errors and errors[-1][0] is None and entry is not None:
+            errors[-1] = (entry, errors[-1][1])
+    return errors
+
+
+def _message_rank(message: str) -> int:
+    """Which of an entry's errors explains it best: our own prototype check first."""
+    if "static assertion failed" in message:
+        return 0
+    return 1 if message.split(":", 1)[0].endswith(".c") else 2
+
+
+def _explain_failure(directory: Path, name: str, output: str, log: Path) -> str:
+    errors = compile_errors(directory, output)
+    by_entry: dict[str, str] = {}
+    for entry, message in errors:
+        if entry is not None and (entry not in by_entry
+                                  or _message_rank(message) < _message_rank(by_entry[entry])):
+            by_entry[entry] = message
+    if by_entry:
+        sources = dict(_MARKER.findall((directory / f"{name}.c").read_text()))
+        parts = "; ".join(f"catalog entry {e} ({sources.get(e, '?')}): {msg}"
+                          for e, msg in by_entry.items())
+        return (f"{directory / (name + '.c')}: {len(by_entry)} catalog entr"
+                f"{'y does' if len(by_entry) == 1 else 'ies do'} not compile against this "
+                f"kernel: {parts} (full log: {log})")
+    if errors:
+        return f"{directory}: replacement module {name} does not compile: {errors[0][1]} " \
+               f"(full log: {log})"
+    tail = [ln for ln in output.strip().splitlines() if ln.strip()][-1:]
+    return f"{directory}: kbuild failed for {name}: {tail[0] if tail else 'no output'} " \
+           f"(full log: {log})"
