@@ -237,3 +237,41 @@ def test_cli_errors_are_one_line(built: Path, tmp_path: Path,
     assert cli_main(["inspect", str(built / "hello_mod.ko"), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert {"name": "kfree", "call_sites": 2, "weak": False} in info["imports"]
+
+
+def test_verifier_catches_stray_change(built: Path, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A patcher bug (here: one extra byte changed in .text) fails verification: no output."""
+    import kedr_build.patch as patch_mod
+
+    real = patch_mod.patch_elf
+
+    def buggy(*args: object, **kw: object) -> patch_mod.PatchedImage:
+        img = real(*args, **kw)  # type: ignore[arg-type]
+        elf = bytearray(img.elf)
+        elf[0x40] ^= 0xFF
+        return patch_mod.PatchedImage(bytes(elf), *[getattr(img, f) for f in (
+            "renames", "skipped", "warnings", "expectation", "strtab_grown", "modinfo_grown",
+            "depends_before", "depends_after")])
+
+    monkeypatch.setattr(patch_mod, "patch_elf", buggy)
+    with pytest.raises(KedrError, match="failed verification"):
+        patch_module(built / "hello_mod.ko", tmp_path / "o.ko", build_plan(["kfree"]),
+                     built / "Module.symvers")
+    assert not (tmp_path / "o.ko").exists() and not (tmp_path / "o.ko.json").exists()
+
+
+def test_verifier_catches_tail_merge_damage(built: Path) -> None:
+    """Renaming __kmalloc in place would also rename "kmalloc": the verifier refuses it."""
+    from kedr_build.elfrel import ElfRel
+    from kedr_build.patch import Expectation
+    from kedr_build.verify import verify_patch
+
+    data = (built / "hello_mod.ko").read_bytes()
+    elf = ElfRel(data, "hello")
+    idx = next(i for i, n in elf.undefined() if n == "__kmalloc")
+    off = elf.strtab.offset + elf.symbols[idx][0]
+    bad = bytearray(data)
+    bad[off + 2] = ord("K")
+    with pytest.raises(KedrError, match="shares a renamed string"):
+        verify_patch(data, bytes(bad), Expectation({idx: "__Kmalloc"}, {}, {}, None), "hello")
