@@ -7,6 +7,7 @@ null build pays for everything done here.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,9 @@ VARIABLES = {
               f"known: {', '.join(kernels.available())})",
     "WORKLOAD": "shell script run in the guest while the modules are loaded (run target)",
     "BUILD_DIR": "where outputs go (default: build/ beside SConstruct)",
+    "FUNCTIONS": "comma-separated kernel functions to intercept (default: every imported "
+                 "function the catalog knows)",
+    "NAMING": "replacement names: same-length (default, kfree -> Kfree) or prefix:P",
     "V": "1 shows kbuild's commands and the VM console",
     "VM_TIMEOUT": "seconds before a VM run counts as hung (default 300)",
 }
@@ -38,6 +42,13 @@ class BuildConfig:
     workload: str | None
     verbose: bool
     vm_timeout: float
+    functions: tuple[str, ...] = ()
+    naming: str = "same-length"
+
+    @property
+    def replacement_module(self) -> str:
+        """kedr_repl_<name>: also the trace system and debugfs directory name."""
+        return "kedr_repl_" + re.sub(r"\W", "_", self.name)
 
     @property
     def kernel_id(self) -> str:
@@ -86,4 +97,14 @@ def from_arguments(args: Mapping[str, str], top: str, launch_dir: str) -> BuildC
     return BuildConfig(driver=driver, name=name, kernel=kernel, kernel_name=kernel_name,
                        specs=specs, build_dir=build_dir,
                        outdir=os.path.join(build_dir, name), workload=workload,
-                       verbose=args.get("V", "0") not in ("", "0"), vm_timeout=vm_timeout)
+                       verbose=args.get("V", "0") not in ("", "0"), vm_timeout=vm_timeout,
+                       functions=tuple(f.strip() for f in args.get("FUNCTIONS", "").split(",")
+                                       if f.strip()),
+                       naming=_naming(args.get("NAMING", "same-length")))
+
+
+def _naming(text: str) -> str:
+    if text == "same-length" or (text.startswith("prefix:") and
+                                 re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", text[7:])):
+        return text
+    raise KedrError(f"NAMING={text}: use same-length or prefix:P (P a C identifier prefix)")
