@@ -1,0 +1,160 @@
+"""The replacement module generator: what it writes, what it refuses, and how a
+prototype that no longer compiles is reported."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from elftools.elf.elffile import ELFFile
+
+from kedr_build import catalog, generate
+from kedr_build.catalog import Catalog
+from kedr_build.errors import KedrError
+from kedr_build.kernels import ProvisionedKernel
+
+PAIRS = [("kfree", "Kfree"), ("kmalloc_trace", "Kmalloc_trace"), ("kasprintf", "Kasprintf"),
+         ("devm_kmalloc", "Devm_kmalloc"), ("_raw_spin_lock_irqsave", "K_raw_spin_lock_irqsave")]
+
+
+@pytest.fixture(scope="module")
+def cat() -> Catalog:
+    return catalog.load()
+
+
+@pytest.fixture
+def symvers(tmp_path: Path) -> Path:
+    """A small Module.symvers: generation needs no kernel tree."""
+    path = tmp_path / "Module.symvers"
+    path.write_text("".join(f"0x{i:08x}\t{name}\tvmlinux\t{kind}\t\n" for i, (name, kind) in
+                            enumerate([("kfree", "EXPORT_SYMBOL"),
+                                       ("kmalloc_trace", "EXPORT_SYMBOL"),
+                                       ("kasprintf", "EXPORT_SYMBOL"),
+                                       ("kmem_cache_free", "EXPORT_SYMBOL"),
+                                       ("devm_kmalloc", "EXPORT_SYMBOL_GPL"),
+                                       ("_raw_spin_lock_irqsave", "EXPORT_SYMBOL"),
+                                       ("Kexisting", "EXPORT_SYMBOL")], 1)))
+    return path
+
+
+def test_module_name_for() -> None:
+    assert generate.module_name_for("hello") == "kedr_repl_hello"
+    assert generate.module_name_for("my-drv.ko") == "kedr_repl_my_drv"
+
+
+def test_generates_only_what_is_asked(cat: Catalog, symvers: Path, tmp_path: Path) -> None:
+    module = generate.generate(PAIRS, cat, symvers, tmp_path / "out", "kedr_repl_hello",
+                               driver="hello", kernel="6.1.0-56-amd64")
+    files = sorted(p.name for p in module.directory.iterdir())
+    assert files == ["Kbuild", "kedr_control.c", "kedr_repl_hello.c", "kedr_repl_hello_trace.h",
+                     "kedr_runtime.h", "kedr_trace.h"]
+    c = module.source.read_text()
+    trace = (module.directory / "kedr_repl_hello_trace.h").read_text()
+    for original, replacement in PAIRS:
+        assert f"/* kedr-entry: {original} (" in c
+        assert f"TRACE_EVENT(call_{original}," in trace
+    assert "kmem_cache_free" not in c and "kmem_cache_free" not in trace
+    assert "EXPORT_SYMBOL(Kfree);" in c
+    assert "EXPORT_SYMBOL_GPL(Devm_kmalloc);" in c       # GPL-only stays GPL-only
+    assert "EXPORT_SYMBOL_NS" not in c
+    assert "kedr_ret = kvasprintf(gfp, fmt, kedr_va);" in c
+    assert "void *Kmalloc_trace(struct kmem_cache *s, gfp_t flags, size_t size)\n{" in c
+    assert "\t\treturn kmalloc_trace(s, flags, size);" in c
+    assert 'MODULE_LICENSE("GPL");' in c
+    assert "#define TRACE_INCLUDE_PATH .\n" in trace
+    assert "#define TRACE_SYSTEM kedr_repl_hello\n" in trace
+    assert ('TP_printk("call_site=%pS s=0x%lx flags=%s size=%zu ret=0x%lx"' in trace)
+    kbuild = (module.directory / "Kbuild").read_text()
+    assert "obj-m := kedr_repl_hello.o\n" in kbuild
+    assert "CFLAGS_kedr_repl_hello.o := -I$(src)\n" in kbuild
+    assert [r.export_type for r in module.replacements] == [
+        "EXPORT_SYMBOL", "EXPORT_SYMBOL", "EXPORT_SYMBOL", "EXPORT_SYMBOL_GPL", "EXPORT_SYMBOL"]
+
+
+def test_regenerating_leaves_unchanged_files_alone(cat: Catalog, symvers: Path,
+                                                   tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    generate.generate(PAIRS, cat, symvers, out, "kedr_repl_hello")
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    generate.generate(PAIRS, cat, symvers, out, "kedr_repl_hello")
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+
+@pytest.mark.parametrize("pairs, message", [
+    ([("kfree", "Kfree"), ("kfree", "Kfree2")], "function kfree is to be replaced twice"),
+    ([("kfree", "K"), ("kmalloc_trace", "K")], "replacement name K is used twice"),
+    ([("kfree", "Kexisting")], "the kernel already exports Kexisting"),
+    ([("kfree", "K" * 56)], "at most 55 characters"),
+    ([("kfre", "Kfre")], "no catalog entry for function 'kfre'; close matches: kfree"),
+    ([("vmalloc", "Kvmalloc")], "vmalloc does not apply: the kernel does not export it"),
+    ([], "no functions to replace"),
+])
+def test_refuses_bad_requests(cat: Catalog, symvers: Path, tmp_path: Path,
+                              pairs: list[tuple[str, str]], message: str) -> None:
+    with pytest.raises(KedrError, match=message):
+        generate.generate(pairs, cat, symvers, tmp_path / "out", "kedr_repl_x")
+
+
+def test_compile_errors_are_mapped_to_entries(cat: Catalog, symvers: Path,
+                                              tmp_path: Path) -> None:
+    module = generate.generate(PAIRS, cat, symvers, tmp_path / "out", "kedr_repl_hello")
+    lines = module.source.read_text().splitlines()
+    kfree_line = next(i for i, t in enumerate(lines, 1) if t.startswith("void Kfree("))
+    d = module.directory
+    output = "\n".join([
+        f"{d}/kedr_repl_hello.c:{kfree_line}:6: error: conflicting types for 'Kfree'",
+        "/kdir/include/linux/build_bug.h:78:41: error: static assertion failed: \"x\"",
+        f"{d}/kedr_repl_hello.c:{kfree_line + 40}:1: note: in expansion of macro "
+        "'static_assert'",
+        "/kdir/include/linux/slab.h:10:1: error: something in a kernel header",
+    ])
+    errors = generate.compile_errors(d, output)
+    assert errors[0] == ("kfree", f"kedr_repl_hello.c:{kfree_line}: conflicting types for 'Kfree'")
+    assert errors[1][0] == generate.entry_at(module.source, kfree_line + 40) != "kfree"
+    assert errors[2] == (None, "slab.h:10: something in a kernel header")
+
+
+# --- kbuild ---------------------------------------------------------------------------
+
+def test_builds_a_loadable_looking_module(cat: Catalog, pinned_kernel: ProvisionedKernel,
+                                          tmp_path: Path) -> None:
+    module = generate.generate(PAIRS, cat, pinned_kernel.symvers, tmp_path / "out",
+                               "kedr_repl_hello", driver="hello", kernel=pinned_kernel.release)
+    ko = generate.build_replacement(module.directory, pinned_kernel.kdir)
+    assert ko == module.ko
+    with ko.open("rb") as f:
+        modinfo = ELFFile(f).get_section_by_name(".modinfo").data().split(b"\0")
+    assert b"license=GPL" in modinfo
+    assert any(item.startswith(f"vermagic={pinned_kernel.release} ".encode()) for item in modinfo)
+    built = catalog.read_exports(module.symvers)
+    assert {n: e.export_type for n, e in built.items()} == {
+        "Kfree": "EXPORT_SYMBOL", "Kmalloc_trace": "EXPORT_SYMBOL", "Kasprintf": "EXPORT_SYMBOL",
+        "Devm_kmalloc": "EXPORT_SYMBOL_GPL", "K_raw_spin_lock_irqsave": "EXPORT_SYMBOL"}
+
+
+def test_a_prototype_that_no_longer_compiles_names_the_entry(
+        pinned_kernel: ProvisionedKernel, tmp_path: Path) -> None:
+    catdir = tmp_path / "catalog"
+    catdir.mkdir()
+    slab = (catalog.CATALOG_DIR / "slab.toml").read_text()
+    # As if the kernel had changed kfree's prototype under the catalog.
+    slab = slab.replace('name = "kfree"\nreturns = "void"\nargs = [["const void *", "objp"]]',
+                        'name = "kfree"\nreturns = "void"\nargs = [["void *", "objp"]]')
+    (catdir / "slab.toml").write_text(slab)
+    cat = catalog.load(catdir)
+    module = generate.generate([("kfree", "Kfree"), ("kmalloc_trace", "Kmalloc_trace")], cat,
+                               pinned_kernel.symvers, tmp_path / "out", "kedr_repl_broken")
+    with pytest.raises(KedrError) as err:
+        generate.build_replacement(module.directory, pinned_kernel.kdir)
+    message = str(err.value)
+    assert "1 catalog entry does not compile" in message
+    assert "catalog entry kfree (slab.toml): " in message
+    assert "static assertion failed" in message and "prototype of kfree differs" in message
+    assert "kmalloc_trace" not in message
+    assert (module.directory / "build.log").is_file()
+
+
+def test_build_refuses_a_directory_that_is_not_generated(pinned_kernel: ProvisionedKernel,
+                                                          tmp_path: Path) -> None:
+    with pytest.raises(KedrError, match="not a generated replacement module"):
+        generate.build_replacement(tmp_path, pinned_kernel.kdir)
