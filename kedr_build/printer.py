@@ -20,6 +20,9 @@ def format_report(report: RunReport, title: str) -> str:
     if report.workload_output:
         out.append("--- workload output ---")
         out.append(report.workload_output.rstrip("\n"))
+    if report.trace_summary:
+        out.append(f"--- call trace (full trace: {report.logs}/trace.txt) ---")
+        out += report.trace_summary
     for problem in report.problems:
         out.append(f"--- kernel {problem.kind.value} ---")
         out.append(problem.excerpt)

@@ -30,11 +30,24 @@ def test_chardev_loads_serves_workload_and_unloads(tmp_path: Path,
     rc, out, result = scons_run(driver, tmp_path, f"WORKLOAD={driver / 'workload.sh'}")
     assert rc == 0, out
     assert result["verdict"] == "passed"
-    assert [(s["action"], s["status"]) for s in result["steps"]] == \
-        [("insmod", 0), ("workload", 0), ("rmmod", 0)]
+    # The replacement module loads first and unloads last; the patched driver between.
+    assert [(s["action"], s["target"], s["status"]) for s in result["steps"]] == [
+        ("insmod", "kedr_repl_chardev", 0), ("insmod", "kedr_chardev", 0),
+        ("workload", "workload.sh", 0),
+        ("rmmod", "kedr_chardev", 0), ("rmmod", "kedr_repl_chardev", 0)]
     assert "read back: hello from the guest" in out
     assert "kedr_chardev: ready, buffer of 4096 bytes" in out
     assert "kedr-build: chardev: PASSED" in out
+    # Its calls were traced, init and exit included, with symbolic call sites.
+    calls = result["trace_calls"]
+    assert isinstance(calls, dict)
+    # init: kzalloc(4096); write: kmalloc + kfree; exit: kfree
+    assert calls["__kmalloc"] == 2 and calls["kfree"] == 2
+    assert calls["_copy_from_user"] == 1 and calls["mutex_lock"] == calls["mutex_unlock"]
+    assert result["trace_lost"] == 0
+    trace = (tmp_path / "chardev" / "run" / "trace.txt").read_text()
+    assert "call_kfree: call_site=chardev_buffer_free+0x" in trace
+    assert "n=21 ret=0" in trace       # "hello from the guest\n" copied from user space
 
 
 def test_multi_module_directory_with_intree_dependency(tmp_path: Path,

@@ -29,7 +29,8 @@ def _action(target: list[Any], source: list[Any], env: Any) -> int:
         stream = print if env.get("KBUILD_VERBOSE") else None
         report = run_modules(kernel, modules, Path(str(target[0])).parent,
                              workload=workload, timeout=float(env["VM_TIMEOUT"]),
-                             stream=stream)
+                             stream=stream,
+                             trace_providers=tuple(env.get("TRACE_PROVIDERS", ())))
     except KedrError as e:
         print(f"kedr-build: {e}")
         return 1
