@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import struct
 from collections import Counter
+from functools import cached_property
 from dataclasses import dataclass
 
 from .errors import KedrError
@@ -132,7 +133,10 @@ class ElfRel:
         sections: list[Section] = []
         for i, (sh_name, sh_type, flags, addr, off, size, link, info, align, entsize) \
                 in enumerate(raw):
-            name = c_string(names, sh_name, where, f"name of section {i}").decode("latin-1")
+            end = names.find(b"\0", sh_name)
+            if end < 0:
+                c_string(names, sh_name, where, f"name of section {i}")  # raises
+            name = names[sh_name:end].decode("latin-1")
             if sh_type != SHT_NOBITS and sh_type != SHT_NULL and off + size > len(data):
                 raise KedrError(f"{where}: truncated or corrupt: section {name or i} "
                                 f"[{off:#x}, {off + size:#x}) is outside the file "
@@ -159,10 +163,15 @@ class ElfRel:
         # Kernels since 5.x reject a .strtab that does not start and end with NUL.
         if not self.strtab_bytes or self.strtab_bytes[0] != 0 or self.strtab_bytes[-1] != 0:
             raise KedrError(f"{where}: corrupt .strtab: does not start and end with NUL")
-        self.symbols: list[Symbol] = list(
-            SYM.iter_unpack(data[self.symtab.offset:self.symtab.offset + self.symtab.size]))
-        if max(s[ST_NAME] for s in self.symbols) >= self.strtab.size:
+        raw_syms = data[self.symtab.offset:self.symtab.offset + self.symtab.size]
+        self.symtab_bytes = raw_syms
+        if max(memoryview(raw_syms).cast("I")[::6]) >= self.strtab.size:  # st_name column
             raise KedrError(f"{where}: corrupt .symtab: a symbol name offset is outside .strtab")
+
+    @cached_property
+    def symbols(self) -> list[Symbol]:
+        """Every .symtab entry as a tuple (parsed on first use: the verifier rarely needs it)."""
+        return list(SYM.iter_unpack(self.symtab_bytes))
 
     def section(self, name: str) -> Section | None:
         return self._by_name.get(name)

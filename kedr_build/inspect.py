@@ -26,6 +26,7 @@ MODINFO = ".modinfo"
 # struct modversion_info { unsigned long crc; char name[64 - sizeof(unsigned long)]; }
 VERSION_ENTRY = 64
 VERSION_NAME_MAX = VERSION_ENTRY - 8 - 1  # 55 characters and a NUL
+_VERSION = struct.Struct(f"<Q{VERSION_ENTRY - 8}s")
 
 
 @dataclass(frozen=True)
@@ -104,14 +105,12 @@ def parse_versions(elf: ElfRel) -> tuple[VersionsEntry, ...] | None:
         raise KedrError(f"{elf.where}: corrupt {VERSIONS}: size {len(data)} is not a multiple "
                         f"of {VERSION_ENTRY}")
     out = []
-    for off in range(0, len(data), VERSION_ENTRY):
-        (crc,) = struct.unpack_from("<Q", data, off)
-        name_field = data[off + 8:off + VERSION_ENTRY]
+    for k, (crc, name_field) in enumerate(_VERSION.iter_unpack(data)):
         end = name_field.find(b"\0")
         if end < 0:
-            raise KedrError(f"{elf.where}: corrupt {VERSIONS}: entry at {off:#x} has no NUL "
-                            "in its name")
-        out.append(VersionsEntry(name_field[:end].decode("latin-1"), crc, off))
+            raise KedrError(f"{elf.where}: corrupt {VERSIONS}: entry at "
+                            f"{k * VERSION_ENTRY:#x} has no NUL in its name")
+        out.append(VersionsEntry(name_field[:end].decode("latin-1"), crc, k * VERSION_ENTRY))
     return tuple(out)
 
 

@@ -177,6 +177,13 @@ def _in_place_ok(strtab: bytes, users: list[int], offset: int, old: bytes, new: 
     return users_in == own
 
 
+def _defines(elf: ElfRel, name: str) -> bool:
+    """Does the module define a symbol called ``name``? (Cheap when no string matches.)"""
+    if b"\0" + name.encode("latin-1") + b"\0" not in elf.strtab_bytes:
+        return False  # GNU ld may tail-merge it into a longer name: check properly below
+    return name in defined_names(elf)
+
+
 def patch_elf(elf: ElfRel, mapping: Mapping[str, str], crcs: Mapping[str, int] | None,
               depends: str | None) -> PatchedImage:
     """Rename the imports of one ET_REL image; see the module docstring."""
@@ -186,7 +193,6 @@ def patch_elf(elf: ElfRel, mapping: Mapping[str, str], crcs: Mapping[str, int] |
     und_by_name: dict[str, list[int]] = {}
     for i, name in und:
         und_by_name.setdefault(name, []).append(i)
-    defined = defined_names(elf)
     todo: list[tuple[str, str]] = []
     skipped: list[str] = []
     for old, new in mapping.items():
@@ -198,7 +204,7 @@ def patch_elf(elf: ElfRel, mapping: Mapping[str, str], crcs: Mapping[str, int] |
         if old not in und_by_name:
             skipped.append(old)
             continue
-        if new in defined:
+        if _defines(elf, new):
             raise KedrError(f"{where}: defines {new} itself, so {old} cannot be renamed to it")
         todo.append((old, new))
     versions = parse_versions(elf)
@@ -406,7 +412,7 @@ def patch_module(src: str | os.PathLike[str], dst: str | os.PathLike[str], plan:
     warnings = list(img.warnings)
     comp = mod.compression if compression is None else compression
     if img.renames:
-        verify_patch(mod.elf, img.elf, img.expectation, str(src_p))
+        verify_patch(elf, img.elf, img.expectation)
         body = img.elf
         stripped = mod.signed
         if stripped and sign is None:

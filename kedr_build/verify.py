@@ -41,12 +41,15 @@ Fail = Callable[[str], KedrError]
 MOVABLE = frozenset({MODINFO, EXT_NAMES})
 
 
-def verify_patch(original: bytes, output: bytes, expect: Expectation, where: str) -> None:
+def verify_patch(a: ElfRel, output: bytes, expect: Expectation) -> None:
+    """``a``: the parsed input (it was validated when parsed); ``output``: the patched bytes."""
+    where = a.where
+    original = a.data
+
     def fail(msg: str) -> KedrError:
         return KedrError(f"{where}: internal error, patched output failed verification: {msg}")
 
     try:
-        a = ElfRel(original, where)
         b = ElfRel(output, where + " (patched)")
     except KedrError as e:
         raise fail(str(e)) from None
@@ -97,42 +100,53 @@ def _check_tail(output: bytes, orig_len: int, moved: list[Section],
         raise fail("bytes after the moved sections")
 
 
-def _check_symbols(a: ElfRel, b: ElfRel, expect: Expectation, fail: Fail
-                   ) -> None:
-    f = fail
-    if len(a.symbols) != len(b.symbols):
-        raise f("symbol count changed")
+def _check_symbols(a: ElfRel, b: ElfRel, expect: Expectation, fail: Fail) -> None:
+    raw_a, raw_b = a.symtab_bytes, b.symtab_bytes
+    if len(raw_a) != len(raw_b):
+        raise fail("symbol count changed")
+    n = SYM.size
+    expected = bytearray(raw_a)
+    for i, name in expect.symbol_names.items():
+        sa, sb = SYM.unpack_from(raw_a, i * n), SYM.unpack_from(raw_b, i * n)
+        if sa[1:] != sb[1:]:
+            raise fail(f"renamed symbol {i} changed more than its name")
+        if b.symbol_name(sb) != name or sb[ST_SHNDX] != 0:
+            raise fail(f"symbol {i} is not the import {name}")
+        expected[i * n:(i + 1) * n] = raw_b[i * n:(i + 1) * n]
     mi = a.section(MODINFO)
-    mi_a = a.section_bytes(mi) if mi else b""
-    mi_b = b.section_bytes(b.sections[mi.index]) if mi else b""
-    for i, (sa, sb) in enumerate(zip(a.symbols, b.symbols)):
-        if sa == sb:
-            continue
-        if i in expect.symbol_names:
-            if sa[1:] != sb[1:]:
-                raise f(f"renamed symbol {i} changed more than its name")
-            continue
-        if mi and sa[ST_NAME] == sb[ST_NAME] and sa[ST_SHNDX] == mi.index == sb[ST_SHNDX] \
-                and sa[1:4] == sb[1:4]:
+    if mi is not None and raw_a != raw_b:
+        mi_a, mi_b = a.section_bytes(mi), b.section_bytes(b.sections[mi.index])
+        for i, sa in enumerate(a.symbols):
+            if sa[ST_SHNDX] != mi.index:
+                continue
+            sb = SYM.unpack_from(raw_b, i * n)
+            if sb == sa:
+                continue
+            if sa[:4] != sb[:4]:
+                raise fail(f"symbol {i} ({a.symbol_name(sa)}) changed")
             old = mi_a[sa[ST_VALUE]:sa[ST_VALUE] + sa[ST_SIZE]].rstrip(b"\0")
             new = mi_b[sb[ST_VALUE]:sb[ST_VALUE] + sb[ST_SIZE]].rstrip(b"\0")
-            if old == new or (old.startswith(b"depends=") and new == expect.depends):
-                continue
-        raise f(f"symbol {i} ({a.symbol_name(sa)}) changed")
-    for i, name in expect.symbol_names.items():
-        if b.symbol_name(b.symbols[i]) != name or b.symbols[i][ST_SHNDX] != 0:
-            raise f(f"symbol {i} is not the import {name}")
+            if not (old == new or (old.startswith(b"depends=") and new == expect.depends)):
+                raise fail(f"{MODINFO} symbol {i} ({a.symbol_name(sa)}) names another string")
+            expected[i * n:(i + 1) * n] = raw_b[i * n:(i + 1) * n]
+    if expected != raw_b:
+        i = next(k for k in range(0, len(raw_b), n) if expected[k:k + n] != raw_b[k:k + n]) // n
+        raise fail(f"symbol {i} ({a.symbol_name(a.symbols[i])}) changed")
     # No other name may cover a changed byte of the (common prefix of the) string tables.
     sa_str, sb_str = a.strtab_bytes, b.strtab_bytes[:len(a.strtab_bytes)]
     if sa_str != sb_str:
-        users = sorted((s[ST_NAME], i) for i, s in enumerate(b.symbols)
+        users = sorted((s[ST_NAME], i) for i, s in enumerate(a.symbols)
                        if i not in expect.symbol_names)
+        if a.shstrndx == a.strtab.index:  # section names live there too
+            users += [(struct.unpack_from("<I", a.data, a.shdr_offset(k))[0], -1 - k)
+                      for k in range(a.shnum)]
+            users.sort()
         keys = [u[0] for u in users]
         for p in _diff_positions(sa_str, sb_str):
             start = sa_str.rfind(b"\0", 0, p) + 1
             lo, hi = bisect.bisect_left(keys, start), bisect.bisect_right(keys, p)
             if lo != hi:
-                raise f(f"symbol {users[lo][1]} shares a renamed string")
+                raise fail(f"symbol {users[lo][1]} shares a renamed string")
 
 
 def _diff_positions(x: bytes, y: bytes) -> list[int]:
@@ -146,41 +160,50 @@ def _diff_positions(x: bytes, y: bytes) -> list[int]:
     return out
 
 
-def _check_versions(a: ElfRel, b: ElfRel, expect: Expectation, fail: Fail
-                    ) -> None:
-    f = fail
-    for parse, table, name in ((parse_versions, expect.versions, VERSIONS),
-                               (parse_ext_versions, expect.ext_versions, EXT_CRCS)):
-        va, vb = parse(a), parse(b)
-        if va is None or vb is None:
-            if va is not vb:
-                raise f(f"{name} appeared or vanished")
-            if table:
-                raise f(f"{name} expected")
-            continue
-        if len(va) != len(vb):
-            raise f(f"{name} entry count changed")
-        done = set()
-        for ea, eb in zip(va, vb):
-            want = table.get(ea.name, (ea.name, ea.crc))
-            if (eb.name, eb.crc) != want:
-                raise f(f"{name} entry {ea.name}: got {eb.name}/{eb.crc:#x}")
-            if ea.name in table:
-                done.add(ea.name)
-        if done != set(table):
-            raise f(f"{name}: entries not renamed: {sorted(set(table) - done)}")
+def _check_versions(a: ElfRel, b: ElfRel, expect: Expectation, fail: Fail) -> None:
     sa, sb = a.section(VERSIONS), b.section(VERSIONS)
-    if sa is not None and sb is not None:  # raw bytes too: padding after names unchanged
+    if (sa is None) != (sb is None):
+        raise fail(f"{VERSIONS} appeared or vanished")
+    if sa is None or sb is None:
+        if expect.versions:
+            raise fail(f"{VERSIONS} expected")
+    else:
         ra, rb = a.section_bytes(sa), b.section_bytes(sb)
-        renamed = {v for v, _ in expect.versions.values()}
-        for off in range(0, len(ra), VERSION_ENTRY):
-            if ra[off:off + VERSION_ENTRY] != rb[off:off + VERSION_ENTRY]:
-                name = rb[off + 8:off + VERSION_ENTRY].split(b"\0", 1)[0].decode("latin-1")
-                tail = rb[off + 8 + len(name):off + VERSION_ENTRY]
-                if name not in renamed or tail.strip(b"\0"):
-                    raise f(f"{VERSIONS} entry at {off:#x} changed")
-                if struct.unpack_from("<Q", rb, off)[0] >> 32:
-                    raise f(f"{VERSIONS} entry at {off:#x}: CRC upper half")
+        if len(ra) != len(rb):
+            raise fail(f"{VERSIONS} size changed")
+        done = set()
+        if ra != rb:
+            for off in range(0, len(ra), VERSION_ENTRY):
+                ea, eb = ra[off:off + VERSION_ENTRY], rb[off:off + VERSION_ENTRY]
+                if ea == eb:
+                    continue
+                old = ea[8:].split(b"\0", 1)[0].decode("latin-1")
+                if old not in expect.versions:
+                    raise fail(f"{VERSIONS} entry {old} at {off:#x} changed")
+                new, crc = expect.versions[old]
+                if eb != struct.pack("<Q", crc) + new.encode("latin-1").ljust(
+                        VERSION_ENTRY - 8, b"\0"):
+                    raise fail(f"{VERSIONS} entry at {off:#x} is not {new}/{crc:#x}")
+                done.add(old)
+        if done != set(expect.versions):
+            raise fail(f"{VERSIONS}: entries not renamed: {sorted(set(expect.versions) - done)}")
+    va, vb = parse_ext_versions(a), parse_ext_versions(b)
+    if va is None or vb is None:
+        if va is not vb or expect.ext_versions:
+            raise fail(f"{EXT_CRCS} appeared, vanished or was expected")
+        return
+    if len(va) != len(vb):
+        raise fail(f"{EXT_CRCS} entry count changed")
+    done_ext: set[str] = set()
+    for xa, xb in zip(va, vb):
+        want = expect.ext_versions.get(xa.name, (xa.name, xa.crc))
+        if (xb.name, xb.crc) != want:
+            raise fail(f"{EXT_NAMES} entry {xa.name}: got {xb.name}/{xb.crc:#x}")
+        if xa.name in expect.ext_versions:
+            done_ext.add(xa.name)
+    if done_ext != set(expect.ext_versions):
+        raise fail(f"{EXT_NAMES}: entries not renamed: "
+                   f"{sorted(set(expect.ext_versions) - done)}")
 
 
 def _check_modinfo(a: ElfRel, b: ElfRel, expect: Expectation, fail: Fail

@@ -274,4 +274,4 @@ def test_verifier_catches_tail_merge_damage(built: Path) -> None:
     bad = bytearray(data)
     bad[off + 2] = ord("K")
     with pytest.raises(KedrError, match="shares a renamed string"):
-        verify_patch(data, bytes(bad), Expectation({idx: "__Kmalloc"}, {}, {}, None), "hello")
+        verify_patch(elf, bytes(bad), Expectation({idx: "__Kmalloc"}, {}, {}, None))

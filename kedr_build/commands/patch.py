@@ -126,9 +126,10 @@ def run(args: argparse.Namespace) -> int:
         from ..kofile import read_module
         from ..verify import verify_patch
         mod = read_module(args.input)
-        img = patch_elf(ElfRel(mod.elf, args.input), plan.mapping(), crcs, depends)
+        elf = ElfRel(mod.elf, args.input)
+        img = patch_elf(elf, plan.mapping(), crcs, depends)
         if img.renames:
-            verify_patch(mod.elf, img.elf, img.expectation, args.input)
+            verify_patch(elf, img.elf, img.expectation)
         for r in img.renames:
             print(f"{args.input}: would rename {r.old} -> {r.new} ({r.call_sites} refs)")
         return 0
