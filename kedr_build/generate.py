@@ -75,7 +75,8 @@ def module_name_for(driver: str) -> str:
 
 
 def plan_replacements(pairs: Iterable[tuple[str, str]], catalog: Catalog,
-                      exports: Mapping[str, Export]) -> tuple[Replacement, ...]:
+                      exports: Mapping[str, Export],
+                      allow_empty: bool = False) -> tuple[Replacement, ...]:
     """Check the requested pairs against the catalog and the kernel, in request order."""
     result: list[Replacement] = []
     seen_orig: set[str] = set()
@@ -100,20 +101,23 @@ def plan_replacements(pairs: Iterable[tuple[str, str]], catalog: Catalog,
             raise KedrError(f"{original}: unknown export type {export.export_type!r} "
                             "in Module.symvers")
         result.append(Replacement(original, replacement, entry, export.export_type))
-    if not result:
+    if not result and not allow_empty:
         raise KedrError("no functions to replace: a replacement module needs at least one")
     return tuple(result)
 
 
 def generate(pairs: Iterable[tuple[str, str]], catalog: Catalog, symvers: Path, outdir: Path,
-             module_name: str, *, driver: str = "", kernel: str = "") -> ReplacementModule:
+             module_name: str, *, driver: str = "", kernel: str = "",
+             allow_empty: bool = False) -> ReplacementModule:
     """Write the replacement module's source directory; files whose text is unchanged
     are left alone, so kbuild and SCons see nothing to rebuild."""
     if not _IDENT.match(module_name) or len(module_name) > MAX_SYMBOL_LEN:
         raise KedrError(f"replacement module name {module_name!r}: must be a C identifier "
                         f"of at most {MAX_SYMBOL_LEN} characters")
     exports = read_exports(symvers)
-    replacements = plan_replacements(pairs, catalog, exports)
+    # allow_empty: a driver that imports nothing the catalog knows still gets its
+    # (empty) replacement module, so the outputs and the load script do not change shape.
+    replacements = plan_replacements(pairs, catalog, exports, allow_empty)
     views = [_view(r) for r in replacements]
     headers = sorted({h for r in replacements for h in r.entry.headers})
     context: dict[str, Any] = {

@@ -90,7 +90,7 @@ def make_replacement(plan_path: Path, kernel_symvers: Path, kdir: Path, outdir: 
 
     module, renames = read_plan(plan_path)
     generated = generate(renames.items(), catalog_mod.load(), kernel_symvers, outdir, module,
-                         driver=driver, kernel=kernel_release)
+                         driver=driver, kernel=kernel_release, allow_empty=True)
     return build_replacement(generated.directory, kdir, jobs=jobs)
 
 
@@ -101,7 +101,12 @@ def patch_driver(ko: Path, out: Path, plan_path: Path, replacement_symvers: Path
 
     module, renames = read_plan(plan_path)
     if not renames:
-        raise KedrError(f"{plan_path}: nothing to intercept")
+        from .kbuild import install
+        out.parent.mkdir(parents=True, exist_ok=True)
+        install(ko, out)
+        write_text_atomic(out.with_name(out.name + ".json"), json.dumps(
+            {"source": str(ko), "output": str(out), "renames": []}, indent=2) + "\n")
+        return ["nothing to intercept: the patched module is a copy"]
     plan = build_plan([], explicit=renames, replacement_module=module, where=str(plan_path))
     result = patch_module(ko, out, plan, replacement_symvers)
     return list(result.warnings)
