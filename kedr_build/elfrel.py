@@ -189,14 +189,24 @@ class ElfRel:
         return self.shoff + index * SHDR.size
 
     def undefined(self) -> list[tuple[int, str]]:
-        """(symbol index, name) of every import: SHN_UNDEF global/weak symbols."""
+        """(symbol index, name) of every import: SHN_UNDEF global/weak symbols.
+
+        Local symbols come first in .symtab and sh_info is the index of the first
+        non-local one (ELF gABI), so only the globals are scanned.
+        """
         st = self.strtab_bytes
+        first = self.symtab.info if 0 < self.symtab.info <= len(self.symbols) else 1
         out = []
-        for i, s in enumerate(self.symbols):
-            if s[ST_SHNDX] == SHN_UNDEF and i and s[ST_INFO] >> 4 != STB_LOCAL and s[ST_NAME]:
+        for i in range(first, len(self.symbols)):
+            s = self.symbols[i]
+            if s[ST_SHNDX] == SHN_UNDEF and s[ST_INFO] >> 4 != STB_LOCAL and s[ST_NAME]:
                 o = s[ST_NAME]
                 out.append((i, st[o:st.index(b"\0", o)].decode("latin-1")))
         return out
+
+    def name_offsets(self) -> list[int]:
+        """st_name of every symbol, in symbol order (one C-level pass over .symtab)."""
+        return memoryview(self.symtab_bytes).cast("I")[::6].tolist()
 
     def relocation_counts(self, wanted: set[int] | None = None) -> dict[int, int]:
         """How many relocations (in RELA sections against .symtab) reference each symbol.

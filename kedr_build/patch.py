@@ -151,7 +151,7 @@ def _append_section(out: bytearray, elf: ElfRel, sec: Section, content: bytes) -
 
 def _string_users(elf: ElfRel) -> list[int]:
     """Sorted offsets into .strtab that something refers to (symbols, maybe sections)."""
-    offs = [s[ST_NAME] for s in elf.symbols]
+    offs = elf.name_offsets()
     if elf.shstrndx == elf.strtab.index:  # one table for both: section names count too
         offs.extend(struct.unpack_from("<I", elf.data, elf.shdr_offset(i))[0]
                     for i in range(elf.shnum))

@@ -135,18 +135,19 @@ def _check_symbols(a: ElfRel, b: ElfRel, expect: Expectation, fail: Fail) -> Non
     # No other name may cover a changed byte of the (common prefix of the) string tables.
     sa_str, sb_str = a.strtab_bytes, b.strtab_bytes[:len(a.strtab_bytes)]
     if sa_str != sb_str:
-        users = sorted((s[ST_NAME], i) for i, s in enumerate(a.symbols)
-                       if i not in expect.symbol_names)
+        offsets = a.name_offsets()
         if a.shstrndx == a.strtab.index:  # section names live there too
-            users += [(struct.unpack_from("<I", a.data, a.shdr_offset(k))[0], -1 - k)
-                      for k in range(a.shnum)]
-            users.sort()
-        keys = [u[0] for u in users]
+            offsets += [struct.unpack_from("<I", a.data, a.shdr_offset(k))[0]
+                        for k in range(a.shnum)]
+        keys = sorted(offsets)
+        own = sorted(offsets[i] for i in expect.symbol_names)
         for p in _diff_positions(sa_str, sb_str):
             start = sa_str.rfind(b"\0", 0, p) + 1
-            lo, hi = bisect.bisect_left(keys, start), bisect.bisect_right(keys, p)
-            if lo != hi:
-                raise fail(f"symbol {users[lo][1]} shares a renamed string")
+            users = bisect.bisect_right(keys, p) - bisect.bisect_left(keys, start)
+            renamed = bisect.bisect_right(own, p) - bisect.bisect_left(own, start)
+            if users != renamed:
+                raise fail(f"a symbol that is not renamed shares the string table bytes at "
+                           f"{p:#x} with a renamed import")
 
 
 def _diff_positions(x: bytes, y: bytes) -> list[int]:

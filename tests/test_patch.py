@@ -273,5 +273,5 @@ def test_verifier_catches_tail_merge_damage(built: Path) -> None:
     off = elf.strtab.offset + elf.symbols[idx][0]
     bad = bytearray(data)
     bad[off + 2] = ord("K")
-    with pytest.raises(KedrError, match="shares a renamed string"):
+    with pytest.raises(KedrError, match="shares the string table bytes"):
         verify_patch(elf, bytes(bad), Expectation({idx: "__Kmalloc"}, {}, {}, None))
