@@ -1,0 +1,75 @@
+"""The cold patcher proven in the pinned kernel: a patched driver links to the
+replacement module, a wrong CRC is refused the way the kernel says, and
+replacement names of any length work."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, run_scons
+from kedr_build.kernels import ProvisionedKernel
+from kedr_build.patch import patch_module
+from kedr_build.plan import build_plan
+from kedr_build.runner import run_modules
+from kedr_build.vm import GuestJob, Verdict, run_guest
+
+pytestmark = pytest.mark.vm
+CHARDEV = REPO / "examples" / "chardev"
+
+
+@pytest.fixture(scope="module")
+def chardev_build(tmp_path_factory: pytest.TempPathFactory,
+                  pinned_kernel: ProvisionedKernel) -> Path:
+    build = tmp_path_factory.mktemp("intercept")
+    run_scons([f"MODULE={CHARDEV}", f"BUILD_DIR={build}"])
+    return build / "chardev"
+
+
+def test_wrong_crc_is_refused_as_the_kernel_says(chardev_build: Path, tmp_path: Path,
+                                                 pinned_kernel: ProvisionedKernel) -> None:
+    plan_data = json.loads((chardev_build / "plan.json").read_text())
+    plan = build_plan([], explicit=plan_data["rename"],
+                      replacement_module=plan_data["replacement_module"])
+    bad = tmp_path / "mods" / "kedr_chardev.ko"
+    bad.parent.mkdir()
+    # The right names with CRCs that are not the replacement module's.
+    wrong = {new: 0x12345678 for new in plan.mapping().values()}
+    patch_module(chardev_build / "kedr_chardev.ko", bad, plan, wrong, manifest=False)
+    repl = chardev_build / "kedr_repl_chardev" / "kedr_repl_chardev.ko"
+    report = run_modules(pinned_kernel, [repl, bad], tmp_path / "vm", timeout=120)
+    assert report.verdict is Verdict.FAILED
+    assert report.reason.startswith("insmod kedr_chardev failed")
+    assert "disagrees about version of symbol" in report.reason
+    assert any("Unknown symbol" in line and "(err -22)" in line for line in report.driver_log)
+
+
+def test_patched_driver_needs_its_replacement_module(chardev_build: Path, tmp_path: Path,
+                                                     pinned_kernel: ProvisionedKernel) -> None:
+    job = GuestJob(script="insmod kedr_chardev.ko; echo insmod=$?\n",
+                   files={"kedr_chardev.ko": chardev_build / "patched" / "kedr_chardev.ko"})
+    result = run_guest(pinned_kernel, job, tmp_path, timeout=120)
+    assert result.status == 0
+    assert "insmod=0" not in result.output
+    renamed = json.loads((chardev_build / "plan.json").read_text())["rename"]
+    assert f"kedr_chardev: Unknown symbol {renamed['kfree']} (err -2)" in result.console
+
+
+def test_arbitrary_length_names_work(tmp_path: Path, pinned_kernel: ProvisionedKernel) -> None:
+    driver = tmp_path / "chardev"
+    shutil.copytree(CHARDEV, driver)
+    build = tmp_path / "build"
+    proc = run_scons([f"MODULE={driver}", f"BUILD_DIR={build}", "NAMING=prefix:kedr_repl_fn_",
+                      f"WORKLOAD={driver / 'workload.sh'}", "VM_TIMEOUT=120", "run"],
+                     check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    manifest = json.loads((build / "chardev/patched/kedr_chardev.ko.json").read_text())
+    renames = {r["old"]: r["new"] for r in manifest["renames"]}
+    assert renames["kfree"] == "kedr_repl_fn_kfree"
+    assert renames["_copy_from_user"] == "kedr_repl_fn__copy_from_user"
+    result = json.loads((build / "chardev/run/result.json").read_text())
+    assert result["trace_calls"]["kfree"] == 2
+    assert "read back: hello from the guest" in proc.stdout
