@@ -1,0 +1,213 @@
+"""The replacement module in the pinned kernel (QEMU): a patched test driver
+calls catalog functions from process context, with a spinlock held, with
+interrupts off, from a timer (softirq) and from an irq_work (hard IRQ). Every
+call must appear in the trace with the arguments and results the driver saw;
+switching tracing off globally, per function, and disabling one tracefs event
+must show up exactly in the trace and in the counters."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from kedr_build import catalog, generate, kbuild, loadscript
+from kedr_build.kernels import ProvisionedKernel
+from kedr_build.patch import patch_module
+from kedr_build.plan import build_plan
+from kedr_build.vm import GuestJob, run_guest
+
+pytestmark = pytest.mark.vm
+
+DRIVER = Path(__file__).resolve().parent / "drivers" / "kedr_ttest"
+REPL = "kedr_repl_ttest"
+INTERCEPTED = ["kmalloc_trace", "__kmalloc", "kfree", "kstrdup", "kasprintf", "vmalloc", "vfree",
+               "mutex_lock", "mutex_unlock", "_raw_spin_lock", "_raw_spin_unlock",
+               "_raw_spin_lock_irqsave", "_raw_spin_unlock_irqrestore"]
+
+GUEST_SCRIPT = f"""
+set -e
+T=/sys/kernel/tracing
+D=/sys/kernel/debug/kedr_build/{REPL}
+RUN=/sys/module/kedr_ttest/parameters/run
+sh ./load.sh var_size=100
+echo 1 > $T/events/{REPL}/enable
+echo 1 > $RUN
+echo "== status 1"; cat $D/status
+echo 0 > $D/enabled
+echo 2 > $RUN
+echo "== status 2"; cat $D/status
+echo 1 > $D/enabled
+echo 0 > $D/functions/kfree/trace
+echo 0 > $T/events/{REPL}/call_kstrdup/enable
+echo 3 > $RUN
+echo "== status 3"; cat $D/status
+echo 0 > $T/events/{REPL}/enable
+echo "== trace"; cat $T/trace
+echo "== dmesg"; dmesg | grep 'kedr_ttest: '
+echo "== overrun"; cat $T/per_cpu/cpu*/stats | grep -E '^(overrun|dropped events)'
+echo "== unload"
+sh ./unload.sh
+if [ -e /sys/kernel/debug/kedr_build ]; then echo "debugfs kept"; else echo "debugfs removed"; fi
+"""
+
+# "  kedr_ttest:run-12  [000] d.h1.  12.345678: call_kfree: call_site=f+0x1/0x2 [m] objp=0x1"
+_TRACE_LINE = re.compile(r"^\s*(?P<task>.+?)-(?P<pid>\d+)\s+\[(?P<cpu>\d+)\]\s+(?P<flags>\S+)\s+"
+                         r"[\d.]+: call_(?P<fn>\w+): (?P<body>.*)$")
+_VALUE = re.compile(r'(\w+)=("[^"]*"|\S+(?: \[\w+\])?)')
+
+
+@dataclass(frozen=True)
+class Call:
+    fn: str
+    values: dict[str, str]
+    context: str = ""     # process, softirq, hardirq
+    irqs_off: bool = False
+
+    @property
+    def site(self) -> str:
+        return self.values.get("call_site", self.values.get("site", ""))
+
+
+def parse_trace(text: str) -> list[Call]:
+    calls = []
+    for line in text.splitlines():
+        m = _TRACE_LINE.match(line)
+        if m is None:
+            continue
+        ctx_flag = m.group("flags")[2] if len(m.group("flags")) > 2 else "."
+        context = {"h": "hardirq", "H": "hardirq", "s": "softirq"}.get(ctx_flag, "process")
+        calls.append(Call(m.group("fn"), dict(_VALUE.findall(m.group("body"))), context,
+                          irqs_off=m.group("flags")[0] == "d"))
+    return calls
+
+
+def parse_expectations(dmesg: str) -> dict[int, list[Call]]:
+    runs: dict[int, list[Call]] = {}
+    current = -1
+    for line in dmesg.splitlines():
+        text = line.split("kedr_ttest: ", 1)[-1]
+        if m := re.match(r"run (\d+) start", text):
+            current = int(m.group(1))
+            runs[current] = []
+        elif text.startswith("expect "):
+            fn, rest = text[len("expect "):].split(" ", 1)
+            values = dict(_VALUE.findall(rest))
+            runs[current].append(Call(fn, values, values.pop("ctx")))
+    return runs
+
+
+def parse_status(text: str) -> dict[str, tuple[int, int, int]]:
+    """function -> (trace switch, calls, unrecorded)"""
+    rows = {}
+    for line in text.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        fn, _repl, trace, calls, unrecorded = line.split()
+        rows[fn] = (int(trace), int(calls), int(unrecorded))
+    return rows
+
+
+def sections(output: str) -> dict[str, str]:
+    parts = re.split(r"^== (.+)$", output, flags=re.M)
+    return {parts[i].strip(): parts[i + 1] for i in range(1, len(parts) - 1, 2)}
+
+
+def check_matches(expected: list[Call], traced: list[Call]) -> None:
+    assert [c.fn for c in traced] == [c.fn for c in expected]
+    for want, got in zip(expected, traced):
+        site = want.values["site"]
+        assert got.site.startswith(f"{site}+0x") and got.site.endswith(" [kedr_ttest]"), \
+            (want, got)
+        for key, value in want.values.items():
+            if key != "site":
+                assert got.values.get(key) == value, (key, want, got)
+        assert got.context == want.context, (want, got)
+
+
+@pytest.fixture(scope="module")
+def guest_run(pinned_kernel: ProvisionedKernel,
+              tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    work = tmp_path_factory.mktemp("trace_vm")
+    specs = kbuild.discover(DRIVER, pinned_kernel.kdir)
+    built = kbuild.build(kbuild.BuildRequest(driver=DRIVER, kdir=pinned_kernel.kdir,
+                                             workdir=work / "driver-build",
+                                             outdir=work / "driver", modules=tuple(specs)))
+    driver_ko = built[0]
+
+    cat = catalog.load()
+    exports = catalog.read_exports(pinned_kernel.symvers)
+    plan = build_plan(INTERCEPTED, kernel_exports=set(exports), replacement_module=REPL)
+    module = generate.generate(plan.mapping().items(), cat, pinned_kernel.symvers,
+                               work / "repl", REPL, driver="kedr_ttest",
+                               kernel=pinned_kernel.release)
+    repl_ko = generate.build_replacement(module.directory, pinned_kernel.kdir)
+
+    guest = work / "guest"
+    guest.mkdir()
+    patched = guest / "kedr_ttest.ko"
+    result = patch_module(driver_ko, patched, plan, module.symvers, manifest=False)
+    assert sorted(r.old for r in result.renames) == sorted(INTERCEPTED)
+    (guest / f"{REPL}.ko").write_bytes(repl_ko.read_bytes())
+    load, unload = loadscript.write(
+        loadscript.plan_for(guest / f"{REPL}.ko", [patched], guest), guest)
+
+    job = GuestJob(script=GUEST_SCRIPT,
+                   files={"kedr_ttest.ko": patched, f"{REPL}.ko": guest / f"{REPL}.ko",
+                          "load.sh": load, "unload.sh": unload})
+    vm = run_guest(pinned_kernel, job, workdir=work / "vm", timeout=300)
+    assert vm.ok, f"status {vm.status}, problems {vm.problems}\n{vm.output}\n{vm.console[-3000:]}"
+    return vm.output, vm.console
+
+
+def test_every_call_is_traced_with_its_arguments_result_caller_and_context(
+        guest_run: tuple[str, str]) -> None:
+    out = sections(guest_run[0])
+    expected = parse_expectations(out["dmesg"])
+    traced = parse_trace(out["trace"])
+    assert sorted(expected) == [1, 2, 3]
+    # Run 1 traced everything; run 2 nothing (global switch off); run 3 all but
+    # kfree (its switch off) and kstrdup (its tracefs event disabled).
+    run1 = expected[1]
+    run3 = [c for c in expected[3] if c.fn not in ("kfree", "kstrdup")]
+    assert len(traced) == len(run1) + len(run3)
+    check_matches(run1, traced[:len(run1)])
+    check_matches(run3, traced[len(run1):])
+    contexts = {c.context for c in run1}
+    assert contexts == {"process", "softirq", "hardirq"}
+    # Process-context calls made with interrupts off show it in the trace.
+    irqsave = next(i for i, c in enumerate(traced) if c.fn == "_raw_spin_lock_irqsave")
+    inside = traced[irqsave + 1]
+    assert inside.fn == "__kmalloc" and inside.values["size"] == "16" and inside.irqs_off
+    assert not traced[0].irqs_off
+
+
+def test_counters_are_exact_and_switches_work(guest_run: tuple[str, str]) -> None:
+    out = sections(guest_run[0])
+    expected = parse_expectations(out["dmesg"])
+    per_run = Counter(c.fn for c in expected[1])
+    assert set(per_run) == set(INTERCEPTED)
+    status1 = parse_status(out["status 1"])
+    assert status1 == {fn: (1, per_run[fn], 0) for fn in INTERCEPTED}
+    # Globally off: a pass-through, nothing counted.
+    assert parse_status(out["status 2"]) == status1
+    status3 = parse_status(out["status 3"])
+    for fn in INTERCEPTED:
+        if fn == "kfree":
+            assert status3[fn] == (0, per_run[fn], 0)
+        elif fn == "kstrdup":   # traced by kedr, but its event was disabled in tracefs
+            assert status3[fn] == (1, 2 * per_run[fn], per_run[fn])
+        else:
+            assert status3[fn] == (1, 2 * per_run[fn], 0)
+
+
+def test_nothing_lost_and_clean_unload(guest_run: tuple[str, str]) -> None:
+    output, console = guest_run
+    out = sections(output)
+    assert all(line.split(":")[1].strip() == "0" for line in out["overrun"].split("\n")
+               if ":" in line)
+    assert "debugfs removed" in out["unload"]
+    assert "unsafe" not in console.lower()   # trace event format checks at load
