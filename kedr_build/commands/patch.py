@@ -96,7 +96,10 @@ def _depends(args: argparse.Namespace, plan: RenamePlan) -> str | None:
         return str(args.depends)
     if plan.replacement_module:
         return plan.replacement_module
-    if args.symvers and ".ko" not in Path(args.symvers).name:
+    if args.symvers and ".ko" in Path(args.symvers).name:
+        from ..inspect import inspect_module
+        return inspect_module(args.symvers).name
+    if args.symvers:
         entries = read_symvers(args.symvers)
         mods = {Path(entries[r.new].module).name for r in plan.renames if r.new in entries}
         if len(mods) == 1:
