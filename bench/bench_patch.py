@@ -15,7 +15,6 @@ in a ``multiprocessing`` pool of N workers. The goal is a ratio ≤ 0.5.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys

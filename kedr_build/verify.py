@@ -29,10 +29,10 @@ import struct
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .elfrel import EHDR, SHDR, SYM, ST_NAME, ST_SHNDX, ST_SIZE, ST_VALUE, ElfRel, Section
+from .elfrel import EHDR, SHDR, SYM, ST_SHNDX, ST_SIZE, ST_VALUE, ElfRel, Section
 from .errors import KedrError
 from .inspect import (EXT_CRCS, EXT_NAMES, MODINFO, VERSION_ENTRY, VERSIONS,
-                      parse_ext_versions, parse_modinfo, parse_versions)
+                      parse_ext_versions, parse_modinfo)
 
 if TYPE_CHECKING:
     from .patch import Expectation
