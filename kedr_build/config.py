@@ -12,11 +12,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import kbuild, kernels, provision
+from . import kbuild, kernels, moddeps, provision
 from .errors import KedrError
 
 VARIABLES = {
     "MODULE": "driver directory to build (a Kbuild file or an obj-m Makefile)",
+    "KO": "a prebuilt module to patch instead of building one: a .ko/.ko.xz/.ko.zst/.ko.gz "
+          "path, or the name of a module of the pinned kernel (e.g. KO=loop)",
+    "MODPROBE": "comma-separated in-tree modules shipped to the guest for the WORKLOAD or "
+                "the kernel to load (e.g. brd,nls_cp437)",
     "KDIR": "kernel build tree to build against (default: the pinned kernel)",
     "KERNEL": f"pinned kernel to use (default {kernels.DEFAULT_KERNEL}; "
               f"known: {', '.join(kernels.available())})",
@@ -32,7 +36,8 @@ VARIABLES = {
 
 @dataclass(frozen=True)
 class BuildConfig:
-    driver: Path
+    driver: Path | None          # MODULE=: built with kbuild
+    prebuilt: Path | None        # KO=: patched as it is
     name: str
     kernel: kernels.ProvisionedKernel
     kernel_name: str
@@ -44,6 +49,7 @@ class BuildConfig:
     vm_timeout: float
     functions: tuple[str, ...] = ()
     naming: str = "same-length"
+    modprobe: tuple[str, ...] = ()
 
     @property
     def replacement_module(self) -> str:
@@ -68,25 +74,37 @@ def from_arguments(args: Mapping[str, str], top: str, launch_dir: str) -> BuildC
     def path(value: str) -> Path:
         return Path(os.path.join(launch_dir, os.path.expanduser(value)))
 
-    module = args.get("MODULE")
-    if not module:
+    module, ko = args.get("MODULE"), args.get("KO")
+    if module and ko:
+        raise KedrError("MODULE= and KO= exclude each other: build a driver, or patch a .ko")
+    if not module and not ko:
         raise KedrError("MODULE=<driver directory> is required, "
-                        "e.g. scons MODULE=examples/chardev")
-    driver = path(module).resolve()
-    if not driver.exists():
-        raise KedrError(f"MODULE={module}: no such directory")
-    if not driver.is_dir():
-        raise KedrError(f"MODULE={module}: not a directory")
+                        "e.g. scons MODULE=examples/chardev (or KO=<prebuilt .ko>)")
     kernel_name = args.get("KERNEL", kernels.DEFAULT_KERNEL)
+    driver: Path | None = None
+    prebuilt: Path | None = None
+    if module:
+        driver = path(module).resolve()
+        if not driver.exists():
+            raise KedrError(f"MODULE={module}: no such directory")
+        if not driver.is_dir():
+            raise KedrError(f"MODULE={module}: not a directory")
     if args.get("KDIR"):
         kernel = kernels.from_kdir(path(args["KDIR"]))
     else:
         kernel = provision.ensure(kernel_name)
+    if ko:
+        prebuilt = _prebuilt(ko, path(ko), kernel)
     build_dir = str(path(args["BUILD_DIR"]).resolve()) if args.get("BUILD_DIR") \
         else os.path.join(top, "build")
-    name = driver.name
-    specs = tuple(kbuild.discover(driver, kernel.kdir,
-                                  cache=Path(build_dir, name, ".kedr-modules.json")))
+    if driver is not None:
+        name = driver.name
+        specs = tuple(kbuild.discover(driver, kernel.kdir,
+                                      cache=Path(build_dir, name, ".kedr-modules.json")))
+    else:
+        assert prebuilt is not None
+        name = moddeps.module_name(prebuilt)
+        specs = ()
     workload = str(path(args["WORKLOAD"]).resolve()) if args.get("WORKLOAD") else None
     if workload is not None and not os.path.isfile(workload):
         raise KedrError(f"WORKLOAD={args['WORKLOAD']}: no such file")
@@ -94,13 +112,31 @@ def from_arguments(args: Mapping[str, str], top: str, launch_dir: str) -> BuildC
         vm_timeout = float(args.get("VM_TIMEOUT", "300"))
     except ValueError:
         raise KedrError(f"VM_TIMEOUT={args['VM_TIMEOUT']}: not a number of seconds") from None
-    return BuildConfig(driver=driver, name=name, kernel=kernel, kernel_name=kernel_name,
+    return BuildConfig(driver=driver, prebuilt=prebuilt, name=name, kernel=kernel, kernel_name=kernel_name,
                        specs=specs, build_dir=build_dir,
                        outdir=os.path.join(build_dir, name), workload=workload,
                        verbose=args.get("V", "0") not in ("", "0"), vm_timeout=vm_timeout,
-                       functions=tuple(f.strip() for f in args.get("FUNCTIONS", "").split(",")
-                                       if f.strip()),
-                       naming=_naming(args.get("NAMING", "same-length")))
+                       functions=_names(args.get("FUNCTIONS", "")),
+                       naming=_naming(args.get("NAMING", "same-length")),
+                       modprobe=_names(args.get("MODPROBE", "")))
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
+def _prebuilt(text: str, candidate: Path, kernel: kernels.ProvisionedKernel) -> Path:
+    """KO=: a file, or the name of a module of the kernel's own tree."""
+    if candidate.is_file():
+        return candidate.resolve()
+    if "/" not in text and kernel.modules_dir is not None:
+        matches = sorted(p for p in kernel.modules_dir.rglob("*.ko*")
+                         if moddeps.module_name(p) == text.replace("-", "_"))
+        if matches:
+            return matches[0]
+        raise KedrError(f"KO={text}: no such file, and no module {text!r} in "
+                        f"{kernel.modules_dir}")
+    raise KedrError(f"KO={text}: no such file")
 
 
 def _naming(text: str) -> str:

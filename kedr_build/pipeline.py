@@ -96,19 +96,20 @@ def make_replacement(plan_path: Path, kernel_symvers: Path, kdir: Path, outdir: 
 
 def patch_driver(ko: Path, out: Path, plan_path: Path, replacement_symvers: Path) -> list[str]:
     """Cold-patch one driver module; returns warnings (the manifest goes beside ``out``)."""
+    from .kofile import Compression
     from .patch import patch_module
     from .plan import build_plan
 
     module, renames = read_plan(plan_path)
     if not renames:
-        from .kbuild import install
-        out.parent.mkdir(parents=True, exist_ok=True)
-        install(ko, out)
+        from .kofile import read_module, write_atomic
+        mod = read_module(ko)       # decompressed, like every patched output
+        write_atomic(out, mod.elf + mod.signature)
         write_text_atomic(out.with_name(out.name + ".json"), json.dumps(
             {"source": str(ko), "output": str(out), "renames": []}, indent=2) + "\n")
         return ["nothing to intercept: the patched module is a copy"]
     plan = build_plan([], explicit=renames, replacement_module=module, where=str(plan_path))
-    result = patch_module(ko, out, plan, replacement_symvers)
+    result = patch_module(ko, out, plan, replacement_symvers, compression=Compression.NONE)
     return list(result.warnings)
 
 

@@ -193,14 +193,17 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
                 workload: Path | None = None, params: dict[str, str] | None = None,
                 timeout: float = 300.0,
                 stream: Callable[[str], None] | None = None,
-                trace_providers: tuple[str, ...] = ()) -> RunReport:
+                trace_providers: tuple[str, ...] = (),
+                intree: tuple[str, ...] = ()) -> RunReport:
+    """Run the modules in the VM; ``intree``: more in-tree modules the workload may modprobe."""
     plan = plan_run(modules, workload, params, trace_providers)
     files = {f"modules/{module_name(m)}.ko": m for m in plan.modules}
     if workload is not None:
         if not workload.is_file():
             raise KedrError(f"WORKLOAD={workload}: no such file")
         files["workload.sh"] = workload
-    job = GuestJob(script=plan.script, files=files, intree_modules=plan.intree)
+    job = GuestJob(script=plan.script, files=files,
+                   intree_modules=tuple(dict.fromkeys(plan.intree + intree)))
     result = run_guest(kernel, job, logdir, timeout=timeout, stream=stream)
     report = interpret(result, [module_name(m) for m in plan.modules])
     if plan.trace_providers:

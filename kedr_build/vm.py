@@ -37,6 +37,7 @@ GUEST_DIR = "kedr"
 
 _INIT = """#!/bin/busybox sh
 /bin/busybox --install -s /bin
+mkdir -p /sbin && ln -s /bin/busybox /sbin/modprobe   # the kernel's request_module()
 export PATH=/bin HOME=/root
 mkdir -p /proc /sys /dev /tmp /root
 mount -t proc proc /proc

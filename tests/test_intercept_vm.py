@@ -73,3 +73,30 @@ def test_arbitrary_length_names_work(tmp_path: Path, pinned_kernel: ProvisionedK
     result = json.loads((build / "chardev/run/result.json").read_text())
     assert result["trace_calls"]["kfree"] == 2
     assert "read back: hello from the guest" in proc.stdout
+
+
+def test_prebuilt_debian_module_is_patched_loaded_and_traced(
+        tmp_path: Path, pinned_kernel: ProvisionedKernel) -> None:
+    """KO=vfat: Debian's own (signed) vfat.ko, patched as shipped, serves a real mount."""
+    workload = REPO / "tests" / "workloads" / "vfat-ramdisk.sh"
+    proc = run_scons(["KO=vfat", f"BUILD_DIR={tmp_path}", "MODPROBE=brd,nls_cp437,nls_ascii",
+                      f"WORKLOAD={workload}", "VM_TIMEOUT=120", "run"], check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "kedr was here" in proc.stdout
+    result = json.loads((tmp_path / "vfat/run/result.json").read_text())
+    calls = result["trace_calls"]
+    # Creating a file and a directory on vfat: lookups under the inode mutex and
+    # the directory-entry buffers of vfat_add_entry.
+    assert calls["mutex_lock"] == calls["mutex_unlock"] > 0
+    assert calls["kmalloc_trace"] == calls["kfree"] > 0
+    manifest = json.loads((tmp_path / "vfat/patched/vfat.ko.json").read_text())
+    assert manifest["signature_stripped"] is True
+    trace = (tmp_path / "vfat/run/trace.txt").read_text()
+    assert "call_kmalloc_trace: call_site=vfat_add_entry+0x" in trace
+
+
+def test_unknown_prebuilt_module_is_one_clear_line(pinned_kernel: ProvisionedKernel) -> None:
+    proc = run_scons(["KO=no_such_module_here"], check=False)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        "kedr-build: KO=no_such_module_here: no such file, and no module")

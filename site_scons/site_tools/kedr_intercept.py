@@ -17,6 +17,8 @@ from typing import Any
 import SCons.Action
 import SCons.Builder
 
+from kedr_build import moddeps
+
 REPO = Path(__file__).resolve().parents[2]
 CATALOG = REPO / "replacements" / "catalog"
 TEMPLATES = REPO / "replacements" / "templates"
@@ -100,7 +102,8 @@ def generate(env: Any) -> None:
         env.Clean(replacement, repl_dir)
         patched = []
         for ko in kos:
-            name = Path(str(ko)).name
+            # Always an uncompressed .ko: what the VM's busybox insmod loads.
+            name = moddeps.module_name(Path(str(ko))) + ".ko"
             out = env._KedrPatch([f"{outdir}/patched/{name}", f"{outdir}/patched/{name}.json"],
                                  [ko, plan[0], replacement[1]])
             patched.append(out[0])

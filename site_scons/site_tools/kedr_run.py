@@ -30,7 +30,8 @@ def _action(target: list[Any], source: list[Any], env: Any) -> int:
         report = run_modules(kernel, modules, Path(str(target[0])).parent,
                              workload=workload, timeout=float(env["VM_TIMEOUT"]),
                              stream=stream,
-                             trace_providers=tuple(env.get("TRACE_PROVIDERS", ())))
+                             trace_providers=tuple(env.get("TRACE_PROVIDERS", ())),
+                             intree=tuple(env.get("MODPROBE", ())))
     except KedrError as e:
         print(f"kedr-build: {e}")
         return 1
