@@ -7,9 +7,6 @@ how the trace prints each value. Variants across kernels are separate entries;
 an entry applies to a kernel when the kernel's ``Module.symvers`` exports its
 name (plus the names in ``requires``, minus those in ``excludes``): detected,
 never derived from a version number.
-
-Until ``kedr_build.symvers`` exists this module reads ``Module.symvers`` itself
-(:func:`read_exports`, the few fields the catalog and the generator need).
 """
 
 from __future__ import annotations
@@ -23,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import KedrError
+from .symvers import read_symvers
 
 CATALOG_DIR = Path(__file__).resolve().parent.parent / "replacements" / "catalog"
 
@@ -66,43 +64,9 @@ _SHOW_OF_TYPE = {
 }
 
 
-@dataclass(frozen=True)
-class Export:
-    """One line of a Module.symvers."""
-
-    name: str
-    crc: int
-    module: str
-    export_type: str        # "EXPORT_SYMBOL" or "EXPORT_SYMBOL_GPL"
-    namespace: str = ""
-
-    @property
-    def gpl_only(self) -> bool:
-        return self.export_type == "EXPORT_SYMBOL_GPL"
-
-
-def read_exports(symvers: Path) -> dict[str, Export]:
-    """Parse a Module.symvers (5.6+ five fields, or the older four)."""
-    try:
-        text = symvers.read_text()
-    except OSError as e:
-        raise KedrError(f"{symvers}: cannot read Module.symvers: {e.strerror}") from None
-    exports: dict[str, Export] = {}
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        fields = line.split("\t")
-        if len(fields) < 4:
-            raise KedrError(f"{symvers}:{lineno}: not a Module.symvers line "
-                            f"(expected 4 or 5 tab-separated fields)")
-        try:
-            crc = int(fields[0], 16)
-        except ValueError:
-            raise KedrError(f"{symvers}:{lineno}: bad CRC {fields[0]!r}") from None
-        exports[fields[1]] = Export(name=fields[1], crc=crc, module=fields[2],
-                                    export_type=fields[3],
-                                    namespace=fields[4] if len(fields) > 4 else "")
-    return exports
+# The catalog needs a kernel's exports only as names (and the generator their
+# export types): kedr_build.symvers parses Module.symvers for both.
+read_exports = read_symvers
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from . import hosttools
-from .catalog import Arg, Catalog, CatalogEntry, Export, read_exports
+from .catalog import Arg, Catalog, CatalogEntry
 from .errors import KedrError
+from .symvers import SymversEntry, read_symvers
 
 REPLACEMENTS_DIR = Path(__file__).resolve().parent.parent / "replacements"
 TEMPLATES_DIR = REPLACEMENTS_DIR / "templates"
@@ -75,7 +76,7 @@ def module_name_for(driver: str) -> str:
 
 
 def plan_replacements(pairs: Iterable[tuple[str, str]], catalog: Catalog,
-                      exports: Mapping[str, Export],
+                      exports: Mapping[str, SymversEntry],
                       allow_empty: bool = False) -> tuple[Replacement, ...]:
     """Check the requested pairs against the catalog and the kernel, in request order."""
     result: list[Replacement] = []
@@ -114,7 +115,7 @@ def generate(pairs: Iterable[tuple[str, str]], catalog: Catalog, symvers: Path, 
     if not _IDENT.match(module_name) or len(module_name) > MAX_SYMBOL_LEN:
         raise KedrError(f"replacement module name {module_name!r}: must be a C identifier "
                         f"of at most {MAX_SYMBOL_LEN} characters")
-    exports = read_exports(symvers)
+    exports = read_symvers(symvers)
     # allow_empty: a driver that imports nothing the catalog knows still gets its
     # (empty) replacement module, so the outputs and the load script do not change shape.
     replacements = plan_replacements(pairs, catalog, exports, allow_empty)

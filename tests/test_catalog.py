@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from kedr_build import catalog, generate
-from kedr_build.catalog import Catalog, Export, read_exports
+from kedr_build.catalog import Catalog
 from kedr_build.errors import KedrError
 from kedr_build.kernels import ProvisionedKernel
+from kedr_build.symvers import SymversEntry, read_symvers
 
 # Named by the issue: the catalog must have each of them for Debian's 6.1.
 REQUIRED_ON_6_1 = """
@@ -25,9 +26,8 @@ REQUIRED_ON_6_1 = """
 """.split()
 
 
-def _exports(*names: str, gpl: tuple[str, ...] = ()) -> dict[str, Export]:
-    return {n: Export(n, 0x1234, "vmlinux", "EXPORT_SYMBOL_GPL" if n in gpl else "EXPORT_SYMBOL")
-            for n in names}
+def _exports(*names: str) -> dict[str, SymversEntry]:
+    return {n: SymversEntry(0x1234, "vmlinux", "EXPORT_SYMBOL") for n in names}
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +36,8 @@ def cat() -> Catalog:
 
 
 @pytest.fixture(scope="module")
-def kernel_exports(pinned_kernel: ProvisionedKernel) -> dict[str, Export]:
-    return read_exports(pinned_kernel.symvers)
+def kernel_exports(pinned_kernel: ProvisionedKernel) -> dict[str, SymversEntry]:
+    return read_symvers(pinned_kernel.symvers)
 
 
 def write_catalog(tmp_path: Path, text: str) -> Path:
@@ -155,7 +155,7 @@ def test_validate_reports_names_the_kernel_lacks(cat: Catalog) -> None:
 
 
 def test_validate_against_the_pinned_kernel(cat: Catalog,
-                                            kernel_exports: dict[str, Export]) -> None:
+                                            kernel_exports: dict[str, SymversEntry]) -> None:
     report = catalog.validate(cat, kernel_exports)
     assert len(report.applicable) >= 60
     assert report.apis_unavailable == ()      # every API has its 6.1 variant
@@ -165,24 +165,11 @@ def test_validate_against_the_pinned_kernel(cat: Catalog,
                for e in report.missing), [e.name for e in report.missing]
 
 
-def test_read_exports(tmp_path: Path) -> None:
-    symvers = tmp_path / "Module.symvers"
-    symvers.write_text("0x0001abcd\tkfree\tvmlinux\tEXPORT_SYMBOL\t\n"
-                       "0x00000002\tdevm_kmalloc\tvmlinux\tEXPORT_SYMBOL_GPL\t\n"
-                       "0x00000003\tns_sym\tdrivers/x\tEXPORT_SYMBOL_GPL\tMY_NS\n")
-    ex = read_exports(symvers)
-    assert ex["kfree"] == Export("kfree", 0x1abcd, "vmlinux", "EXPORT_SYMBOL", "")
-    assert ex["devm_kmalloc"].gpl_only and ex["ns_sym"].namespace == "MY_NS"
-    symvers.write_text("0x1\tkfree\n")
-    with pytest.raises(KedrError, match=r"Module.symvers:1: not a Module.symvers line"):
-        read_exports(symvers)
-
-
 # --- every applicable entry, compiled against the pinned kernel -----------------------
 
 @pytest.fixture(scope="module")
 def full_catalog_module(cat: Catalog, pinned_kernel: ProvisionedKernel,
-                        kernel_exports: dict[str, Export],
+                        kernel_exports: dict[str, SymversEntry],
                         tmp_path_factory: pytest.TempPathFactory) -> generate.ReplacementModule:
     pairs = [(name, f"kedr_{name}") for name in cat.for_kernel(kernel_exports)]
     module = generate.generate(pairs, cat, pinned_kernel.symvers,
@@ -194,8 +181,8 @@ def full_catalog_module(cat: Catalog, pinned_kernel: ProvisionedKernel,
 
 def test_every_applicable_entry_compiles_and_exports_like_the_kernel(
         full_catalog_module: generate.ReplacementModule,
-        kernel_exports: dict[str, Export]) -> None:
-    built = read_exports(full_catalog_module.symvers)
+        kernel_exports: dict[str, SymversEntry]) -> None:
+    built = read_symvers(full_catalog_module.symvers)
     assert len(full_catalog_module.replacements) >= 60
     wrong = [(r.original, r.replacement, built.get(r.replacement))
              for r in full_catalog_module.replacements

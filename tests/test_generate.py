@@ -11,6 +11,7 @@ from kedr_build import catalog, generate, loadscript
 from kedr_build.catalog import Catalog
 from kedr_build.errors import KedrError
 from kedr_build.kernels import ProvisionedKernel
+from kedr_build.symvers import read_symvers
 
 PAIRS = [("kfree", "Kfree"), ("kmalloc_trace", "Kmalloc_trace"), ("kasprintf", "Kasprintf"),
          ("devm_kmalloc", "Devm_kmalloc"), ("_raw_spin_lock_irqsave", "K_raw_spin_lock_irqsave")]
@@ -124,7 +125,7 @@ def test_builds_a_loadable_looking_module(cat: Catalog, pinned_kernel: Provision
     modinfo = loadscript.modinfo(ko)
     assert modinfo["license"] == "GPL" and modinfo["name"] == "kedr_repl_hello"
     assert modinfo["vermagic"].startswith(f"{pinned_kernel.release} ")
-    built = catalog.read_exports(module.symvers)
+    built = read_symvers(module.symvers)
     assert {n: e.export_type for n, e in built.items()} == {
         "Kfree": "EXPORT_SYMBOL", "Kmalloc_trace": "EXPORT_SYMBOL", "Kasprintf": "EXPORT_SYMBOL",
         "Devm_kmalloc": "EXPORT_SYMBOL_GPL", "K_raw_spin_lock_irqsave": "EXPORT_SYMBOL"}

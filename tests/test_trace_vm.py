@@ -16,6 +16,7 @@ import pytest
 
 from kedr_build import catalog, generate, kbuild, loadscript
 from kedr_build.kernels import ProvisionedKernel
+from kedr_build.symvers import read_symvers
 from kedr_build.patch import patch_module
 from kedr_build.plan import build_plan
 from kedr_build.vm import GuestJob, run_guest
@@ -139,7 +140,7 @@ def guest_run(pinned_kernel: ProvisionedKernel,
     driver_ko = built[0]
 
     cat = catalog.load()
-    exports = catalog.read_exports(pinned_kernel.symvers)
+    exports = read_symvers(pinned_kernel.symvers)
     plan = build_plan(INTERCEPTED, kernel_exports=set(exports), replacement_module=REPL)
     module = generate.generate(plan.mapping().items(), cat, pinned_kernel.symvers,
                                work / "repl", REPL, driver="kedr_ttest",
