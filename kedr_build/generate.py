@@ -133,7 +133,7 @@ def generate(pairs: Iterable[tuple[str, str]], catalog: Catalog, symvers: Path, 
         "uses_gfp": any(f.gfp for v in views for f in v["fields"]),
     }
     outdir.mkdir(parents=True, exist_ok=True)
-    env = _jinja_env()
+    env = template_env()
     _write_if_changed(outdir / f"{module_name}.c", env.get_template("module.c.j2").render(context))
     _write_if_changed(outdir / f"{module_name}_trace.h",
                       env.get_template("trace.h.j2").render(context))
@@ -143,7 +143,8 @@ def generate(pairs: Iterable[tuple[str, str]], catalog: Catalog, symvers: Path, 
     return ReplacementModule(name=module_name, directory=outdir, replacements=replacements)
 
 
-def _jinja_env() -> Any:
+def template_env() -> Any:
+    """The jinja2 environment of replacements/templates (also used for the load scripts)."""
     import jinja2   # imported here: only generation pays for it (STYLE 16)
 
     return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),

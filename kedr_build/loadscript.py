@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import KedrError
-from .generate import TEMPLATES_DIR
+from .generate import template_env
 
 
 @dataclass(frozen=True)
@@ -95,11 +95,7 @@ def plan_for(replacement_ko: Path, driver_kos: Sequence[Path], script_dir: Path)
 
 
 def render(plan: LoadPlan) -> LoadScripts:
-    import jinja2   # only rendering pays for it
-
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
-                             undefined=jinja2.StrictUndefined, trim_blocks=True,
-                             lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
+    env = template_env()
     env.filters["q"] = shlex.quote
     context: dict[str, Any] = {"release": plan.release, "replacement": plan.replacement,
                                "drivers": plan.drivers, "intree": plan.intree}
