@@ -207,7 +207,8 @@ def run_guest(kernel: ProvisionedKernel, job: GuestJob, workdir: Path,
         qemu_error = ""
     return VmResult(
         status=parse_status(_read(workdir / "status.log")),
-        output=_read(workdir / "output.log"),
+        # The guest's tty turns "\n" into "\r\n" (onlcr); give callers plain lines.
+        output=_read(workdir / "output.log").replace("\r\n", "\n"),
         console=console,
         problems=tuple(find_problems(console)),
         timed_out=timed_out.is_set(),
