@@ -44,22 +44,11 @@ class LoadScripts:
 
 def modinfo(ko: Path) -> dict[str, str]:
     """The .modinfo key=value pairs of a module (the first value of a repeated key)."""
-    from elftools.common.exceptions import ELFError
-    from elftools.elf.elffile import ELFFile
+    from .inspect import inspect_module
 
-    try:
-        with ko.open("rb") as f:
-            section = ELFFile(f).get_section_by_name(".modinfo")
-            data = section.data() if section is not None else None
-    except (OSError, ELFError) as e:
-        raise KedrError(f"{ko}: cannot read module: {e}") from None
-    if data is None:
-        raise KedrError(f"{ko}: no .modinfo section (not a kernel module?)")
     info: dict[str, str] = {}
-    for item in data.split(b"\0"):
-        key, sep, value = item.decode("utf-8", "replace").partition("=")
-        if sep and key not in info:
-            info[key] = value
+    for item in inspect_module(ko).modinfo:
+        info.setdefault(item.key, item.value)
     return info
 
 

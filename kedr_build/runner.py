@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import hosttools
 from .console import KernelProblem, clean_lines
 from .errors import KedrError
 from .kernels import ProvisionedKernel
@@ -81,11 +79,11 @@ class RunReport:
 
 
 def modinfo_field(ko: Path, key: str) -> list[str]:
-    modinfo = hosttools.require(["modinfo"])["modinfo"]
-    proc = subprocess.run([modinfo, "-F", key, str(ko)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise KedrError(f"{ko}: not a kernel module ({proc.stderr.strip()})")
-    return [v for line in proc.stdout.splitlines() for v in line.split(",") if v]
+    """Values of a .modinfo key, comma-separated lists split (depends=a,b)."""
+    from .inspect import inspect_module
+
+    return [v for value in inspect_module(ko).modinfo_values(key)
+            for v in value.split(",") if v]
 
 
 def module_name(ko: Path) -> str:
