@@ -99,6 +99,15 @@ def plan_run(modules: list[Path], workload: Path | None = None,
     Their event system is switched on right after they load, so the driver's
     init is traced, and the trace is saved right before they unload.
     """
+    ordered, intree = order_modules(modules)
+    names = [module_name(m) for m in ordered]
+    script = _script(names, intree, workload, params or {}, trace_providers)
+    return RunPlan(tuple(ordered), tuple(intree), workload, script, trace_providers)
+
+
+def order_modules(modules: list[Path]) -> tuple[list[Path], list[str]]:
+    """Load order (each module after those it depends on, from its ``depends=``)
+    and the in-tree modules they need."""
     by_name = {module_name(m): m for m in modules}
     deps = {name: modinfo_field(ko, "depends") for name, ko in by_name.items()}
     ordered: list[str] = []
@@ -119,9 +128,7 @@ def plan_run(modules: list[Path], workload: Path | None = None,
     for name in by_name:
         visit(name)
     intree = sorted({d for ds in deps.values() for d in ds if d not in by_name})
-    script = _script(ordered, intree, workload, params or {}, trace_providers)
-    return RunPlan(tuple(by_name[n] for n in ordered), tuple(intree), workload, script,
-                   trace_providers)
+    return [by_name[n] for n in ordered], intree
 
 
 TRACEFS = "/sys/kernel/tracing"

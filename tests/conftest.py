@@ -4,6 +4,7 @@ a test that needs it fails if it cannot be had)."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -47,6 +48,17 @@ def built_chardev(tmp_path_factory: pytest.TempPathFactory,
     build = tmp_path_factory.mktemp("build-chardev")
     run_scons([f"MODULE={REPO / 'examples/chardev'}", f"BUILD_DIR={build}"])
     return build / "chardev"
+
+
+@pytest.fixture(scope="session")
+def built(pinned_kernel: ProvisionedKernel, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/data/modsrc built once per session: hello_mod.ko, repl.ko, Module.symvers."""
+    dest = tmp_path_factory.mktemp("kmods")
+    shutil.copytree(REPO / "tests" / "data" / "modsrc", dest, dirs_exist_ok=True)
+    proc = subprocess.run(["make", "-C", str(pinned_kernel.kdir), f"M={dest}", "modules"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return dest
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 from elftools.elf.relocation import RelocationSection
-from test_patch import built  # noqa: F401  (session fixture)
 
 from kedr_build.errors import KedrError
 from kedr_build.inspect import inspect_module

@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import pytest
-from test_patch import built  # noqa: F401  (session fixture)
 
 from kedr_build.errors import KedrError
 from kedr_build.kernels import ProvisionedKernel

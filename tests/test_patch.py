@@ -4,7 +4,6 @@ kmod's modinfo and pyelftools."""
 from __future__ import annotations
 
 import json
-import shutil
 import struct
 import subprocess
 from pathlib import Path
@@ -20,26 +19,6 @@ from kedr_build.kofile import Compression, compress, read_module
 from kedr_build.patch import _modinfo_with, patch_module
 from kedr_build.plan import Naming, build_plan
 from kedr_build.symvers import read_symvers
-
-MODSRC = Path(__file__).parent / "data" / "modsrc"
-_BUILT: dict[str, Path] = {}
-
-
-def build_test_modules(kdir: Path, dest: Path) -> Path:
-    """Build tests/data/modsrc once per session (hello_mod.ko, repl.ko, Module.symvers)."""
-    if "dir" not in _BUILT:
-        shutil.copytree(MODSRC, dest, dirs_exist_ok=True)
-        proc = subprocess.run(["make", "-C", str(kdir), f"M={dest}", "modules"],
-                              capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        _BUILT["dir"] = dest
-    return _BUILT["dir"]
-
-
-@pytest.fixture(scope="session")
-def built(pinned_kernel: ProvisionedKernel, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_test_modules(pinned_kernel.kdir, tmp_path_factory.mktemp("kmods"))
-
 
 PLAN_FUNCS = ["kfree", "__kmalloc", "kmalloc_trace", "mutex_lock", "mutex_unlock"]
 

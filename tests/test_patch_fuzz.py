@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_patch import built  # noqa: F401  (session fixture)
 
 from kedr_build.elfrel import EHDR, SHDR
 from kedr_build.errors import KedrError

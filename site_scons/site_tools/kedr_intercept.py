@@ -3,6 +3,7 @@
     plan = env.KedrPlan(outdir/plan.json, kos)                  # what to rename
     repl = env.KedrReplacement(outdir/<repl>, plan)              # <repl>.ko, Module.symvers
     patched = env.KedrPatch(outdir/patched/x.ko, [x.ko, plan, repl symvers])
+    scripts = env.KedrLoadScript([load.sh, unload.sh], [repl .ko, patched...])
 
 Each action calls one function of :mod:`kedr_build.pipeline` and imports it
 inside the action, so parsing the SConstruct never loads the ELF or template
@@ -76,13 +77,30 @@ def _patch_action(target: list[Any], source: list[Any], env: Any) -> int:
     return 0
 
 
+def _loadscript_action(target: list[Any], source: list[Any], env: Any) -> int:
+    from kedr_build import loadscript
+    from kedr_build.errors import KedrError
+    from kedr_build.runner import order_modules
+
+    replacement, *drivers = (Path(str(s)) for s in source)
+    try:
+        ordered, _ = order_modules(drivers)
+        loadscript.write(loadscript.plan_for(replacement, ordered, Path(str(target[0])).parent),
+                         Path(str(target[0])).parent)
+    except KedrError as e:
+        print(f"kedr-build: {e}")
+        return 1
+    return 0
+
+
 def _files(directory: Path) -> list[str]:
     return sorted(str(p) for p in directory.iterdir() if p.is_file())
 
 
 def generate(env: Any) -> None:
     env.SetDefault(KEDRPLANCOMSTR="plan    $TARGET", KEDRREPLCOMSTR="generate ${TARGET.dir}",
-                   KEDRPATCHCOMSTR="patch   ${SOURCE.file} -> $TARGET", FUNCTIONS="",
+                   KEDRPATCHCOMSTR="patch   ${SOURCE.file} -> $TARGET",
+                   KEDRLOADCOMSTR="script  $TARGETS", FUNCTIONS="",
                    NAMING="same-length")
     env["BUILDERS"]["_KedrPlan"] = SCons.Builder.Builder(action=SCons.Action.Action(
         _plan_action, "$KEDRPLANCOMSTR",
@@ -91,6 +109,8 @@ def generate(env: Any) -> None:
         _replacement_action, "$KEDRREPLCOMSTR", varlist=["KDIR", "KERNEL_ID"]))
     env["BUILDERS"]["_KedrPatch"] = SCons.Builder.Builder(action=SCons.Action.Action(
         _patch_action, "$KEDRPATCHCOMSTR"))
+    env["BUILDERS"]["_KedrLoadScript"] = SCons.Builder.Builder(action=SCons.Action.Action(
+        _loadscript_action, "$KEDRLOADCOMSTR"))
 
     def kedr_intercept(env: Any, outdir: str, kos: list[Any]) -> dict[str, Any]:
         repl = env["REPLACEMENT_MODULE"]
@@ -107,7 +127,10 @@ def generate(env: Any) -> None:
             out = env._KedrPatch([f"{outdir}/patched/{name}", f"{outdir}/patched/{name}.json"],
                                  [ko, plan[0], replacement[1]])
             patched.append(out[0])
-        return {"plan": plan[0], "replacement": replacement[0], "patched": patched}
+        scripts = env._KedrLoadScript([f"{outdir}/load.sh", f"{outdir}/unload.sh"],
+                                      [replacement[0]] + patched)
+        return {"plan": plan[0], "replacement": replacement[0], "patched": patched,
+                "scripts": scripts}
 
     env.AddMethod(kedr_intercept, "KedrIntercept")
 
