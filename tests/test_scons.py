@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -135,3 +136,32 @@ def test_bad_input_is_one_clear_line(args: list[str], message: str,
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("kedr-build:")]
     assert len(lines) == 1 and message in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_interception_outputs_and_function_selection(tmp_path: Path,
+                                                     pinned_kernel: ProvisionedKernel) -> None:
+    build = tmp_path / "build"
+    proc = run_scons([f"MODULE={REPO / 'examples/chardev'}", f"BUILD_DIR={build}",
+                      "FUNCTIONS=kfree,mutex_lock,vfree"])
+    out = build / "chardev"
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan == {"replacement_module": "kedr_repl_chardev",
+                    "rename": {"kfree": "Kfree", "mutex_lock": "Mutex_lock"}}
+    assert "FUNCTIONS: vfree is not imported by kedr_chardev.ko; skipped" in proc.stdout
+    manifest = json.loads((out / "patched" / "kedr_chardev.ko.json").read_text())
+    assert {r["old"]: r["call_sites"] for r in manifest["renames"]} == \
+        {"kfree": 3, "mutex_lock": 2}
+    assert (out / "kedr_repl_chardev" / "kedr_repl_chardev.ko").is_file()
+    for script in ("load.sh", "unload.sh"):
+        assert os.access(out / script, os.X_OK)
+    assert "insmod" in (out / "load.sh").read_text()
+
+
+def test_unknown_function_lists_close_matches(tmp_path: Path,
+                                              pinned_kernel: ProvisionedKernel) -> None:
+    proc = run_scons([f"MODULE={REPO / 'examples/chardev'}", f"BUILD_DIR={tmp_path}",
+                      "FUNCTIONS=kfre"], check=False)
+    assert proc.returncode != 0
+    assert "kedr-build: no catalog entry for function 'kfre'; close matches: kfree" \
+        in proc.stdout
+    assert not (tmp_path / "chardev" / "patched" / "kedr_chardev.ko").exists()
