@@ -88,11 +88,3 @@ def _report_end(lines: list[str], start: int) -> int:
             return j + 1
     return limit
 
-
-def module_lines(console: str, modules: list[str]) -> list[str]:
-    """Kernel log lines that a set of modules printed (``name: ...`` or ``[name]``)."""
-    if not modules:
-        return []
-    pat = re.compile(r"^(?:%s)(?::|\b)|\[(?:%s)\]" % ("|".join(map(re.escape, modules)),
-                                                    "|".join(map(re.escape, modules))))
-    return [ln for ln in clean_lines(console) if pat.search(ln)]

@@ -21,25 +21,17 @@ pytestmark = pytest.mark.vm
 CHARDEV = REPO / "examples" / "chardev"
 
 
-@pytest.fixture(scope="module")
-def chardev_build(tmp_path_factory: pytest.TempPathFactory,
-                  pinned_kernel: ProvisionedKernel) -> Path:
-    build = tmp_path_factory.mktemp("intercept")
-    run_scons([f"MODULE={CHARDEV}", f"BUILD_DIR={build}"])
-    return build / "chardev"
-
-
-def test_wrong_crc_is_refused_as_the_kernel_says(chardev_build: Path, tmp_path: Path,
+def test_wrong_crc_is_refused_as_the_kernel_says(built_chardev: Path, tmp_path: Path,
                                                  pinned_kernel: ProvisionedKernel) -> None:
-    plan_data = json.loads((chardev_build / "plan.json").read_text())
+    plan_data = json.loads((built_chardev / "plan.json").read_text())
     plan = build_plan([], explicit=plan_data["rename"],
                       replacement_module=plan_data["replacement_module"])
     bad = tmp_path / "mods" / "kedr_chardev.ko"
     bad.parent.mkdir()
     # The right names with CRCs that are not the replacement module's.
     wrong = {new: 0x12345678 for new in plan.mapping().values()}
-    patch_module(chardev_build / "kedr_chardev.ko", bad, plan, wrong, manifest=False)
-    repl = chardev_build / "kedr_repl_chardev" / "kedr_repl_chardev.ko"
+    patch_module(built_chardev / "kedr_chardev.ko", bad, plan, wrong, manifest=False)
+    repl = built_chardev / "kedr_repl_chardev" / "kedr_repl_chardev.ko"
     report = run_modules(pinned_kernel, [repl, bad], tmp_path / "vm", timeout=120)
     assert report.verdict is Verdict.FAILED
     assert report.reason.startswith("insmod kedr_chardev failed")
@@ -47,14 +39,14 @@ def test_wrong_crc_is_refused_as_the_kernel_says(chardev_build: Path, tmp_path: 
     assert any("Unknown symbol" in line and "(err -22)" in line for line in report.driver_log)
 
 
-def test_patched_driver_needs_its_replacement_module(chardev_build: Path, tmp_path: Path,
+def test_patched_driver_needs_its_replacement_module(built_chardev: Path, tmp_path: Path,
                                                      pinned_kernel: ProvisionedKernel) -> None:
     job = GuestJob(script="insmod kedr_chardev.ko; echo insmod=$?\n",
-                   files={"kedr_chardev.ko": chardev_build / "patched" / "kedr_chardev.ko"})
+                   files={"kedr_chardev.ko": built_chardev / "patched" / "kedr_chardev.ko"})
     result = run_guest(pinned_kernel, job, tmp_path, timeout=120)
     assert result.status == 0
     assert "insmod=0" not in result.output
-    renamed = json.loads((chardev_build / "plan.json").read_text())["rename"]
+    renamed = json.loads((built_chardev / "plan.json").read_text())["rename"]
     assert f"kedr_chardev: Unknown symbol {renamed['kfree']} (err -2)" in result.console
 
 
