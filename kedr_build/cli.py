@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from .errors import KedrError
 
-COMMANDS = ("kernel", "inspect", "patch", "run")
+COMMANDS = ("kernel", "inspect", "patch", "parse")
 
 
 def build_parser() -> argparse.ArgumentParser:

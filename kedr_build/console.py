@@ -2,7 +2,7 @@
 
 Never throws on truncated or garbled input (a VM that died mid-line is the
 common case). The parser works on a saved log as well as a live one, so a
-recorded console can be re-judged later (``python -m kedr_build run --parse``).
+recorded console can be re-judged later (``python -m kedr_build parse LOGDIR``).
 """
 
 from __future__ import annotations

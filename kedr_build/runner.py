@@ -210,7 +210,7 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
     job = GuestJob(script=plan.script, files=files,
                    intree_modules=tuple(dict.fromkeys(plan.intree + intree)))
     result = run_guest(kernel, job, logdir, timeout=timeout, stream=stream)
-    report = interpret(result, [module_name(m) for m in plan.modules])
+    report = interpret(result)
     if plan.trace_providers:
         trace_text, _ = split_trace(result.output)
         (logdir / "trace.txt").write_text(trace_text)
@@ -220,7 +220,7 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
     return report
 
 
-def interpret(result: VmResult, modules: list[str]) -> RunReport:
+def interpret(result: VmResult) -> RunReport:
     steps: list[Step] = []
     other: list[str] = []
     workload: list[str] = []

@@ -21,7 +21,7 @@ def recorded(console: str, output: str, status: int | None) -> VmResult:
 def test_refused_module_reports_the_kernels_reason() -> None:
     console = (DATA / "initfail.log").read_text()
     output = (DATA / "initfail-output.log").read_text()
-    report = interpret(recorded(console, output, 1), ["kedr_initfail"])
+    report = interpret(recorded(console, output, 1))
     assert report.verdict is Verdict.FAILED
     assert report.steps[0].action == "insmod" and not report.steps[0].ok
     assert report.reason.startswith("insmod kedr_initfail failed")
@@ -36,13 +36,13 @@ def test_driver_log_is_between_the_markers() -> None:
 
 def test_oops_is_a_kernel_problem_even_with_status_zero() -> None:
     console = (DATA / "oops-null-deref.log").read_text()
-    report = interpret(recorded(console, "KEDR-STEP insmod kedr_oops 0\n", 0), ["kedr_oops"])
+    report = interpret(recorded(console, "KEDR-STEP insmod kedr_oops 0\n", 0))
     assert report.verdict is Verdict.KERNEL_PROBLEM
     assert "NULL pointer dereference" in report.reason
 
 
 def test_panic_without_status_is_lost() -> None:
-    report = interpret(recorded((DATA / "panic.log").read_text(), "", None), ["kedr_panic"])
+    report = interpret(recorded((DATA / "panic.log").read_text(), "", None))
     assert report.verdict is Verdict.LOST
     assert "deliberate panic" in report.reason
 
@@ -68,3 +68,19 @@ def test_plan_rejects_a_non_module(tmp_path: Path) -> None:
     bogus.write_text("not elf")
     with pytest.raises(KedrError, match="bogus.ko"):
         plan_run([bogus])
+
+
+def test_parse_command_rejudges_a_saved_run(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from kedr_build.cli import main
+
+    run = tmp_path / "initfail" / "run"
+    run.mkdir(parents=True)
+    (run / "console.log").write_text((DATA / "initfail.log").read_text())
+    (run / "output.log").write_text((DATA / "initfail-output.log").read_text())
+    (run / "status.log").write_text("KEDR-STATUS 1\n")
+    assert main(["parse", str(run)]) == 1
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("kedr-build: initfail: FAILED: insmod kedr_initfail failed")
+    assert main(["parse", str(tmp_path)]) == 1
+    assert "not a run directory (no console.log)" in capsys.readouterr().err

@@ -1,0 +1,45 @@
+"""``parse LOGDIR``: judge a saved VM run again from its logs, without booting.
+
+LOGDIR is a run directory (``build/<name>/run``): console.log, output.log and
+status.log are re-read, the console re-parsed, and the verdict printed as the
+run printed it. Exit status 0 when the run passed.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..console import find_problems
+from ..errors import KedrError
+from ..printer import format_report
+from ..runner import interpret
+from ..vm import VmResult, parse_status
+
+
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    p = sub.add_parser("parse", help="re-judge a saved VM run from its logs")
+    p.add_argument("logdir", type=Path, help="a run directory, e.g. build/chardev/run")
+    p.set_defaults(func=run)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""
+
+
+def run(args: argparse.Namespace) -> int:
+    logdir: Path = args.logdir
+    console_log = logdir / "console.log"
+    if not console_log.is_file():
+        raise KedrError(f"{logdir}: not a run directory (no console.log)")
+    console = _read(console_log)
+    result = VmResult(status=parse_status(_read(logdir / "status.log")),
+                      output=_read(logdir / "output.log").replace("\r\n", "\n"),
+                      console=console, problems=tuple(find_problems(console)),
+                      timed_out=False, elapsed=0.0, command=(), workdir=logdir)
+    report = interpret(result)
+    print(format_report(report, logdir.parent.name))
+    return 0 if report.ok else 1
