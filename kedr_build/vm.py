@@ -205,17 +205,28 @@ def run_guest(kernel: ProvisionedKernel, job: GuestJob, workdir: Path,
     qemu_error = b"".join(stderr_chunks).decode("utf-8", "replace").strip()
     if proc.returncode == 0 or timed_out.is_set():
         qemu_error = ""
+    return result_from_logs(workdir, console, timed_out=timed_out.is_set(), elapsed=elapsed,
+                            command=tuple(cmd),
+                            qemu_error=qemu_error.splitlines()[-1] if qemu_error else "")
+
+
+def result_from_logs(workdir: Path, console: str | None = None, *, timed_out: bool = False,
+                     elapsed: float = 0.0, command: tuple[str, ...] = (),
+                     qemu_error: str = "") -> VmResult:
+    """A VmResult from a run directory's logs (also how a saved run is re-judged)."""
+    if console is None:
+        console = _read(workdir / "console.log")
     return VmResult(
         status=parse_status(_read(workdir / "status.log")),
         # The guest's tty turns "\n" into "\r\n" (onlcr); give callers plain lines.
         output=_read(workdir / "output.log").replace("\r\n", "\n"),
         console=console,
         problems=tuple(find_problems(console)),
-        timed_out=timed_out.is_set(),
+        timed_out=timed_out,
         elapsed=elapsed,
-        command=tuple(cmd),
+        command=command,
         workdir=workdir,
-        qemu_error=qemu_error.splitlines()[-1] if qemu_error else "",
+        qemu_error=qemu_error,
     )
 
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..console import find_problems
 from ..errors import KedrError
 from ..printer import format_report
 from ..runner import interpret
-from ..vm import VmResult, parse_status
+from ..vm import result_from_logs
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -23,23 +22,11 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.set_defaults(func=run)
 
 
-def _read(path: Path) -> str:
-    try:
-        return path.read_bytes().decode("utf-8", "replace")
-    except FileNotFoundError:
-        return ""
-
-
 def run(args: argparse.Namespace) -> int:
     logdir: Path = args.logdir
     console_log = logdir / "console.log"
     if not console_log.is_file():
         raise KedrError(f"{logdir}: not a run directory (no console.log)")
-    console = _read(console_log)
-    result = VmResult(status=parse_status(_read(logdir / "status.log")),
-                      output=_read(logdir / "output.log").replace("\r\n", "\n"),
-                      console=console, problems=tuple(find_problems(console)),
-                      timed_out=False, elapsed=0.0, command=(), workdir=logdir)
-    report = interpret(result)
+    report = interpret(result_from_logs(logdir))
     print(format_report(report, logdir.parent.name))
     return 0 if report.ok else 1
