@@ -35,6 +35,16 @@ def copy_example(name: str, tmp_path: Path) -> Path:
     return dest
 
 
+def copy_kdir(kernel: ProvisionedKernel, dest: Path) -> Path:
+    """Another kernel build tree: a copy of the pinned one (so it builds)."""
+    shutil.copytree(kernel.kdir, dest, symlinks=True)
+    for link in ("scripts", "tools"):
+        target = (kernel.kdir / link).resolve()
+        (dest / link).unlink()
+        (dest / link).symlink_to(target)
+    return dest
+
+
 def calls(log: Path) -> list[str]:
     return log.read_text().splitlines() if log.exists() else []
 
@@ -82,12 +92,7 @@ def test_changing_kdir_rebuilds(tmp_path: Path, make_log: tuple[dict[str, str], 
     run_scons([f"MODULE={driver}", f"BUILD_DIR={build}"], env)
     # Another kernel tree (a copy of the same kernel's, so it builds): KDIR is part of
     # the signature.
-    other = tmp_path / "other-kdir"
-    shutil.copytree(pinned_kernel.kdir, other, symlinks=True)
-    for link in ("scripts", "tools"):
-        target = (pinned_kernel.kdir / link).resolve()
-        (other / link).unlink()
-        (other / link).symlink_to(target)
+    other = copy_kdir(pinned_kernel, tmp_path / "other-kdir")
     log.unlink()
     run_scons([f"MODULE={driver}", f"BUILD_DIR={build}", f"KDIR={other}"], env)
     assert any(c.endswith("modules") for c in calls(log))
@@ -165,3 +170,13 @@ def test_unknown_function_lists_close_matches(tmp_path: Path,
     assert "kedr-build: no catalog entry for function 'kfre'; close matches: kfree" \
         in proc.stdout
     assert not (tmp_path / "chardev" / "patched" / "kedr_chardev.ko").exists()
+
+
+def test_run_without_a_bootable_kernel_says_so(tmp_path: Path,
+                                               pinned_kernel: ProvisionedKernel) -> None:
+    kdir = copy_kdir(pinned_kernel, tmp_path / "kdir")
+    assert not Path(f"/boot/vmlinuz-{pinned_kernel.release}").exists()
+    proc = run_scons([f"MODULE={REPO / 'examples/chardev'}", f"KDIR={kdir}",
+                      f"BUILD_DIR={tmp_path / 'build'}", "run"], check=False)
+    assert proc.returncode != 0
+    assert f"kedr-build: KDIR={kdir}: no kernel image to boot" in proc.stdout
