@@ -46,7 +46,7 @@ def make_many(dest: Path, count: int) -> None:
     for n in names:
         (dest / f"{n}.c").write_text(
             "#include <linux/module.h>\n#include <linux/slab.h>\n"
-            f"static int __init i(void) {{ kfree(kmalloc(8, GFP_KERNEL)); return 0; }}\n"
+            "static int __init i(void) { kfree(kmalloc(8, GFP_KERNEL)); return 0; }\n"
             "module_init(i);\nMODULE_LICENSE(\"GPL\");\n")
 
 

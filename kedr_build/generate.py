@@ -25,6 +25,7 @@ from typing import Any
 
 from . import hosttools
 from .catalog import Arg, Catalog, CatalogEntry
+from .atomic import write_atomic
 from .errors import KedrError
 from .symvers import SymversEntry, read_symvers
 
@@ -156,9 +157,7 @@ def template_env() -> Any:
 def _write_if_changed(path: Path, text: str) -> None:
     if path.is_file() and path.read_text() == text:
         return
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_atomic(path, text.encode())
 
 
 # --- the C text of one replacement ----------------------------------------------------

@@ -11,6 +11,8 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .atomic import write_atomic
+
 
 @dataclass
 class Initramfs:
@@ -58,9 +60,7 @@ class Initramfs:
         return bytes(out)
 
     def write(self, dest: Path) -> None:
-        tmp = dest.with_name(dest.name + ".tmp")
-        tmp.write_bytes(self.to_bytes())
-        tmp.replace(dest)
+        write_atomic(dest, self.to_bytes())
 
 
 def _entry(out: bytearray, ino: int, name: str, mode: int, data: bytes) -> None:

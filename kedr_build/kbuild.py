@@ -23,12 +23,12 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import hosttools
+from .atomic import write_atomic
 from .errors import KedrError
 
 # What kbuild writes into M=: never a source, never copied, never a dependency.
@@ -76,9 +76,8 @@ def discover(driver: Path, kdir: Path, cache: Path | None = None) -> list[Module
         raise KedrError(f"{driver}: module name built twice: {', '.join(dups)}")
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(cache.name + ".tmp")
-        tmp.write_text(json.dumps({"key": key, "modules": [vars(s) for s in specs]}))
-        tmp.replace(cache)
+        write_atomic(cache, json.dumps({"key": key,
+                                        "modules": [vars(s) for s in specs]}).encode())
     return specs
 
 
@@ -225,12 +224,5 @@ def build(req: BuildRequest) -> list[Path]:
 
 def install(src: Path, dest: Path) -> Path:
     """Copy atomically: a reader never sees a half-written file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(dest, src.read_bytes())
     return dest

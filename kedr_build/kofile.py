@@ -1,11 +1,12 @@
-"""Module files as bytes: compression, the appended signature, atomic writes.
+"""Module files as bytes: compression and the appended signature.
 
 A module on disk is ``[ELF][PKCS#7][struct module_signature]["~Module signature
 appended~\\n"]``, optionally compressed as a whole (``.ko.xz``, ``.ko.zst``,
 ``.ko.gz``; the signature is inside the compressed data). :func:`read_module`
-undoes both layers and checks the ELF header; :func:`encode_module` and
-:func:`write_atomic` go the other way. Compression is detected from the magic
-bytes (the suffix must agree), so a renamed file is never misread.
+undoes both layers and checks the ELF header; :func:`compress` goes the other
+way (:func:`kedr_build.atomic.write_atomic` writes the result). Compression is
+detected from the magic bytes (the suffix must agree), so a renamed file is
+never misread.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import os
 import shutil
 import struct
 import subprocess
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,25 +157,3 @@ def read_module(path: str | os.PathLike[str]) -> LoadedModule:
     elf, sig = split_signature(data, str(p))
     check_header(elf, str(p))
     return LoadedModule(p, comp, elf, sig)
-
-
-def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> None:
-    """Write via a temporary file in the same directory and os.replace: all or nothing."""
-    p = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    except OSError as e:
-        raise KedrError(f"{p}: cannot write: {e.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, mode)
-        os.replace(tmp, p)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        if isinstance(e, OSError):
-            raise KedrError(f"{p}: cannot write: {e.strerror}") from None
-        raise

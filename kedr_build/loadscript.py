@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .atomic import write_atomic
 from .errors import KedrError
 from .generate import template_env
 
@@ -98,8 +99,5 @@ def write(plan: LoadPlan, script_dir: Path) -> tuple[Path, Path]:
     script_dir.mkdir(parents=True, exist_ok=True)
     paths = (script_dir / "load.sh", script_dir / "unload.sh")
     for path, text in zip(paths, (scripts.load, scripts.unload)):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        tmp.chmod(0o755)
-        tmp.replace(path)
+        write_atomic(path, text.encode(), mode=0o755)
     return paths

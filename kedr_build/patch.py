@@ -47,7 +47,8 @@ from .errors import KedrError
 from .inspect import (EXT_CRCS, EXT_NAMES, MODINFO, VERSION_ENTRY, VERSION_NAME_MAX,
                       VERSIONS, defined_names, parse_ext_versions, parse_modinfo,
                       parse_versions)
-from .kofile import SIG_MAGIC, Compression, compress, read_module, write_atomic
+from .atomic import write_atomic
+from .kofile import SIG_MAGIC, Compression, compress, read_module
 from .plan import RenamePlan
 from .symvers import load_crcs
 

@@ -11,12 +11,11 @@ and writes files only, so SCons can cache every one of them.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .atomic import write_atomic
 from .errors import KedrError
 
 
@@ -70,7 +69,8 @@ def make_plan(kos: Sequence[Path], kernel_symvers: Path, out: Path, replacement_
         warnings.append("the driver imports no function the catalog knows: nothing to "
                         "intercept")
     data = {"replacement_module": replacement_module, "rename": renames}
-    write_text_atomic(out, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
     return warnings
 
 
@@ -102,24 +102,13 @@ def patch_driver(ko: Path, out: Path, plan_path: Path, replacement_symvers: Path
 
     module, renames = read_plan(plan_path)
     if not renames:
-        from .kofile import read_module, write_atomic
+        from .kofile import read_module
         mod = read_module(ko)       # decompressed, like every patched output
         write_atomic(out, mod.elf + mod.signature)
-        write_text_atomic(out.with_name(out.name + ".json"), json.dumps(
-            {"source": str(ko), "output": str(out), "renames": []}, indent=2) + "\n")
+        write_atomic(out.with_name(out.name + ".json"), (json.dumps(
+            {"source": str(ko), "output": str(out), "renames": []}, indent=2) + "\n").encode())
         return ["nothing to intercept: the patched module is a copy"]
     plan = build_plan([], explicit=renames, replacement_module=module, where=str(plan_path))
     result = patch_module(ko, out, plan, replacement_symvers, compression=Compression.NONE)
     return list(result.warnings)
 
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from . import hosttools
+from .atomic import write_atomic
 from .errors import KedrError
 from .kernels import DEFAULT_KERNEL, KernelDescription, ProvisionedKernel, cache_dir, describe
 
@@ -109,9 +110,7 @@ def _fix_headers_makefile(desc: KernelDescription, root: Path) -> None:
             tail = common[common.index("/usr/src/") + 1:]
             line = f"include {root / tail}"
         lines.append(line)
-    tmp = makefile.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(makefile)
+    write_atomic(makefile, ("\n".join(lines) + "\n").encode())
 
 
 def _run(cmd: list[str], what: str) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .atomic import write_atomic
 from .console import KernelProblem, clean_lines
 from .errors import KedrError
 from .kernels import ProvisionedKernel
@@ -211,9 +212,7 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
     if plan.trace_providers:
         trace_text, _ = split_trace(result.output)
         (logdir / "trace.txt").write_text(trace_text)
-    tmp = logdir / "result.json.tmp"
-    tmp.write_text(report.to_json())
-    tmp.replace(logdir / "result.json")
+    write_atomic(logdir / "result.json", report.to_json().encode())
     return report
 
 

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from kedr_build.atomic import write_atomic
 from kedr_build.errors import KedrError
 from kedr_build.kernels import ProvisionedKernel
 from kedr_build.kofile import (SIG_MAGIC, Compression, compress, compression_of, read_module,
-                               split_signature, write_atomic)
+                               split_signature)
 
 
 def debian_module(k: ProvisionedKernel, rel: str) -> Path:
