@@ -40,7 +40,6 @@ class BuildConfig:
     prebuilt: Path | None        # KO=: patched as it is
     name: str
     kernel: kernels.ProvisionedKernel
-    kernel_name: str
     specs: tuple[kbuild.ModuleSpec, ...]
     build_dir: str
     outdir: str
@@ -112,7 +111,7 @@ def from_arguments(args: Mapping[str, str], top: str, launch_dir: str) -> BuildC
         vm_timeout = float(args.get("VM_TIMEOUT", "300"))
     except ValueError:
         raise KedrError(f"VM_TIMEOUT={args['VM_TIMEOUT']}: not a number of seconds") from None
-    return BuildConfig(driver=driver, prebuilt=prebuilt, name=name, kernel=kernel, kernel_name=kernel_name,
+    return BuildConfig(driver=driver, prebuilt=prebuilt, name=name, kernel=kernel,
                        specs=specs, build_dir=build_dir,
                        outdir=os.path.join(build_dir, name), workload=workload,
                        verbose=args.get("V", "0") not in ("", "0"), vm_timeout=vm_timeout,

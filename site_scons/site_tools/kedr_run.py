@@ -1,6 +1,6 @@
 """SCons tool: run built modules in the pinned kernel's VM.
 
-``env.KedrRun(logdir, modules, WORKLOAD=...)`` boots QEMU, inserts the modules,
+``env.KedrRun(logdir, modules, VM_KERNEL=kernel, WORKLOAD=...)`` boots QEMU, inserts the modules,
 runs the workload, removes them, prints the driver's kernel log and a verdict,
 and fails the build when the run fails. Always built: typing ``scons ... run``
 means "run it now", and a VM run is not deterministic.
@@ -17,13 +17,14 @@ import SCons.Builder
 
 def _action(target: list[Any], source: list[Any], env: Any) -> int:
     # Imported here: a null build or a plain build never pays for it.
-    from kedr_build import provision
     from kedr_build.errors import KedrError
     from kedr_build.printer import format_report
     from kedr_build.runner import run_modules
 
     try:
-        kernel = provision.ensure(env["KEDR_KERNEL"])
+        # The kernel config.py chose (pinned, or KDIR='s with a bootable image):
+        # the one the modules were built for.
+        kernel = env["VM_KERNEL"]
         modules = [Path(str(s)) for s in source if str(s).endswith(".ko")]
         workload = Path(env["WORKLOAD"]) if env.get("WORKLOAD") else None
         stream = print if env.get("KBUILD_VERBOSE") else None
