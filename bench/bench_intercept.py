@@ -31,8 +31,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from kedr_build import provision  # noqa: E402
-from kedr_build.vm import GuestJob, run_guest  # noqa: E402
+from kedr_build.kernel import provision  # noqa: E402
+from kedr_build.vm.qemu import GuestJob, run_guest  # noqa: E402
 
 DRIVER = REPO / "bench" / "drivers" / "kedr_bench"
 REPL = "kedr_repl_kedr_bench"

@@ -26,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from kedr_build import provision  # noqa: E402
+from kedr_build.kernel import provision  # noqa: E402
 
 
 def timed(fn: Callable[[], None]) -> float:

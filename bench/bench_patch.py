@@ -27,9 +27,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kedr_build import provision  # noqa: E402
-from kedr_build.patch import patch_module  # noqa: E402
-from kedr_build.plan import build_plan  # noqa: E402
+from kedr_build.kernel import provision  # noqa: E402
+from kedr_build.ko.patch import patch_module  # noqa: E402
+from kedr_build.ko.plan import build_plan  # noqa: E402
 
 FUNCTIONS = """kfree kmalloc_trace kmalloc_large __kmalloc __kmalloc_node kmalloc_node_trace
 krealloc kmemdup kstrdup kvmalloc_node kvfree vfree vmalloc vzalloc kmem_cache_alloc

@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from .errors import KedrError
+from kedr_build.errors import KedrError
 
 COMMANDS = ("kernel", "inspect", "patch", "parse")
 
@@ -22,13 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Cold-patch kernel modules' imports.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            mod = importlib.import_module(f"kedr_build.commands.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"kedr_build.commands.{name}":
-                raise
-            continue  # not written yet
-        mod.register(sub)
+        importlib.import_module(f"kedr_build.commands.{name}").register(sub)
     return parser
 
 

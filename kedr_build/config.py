@@ -1,36 +1,54 @@
 """The command-line variables of ``scons`` (MODULE=, KDIR=, ...) as one typed config.
 
-Parsed once at SConstruct time; cheap (no ELF or template libraries), because a
-null build pays for everything done here.
+:data:`VARIABLES` is the one list of them: the SConstruct declares each as an
+SCons ``Variables`` entry (so ``scons -h`` shows its help and default) and
+:func:`from_arguments` turns the values into a :class:`BuildConfig`. Parsed
+once at SConstruct time and cheap (no ELF or template libraries), because a
+null build pays for everything done here. ``offline=True`` (``scons -c``) never
+downloads a kernel and never runs make: it describes the same outputs from
+what earlier builds left (the pinned kernel's paths, the cached module list).
 """
 
 from __future__ import annotations
 
+import math
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import kbuild, kernels, moddeps, provision
-from .errors import KedrError
+from kedr_build.errors import KedrError
+from kedr_build.kernel import descriptions, kbuild, provision
+from kedr_build.kernel.descriptions import ProvisionedKernel
+from kedr_build.ko.names import is_module_file, module_name
+from kedr_build.ko.plan import Naming
 
-VARIABLES = {
-    "MODULE": "driver directory to build (a Kbuild file or an obj-m Makefile)",
-    "KO": "a prebuilt module to patch instead of building one: a .ko/.ko.xz/.ko.zst/.ko.gz "
-          "path, or the name of a module of the pinned kernel (e.g. KO=loop)",
-    "MODPROBE": "comma-separated in-tree modules shipped to the guest for the WORKLOAD or "
-                "the kernel to load (e.g. brd,nls_cp437)",
-    "KDIR": "kernel build tree to build against (default: the pinned kernel)",
-    "KERNEL": f"pinned kernel to use (default {kernels.DEFAULT_KERNEL}; "
-              f"known: {', '.join(kernels.available())})",
-    "WORKLOAD": "shell script run in the guest while the modules are loaded (run target)",
-    "BUILD_DIR": "where outputs go (default: build/ beside SConstruct)",
-    "FUNCTIONS": "comma-separated kernel functions to intercept (default: every imported "
-                 "function the catalog knows)",
-    "NAMING": "replacement names: same-length (default, kfree -> Kfree) or prefix:P",
-    "V": "1 shows kbuild's commands and the VM console",
-    "VM_TIMEOUT": "seconds before a VM run counts as hung (default 300)",
+
+@dataclass(frozen=True)
+class Variable:
+    help: str
+    default: str = ""
+
+
+VARIABLES: dict[str, Variable] = {
+    "MODULE": Variable("driver directory to build (a Kbuild file or an obj-m Makefile)"),
+    "KO": Variable("a prebuilt module to patch instead of building one: a .ko/.ko.xz/"
+                   ".ko.zst/.ko.gz path, or the name of a module of the pinned kernel "
+                   "(e.g. KO=loop)"),
+    "MODPROBE": Variable("comma-separated in-tree modules shipped to the guest for the "
+                         "WORKLOAD or the kernel to load (e.g. brd,nls_cp437)"),
+    "KDIR": Variable("kernel build tree to build against (default: the pinned kernel)"),
+    "KERNEL": Variable(f"pinned kernel to use (known: {', '.join(descriptions.available())})",
+                       descriptions.DEFAULT_KERNEL),
+    "WORKLOAD": Variable("shell script run in the guest while the modules are loaded "
+                         "(run target)"),
+    "BUILD_DIR": Variable("where outputs go (default: build/ beside SConstruct)"),
+    "FUNCTIONS": Variable("comma-separated kernel functions to intercept (default: every "
+                          "imported function the catalog knows)"),
+    "NAMING": Variable("replacement names: same-length (kfree -> Kfree) or prefix:P",
+                       "same-length"),
+    "V": Variable("1 shows kbuild's commands and the VM console", "0"),
+    "VM_TIMEOUT": Variable("seconds before a VM run counts as hung", "300"),
 }
 
 
@@ -39,21 +57,23 @@ class BuildConfig:
     driver: Path | None          # MODULE=: built with kbuild
     prebuilt: Path | None        # KO=: patched as it is
     name: str
-    kernel: kernels.ProvisionedKernel
+    kernel: ProvisionedKernel
     specs: tuple[kbuild.ModuleSpec, ...]
     build_dir: str
     outdir: str
-    workload: str | None
+    workload: Path | None
     verbose: bool
     vm_timeout: float
     functions: tuple[str, ...] = ()
-    naming: str = "same-length"
+    naming: Naming = Naming("same-length")
     modprobe: tuple[str, ...] = ()
 
     @property
     def replacement_module(self) -> str:
         """kedr_repl_<name>: also the trace system and debugfs directory name."""
-        return "kedr_repl_" + re.sub(r"\W", "_", self.name)
+        from kedr_build.intercept.generate import module_name_for
+
+        return module_name_for(self.name)
 
     @property
     def kernel_id(self) -> str:
@@ -65,21 +85,24 @@ class BuildConfig:
         return f"{self.kernel.release}:{mtime}"
 
 
-def from_arguments(args: Mapping[str, str], top: str, launch_dir: str) -> BuildConfig:
+def from_arguments(args: Mapping[str, str], top: str, launch_dir: str,
+                   offline: bool = False) -> BuildConfig:
     unknown = sorted(set(args) - set(VARIABLES))
     if unknown:
         raise KedrError(f"unknown variable {unknown[0]}=; known: {', '.join(VARIABLES)}")
 
+    def get(name: str) -> str:
+        return args.get(name, VARIABLES[name].default)
+
     def path(value: str) -> Path:
         return Path(os.path.join(launch_dir, os.path.expanduser(value)))
 
-    module, ko = args.get("MODULE"), args.get("KO")
+    module, ko = get("MODULE"), get("KO")
     if module and ko:
         raise KedrError("MODULE= and KO= exclude each other: build a driver, or patch a .ko")
     if not module and not ko:
         raise KedrError("MODULE=<driver directory> is required, "
                         "e.g. scons MODULE=examples/chardev (or KO=<prebuilt .ko>)")
-    kernel_name = args.get("KERNEL", kernels.DEFAULT_KERNEL)
     driver: Path | None = None
     prebuilt: Path | None = None
     if module:
@@ -88,58 +111,73 @@ def from_arguments(args: Mapping[str, str], top: str, launch_dir: str) -> BuildC
             raise KedrError(f"MODULE={module}: no such directory")
         if not driver.is_dir():
             raise KedrError(f"MODULE={module}: not a directory")
-    if args.get("KDIR"):
-        kernel = kernels.from_kdir(path(args["KDIR"]))
+    if get("KDIR"):
+        kernel = descriptions.from_kdir(path(get("KDIR")))
+    elif offline:
+        kernel = provision.layout(descriptions.describe(get("KERNEL")))
     else:
-        kernel = provision.ensure(kernel_name)
+        kernel = provision.ensure(get("KERNEL"))
     if ko:
-        prebuilt = _prebuilt(ko, path(ko), kernel)
-    build_dir = str(path(args["BUILD_DIR"]).resolve()) if args.get("BUILD_DIR") \
+        prebuilt = _prebuilt(ko, path(ko), kernel, offline)
+    build_dir = str(path(get("BUILD_DIR")).resolve()) if get("BUILD_DIR") \
         else os.path.join(top, "build")
     if driver is not None:
         name = driver.name
-        specs = tuple(kbuild.discover(driver, kernel.kdir,
-                                      cache=Path(build_dir, name, ".kedr-modules.json")))
+        cache = Path(build_dir, name, ".kedr-modules.json")
+        specs = tuple(kbuild.cached_specs(cache) if offline
+                      else kbuild.discover(driver, kernel.kdir, cache=cache))
     else:
         assert prebuilt is not None
-        name = moddeps.module_name(prebuilt)
+        name = module_name(prebuilt)
         specs = ()
-    workload = str(path(args["WORKLOAD"]).resolve()) if args.get("WORKLOAD") else None
-    if workload is not None and not os.path.isfile(workload):
-        raise KedrError(f"WORKLOAD={args['WORKLOAD']}: no such file")
-    try:
-        vm_timeout = float(args.get("VM_TIMEOUT", "300"))
-    except ValueError:
-        raise KedrError(f"VM_TIMEOUT={args['VM_TIMEOUT']}: not a number of seconds") from None
+    workload = path(get("WORKLOAD")).resolve() if get("WORKLOAD") else None
+    if workload is not None and not workload.is_file():
+        raise KedrError(f"WORKLOAD={get('WORKLOAD')}: no such file")
     return BuildConfig(driver=driver, prebuilt=prebuilt, name=name, kernel=kernel,
                        specs=specs, build_dir=build_dir,
                        outdir=os.path.join(build_dir, name), workload=workload,
-                       verbose=args.get("V", "0") not in ("", "0"), vm_timeout=vm_timeout,
-                       functions=_names(args.get("FUNCTIONS", "")),
-                       naming=_naming(args.get("NAMING", "same-length")),
-                       modprobe=_names(args.get("MODPROBE", "")))
+                       verbose=get("V") not in ("", "0"),
+                       vm_timeout=_seconds(get("VM_TIMEOUT")),
+                       functions=_names(get("FUNCTIONS")),
+                       naming=_naming(get("NAMING")),
+                       modprobe=_names(get("MODPROBE")))
 
 
 def _names(text: str) -> tuple[str, ...]:
-    return tuple(n.strip() for n in text.split(",") if n.strip())
+    return tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
 
 
-def _prebuilt(text: str, candidate: Path, kernel: kernels.ProvisionedKernel) -> Path:
-    """KO=: a file, or the name of a module of the kernel's own tree."""
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise KedrError(f"VM_TIMEOUT={text}: not a positive, finite number of seconds")
+    return value
+
+
+def _prebuilt(text: str, candidate: Path, kernel: ProvisionedKernel, offline: bool) -> Path:
+    """KO=: a module file, or the name of a module of the kernel's own tree."""
     if candidate.is_file():
+        if not is_module_file(candidate):
+            raise KedrError(f"KO={text}: not a kernel module file (*.ko, *.ko.xz, *.ko.zst, "
+                            "*.ko.gz)")
         return candidate.resolve()
-    if "/" not in text and kernel.modules_dir is not None:
+    if "/" not in text and kernel.modules_dir is not None and not offline:
         matches = sorted(p for p in kernel.modules_dir.rglob("*.ko*")
-                         if moddeps.module_name(p) == text.replace("-", "_"))
+                         if module_name(p) == text.replace("-", "_"))
         if matches:
             return matches[0]
         raise KedrError(f"KO={text}: no such file, and no module {text!r} in "
                         f"{kernel.modules_dir}")
+    if "/" not in text and offline:
+        return Path(f"{text}.ko")      # scons -c: only the output names matter
     raise KedrError(f"KO={text}: no such file")
 
 
-def _naming(text: str) -> str:
-    if text == "same-length" or (text.startswith("prefix:") and
-                                 re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", text[7:])):
-        return text
-    raise KedrError(f"NAMING={text}: use same-length or prefix:P (P a C identifier prefix)")
+def _naming(text: str) -> Naming:
+    try:
+        return Naming.parse(text)
+    except KedrError as e:
+        raise KedrError(f"NAMING={text}: {e}") from None

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from kedr_build import provision
-from kedr_build.kernels import ProvisionedKernel
+from kedr_build.kernel import provision
+from kedr_build.kernel.descriptions import ProvisionedKernel
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from kedr_build import catalog, generate
-from kedr_build.catalog import Catalog
+from kedr_build.intercept import catalog
+from kedr_build.intercept import generate
+from kedr_build.intercept.catalog import Catalog
 from kedr_build.errors import KedrError
-from kedr_build.kernels import ProvisionedKernel
-from kedr_build.symvers import SymversEntry, read_symvers
+from kedr_build.kernel.descriptions import ProvisionedKernel
+from kedr_build.ko.symvers import SymversEntry, read_symvers
 
 # Named by the issue: the catalog must have each of them for Debian's 6.1.
 REQUIRED_ON_6_1 = """

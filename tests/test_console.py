@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from kedr_build.console import ProblemKind, clean_lines, find_problems, strip_prefix
+from kedr_build.vm.console import ProblemKind, clean_lines, find_problems, strip_prefix
 
 DATA = Path(__file__).parent / "data" / "console"
 

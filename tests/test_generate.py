@@ -7,11 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from kedr_build import catalog, generate, loadscript
-from kedr_build.catalog import Catalog
+from kedr_build.intercept import catalog
+from kedr_build.intercept import generate
+from kedr_build.intercept import loadscript
+from kedr_build.intercept.catalog import Catalog
 from kedr_build.errors import KedrError
-from kedr_build.kernels import ProvisionedKernel
-from kedr_build.symvers import read_symvers
+from kedr_build.kernel.descriptions import ProvisionedKernel
+from kedr_build.ko.imports import inspect_module
+from kedr_build.ko.module import ModuleRef
+from kedr_build.ko.symvers import read_symvers
 
 PAIRS = [("kfree", "Kfree"), ("kmalloc_trace", "Kmalloc_trace"), ("kasprintf", "Kasprintf"),
          ("devm_kmalloc", "Devm_kmalloc"), ("_raw_spin_lock_irqsave", "K_raw_spin_lock_irqsave")]
@@ -122,9 +126,10 @@ def test_builds_a_loadable_looking_module(cat: Catalog, pinned_kernel: Provision
                                "kedr_repl_hello", driver="hello", kernel=pinned_kernel.release)
     ko = generate.build_replacement(module.directory, pinned_kernel.kdir)
     assert ko == module.ko
-    modinfo = loadscript.modinfo(ko)
-    assert modinfo["license"] == "GPL" and modinfo["name"] == "kedr_repl_hello"
-    assert modinfo["vermagic"].startswith(f"{pinned_kernel.release} ")
+    info = inspect_module(ko)
+    assert info.modinfo_values("license") == ["GPL"]
+    ref = ModuleRef.read(ko)
+    assert ref.name == "kedr_repl_hello" and ref.release == pinned_kernel.release
     built = read_symvers(module.symvers)
     assert {n: e.export_type for n, e in built.items()} == {
         "Kfree": "EXPORT_SYMBOL", "Kmalloc_trace": "EXPORT_SYMBOL", "Kasprintf": "EXPORT_SYMBOL",

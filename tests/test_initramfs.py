@@ -3,7 +3,7 @@
 import subprocess
 from pathlib import Path
 
-from kedr_build.initramfs import Initramfs
+from kedr_build.vm.initramfs import Initramfs
 
 
 def test_busybox_cpio_reads_back_what_we_wrote(tmp_path: Path) -> None:

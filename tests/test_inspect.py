@@ -12,9 +12,9 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.relocation import RelocationSection
 
 from kedr_build.errors import KedrError
-from kedr_build.inspect import inspect_module
-from kedr_build.kernels import ProvisionedKernel
-from kedr_build.symvers import crcs_from_module, parse_symvers, read_symvers
+from kedr_build.ko.imports import inspect_module
+from kedr_build.kernel.descriptions import ProvisionedKernel
+from kedr_build.ko.symvers import crcs_from_module, parse_symvers, read_symvers
 
 
 def pyelftools_view(path: Path) -> tuple[dict[str, int], dict[str, int]]:

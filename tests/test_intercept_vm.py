@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, run_scons
-from kedr_build.kernels import ProvisionedKernel
-from kedr_build.patch import patch_module
-from kedr_build.plan import build_plan
-from kedr_build.runner import run_modules
-from kedr_build.vm import GuestJob, Verdict, run_guest
+from kedr_build.kernel.descriptions import ProvisionedKernel
+from kedr_build.ko.patch import patch_module
+from kedr_build.ko.plan import build_plan
+from kedr_build.vm.runner import run_modules
+from kedr_build.vm.qemu import GuestJob, Verdict, run_guest
 
 pytestmark = pytest.mark.vm
 CHARDEV = REPO / "examples" / "chardev"

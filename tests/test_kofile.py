@@ -9,8 +9,8 @@ import pytest
 
 from kedr_build.atomic import write_atomic
 from kedr_build.errors import KedrError
-from kedr_build.kernels import ProvisionedKernel
-from kedr_build.kofile import (SIG_MAGIC, Compression, compress, compression_of, read_module,
+from kedr_build.kernel.descriptions import ProvisionedKernel
+from kedr_build.ko.container import (SIG_MAGIC, Compression, compress, compression_of, read_module,
                                split_signature)
 
 

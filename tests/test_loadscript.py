@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from kedr_build import loadscript
+from kedr_build.intercept import loadscript
 from kedr_build.errors import KedrError
-from kedr_build.loadscript import LoadPlan, ModuleFile
+from kedr_build.intercept.loadscript import LoadPlan, ModuleFile
 
 RELEASE = "6.1.0-56-amd64"
 PLAN = LoadPlan(release=RELEASE, replacement=ModuleFile("kedr_repl_hello.ko", "kedr_repl_hello"),
@@ -183,4 +183,4 @@ def test_plan_refuses_modules_for_different_kernels(tmp_path: Path) -> None:
 def test_plan_refuses_a_file_that_is_not_a_module(tmp_path: Path) -> None:
     (tmp_path / "x.ko").write_text("not elf")
     with pytest.raises(KedrError, match="x.ko: not an ELF file"):
-        loadscript.modinfo(tmp_path / "x.ko")
+        loadscript.plan_for(tmp_path / "x.ko", [tmp_path / "x.ko"], tmp_path)

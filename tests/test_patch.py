@@ -13,12 +13,12 @@ from elftools.elf.elffile import ELFFile
 
 from kedr_build.cli import main as cli_main
 from kedr_build.errors import KedrError
-from kedr_build.inspect import inspect_module
-from kedr_build.kernels import ProvisionedKernel
-from kedr_build.kofile import Compression, compress, read_module
-from kedr_build.patch import _modinfo_with, patch_module
-from kedr_build.plan import Naming, build_plan
-from kedr_build.symvers import read_symvers
+from kedr_build.ko.imports import inspect_module
+from kedr_build.kernel.descriptions import ProvisionedKernel
+from kedr_build.ko.container import Compression, compress, read_module
+from kedr_build.ko.patch import _modinfo_with, patch_module
+from kedr_build.ko.plan import Naming, build_plan
+from kedr_build.ko.symvers import read_symvers
 
 PLAN_FUNCS = ["kfree", "__kmalloc", "kmalloc_trace", "mutex_lock", "mutex_unlock"]
 
@@ -221,7 +221,7 @@ def test_cli_errors_are_one_line(built: Path, tmp_path: Path,
 def test_verifier_catches_stray_change(built: Path, tmp_path: Path,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """A patcher bug (here: one extra byte changed in .text) fails verification: no output."""
-    import kedr_build.patch as patch_mod
+    import kedr_build.ko.patch as patch_mod
 
     real = patch_mod.patch_elf
 
@@ -242,9 +242,9 @@ def test_verifier_catches_stray_change(built: Path, tmp_path: Path,
 
 def test_verifier_catches_tail_merge_damage(built: Path) -> None:
     """Renaming __kmalloc in place would also rename "kmalloc": the verifier refuses it."""
-    from kedr_build.elfrel import ElfRel
-    from kedr_build.patch import Expectation
-    from kedr_build.verify import verify_patch
+    from kedr_build.ko.elf import ElfRel
+    from kedr_build.ko.verify import Expectation
+    from kedr_build.ko.verify import verify_patch
 
     data = (built / "hello_mod.ko").read_bytes()
     elf = ElfRel(data, "hello")

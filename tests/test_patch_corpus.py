@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from kedr_build.kernels import ProvisionedKernel
-from kedr_build.patch import patch_module
-from kedr_build.plan import Naming, RenamePlan, build_plan
-from kedr_build.symvers import read_symvers
+from kedr_build.kernel.descriptions import ProvisionedKernel
+from kedr_build.ko.patch import patch_module
+from kedr_build.ko.plan import Naming, RenamePlan, build_plan
+from kedr_build.ko.symvers import read_symvers
 
 FUNCTIONS = """kfree kmalloc_trace kmalloc_large kmalloc_large_node __kmalloc __kmalloc_node
 kmalloc_node_trace krealloc kmemdup kmemdup_nul kstrdup kstrndup kvmalloc_node kvfree

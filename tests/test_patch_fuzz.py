@@ -11,11 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kedr_build.elfrel import EHDR, SHDR
+from kedr_build.ko.elf import EHDR, SHDR
 from kedr_build.errors import KedrError
-from kedr_build.inspect import inspect_module
-from kedr_build.patch import patch_module
-from kedr_build.plan import build_plan
+from kedr_build.ko.imports import inspect_module
+from kedr_build.ko.patch import patch_module
+from kedr_build.ko.plan import build_plan
 
 PLAN = build_plan(["kfree", "__kmalloc", "mutex_lock"], replacement_module="repl")
 CRCS = {"Kfree": 1, "__Kmalloc": 2, "Mutex_lock": 3}

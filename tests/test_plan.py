@@ -10,9 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kedr_build.errors import KedrError
-from kedr_build.kernels import ProvisionedKernel
-from kedr_build.plan import Naming, build_plan, load_plan, same_length_candidates
-from kedr_build.symvers import read_symvers
+from kedr_build.kernel.descriptions import ProvisionedKernel
+from kedr_build.ko.plan import Naming, build_plan, load_plan, same_length_candidates
+from kedr_build.ko.symvers import read_symvers
 
 
 def test_same_length_default() -> None:

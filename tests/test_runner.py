@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from kedr_build.console import find_problems
+from kedr_build.vm.console import find_problems
 from kedr_build.errors import KedrError
-from kedr_build.runner import driver_log, interpret, plan_run
-from kedr_build.vm import Verdict, VmResult, parse_status
+from kedr_build.vm.runner import driver_log, interpret, plan_run
+from kedr_build.vm.qemu import Verdict, VmResult, parse_status
 
 DATA = Path(__file__).parent / "data" / "console"
 
@@ -57,7 +57,7 @@ def test_status_channel_parsing() -> None:
 def test_plan_orders_by_depends_and_finds_intree(built_multi: Path) -> None:
     kos = [built_multi / n for n in ("multi_consumer.ko", "multi_crc.ko", "multi_provider.ko")]
     plan = plan_run(kos)
-    names = [p.name for p in plan.modules]
+    names = [m.path.name for m in plan.modules]
     assert names.index("multi_provider.ko") < names.index("multi_consumer.ko")
     assert plan.intree == ("crc7",)
     assert "modprobe crc7" in plan.script

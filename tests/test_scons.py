@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, run_scons
-from kedr_build.kernels import ProvisionedKernel
+from kedr_build.kernel.descriptions import ProvisionedKernel
 
 
 @pytest.fixture

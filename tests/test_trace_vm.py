@@ -14,12 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from kedr_build import catalog, generate, kbuild, loadscript
-from kedr_build.kernels import ProvisionedKernel
-from kedr_build.symvers import read_symvers
-from kedr_build.patch import patch_module
-from kedr_build.plan import build_plan
-from kedr_build.vm import GuestJob, run_guest
+from kedr_build.intercept import catalog
+from kedr_build.intercept import generate
+from kedr_build.kernel import kbuild
+from kedr_build.intercept import loadscript
+from kedr_build.kernel.descriptions import ProvisionedKernel
+from kedr_build.ko.symvers import read_symvers
+from kedr_build.ko.patch import patch_module
+from kedr_build.ko.plan import build_plan
+from kedr_build.vm.qemu import GuestJob, run_guest
 
 pytestmark = pytest.mark.vm
 

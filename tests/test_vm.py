@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, run_scons
-from kedr_build.kernels import ProvisionedKernel
-from kedr_build.vm import GuestJob, Verdict, run_guest
+from kedr_build.kernel.descriptions import ProvisionedKernel
+from kedr_build.vm.qemu import GuestJob, Verdict, run_guest
 
 pytestmark = pytest.mark.vm
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..inspect import inspect_module
+from kedr_build.ko.imports import inspect_module
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from .. import provision
-from ..kernels import DEFAULT_KERNEL, available
+from kedr_build.kernel import provision
+from kedr_build.kernel.descriptions import DEFAULT_KERNEL, available
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import KedrError
-from ..printer import format_report
-from ..runner import interpret
-from ..vm import result_from_logs
+from kedr_build.errors import KedrError
+from kedr_build.vm.printer import format_report
+from kedr_build.vm.runner import interpret
+from kedr_build.vm.qemu import result_from_logs
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:

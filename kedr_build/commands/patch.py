@@ -31,11 +31,11 @@ import json
 import sys
 from pathlib import Path
 
-from ..errors import KedrError
-from ..kofile import Compression
-from ..patch import SignRequest, patch_elf, patch_module
-from ..plan import Naming, RenamePlan, build_plan, load_plan
-from ..symvers import load_crcs, read_symvers
+from kedr_build.errors import KedrError
+from kedr_build.ko.container import Compression
+from kedr_build.ko.patch import SignRequest, patch_elf, patch_module
+from kedr_build.ko.plan import Naming, RenamePlan, build_plan, load_plan
+from kedr_build.ko.symvers import load_crcs, read_symvers
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -97,7 +97,7 @@ def _depends(args: argparse.Namespace, plan: RenamePlan) -> str | None:
     if plan.replacement_module:
         return plan.replacement_module
     if args.symvers and ".ko" in Path(args.symvers).name:
-        from ..inspect import inspect_module
+        from kedr_build.ko.imports import inspect_module
         return inspect_module(args.symvers).name
     if args.symvers:
         entries = read_symvers(args.symvers)
@@ -125,9 +125,9 @@ def run(args: argparse.Namespace) -> int:
     depends = _depends(args, plan)
     compression = None if args.compress == "same" else Compression.from_name(args.compress)
     if args.dry_run:
-        from ..elfrel import ElfRel
-        from ..kofile import read_module
-        from ..verify import verify_patch
+        from kedr_build.ko.elf import ElfRel
+        from kedr_build.ko.container import read_module
+        from kedr_build.ko.verify import verify_patch
         mod = read_module(args.input)
         elf = ElfRel(mod.elf, args.input)
         img = patch_elf(elf, plan.mapping(), crcs, depends)

@@ -1,13 +1,15 @@
 """SCons tool: from built driver modules to patched ones and their replacement module.
 
-    plan = env.KedrPlan(outdir/plan.json, kos)                  # what to rename
-    repl = env.KedrReplacement(outdir/<repl>, plan)              # <repl>.ko, Module.symvers
-    patched = env.KedrPatch(outdir/patched/x.ko, [x.ko, plan, repl symvers])
-    scripts = env.KedrLoadScript([load.sh, unload.sh], [repl .ko, patched...])
+    plan = env.KedrPlan(outdir/plan.json, kos)                       # what to rename
+    repl = env.KedrReplacement(outdir/<repl>/<repl>.ko, plan)         # + its sources, symvers
+    patched = env.KedrPatch(outdir/patched/x.ko, [x.ko, plan, repl symvers])  # + manifest
+    scripts = env.KedrLoadScript(outdir/load.sh, [repl .ko, patched...])      # + unload.sh
 
-Each action calls one function of :mod:`kedr_build.pipeline` and imports it
-inside the action, so parsing the SConstruct never loads the ELF or template
-libraries. ``varlist`` lists every variable an output depends on.
+``env.KedrIntercept(outdir, kos)`` declares all four. Emitters list every output.
+Each action reads the typed :class:`~kedr_build.config.BuildConfig` from
+``env["KEDR"]``, calls one function of :mod:`kedr_build.intercept.pipeline`
+(imported inside the action, so parsing the SConstruct never loads the ELF or
+template libraries), and depends on a signature of exactly the settings it uses.
 """
 
 from __future__ import annotations
@@ -18,121 +20,114 @@ from typing import Any
 import SCons.Action
 import SCons.Builder
 
-from kedr_build import moddeps
-
-REPO = Path(__file__).resolve().parents[2]
-CATALOG = REPO / "replacements" / "catalog"
-TEMPLATES = REPO / "replacements" / "templates"
-RUNTIME = REPO / "replacements" / "runtime"
+from kedr_build.config import BuildConfig
+from kedr_build.ko.names import module_name
+from kedr_build.resources import CATALOG_DIR, RUNTIME_DIR, TEMPLATES_DIR
+from kedr_scons import action, signature, warn
 
 
-def _report(warnings: list[str], where: str) -> None:
-    for w in warnings:
-        print(f"kedr-build: warning: {where}: {w}")
+def _paths(nodes: list[Any]) -> list[Path]:
+    return [Path(str(n)) for n in nodes]
 
 
-def _plan_action(target: list[Any], source: list[Any], env: Any) -> int:
-    from kedr_build import pipeline
-    from kedr_build.errors import KedrError
+@action
+def _plan(target: list[Any], source: list[Any], env: Any) -> None:
+    from kedr_build.intercept import pipeline
+    from kedr_build.ko.names import is_module_file
 
-    kos = [Path(str(s)) for s in source if str(s).endswith(".ko")]
-    functions = [f for f in env.get("FUNCTIONS", "").split(",") if f]
-    try:
-        warnings = pipeline.make_plan(kos, Path(env["KERNEL_SYMVERS"]), Path(str(target[0])),
-                                      env["REPLACEMENT_MODULE"], functions or None,
-                                      env["NAMING"])
-    except KedrError as e:
-        print(f"kedr-build: {e}")
-        return 1
-    _report(warnings, env["KEDR_TITLE"])
-    return 0
+    cfg: BuildConfig = env["KEDR"]
+    kos = [p for p in _paths(source) if is_module_file(p)]
+    warnings = pipeline.make_plan(kos, cfg.kernel.symvers, Path(str(target[0])),
+                                  cfg.replacement_module, cfg.functions or None, cfg.naming)
+    warn(warnings, cfg.name)
 
 
-def _replacement_action(target: list[Any], source: list[Any], env: Any) -> int:
-    from kedr_build import pipeline
-    from kedr_build.errors import KedrError
+@action
+def _replacement(target: list[Any], source: list[Any], env: Any) -> None:
+    from kedr_build.intercept import pipeline
 
-    try:
-        pipeline.make_replacement(Path(str(source[0])), Path(env["KERNEL_SYMVERS"]),
-                                  Path(env["KDIR"]), Path(str(target[0])).parent,
-                                  env["KEDR_TITLE"], env["KERNEL_RELEASE"],
-                                  jobs=int(env.GetOption("num_jobs") or 1))
-    except KedrError as e:
-        print(f"kedr-build: {e}")
-        return 1
-    return 0
+    cfg: BuildConfig = env["KEDR"]
+    pipeline.make_replacement(Path(str(source[0])), cfg.kernel.symvers, cfg.kernel.kdir,
+                              Path(str(target[0])).parent, cfg.name, cfg.kernel.release,
+                              jobs=int(env.GetOption("num_jobs") or 1))
 
 
-def _patch_action(target: list[Any], source: list[Any], env: Any) -> int:
-    from kedr_build import pipeline
-    from kedr_build.errors import KedrError
+def _replacement_emitter(target: list[Any], source: list[Any],
+                         env: Any) -> tuple[list[Any], list[Any]]:
+    from kedr_build.intercept.generate import generated_files
 
-    ko, plan, symvers = (Path(str(s)) for s in source[:3])
-    try:
-        warnings = pipeline.patch_driver(ko, Path(str(target[0])), plan, symvers)
-    except KedrError as e:
-        print(f"kedr-build: {e}")
-        return 1
-    _report([w for w in warnings if "signature stripped" not in w], ko.name)
-    return 0
+    ko = Path(str(target[0]))
+    return target + [env.File(str(ko.parent / f)) for f in generated_files(ko.stem)], source
 
 
-def _loadscript_action(target: list[Any], source: list[Any], env: Any) -> int:
-    from kedr_build import loadscript
-    from kedr_build.errors import KedrError
-    from kedr_build.runner import order_modules
+@action
+def _patch(target: list[Any], source: list[Any], env: Any) -> None:
+    from kedr_build.intercept import pipeline
 
-    replacement, *drivers = (Path(str(s)) for s in source)
-    try:
-        ordered, _ = order_modules(drivers)
-        loadscript.write(loadscript.plan_for(replacement, ordered, Path(str(target[0])).parent),
-                         Path(str(target[0])).parent)
-    except KedrError as e:
-        print(f"kedr-build: {e}")
-        return 1
-    return 0
+    ko, plan, symvers = _paths(source[:3])
+    warnings = pipeline.patch_driver(ko, Path(str(target[0])), plan, symvers)
+    warn([w for w in warnings if "signature stripped" not in w], ko.name)
+
+
+def _patch_emitter(target: list[Any], source: list[Any], env: Any) -> tuple[list[Any], list[Any]]:
+    return target + [env.File(str(target[0]) + ".json")], source
+
+
+@action
+def _loadscript(target: list[Any], source: list[Any], env: Any) -> None:
+    from kedr_build.intercept import loadscript
+
+    replacement, *drivers = _paths(source)
+    script_dir = Path(str(target[0])).parent
+    loadscript.write(loadscript.plan_for(replacement, drivers, script_dir), script_dir)
+
+
+def _loadscript_emitter(target: list[Any], source: list[Any],
+                        env: Any) -> tuple[list[Any], list[Any]]:
+    return target + [env.File(str(Path(str(target[0])).with_name("unload.sh")))], source
 
 
 def _files(directory: Path) -> list[str]:
     return sorted(str(p) for p in directory.iterdir() if p.is_file())
 
 
+def _intercept(env: Any, outdir: str, kos: list[Any]) -> dict[str, Any]:
+    cfg: BuildConfig = env["KEDR"]
+    repl = cfg.replacement_module
+    plan = env.KedrPlan(f"{outdir}/plan.json", kos + _files(CATALOG_DIR) + [signature(
+        env, functions=cfg.functions, naming=str(cfg.naming), module=repl,
+        kernel=cfg.kernel_id)])
+    repl_dir = f"{outdir}/{repl}"
+    replacement = env.KedrReplacement(
+        f"{repl_dir}/{repl}.ko",
+        plan + _files(CATALOG_DIR) + _files(TEMPLATES_DIR) + _files(RUNTIME_DIR)
+        + [signature(env, kdir=cfg.kernel.kdir, kernel=cfg.kernel_id)])
+    env.Clean(replacement, repl_dir)
+    symvers = next(n for n in replacement if str(n).endswith("/Module.symvers"))
+    patched = []
+    for ko in kos:
+        # Always an uncompressed .ko: what the VM's busybox insmod loads.
+        name = module_name(Path(str(ko))) + ".ko"
+        patched.append(env.KedrPatch(f"{outdir}/patched/{name}", [ko, plan[0], symvers])[0])
+    scripts = env.KedrLoadScript(f"{outdir}/load.sh", [replacement[0]] + patched)
+    return {"plan": plan[0], "replacement": replacement[0], "patched": patched,
+            "scripts": scripts}
+
+
 def generate(env: Any) -> None:
     env.SetDefault(KEDRPLANCOMSTR="plan    $TARGET", KEDRREPLCOMSTR="generate ${TARGET.dir}",
                    KEDRPATCHCOMSTR="patch   ${SOURCE.file} -> $TARGET",
-                   KEDRLOADCOMSTR="script  $TARGETS", FUNCTIONS="",
-                   NAMING="same-length")
-    env["BUILDERS"]["_KedrPlan"] = SCons.Builder.Builder(action=SCons.Action.Action(
-        _plan_action, "$KEDRPLANCOMSTR",
-        varlist=["FUNCTIONS", "NAMING", "REPLACEMENT_MODULE", "KERNEL_ID"]))
-    env["BUILDERS"]["_KedrReplacement"] = SCons.Builder.Builder(action=SCons.Action.Action(
-        _replacement_action, "$KEDRREPLCOMSTR", varlist=["KDIR", "KERNEL_ID"]))
-    env["BUILDERS"]["_KedrPatch"] = SCons.Builder.Builder(action=SCons.Action.Action(
-        _patch_action, "$KEDRPATCHCOMSTR"))
-    env["BUILDERS"]["_KedrLoadScript"] = SCons.Builder.Builder(action=SCons.Action.Action(
-        _loadscript_action, "$KEDRLOADCOMSTR"))
+                   KEDRLOADCOMSTR="script  $TARGETS")
 
-    def kedr_intercept(env: Any, outdir: str, kos: list[Any]) -> dict[str, Any]:
-        repl = env["REPLACEMENT_MODULE"]
-        plan = env._KedrPlan(f"{outdir}/plan.json", kos + _files(CATALOG))
-        repl_dir = f"{outdir}/{repl}"
-        replacement = env._KedrReplacement(
-            [f"{repl_dir}/{repl}.ko", f"{repl_dir}/Module.symvers"],
-            plan + _files(CATALOG) + _files(TEMPLATES) + _files(RUNTIME))
-        env.Clean(replacement, repl_dir)
-        patched = []
-        for ko in kos:
-            # Always an uncompressed .ko: what the VM's busybox insmod loads.
-            name = moddeps.module_name(Path(str(ko))) + ".ko"
-            out = env._KedrPatch([f"{outdir}/patched/{name}", f"{outdir}/patched/{name}.json"],
-                                 [ko, plan[0], replacement[1]])
-            patched.append(out[0])
-        scripts = env._KedrLoadScript([f"{outdir}/load.sh", f"{outdir}/unload.sh"],
-                                      [replacement[0]] + patched)
-        return {"plan": plan[0], "replacement": replacement[0], "patched": patched,
-                "scripts": scripts}
+    def builder(fn: Any, comstr: str, emitter: Any = None) -> Any:
+        return SCons.Builder.Builder(action=SCons.Action.Action(fn, comstr), emitter=emitter)
 
-    env.AddMethod(kedr_intercept, "KedrIntercept")
+    env["BUILDERS"].update(
+        KedrPlan=builder(_plan, "$KEDRPLANCOMSTR"),
+        KedrReplacement=builder(_replacement, "$KEDRREPLCOMSTR", _replacement_emitter),
+        KedrPatch=builder(_patch, "$KEDRPATCHCOMSTR", _patch_emitter),
+        KedrLoadScript=builder(_loadscript, "$KEDRLOADCOMSTR", _loadscript_emitter))
+    env.AddMethod(_intercept, "KedrIntercept")
 
 
 def exists(env: Any) -> bool:

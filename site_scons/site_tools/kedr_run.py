@@ -1,9 +1,10 @@
-"""SCons tool: run built modules in the pinned kernel's VM.
+"""SCons tool: run built modules in the kernel's VM.
 
-``env.KedrRun(logdir, modules, VM_KERNEL=kernel, WORKLOAD=...)`` boots QEMU, inserts the modules,
+``env.KedrRun(logdir/result.json, modules)`` boots QEMU, inserts the modules,
 runs the workload, removes them, prints the driver's kernel log and a verdict,
-and fails the build when the run fails. Always built: typing ``scons ... run``
-means "run it now", and a VM run is not deterministic.
+and fails the build when the run fails. The emitter lists the logs the run
+writes. Always built: typing ``scons ... run`` means "run it now", and a VM run
+is not deterministic.
 """
 
 from __future__ import annotations
@@ -14,42 +15,42 @@ from typing import Any
 import SCons.Action
 import SCons.Builder
 
+from kedr_build.config import BuildConfig
+from kedr_scons import action
 
-def _action(target: list[Any], source: list[Any], env: Any) -> int:
+LOGS = ("console.log", "output.log", "status.log", "qemu.cmd", "initramfs.cpio")
+
+
+@action
+def _run(target: list[Any], source: list[Any], env: Any) -> int:
     # Imported here: a null build or a plain build never pays for it.
-    from kedr_build.errors import KedrError
-    from kedr_build.printer import format_report
-    from kedr_build.runner import run_modules
+    from kedr_build.vm.printer import format_report
+    from kedr_build.vm.runner import run_modules
 
-    try:
-        # The kernel config.py chose (pinned, or KDIR='s with a bootable image):
-        # the one the modules were built for.
-        kernel = env["VM_KERNEL"]
-        modules = [Path(str(s)) for s in source if str(s).endswith(".ko")]
-        workload = Path(env["WORKLOAD"]) if env.get("WORKLOAD") else None
-        stream = print if env.get("KBUILD_VERBOSE") else None
-        report = run_modules(kernel, modules, Path(str(target[0])).parent,
-                             workload=workload, timeout=float(env["VM_TIMEOUT"]),
-                             stream=stream,
-                             trace_providers=tuple(env.get("TRACE_PROVIDERS", ())),
-                             intree=tuple(env.get("MODPROBE", ())))
-    except KedrError as e:
-        print(f"kedr-build: {e}")
-        return 1
-    print(format_report(report, env["KEDR_TITLE"]))
+    cfg: BuildConfig = env["KEDR"]
+    modules = [Path(str(s)) for s in source if str(s).endswith(".ko")]
+    report = run_modules(cfg.kernel, modules, Path(str(target[0])).parent,
+                         workload=cfg.workload, timeout=cfg.vm_timeout,
+                         stream=print if cfg.verbose else None,
+                         trace_providers=(cfg.replacement_module,), intree=cfg.modprobe)
+    print(format_report(report, cfg.name))
     return 0 if report.ok else 1
 
 
-def generate(env: Any) -> None:
-    env.SetDefault(KEDRRUNCOMSTR="vm      ${SOURCES.file} -> $TARGET", VM_TIMEOUT=300)
-    action = SCons.Action.Action(_action, "$KEDRRUNCOMSTR")
-    env["BUILDERS"]["_KedrRun"] = SCons.Builder.Builder(action=action)
+def _emitter(target: list[Any], source: list[Any], env: Any) -> tuple[list[Any], list[Any]]:
+    logdir = Path(str(target[0])).parent
+    return target + [env.File(str(logdir / name)) for name in LOGS], source
 
-    def kedr_run(env: Any, result: str, modules: list[Any], **kw: Any) -> list[Any]:
-        sources = list(modules)
-        if kw.get("WORKLOAD"):
-            sources.append(kw["WORKLOAD"])
-        nodes: list[Any] = env._KedrRun(result, sources, **kw)
+
+def generate(env: Any) -> None:
+    env.SetDefault(KEDRRUNCOMSTR="vm      ${SOURCES.file} -> $TARGET")
+    env["BUILDERS"]["_KedrRun"] = SCons.Builder.Builder(
+        action=SCons.Action.Action(_run, "$KEDRRUNCOMSTR"), emitter=_emitter)
+
+    def kedr_run(env: Any, result: str, modules: list[Any]) -> list[Any]:
+        cfg: BuildConfig = env["KEDR"]
+        sources = list(modules) + ([str(cfg.workload)] if cfg.workload else [])
+        nodes: list[Any] = env._KedrRun(result, sources)
         env.AlwaysBuild(nodes)
         return nodes
 

@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import KedrError
-from .symvers import read_symvers
+from kedr_build.errors import KedrError
+from kedr_build.ko.names import is_c_identifier
+from kedr_build.resources import CATALOG_DIR
+from kedr_build.ko.symvers import read_symvers
 
-CATALOG_DIR = Path(__file__).resolve().parent.parent / "replacements" / "catalog"
 
 FAMILIES = frozenset({"alloc", "free", "lock", "unlock", "user-copy", "sleep", "sync", "irq",
                       "io", "string"})
@@ -34,7 +35,6 @@ SHOWS = frozenset({"ptr", "hex", "int", "uint", "long", "ulong", "size", "gfp", 
 # Trace event fields and generated locals that an argument name must not shadow.
 RESERVED_NAMES = frozenset({"call_site", "ret"})
 
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _ERRNO_FAULT = re.compile(r"-E[A-Z0-9]+\Z")
 _C_KEYWORDS = frozenset("""auto break case char const continue default do double else enum extern
     float for goto if inline int long register restrict return short signed sizeof static struct
@@ -161,12 +161,6 @@ class ValidationReport:
     unmatched: tuple[CatalogEntry, ...]     # exported, but requires/excludes rule them out
     apis_unavailable: tuple[str, ...]       # APIs for which no variant applies
 
-    def summary(self) -> str:
-        text = f"{len(self.applicable)} entries apply, {len(self.missing)} name(s) not exported"
-        if self.apis_unavailable:
-            text += f"; no variant for: {', '.join(self.apis_unavailable)}"
-        return text
-
 
 def validate(catalog: Catalog, exports: Mapping[str, object]) -> ValidationReport:
     """Check the catalog against one kernel's exports (a read_exports() result)."""
@@ -238,17 +232,17 @@ def _entry(path: Path, index: int, raw: Any) -> CatalogEntry:
 
     def names(key: str) -> tuple[str, ...]:
         value = raw.get(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) and _IDENT.match(v)
+        if not isinstance(value, list) or not all(isinstance(v, str) and is_c_identifier(v)
                                                   for v in value):
             raise bad(f"'{key}' must be a list of symbol names")
         return tuple(value)
 
     name = text("name")
-    if not _IDENT.match(name):
+    if not is_c_identifier(name):
         raise bad("'name' must be a C identifier")
     returns = _normalize_type(text("returns"))
     variadic = raw.get("variadic")
-    if variadic is not None and not (isinstance(variadic, str) and _IDENT.match(variadic)):
+    if variadic is not None and not (isinstance(variadic, str) and is_c_identifier(variadic)):
         raise bad("'variadic' must name the va_list function to call")
 
     args = tuple(_arg(bad, i, a) for i, a in enumerate(_list(bad, raw.get("args", []), "args"), 1))
@@ -308,7 +302,7 @@ def _arg(bad: Any, index: int, raw: Any) -> Arg:
     if not (isinstance(raw, list) and len(raw) in (2, 3) and all(isinstance(v, str) for v in raw)):
         raise bad(f"argument #{index} must be [type, name] or [type, name, show]")
     ctype, name = _normalize_type(raw[0]), raw[1]
-    if not _IDENT.match(name) or name in _C_KEYWORDS:
+    if not is_c_identifier(name) or name in _C_KEYWORDS:
         raise bad(f"argument #{index}: {name!r} is not a usable C name")
     if name in RESERVED_NAMES or name.startswith("kedr_"):
         raise bad(f"argument #{index}: {name!r} is reserved by the generated code "

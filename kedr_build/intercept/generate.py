@@ -23,22 +23,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import hosttools
-from .catalog import Arg, Catalog, CatalogEntry
-from .atomic import write_atomic
-from .errors import KedrError
-from .symvers import SymversEntry, read_symvers
+from kedr_build.kernel import hosttools
+from kedr_build.intercept.catalog import Arg, Catalog, CatalogEntry
+from kedr_build.atomic import write_atomic
+from kedr_build.errors import KedrError
+from kedr_build.resources import RUNTIME_DIR, template_env
+from kedr_build.ko.names import NAME_MAX, is_c_identifier
+from kedr_build.ko.symvers import SymversEntry, read_symvers
 
-REPLACEMENTS_DIR = Path(__file__).resolve().parent.parent / "replacements"
-TEMPLATES_DIR = REPLACEMENTS_DIR / "templates"
-RUNTIME_DIR = REPLACEMENTS_DIR / "runtime"
 RUNTIME_FILES = ("kedr_runtime.h", "kedr_trace.h", "kedr_control.c")
 
 MODULE_PREFIX = "kedr_repl_"
 ENTRY_MARKER = "kedr-entry: "
-# struct modversion_info holds a name of at most 55 characters (ko-format.md).
-MAX_SYMBOL_LEN = 55
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 @dataclass(frozen=True)
@@ -76,6 +72,13 @@ def module_name_for(driver: str) -> str:
     return f"{MODULE_PREFIX}{stem}"
 
 
+def generated_files(module_name: str) -> list[str]:
+    """Every file :func:`generate` and :func:`build_replacement` leave in the module's
+    directory that others use (besides ``<module>.ko``)."""
+    return ["Module.symvers", f"{module_name}.c", f"{module_name}_trace.h", "Kbuild",
+            *RUNTIME_FILES]
+
+
 def plan_replacements(pairs: Iterable[tuple[str, str]], catalog: Catalog,
                       exports: Mapping[str, SymversEntry],
                       allow_empty: bool = False) -> tuple[Replacement, ...]:
@@ -90,9 +93,9 @@ def plan_replacements(pairs: Iterable[tuple[str, str]], catalog: Catalog,
             raise KedrError(f"replacement name {replacement} is used twice")
         seen_orig.add(original)
         seen_repl.add(replacement)
-        if not _IDENT.match(replacement) or len(replacement) > MAX_SYMBOL_LEN:
+        if not is_c_identifier(replacement) or len(replacement) > NAME_MAX:
             raise KedrError(f"replacement name {replacement!r} for {original}: must be a C "
-                            f"identifier of at most {MAX_SYMBOL_LEN} characters")
+                            f"identifier of at most {NAME_MAX} characters")
         if replacement in exports:
             raise KedrError(f"replacement name {replacement} for {original}: the kernel already "
                             f"exports {replacement} ({exports[replacement].module}); the loader "
@@ -113,9 +116,9 @@ def generate(pairs: Iterable[tuple[str, str]], catalog: Catalog, symvers: Path, 
              allow_empty: bool = False) -> ReplacementModule:
     """Write the replacement module's source directory; files whose text is unchanged
     are left alone, so kbuild and SCons see nothing to rebuild."""
-    if not _IDENT.match(module_name) or len(module_name) > MAX_SYMBOL_LEN:
+    if not is_c_identifier(module_name) or len(module_name) > NAME_MAX:
         raise KedrError(f"replacement module name {module_name!r}: must be a C identifier "
-                        f"of at most {MAX_SYMBOL_LEN} characters")
+                        f"of at most {NAME_MAX} characters")
     exports = read_symvers(symvers)
     # allow_empty: a driver that imports nothing the catalog knows still gets its
     # (empty) replacement module, so the outputs and the load script do not change shape.
@@ -142,16 +145,6 @@ def generate(pairs: Iterable[tuple[str, str]], catalog: Catalog, symvers: Path, 
     for name in RUNTIME_FILES:
         _write_if_changed(outdir / name, (RUNTIME_DIR / name).read_text())
     return ReplacementModule(name=module_name, directory=outdir, replacements=replacements)
-
-
-def template_env() -> Any:
-    """The jinja2 environment of replacements/templates (also used for the load scripts)."""
-    import jinja2   # imported here: only generation pays for it (STYLE 16)
-
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
-                              undefined=jinja2.StrictUndefined, trim_blocks=True,
-                              lstrip_blocks=True, keep_trailing_newline=True,
-                              autoescape=False)
 
 
 def _write_if_changed(path: Path, text: str) -> None:

@@ -11,9 +11,10 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import hosttools
-from .errors import KedrError
-from .kernels import ProvisionedKernel
+from kedr_build.kernel import hosttools
+from kedr_build.errors import KedrError
+from kedr_build.kernel.descriptions import ProvisionedKernel
+from kedr_build.ko.names import module_name
 
 
 @dataclass(frozen=True)
@@ -47,13 +48,6 @@ def load_order(kernel: ProvisionedKernel, names: list[str]) -> list[InTreeModule
                                relpath=str(path.relative_to(kernel.modules_dir)))
             seen.setdefault(mod.name, mod)
     return list(seen.values())
-
-
-def module_name(path: Path) -> str:
-    name = path.name
-    for suffix in (".xz", ".zst", ".gz"):
-        name = name.removesuffix(suffix)
-    return name.removesuffix(".ko").replace("-", "_")
 
 
 def modules_dep_subset(kernel: ProvisionedKernel, mods: list[InTreeModule]) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from .errors import KedrError
+from kedr_build.errors import KedrError
 
 # tool -> Debian package
 PACKAGES: dict[str, str] = {

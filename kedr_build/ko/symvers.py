@@ -15,9 +15,9 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from .elfrel import SHN_ABS, SHN_LORESERVE, SHN_UNDEF, ST_NAME, ST_SHNDX, ST_VALUE, ElfRel
-from .errors import KedrError
-from .kofile import read_module
+from kedr_build.ko.elf import SHN_ABS, SHN_LORESERVE, SHN_UNDEF, ST_NAME, ST_SHNDX, ST_VALUE, ElfRel
+from kedr_build.errors import KedrError
+from kedr_build.ko.container import read_module
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,10 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import KedrError
+from kedr_build.errors import KedrError
 
 DEFAULT_KERNEL = "debian-6.1"
-_DESCRIPTIONS = Path(__file__).with_name("kernels")
+_DESCRIPTIONS = Path(__file__).with_name("pinned")
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Prove that a patched module differs from its input only as intended.
 
 :func:`verify_patch` re-parses the output from its bytes and checks, against the
-input and an :class:`~kedr_build.patch.Expectation`:
+input and an :class:`Expectation`:
 
 * the ELF header and every section header field except ``sh_offset``/``sh_size``
   of the sections the patcher may move (``.strtab``, ``.modinfo``,
@@ -18,7 +18,7 @@ input and an :class:`~kedr_build.patch.Expectation`:
 * ``__versions``/extended modversions: only the renamed entries differ, with the
   new name and CRC; ``.modinfo``: only ``depends=`` differs.
 
-It is called by :func:`~kedr_build.patch.patch_module` before anything is
+It is called by :func:`~kedr_build.ko.patch.patch_module` before anything is
 written; any failure is a :class:`KedrError`, so no output appears.
 """
 
@@ -27,17 +27,25 @@ from __future__ import annotations
 import bisect
 import struct
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from dataclasses import dataclass
 
-from .elfrel import EHDR, SHDR, SYM, ST_SHNDX, ST_SIZE, ST_VALUE, ElfRel, Section
-from .errors import KedrError
-from .inspect import (EXT_CRCS, EXT_NAMES, MODINFO, VERSION_ENTRY, VERSIONS,
+from kedr_build.ko.elf import EHDR, SHDR, SYM, ST_SHNDX, ST_SIZE, ST_VALUE, ElfRel, Section
+from kedr_build.errors import KedrError
+from kedr_build.ko.imports import (EXT_CRCS, EXT_NAMES, MODINFO, VERSION_ENTRY, VERSIONS,
                       parse_ext_versions, parse_modinfo)
 
-if TYPE_CHECKING:
-    from .patch import Expectation
-
 Fail = Callable[[str], KedrError]
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What the patch meant to change: the verifier checks the output against it."""
+
+    symbol_names: Mapping[int, str]  # symbol index -> new name
+    versions: Mapping[str, tuple[str, int]]  # old name -> (new name, CRC)
+    ext_versions: Mapping[str, tuple[str, int]]
+    depends: bytes | None  # the new "depends=..." string, None when unchanged
 MOVABLE = frozenset({MODINFO, EXT_NAMES})
 
 
@@ -135,12 +143,9 @@ def _check_symbols(a: ElfRel, b: ElfRel, expect: Expectation, fail: Fail) -> Non
     # No other name may cover a changed byte of the (common prefix of the) string tables.
     sa_str, sb_str = a.strtab_bytes, b.strtab_bytes[:len(a.strtab_bytes)]
     if sa_str != sb_str:
-        offsets = a.name_offsets()
-        if a.shstrndx == a.strtab.index:  # section names live there too
-            offsets += [struct.unpack_from("<I", a.data, a.shdr_offset(k))[0]
-                        for k in range(a.shnum)]
-        keys = sorted(offsets)
-        own = sorted(offsets[i] for i in expect.symbol_names)
+        keys = a.string_users()
+        names = a.name_offsets()
+        own = sorted(names[i] for i in expect.symbol_names)
         for p in _diff_positions(sa_str, sb_str):
             start = sa_str.rfind(b"\0", 0, p) + 1
             users = bisect.bisect_right(keys, p) - bisect.bisect_left(keys, start)

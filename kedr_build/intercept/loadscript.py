@@ -12,15 +12,15 @@ the in-tree modules ``load.sh`` itself loaded (recorded in a state file).
 from __future__ import annotations
 
 import os
-import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .atomic import write_atomic
-from .errors import KedrError
-from .generate import template_env
+from kedr_build.atomic import write_atomic
+from kedr_build.errors import KedrError
+from kedr_build.ko.module import ModuleRef, load_order
+from kedr_build.resources import template_env
 
 
 @dataclass(frozen=True)
@@ -43,50 +43,36 @@ class LoadScripts:
     unload: str
 
 
-def modinfo(ko: Path) -> dict[str, str]:
-    """The .modinfo key=value pairs of a module (the first value of a repeated key)."""
-    from .inspect import inspect_module
-
-    info: dict[str, str] = {}
-    for item in inspect_module(ko).modinfo:
-        info.setdefault(item.key, item.value)
-    return info
-
-
 def plan_for(replacement_ko: Path, driver_kos: Sequence[Path], script_dir: Path) -> LoadPlan:
     """Read names, vermagic and dependencies from the built modules.
 
-    The in-tree modules to load are the drivers' ``depends=`` that are neither
-    the replacement module nor one of the drivers, in order of appearance.
+    The drivers are loaded in :func:`~kedr_build.ko.module.load_order`; the in-tree
+    modules to load first are their ``depends=`` that are neither the replacement
+    module nor one of the drivers.
     """
     if not driver_kos:
         raise KedrError("load script: no patched driver to load")
-    infos = {ko: modinfo(ko) for ko in (replacement_ko, *driver_kos)}
+    replacement = ModuleRef.read(replacement_ko)
+    drivers, intree = load_order(ModuleRef.read(ko) for ko in driver_kos)
     releases = {}
-    for ko, info in infos.items():
-        if "vermagic" not in info or "name" not in info:
-            raise KedrError(f"{ko}: .modinfo lacks vermagic= or name=")
-        releases[ko] = info["vermagic"].split()[0]
+    for ref in (replacement, *drivers):
+        if ref.release is None:
+            raise KedrError(f"{ref.path}: .modinfo lacks vermagic=")
+        releases[ref.path] = ref.release
     if len(set(releases.values())) != 1:
         listing = ", ".join(f"{ko.name}: {rel}" for ko, rel in releases.items())
         raise KedrError(f"load script: the modules are built for different kernels ({listing})")
 
-    def file(ko: Path) -> ModuleFile:
-        return ModuleFile(path=os.path.relpath(ko, script_dir), name=infos[ko]["name"])
+    def file(ref: ModuleRef) -> ModuleFile:
+        return ModuleFile(path=os.path.relpath(ref.path, script_dir), name=ref.name)
 
-    ours = {infos[ko]["name"] for ko in infos}
-    intree: list[str] = []
-    for ko in driver_kos:
-        for dep in filter(None, infos[ko].get("depends", "").split(",")):
-            if dep not in ours and dep not in intree:
-                intree.append(dep)
-    return LoadPlan(release=releases[replacement_ko], replacement=file(replacement_ko),
-                    drivers=tuple(file(ko) for ko in driver_kos), intree=tuple(intree))
+    return LoadPlan(release=releases[replacement.path], replacement=file(replacement),
+                    drivers=tuple(file(d) for d in drivers),
+                    intree=tuple(d for d in intree if d != replacement.name))
 
 
 def render(plan: LoadPlan) -> LoadScripts:
     env = template_env()
-    env.filters["q"] = shlex.quote
     context: dict[str, Any] = {"release": plan.release, "replacement": plan.replacement,
                                "drivers": plan.drivers, "intree": plan.intree}
     return LoadScripts(load=env.get_template("load.sh.j2").render(context),

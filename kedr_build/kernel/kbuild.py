@@ -27,9 +27,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import hosttools
-from .atomic import write_atomic
-from .errors import KedrError
+from kedr_build.kernel import hosttools
+from kedr_build.atomic import write_atomic
+from kedr_build.errors import KedrError
 
 # What kbuild writes into M=: never a source, never copied, never a dependency.
 _OUTPUT_SUFFIXES = (".o", ".ko", ".mod", ".mod.c", ".cmd", ".order", ".symvers", ".a",
@@ -79,6 +79,15 @@ def discover(driver: Path, kdir: Path, cache: Path | None = None) -> list[Module
         write_atomic(cache, json.dumps({"key": key,
                                         "modules": [vars(s) for s in specs]}).encode())
     return specs
+
+
+def cached_specs(cache: Path) -> list[ModuleSpec]:
+    """The module list an earlier :func:`discover` left in ``cache``, whatever its key
+    (``scons -c`` names the outputs without running make); [] when there is none."""
+    try:
+        return [ModuleSpec(**m) for m in json.loads(cache.read_text())["modules"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
 
 
 def _discover_key(driver: Path, kdir: Path) -> str:
@@ -185,15 +194,12 @@ class BuildRequest:
     modules: tuple[ModuleSpec, ...]
     jobs: int = 1
     verbose: bool = False
-    extra_symbols: tuple[Path, ...] = ()   # other Module.symvers (KBUILD_EXTRA_SYMBOLS)
 
 
 def make_command(req: BuildRequest) -> list[str]:
     cmd = ["make", "-C", str(req.kdir), f"M={req.workdir}", f"-j{req.jobs}"]
     if req.verbose:
         cmd.append("V=1")
-    if req.extra_symbols:
-        cmd.append("KBUILD_EXTRA_SYMBOLS=" + " ".join(str(p) for p in req.extra_symbols))
     cmd.append("modules")
     return cmd
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .elfrel import ST_NAME, ST_SHNDX, ElfRel, Section
-from .errors import KedrError
-from .kofile import Compression, read_module
+from kedr_build.ko.elf import ST_NAME, ST_SHNDX, ElfRel, Section
+from kedr_build.errors import KedrError
+from kedr_build.ko.container import Compression, read_module
 
 VERSIONS = "__versions"
 EXT_CRCS = "__version_ext_crcs"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .runner import RunReport
+from kedr_build.vm.runner import RunReport
 
 MAX_LOG_LINES = 200
 

@@ -20,7 +20,7 @@
   is always fatal) and optionally re-made with the kernel's ``scripts/sign-file``.
 
 :func:`patch_module` adds the file handling: decompress, patch, verify the result
-with :mod:`kedr_build.verify` (on mismatch: ``KedrError`` and no output), sign,
+with :mod:`kedr_build.ko.verify` (on mismatch: ``KedrError`` and no output), sign,
 recompress as the input was, write atomically, write a JSON manifest.
 
 Already-patched modules are refused, not patched twice: when a module imports a
@@ -42,15 +42,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .elfrel import SHDR, SYM, ST_NAME, ST_SHNDX, ST_SIZE, ST_VALUE, ElfRel, Section
-from .errors import KedrError
-from .inspect import (EXT_CRCS, EXT_NAMES, MODINFO, VERSION_ENTRY, VERSION_NAME_MAX,
+from kedr_build.ko.elf import SHDR, SYM, ST_NAME, ST_SHNDX, ST_SIZE, ST_VALUE, ElfRel, Section
+from kedr_build.errors import KedrError
+from kedr_build.ko.imports import (EXT_CRCS, EXT_NAMES, MODINFO, VERSION_ENTRY, VERSION_NAME_MAX,
                       VERSIONS, defined_names, parse_ext_versions, parse_modinfo,
                       parse_versions)
-from .atomic import write_atomic
-from .kofile import SIG_MAGIC, Compression, compress, read_module
-from .plan import RenamePlan
-from .symvers import load_crcs
+from kedr_build.atomic import write_atomic
+from kedr_build.ko.container import SIG_MAGIC, Compression, compress, read_module
+from kedr_build.ko.plan import RenamePlan
+from kedr_build.ko.symvers import load_crcs
+from kedr_build.ko.verify import Expectation, verify_patch
 
 
 @dataclass(frozen=True)
@@ -62,16 +63,6 @@ class RenameRecord:
     crc_old: int | None  # from __versions (or extended modversions); None: no entry
     crc_new: int | None
     strtab: str  # "in-place" or "appended"
-
-
-@dataclass(frozen=True)
-class Expectation:
-    """What the patch meant to change: the verifier checks the output against it."""
-
-    symbol_names: Mapping[int, str]  # symbol index -> new name
-    versions: Mapping[str, tuple[str, int]]  # old name -> (new name, CRC)
-    ext_versions: Mapping[str, tuple[str, int]]
-    depends: bytes | None  # the new "depends=..." string, None when unchanged
 
 
 @dataclass(frozen=True)
@@ -148,16 +139,6 @@ def _append_section(out: bytearray, elf: ElfRel, sec: Section, content: bytes) -
     out.extend(b"\0" * (-len(out) % align))
     _set_shdr(out, elf, sec, len(out), len(content))
     out.extend(content)
-
-
-def _string_users(elf: ElfRel) -> list[int]:
-    """Sorted offsets into .strtab that something refers to (symbols, maybe sections)."""
-    offs = elf.name_offsets()
-    if elf.shstrndx == elf.strtab.index:  # one table for both: section names count too
-        offs.extend(struct.unpack_from("<I", elf.data, elf.shdr_offset(i))[0]
-                    for i in range(elf.shnum))
-    offs.sort()
-    return offs
 
 
 def _in_place_ok(strtab: bytes, users: list[int], offset: int, old: bytes, new: bytes,
@@ -271,7 +252,7 @@ def patch_elf(elf: ElfRel, mapping: Mapping[str, str], crcs: Mapping[str, int] |
     # .strtab and .symtab
     strtab = elf.strtab_bytes
     new_strtab = bytearray(strtab)
-    users = _string_users(elf)
+    users = elf.string_users()
     records: list[RenameRecord] = []
     sym_expect: dict[int, str] = {}
     appended: dict[str, int] = {}
@@ -396,8 +377,6 @@ def patch_module(src: str | os.PathLike[str], dst: str | os.PathLike[str], plan:
     replacement module. ``compression`` defaults to the input's. ``manifest``:
     True writes ``<dst>.json``, a path writes there, False/None writes none.
     """
-    from .verify import verify_patch
-
     src_p, dst_p = Path(src), Path(dst)
     try:
         same = dst_p.exists() and os.path.samefile(src_p, dst_p)

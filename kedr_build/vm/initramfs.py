@@ -11,7 +11,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .atomic import write_atomic
+from kedr_build.atomic import write_atomic
 
 
 @dataclass

@@ -16,7 +16,7 @@ from collections import Counter
 from functools import cached_property
 from dataclasses import dataclass
 
-from .errors import KedrError
+from kedr_build.errors import KedrError
 
 EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
 SHDR = struct.Struct("<IIQQQQIIQQ")
@@ -207,6 +207,16 @@ class ElfRel:
     def name_offsets(self) -> list[int]:
         """st_name of every symbol, in symbol order (one C-level pass over .symtab)."""
         return memoryview(self.symtab_bytes).cast("I")[::6].tolist()
+
+    def string_users(self) -> list[int]:
+        """Sorted offsets into .strtab that something refers to: every symbol's name,
+        and every section's name when .strtab is also the section name table."""
+        offs = self.name_offsets()
+        if self.shstrndx == self.strtab.index:
+            offs.extend(struct.unpack_from("<I", self.data, self.shdr_offset(i))[0]
+                        for i in range(self.shnum))
+        offs.sort()
+        return offs
 
     def relocation_counts(self, wanted: set[int] | None = None) -> dict[int, int]:
         """How many relocations (in RELA sections against .symtab) reference each symbol.

@@ -18,10 +18,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import hosttools
-from .atomic import write_atomic
-from .errors import KedrError
-from .kernels import DEFAULT_KERNEL, KernelDescription, ProvisionedKernel, cache_dir, describe
+from kedr_build.kernel import hosttools
+from kedr_build.atomic import write_atomic
+from kedr_build.errors import KedrError
+from kedr_build.kernel.descriptions import DEFAULT_KERNEL, KernelDescription, ProvisionedKernel, cache_dir, describe
 
 STAMP = ".kedr-provisioned"
 
@@ -30,7 +30,9 @@ def kernel_root(desc: KernelDescription, cache: Path | None = None) -> Path:
     return (cache or cache_dir()) / "kernels" / desc.name
 
 
-def layout(desc: KernelDescription, root: Path) -> ProvisionedKernel:
+def layout(desc: KernelDescription, root: Path | None = None) -> ProvisionedKernel:
+    """Where the kernel's files are (or will be) once provisioned; nothing is fetched."""
+    root = root or kernel_root(desc)
     rel = desc.release
     return ProvisionedKernel(
         description=desc,
@@ -40,10 +42,6 @@ def layout(desc: KernelDescription, root: Path) -> ProvisionedKernel:
         modules_dir=root / "lib/modules" / rel,
         root=root,
     )
-
-
-def is_provisioned(desc: KernelDescription, cache: Path | None = None) -> bool:
-    return (kernel_root(desc, cache) / STAMP).is_file()
 
 
 def ensure(name: str = DEFAULT_KERNEL, cache: Path | None = None,

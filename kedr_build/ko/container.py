@@ -22,8 +22,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .elfrel import check_header
-from .errors import KedrError
+from kedr_build.ko.elf import check_header
+from kedr_build.errors import KedrError
 
 SIG_MAGIC = b"~Module signature appended~\n"
 # struct module_signature { u8 algo, hash, id_type, signer_len, key_id_len; u8 pad[3];

@@ -46,10 +46,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import KedrError
+from kedr_build.errors import KedrError
+from kedr_build.ko.names import is_c_identifier
 
-# Imports that must keep their names (see /work/shared/reference/ko-format.md):
-# call bytes checked or rewritten by the kernel, static calls, data, sanitizer hooks.
+# Imports that must keep their names: calls whose bytes the kernel checks or rewrites
+# (ftrace's __fentry__, return and indirect-branch thunks patched by objtool/alternatives),
+# static calls and keys, tracepoints and CRC/ksymtab data, sanitizer hooks.
 NEVER_RENAME_EXACT = frozenset({
     "__fentry__", "mcount", "_mcount", "__x86_return_thunk", "__stack_chk_guard",
     "module_layout", "__this_module", "__static_call_return0",
@@ -62,7 +64,6 @@ NEVER_RENAME_PREFIXES = (
     "__ubsan_handle_", "__sanitizer_cov_", "__gcov_", "__crc_", "__ksymtab_", "__kstrtab_",
 )
 NAMING_HELP = "same-length or prefix:PREFIX (e.g. prefix:kedr_)"
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _PLAN_KEYS = ("naming", "functions", "replacement_module", "rename")
 
 
@@ -86,7 +87,7 @@ class Naming:
             return cls("same-length")
         if text.startswith("prefix:"):
             prefix = text[len("prefix:"):]
-            if not prefix or not _IDENT.match(prefix):
+            if not prefix or not is_c_identifier(prefix):
                 raise KedrError(f"naming {text!r}: the prefix must be a C identifier")
             return cls("prefix", prefix)
         raise KedrError(f"unknown naming {text!r}; use {NAMING_HELP}")
@@ -144,18 +145,19 @@ def same_length_candidates(name: str) -> Iterator[str]:
 def build_plan(functions: Iterable[str], naming: Naming = SAME_LENGTH,
                explicit: Mapping[str, str] | None = None,
                kernel_exports: Collection[str] | None = None,
-               replacement_module: str | None = None, where: str = "plan") -> RenamePlan:
+               replacement_module: str | None = None, where: str = "plan",
+               allow_empty: bool = False) -> RenamePlan:
     """A checked plan. ``kernel_exports``: names the target kernel exports (Module.symvers)."""
     explicit = dict(explicit or {})
     sources: list[str] = []
     for f in [*functions, *explicit]:
         if f not in sources:
             sources.append(f)
-    if not sources:
+    if not sources and not allow_empty:
         raise KedrError(f"{where}: no functions to rename")
     warnings: list[str] = []
     for s in sources:
-        if not _IDENT.match(s):
+        if not is_c_identifier(s):
             raise KedrError(f"{where}: {s!r} is not a symbol name")
         reason = never_rename_reason(s)
         if reason:
@@ -169,7 +171,7 @@ def build_plan(functions: Iterable[str], naming: Naming = SAME_LENGTH,
     for s in sources:
         if s in explicit:
             new = explicit[s]
-            if not _IDENT.match(new):
+            if not is_c_identifier(new):
                 raise KedrError(f"{where}: replacement {new!r} for {s} is not a C identifier")
             problem = _collision(new, s, taken, exported)
             if problem:
@@ -206,7 +208,8 @@ def _collision(new: str, old: str, taken: set[str], exported: Collection[str]) -
 
 
 def load_plan(path: str | os.PathLike[str], naming: Naming | None = None,
-              kernel_exports: Collection[str] | None = None) -> RenamePlan:
+              kernel_exports: Collection[str] | None = None,
+              allow_empty: bool = False) -> RenamePlan:
     """Read a TOML (``.toml``) or JSON plan file; ``naming`` overrides the file's."""
     p = Path(path)
     try:
@@ -237,4 +240,5 @@ def load_plan(path: str | os.PathLike[str], naming: Naming | None = None,
         if not isinstance(n, str):
             raise KedrError(f"{p}: 'naming' must be a string: {NAMING_HELP}")
         naming = Naming.parse(n)
-    return build_plan(functions, naming, rename, kernel_exports, module, where=str(p))
+    return build_plan(functions, naming, rename, kernel_exports, module, where=str(p),
+                      allow_empty=allow_empty)

@@ -26,36 +26,16 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from . import hosttools, moddeps
-from .console import KernelProblem, find_problems
-from .errors import KedrError
-from .initramfs import Initramfs
-from .kernels import ProvisionedKernel
+from kedr_build.kernel import hosttools
+from kedr_build.kernel import moddeps
+from kedr_build.vm.console import KernelProblem, find_problems
+from kedr_build.errors import KedrError
+from kedr_build.vm.initramfs import Initramfs
+from kedr_build.kernel.descriptions import ProvisionedKernel
+from kedr_build.resources import template_env
 
 STATUS_MARK = "KEDR-STATUS "
 GUEST_DIR = "kedr"
-
-_INIT = """#!/bin/busybox sh
-/bin/busybox --install -s /bin
-mkdir -p /sbin && ln -s /bin/busybox /sbin/modprobe   # the kernel's request_module()
-export PATH=/bin HOME=/root
-mkdir -p /proc /sys /dev /tmp /root
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t devtmpfs devtmpfs /dev
-mount -t tmpfs tmpfs /tmp
-mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
-mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
-cd /kedr
-echo "kedr-build: job start" > /dev/kmsg
-sh /kedr/job.sh </dev/null >/dev/ttyS1 2>&1
-status=$?
-echo "kedr-build: job end, status $status" > /dev/kmsg
-echo "KEDR-STATUS $status" > /dev/ttyS2
-sync
-poweroff -f
-"""
-
 
 class Verdict(Enum):
     PASSED = "passed"
@@ -117,18 +97,16 @@ class VmResult:
         return f"guest script exited with status {self.status}"
 
 
-def qemu_command(kernel: ProvisionedKernel, initrd: Path, workdir: Path,
-                 extra_cmdline: str = "") -> list[str]:
+def qemu_command(kernel: ProvisionedKernel, initrd: Path, workdir: Path) -> list[str]:
     if kernel.vmlinuz is None:
         raise KedrError(f"kernel {kernel.release}: no kernel image to boot "
                         "(KDIR= builds only; the VM runs the pinned kernel)")
     cfg = kernel.qemu
     accel = os.environ.get("KEDR_ACCEL", cfg.accel)
     qemu = hosttools.require(["qemu-system-x86_64"])["qemu-system-x86_64"]
-    cmdline = cfg.cmdline + (" " + extra_cmdline if extra_cmdline else "")
     return [qemu, "-accel", accel, "-cpu", cfg.cpu, "-m", str(cfg.memory_mb), "-smp", "1",
             "-nodefaults", "-no-reboot", "-display", "none",
-            "-kernel", str(kernel.vmlinuz), "-initrd", str(initrd), "-append", cmdline,
+            "-kernel", str(kernel.vmlinuz), "-initrd", str(initrd), "-append", cfg.cmdline,
             "-serial", "stdio",
             "-serial", f"file:{workdir / 'output.log'}",
             "-serial", f"file:{workdir / 'status.log'}"]
@@ -137,7 +115,9 @@ def qemu_command(kernel: ProvisionedKernel, initrd: Path, workdir: Path,
 def build_initramfs(kernel: ProvisionedKernel, job: GuestJob) -> Initramfs:
     ramfs = Initramfs()
     ramfs.add_file("bin/busybox", hosttools.static_busybox(), 0o755)
-    ramfs.add_bytes("init", _INIT.encode(), 0o755)
+    init = template_env().get_template("guest-init.sh.j2").render(
+        guest_dir=GUEST_DIR, status_mark=STATUS_MARK)
+    ramfs.add_bytes("init", init.encode(), 0o755)
     ramfs.add_bytes(f"{GUEST_DIR}/job.sh", job.script.encode(), 0o755)
     for dest, src in job.files.items():
         if not src.is_file():
@@ -154,19 +134,15 @@ def build_initramfs(kernel: ProvisionedKernel, job: GuestJob) -> Initramfs:
 
 
 def run_guest(kernel: ProvisionedKernel, job: GuestJob, workdir: Path,
-              timeout: float = 180.0, stream: Callable[[str], None] | None = None,
-              extra_cmdline: str = "", dry_run: bool = False) -> VmResult:
+              timeout: float = 180.0, stream: Callable[[str], None] | None = None) -> VmResult:
     """Boot, run ``job``, and return what happened; logs are kept in ``workdir``."""
     workdir.mkdir(parents=True, exist_ok=True)
     initrd = workdir / "initramfs.cpio"
     build_initramfs(kernel, job).write(initrd)
     for name in ("console.log", "output.log", "status.log"):
         (workdir / name).unlink(missing_ok=True)
-    cmd = qemu_command(kernel, initrd, workdir, extra_cmdline)
+    cmd = qemu_command(kernel, initrd, workdir)
     (workdir / "qemu.cmd").write_text(shlex.join(cmd) + "\n")
-    if dry_run:
-        print(shlex.join(cmd))
-        return VmResult(None, "", "", (), False, 0.0, tuple(cmd), workdir)
 
     start = time.monotonic()
     console_lines: list[str] = []

@@ -59,9 +59,6 @@ class Trace:
     def calls(self) -> Counter[str]:
         return Counter(e.function for e in self.events if e.event.startswith(CALL_PREFIX))
 
-    def of(self, function: str) -> list[TraceEvent]:
-        return [e for e in self.events if e.event == CALL_PREFIX + function]
-
 
 def parse_trace(text: str, stats: str = "") -> Trace:
     events: list[TraceEvent] = []

@@ -1,0 +1,44 @@
+"""What every kedr-build SCons tool shares: error reporting and rebuild signatures.
+
+* :func:`action` wraps an action function so that a :class:`KedrError` is one
+  line ``kedr-build: <cause>`` and a failed target, never a traceback.
+* :func:`signature` is a ``Value`` node holding the typed settings an output
+  depends on, as sorted JSON: a source of the target, so changing one of them
+  (KDIR, FUNCTIONS, ...) rebuilds exactly what depends on it. The action itself
+  reads the typed values from the construction environment.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from typing import Any
+
+from kedr_build.errors import KedrError
+
+Action = Callable[[list[Any], list[Any], Any], int]
+
+
+def action(fn: Callable[[list[Any], list[Any], Any], int | None]) -> Action:
+    @functools.wraps(fn)
+    def run(target: list[Any], source: list[Any], env: Any) -> int:
+        try:
+            return fn(target, source, env) or 0
+        except KedrError as e:
+            print(f"kedr-build: {e}", flush=True)
+            return 1
+    return run
+
+
+def warn(warnings: list[str] | tuple[str, ...], where: str) -> None:
+    for w in warnings:
+        print(f"kedr-build: warning: {where}: {w}")
+
+
+def signature(env: Any, **settings: Any) -> Any:
+    return env.Value(json.dumps(settings, sort_keys=True, default=str))
+
+
+def node_paths(nodes: list[Any]) -> list[str]:
+    return [str(n) for n in nodes]
