@@ -61,7 +61,7 @@ def test_suffix_must_match(built: Path, tmp_path: Path) -> None:  # noqa: F811
         read_module(p)
     z = tmp_path / "m.ko.zst"
     z.write_bytes(b"\x28\xb5\x2f\xfdgarbage")
-    with pytest.raises(KedrError, match="zstd"):
+    with pytest.raises(KedrError, match=r"m\.ko\.zst: corrupt zstd data: "):
         read_module(z)
 
 

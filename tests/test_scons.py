@@ -180,3 +180,77 @@ def test_run_without_a_bootable_kernel_says_so(tmp_path: Path,
                       f"BUILD_DIR={tmp_path / 'build'}", "run"], check=False)
     assert proc.returncode != 0
     assert f"kedr-build: KDIR={kdir}: no kernel image to boot" in proc.stdout
+
+
+@pytest.fixture
+def no_tools(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """An empty kernel cache, and a PATH whose make and apt-get only log that they ran."""
+    bindir = tmp_path / "nobin"
+    bindir.mkdir()
+    log = tmp_path / "tools.log"
+    for tool in ("make", "apt-get", "dpkg-deb"):
+        (bindir / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> {log}\nexit 1\n')
+        (bindir / tool).chmod(0o755)
+    cache = tmp_path / "empty-cache"
+    return {"PATH": f"{bindir}:{os.environ['PATH']}", "KEDR_CACHE": str(cache)}, log
+
+
+def test_help_lists_every_variable_without_a_kernel(no_tools: tuple[dict[str, str], Path],
+                                                    tmp_path: Path) -> None:
+    from kedr_build.config import VARIABLES
+
+    env, log = no_tools
+    for args in (["-h"], ["-h", f"MODULE={REPO / 'examples/chardev'}"]):
+        proc = run_scons(args, env)
+        for name, var in VARIABLES.items():
+            assert f"\n{name}: {var.help}" in proc.stdout, name
+            assert f"default: {var.default}" in proc.stdout
+    assert calls(log) == []
+    assert not (tmp_path / "empty-cache").exists()
+
+
+def test_clean_needs_no_kernel_and_no_make(tmp_path: Path, no_tools: tuple[dict[str, str], Path],
+                                           pinned_kernel: ProvisionedKernel) -> None:
+    build = tmp_path / "build"
+    args = [f"MODULE={REPO / 'examples/chardev'}", f"BUILD_DIR={build}"]
+    run_scons(args)
+    out = build / "chardev"
+    assert (out / "patched" / "kedr_chardev.ko").is_file()
+    env, log = no_tools
+    proc = run_scons(["-c", *args], env)
+    assert calls(log) == [] and not (tmp_path / "empty-cache").exists()
+    # Every declared output is gone: emitters named them all.
+    for gone in ("kedr_chardev.ko", "Module.symvers", "plan.json", "load.sh", "unload.sh",
+                 "patched/kedr_chardev.ko", "patched/kedr_chardev.ko.json",
+                 "kedr_repl_chardev/kedr_repl_chardev.ko", "kedr_repl_chardev/Module.symvers",
+                 "kedr_repl_chardev/kedr_repl_chardev.c", ".kbuild"):
+        assert not (out / gone).exists(), (gone, proc.stdout)
+
+
+def test_every_output_is_a_known_target(tmp_path: Path,
+                                        pinned_kernel: ProvisionedKernel) -> None:
+    """Emitters declare every output: SCons knows how to make each one by name."""
+    out = tmp_path / "build" / "chardev"
+    names = ["kedr_chardev.ko", "Module.symvers", "plan.json", "load.sh", "unload.sh",
+             "patched/kedr_chardev.ko", "patched/kedr_chardev.ko.json",
+             *(f"kedr_repl_chardev/{f}" for f in ("kedr_repl_chardev.ko", "Module.symvers",
+                                                 "kedr_repl_chardev.c", "Kbuild",
+                                                 "kedr_repl_chardev_trace.h")),
+             "run/result.json", "run/console.log", "run/qemu.cmd"]
+    proc = run_scons([f"MODULE={REPO / 'examples/chardev'}", f"BUILD_DIR={out.parent}", "-n",
+                      *(str(out / n) for n in names)])
+    assert "Do not know how to make" not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["NAMING=bogus"], "NAMING=bogus: unknown naming 'bogus'; use same-length or prefix:"),
+    (["VM_TIMEOUT=nan"], "VM_TIMEOUT=nan: not a positive, finite number of seconds"),
+    (["VM_TIMEOUT=-5"], "VM_TIMEOUT=-5: not a positive, finite number of seconds"),
+    (["KERNEL=debian-0.1"], "unknown kernel 'debian-0.1'; known kernels: "),
+])
+def test_bad_variable_values(args: list[str], message: str,
+                             pinned_kernel: ProvisionedKernel) -> None:
+    proc = run_scons([f"MODULE={REPO / 'examples/chardev'}", *args], check=False)
+    assert proc.returncode != 0
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("kedr-build:")]
+    assert len(lines) == 1 and message in lines[0], proc.stderr

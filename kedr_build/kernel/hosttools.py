@@ -1,4 +1,9 @@
-"""Host tools kedr-build runs, and the Debian packages that provide them."""
+"""Host tools kedr-build runs, and the Debian packages that provide them.
+
+The one list: ``./kedr-env`` runs ``python3 -m kedr_build.kernel.hosttools`` (with
+the system Python, before any virtualenv exists) to learn which packages to
+install, and the code calls :func:`require` before running a tool.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +31,8 @@ PACKAGES: dict[str, str] = {
 
 # The static busybox goes into the guest; a dynamic one would need its libc.
 BUSYBOX_STATIC = Path("/bin/busybox")
+# python3-venv: ./kedr-env creates the virtualenv with the system Python.
+PYTHON_VENV_PACKAGE = "python3-venv"
 
 
 def find(tool: str) -> str | None:
@@ -72,3 +79,22 @@ def _is_static(path: Path) -> bool:
         f.seek(phoff)
         table = f.read(phentsize * phnum)
     return all(struct.unpack_from("<I", table, i * phentsize)[0] != 3 for i in range(phnum))
+
+
+def missing_packages() -> list[str]:
+    """Debian packages to install so that every tool above (and a static busybox and
+    the venv module) is present; [] when nothing is missing."""
+    import importlib.util
+
+    missing = {pkg for tool, pkg in PACKAGES.items() if tool != "busybox" and find(tool) is None}
+    try:
+        static_busybox()
+    except KedrError:
+        missing.add(PACKAGES["busybox"])
+    if importlib.util.find_spec("ensurepip") is None or importlib.util.find_spec("venv") is None:
+        missing.add(PYTHON_VENV_PACKAGE)
+    return sorted(missing)
+
+
+if __name__ == "__main__":
+    print(" ".join(missing_packages()))

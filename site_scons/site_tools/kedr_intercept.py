@@ -108,10 +108,12 @@ def _intercept(env: Any, outdir: str, kos: list[Any]) -> dict[str, Any]:
     for ko in kos:
         # Always an uncompressed .ko: what the VM's busybox insmod loads.
         name = module_name(Path(str(ko))) + ".ko"
-        patched.append(env.KedrPatch(f"{outdir}/patched/{name}", [ko, plan[0], symvers])[0])
-    scripts = env.KedrLoadScript(f"{outdir}/load.sh", [replacement[0]] + patched)
-    return {"plan": plan[0], "replacement": replacement[0], "patched": patched,
-            "scripts": scripts}
+        patched += env.KedrPatch(f"{outdir}/patched/{name}", [ko, plan[0], symvers])
+    scripts = env.KedrLoadScript(f"{outdir}/load.sh",
+                                 [replacement[0]] + [p for p in patched if str(p).endswith(".ko")])
+    return {"plan": plan[0], "replacement": replacement[0],
+            "patched": [p for p in patched if str(p).endswith(".ko")],
+            "scripts": scripts, "outputs": plan + replacement + patched + scripts}
 
 
 def generate(env: Any) -> None:
