@@ -71,7 +71,7 @@ class BuildConfig:
     @property
     def replacement_module(self) -> str:
         """kedr_repl_<name>: also the trace system and debugfs directory name."""
-        from kedr_build.intercept.generate import module_name_for
+        from kedr_build.intercept.naming import module_name_for
 
         return module_name_for(self.name)
 

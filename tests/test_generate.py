@@ -10,6 +10,7 @@ import pytest
 from kedr_build.intercept import catalog
 from kedr_build.intercept import generate
 from kedr_build.intercept import loadscript
+from kedr_build.intercept import naming
 from kedr_build.intercept.catalog import Catalog
 from kedr_build.errors import KedrError
 from kedr_build.kernel.descriptions import ProvisionedKernel
@@ -42,8 +43,8 @@ def symvers(tmp_path: Path) -> Path:
 
 
 def test_module_name_for() -> None:
-    assert generate.module_name_for("hello") == "kedr_repl_hello"
-    assert generate.module_name_for("my-drv.ko") == "kedr_repl_my_drv"
+    assert naming.module_name_for("hello") == "kedr_repl_hello"
+    assert naming.module_name_for("my-drv.ko") == "kedr_repl_my_drv"
 
 
 def test_generates_only_what_is_asked(cat: Catalog, symvers: Path, tmp_path: Path) -> None:

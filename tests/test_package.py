@@ -92,5 +92,5 @@ print(m.source)
 
 
 def generate_files(module: str) -> list[str]:
-    from kedr_build.intercept.generate import generated_files
+    from kedr_build.intercept.naming import generated_files
     return [f for f in generated_files(module) if f != "Module.symvers"]

@@ -65,7 +65,7 @@ _SHOW_OF_TYPE = {
 
 
 # The catalog needs a kernel's exports only as names (and the generator their
-# export types): kedr_build.symvers parses Module.symvers for both.
+# export types): kedr_build.ko.symvers parses Module.symvers for both.
 read_exports = read_symvers
 
 

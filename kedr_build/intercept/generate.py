@@ -28,12 +28,10 @@ from kedr_build.intercept.catalog import Arg, Catalog, CatalogEntry
 from kedr_build.atomic import write_atomic
 from kedr_build.errors import KedrError
 from kedr_build.resources import RUNTIME_DIR, template_env
+from kedr_build.intercept.naming import RUNTIME_FILES
 from kedr_build.ko.names import NAME_MAX, is_c_identifier
 from kedr_build.ko.symvers import SymversEntry, read_symvers
 
-RUNTIME_FILES = ("kedr_runtime.h", "kedr_trace.h", "kedr_control.c")
-
-MODULE_PREFIX = "kedr_repl_"
 ENTRY_MARKER = "kedr-entry: "
 
 
@@ -64,19 +62,6 @@ class ReplacementModule:
     @property
     def symvers(self) -> Path:
         return self.directory / "Module.symvers"
-
-
-def module_name_for(driver: str) -> str:
-    """``kedr_repl_<driver>``, a valid module (and trace system) name."""
-    stem = re.sub(r"\W", "_", driver.removesuffix(".ko"))
-    return f"{MODULE_PREFIX}{stem}"
-
-
-def generated_files(module_name: str) -> list[str]:
-    """Every file :func:`generate` and :func:`build_replacement` leave in the module's
-    directory that others use (besides ``<module>.ko``)."""
-    return ["Module.symvers", f"{module_name}.c", f"{module_name}_trace.h", "Kbuild",
-            *RUNTIME_FILES]
 
 
 def plan_replacements(pairs: Iterable[tuple[str, str]], catalog: Catalog,

@@ -1,7 +1,7 @@
-"""Pinned kernels as data: one TOML description per kernel in kedr_build/kernels/.
+"""Pinned kernels as data: one TOML description per kernel in kedr_build/kernel/pinned/.
 
 A description says which Debian packages make up the kernel and how to boot it
-in QEMU; :mod:`kedr_build.provision` turns it into a :class:`ProvisionedKernel`
+in QEMU; :mod:`kedr_build.kernel.provision` turns it into a :class:`ProvisionedKernel`
 (paths inside the cache). Adding a kernel (Debian's 6.12) is adding a file.
 """
 

@@ -1,0 +1,1 @@
+"""Running it: initramfs, QEMU, the guest runner, console and trace parsing, printing."""

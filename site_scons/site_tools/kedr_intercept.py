@@ -54,7 +54,7 @@ def _replacement(target: list[Any], source: list[Any], env: Any) -> None:
 
 def _replacement_emitter(target: list[Any], source: list[Any],
                          env: Any) -> tuple[list[Any], list[Any]]:
-    from kedr_build.intercept.generate import generated_files
+    from kedr_build.intercept.naming import generated_files
 
     ko = Path(str(target[0]))
     return target + [env.File(str(ko.parent / f)) for f in generated_files(ko.stem)], source
