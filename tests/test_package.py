@@ -33,12 +33,13 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh virtualenv with the wheel installed; returns its python."""
     tmp = tmp_path_factory.mktemp("wheel")
     src = tmp / "src"
-    tracked = _run(["git", "ls-files", "-z"], REPO).split("\0")
-    for rel in filter(None, tracked):
+    # Tracked files and new ones not yet committed (but not what .gitignore ignores).
+    files = _run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                 REPO).split("\0")
+    for rel in filter(None, files):
         if (REPO / rel).is_file():
             (src / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / rel, src / rel)
-    # The new files of a working tree count too (a test run before a commit).
     _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
           "-w", str(tmp / "dist"), str(src)], tmp)
     (wheel,) = (tmp / "dist").glob("kedr_build-*.whl")
