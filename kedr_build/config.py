@@ -20,7 +20,7 @@ from pathlib import Path
 from kedr_build.errors import KedrError
 from kedr_build.kernel import descriptions, kbuild, provision
 from kedr_build.kernel.descriptions import ProvisionedKernel
-from kedr_build.ko.names import is_module_file, module_name
+from kedr_build.ko.names import is_c_identifier, is_module_file, module_name
 from kedr_build.ko.plan import Naming
 
 
@@ -47,6 +47,8 @@ VARIABLES: dict[str, Variable] = {
                           "imported function the catalog knows)"),
     "NAMING": Variable("replacement names: same-length (kfree -> Kfree) or prefix:P",
                        "same-length"),
+    "MAKE_ARGS": Variable("VAR=value words for make's command line, as the driver's own "
+                          "build needs them (e.g. MAKE_ARGS='HDAPS=1 CONFIG_FOO=y')"),
     "V": Variable("1 shows kbuild's commands and the VM console", "0"),
     "VM_TIMEOUT": Variable("seconds before a VM run counts as hung", "300"),
 }
@@ -67,6 +69,7 @@ class BuildConfig:
     functions: tuple[str, ...] = ()
     naming: Naming = Naming("same-length")
     modprobe: tuple[str, ...] = ()
+    make_args: tuple[str, ...] = ()
 
     @property
     def replacement_module(self) -> str:
@@ -121,11 +124,13 @@ def from_arguments(args: Mapping[str, str], top: str, launch_dir: str,
         prebuilt = _prebuilt(ko, path(ko), kernel, offline)
     build_dir = str(path(get("BUILD_DIR")).resolve()) if get("BUILD_DIR") \
         else os.path.join(top, "build")
+    make_args = _make_args(get("MAKE_ARGS"))
     if driver is not None:
         name = driver.name
         cache = Path(build_dir, name, ".kedr-modules.json")
         specs = tuple(kbuild.cached_specs(cache) if offline
-                      else kbuild.discover(driver, kernel.kdir, cache=cache))
+                      else kbuild.discover(driver, kernel.kdir, cache=cache,
+                                           make_args=make_args))
     else:
         assert prebuilt is not None
         name = module_name(prebuilt)
@@ -140,11 +145,27 @@ def from_arguments(args: Mapping[str, str], top: str, launch_dir: str,
                        vm_timeout=_seconds(get("VM_TIMEOUT")),
                        functions=_names(get("FUNCTIONS")),
                        naming=_naming(get("NAMING")),
-                       modprobe=_names(get("MODPROBE")))
+                       modprobe=_names(get("MODPROBE")), make_args=make_args)
 
 
 def _names(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+
+
+def _make_args(text: str) -> tuple[str, ...]:
+    """MAKE_ARGS: shell words, each VAR=value (a target or an option would change what
+    kbuild builds behind our back)."""
+    import shlex
+
+    try:
+        words = shlex.split(text)
+    except ValueError as e:
+        raise KedrError(f"MAKE_ARGS={text}: {e}") from None
+    for word in words:
+        var, sep, _ = word.partition("=")
+        if not sep or not is_c_identifier(var):
+            raise KedrError(f"MAKE_ARGS={text}: {word!r} is not VAR=value")
+    return tuple(words)
 
 
 def _seconds(text: str) -> float:

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -59,9 +60,12 @@ def test_build_incremental_and_null(tmp_path: Path, make_log: tuple[dict[str, st
     ko = build / "chardev" / "kedr_chardev.ko"
     assert ko.read_bytes()[:4] == b"\x7fELF"
     assert (build / "chardev" / "Module.symvers").is_file()
-    # The source tree stays clean: kbuild ran in a copy.
-    assert sorted(p.name for p in driver.rglob("*") if p.is_file()) == \
-        sorted(p.name for p in (REPO / "examples/chardev").rglob("*") if p.is_file())
+    # kbuild ran in the driver's directory and left what it leaves there on its own.
+    plain = copy_example("chardev", tmp_path / "plain")
+    subprocess.run(["make", "-C", str(pinned_kernel.kdir), f"M={plain}", "modules"],
+                   check=True, capture_output=True)
+    assert sorted(str(p.relative_to(driver)) for p in driver.rglob("*")) == \
+        sorted(str(p.relative_to(plain)) for p in plain.rglob("*"))
     assert any("modules" in c for c in calls(log))
 
     log.unlink()
@@ -110,7 +114,6 @@ def test_clean_parallel_and_verbose(tmp_path: Path, pinned_kernel: ProvisionedKe
     assert (build / "multi" / "multi_crc.ko").is_file()
     run_scons(["-c", *args])
     assert not list((build / "multi").glob("*.ko"))
-    assert not (build / "multi" / ".kbuild").exists()
 
 
 def test_compile_error_reaches_user_verbatim(tmp_path: Path,
@@ -223,7 +226,7 @@ def test_clean_needs_no_kernel_and_no_make(tmp_path: Path, no_tools: tuple[dict[
     for gone in ("kedr_chardev.ko", "Module.symvers", "plan.json", "load.sh", "unload.sh",
                  "patched/kedr_chardev.ko", "patched/kedr_chardev.ko.json",
                  "kedr_repl_chardev/kedr_repl_chardev.ko", "kedr_repl_chardev/Module.symvers",
-                 "kedr_repl_chardev/kedr_repl_chardev.c", ".kbuild"):
+                 "kedr_repl_chardev/kedr_repl_chardev.c"):
         assert not (out / gone).exists(), (gone, proc.stdout)
 
 
@@ -254,3 +257,57 @@ def test_bad_variable_values(args: list[str], message: str,
     assert proc.returncode != 0
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("kedr-build:")]
     assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def _own_build(directory: Path, kdir: Path, *args: str) -> None:
+    """The developer's own recipe, typed in the driver's directory."""
+    subprocess.run(["make", f"KDIR={kdir}", *args], cwd=directory, check=True,
+                   capture_output=True, env={**os.environ, "PWD": str(directory)})
+
+
+def test_vendor_tree_builds_as_its_own_recipe_does(tmp_path: Path,
+                                                   make_log: tuple[dict[str, str], Path],
+                                                   pinned_kernel: ProvisionedKernel) -> None:
+    """A shared include directory beside the driver ($(src)/.., $(PWD)/.., $(M)/..),
+    KBUILD_EXTRA_SYMBOLS from a sibling module, a name listed twice in obj-m, a dash
+    in a module name, a dangling symlink, and a module selected by a make variable."""
+    kdir = pinned_kernel.kdir
+    own, ours = tmp_path / "own", tmp_path / "ours"
+    for tree in (own, ours):
+        shutil.copytree(REPO / "tests/drivers/vendor", tree)
+        (tree / "drv" / "README.gz").symlink_to("nowhere")    # dangling, as in a real package
+    subprocess.run(["make", "-C", str(kdir), f"M={own / 'common'}", "modules"], check=True,
+                   capture_output=True)
+    _own_build(own / "drv", kdir, "VENDOR_EXTRA=1")
+
+    env, log = make_log
+    build = tmp_path / "build"
+    run_scons([f"MODULE={ours / 'common'}", f"BUILD_DIR={build}"], env)
+    args = [f"MODULE={ours / 'drv'}", f"BUILD_DIR={build}", "MAKE_ARGS=VENDOR_EXTRA=1"]
+    proc = run_scons(args, env)
+    kos = sorted(p.name for p in (build / "drv").glob("*.ko"))
+    assert kos == sorted(p.name for p in (own / "drv").glob("*.ko")) == \
+        ["vendor-drv.ko", "vendor_extra.ko"], proc.stdout
+    # The trees are left alike: kbuild's own outputs, nothing more.
+    assert sorted(str(p.relative_to(ours)) for p in ours.rglob("*")) == \
+        sorted(str(p.relative_to(own)) for p in own.rglob("*"))
+    plan = json.loads((build / "drv" / "plan.json").read_text())
+    assert "kfree" in plan["rename"]
+    assert (build / "drv" / "patched" / "vendor-drv.ko").is_file()
+
+    log.unlink()
+    run_scons(args, env)
+    assert calls(log) == [], "a null build must not spawn make"
+    # A different MAKE_ARGS value is a different build: the extra module is gone.
+    run_scons([*args[:2], "MAKE_ARGS=VENDOR_EXTRA=0"], env)
+    assert any(c.endswith("modules") for c in calls(log))
+
+
+@pytest.mark.parametrize("value", ["modules", "-j8", "VENDOR_EXTRA", "A=1 clean", "'A=1"])
+def test_make_args_must_be_assignments(value: str, pinned_kernel: ProvisionedKernel) -> None:
+    proc = run_scons([f"MODULE={REPO / 'examples/chardev'}", f"MAKE_ARGS={value}"],
+                     check=False)
+    assert proc.returncode != 0
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("kedr-build:")]
+    assert len(lines) == 1 and lines[0].startswith(f"kedr-build: MAKE_ARGS={value}: "), \
+        proc.stderr

@@ -8,6 +8,7 @@ must show up exactly in the trace and in the counters."""
 from __future__ import annotations
 
 import re
+import shutil
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,9 +137,10 @@ def check_matches(expected: list[Call], traced: list[Call]) -> None:
 def guest_run(pinned_kernel: ProvisionedKernel,
               tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
     work = tmp_path_factory.mktemp("trace_vm")
-    specs = kbuild.discover(DRIVER, pinned_kernel.kdir)
-    built = kbuild.build(kbuild.BuildRequest(driver=DRIVER, kdir=pinned_kernel.kdir,
-                                             workdir=work / "driver-build",
+    src = work / "src"
+    shutil.copytree(DRIVER, src)        # kbuild builds in the driver's directory
+    specs = kbuild.discover(src, pinned_kernel.kdir)
+    built = kbuild.build(kbuild.BuildRequest(driver=src, kdir=pinned_kernel.kdir,
                                              outdir=work / "driver", modules=tuple(specs)))
     driver_ko = built[0]
 

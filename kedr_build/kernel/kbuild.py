@@ -1,26 +1,28 @@
-"""Build an out-of-tree driver directory with kbuild, outside the source tree.
+"""Build an out-of-tree driver directory with kbuild, as its own developer would.
 
 * :func:`discover` asks make itself which modules a directory builds: it reads
   the directory's Kbuild (else Makefile) the way kbuild does - with
-  KERNELRELEASE set and the kernel's auto.conf included - and prints ``obj-m``.
-  Subdirectories named in obj-m/obj-y (``sub/``) are followed. This costs one
-  make parse (~10 ms), not a kbuild run, so a null SCons build stays cheap.
-* :func:`sync_tree` mirrors the sources into the build directory, copying only
-  files whose bytes changed (mtimes of unchanged files are kept, so kbuild's own
-  dependency tracking still works) and removing files that vanished.
-* :func:`build` runs ``make -C KDIR M=<copy> modules`` there, with kbuild's
-  output reaching the user verbatim, and installs each .ko and Module.symvers
-  into the output directory atomically.
+  KERNELRELEASE set, ``src``/``obj``/``M``/``PWD`` naming the real directory,
+  the kernel's auto.conf included and the user's ``MAKE_ARGS`` on the command
+  line - and prints ``obj-m``. Subdirectories named in obj-m/obj-y (``sub/``) are
+  followed. This costs one make parse (~10 ms), not a kbuild run, and the answer
+  is cached, so a null SCons build spawns no make at all.
+* :func:`build` runs ``make -C KDIR M=<driver> [MAKE_ARGS] modules`` in the
+  driver's own directory with ``PWD`` set to it - exactly what the developer
+  types there - so paths that reach the driver's neighbours (``$(PWD)/..``,
+  ``$(src)/../include``, ``KBUILD_EXTRA_SYMBOLS=$(M)/../other/Module.symvers``)
+  mean what they mean to kbuild, and the tree is left as kbuild leaves it.
+  kbuild's output reaches the user verbatim; only when every module was
+  produced are the .ko files and Module.symvers installed into the output
+  directory (atomically), so a failed build leaves no partial results.
 """
 
 from __future__ import annotations
 
-import filecmp
 import hashlib
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -39,8 +41,13 @@ _OUTPUT_NAMES = {"Module.symvers", "modules.order", "Module.markers", ".sconsign
 
 @dataclass(frozen=True)
 class ModuleSpec:
-    name: str      # module name, e.g. "hello"
-    relpath: str   # the .ko relative to the driver directory, e.g. "sub/hello.ko"
+    name: str      # module name, e.g. "gost_test" (what modprobe and /sys/module say)
+    relpath: str   # the .ko relative to the driver directory, e.g. "sub/gost-test.ko"
+
+    @property
+    def filename(self) -> str:
+        """The .ko's file name as kbuild writes it (``gost-test.ko``)."""
+        return Path(self.relpath).name
 
 
 def makefile_of(directory: Path) -> Path:
@@ -50,7 +57,8 @@ def makefile_of(directory: Path) -> Path:
     raise KedrError(f"{directory}: no Kbuild or Makefile (not a kbuild module directory)")
 
 
-def discover(driver: Path, kdir: Path, cache: Path | None = None) -> list[ModuleSpec]:
+def discover(driver: Path, kdir: Path, cache: Path | None = None,
+             make_args: tuple[str, ...] = ()) -> list[ModuleSpec]:
     """The modules a driver directory builds, in obj-m order.
 
     With ``cache``, the answer is kept in that JSON file, keyed by the bytes of
@@ -59,7 +67,7 @@ def discover(driver: Path, kdir: Path, cache: Path | None = None) -> list[Module
     """
     if not driver.is_dir():
         raise KedrError(f"MODULE={driver}: not a directory")
-    key = _discover_key(driver, kdir) if cache is not None else ""
+    key = _discover_key(driver, kdir, make_args) if cache is not None else ""
     if cache is not None:
         try:
             data = json.loads(cache.read_text())
@@ -67,9 +75,12 @@ def discover(driver: Path, kdir: Path, cache: Path | None = None) -> list[Module
                 return [ModuleSpec(**m) for m in data["modules"]]
         except (OSError, ValueError, KeyError, TypeError):
             pass
-    specs = _discover(driver.resolve(), "", kdir, depth=0)
-    if not specs:
+    found = _discover(driver.resolve(), "", kdir, make_args, depth=0)
+    if not found:
         raise KedrError(f"{makefile_of(driver)}: builds no module (obj-m is empty)")
+    # kbuild builds a module listed twice once (scripts/Makefile.lib sorts obj-m);
+    # two different files of one module name would collide in the kernel.
+    specs = list(dict.fromkeys(found))
     names = [s.name for s in specs]
     dups = sorted({n for n in names if names.count(n) > 1})
     if dups:
@@ -90,8 +101,9 @@ def cached_specs(cache: Path) -> list[ModuleSpec]:
         return []
 
 
-def _discover_key(driver: Path, kdir: Path) -> str:
+def _discover_key(driver: Path, kdir: Path, make_args: tuple[str, ...]) -> str:
     h = hashlib.sha256(str(kdir.resolve()).encode())
+    h.update("\0".join(make_args).encode() + b"\1")
     auto_conf = kdir / "include/config/auto.conf"
     if auto_conf.exists():
         st = auto_conf.stat()
@@ -105,16 +117,17 @@ def _discover_key(driver: Path, kdir: Path) -> str:
     return h.hexdigest()
 
 
-def _discover(top: Path, sub: str, kdir: Path, depth: int) -> list[ModuleSpec]:
+def _discover(top: Path, sub: str, kdir: Path, make_args: tuple[str, ...],
+              depth: int) -> list[ModuleSpec]:
     directory = top / sub if sub else top
     makefile = makefile_of(directory)
     if depth > 8:
         raise KedrError(f"{makefile}: subdirectories nest too deep")
-    objm, objy = _eval_obj_vars(makefile, directory, kdir)
+    objm, objy = _eval_obj_vars(makefile, directory, kdir, make_args)
     specs: list[ModuleSpec] = []
     for word in objm + objy:
         if word.endswith("/"):
-            specs += _discover(top, f"{sub}{word}", kdir, depth + 1)
+            specs += _discover(top, f"{sub}{word}", kdir, make_args, depth + 1)
         elif word.endswith(".o") and word in objm:
             rel = f"{sub}{word[:-2]}.ko"
             specs.append(ModuleSpec(name=Path(rel).stem.replace("-", "_"), relpath=rel))
@@ -125,6 +138,7 @@ _PROBE = """\
 KERNELRELEASE := kedr-probe
 src := {src}
 obj := {src}
+M := {top}
 srctree := {kdir}
 -include {kdir}/include/config/auto.conf
 include {makefile}
@@ -135,11 +149,14 @@ kedr-probe: ;
 """
 
 
-def _eval_obj_vars(makefile: Path, directory: Path, kdir: Path) -> tuple[list[str], list[str]]:
+def _eval_obj_vars(makefile: Path, directory: Path, kdir: Path,
+                   make_args: tuple[str, ...]) -> tuple[list[str], list[str]]:
     make = hosttools.require(["make"])["make"]
-    probe = _PROBE.format(src=directory, kdir=kdir, makefile=makefile)
-    proc = subprocess.run([make, "-s", "--no-print-directory", "-f", "-", "kedr-probe"],
-                          input=probe, cwd=directory, capture_output=True, text=True)
+    probe = _PROBE.format(src=directory, top=directory, kdir=kdir, makefile=makefile)
+    proc = subprocess.run([make, "-s", "--no-print-directory", "-f", "-", "kedr-probe",
+                           *make_args],
+                          input=probe, cwd=directory, capture_output=True, text=True,
+                          env=shell_env(directory))
     if proc.returncode != 0:
         err = proc.stderr.strip().splitlines()
         raise KedrError(f"{makefile}: make cannot read it: {err[-1] if err else 'error'}")
@@ -165,39 +182,30 @@ def _walk(top: Path) -> Iterator[str]:
         for name in filenames:
             if name.startswith(".") or name in _OUTPUT_NAMES or name.endswith(_OUTPUT_SUFFIXES):
                 continue
+            if not os.path.exists(os.path.join(dirpath, name)):
+                continue   # a dangling symlink: kbuild never reads it, nor do we
             yield name if rel_dir == "." else os.path.join(rel_dir, name)
 
 
-def sync_tree(src: Path, dst: Path) -> int:
-    """Mirror src's source files into dst; returns how many files were copied."""
-    dst.mkdir(parents=True, exist_ok=True)
-    wanted = set(_walk(src))
-    copied = 0
-    for rel in sorted(wanted):
-        s, d = src / rel, dst / rel
-        if d.is_file() and filecmp.cmp(s, d, shallow=False):
-            continue
-        d.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(s, d)
-        copied += 1
-    for rel in set(_walk(dst)) - wanted:
-        (dst / rel).unlink()
-    return copied
+def shell_env(directory: Path) -> dict[str, str]:
+    """The environment of a shell whose current directory is ``directory``: make takes
+    ``$(PWD)`` from the environment, and Makefiles use it (``ccflags-y := -I$(PWD)``)."""
+    return {**os.environ, "PWD": str(directory)}
 
 
 @dataclass(frozen=True)
 class BuildRequest:
     driver: Path
     kdir: Path
-    workdir: Path       # the kbuild copy lives here
     outdir: Path        # .ko files and Module.symvers land here
     modules: tuple[ModuleSpec, ...]
     jobs: int = 1
     verbose: bool = False
+    make_args: tuple[str, ...] = ()    # VAR=value for make's command line (MAKE_ARGS=)
 
 
 def make_command(req: BuildRequest) -> list[str]:
-    cmd = ["make", "-C", str(req.kdir), f"M={req.workdir}", f"-j{req.jobs}"]
+    cmd = ["make", "-C", str(req.kdir), f"M={req.driver}", f"-j{req.jobs}", *req.make_args]
     if req.verbose:
         cmd.append("V=1")
     cmd.append("modules")
@@ -205,27 +213,39 @@ def make_command(req: BuildRequest) -> list[str]:
 
 
 def build(req: BuildRequest) -> list[Path]:
-    """Build and install the modules; returns the installed paths (.ko..., Module.symvers)."""
+    """Build in the driver's directory, then install every module and Module.symvers
+    into ``outdir`` - all of them, or none when one is missing."""
+    import fcntl
+
     hosttools.require(["make", "gcc"])
-    sync_tree(req.driver, req.workdir)
     cmd = make_command(req)
     if req.verbose:
         print(shlex.join(cmd), flush=True)
-    # kbuild's messages go to the user as they are: no capture, no reformatting.
-    sys.stdout.flush()
-    proc = subprocess.run(cmd)
-    if proc.returncode != 0:
-        raise KedrError(f"{req.driver}: kbuild failed (make exit {proc.returncode}); "
-                        "its messages are above")
-    installed: list[Path] = []
-    req.outdir.mkdir(parents=True, exist_ok=True)
-    for spec in req.modules:
-        built = req.workdir / spec.relpath
-        if not built.is_file():
-            raise KedrError(f"{built}: kbuild finished but did not produce module {spec.name}")
-        installed.append(install(built, req.outdir / f"{spec.name}.ko"))
-    installed.append(install(req.workdir / "Module.symvers", req.outdir / "Module.symvers"))
-    return installed
+    # Two builds of one driver directory at once would race in kbuild's outputs
+    # there: the second waits. (flock on the directory itself: nothing is written.)
+    lock = os.open(req.driver, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"kedr-build: waiting for another build of {req.driver}", flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        # kbuild's messages go to the user as they are: no capture, no reformatting.
+        sys.stdout.flush()
+        proc = subprocess.run(cmd, cwd=req.driver, env=shell_env(req.driver))
+        if proc.returncode != 0:
+            raise KedrError(f"{req.driver}: kbuild failed (make exit {proc.returncode}); "
+                            "its messages are above")
+        built = [(req.driver / spec.relpath, req.outdir / spec.filename) for spec in req.modules]
+        built.append((req.driver / "Module.symvers", req.outdir / "Module.symvers"))
+        missing = [str(src.relative_to(req.driver)) for src, _ in built if not src.is_file()]
+        if missing:
+            raise KedrError(f"{req.driver}: kbuild finished but did not produce "
+                            f"{', '.join(missing)}; nothing installed")
+        req.outdir.mkdir(parents=True, exist_ok=True)
+        return [install(src, dest) for src, dest in built]
+    finally:
+        os.close(lock)
 
 
 def install(src: Path, dest: Path) -> Path:

@@ -34,6 +34,14 @@ def is_module_file(path: Path) -> bool:
     return name.endswith(".ko") and len(name) > 3
 
 
+def uncompressed_name(path: Path) -> str:
+    """The file name without its compression suffix (``gost-test.ko.xz`` -> ``gost-test.ko``)."""
+    name = path.name
+    for suffix in COMPRESSED_SUFFIXES:
+        name = name.removesuffix(suffix)
+    return name
+
+
 def module_name(path: Path) -> str:
     """The module a file holds, by its file name (``foo-bar.ko.xz`` -> ``foo_bar``)."""
     name = path.name

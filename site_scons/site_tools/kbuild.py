@@ -5,8 +5,9 @@ driver; the emitter adds one ``<name>.ko`` per module the directory builds
 (``request.modules``), so ``--tree`` and ``scons -c`` know every output. The
 action calls :func:`kedr_build.kernel.kbuild.build` with the typed request;
 the sources are every file of the driver plus a signature of the settings
-(KDIR and the kernel in it, V, the driver's path), so editing a .c or header
-or changing KDIR rebuilds and nothing changed spawns no make at all.
+(KDIR and the kernel in it, V, MAKE_ARGS, the driver's path), so editing a .c
+or header or changing KDIR or a MAKE_ARGS variable rebuilds, and nothing changed
+spawns no make at all.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def _build(target: list[Any], source: list[Any], env: Any) -> None:
 
 def _emitter(target: list[Any], source: list[Any], env: Any) -> tuple[list[Any], list[Any]]:
     outdir = Path(str(target[0])).parent
-    kos = [env.File(str(outdir / f"{spec.name}.ko")) for spec in env["KBUILD"].modules]
+    kos = [env.File(str(outdir / spec.filename)) for spec in env["KBUILD"].modules]
     return kos + target, source
 
 
