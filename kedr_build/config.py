@@ -20,6 +20,7 @@ from pathlib import Path
 from kedr_build.errors import KedrError
 from kedr_build.kernel import descriptions, kbuild, provision
 from kedr_build.kernel.descriptions import ProvisionedKernel
+from kedr_build.kernel.dkms import DkmsPackage, is_dkms_tree, read_conf
 from kedr_build.ko.names import is_c_identifier, is_module_file, module_name
 from kedr_build.ko.plan import Naming
 
@@ -31,7 +32,10 @@ class Variable:
 
 
 VARIABLES: dict[str, Variable] = {
-    "MODULE": Variable("driver directory to build (a Kbuild file or an obj-m Makefile)"),
+    "MODULE": Variable("driver directory to build (a Kbuild file or an obj-m Makefile; "
+                       "a directory with a dkms.conf is built as DKMS builds it)"),
+    "DKMS": Variable("a DKMS source directory (with dkms.conf, e.g. /usr/src/foo-1.0) to "
+                     "build as `dkms build` does"),
     "KO": Variable("a prebuilt module to patch instead of building one: a .ko/.ko.xz/"
                    ".ko.zst/.ko.gz path, or the name of a module of the pinned kernel "
                    "(e.g. KO=loop)"),
@@ -56,7 +60,7 @@ VARIABLES: dict[str, Variable] = {
 
 @dataclass(frozen=True)
 class BuildConfig:
-    driver: Path | None          # MODULE=: built with kbuild
+    driver: Path | None          # MODULE=: built with kbuild (or DKMS)
     prebuilt: Path | None        # KO=: patched as it is
     name: str
     kernel: ProvisionedKernel
@@ -70,6 +74,12 @@ class BuildConfig:
     naming: Naming = Naming("same-length")
     modprobe: tuple[str, ...] = ()
     make_args: tuple[str, ...] = ()
+    dkms: DkmsPackage | None = None    # the driver is a DKMS package
+
+    @property
+    def dkms_tree(self) -> Path:
+        """Where a DKMS package is copied and built ($dkms_tree of its dkms.conf)."""
+        return Path(self.outdir, "dkms")
 
     @property
     def replacement_module(self) -> str:
@@ -100,7 +110,10 @@ def from_arguments(args: Mapping[str, str], top: str, launch_dir: str,
     def path(value: str) -> Path:
         return Path(os.path.join(launch_dir, os.path.expanduser(value)))
 
-    module, ko = get("MODULE"), get("KO")
+    module, ko = get("MODULE") or get("DKMS"), get("KO")
+    if get("MODULE") and get("DKMS"):
+        raise KedrError("MODULE= and DKMS= exclude each other (a MODULE= directory with a "
+                        "dkms.conf is built as DKMS does)")
     if module and ko:
         raise KedrError("MODULE= and KO= exclude each other: build a driver, or patch a .ko")
     if not module and not ko:
@@ -110,10 +123,13 @@ def from_arguments(args: Mapping[str, str], top: str, launch_dir: str,
     prebuilt: Path | None = None
     if module:
         driver = path(module).resolve()
+        var = "MODULE" if get("MODULE") else "DKMS"
         if not driver.exists():
-            raise KedrError(f"MODULE={module}: no such directory")
+            raise KedrError(f"{var}={module}: no such directory")
         if not driver.is_dir():
-            raise KedrError(f"MODULE={module}: not a directory")
+            raise KedrError(f"{var}={module}: not a directory")
+        if var == "DKMS" and not is_dkms_tree(driver):
+            raise KedrError(f"DKMS={module}: no dkms.conf there")
     if get("KDIR"):
         kernel = descriptions.from_kdir(path(get("KDIR")))
     elif offline:
@@ -125,7 +141,14 @@ def from_arguments(args: Mapping[str, str], top: str, launch_dir: str,
     build_dir = str(path(get("BUILD_DIR")).resolve()) if get("BUILD_DIR") \
         else os.path.join(top, "build")
     make_args = _make_args(get("MAKE_ARGS"))
-    if driver is not None:
+    package: DkmsPackage | None = None
+    if driver is not None and is_dkms_tree(driver):
+        name = driver.name
+        package = read_conf(driver, kernel.release, kernel.kdir,
+                            Path(build_dir, name, "dkms"))
+        specs = tuple(kbuild.ModuleSpec(name=m.name.replace("-", "_"), relpath=f"{m.name}.ko")
+                      for m in package.modules)
+    elif driver is not None:
         name = driver.name
         cache = Path(build_dir, name, ".kedr-modules.json")
         specs = tuple(kbuild.cached_specs(cache) if offline
@@ -145,7 +168,7 @@ def from_arguments(args: Mapping[str, str], top: str, launch_dir: str,
                        vm_timeout=_seconds(get("VM_TIMEOUT")),
                        functions=_names(get("FUNCTIONS")),
                        naming=_naming(get("NAMING")),
-                       modprobe=_names(get("MODPROBE")), make_args=make_args)
+                       modprobe=_names(get("MODPROBE")), make_args=make_args, dkms=package)
 
 
 def _names(text: str) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ from kedr_build.errors import KedrError
 # tool -> Debian package
 PACKAGES: dict[str, str] = {
     "make": "make",
+    "bash": "bash",
     "gcc": "gcc",
     "gcc-12": "gcc-12",
     "qemu-system-x86_64": "qemu-system-x86",

@@ -31,6 +31,16 @@ def _build(target: list[Any], source: list[Any], env: Any) -> None:
     kbuild.build(replace(req, jobs=int(env.GetOption("num_jobs") or 1)))
 
 
+@action
+def _dkms(target: list[Any], source: list[Any], env: Any) -> None:
+    from kedr_build.kernel import dkms
+
+    cfg = env["KEDR"]
+    dkms.build(cfg.dkms, cfg.dkms_tree, cfg.kernel.release, cfg.kernel.kdir,
+               Path(str(target[0])).parent, jobs=int(env.GetOption("num_jobs") or 1),
+               verbose=cfg.verbose)
+
+
 def _emitter(target: list[Any], source: list[Any], env: Any) -> tuple[list[Any], list[Any]]:
     outdir = Path(str(target[0])).parent
     kos = [env.File(str(outdir / spec.filename)) for spec in env["KBUILD"].modules]
@@ -41,6 +51,11 @@ def generate(env: Any) -> None:
     env.SetDefault(KBUILDCOMSTR="kbuild  ${KBUILD.driver} -> ${TARGET.dir}")
     env["BUILDERS"]["Kbuild"] = SCons.Builder.Builder(
         action=SCons.Action.Action(_build, "$KBUILDCOMSTR"), emitter=_emitter)
+    # env.Dkms([outdir/<module>.ko...], sources): a DKMS package (env["KEDR"].dkms), built
+    # as `dkms build` does by kedr_build.kernel.dkms.
+    env.SetDefault(DKMSCOMSTR="dkms    ${KEDR.dkms.conf} -> ${TARGET.dir}")
+    env["BUILDERS"]["Dkms"] = SCons.Builder.Builder(
+        action=SCons.Action.Action(_dkms, "$DKMSCOMSTR"))
 
 
 def exists(env: Any) -> bool:

@@ -1,0 +1,54 @@
+"""Print the README's DKMS corpus table from the last test run's results.
+
+    ./kedr-env pytest -m dkms tests/test_dkms_corpus.py   # writes build/test-results/dkms/
+    ./kedr-env python bench/dkms_table.py                  # prints the markdown table
+
+Columns: the package; Debian's own ``dkms build`` (modules built, seconds);
+``scons DKMS=`` (modules, seconds for the whole pipeline: build, plan, generate,
+patch); functions renamed across its modules; the VM column from
+build/test-results/dkms-vm/ when the VM test ran.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent.parent / "build" / "test-results"
+
+
+def _cell(side: dict[str, Any]) -> str:
+    if not side["ok"]:
+        return "fails" + (f": {side['error']}" if side.get("error") else "")
+    return f"{len(side['modules'])} .ko, {side['seconds']:.0f} s"
+
+
+def main() -> int:
+    files = sorted((RESULTS / "dkms").glob("*.json"))
+    if not files:
+        print(f"no results in {RESULTS / 'dkms'}: run the dkms tests first", file=sys.stderr)
+        return 1
+    vm = {p.stem: json.loads(p.read_text()) for p in (RESULTS / "dkms-vm").glob("*.json")}
+    rows = [json.loads(p.read_text()) for p in files]
+    print("| package | `dkms build` | `scons DKMS=` | same .ko set | functions renamed | "
+          "loads in the VM |")
+    print("|---|---|---|---|---|---|")
+    agree = 0
+    for r in rows:
+        d, k = r["dkms"], r["kedr"]
+        same = d["ok"] == k["ok"] and (not d["ok"] or d["modules"] == k["modules"])
+        agree += same
+        run = vm.get(r["package"])
+        print(f"| {r['package']} | {_cell(d)} | {_cell(k).replace('|', '/')} | "
+              f"{'yes' if same else 'NO'} | {k['renamed'] if k['ok'] else '-'} | "
+              f"{run['summary'] if run else '-'} |")
+    built = sum(r["dkms"]["ok"] for r in rows)
+    print(f"\n{len(rows)} packages on {rows[0]['kernel']}: dkms builds {built}, kedr-build "
+          f"builds {sum(r['kedr']['ok'] for r in rows)}; outcomes agree on {agree}.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

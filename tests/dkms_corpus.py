@@ -1,0 +1,128 @@
+"""Debian 12's DKMS packages as a corpus of real out-of-tree driver trees.
+
+:func:`provision` downloads every package listed in ``tests/data/dkms-packages.txt``
+(``apt-get download``) into the kernel cache, unpacks each into its own root
+(``<cache>/dkms/pkgs/<package>/usr/src/<name>-<version>/``) and installs what a
+DKMS user's apt would: ``dkms`` itself and each package's other dependencies
+(gawk, libelf-dev, libxtables-dev, ...). Nothing is added to the host's
+/usr/src or /var/lib/dkms: :func:`dkms_build` runs Debian's own ``dkms build``
+with ``--sourcetree``/``--dkmstree`` pointing into scratch directories, which is
+the oracle kedr-build's DKMS mode is compared with.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from kedr_build.kernel.descriptions import ProvisionedKernel, cache_dir
+
+LIST = Path(__file__).resolve().parent / "data" / "dkms-packages.txt"
+
+
+def packages() -> list[str]:
+    return [ln.strip() for ln in LIST.read_text().splitlines() if ln.strip()]
+
+
+@dataclass(frozen=True)
+class Package:
+    deb: str             # Debian package name, e.g. gost-crypto-dkms
+    source: Path         # .../usr/src/<name>-<version>, holding dkms.conf
+    depends: tuple[str, ...]
+
+    @property
+    def source_tree(self) -> Path:
+        return self.source.parent
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    modules: tuple[str, ...]     # .ko file names built
+    seconds: float
+    log: str
+
+
+def _root() -> Path:
+    return cache_dir() / "dkms"
+
+
+def provision() -> dict[str, Package]:
+    """Every package of the list, downloaded and unpacked once; the host tools installed."""
+    root = _root()
+    debs = root / "debs"
+    debs.mkdir(parents=True, exist_ok=True)
+    wanted = packages()
+    missing = [p for p in wanted if not list(debs.glob(f"{p}_*.deb"))]
+    if missing:
+        subprocess.run(["apt-get", "download", *missing], cwd=debs, check=True,
+                       capture_output=True)
+    out: dict[str, Package] = {}
+    deps: set[str] = {"dkms"}
+    for name in wanted:
+        (deb,) = debs.glob(f"{name}_*.deb")
+        dest = root / "pkgs" / name
+        if not dest.is_dir():
+            tmp = dest.with_name(dest.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["dpkg-deb", "-x", str(deb), str(tmp)], check=True)
+            tmp.rename(dest)
+        (conf,) = (dest / "usr" / "src").glob("*/dkms.conf")
+        field = subprocess.run(["dpkg-deb", "-f", str(deb), "Depends"], check=True,
+                               capture_output=True, text=True).stdout
+        depends = tuple(re.split(r"[\s(:]", alt.strip())[0] for alt in
+                        (d.split("|")[0] for d in field.split(",")) if alt.strip())
+        deps.update(depends)
+        out[name] = Package(name, conf.parent, depends)
+    # The dependencies among the packages themselves (west-chamber needs
+    # xtables-addons-dkms) are in the corpus, not installed on the host.
+    _install(sorted(deps - set(wanted)))
+    return out
+
+
+def _install(debian_packages: list[str]) -> None:
+    absent = [p for p in debian_packages if subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Status}", p], capture_output=True,
+        text=True).stdout != "install ok installed"]
+    if not absent:
+        return
+    if os.geteuid() != 0:
+        raise RuntimeError(f"the DKMS corpus needs Debian packages: {' '.join(absent)} "
+                           "(run as root, or apt-get install them)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *absent],
+                   check=True, capture_output=True, env=env)
+
+
+def dkms_build(pkg: Package, kernel: ProvisionedKernel, scratch: Path) -> Outcome:
+    """Debian's ``dkms build`` of the package, into a scratch DKMS tree."""
+    tree = scratch / "dkmstree"
+    tree.mkdir(parents=True)
+    conf = pkg.source / "dkms.conf"
+    name, version = _name_version(conf)
+    common = ["--sourcetree", str(pkg.source_tree), "--dkmstree", str(tree)]
+    start = time.monotonic()
+    add = subprocess.run(["dkms", "add", "-m", name, "-v", version, *common],
+                         capture_output=True, text=True)
+    proc = subprocess.run(["dkms", "build", "-m", name, "-v", version, "-k", kernel.release,
+                           "--kernelsourcedir", str(kernel.kdir), *common],
+                          capture_output=True, text=True)
+    seconds = time.monotonic() - start
+    built = tree / name / version / kernel.release
+    kos = sorted(p.name.split(".ko")[0] + ".ko" for p in built.rglob("module/*.ko*"))
+    log = add.stdout + add.stderr + proc.stdout + proc.stderr
+    return Outcome(add.returncode == 0 and proc.returncode == 0, tuple(kos), seconds, log)
+
+
+def _name_version(conf: Path) -> tuple[str, str]:
+    out = subprocess.run(["bash", "-c", '. ./dkms.conf >&2; printf "%s\\n%s" '
+                          '"$PACKAGE_NAME" "$PACKAGE_VERSION"'],
+                         cwd=conf.parent, capture_output=True, text=True,
+                         env={**os.environ, "PWD": str(conf.parent)}).stdout.split("\n")
+    return out[0], out[1]
