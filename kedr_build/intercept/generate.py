@@ -28,12 +28,12 @@ from kedr_build.intercept.catalog import Arg, Catalog, CatalogEntry
 from kedr_build.atomic import write_atomic
 from kedr_build.errors import KedrError
 from kedr_build.resources import RUNTIME_DIR, template_env
-from kedr_build.ko.names import NAME_MAX, is_c_identifier
+from kedr_build.ko.names import NAME_MAX, REPLACEMENT_MODULE_PREFIX, is_c_identifier
 from kedr_build.ko.symvers import SymversEntry, read_symvers
 
 RUNTIME_FILES = ("kedr_runtime.h", "kedr_trace.h", "kedr_control.c")
 
-MODULE_PREFIX = "kedr_repl_"
+MODULE_PREFIX = REPLACEMENT_MODULE_PREFIX
 ENTRY_MARKER = "kedr-entry: "
 
 

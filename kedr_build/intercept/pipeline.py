@@ -28,11 +28,11 @@ class Selection:
 def select_functions(kos: Sequence[Path], kernel_symvers: Path,
                      requested: Sequence[str] | None = None) -> Selection:
     from kedr_build.intercept import catalog as catalog_mod
-    from kedr_build.ko.imports import inspect_module
+    from kedr_build.ko.imports import inspect_unpatched_module
 
     imported: set[str] = set()
     for ko in kos:
-        imported.update(sym.name for sym in inspect_module(ko).imports)
+        imported.update(sym.name for sym in inspect_unpatched_module(ko).imports)
     cat = catalog_mod.load()
     exports = catalog_mod.read_exports(kernel_symvers)
     driver = ", ".join(ko.name for ko in kos)

@@ -18,6 +18,7 @@ from typing import Any
 from kedr_build.ko.elf import ST_NAME, ST_SHNDX, ElfRel, Section
 from kedr_build.errors import KedrError
 from kedr_build.ko.container import Compression, read_module
+from kedr_build.ko.names import REPLACEMENT_MODULE_PREFIX
 
 VERSIONS = "__versions"
 EXT_CRCS = "__version_ext_crcs"
@@ -152,6 +153,51 @@ def modinfo_section(elf: ElfRel) -> Section | None:
     return elf.section(MODINFO)
 
 
+THIS_MODULE = ".gnu.linkonce.this_module"
+
+
+def kernel_module_problem(elf: ElfRel) -> str | None:
+    """Why ``elf`` is not a loadable kernel module (None when it is one).
+
+    modpost gives every module a ``.modinfo`` with ``vermagic=`` and a
+    ``.gnu.linkonce.this_module`` (its ``struct module``); a plain ``gcc -c``
+    object has neither, and the kernel refuses a file without them.
+    """
+    mi = elf.section(MODINFO)
+    if mi is None:
+        return f"not a kernel module (no {MODINFO} section: a plain object file?)"
+    if not any(m.key == "vermagic" for m in parse_modinfo(elf.section_bytes(mi))):
+        return f"not a kernel module (no vermagic= in {MODINFO}: a plain object file?)"
+    if elf.section(THIS_MODULE) is None:
+        return f"not a kernel module (no {THIS_MODULE} section: not linked by modpost)"
+    return None
+
+
+def patched_marker(modinfo: tuple[ModinfoString, ...]) -> str | None:
+    """The kedr replacement module a patched module's ``depends=`` names, if any."""
+    for m in modinfo:
+        if m.key == "depends":
+            for dep in m.value.split(","):
+                if dep.startswith(REPLACEMENT_MODULE_PREFIX):
+                    return dep
+    return None
+
+
+def check_unpatched(elf: ElfRel, replacement_module: str | None = None) -> None:
+    """Refuse a kernel module kedr-build has patched already (to patch it again, patch
+    the original: a second patch would stack a second replacement module on it)."""
+    mi = elf.section(MODINFO)
+    strings = parse_modinfo(elf.section_bytes(mi)) if mi is not None else ()
+    dep = patched_marker(strings)
+    if dep is None and replacement_module:
+        if any(m.key == "depends" and replacement_module in m.value.split(",")
+               for m in strings):
+            dep = replacement_module
+    if dep is not None:
+        raise KedrError(f"{elf.where}: already patched (depends= lists the replacement module "
+                        f"{dep}); patch the original module instead")
+
+
 def defined_names(elf: ElfRel) -> frozenset[str]:
     st = elf.strtab_bytes
     out = set()
@@ -179,4 +225,16 @@ def inspect_elf(elf: ElfRel, path: Path, compression: Compression = Compression.
 def inspect_module(path: str | os.PathLike[str]) -> ModuleInfo:
     mod = read_module(path)
     elf = ElfRel(mod.elf, str(path))
+    return inspect_elf(elf, Path(path), mod.compression, len(mod.signature))
+
+
+def inspect_unpatched_module(path: str | os.PathLike[str]) -> ModuleInfo:
+    """:func:`inspect_module` for a module about to be patched: a file that is not a
+    kernel module, or one patched already, is a :class:`KedrError`."""
+    mod = read_module(path)
+    elf = ElfRel(mod.elf, str(path))
+    problem = kernel_module_problem(elf)
+    if problem:
+        raise KedrError(f"{path}: {problem}")
+    check_unpatched(elf)
     return inspect_elf(elf, Path(path), mod.compression, len(mod.signature))
