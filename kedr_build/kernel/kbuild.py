@@ -75,9 +75,12 @@ def discover(driver: Path, kdir: Path, cache: Path | None = None) -> list[Module
     if dups:
         raise KedrError(f"{driver}: module name built twice: {', '.join(dups)}")
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(cache, json.dumps({"key": key,
-                                        "modules": [vars(s) for s in specs]}).encode())
+        try:  # only a cache: an unwritable output directory is reported by the build
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(cache, json.dumps({"key": key,
+                                            "modules": [vars(s) for s in specs]}).encode())
+        except (OSError, KedrError):
+            pass
     return specs
 
 
@@ -217,14 +220,21 @@ def build(req: BuildRequest) -> list[Path]:
     if proc.returncode != 0:
         raise KedrError(f"{req.driver}: kbuild failed (make exit {proc.returncode}); "
                         "its messages are above")
-    installed: list[Path] = []
+    # All or nothing: a module missing means no module is installed, so the output
+    # directory never holds some of the modules as if they were the result.
+    missing = [spec.name for spec in req.modules if not (req.workdir / spec.relpath).is_file()]
+    if missing:
+        raise KedrError(f"{req.driver}: kbuild finished but did not produce "
+                        f"{len(missing)} of {len(req.modules)} modules ({', '.join(missing)}); "
+                        "nothing installed")
+    symvers = req.workdir / "Module.symvers"
+    if not symvers.is_file():
+        raise KedrError(f"{symvers}: kbuild finished but wrote no Module.symvers; "
+                        "nothing installed")
     req.outdir.mkdir(parents=True, exist_ok=True)
-    for spec in req.modules:
-        built = req.workdir / spec.relpath
-        if not built.is_file():
-            raise KedrError(f"{built}: kbuild finished but did not produce module {spec.name}")
-        installed.append(install(built, req.outdir / f"{spec.name}.ko"))
-    installed.append(install(req.workdir / "Module.symvers", req.outdir / "Module.symvers"))
+    installed = [install(req.workdir / spec.relpath, req.outdir / f"{spec.name}.ko")
+                 for spec in req.modules]
+    installed.append(install(symvers, req.outdir / "Module.symvers"))
     return installed
 
 
