@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kedr_build.atomic import write_atomic
+from kedr_build.errors import KedrError
+from kedr_build.ko.names import NAME_MAX
 from kedr_build.ko.plan import SAME_LENGTH, Naming, build_plan, load_plan
 
 
@@ -62,6 +64,12 @@ def make_plan(kos: Sequence[Path], kernel_symvers: Path, out: Path, replacement_
                       kernel_exports=set(read_symvers(kernel_symvers)),
                       replacement_module=replacement_module, allow_empty=True)
     warnings += plan.warnings
+    too_long = [r for r in plan.renames if len(r.new) > NAME_MAX]
+    if too_long:
+        r = max(too_long, key=lambda r: len(r.new))
+        raise KedrError(f"NAMING={naming}: replacement {r.new} for {r.old} is {len(r.new)} "
+                        f"characters; a module's __versions entry (struct modversion_info) "
+                        f"holds at most {NAME_MAX}: choose a shorter prefix or same-length")
     if not plan.renames:
         warnings.append("none of the functions in FUNCTIONS= is imported by the driver: "
                         "nothing to intercept" if requested else
