@@ -39,10 +39,10 @@ def _describe(fd: int) -> str:
     return text or "another kedr-build"
 
 
-def claim(outdir: str | os.PathLike[str], source: str | os.PathLike[str],
+def claim(outdir: str | os.PathLike[str], source: str | os.PathLike[str] | None,
           say: Callable[[str], None] | None = None) -> None:
     """Lock ``outdir`` for this process (waiting for another holder) and check that it
-    holds the outputs of ``source`` (the driver directory or the KO= file)."""
+    holds the outputs of ``source`` (the driver directory or the KO= file; None: any)."""
     out = Path(outdir)
     key = str(out.resolve())
     if key in _held:
@@ -69,7 +69,8 @@ def claim(outdir: str | os.PathLike[str], source: str | os.PathLike[str],
         os.close(fd)
         raise
     _held[key] = fd
-    _check_source(out, Path(source))
+    if source is not None:
+        _check_source(out, Path(source))
 
 
 def _check_source(out: Path, source: Path) -> None:

@@ -258,3 +258,19 @@ def test_ko_plain_object_named_ko(tmp_path: Path) -> None:
     errors = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "kedr-build:" in ln]
     assert len(errors) == 1 and "not a kernel module" in errors[0] and str(obj) in errors[0]
     assert not (build / "plain" / "patched").exists()
+
+
+def test_functions_none_imported_says_so(tmp_path: Path,
+                                         pinned_kernel: ProvisionedKernel) -> None:
+    """FUNCTIONS=vfree on chardev (which imports other catalogue functions, not vfree)."""
+    build = tmp_path / "build"
+    proc = run_scons([f"MODULE={REPO / 'examples/chardev'}", f"BUILD_DIR={build}",
+                      "FUNCTIONS=vfree"])
+    warnings = [ln for ln in proc.stdout.splitlines() if ln.startswith("kedr-build: warning")]
+    assert warnings == [
+        "kedr-build: warning: chardev: FUNCTIONS: vfree is not imported by kedr_chardev.ko; "
+        "skipped",
+        "kedr-build: warning: chardev: none of the functions in FUNCTIONS= is imported by the "
+        "driver: nothing to intercept",
+        "kedr-build: warning: kedr_chardev.ko: nothing to intercept: the patched module is a "
+        "copy"], warnings

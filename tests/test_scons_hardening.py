@@ -182,3 +182,14 @@ def test_partial_kbuild_installs_nothing(tmp_path: Path,
                      "modules (ghost); nothing installed"], lines
     assert list((build / "two").glob("*.ko")) == []
     assert not (build / "two" / "patched").exists()
+
+
+def test_clean_takes_the_lock_without_the_source_check(
+        tmp_path: Path, pinned_kernel: ProvisionedKernel) -> None:
+    """scons -c of a never-built driver and of a built one: no error, outputs gone."""
+    build = tmp_path / "build"
+    run_scons([f"MODULE={REPO / 'examples/chardev'}", f"BUILD_DIR={build}", "-c"])
+    assert list(build.rglob("*.ko")) == []
+    run_scons([f"MODULE={REPO / 'examples/chardev'}", f"BUILD_DIR={build}"])
+    run_scons([f"MODULE={REPO / 'examples/chardev'}", f"BUILD_DIR={build}", "-c"])
+    assert list((build / "chardev").rglob("*.ko")) == []
