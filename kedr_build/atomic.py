@@ -4,8 +4,8 @@ Light on purpose (os and tempfile only): the SConstruct-time modules use it too.
 
 Temporary files are ``.<name>.<random>.tmp`` beside the target. A process killed
 (SIGKILL) between creating one and renaming it leaves it behind;
-:func:`sweep_stale` removes such leftovers of processes that are gone, and every
-write calls it for its own directory.
+:func:`sweep_stale` removes such leftovers of processes that are gone, and the
+first write of a process into a directory calls it there.
 """
 
 from __future__ import annotations
@@ -62,6 +62,17 @@ def sweep_stale(directory: str | os.PathLike[str], now: float | None = None) -> 
 
 
 _START_MONOTONIC = time.monotonic()
+_swept: set[str] = set()
+
+
+def _sweep_once(directory: Path) -> None:
+    """:func:`sweep_stale` the first time this process writes into ``directory``
+    (leftovers are older than the process: once is enough, and a directory of
+    thousands of outputs is not rescanned per file)."""
+    key = os.path.abspath(directory)
+    if key not in _swept:
+        _swept.add(key)
+        sweep_stale(directory)
 
 
 def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -> None:
@@ -82,7 +93,7 @@ def write_atomic_group(files: Sequence[tuple[str | os.PathLike[str], bytes]],
     try:
         for path, data in files:
             p = Path(path)
-            sweep_stale(p.parent)
+            _sweep_once(p.parent)
             try:
                 fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
             except OSError as e:

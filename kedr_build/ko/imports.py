@@ -156,46 +156,35 @@ def modinfo_section(elf: ElfRel) -> Section | None:
 THIS_MODULE = ".gnu.linkonce.this_module"
 
 
-def kernel_module_problem(elf: ElfRel) -> str | None:
+def kernel_module_problem(elf: ElfRel, modinfo: tuple[ModinfoString, ...]) -> str | None:
     """Why ``elf`` is not a loadable kernel module (None when it is one).
 
-    modpost gives every module a ``.modinfo`` with ``vermagic=`` and a
-    ``.gnu.linkonce.this_module`` (its ``struct module``); a plain ``gcc -c``
-    object has neither, and the kernel refuses a file without them.
+    ``modinfo``: its parsed ``.modinfo``. modpost gives every module a ``.modinfo``
+    with ``vermagic=`` and a ``.gnu.linkonce.this_module`` (its ``struct module``);
+    a plain ``gcc -c`` object has neither, and the kernel refuses a file without them.
     """
-    mi = elf.section(MODINFO)
-    if mi is None:
+    if elf.section(MODINFO) is None:
         return f"not a kernel module (no {MODINFO} section: a plain object file?)"
-    if not any(m.key == "vermagic" for m in parse_modinfo(elf.section_bytes(mi))):
+    if not any(m.key == "vermagic" for m in modinfo):
         return f"not a kernel module (no vermagic= in {MODINFO}: a plain object file?)"
     if elf.section(THIS_MODULE) is None:
         return f"not a kernel module (no {THIS_MODULE} section: not linked by modpost)"
     return None
 
 
-def patched_marker(modinfo: tuple[ModinfoString, ...]) -> str | None:
-    """The kedr replacement module a patched module's ``depends=`` names, if any."""
+def check_unpatched(where: str, modinfo: tuple[ModinfoString, ...],
+                    replacement_module: str | None = None) -> None:
+    """Refuse a module kedr-build has patched already: its ``depends=`` names a
+    ``kedr_repl_*`` module, or ``replacement_module``. (To patch it again, patch the
+    original: a second patch would stack a second replacement module on it.)"""
     for m in modinfo:
-        if m.key == "depends":
-            for dep in m.value.split(","):
-                if dep.startswith(REPLACEMENT_MODULE_PREFIX):
-                    return dep
-    return None
-
-
-def check_unpatched(elf: ElfRel, replacement_module: str | None = None) -> None:
-    """Refuse a kernel module kedr-build has patched already (to patch it again, patch
-    the original: a second patch would stack a second replacement module on it)."""
-    mi = elf.section(MODINFO)
-    strings = parse_modinfo(elf.section_bytes(mi)) if mi is not None else ()
-    dep = patched_marker(strings)
-    if dep is None and replacement_module:
-        if any(m.key == "depends" and replacement_module in m.value.split(",")
-               for m in strings):
-            dep = replacement_module
-    if dep is not None:
-        raise KedrError(f"{elf.where}: already patched (depends= lists the replacement module "
-                        f"{dep}); patch the original module instead")
+        if m.key != "depends":
+            continue
+        for dep in m.value.split(","):
+            if dep.startswith(REPLACEMENT_MODULE_PREFIX) or (
+                    replacement_module and dep == replacement_module):
+                raise KedrError(f"{where}: already patched (depends= lists the replacement "
+                                f"module {dep}); patch the original module instead")
 
 
 def defined_names(elf: ElfRel) -> frozenset[str]:
@@ -233,8 +222,9 @@ def inspect_unpatched_module(path: str | os.PathLike[str]) -> ModuleInfo:
     kernel module, or one patched already, is a :class:`KedrError`."""
     mod = read_module(path)
     elf = ElfRel(mod.elf, str(path))
-    problem = kernel_module_problem(elf)
+    info = inspect_elf(elf, Path(path), mod.compression, len(mod.signature))
+    problem = kernel_module_problem(elf, info.modinfo)
     if problem:
         raise KedrError(f"{path}: {problem}")
-    check_unpatched(elf)
-    return inspect_elf(elf, Path(path), mod.compression, len(mod.signature))
+    check_unpatched(str(path), info.modinfo)
+    return info

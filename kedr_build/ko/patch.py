@@ -173,10 +173,12 @@ def patch_elf(elf: ElfRel, mapping: Mapping[str, str], crcs: Mapping[str, int] |
               depends: str | None) -> PatchedImage:
     """Rename the imports of one ET_REL image; see the module docstring."""
     where = elf.where
-    problem = kernel_module_problem(elf)
+    modinfo_sec = elf.section(MODINFO)
+    modinfo = parse_modinfo(elf.section_bytes(modinfo_sec)) if modinfo_sec is not None else ()
+    problem = kernel_module_problem(elf, modinfo)
     if problem:
         raise KedrError(f"{where}: {problem}")
-    check_unpatched(elf, depends)
+    check_unpatched(where, modinfo, depends)
     warnings: list[str] = []
     und = elf.undefined()
     und_by_name: dict[str, list[int]] = {}
@@ -198,7 +200,6 @@ def patch_elf(elf: ElfRel, mapping: Mapping[str, str], crcs: Mapping[str, int] |
         todo.append((old, new))
     versions = parse_versions(elf)
     ext = parse_ext_versions(elf)
-    modinfo_sec = elf.section(MODINFO)
     if not todo:
         return PatchedImage(elf.data, (), tuple(skipped), tuple(warnings),
                             Expectation({}, {}, {}, None), False, False, None, None)
@@ -300,7 +301,7 @@ def patch_elf(elf: ElfRel, mapping: Mapping[str, str], crcs: Mapping[str, int] |
         if modinfo_sec is None:
             raise KedrError(f"{where}: no {MODINFO} section; is this a kernel module?")
         data = elf.section_bytes(modinfo_sec)
-        deps = [m for m in parse_modinfo(data) if m.key == "depends"]
+        deps = [m for m in modinfo if m.key == "depends"]
         if len(deps) > 1:
             raise KedrError(f"{where}: {len(deps)} depends= entries in {MODINFO}")
         listed = deps[0].value.split(",") if deps and deps[0].value else []
@@ -434,12 +435,14 @@ def _compression_name(comp: Compression) -> str:
 
 
 def _same_file(a: Path, b: Path) -> bool:
-    if a.resolve() == b.resolve():
-        return True
-    try:
+    """Are ``a`` and ``b`` one file (or would they be, once written)? Cheap: no realpath
+    unless neither exists yet and the names agree."""
+    ea, eb = a.exists(), b.exists()
+    if ea and eb:
         return os.path.samefile(a, b)
-    except OSError:
+    if ea or eb or a.name != b.name:
         return False
+    return os.path.realpath(a.parent) == os.path.realpath(b.parent)
 
 
 def _check_paths(src: Path, dst: Path, manifest: Path | None) -> None:
