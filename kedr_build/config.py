@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,6 +131,7 @@ def from_arguments(args: Mapping[str, str], top: str, launch_dir: str,
             raise KedrError(f"{var}={module}: not a directory")
         if var == "DKMS" and not is_dkms_tree(driver):
             raise KedrError(f"DKMS={module}: no dkms.conf there")
+        _make_safe(f"{var}={module}", driver)
     if get("KDIR"):
         kernel = descriptions.from_kdir(path(get("KDIR")))
     elif offline:
@@ -140,6 +142,8 @@ def from_arguments(args: Mapping[str, str], top: str, launch_dir: str,
         prebuilt = _prebuilt(ko, path(ko), kernel, offline)
     build_dir = str(path(get("BUILD_DIR")).resolve()) if get("BUILD_DIR") \
         else os.path.join(top, "build")
+    _make_safe(f"BUILD_DIR={get('BUILD_DIR')}" if get("BUILD_DIR") else "build directory",
+               Path(build_dir))
     make_args = _make_args(get("MAKE_ARGS"))
     package: DkmsPackage | None = None
     if driver is not None and is_dkms_tree(driver):
@@ -169,6 +173,19 @@ def from_arguments(args: Mapping[str, str], top: str, launch_dir: str,
                        functions=_names(get("FUNCTIONS")),
                        naming=_naming(get("NAMING")),
                        modprobe=_names(get("MODPROBE")), make_args=make_args, dkms=package)
+
+
+_MAKE_UNSAFE = re.compile(r"[\s:#$%;\\\"']")
+
+
+def _make_safe(what: str, p: Path) -> None:
+    """kbuild (make) splits M= and its own paths at spaces and treats ':', '#', '$'
+    specially: such a path cannot be built in, so it is refused up front."""
+    bad = _MAKE_UNSAFE.search(str(p))
+    if bad:
+        where = what if what.endswith(f"={p}") else f"{what}: {p}"
+        raise KedrError(f"{where}: kbuild cannot build in a path containing "
+                        f"{bad.group()!r} (make splits or expands it); use a path without it")
 
 
 def _names(text: str) -> tuple[str, ...]:

@@ -61,8 +61,31 @@ def built(pinned_kernel: ProvisionedKernel, tmp_path_factory: pytest.TempPathFac
     return dest
 
 
+NOT_RUN = ("skipped", "xfailed", "xpassed")
+
+
+def _reason(report: pytest.TestReport) -> str:
+    if getattr(report, "wasxfail", None) is not None:
+        return f"xfail: {report.wasxfail}" if report.wasxfail else "xfail"
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2])
+    return str(longrepr)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    # A skipped test is a missing test: the run fails.
+    # A skipped test is a missing test, and an xfail (or an xpass) a test whose
+    # verdict is ignored: either makes the run fail, naming the tests and why.
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None and reporter.stats.get("skipped") and exitstatus == 0:
+    if reporter is None:
+        return
+    offenders = [(kind, r) for kind in NOT_RUN for r in reporter.stats.get(kind, [])]
+    if not offenders:
+        return
+    reporter.write_line("")
+    reporter.write_line(f"kedr-build: {len(offenders)} test(s) skipped, xfailed or xpassed; "
+                        "every test must run and pass:", red=True, bold=True)
+    for kind, r in offenders:
+        reporter.write_line(f"  {kind.upper()} {r.nodeid}: {_reason(r)}", red=True)
+    if session.exitstatus == 0:
         session.exitstatus = 1

@@ -1,6 +1,6 @@
 """The cold patcher proven in the pinned kernel: a patched driver links to the
 replacement module, a wrong CRC is refused the way the kernel says, and
-replacement names of any length work."""
+replacement names up to the kernel's 55-character limit work."""
 
 from __future__ import annotations
 
@@ -50,21 +50,67 @@ def test_patched_driver_needs_its_replacement_module(built_chardev: Path, tmp_pa
     assert f"kedr_chardev: Unknown symbol {renamed['kfree']} (err -2)" in result.console
 
 
-def test_arbitrary_length_names_work(tmp_path: Path, pinned_kernel: ProvisionedKernel) -> None:
+# What the chardev workload makes the driver call: fixed by its code (open, write,
+# read, release, each under the device mutex; one buffer and one per-open state).
+CHARDEV_CALLS = {"mutex_lock": 3, "mutex_unlock": 3, "__kmalloc": 2, "kfree": 2,
+                 "_copy_from_user": 1, "_copy_to_user": 1}
+LIMIT_PREFIX = "kedr_" + "n" * 35     # + "_copy_from_user" = 55 characters, the limit
+
+
+def test_names_at_the_55_character_limit_load_and_are_traced(
+        tmp_path: Path, pinned_kernel: ProvisionedKernel) -> None:
     driver = tmp_path / "chardev"
     shutil.copytree(CHARDEV, driver)
     build = tmp_path / "build"
-    proc = run_scons([f"MODULE={driver}", f"BUILD_DIR={build}", "NAMING=prefix:kedr_repl_fn_",
+    proc = run_scons([f"MODULE={driver}", f"BUILD_DIR={build}", f"NAMING=prefix:{LIMIT_PREFIX}",
                       f"WORKLOAD={driver / 'workload.sh'}", "VM_TIMEOUT=120", "run"],
                      check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     manifest = json.loads((build / "chardev/patched/kedr_chardev.ko.json").read_text())
     renames = {r["old"]: r["new"] for r in manifest["renames"]}
-    assert renames["kfree"] == "kedr_repl_fn_kfree"
-    assert renames["_copy_from_user"] == "kedr_repl_fn__copy_from_user"
+    assert renames["kfree"] == LIMIT_PREFIX + "kfree"
+    assert len(renames["_copy_from_user"]) == 55
+    assert all(r["crc_new"] is not None for r in manifest["renames"])  # in __versions
     result = json.loads((build / "chardev/run/result.json").read_text())
-    assert result["trace_calls"]["kfree"] == 2
+    assert result["verdict"] == "passed"
+    assert result["trace_calls"] == CHARDEV_CALLS
     assert "read back: hello from the guest" in proc.stdout
+
+
+def test_names_past_the_limit_are_one_error(tmp_path: Path,
+                                            pinned_kernel: ProvisionedKernel) -> None:
+    build = tmp_path / "build"
+    proc = run_scons([f"MODULE={CHARDEV}", f"BUILD_DIR={build}",
+                      f"NAMING=prefix:{LIMIT_PREFIX}x"], check=False)
+    assert proc.returncode != 0
+    errors = [ln for ln in proc.stdout.splitlines() + proc.stderr.splitlines()
+              if ln.startswith("kedr-build")]
+    assert errors == [f"kedr-build: NAMING=prefix:{LIMIT_PREFIX}x: replacement "
+                      f"{LIMIT_PREFIX}x_copy_from_user for _copy_from_user is 56 characters; "
+                      "a module's __versions entry (struct modversion_info) holds at most 55: "
+                      "choose a shorter prefix or same-length"], errors
+    assert not (build / "chardev" / "kedr_repl_chardev").exists()
+
+
+def test_chardev_run_prints_exact_counts(tmp_path: Path,
+                                         pinned_kernel: ProvisionedKernel) -> None:
+    """The README's main job: the printed summary has the driver's exact calls."""
+    build = tmp_path / "build"
+    proc = run_scons([f"MODULE={CHARDEV}", f"BUILD_DIR={build}",
+                      f"WORKLOAD={CHARDEV / 'workload.sh'}", "VM_TIMEOUT=120", "run"])
+    lines = proc.stdout.splitlines()
+    start = lines.index(next(ln for ln in lines if ln.startswith("--- call trace")))
+    assert lines[start + 1:start + 8] == [
+        "12 intercepted calls",
+        "         3  mutex_lock",
+        "         3  mutex_unlock",
+        "         2  __kmalloc",
+        "         2  kfree",
+        "         1  _copy_from_user",
+        "         1  _copy_to_user"]
+    assert lines[start + 8] == "first 10 calls:"
+    result = json.loads((build / "chardev/run/result.json").read_text())
+    assert result["trace_calls"] == CHARDEV_CALLS and result["trace_lost"] == 0
 
 
 def test_prebuilt_debian_module_is_patched_loaded_and_traced(

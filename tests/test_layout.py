@@ -18,12 +18,12 @@ from conftest import REPO
 PACKAGE = REPO / "kedr_build"
 # Height of each folder (or top-level module) of kedr_build.
 LAYERS = {
-    "errors": 0, "atomic": 1, "resources": 1,
-    "ko": 2,
-    "kernel": 3,
-    "intercept": 4,
-    "vm": 5,
-    "config": 6, "cli": 7, "commands": 7, "__main__": 8, "__init__": 8,
+    "errors": 0, "atomic": 1, "resources": 1, "buildlock": 2,
+    "ko": 3,
+    "kernel": 4,
+    "intercept": 5,
+    "vm": 6,
+    "config": 7, "cli": 8, "commands": 8, "__main__": 9, "__init__": 9,
 }
 
 

@@ -50,6 +50,11 @@ echo 0 > $D/functions/kfree/trace
 echo 0 > $T/events/{REPL}/call_kstrdup/enable
 echo 3 > $RUN
 echo "== status 3"; cat $D/status
+echo 0 > $D/functions/kstrdup/unrecorded
+echo 0 > $D/functions/mutex_lock/calls
+echo "== status reset"; cat $D/status
+echo "== set 5"
+if echo 5 > $D/functions/mutex_lock/calls 2>/dev/null; then echo "set to 5"; else echo "refused 5"; fi
 echo 0 > $T/events/{REPL}/enable
 echo "== trace"; cat $T/trace
 echo "== dmesg"; dmesg | grep 'kedr_ttest: '
@@ -57,6 +62,19 @@ echo "== overrun"; cat $T/per_cpu/cpu*/stats | grep -E '^(overrun|dropped events
 echo "== unload"
 sh ./unload.sh
 if [ -e /sys/kernel/debug/kedr_build ]; then echo "debugfs kept"; else echo "debugfs removed"; fi
+echo "== reload enabled=0"
+echo > $T/trace
+insmod ./{REPL}.ko enabled=0
+insmod ./kedr_ttest.ko var_size=100
+echo 1 > $T/events/{REPL}/enable
+cat $D/enabled
+echo 1 > $RUN
+echo "== status pass-through"; cat $D/status
+echo 0 > $T/events/{REPL}/enable
+echo "== trace pass-through"; cat $T/trace
+echo "== end"
+rmmod kedr_ttest
+rmmod {REPL}
 """
 
 # "  kedr_ttest:run-12  [000] d.h1.  12.345678: call_kfree: call_site=f+0x1/0x2 [m] objp=0x1"
@@ -217,3 +235,25 @@ def test_nothing_lost_and_clean_unload(guest_run: tuple[str, str]) -> None:
                if ":" in line)
     assert "debugfs removed" in out["unload"]
     assert "unsafe" not in console.lower()   # trace event format checks at load
+
+
+def test_counter_reset_by_writing_zero(guest_run: tuple[str, str]) -> None:
+    out = sections(guest_run[0])
+    status3, reset = parse_status(out["status 3"]), parse_status(out["status reset"])
+    assert status3["mutex_lock"][1] > 0 and status3["kstrdup"][2] > 0
+    assert reset["mutex_lock"] == (1, 0, 0)
+    assert reset["kstrdup"] == (status3["kstrdup"][0], status3["kstrdup"][1], 0)
+    assert {fn: v for fn, v in reset.items() if fn not in ("mutex_lock", "kstrdup")} == \
+        {fn: v for fn, v in status3.items() if fn not in ("mutex_lock", "kstrdup")}
+    assert out["set 5"].split() == ["refused", "5"]   # a counter can only be reset
+
+
+def test_enabled_0_at_load_is_a_pass_through(guest_run: tuple[str, str]) -> None:
+    """insmod kedr_repl_... enabled=0: the global switch reads 0, the driver's calls run
+    (its run succeeds) but none is counted or traced."""
+    out = sections(guest_run[0])
+    assert out["reload enabled=0"].split() == ["0"]
+    status = parse_status(out["status pass-through"])
+    assert status == {fn: (1, 0, 0) for fn in INTERCEPTED}
+    assert parse_trace(out["trace pass-through"]) == []
+    assert "tracer:" in out["trace pass-through"]   # the trace was read, and is empty

@@ -18,10 +18,14 @@ Usage::
         [--dry-run]                          plan and verify, write nothing
         [--json]                             print the manifest on stdout
 
-The input is never modified and OUT must differ from IN. Any problem (not an
-x86_64 ET_REL ELF, truncated, no .symtab, unknown replacement CRC, a name
-collision, an already patched module) is one line ``kedr-build: FILE: cause`` on
-stderr, exit status 1, and no output file. Warnings go to stderr.
+The input is never modified: OUT and the manifest must differ from IN and from
+each other, and they are written together or not at all. A compressed OUT must be
+named for its compression (OUT.ko.xz). Any problem (not an x86_64 ET_REL ELF, not
+a kernel module, truncated, no .symtab, unknown replacement CRC, a name
+collision, a replacement the kernel itself exports, an already patched module:
+one whose depends= names a kedr_repl_* module or the plan's replacement module)
+is one line ``kedr-build: FILE: cause`` on stderr, exit status 1, and no output
+file. Warnings go to stderr.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from pathlib import Path
 
 from kedr_build.errors import KedrError
 from kedr_build.ko.container import Compression
+from kedr_build.ko.names import NAME_MAX, is_module_name
 from kedr_build.ko.patch import SignRequest, patch_elf, patch_module
 from kedr_build.ko.plan import Naming, RenamePlan, build_plan, load_plan
 from kedr_build.ko.symvers import load_crcs, read_symvers
@@ -92,8 +97,12 @@ def _plan(args: argparse.Namespace) -> RenamePlan:
 def _depends(args: argparse.Namespace, plan: RenamePlan) -> str | None:
     if args.no_depends:
         return None
-    if args.depends:
-        return str(args.depends)
+    if args.depends is not None:
+        dep = str(args.depends)
+        if not is_module_name(dep):
+            raise KedrError(f"--depends {dep!r}: not a module name (letters, digits, _ and -, "
+                            f"at most {NAME_MAX} characters; one module)")
+        return dep
     if plan.replacement_module:
         return plan.replacement_module
     if args.symvers and ".ko" in Path(args.symvers).name:
@@ -102,6 +111,12 @@ def _depends(args: argparse.Namespace, plan: RenamePlan) -> str | None:
     if args.symvers:
         entries = read_symvers(args.symvers)
         mods = {Path(entries[r.new].module).name for r in plan.renames if r.new in entries}
+        kernel = sorted(r.new for r in plan.renames
+                        if r.new in entries and Path(entries[r.new].module).name == "vmlinux")
+        if kernel:
+            raise KedrError(f"{args.symvers}: {', '.join(kernel)} is exported by the kernel "
+                            "(vmlinux), not by a replacement module: a replacement must be a "
+                            "function the replacement module exports")
         if len(mods) == 1:
             return mods.pop()
     return None

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 
-MODULE_PREFIX = "kedr_repl_"
+from kedr_build.ko.names import REPLACEMENT_MODULE_PREFIX as MODULE_PREFIX
+
 # The C runtime copied next to the generated source (replacements/runtime/).
 RUNTIME_FILES = ("kedr_runtime.h", "kedr_trace.h", "kedr_control.c")
 

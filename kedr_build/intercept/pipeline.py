@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kedr_build.atomic import write_atomic
+from kedr_build.errors import KedrError
+from kedr_build.ko.names import NAME_MAX
 from kedr_build.ko.plan import SAME_LENGTH, Naming, build_plan, load_plan
 
 
@@ -28,11 +30,11 @@ class Selection:
 def select_functions(kos: Sequence[Path], kernel_symvers: Path,
                      requested: Sequence[str] | None = None) -> Selection:
     from kedr_build.intercept import catalog as catalog_mod
-    from kedr_build.ko.imports import inspect_module
+    from kedr_build.ko.imports import inspect_unpatched_module
 
     imported: set[str] = set()
     for ko in kos:
-        imported.update(sym.name for sym in inspect_module(ko).imports)
+        imported.update(sym.name for sym in inspect_unpatched_module(ko).imports)
     cat = catalog_mod.load()
     exports = catalog_mod.read_exports(kernel_symvers)
     driver = ", ".join(ko.name for ko in kos)
@@ -62,6 +64,12 @@ def make_plan(kos: Sequence[Path], kernel_symvers: Path, out: Path, replacement_
                       kernel_exports=set(read_symvers(kernel_symvers)),
                       replacement_module=replacement_module, allow_empty=True)
     warnings += plan.warnings
+    too_long = [r for r in plan.renames if len(r.new) > NAME_MAX]
+    if too_long:
+        r = max(too_long, key=lambda r: len(r.new))
+        raise KedrError(f"NAMING={naming}: replacement {r.new} for {r.old} is {len(r.new)} "
+                        f"characters; a module's __versions entry (struct modversion_info) "
+                        f"holds at most {NAME_MAX}: choose a shorter prefix or same-length")
     if not plan.renames:
         warnings.append("none of the functions in FUNCTIONS= is imported by the driver: "
                         "nothing to intercept" if requested else

@@ -86,9 +86,12 @@ def discover(driver: Path, kdir: Path, cache: Path | None = None,
     if dups:
         raise KedrError(f"{driver}: module name built twice: {', '.join(dups)}")
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(cache, json.dumps({"key": key,
-                                        "modules": [vars(s) for s in specs]}).encode())
+        try:  # only a cache: an unwritable output directory is reported by the build
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(cache, json.dumps({"key": key,
+                                            "modules": [vars(s) for s in specs]}).encode())
+        except (OSError, KedrError):
+            pass
     return specs
 
 
@@ -236,12 +239,20 @@ def build(req: BuildRequest) -> list[Path]:
         if proc.returncode != 0:
             raise KedrError(f"{req.driver}: kbuild failed (make exit {proc.returncode}); "
                             "its messages are above")
-        built = [(req.driver / spec.relpath, req.outdir / spec.filename) for spec in req.modules]
-        built.append((req.driver / "Module.symvers", req.outdir / "Module.symvers"))
-        missing = [str(src.relative_to(req.driver)) for src, _ in built if not src.is_file()]
+        # All or nothing: a module missing means no module is installed, so the output
+        # directory never holds some of the modules as if they were the result.
+        missing = [spec.name for spec in req.modules
+                   if not (req.driver / spec.relpath).is_file()]
         if missing:
             raise KedrError(f"{req.driver}: kbuild finished but did not produce "
-                            f"{', '.join(missing)}; nothing installed")
+                            f"{len(missing)} of {len(req.modules)} modules "
+                            f"({', '.join(missing)}); nothing installed")
+        symvers = req.driver / "Module.symvers"
+        if not symvers.is_file():
+            raise KedrError(f"{symvers}: kbuild finished but wrote no Module.symvers; "
+                            "nothing installed")
+        built = [(req.driver / spec.relpath, req.outdir / spec.filename) for spec in req.modules]
+        built.append((symvers, req.outdir / "Module.symvers"))
         req.outdir.mkdir(parents=True, exist_ok=True)
         return [install(src, dest) for src, dest in built]
     finally:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from kedr_build.ko.elf import check_header
 from kedr_build.errors import KedrError
+from kedr_build.ko.names import plain_name
 
 SIG_MAGIC = b"~Module signature appended~\n"
 # struct module_signature { u8 algo, hash, id_type, signer_len, key_id_len; u8 pad[3];
@@ -142,9 +143,13 @@ def read_module(path: str | os.PathLike[str]) -> LoadedModule:
         raise KedrError(f"{p}: cannot read: {e.strerror}") from None
     comp = compression_of(raw)
     by_suffix = suffix_compression(p)
-    if by_suffix is not Compression.NONE and comp is not by_suffix:
-        raise KedrError(f"{p}: name says {by_suffix.value[1:]}-compressed, but the data is "
-                        f"{'not compressed' if comp is Compression.NONE else comp.value[1:]}")
+    if comp is not by_suffix:
+        said = f"{by_suffix.value[1:]}-compressed" if by_suffix.value else "not compressed"
+        if comp is Compression.NONE:
+            raise KedrError(f"{p}: name says {said}, but the data is not compressed")
+        raise KedrError(f"{p}: name says {said}, but the data is {comp.value[1:]}-compressed "
+                        f"(name it {plain_name(p) if p.name.endswith('.ko') else p.name + '.ko'}"
+                        f"{comp.value})")
     data = decompress(raw, comp, str(p))
     elf, sig = split_signature(data, str(p))
     check_header(elf, str(p))

@@ -18,6 +18,7 @@ from typing import Any
 from kedr_build.ko.elf import ST_NAME, ST_SHNDX, ElfRel, Section
 from kedr_build.errors import KedrError
 from kedr_build.ko.container import Compression, read_module
+from kedr_build.ko.names import REPLACEMENT_MODULE_PREFIX
 
 VERSIONS = "__versions"
 EXT_CRCS = "__version_ext_crcs"
@@ -152,6 +153,40 @@ def modinfo_section(elf: ElfRel) -> Section | None:
     return elf.section(MODINFO)
 
 
+THIS_MODULE = ".gnu.linkonce.this_module"
+
+
+def kernel_module_problem(elf: ElfRel, modinfo: tuple[ModinfoString, ...]) -> str | None:
+    """Why ``elf`` is not a loadable kernel module (None when it is one).
+
+    ``modinfo``: its parsed ``.modinfo``. modpost gives every module a ``.modinfo``
+    with ``vermagic=`` and a ``.gnu.linkonce.this_module`` (its ``struct module``);
+    a plain ``gcc -c`` object has neither, and the kernel refuses a file without them.
+    """
+    if elf.section(MODINFO) is None:
+        return f"not a kernel module (no {MODINFO} section: a plain object file?)"
+    if not any(m.key == "vermagic" for m in modinfo):
+        return f"not a kernel module (no vermagic= in {MODINFO}: a plain object file?)"
+    if elf.section(THIS_MODULE) is None:
+        return f"not a kernel module (no {THIS_MODULE} section: not linked by modpost)"
+    return None
+
+
+def check_unpatched(where: str, modinfo: tuple[ModinfoString, ...],
+                    replacement_module: str | None = None) -> None:
+    """Refuse a module kedr-build has patched already: its ``depends=`` names a
+    ``kedr_repl_*`` module, or ``replacement_module``. (To patch it again, patch the
+    original: a second patch would stack a second replacement module on it.)"""
+    for m in modinfo:
+        if m.key != "depends":
+            continue
+        for dep in m.value.split(","):
+            if dep.startswith(REPLACEMENT_MODULE_PREFIX) or (
+                    replacement_module and dep == replacement_module):
+                raise KedrError(f"{where}: already patched (depends= lists the replacement "
+                                f"module {dep}); patch the original module instead")
+
+
 def defined_names(elf: ElfRel) -> frozenset[str]:
     st = elf.strtab_bytes
     out = set()
@@ -180,3 +215,16 @@ def inspect_module(path: str | os.PathLike[str]) -> ModuleInfo:
     mod = read_module(path)
     elf = ElfRel(mod.elf, str(path))
     return inspect_elf(elf, Path(path), mod.compression, len(mod.signature))
+
+
+def inspect_unpatched_module(path: str | os.PathLike[str]) -> ModuleInfo:
+    """:func:`inspect_module` for a module about to be patched: a file that is not a
+    kernel module, or one patched already, is a :class:`KedrError`."""
+    mod = read_module(path)
+    elf = ElfRel(mod.elf, str(path))
+    info = inspect_elf(elf, Path(path), mod.compression, len(mod.signature))
+    problem = kernel_module_problem(elf, info.modinfo)
+    if problem:
+        raise KedrError(f"{path}: {problem}")
+    check_unpatched(str(path), info.modinfo)
+    return info

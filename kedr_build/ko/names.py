@@ -20,10 +20,19 @@ from pathlib import Path
 C_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 NAME_MAX = 55
 COMPRESSED_SUFFIXES = (".xz", ".zst", ".gz")
+# Every replacement module kedr-build generates is called kedr_repl_<driver>: a
+# module whose depends= names one has been patched already.
+REPLACEMENT_MODULE_PREFIX = "kedr_repl_"
+_MODULE_NAME = re.compile(r"[A-Za-z0-9_-]+\Z")
 
 
 def is_c_identifier(text: str) -> bool:
     return C_IDENTIFIER.match(text) is not None
+
+
+def is_module_name(text: str) -> bool:
+    """A name ``depends=``, modprobe and /sys/module accept: [A-Za-z0-9_-], at most 55."""
+    return _MODULE_NAME.match(text) is not None and len(text) <= NAME_MAX
 
 
 def is_module_file(path: Path) -> bool:
@@ -48,3 +57,12 @@ def module_name(path: Path) -> str:
     for suffix in COMPRESSED_SUFFIXES:
         name = name.removesuffix(suffix)
     return name.removesuffix(".ko").replace("-", "_")
+
+
+def plain_name(path: Path) -> str:
+    """The file name without a compression suffix (``foo-bar.ko.xz`` -> ``foo-bar.ko``)."""
+    name = path.name
+    for suffix in COMPRESSED_SUFFIXES:
+        if name.endswith(".ko" + suffix):
+            return name.removesuffix(suffix)
+    return name

@@ -45,10 +45,13 @@ from typing import Any
 from kedr_build.ko.elf import SHDR, SYM, ST_NAME, ST_SHNDX, ST_SIZE, ST_VALUE, ElfRel, Section
 from kedr_build.errors import KedrError
 from kedr_build.ko.imports import (EXT_CRCS, EXT_NAMES, MODINFO, VERSION_ENTRY, VERSION_NAME_MAX,
-                      VERSIONS, defined_names, parse_ext_versions, parse_modinfo,
+                      VERSIONS, check_unpatched, defined_names, kernel_module_problem,
+                      parse_ext_versions, parse_modinfo,
                       parse_versions)
-from kedr_build.atomic import write_atomic
-from kedr_build.ko.container import SIG_MAGIC, Compression, compress, read_module
+from kedr_build.atomic import write_atomic_group
+from kedr_build.ko.container import (SIG_MAGIC, Compression, compress, read_module,
+                                     suffix_compression)
+from kedr_build.ko.names import plain_name
 from kedr_build.ko.plan import RenamePlan
 from kedr_build.ko.symvers import load_crcs
 from kedr_build.ko.verify import Expectation, verify_patch
@@ -170,6 +173,12 @@ def patch_elf(elf: ElfRel, mapping: Mapping[str, str], crcs: Mapping[str, int] |
               depends: str | None) -> PatchedImage:
     """Rename the imports of one ET_REL image; see the module docstring."""
     where = elf.where
+    modinfo_sec = elf.section(MODINFO)
+    modinfo = parse_modinfo(elf.section_bytes(modinfo_sec)) if modinfo_sec is not None else ()
+    problem = kernel_module_problem(elf, modinfo)
+    if problem:
+        raise KedrError(f"{where}: {problem}")
+    check_unpatched(where, modinfo, depends)
     warnings: list[str] = []
     und = elf.undefined()
     und_by_name: dict[str, list[int]] = {}
@@ -191,7 +200,6 @@ def patch_elf(elf: ElfRel, mapping: Mapping[str, str], crcs: Mapping[str, int] |
         todo.append((old, new))
     versions = parse_versions(elf)
     ext = parse_ext_versions(elf)
-    modinfo_sec = elf.section(MODINFO)
     if not todo:
         return PatchedImage(elf.data, (), tuple(skipped), tuple(warnings),
                             Expectation({}, {}, {}, None), False, False, None, None)
@@ -293,7 +301,7 @@ def patch_elf(elf: ElfRel, mapping: Mapping[str, str], crcs: Mapping[str, int] |
         if modinfo_sec is None:
             raise KedrError(f"{where}: no {MODINFO} section; is this a kernel module?")
         data = elf.section_bytes(modinfo_sec)
-        deps = [m for m in parse_modinfo(data) if m.key == "depends"]
+        deps = [m for m in modinfo if m.key == "depends"]
         if len(deps) > 1:
             raise KedrError(f"{where}: {len(deps)} depends= entries in {MODINFO}")
         listed = deps[0].value.split(",") if deps and deps[0].value else []
@@ -378,12 +386,12 @@ def patch_module(src: str | os.PathLike[str], dst: str | os.PathLike[str], plan:
     True writes ``<dst>.json``, a path writes there, False/None writes none.
     """
     src_p, dst_p = Path(src), Path(dst)
-    try:
-        same = dst_p.exists() and os.path.samefile(src_p, dst_p)
-    except OSError:
-        same = False
-    if same:
-        raise KedrError(f"{dst_p}: output is the input; the input is never modified")
+    manifest_p: Path | None = None
+    if manifest is True:
+        manifest_p = default_manifest_path(dst_p)
+    elif manifest not in (None, False):
+        manifest_p = Path(manifest)  # type: ignore[arg-type]
+    _check_paths(src_p, dst_p, manifest_p)
     mod = read_module(src_p)
     elf = ElfRel(mod.elf, str(src_p))
     crcs = _resolve_crcs(replacement_crcs)
@@ -406,19 +414,46 @@ def patch_module(src: str | os.PathLike[str], dst: str | os.PathLike[str], plan:
     else:
         warnings.append("nothing to rename: output is a copy of the input")
         body, stripped, signed = mod.elf + mod.signature, False, mod.signed
+    named = suffix_compression(dst_p)
+    if named is not comp:
+        raise KedrError(f"{dst_p}: the output would be {_compression_name(comp)}, but its name "
+                        f"says {_compression_name(named)}; name it "
+                        f"{plain_name(dst_p)}{comp.value} or choose the compression")
     encoded = compress(body, comp, str(dst_p))
-    manifest_p: Path | None = None
-    if manifest is True:
-        manifest_p = default_manifest_path(dst_p)
-    elif manifest not in (None, False):
-        manifest_p = Path(manifest)  # type: ignore[arg-type]
     result = PatchResult(src_p, dst_p, manifest_p, img.renames, img.skipped, tuple(warnings),
                          stripped, signed, img.strtab_grown, img.modinfo_grown,
                          img.depends_before, img.depends_after, comp.value[1:] or "none")
-    write_atomic(dst_p, encoded)
+    files: list[tuple[Path, bytes]] = [(dst_p, encoded)]
     if manifest_p is not None:
-        write_atomic(manifest_p, (json.dumps(result.to_json(), indent=2) + "\n").encode())
+        files.append((manifest_p, (json.dumps(result.to_json(), indent=2) + "\n").encode()))
+    write_atomic_group(files)
     return result
+
+
+def _compression_name(comp: Compression) -> str:
+    return f"{comp.value[1:]}-compressed" if comp.value else "uncompressed"
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Are ``a`` and ``b`` one file (or would they be, once written)? Cheap: no realpath
+    unless neither exists yet and the names agree."""
+    ea, eb = a.exists(), b.exists()
+    if ea and eb:
+        return os.path.samefile(a, b)
+    if ea or eb or a.name != b.name:
+        return False
+    return os.path.realpath(a.parent) == os.path.realpath(b.parent)
+
+
+def _check_paths(src: Path, dst: Path, manifest: Path | None) -> None:
+    """The input is never written, and the output and the manifest are two files."""
+    if _same_file(src, dst):
+        raise KedrError(f"{dst}: output is the input; the input is never modified")
+    if manifest is not None:
+        if _same_file(src, manifest):
+            raise KedrError(f"{manifest}: manifest is the input; the input is never modified")
+        if _same_file(dst, manifest):
+            raise KedrError(f"{manifest}: manifest and output are the same file")
 
 
 def _sign(elf: bytes, req: SignRequest, dst: Path) -> bytes:

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tomllib
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -47,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from kedr_build.errors import KedrError
-from kedr_build.ko.names import is_c_identifier
+from kedr_build.ko.names import is_c_identifier, is_module_name
 
 # Imports that must keep their names: calls whose bytes the kernel checks or rewrites
 # (ftrace's __fentry__, return and indirect-branch thunks patched by objtool/alternatives),
@@ -189,8 +188,7 @@ def build_plan(functions: Iterable[str], naming: Naming = SAME_LENGTH,
                 raise KedrError(f"{where}: no free same-length replacement name for {s}")
         taken.add(new)
         renames.append(Rename(s, new))
-    if replacement_module is not None and not re.fullmatch(r"[A-Za-z0-9_-]+",
-                                                           replacement_module):
+    if replacement_module is not None and not is_module_name(replacement_module):
         raise KedrError(f"{where}: bad replacement module name {replacement_module!r}")
     return RenamePlan(tuple(renames), replacement_module, tuple(warnings))
 
@@ -216,6 +214,8 @@ def load_plan(path: str | os.PathLike[str], naming: Naming | None = None,
         text = p.read_text(encoding="utf-8")
     except OSError as e:
         raise KedrError(f"{p}: cannot read plan: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise KedrError(f"{p}: bad plan file: not UTF-8 text (byte {e.start})") from None
     try:
         data: Any = tomllib.loads(text) if p.suffix == ".toml" else json.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:

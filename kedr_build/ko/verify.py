@@ -177,7 +177,7 @@ def _check_versions(a: ElfRel, b: ElfRel, expect: Expectation, fail: Fail) -> No
         ra, rb = a.section_bytes(sa), b.section_bytes(sb)
         if len(ra) != len(rb):
             raise fail(f"{VERSIONS} size changed")
-        done = set()
+        done: set[str] = set()
         if ra != rb:
             for off in range(0, len(ra), VERSION_ENTRY):
                 ea, eb = ra[off:off + VERSION_ENTRY], rb[off:off + VERSION_ENTRY]
@@ -193,7 +193,11 @@ def _check_versions(a: ElfRel, b: ElfRel, expect: Expectation, fail: Fail) -> No
                 done.add(old)
         if done != set(expect.versions):
             raise fail(f"{VERSIONS}: entries not renamed: {sorted(set(expect.versions) - done)}")
-    va, vb = parse_ext_versions(a), parse_ext_versions(b)
+    va = parse_ext_versions(a)
+    try:
+        vb = parse_ext_versions(b)
+    except KedrError as e:
+        raise fail(str(e)) from None
     if va is None or vb is None:
         if va is not vb or expect.ext_versions:
             raise fail(f"{EXT_CRCS} appeared, vanished or was expected")
@@ -209,7 +213,7 @@ def _check_versions(a: ElfRel, b: ElfRel, expect: Expectation, fail: Fail) -> No
             done_ext.add(xa.name)
     if done_ext != set(expect.ext_versions):
         raise fail(f"{EXT_NAMES}: entries not renamed: "
-                   f"{sorted(set(expect.ext_versions) - done)}")
+                   f"{sorted(set(expect.ext_versions) - done_ext)}")
 
 
 def _check_modinfo(a: ElfRel, b: ElfRel, expect: Expectation, fail: Fail
