@@ -132,6 +132,8 @@ def test_compile_error_reaches_user_verbatim(tmp_path: Path,
     (["MODULE=tests", "BUILD_DIR=/tmp/kedr-x"], "no Kbuild or Makefile"),
     (["MODULE=examples/chardev", "KDIR=/tmp"], "KDIR=/tmp: not a kernel build tree"),
     (["MODULE=examples/chardev", "FOO=1"], "unknown variable FOO="),
+    (["MODULE=examples/chardev", "KERNEL=debian-7"],
+     "KERNEL=debian-7: unknown kernel; known: debian-6.1, debian-6.12"),
     (["MODULE=examples/chardev", "WORKLOAD=/nope.sh"], "WORKLOAD=/nope.sh: no such file"),
 ])
 def test_bad_input_is_one_clear_line(args: list[str], message: str,

@@ -74,6 +74,11 @@ def available() -> list[str]:
     return sorted(p.stem for p in _DESCRIPTIONS.glob("*.toml"))
 
 
+def by_release(release: str) -> str | None:
+    """The pinned kernel with this release (uname -r), if one is."""
+    return next((n for n in available() if describe(n).release == release), None)
+
+
 def describe(name: str = DEFAULT_KERNEL) -> KernelDescription:
     path = _DESCRIPTIONS / f"{name}.toml"
     if not path.is_file():
@@ -110,7 +115,7 @@ def from_kdir(kdir: str | os.PathLike[str]) -> ProvisionedKernel:
     path = Path(kdir).resolve()
     if not (path / "Makefile").is_file():
         raise KedrError(f"KDIR={kdir}: not a kernel build tree (no Makefile)")
-    release = _kernelrelease(path)
+    release = kernelrelease(path)
     if release is None:
         raise KedrError(f"KDIR={kdir}: not a configured kernel build tree "
                         "(no include/config/kernel.release or include/generated/utsrelease.h)")
@@ -123,7 +128,7 @@ def from_kdir(kdir: str | os.PathLike[str]) -> ProvisionedKernel:
                              modules_dir=modules_dir)
 
 
-def _kernelrelease(kdir: Path) -> str | None:
+def kernelrelease(kdir: Path) -> str | None:
     # utsrelease.h first: it is what vermagic is made of. Debian's headers carry an
     # upstream "6.1.192" in include/config/kernel.release but UTS_RELEASE "6.1.0-56-amd64".
     uts = kdir / "include/generated/utsrelease.h"
