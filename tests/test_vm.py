@@ -111,7 +111,19 @@ def test_guest_status_comes_from_the_status_channel(tmp_path: Path,
 def test_vm_that_does_not_boot_is_lost(tmp_path: Path, kernel: ProvisionedKernel) -> None:
     bogus = tmp_path / "vmlinuz"
     bogus.write_bytes(b"not a kernel")
-    broken = dataclasses.replace(kernel, vmlinuz=bogus)
+    broken = dataclasses.replace(kernel, vmlinuz=bogus, vmlinux=None)
     result = run_guest(broken, GuestJob(script="exit 0\n"), tmp_path / "vm", timeout=30)
     assert result.verdict is Verdict.LOST
     assert result.reason()
+
+
+def test_boots_from_vmlinux_and_falls_back_to_vmlinuz(tmp_path: Path,
+                                                      kernel: ProvisionedKernel) -> None:
+    """Provisioning extracted the PVH-bootable vmlinux; without it, vmlinuz boots."""
+    assert kernel.vmlinux is not None and kernel.boot_image == kernel.vmlinux
+    job = GuestJob(script="uname -r\n")
+    for image, kern in (("vmlinux", kernel), ("vmlinuz", dataclasses.replace(kernel, vmlinux=None))):
+        result = run_guest(kern, job, tmp_path / image, timeout=120)
+        assert result.ok and result.output.strip() == kernel.release, result.reason()
+        assert f" -kernel {kernel.root}/boot/{image}-{kernel.release} " in \
+            (tmp_path / image / "qemu.cmd").read_text()

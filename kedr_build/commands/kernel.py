@@ -26,7 +26,8 @@ def run(args: argparse.Namespace) -> int:
         return _list(args.json)
     k = provision.ensure(args.name)
     info = {"name": args.name, "release": k.release, "kdir": str(k.kdir),
-            "vmlinuz": str(k.vmlinuz), "modules_dir": str(k.modules_dir)}
+            "vmlinuz": str(k.vmlinuz), "boots": str(k.boot_image),
+            "modules_dir": str(k.modules_dir)}
     if args.json:
         print(json.dumps(info, indent=2))
     else:

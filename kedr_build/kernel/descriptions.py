@@ -54,6 +54,12 @@ class ProvisionedKernel:
     vmlinuz: Path | None = None
     modules_dir: Path | None = None
     root: Path | None = None
+    vmlinux: Path | None = None       # uncompressed, with a PVH entry: boots faster
+
+    @property
+    def boot_image(self) -> Path | None:
+        """What QEMU's -kernel gets: vmlinux when the kernel has a PVH entry, else vmlinuz."""
+        return self.vmlinux or self.vmlinuz
 
     @property
     def symvers(self) -> Path:

@@ -12,13 +12,14 @@ place, so an interrupted download never looks provisioned.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from kedr_build.kernel import hosttools
+from kedr_build.kernel import hosttools, vmlinux
 from kedr_build.atomic import write_atomic
 from kedr_build.errors import KedrError
 from kedr_build.kernel.descriptions import (DEFAULT_KERNEL, KernelDescription, ProvisionedKernel,
@@ -39,6 +40,7 @@ def layout(desc: KernelDescription, root: Path | None = None) -> ProvisionedKern
     """Where the kernel's files are (or will be) once provisioned; nothing is fetched."""
     root = root or kernel_root(desc)
     rel = desc.release
+    vmlinux = root / "boot" / f"vmlinux-{rel}"
     return ProvisionedKernel(
         description=desc,
         release=rel,
@@ -46,6 +48,7 @@ def layout(desc: KernelDescription, root: Path | None = None) -> ProvisionedKern
         vmlinuz=root / "boot" / f"vmlinuz-{rel}",
         modules_dir=root / "lib/modules" / rel,
         root=root,
+        vmlinux=vmlinux if vmlinux.is_file() else None,
     )
 
 
@@ -59,7 +62,7 @@ def ensure_description(desc: KernelDescription, cache: Path | None = None,
                        log: bool = True) -> ProvisionedKernel:
     root = kernel_root(desc, cache)
     if (root / STAMP).is_file():
-        return layout(desc, root)
+        return _with_vmlinux(layout(desc, root), log)
     hosttools.require(["apt-get", "dpkg-deb", "depmod"])
     root.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{desc.name}.", dir=root.parent) as tmp:
@@ -86,10 +89,29 @@ def ensure_description(desc: KernelDescription, cache: Path | None = None,
         if root.exists():
             shutil.rmtree(root)
         new_root.rename(root)
-    kernel = layout(desc, root)
     # The fixed-up Makefile points into the temporary dir we renamed; fix again.
     _fix_headers_makefile(desc, root)
-    return kernel
+    return _with_vmlinux(layout(desc, root), log)
+
+
+def _with_vmlinux(kernel: ProvisionedKernel, log: bool) -> ProvisionedKernel:
+    """Extract boot/vmlinux-<release> from vmlinuz once, if QEMU can boot it (PVH note).
+
+    Done on first use, also for kernels provisioned before this existed; a marker
+    file remembers a kernel that cannot, so the work is not repeated."""
+    assert kernel.vmlinuz is not None
+    target = kernel.vmlinuz.with_name(f"vmlinux-{kernel.release}")
+    unbootable = kernel.vmlinuz.with_name(f".vmlinux-{kernel.release}.unbootable")
+    if not target.is_file() and not unbootable.is_file() and kernel.vmlinuz.is_file():
+        if log:
+            print(f"kedr-build:   extracting {target.name} from {kernel.vmlinuz.name} "
+                  "(PVH boot)", file=sys.stderr, flush=True)
+        elf = vmlinux.extract(kernel.vmlinuz)
+        if elf is not None and vmlinux.has_pvh_entry(elf):
+            write_atomic(target, elf)
+        else:
+            write_atomic(unbootable, b"no PVH entry or unknown compression: boot vmlinuz\n")
+    return dataclasses.replace(kernel, vmlinux=target if target.is_file() else None)
 
 
 def check_tree(desc: KernelDescription, root: Path) -> None:

@@ -406,7 +406,12 @@ def patch_module(src: str | os.PathLike[str], dst: str | os.PathLike[str], plan:
     else:
         warnings.append("nothing to rename: output is a copy of the input")
         body, stripped, signed = mod.elf + mod.signature, False, mod.signed
-    encoded = compress(body, comp, str(dst_p))
+    if not img.renames and comp is mod.compression:
+        # Unchanged and in the same container: the input's own bytes, not a
+        # recompression of them (for a .ko.xz, recompressing is most of the cost).
+        encoded = src_p.read_bytes()
+    else:
+        encoded = compress(body, comp, str(dst_p))
     manifest_p: Path | None = None
     if manifest is True:
         manifest_p = default_manifest_path(dst_p)
