@@ -48,7 +48,7 @@ from kedr_build.ko.imports import (EXT_CRCS, EXT_NAMES, MODINFO, VERSION_ENTRY, 
                       VERSIONS, defined_names, parse_ext_versions, parse_modinfo,
                       parse_versions)
 from kedr_build.atomic import write_atomic
-from kedr_build.ko.container import SIG_MAGIC, Compression, compress, read_module
+from kedr_build.ko.container import SIG_MAGIC, XZ_PRESET, Compression, compress, read_module
 from kedr_build.ko.plan import RenamePlan
 from kedr_build.ko.symvers import load_crcs
 from kedr_build.ko.verify import Expectation, verify_patch
@@ -369,7 +369,7 @@ def patch_module(src: str | os.PathLike[str], dst: str | os.PathLike[str], plan:
                  replacement_crcs: Mapping[str, int] | str | os.PathLike[str] | None = None,
                  *, depends: str | None = None, compression: Compression | None = None,
                  manifest: str | os.PathLike[str] | None | bool = True,
-                 sign: SignRequest | None = None) -> PatchResult:
+                 sign: SignRequest | None = None, xz_preset: int = XZ_PRESET) -> PatchResult:
     """Patch ``src`` into ``dst`` (never in place) and return the manifest.
 
     ``replacement_crcs``: a name->CRC mapping, or the path of the replacement
@@ -411,7 +411,7 @@ def patch_module(src: str | os.PathLike[str], dst: str | os.PathLike[str], plan:
         # recompression of them (for a .ko.xz, recompressing is most of the cost).
         encoded = src_p.read_bytes()
     else:
-        encoded = compress(body, comp, str(dst_p))
+        encoded = compress(body, comp, str(dst_p), xz_preset)
     manifest_p: Path | None = None
     if manifest is True:
         manifest_p = default_manifest_path(dst_p)
