@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from elftools.elf.elffile import ELFFile
 
 from kedr_build.intercept import catalog
 from kedr_build.intercept import generate
@@ -219,3 +220,26 @@ def test_every_applicable_entry_compiles_and_exports_like_the_kernel(
              or built[r.replacement].namespace]
     assert wrong == []
     assert {e.export_type for e in built.values()} == {"EXPORT_SYMBOL", "EXPORT_SYMBOL_GPL"}
+
+
+ENDBR64 = bytes.fromhex("f30f1efa")
+
+
+def test_replacements_carry_the_kernels_ibt_landing_pads(
+        full_catalog_module: generate.ReplacementModule, kernel: ProvisionedKernel) -> None:
+    """With CONFIG_X86_KERNEL_IBT (6.12) every replacement starts with endbr64, as the
+    kernel's own exported functions do; without it (6.1) none does. (QEMU's TCG does not
+    enforce IBT, so this is checked in the object code, with pyelftools.)"""
+    ibt = "CONFIG_X86_KERNEL_IBT=y" in (kernel.kdir / ".config").read_text().splitlines()
+    ko = full_catalog_module.directory / "kedr_repl_catalog.ko"
+    with ko.open("rb") as f:
+        elf = ELFFile(f)
+        symtab = elf.get_section_by_name(".symtab")
+        starts = {}
+        for r in full_catalog_module.replacements:
+            sym = symtab.get_symbol_by_name(r.replacement)[0]
+            assert sym["st_info"]["type"] == "STT_FUNC"
+            section = elf.get_section(sym["st_shndx"])
+            starts[r.replacement] = section.data()[sym["st_value"]:sym["st_value"] + 4]
+    assert len(starts) >= 60
+    assert {s == ENDBR64 for s in starts.values()} == {ibt}

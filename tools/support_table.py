@@ -36,6 +36,8 @@ FEATURES = (
     Feature("every applicable catalog entry compiles",
             ("test_catalog.py::test_every_applicable_entry_compiles_and_exports_like_the_kernel",
              "test_catalog.py::test_validate_against_the_pinned_kernel")),
+    Feature("replacements built with the kernel's IBT landing pads (endbr64 iff IBT)",
+            ("test_catalog.py::test_replacements_carry_the_kernels_ibt_landing_pads",)),
     Feature("driver loads, runs a workload, unloads (VM)",
             ("test_vm.py::test_chardev_loads_serves_workload_and_unloads",)),
     Feature("in-tree dependencies loaded in the guest",
