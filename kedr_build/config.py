@@ -134,6 +134,9 @@ def from_arguments(args: Mapping[str, str], top: str, launch_dir: str,
         _make_safe(f"{var}={module}", driver)
     if get("KDIR"):
         kernel = descriptions.from_kdir(path(get("KDIR")))
+    elif get("KERNEL") not in descriptions.available():
+        raise KedrError(f"KERNEL={get('KERNEL')}: unknown kernel; known: "
+                        f"{', '.join(descriptions.available())} (kedr_build/kernel/pinned/*.toml)")
     elif offline:
         kernel = provision.layout(descriptions.describe(get("KERNEL")))
     else:

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from kedr_build.kernel import provision
-from kedr_build.kernel.descriptions import ProvisionedKernel
+from kedr_build.kernel.descriptions import ProvisionedKernel, available
+from kedr_build.ko.symvers import read_symvers
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -20,6 +21,42 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def pinned_kernel() -> ProvisionedKernel:
     return provision.ensure()
+
+
+# Every pinned kernel (kedr_build/kernel/pinned/*.toml), provisioned on first use:
+# tests that take `kernel` run once per kernel, ids "debian-6.1", "debian-6.12".
+KERNELS = available()
+
+
+@pytest.fixture(scope="session", params=KERNELS)
+def kernel(request: pytest.FixtureRequest) -> ProvisionedKernel:
+    name: str = request.param
+    return provision.ensure(name)
+
+
+def kernel_name(kernel: ProvisionedKernel) -> str:
+    assert kernel.description is not None
+    return kernel.description.name
+
+
+def exported(kernel: ProvisionedKernel, *candidates: str) -> str:
+    """The first of the names the kernel exports: which variant of an API a call on
+    this kernel compiles to (kmalloc_trace on 6.1, __kmalloc_cache_noprof on 6.12),
+    decided by its Module.symvers, never by its version number."""
+    exports = _exports(kernel.symvers)
+    for name in candidates:
+        if name in exports:
+            return name
+    raise AssertionError(f"kernel {kernel.release} exports none of {candidates}")
+
+
+_EXPORTS: dict[Path, set[str]] = {}
+
+
+def _exports(symvers: Path) -> set[str]:
+    if symvers not in _EXPORTS:
+        _EXPORTS[symvers] = set(read_symvers(symvers))
+    return _EXPORTS[symvers]
 
 
 def run_scons(args: list[str], env_extra: dict[str, str] | None = None,
@@ -43,10 +80,10 @@ def built_multi(tmp_path_factory: pytest.TempPathFactory, pinned_kernel: Provisi
 
 
 @pytest.fixture(scope="session")
-def built_chardev(tmp_path_factory: pytest.TempPathFactory,
-                  pinned_kernel: ProvisionedKernel) -> Path:
+def built_chardev(tmp_path_factory: pytest.TempPathFactory, kernel: ProvisionedKernel) -> Path:
     build = tmp_path_factory.mktemp("build-chardev")
-    run_scons([f"MODULE={REPO / 'examples/chardev'}", f"BUILD_DIR={build}"])
+    run_scons([f"MODULE={REPO / 'examples/chardev'}", f"BUILD_DIR={build}",
+               f"KERNEL={kernel_name(kernel)}"])
     return build / "chardev"
 
 

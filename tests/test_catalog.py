@@ -1,5 +1,5 @@
 """The function catalog: loading, bad input, variants, and every entry that
-applies to the pinned kernel compiled into one module and checked against its
+applies to each pinned kernel compiled into one module and checked against its
 Module.symvers."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from elftools.elf.elffile import ELFFile
 
 from kedr_build.intercept import catalog
 from kedr_build.intercept import generate
@@ -37,8 +38,8 @@ def cat() -> Catalog:
 
 
 @pytest.fixture(scope="module")
-def kernel_exports(pinned_kernel: ProvisionedKernel) -> dict[str, SymversEntry]:
-    return read_symvers(pinned_kernel.symvers)
+def kernel_exports(kernel: ProvisionedKernel) -> dict[str, SymversEntry]:
+    return read_symvers(kernel.symvers)
 
 
 def write_catalog(tmp_path: Path, text: str) -> Path:
@@ -155,28 +156,55 @@ def test_validate_reports_names_the_kernel_lacks(cat: Catalog) -> None:
     assert "kmalloc" not in report.apis_unavailable and "vmalloc" in report.apis_unavailable
 
 
-def test_validate_against_the_pinned_kernel(cat: Catalog,
+def _series(release: str) -> tuple[int, int]:
+    major, minor = release.split(".")[:2]
+    return int(major), int(minor)
+
+
+def _note_covers(note: str, series: tuple[int, int]) -> bool | None:
+    """Does an entry's informational ``kernels`` note ("<=6.9", "6.1-6.9", ">=6.11, ...")
+    include this kernel series? None: it depends on a config option, not the version."""
+    first = note.split(",")[0].strip()
+    if not first:
+        return True
+    if first.startswith("CONFIG_"):
+        return None
+    if first.startswith("<="):
+        return series <= _series(first[2:] + ".0")
+    if first.startswith(">="):
+        return series >= _series(first[2:] + ".0")
+    low, _, high = first.partition("-")
+    return _series(low + ".0") <= series <= _series((high or low) + ".0")
+
+
+def test_validate_against_the_pinned_kernel(cat: Catalog, kernel: ProvisionedKernel,
                                             kernel_exports: dict[str, SymversEntry]) -> None:
     report = catalog.validate(cat, kernel_exports)
     assert len(report.applicable) >= 60
-    assert report.apis_unavailable == ()      # every API has its 6.1 variant
-    assert report.unmatched == ()
-    # What 6.1 lacks are the other kernels' variants, nothing else.
-    assert all(e.name.endswith("_noprof") or e.kernels.startswith(("<=6.0", "CONFIG_"))
-               for e in report.missing), [e.name for e in report.missing]
+    assert report.apis_unavailable == ()      # every API has its variant for this kernel
+    # An exported name ruled out by requires/excludes: only where a sibling variant
+    # of the same name applies (the kmem_buckets forms on 6.12).
+    applicable = cat.for_kernel(kernel_exports)
+    assert [e.name for e in report.unmatched if e.name not in applicable] == []
+    # The catalog applies entries by the kernel's exports, never by version; its
+    # informational notes must agree: what this kernel lacks are other kernels'
+    # variants (or config-dependent ones), and what applies claims this kernel.
+    series = _series(kernel.release)
+    assert [e.name for e in report.missing if _note_covers(e.kernels, series)] == []
+    assert [e.name for e in report.applicable if _note_covers(e.kernels, series) is False] == []
 
 
-# --- every applicable entry, compiled against the pinned kernel -----------------------
+# --- every applicable entry, compiled against each pinned kernel -----------------------
 
 @pytest.fixture(scope="module")
-def full_catalog_module(cat: Catalog, pinned_kernel: ProvisionedKernel,
+def full_catalog_module(cat: Catalog, kernel: ProvisionedKernel,
                         kernel_exports: dict[str, SymversEntry],
                         tmp_path_factory: pytest.TempPathFactory) -> generate.ReplacementModule:
     pairs = [(name, f"kedr_{name}") for name in cat.for_kernel(kernel_exports)]
-    module = generate.generate(pairs, cat, pinned_kernel.symvers,
+    module = generate.generate(pairs, cat, kernel.symvers,
                                tmp_path_factory.mktemp("catalog") / "kedr_repl_catalog",
-                               "kedr_repl_catalog", kernel=pinned_kernel.release)
-    generate.build_replacement(module.directory, pinned_kernel.kdir)
+                               "kedr_repl_catalog", kernel=kernel.release)
+    generate.build_replacement(module.directory, kernel.kdir)
     return module
 
 
@@ -192,3 +220,26 @@ def test_every_applicable_entry_compiles_and_exports_like_the_kernel(
              or built[r.replacement].namespace]
     assert wrong == []
     assert {e.export_type for e in built.values()} == {"EXPORT_SYMBOL", "EXPORT_SYMBOL_GPL"}
+
+
+ENDBR64 = bytes.fromhex("f30f1efa")
+
+
+def test_replacements_carry_the_kernels_ibt_landing_pads(
+        full_catalog_module: generate.ReplacementModule, kernel: ProvisionedKernel) -> None:
+    """With CONFIG_X86_KERNEL_IBT (6.12) every replacement starts with endbr64, as the
+    kernel's own exported functions do; without it (6.1) none does. (QEMU's TCG does not
+    enforce IBT, so this is checked in the object code, with pyelftools.)"""
+    ibt = "CONFIG_X86_KERNEL_IBT=y" in (kernel.kdir / ".config").read_text().splitlines()
+    ko = full_catalog_module.directory / "kedr_repl_catalog.ko"
+    with ko.open("rb") as f:
+        elf = ELFFile(f)
+        symtab = elf.get_section_by_name(".symtab")
+        starts = {}
+        for r in full_catalog_module.replacements:
+            sym = symtab.get_symbol_by_name(r.replacement)[0]
+            assert sym["st_info"]["type"] == "STT_FUNC"
+            section = elf.get_section(sym["st_shndx"])
+            starts[r.replacement] = section.data()[sym["st_value"]:sym["st_value"] + 4]
+    assert len(starts) >= 60
+    assert {s == ENDBR64 for s in starts.values()} == {ibt}

@@ -1,4 +1,4 @@
-"""The replacement module in the pinned kernel (QEMU): a patched test driver
+"""The replacement module in each pinned kernel (QEMU): a patched test driver
 calls catalog functions from process context, with a spinlock held, with
 interrupts off, from a timer (softirq) and from an irq_work (hard IRQ). Every
 call must appear in the trace with the arguments and results the driver saw;
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import exported
 from kedr_build.intercept import catalog
 from kedr_build.intercept import generate
 from kedr_build.kernel import kbuild
@@ -29,9 +30,30 @@ pytestmark = pytest.mark.vm
 
 DRIVER = Path(__file__).resolve().parent / "drivers" / "kedr_ttest"
 REPL = "kedr_repl_ttest"
-INTERCEPTED = ["kmalloc_trace", "__kmalloc", "kfree", "kstrdup", "kasprintf", "vmalloc", "vfree",
-               "mutex_lock", "mutex_unlock", "_raw_spin_lock", "_raw_spin_unlock",
-               "_raw_spin_lock_irqsave", "_raw_spin_unlock_irqrestore"]
+COMMON = ["kfree", "kstrdup", "kasprintf", "vfree", "mutex_lock", "mutex_unlock",
+          "_raw_spin_lock", "_raw_spin_unlock", "_raw_spin_lock_irqsave",
+          "_raw_spin_unlock_irqrestore"]
+
+
+@dataclass(frozen=True)
+class Allocators:
+    """What kmalloc(64), kmalloc(n) and vmalloc(n) compile to on a kernel, by its exports
+    (the driver picks the same names from its headers)."""
+
+    const: str
+    var: str
+    vmalloc: str
+
+    @classmethod
+    def of(cls, kernel: ProvisionedKernel) -> Allocators:
+        return cls(exported(kernel, "kmalloc_trace", "__kmalloc_cache_noprof",
+                            "kmalloc_trace_noprof"),
+                   exported(kernel, "__kmalloc", "__kmalloc_noprof"),
+                   exported(kernel, "vmalloc", "vmalloc_noprof"))
+
+    @property
+    def intercepted(self) -> list[str]:
+        return [self.const, self.var, self.vmalloc, *COMMON]
 
 GUEST_SCRIPT = f"""
 set -e
@@ -151,30 +173,39 @@ def check_matches(expected: list[Call], traced: list[Call]) -> None:
         assert got.context == want.context, (want, got)
 
 
+@dataclass(frozen=True)
+class GuestRun:
+    output: str
+    console: str
+    alloc: Allocators
+
+
 @pytest.fixture(scope="module")
-def guest_run(pinned_kernel: ProvisionedKernel,
-              tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+def guest_run(kernel: ProvisionedKernel,
+              tmp_path_factory: pytest.TempPathFactory) -> GuestRun:
     work = tmp_path_factory.mktemp("trace_vm")
     src = work / "src"
     shutil.copytree(DRIVER, src)        # kbuild builds in the driver's directory
-    specs = kbuild.discover(src, pinned_kernel.kdir)
-    built = kbuild.build(kbuild.BuildRequest(driver=src, kdir=pinned_kernel.kdir,
+    specs = kbuild.discover(src, kernel.kdir)
+    built = kbuild.build(kbuild.BuildRequest(driver=src, kdir=kernel.kdir,
                                              outdir=work / "driver", modules=tuple(specs)))
     driver_ko = built[0]
 
     cat = catalog.load()
-    exports = read_symvers(pinned_kernel.symvers)
-    plan = build_plan(INTERCEPTED, kernel_exports=set(exports), replacement_module=REPL)
-    module = generate.generate(plan.mapping().items(), cat, pinned_kernel.symvers,
+    exports = read_symvers(kernel.symvers)
+    alloc = Allocators.of(kernel)
+    intercepted = alloc.intercepted
+    plan = build_plan(intercepted, kernel_exports=set(exports), replacement_module=REPL)
+    module = generate.generate(plan.mapping().items(), cat, kernel.symvers,
                                work / "repl", REPL, driver="kedr_ttest",
-                               kernel=pinned_kernel.release)
-    repl_ko = generate.build_replacement(module.directory, pinned_kernel.kdir)
+                               kernel=kernel.release)
+    repl_ko = generate.build_replacement(module.directory, kernel.kdir)
 
     guest = work / "guest"
     guest.mkdir()
     patched = guest / "kedr_ttest.ko"
     result = patch_module(driver_ko, patched, plan, module.symvers, manifest=False)
-    assert sorted(r.old for r in result.renames) == sorted(INTERCEPTED)
+    assert sorted(r.old for r in result.renames) == sorted(intercepted)
     (guest / f"{REPL}.ko").write_bytes(repl_ko.read_bytes())
     load, unload = loadscript.write(
         loadscript.plan_for(guest / f"{REPL}.ko", [patched], guest), guest)
@@ -182,14 +213,14 @@ def guest_run(pinned_kernel: ProvisionedKernel,
     job = GuestJob(script=GUEST_SCRIPT,
                    files={"kedr_ttest.ko": patched, f"{REPL}.ko": guest / f"{REPL}.ko",
                           "load.sh": load, "unload.sh": unload})
-    vm = run_guest(pinned_kernel, job, workdir=work / "vm", timeout=300)
+    vm = run_guest(kernel, job, workdir=work / "vm", timeout=300)
     assert vm.ok, f"status {vm.status}, problems {vm.problems}\n{vm.output}\n{vm.console[-3000:]}"
-    return vm.output, vm.console
+    return GuestRun(vm.output, vm.console, alloc)
 
 
 def test_every_call_is_traced_with_its_arguments_result_caller_and_context(
-        guest_run: tuple[str, str]) -> None:
-    out = sections(guest_run[0])
+        guest_run: GuestRun) -> None:
+    out = sections(guest_run.output)
     expected = parse_expectations(out["dmesg"])
     traced = parse_trace(out["trace"])
     assert sorted(expected) == [1, 2, 3]
@@ -205,21 +236,22 @@ def test_every_call_is_traced_with_its_arguments_result_caller_and_context(
     # Process-context calls made with interrupts off show it in the trace.
     irqsave = next(i for i, c in enumerate(traced) if c.fn == "_raw_spin_lock_irqsave")
     inside = traced[irqsave + 1]
-    assert inside.fn == "__kmalloc" and inside.values["size"] == "16" and inside.irqs_off
+    assert inside.fn == guest_run.alloc.var and inside.values["size"] == "16" and inside.irqs_off
     assert not traced[0].irqs_off
 
 
-def test_counters_are_exact_and_switches_work(guest_run: tuple[str, str]) -> None:
-    out = sections(guest_run[0])
+def test_counters_are_exact_and_switches_work(guest_run: GuestRun) -> None:
+    out = sections(guest_run.output)
+    intercepted = guest_run.alloc.intercepted
     expected = parse_expectations(out["dmesg"])
     per_run = Counter(c.fn for c in expected[1])
-    assert set(per_run) == set(INTERCEPTED)
+    assert set(per_run) == set(intercepted)
     status1 = parse_status(out["status 1"])
-    assert status1 == {fn: (1, per_run[fn], 0) for fn in INTERCEPTED}
+    assert status1 == {fn: (1, per_run[fn], 0) for fn in intercepted}
     # Globally off: a pass-through, nothing counted.
     assert parse_status(out["status 2"]) == status1
     status3 = parse_status(out["status 3"])
-    for fn in INTERCEPTED:
+    for fn in intercepted:
         if fn == "kfree":
             assert status3[fn] == (0, per_run[fn], 0)
         elif fn == "kstrdup":   # traced by kedr, but its event was disabled in tracefs
@@ -228,9 +260,9 @@ def test_counters_are_exact_and_switches_work(guest_run: tuple[str, str]) -> Non
             assert status3[fn] == (1, 2 * per_run[fn], 0)
 
 
-def test_nothing_lost_and_clean_unload(guest_run: tuple[str, str]) -> None:
-    output, console = guest_run
-    out = sections(output)
+def test_nothing_lost_and_clean_unload(guest_run: GuestRun) -> None:
+    out = sections(guest_run.output)
+    console = guest_run.console
     assert all(line.split(":")[1].strip() == "0" for line in out["overrun"].split("\n")
                if ":" in line)
     assert "debugfs removed" in out["unload"]

@@ -14,6 +14,7 @@ Usage::
                                              --symvers file says exports the replacements)
         [--manifest OUT.json | --no-manifest]    default: OUT.ko.json
         [--compress same|none|xz|gz|zst]     default: same as the input
+        [--xz-preset 0..9]                   default 6, as the kernel's modules_install
         [--sign-key KEY --sign-cert CERT --kdir KDIR [--sign-hash sha256]]
         [--dry-run]                          plan and verify, write nothing
         [--json]                             print the manifest on stdout
@@ -36,7 +37,7 @@ import sys
 from pathlib import Path
 
 from kedr_build.errors import KedrError
-from kedr_build.ko.container import Compression
+from kedr_build.ko.container import XZ_PRESET, Compression
 from kedr_build.ko.names import NAME_MAX, is_module_name
 from kedr_build.ko.patch import SignRequest, patch_elf, patch_module
 from kedr_build.ko.plan import Naming, RenamePlan, build_plan, load_plan
@@ -62,6 +63,9 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     man.add_argument("--manifest", help="manifest path (default OUT.json)")
     man.add_argument("--no-manifest", action="store_true", help="write no manifest")
     p.add_argument("--compress", default="same", help="same (default), none, xz, gz or zst")
+    p.add_argument("--xz-preset", type=int, default=XZ_PRESET, metavar="N",
+                   help=f"xz compression preset 0..9 (default {XZ_PRESET}, as modules_install; "
+                        "1 is ~7x faster, ~8%% larger)")
     p.add_argument("--sign-key", help="private key for scripts/sign-file")
     p.add_argument("--sign-cert", help="certificate for scripts/sign-file")
     p.add_argument("--sign-hash", default="sha256", help="hash for sign-file (sha256)")
@@ -153,7 +157,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     manifest: str | bool = False if args.no_manifest else (args.manifest or True)
     result = patch_module(args.input, args.output, plan, crcs, depends=depends,
-                          compression=compression, manifest=manifest, sign=_sign(args))
+                          compression=compression, manifest=manifest, sign=_sign(args),
+                          xz_preset=args.xz_preset)
     for w in result.warnings:
         print(f"kedr-build: warning: {args.input}: {w}", file=sys.stderr)
     if result.skipped:

@@ -168,7 +168,12 @@ _SCALAR_SHOWS: dict[str, tuple[str, str, str, str]] = {
 
 def _field(name: str, show: str) -> _Field:
     if show == "str":
-        return _Field(struct=f"__string({name}, {name})", assign=f"__assign_str({name}, {name});",
+        # What __assign_str(dst, src) expanded to up to 6.9, written out: 6.10 dropped
+        # its second argument ("tracing: Remove second parameter to __assign_str()"),
+        # so neither spelling compiles on both kernels. __string() sized the field
+        # with the same "(null)" fallback on both.
+        return _Field(struct=f"__string({name}, {name})",
+                      assign=f'strcpy(__get_str({name}), {name} ? (const char *){name} : "(null)");',
                       fmt=f'{name}=\\"%s\\"', arg=f"__get_str({name})")
     ftype, cast, fmt, wrap = _SCALAR_SHOWS[show]
     return _Field(struct=f"__field({ftype}, {name})", assign=f"__entry->{name} = {cast}{name};",

@@ -54,6 +54,12 @@ class ProvisionedKernel:
     vmlinuz: Path | None = None
     modules_dir: Path | None = None
     root: Path | None = None
+    vmlinux: Path | None = None       # uncompressed, with a PVH entry: boots faster
+
+    @property
+    def boot_image(self) -> Path | None:
+        """What QEMU's -kernel gets: vmlinux when the kernel has a PVH entry, else vmlinuz."""
+        return self.vmlinux or self.vmlinuz
 
     @property
     def symvers(self) -> Path:
@@ -72,6 +78,11 @@ _DEFAULT_QEMU = QemuConfig(accel="tcg", cpu="max", memory_mb=512,
 
 def available() -> list[str]:
     return sorted(p.stem for p in _DESCRIPTIONS.glob("*.toml"))
+
+
+def by_release(release: str) -> str | None:
+    """The pinned kernel with this release (uname -r), if one is."""
+    return next((n for n in available() if describe(n).release == release), None)
 
 
 def describe(name: str = DEFAULT_KERNEL) -> KernelDescription:
@@ -110,7 +121,7 @@ def from_kdir(kdir: str | os.PathLike[str]) -> ProvisionedKernel:
     path = Path(kdir).resolve()
     if not (path / "Makefile").is_file():
         raise KedrError(f"KDIR={kdir}: not a kernel build tree (no Makefile)")
-    release = _kernelrelease(path)
+    release = kernelrelease(path)
     if release is None:
         raise KedrError(f"KDIR={kdir}: not a configured kernel build tree "
                         "(no include/config/kernel.release or include/generated/utsrelease.h)")
@@ -123,7 +134,7 @@ def from_kdir(kdir: str | os.PathLike[str]) -> ProvisionedKernel:
                              modules_dir=modules_dir)
 
 
-def _kernelrelease(kdir: Path) -> str | None:
+def kernelrelease(kdir: Path) -> str | None:
     # utsrelease.h first: it is what vermagic is made of. Debian's headers carry an
     # upstream "6.1.192" in include/config/kernel.release but UTS_RELEASE "6.1.0-56-amd64".
     uts = kdir / "include/generated/utsrelease.h"

@@ -28,6 +28,9 @@ PACKAGES: dict[str, str] = {
     "objcopy": "binutils",
     "xz": "xz-utils",
     "zstd": "zstd",
+    # 6.12's kbuild (CONFIG_DEBUG_INFO_BTF_MODULES) runs pahole on every module it
+    # links; Debian's linux-kbuild-6.12 package depends on it.
+    "pahole": "pahole",
 }
 
 # The static busybox goes into the guest; a dynamic one would need its libc.

@@ -49,7 +49,7 @@ from kedr_build.ko.imports import (EXT_CRCS, EXT_NAMES, MODINFO, VERSION_ENTRY, 
                       parse_ext_versions, parse_modinfo,
                       parse_versions)
 from kedr_build.atomic import write_atomic_group
-from kedr_build.ko.container import (SIG_MAGIC, Compression, compress, read_module,
+from kedr_build.ko.container import (SIG_MAGIC, XZ_PRESET, Compression, compress, read_module,
                                      suffix_compression)
 from kedr_build.ko.names import plain_name
 from kedr_build.ko.plan import RenamePlan
@@ -377,7 +377,7 @@ def patch_module(src: str | os.PathLike[str], dst: str | os.PathLike[str], plan:
                  replacement_crcs: Mapping[str, int] | str | os.PathLike[str] | None = None,
                  *, depends: str | None = None, compression: Compression | None = None,
                  manifest: str | os.PathLike[str] | None | bool = True,
-                 sign: SignRequest | None = None) -> PatchResult:
+                 sign: SignRequest | None = None, xz_preset: int = XZ_PRESET) -> PatchResult:
     """Patch ``src`` into ``dst`` (never in place) and return the manifest.
 
     ``replacement_crcs``: a name->CRC mapping, or the path of the replacement
@@ -419,7 +419,12 @@ def patch_module(src: str | os.PathLike[str], dst: str | os.PathLike[str], plan:
         raise KedrError(f"{dst_p}: the output would be {_compression_name(comp)}, but its name "
                         f"says {_compression_name(named)}; name it "
                         f"{plain_name(dst_p)}{comp.value} or choose the compression")
-    encoded = compress(body, comp, str(dst_p))
+    if not img.renames and comp is mod.compression:
+        # Unchanged and in the same container: the input's own bytes, not a
+        # recompression of them (for a .ko.xz, recompressing is most of the cost).
+        encoded = src_p.read_bytes()
+    else:
+        encoded = compress(body, comp, str(dst_p), xz_preset)
     result = PatchResult(src_p, dst_p, manifest_p, img.renames, img.skipped, tuple(warnings),
                          stripped, signed, img.strtab_grown, img.modinfo_grown,
                          img.depends_before, img.depends_after, comp.value[1:] or "none")

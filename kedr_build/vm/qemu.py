@@ -98,7 +98,8 @@ class VmResult:
 
 
 def qemu_command(kernel: ProvisionedKernel, initrd: Path, workdir: Path) -> list[str]:
-    if kernel.vmlinuz is None:
+    image = kernel.boot_image
+    if image is None:
         raise KedrError(f"kernel {kernel.release}: no kernel image to boot "
                         "(KDIR= builds only; the VM runs the pinned kernel)")
     cfg = kernel.qemu
@@ -106,7 +107,7 @@ def qemu_command(kernel: ProvisionedKernel, initrd: Path, workdir: Path) -> list
     qemu = hosttools.require(["qemu-system-x86_64"])["qemu-system-x86_64"]
     return [qemu, "-accel", accel, "-cpu", cfg.cpu, "-m", str(cfg.memory_mb), "-smp", "1",
             "-nodefaults", "-no-reboot", "-display", "none",
-            "-kernel", str(kernel.vmlinuz), "-initrd", str(initrd), "-append", cfg.cmdline,
+            "-kernel", str(image), "-initrd", str(initrd), "-append", cfg.cmdline,
             "-serial", "stdio",
             "-serial", f"file:{workdir / 'output.log'}",
             "-serial", f"file:{workdir / 'status.log'}"]

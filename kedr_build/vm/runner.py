@@ -18,7 +18,7 @@ from pathlib import Path
 from kedr_build.atomic import write_atomic
 from kedr_build.vm.console import KernelProblem, clean_lines
 from kedr_build.errors import KedrError
-from kedr_build.kernel.descriptions import ProvisionedKernel
+from kedr_build.kernel.descriptions import ProvisionedKernel, by_release
 from kedr_build.ko.module import ModuleRef, load_order
 from kedr_build.resources import template_env
 from kedr_build.vm.trace import Symbolizer, parse_trace, summary
@@ -110,6 +110,7 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
                 intree: tuple[str, ...] = ()) -> RunReport:
     """Run the modules in the VM; ``intree``: more in-tree modules the workload may modprobe."""
     plan = plan_run(modules, workload, trace_providers)
+    check_releases(plan.modules, kernel)
     files = {f"modules/{m.name}.ko": m.path for m in plan.modules}
     if workload is not None:
         if not workload.is_file():
@@ -124,6 +125,23 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
         (logdir / "trace.txt").write_text(trace_text)
     write_atomic(logdir / "result.json", report.to_json().encode())
     return report
+
+
+def check_releases(modules: tuple[ModuleRef, ...], kernel: ProvisionedKernel) -> None:
+    """Refuse, before booting, a module built for another kernel than the one booted.
+
+    The kernel would refuse it too, but only with "disagrees about version of
+    symbol module_layout" or "invalid module format" in its log; this names the
+    two releases and which kernel to pick instead."""
+    for m in modules:
+        if m.release is not None and m.release != kernel.release:
+            booted = (f"KERNEL={kernel.description.name} ({kernel.release})"
+                      if kernel.description is not None else f"kernel {kernel.release}")
+            pinned = by_release(m.release)
+            other = f"KERNEL={pinned}" if pinned else f"kernel {m.release}"
+            raise KedrError(f"{m.path}: built for kernel {m.release} (vermagic), but the VM "
+                            f"boots {booted}: rebuild it for {kernel.release} or run it "
+                            f"with {other}")
 
 
 def interpret(result: VmResult) -> RunReport:

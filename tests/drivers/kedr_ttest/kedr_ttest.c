@@ -20,6 +20,33 @@
 #include <linux/timer.h>
 #include <linux/vmalloc.h>
 
+/*
+ * Which exported function a kmalloc()/vmalloc() call compiles to depends on the
+ * kernel; told apart by what the headers declare, never by version number:
+ *  - alloc_hooks() (linux/alloc_tag.h, "lib: add allocation tagging support for
+ *    memory allocation profiling", v6.10) wraps the allocators, whose exports
+ *    become *_noprof;
+ *  - kmem_buckets_alloc() ("mm/slab: Introduce kmem_buckets_create() and family",
+ *    v6.11) came in the same release that renamed kmalloc_trace_noprof to
+ *    __kmalloc_cache_noprof (whose flags argument is "gfpflags").
+ */
+#if defined(alloc_hooks) && defined(kmem_buckets_alloc)
+#define KMALLOC_CONST "__kmalloc_cache_noprof"
+#define KMALLOC_CONST_FLAGS "gfpflags"
+#define KMALLOC_VAR "__kmalloc_noprof"
+#define VMALLOC "vmalloc_noprof"
+#elif defined(alloc_hooks)
+#define KMALLOC_CONST "kmalloc_trace_noprof"
+#define KMALLOC_CONST_FLAGS "flags"
+#define KMALLOC_VAR "__kmalloc_noprof"
+#define VMALLOC "vmalloc_noprof"
+#else
+#define KMALLOC_CONST "kmalloc_trace"
+#define KMALLOC_CONST_FLAGS "flags"
+#define KMALLOC_VAR "__kmalloc"
+#define VMALLOC "vmalloc"
+#endif
+
 #define expect(fn, ctx, fmt, ...) \
 	pr_info("kedr_ttest: expect " fn " site=%s ctx=" ctx " " fmt "\n", __func__, ##__VA_ARGS__)
 
@@ -29,7 +56,7 @@ static struct timer_list ttest_timer;
 static struct irq_work ttest_irq_work;
 static DECLARE_COMPLETION(ttest_done);
 
-/* Not a constant: kmalloc(var_size) compiles to __kmalloc. */
+/* Not a constant: kmalloc(var_size) compiles to KMALLOC_VAR. */
 static unsigned int var_size = 100;
 module_param(var_size, uint, 0644);
 
@@ -37,8 +64,8 @@ static noinline void ttest_atomic_alloc(const char *ctx, size_t size)
 {
 	void *p = kmalloc(size, GFP_ATOMIC);
 
-	/* size is not a compile-time constant here: this is __kmalloc. */
-	pr_info("kedr_ttest: expect __kmalloc site=ttest_atomic_alloc ctx=%s size=%zu flags=GFP_ATOMIC ret=0x%lx\n",
+	/* size is not a compile-time constant here: this is KMALLOC_VAR. */
+	pr_info("kedr_ttest: expect " KMALLOC_VAR " site=ttest_atomic_alloc ctx=%s size=%zu flags=GFP_ATOMIC ret=0x%lx\n",
 		ctx, size, (unsigned long)p);
 	kfree(p);
 	pr_info("kedr_ttest: expect kfree site=ttest_atomic_alloc ctx=%s objp=0x%lx\n",
@@ -64,7 +91,8 @@ static noinline void ttest_process(void)
 	unsigned long flags;
 
 	p = kmalloc(64, GFP_KERNEL);
-	expect("kmalloc_trace", "process", "flags=GFP_KERNEL size=64 ret=0x%lx", (unsigned long)p);
+	expect(KMALLOC_CONST, "process", KMALLOC_CONST_FLAGS "=GFP_KERNEL size=64 ret=0x%lx",
+	       (unsigned long)p);
 	kfree(p);
 	expect("kfree", "process", "objp=0x%lx", (unsigned long)p);
 
@@ -74,7 +102,7 @@ static noinline void ttest_process(void)
 	expect("kfree", "process", "objp=0x%lx", (unsigned long)s);
 
 	p = kmalloc(var_size, GFP_KERNEL);
-	expect("__kmalloc", "process", "size=%u flags=GFP_KERNEL ret=0x%lx", var_size,
+	expect(KMALLOC_VAR, "process", "size=%u flags=GFP_KERNEL ret=0x%lx", var_size,
 	       (unsigned long)p);
 	kfree(p);
 	expect("kfree", "process", "objp=0x%lx", (unsigned long)p);
@@ -85,7 +113,7 @@ static noinline void ttest_process(void)
 	expect("kfree", "process", "objp=0x%lx", (unsigned long)s);
 
 	p = vmalloc(8192);
-	expect("vmalloc", "process", "size=8192 ret=0x%lx", (unsigned long)p);
+	expect(VMALLOC, "process", "size=8192 ret=0x%lx", (unsigned long)p);
 	vfree(p);
 	expect("vfree", "process", "addr=0x%lx", (unsigned long)p);
 
