@@ -29,4 +29,4 @@ def run(args: argparse.Namespace) -> int:
         raise KedrError(f"{logdir}: not a run directory (no console.log)")
     report = interpret(result_from_logs(logdir))
     print(format_report(report, logdir.parent.name))
-    return 0 if report.ok else 1
+    return 0 if report.ok and report.checks_ok else 1

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from kedr_build.atomic import write_atomic
+from kedr_build.checks.leaks import LeakReport, parse as parse_leaks
 from kedr_build.vm.console import KernelProblem, clean_lines
 from kedr_build.errors import KedrError
 from kedr_build.kernel.descriptions import ProvisionedKernel
@@ -30,6 +31,8 @@ STATS_BEGIN = "--- ring buffer stats ---"
 TRACE_END = "--- end of trace ---"
 KALLSYMS_BEGIN = "--- kallsyms of loaded modules ---"
 KALLSYMS_END = "--- end of kallsyms ---"
+LEAKS_BEGIN = "--- leak report of "
+LEAKS_END = "--- end of leak report ---"
 END_MARK = "kedr-build: modules end"
 _STEP = re.compile(r"^KEDR-STEP (\S+) (\S+) (-?\d+)$")
 
@@ -67,10 +70,17 @@ class RunReport:
     trace_calls: dict[str, int] = field(default_factory=dict)   # function -> calls traced
     trace_lost: int = 0                                         # ring-buffer overruns
     trace_summary: tuple[str, ...] = ()
+    leaks: LeakReport | None = None        # the leak payload's report, read before unload
+    leaks_error: str = ""                  # why it could not be read
 
     @property
     def ok(self) -> bool:
         return self.verdict is Verdict.PASSED
+
+    @property
+    def checks_ok(self) -> bool:
+        """No leaks and no bad frees (true when there was no report)."""
+        return self.leaks is None or self.leaks.clean
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -92,7 +102,8 @@ def plan_run(modules: list[Path], workload: Path | None = None,
     ordered, intree = load_order(ModuleRef.read(m) for m in modules)
     marks = {"begin": BEGIN_MARK, "end": END_MARK, "trace_begin": TRACE_BEGIN,
              "stats_begin": STATS_BEGIN, "trace_end": TRACE_END,
-             "kallsyms_begin": KALLSYMS_BEGIN, "kallsyms_end": KALLSYMS_END}
+             "kallsyms_begin": KALLSYMS_BEGIN, "kallsyms_end": KALLSYMS_END,
+             "leaks_begin": LEAKS_BEGIN, "leaks_end": LEAKS_END}
     script = template_env().get_template("guest-run.sh.j2").render(
         modules=[m.name for m in ordered], intree=intree, trace_providers=trace_providers,
         workload=workload.name if workload is not None else None, marks=marks,
@@ -118,15 +129,21 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
     job = GuestJob(script=plan.script, files=files,
                    intree_modules=tuple(dict.fromkeys(plan.intree + intree)))
     result = run_guest(kernel, job, logdir, timeout=timeout, stream=stream)
-    report = interpret(result)
+    report = interpret(result, {m.name: m.path for m in plan.modules})
     if plan.trace_providers:
         trace_text, _ = split_trace(result.output)
         (logdir / "trace.txt").write_text(trace_text)
+        leaks_text = split_leaks(result.output)
+        if leaks_text:
+            (logdir / "leaks.txt").write_text(leaks_text)
+        if report.leaks is not None:
+            write_atomic(logdir / "leaks.json", report.leaks.to_json().encode())
     write_atomic(logdir / "result.json", report.to_json().encode())
     return report
 
 
-def interpret(result: VmResult) -> RunReport:
+def interpret(result: VmResult, modules: Mapping[str, Path] | None = None) -> RunReport:
+    """Judge a run; ``modules``: name -> .ko of the targets, to name their addresses."""
     steps: list[Step] = []
     other: list[str] = []
     workload: list[str] = []
@@ -158,11 +175,34 @@ def interpret(result: VmResult) -> RunReport:
         elif other:
             reason += f": {other[-1].strip()}"
     trace = parse_trace(trace_text, stats)
+    leaks: LeakReport | None = None
+    leaks_error = ""
+    leaks_text = split_leaks(result.output)
+    if leaks_text:
+        try:
+            leaks = parse_leaks(leaks_text, modules)
+        except KedrError as e:
+            leaks_error = str(e)
     return RunReport(verdict=verdict, reason=reason, steps=tuple(steps),
                      driver_log=tuple(log), workload_output="\n".join(workload),
                      problems=result.problems, elapsed=result.elapsed, logs=result.workdir,
                      trace_calls=dict(trace.calls()), trace_lost=trace.overruns,
-                     trace_summary=tuple(summary(trace)) if trace_text else ())
+                     trace_summary=tuple(summary(trace)) if trace_text else (),
+                     leaks=leaks, leaks_error=leaks_error)
+
+
+def split_leaks(output: str) -> str:
+    """The leak report the guest read before unloading the replacement module."""
+    lines: list[str] = []
+    inside = False
+    for line in output.splitlines():
+        if line.startswith(LEAKS_BEGIN):
+            inside = True
+        elif line == LEAKS_END:
+            inside = False
+        elif inside:
+            lines.append(line)
+    return "\n".join(lines) + ("\n" if lines else "")
 
 
 def split_trace(output: str) -> tuple[str, str]:
@@ -192,9 +232,9 @@ def _without_trace(output: str) -> str:
     kept: list[str] = []
     inside = False
     for line in output.splitlines():
-        if line.startswith(TRACE_BEGIN) or line == KALLSYMS_BEGIN:
+        if line.startswith((TRACE_BEGIN, LEAKS_BEGIN)) or line == KALLSYMS_BEGIN:
             inside = True
-        elif line in (TRACE_END, KALLSYMS_END):
+        elif line in (TRACE_END, KALLSYMS_END, LEAKS_END):
             inside = False
         elif not inside:
             kept.append(line)

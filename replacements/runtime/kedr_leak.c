@@ -242,30 +242,30 @@ static inline unsigned int kedr_obj_shard_of(unsigned long ptr, unsigned int *bu
 
 /*
  * Save the current stack with frame 0 = @ip, the call site in the target.
- * stack_trace_save() starts in this module (the replacement, possibly this
- * function if not inlined): skip frames up to @ip when it is among the first.
+ * stack_trace_save() starts in this module (this function, the hook, the
+ * replacement: how many depends on inlining), so frames up to @ip are
+ * skipped when @ip is among the first KEDR_SKIP_MAX.
  */
+#define KEDR_SKIP_MAX	8
+
 static unsigned int kedr_save_stack(unsigned long *frames, unsigned long ip)
 {
-	unsigned long raw[KEDR_MAX_DEPTH + 4];
-	unsigned int n, i, skip = 0;
+	unsigned long raw[KEDR_MAX_DEPTH + KEDR_SKIP_MAX];
+	unsigned int n, i;
 
-	n = stack_trace_save(raw, min_t(unsigned int, kedr_stack_depth + 4, ARRAY_SIZE(raw)), 0);
-	for (i = 0; i < n && i < 4; i++) {
+	n = stack_trace_save(raw, kedr_stack_depth + KEDR_SKIP_MAX, 0);
+	for (i = 0; i < n && i < KEDR_SKIP_MAX; i++) {
 		if (raw[i] == ip) {
-			skip = i;
-			break;
+			n = min(n - i, kedr_stack_depth);
+			memcpy(frames, raw + i, n * sizeof(*frames));
+			return n;
 		}
 	}
-	if (i == n || i == 4) {		/* ip not found: keep the caller, then the raw stack */
-		frames[0] = ip;
-		n = min(n, kedr_stack_depth - 1);
-		memcpy(frames + 1, raw, n * sizeof(*frames));
-		return n + 1;
-	}
-	n = min(n - skip, kedr_stack_depth);
-	memcpy(frames, raw + skip, n * sizeof(*frames));
-	return n;
+	/* ip not among them (a tail call into the replacement?): the caller, then the rest. */
+	frames[0] = ip;
+	n = min(n, kedr_stack_depth - 1);
+	memcpy(frames + 1, raw, n * sizeof(*frames));
+	return n + 1;
 }
 
 /* The id of this stack in the table, adding it if new; 0 when the table is full. */
