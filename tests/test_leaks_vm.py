@@ -11,6 +11,7 @@ refuses to load with one clear line.
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from pathlib import Path
@@ -27,6 +28,8 @@ from kedr_build.ko.plan import build_plan
 from kedr_build.ko.symvers import read_symvers
 from kedr_build.vm.console import find_problems
 from kedr_build.vm.qemu import GuestJob, run_guest
+
+from conftest import run_scons
 
 pytestmark = pytest.mark.vm
 
@@ -186,3 +189,19 @@ def test_kernel_survives_and_bad_settings_are_refused(
     assert "insmod rc=0" not in out["depth"]
     assert "stack_depth=0 is out of range (1-32)" in out["depth"]
 
+
+
+def test_scons_run_prints_the_leaks_and_fails(pinned_kernel: ProvisionedKernel,
+                                              tmp_path: Path) -> None:
+    proc = run_scons([f"MODULE={DRIVER}", f"BUILD_DIR={tmp_path}", "run"], check=False)
+    out = proc.stdout
+    assert proc.returncode != 0, out
+    summary_at = out.index("--- leaks and bad frees (full report: ")
+    assert out.index("--- call trace") < summary_at
+    assert "13 possible leaks (26324 bytes), 0 bad frees" in out[summary_at:]
+    assert "leak: 32 bytes from kmalloc_trace (kmalloc) at leak_same_stack+0x" in out
+    assert "(+2 more with the same stack, 96 bytes in all)" in out
+    assert "kedr-build: leaker: FAILED: 13 possible leaks, 0 bad frees [" in out
+    saved = json.loads((tmp_path / "leaker" / "run" / "leaks.json").read_text())
+    assert saved["totals"]["live"] == 13
+    assert (tmp_path / "leaker" / "run" / "leaks.txt").read_text().startswith("kedr-leaks 1\n")

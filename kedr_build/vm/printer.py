@@ -35,7 +35,7 @@ def format_report(report: RunReport, title: str) -> str:
     steps = ", ".join(f"{s.action} {s.target}{'' if s.ok else ' FAILED'}" for s in report.steps)
     verdict = "PASSED" if report.ok else f"FAILED: {report.reason}"
     if report.ok and not report.checks_ok and report.leaks is not None:
-        verdict = (f"PASSED, but {len(report.leaks.leaks)} possible leaks and "
+        verdict = (f"FAILED: {len(report.leaks.leaks)} possible leaks, "
                    f"{report.leaks.totals.bad_frees} bad frees")
     out.append(f"kedr-build: {title}: {verdict} [{steps or 'no steps'}] "
                f"in {report.elapsed:.1f} s (logs: {report.logs})")
