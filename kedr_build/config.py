@@ -49,6 +49,7 @@ VARIABLES: dict[str, Variable] = {
                        "same-length"),
     "V": Variable("1 shows kbuild's commands and the VM console", "0"),
     "VM_TIMEOUT": Variable("seconds before a VM run counts as hung", "300"),
+    "VM_CPUS": Variable("guest CPUs (default: the kernel description's, 2)"),
 }
 
 
@@ -65,6 +66,7 @@ class BuildConfig:
     verbose: bool
     vm_timeout: float
     functions: tuple[str, ...] = ()
+    vm_cpus: int | None = None
     naming: Naming = Naming("same-length")
     modprobe: tuple[str, ...] = ()
 
@@ -140,11 +142,23 @@ def from_arguments(args: Mapping[str, str], top: str, launch_dir: str,
                        vm_timeout=_seconds(get("VM_TIMEOUT")),
                        functions=_names(get("FUNCTIONS")),
                        naming=_naming(get("NAMING")),
-                       modprobe=_names(get("MODPROBE")))
+                       modprobe=_names(get("MODPROBE")),
+                       vm_cpus=_cpus(get("VM_CPUS")))
 
 
 def _names(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+
+
+def _cpus(text: str) -> int | None:
+    if not text:
+        return None
+    from kedr_build.vm.qemu import check_cpus
+    try:
+        value = int(text)
+    except ValueError:
+        raise KedrError(f"VM_CPUS={text}: not a number of CPUs") from None
+    return check_cpus(value)
 
 
 def _seconds(text: str) -> float:

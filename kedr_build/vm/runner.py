@@ -118,7 +118,7 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
                 workload: Path | None = None, timeout: float = 300.0,
                 stream: Callable[[str], None] | None = None,
                 trace_providers: tuple[str, ...] = (),
-                intree: tuple[str, ...] = ()) -> RunReport:
+                intree: tuple[str, ...] = (), cpus: int | None = None) -> RunReport:
     """Run the modules in the VM; ``intree``: more in-tree modules the workload may modprobe."""
     plan = plan_run(modules, workload, trace_providers)
     files = {f"modules/{m.name}.ko": m.path for m in plan.modules}
@@ -128,7 +128,7 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
         files["workload.sh"] = workload
     job = GuestJob(script=plan.script, files=files,
                    intree_modules=tuple(dict.fromkeys(plan.intree + intree)))
-    result = run_guest(kernel, job, logdir, timeout=timeout, stream=stream)
+    result = run_guest(kernel, job, logdir, timeout=timeout, stream=stream, cpus=cpus)
     report = interpret(result, {m.name: m.path for m in plan.modules})
     if plan.trace_providers:
         trace_text, _ = split_trace(result.output)
