@@ -105,7 +105,15 @@ enum kedr_free_op {
 
 static unsigned int kedr_stack_depth = 16;
 module_param_named(stack_depth, kedr_stack_depth, uint, 0444);
-MODULE_PARM_DESC(stack_depth, "Frames saved per allocation and free (1-32, default 16)");
+MODULE_PARM_DESC(stack_depth, "Frames saved per allocation and free (1-32, default 16; 1: the call site only, no unwinding)");
+
+/*
+ * Unwinding is most of the payload's cost (ORC, kernel/stacktrace.c): a free's
+ * stack is only needed to show the first free of a double free.
+ */
+static bool kedr_free_stacks = true;
+module_param_named(free_stacks, kedr_free_stacks, bool, 0444);
+MODULE_PARM_DESC(free_stacks, "Save the stack of every free, for double-free reports (default 1)");
 
 static unsigned int kedr_max_objects = 65536;
 module_param_named(max_objects, kedr_max_objects, uint, 0444);
@@ -138,6 +146,8 @@ struct kedr_obj {
 	u8 state;
 	char comm[8];			/* first 7 characters of the allocating task */
 };
+/* Memory per tracked object (issue 10: <= 64 bytes plus the deduplicated stack). */
+static_assert(sizeof(struct kedr_obj) == 64);
 
 struct kedr_obj_shard {
 	spinlock_t lock;
@@ -253,6 +263,10 @@ static unsigned int kedr_save_stack(unsigned long *frames, unsigned long ip)
 	unsigned long raw[KEDR_MAX_DEPTH + KEDR_SKIP_MAX];
 	unsigned int n, i;
 
+	if (kedr_stack_depth == 1) {
+		frames[0] = ip;
+		return 1;
+	}
 	n = stack_trace_save(raw, kedr_stack_depth + KEDR_SKIP_MAX, 0);
 	for (i = 0; i < n && i < KEDR_SKIP_MAX; i++) {
 		if (raw[i] == ip) {
@@ -573,7 +587,7 @@ static bool kedr_leak_check(const struct kedr_function *fn, unsigned int op, uns
 		kedr_count(nmi_skipped);
 		return true;
 	}
-	stack = kedr_current_stack(ip);
+	stack = kedr_free_stacks ? kedr_current_stack(ip) : 0;
 	sh = &kedr_obj_shards[kedr_obj_shard_of(ptr, &bucket)];
 
 	spin_lock_irqsave(&sh->lock, flags);
@@ -597,7 +611,8 @@ static bool kedr_leak_check(const struct kedr_function *fn, unsigned int op, uns
 			o->state = KEDR_OBJ_BLOCKED;
 		}
 		spin_unlock_irqrestore(&sh->lock, flags);
-		kedr_report_bad(what, fn, ptr, aux, ip, stack, false, &copy);
+		kedr_report_bad(what, fn, ptr, aux, ip, stack ?: kedr_current_stack(ip), false,
+				&copy);
 		return false;
 	}
 	spin_unlock_irqrestore(&sh->lock, flags);
@@ -610,7 +625,8 @@ static bool kedr_leak_check(const struct kedr_function *fn, unsigned int op, uns
 	}
 	if (!heap && op == KEDR_FREE_KFREE_CONST)
 		return true;	/* kfree_const() of .rodata (kstrdup_const's own) is a no-op */
-	kedr_report_bad(KEDR_BAD_FOREIGN, fn, ptr, aux, ip, stack, heap, NULL);
+	kedr_report_bad(KEDR_BAD_FOREIGN, fn, ptr, aux, ip, stack ?: kedr_current_stack(ip), heap,
+			NULL);
 	return heap;
 }
 
@@ -719,8 +735,8 @@ static int kedr_leaks_show(struct seq_file *m, void *unused)
 
 	seq_printf(m, "kedr-leaks %d\n", KEDR_LEAK_FORMAT);
 	seq_printf(m, "module %s\n", KEDR_MODULE_NAME);
-	seq_printf(m, "config stack_depth=%u max_objects=%u max_stacks=%u\n",
-		   kedr_stack_depth, kedr_max_objects, kedr_max_stacks);
+	seq_printf(m, "config stack_depth=%u free_stacks=%d max_objects=%u max_stacks=%u\n",
+		   kedr_stack_depth, kedr_free_stacks, kedr_max_objects, kedr_max_stacks);
 	mutex_lock(&kedr_targets_lock);
 	for (i = 0; i < kedr_ntargets; i++) {
 		struct kedr_target *t = kedr_targets[i];
