@@ -205,3 +205,10 @@ def test_scons_run_prints_the_leaks_and_fails(pinned_kernel: ProvisionedKernel,
     saved = json.loads((tmp_path / "leaker" / "run" / "leaks.json").read_text())
     assert saved["totals"]["live"] == 13
     assert (tmp_path / "leaker" / "run" / "leaks.txt").read_text().startswith("kedr-leaks 1\n")
+    # The trace names calls from __init code right too (kallsyms alone, read after
+    # init, would say "leaker_exit+0x4d46": the nearest symbol that survived).
+    trace = (tmp_path / "leaker" / "run" / "trace.txt").read_text()
+    assert re.search(r"call_kmalloc_trace: call_site=leak_from_init\+0x[0-9a-f]+\[kedr_leaker\] "
+                     r"s=0x[0-9a-f]+ flags=GFP_KERNEL size=64 ", trace), trace
+    assert re.search(r"call_kmem_cache_create: call_site=leaker_init\+0x", trace)
+    assert "leaker_exit+0x4" not in trace

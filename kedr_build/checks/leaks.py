@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import bisect
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -191,6 +191,25 @@ def _symbolizers(targets: tuple[Target, ...], modules: Mapping[str, Path]) -> li
         if ko is not None and t.sections:
             out.append(ModuleSymbols(t.name, ko, t.sections))
     return out
+
+
+def target_resolver(text: str, modules: Mapping[str, Path]) -> Callable[[int], str | None]:
+    """Name addresses in the targets from a report's ``target``/``section`` lines only
+    (for the trace, whose call sites in freed init code kallsyms names wrong).
+    A report that does not parse names nothing."""
+    try:
+        targets = parse(text).targets
+    except KedrError:
+        return lambda addr: None
+    syms = _symbolizers(targets, modules)
+
+    def resolve(addr: int) -> str | None:
+        for s in syms:
+            where = s.resolve(addr)
+            if where is not None:
+                return where
+        return None
+    return resolve
 
 
 # --- parsing ---------------------------------------------------------------------------

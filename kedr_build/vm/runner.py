@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from kedr_build.atomic import write_atomic
-from kedr_build.checks.leaks import LeakReport, parse as parse_leaks
+from kedr_build.checks.leaks import LeakReport, parse as parse_leaks, target_resolver
 from kedr_build.vm.console import KernelProblem, clean_lines
 from kedr_build.errors import KedrError
 from kedr_build.kernel.descriptions import ProvisionedKernel
@@ -131,7 +131,7 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
     result = run_guest(kernel, job, logdir, timeout=timeout, stream=stream, cpus=cpus)
     report = interpret(result, {m.name: m.path for m in plan.modules})
     if plan.trace_providers:
-        trace_text, _ = split_trace(result.output)
+        trace_text, _ = split_trace(result.output, {m.name: m.path for m in plan.modules})
         (logdir / "trace.txt").write_text(trace_text)
         leaks_text = split_leaks(result.output)
         if leaks_text:
@@ -148,7 +148,7 @@ def interpret(result: VmResult, modules: Mapping[str, Path] | None = None) -> Ru
     other: list[str] = []
     workload: list[str] = []
     in_workload = False
-    trace_text, stats = split_trace(result.output)
+    trace_text, stats = split_trace(result.output, modules)
     output = _without_trace(result.output)
     for line in output.splitlines():
         m = _STEP.match(line.strip())
@@ -205,8 +205,13 @@ def split_leaks(output: str) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-def split_trace(output: str) -> tuple[str, str]:
-    """The trace text (call sites resolved) and ring-buffer stats the guest dumped."""
+def split_trace(output: str,
+                modules: Mapping[str, Path] | None = None) -> tuple[str, str]:
+    """The trace text (call sites resolved) and ring-buffer stats the guest dumped.
+
+    ``modules`` (name -> .ko): call sites in those modules are named from their own
+    symbols and the section addresses the leak payload recorded while they loaded,
+    so calls from freed ``__init`` code get their real names."""
     trace: list[str] = []
     stats: list[str] = []
     kallsyms: list[str] = []
@@ -224,7 +229,9 @@ def split_trace(output: str) -> tuple[str, str]:
             where.append(line)
     text = "\n".join(trace) + ("\n" if trace else "")
     if kallsyms:
-        text = Symbolizer("\n".join(kallsyms)).rewrite(text)
+        leaks = split_leaks(output)
+        first = target_resolver(leaks, modules) if leaks and modules else None
+        text = Symbolizer("\n".join(kallsyms)).rewrite(text, first)
     return text, "\n".join(stats)
 
 
