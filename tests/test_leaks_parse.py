@@ -49,14 +49,15 @@ def test_grouped_by_stack_with_a_count() -> None:
     assert len(groups) == 11 and len(groups[0].leaks) == 3 and groups[0].bytes == 96
     text = summary(rep)
     assert text[0] == (f"{rep.totals.allocs} allocations, {rep.totals.frees} frees, "
-                       f"13 possible leaks ({rep.totals.live_bytes} bytes), 0 bad frees")
+                       f"13 possible leaks ({rep.totals.live_bytes} bytes), 0 bad frees, "
+                       "0 rule violations")
     assert any("(+2 more with the same stack, 96 bytes in all)" in line for line in text)
 
 
 def test_clean_report() -> None:
     rep = load("clean")
     assert rep.clean and rep.totals.allocs == rep.totals.frees
-    assert summary(rep)[0].endswith(" 0 possible leaks (0 bytes), 0 bad frees")
+    assert summary(rep)[0].endswith(" 0 possible leaks (0 bytes), 0 bad frees, 0 rule violations")
 
 
 def test_bad_frees_carry_both_sides() -> None:
@@ -70,6 +71,17 @@ def test_bad_frees_carry_both_sides() -> None:
     foreign = next(b for b in rep.bad_frees if b.what == "foreign")
     assert foreign.describe().endswith("not a heap object: not passed on")
     assert not rep.clean
+
+
+def test_rule_violations() -> None:
+    rep = load("atomic")
+    got = sorted((v.function, v.caller.split("+")[0], v.count, v.context) for v in rep.violations)
+    assert got == [("__kmalloc", "atomic_gfp_kernel", 3, "preempt-off"),
+                   ("kmalloc_trace", "bh_off_gfp_kernel", 1, "bh-off"),
+                   ("mutex_lock", "atomic_mutex", 1, "preempt-off")]
+    assert not rep.leaks and not rep.clean and rep.dropped_violations == 0
+    assert any(line.startswith("rule violation: sleep-in-atomic: mutex_lock() at atomic_mutex+")
+               and line.endswith(", once") for line in summary(rep))
 
 
 def test_json_form() -> None:

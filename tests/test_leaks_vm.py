@@ -35,7 +35,7 @@ pytestmark = pytest.mark.vm
 
 DRIVER = Path(__file__).resolve().parent / "drivers" / "leaker"
 REPL = "kedr_repl_leaker"
-MODES = ("leak", "clean", "bad")
+MODES = ("leak", "clean", "bad", "atomic")
 
 GUEST_SCRIPT = f"""
 D=/sys/kernel/debug/kedr_build/{REPL}
@@ -181,6 +181,25 @@ def test_bad_frees_are_reported_once_each_and_not_passed_on(
         [("kmem_cache_create", "leaker_init")]
 
 
+def test_sleeping_calls_in_atomic_context_once_per_call_site_with_a_count(
+        guest: tuple[dict[str, str], str, Path]) -> None:
+    rep = report(guest, "atomic")
+    text = "\n".join(summary(rep))
+    got = {(v.rule, v.function, function_of(v.caller), v.count, v.context)
+           for v in rep.violations}
+    assert got == {("sleep-in-atomic", "__kmalloc", "atomic_gfp_kernel", 3, "preempt-off"),
+                   ("sleep-in-atomic", "mutex_lock", "atomic_mutex", 1, "preempt-off"),
+                   ("sleep-in-atomic", "kmalloc_trace", "bh_off_gfp_kernel", 1, "bh-off")}, text
+    assert len(rep.violations) == 3 and rep.dropped_violations == 0
+    assert all(v.stack and v.stack[0] == v.caller for v in rep.violations)
+    # Everything was freed; the rule violations alone make the report unclean.
+    assert not rep.leaks and not rep.bad_frees and not rep.clean
+    assert "rule violation: sleep-in-atomic: __kmalloc() at atomic_gfp_kernel+0x" in text
+    assert ", 3 times" in text
+    # The other modes broke no rule.
+    assert all(not report(guest, m).violations for m in ("leak", "clean", "bad"))
+
+
 def test_kernel_survives_and_bad_settings_are_refused(
         guest: tuple[dict[str, str], str, Path]) -> None:
     out, console, _ = guest
@@ -196,12 +215,12 @@ def test_scons_run_prints_the_leaks_and_fails(pinned_kernel: ProvisionedKernel,
     proc = run_scons([f"MODULE={DRIVER}", f"BUILD_DIR={tmp_path}", "run"], check=False)
     out = proc.stdout
     assert proc.returncode != 0, out
-    summary_at = out.index("--- leaks and bad frees (full report: ")
+    summary_at = out.index("--- leaks, bad frees, rule violations (full report: ")
     assert out.index("--- call trace") < summary_at
-    assert "13 possible leaks (26324 bytes), 0 bad frees" in out[summary_at:]
+    assert "13 possible leaks (26324 bytes), 0 bad frees, 0 rule violations" in out[summary_at:]
     assert "leak: 32 bytes from kmalloc_trace (kmalloc) at leak_same_stack+0x" in out
     assert "(+2 more with the same stack, 96 bytes in all)" in out
-    assert "kedr-build: leaker: FAILED: 13 possible leaks, 0 bad frees [" in out
+    assert "kedr-build: leaker: FAILED: 13 possible leaks, 0 bad frees, 0 rule violations [" in out
     saved = json.loads((tmp_path / "leaker" / "run" / "leaks.json").read_text())
     assert saved["totals"]["live"] == 13
     assert (tmp_path / "leaker" / "run" / "leaks.txt").read_text().startswith("kedr-leaks 1\n")

@@ -100,6 +100,26 @@ class BadFree:
 
 
 @dataclass(frozen=True)
+class Violation:
+    """A kernel API rule broken at one call site (counted, first occurrence kept)."""
+
+    rule: str                     # sleep-in-atomic
+    function: str                 # the function called
+    caller: str
+    stack: tuple[str, ...]
+    count: int
+    context: str                  # preempt-off, irqs-off, bh-off, softirq, hardirq
+    preempt_count: int
+    pid: int
+    comm: str
+
+    def describe(self) -> str:
+        times = "once" if self.count == 1 else f"{self.count} times"
+        return (f"{self.rule}: {self.function}() at {self.caller} in atomic context "
+                f"({self.context}, preempt_count=0x{self.preempt_count:x}), {times}")
+
+
+@dataclass(frozen=True)
 class Target:
     name: str
     state: str                           # loaded, unloaded
@@ -125,10 +145,13 @@ class LeakReport:
     bad_frees: tuple[BadFree, ...]
     targets: tuple[Target, ...] = ()
     config: dict[str, int] = field(default_factory=dict)
+    violations: tuple[Violation, ...] = ()
+    dropped_violations: int = 0           # call sites beyond the payload's table
 
     @property
     def clean(self) -> bool:
-        return not self.leaks and not self.bad_frees and self.totals.bad_frees == 0
+        return (not self.leaks and not self.bad_frees and self.totals.bad_frees == 0
+                and not self.violations and not self.dropped_violations)
 
     def groups(self) -> list[LeakGroup]:
         """Leaks grouped by allocation stack, most first (then by size)."""
@@ -259,6 +282,8 @@ def parse(text: str, modules: Mapping[str, Path] | None = None) -> LeakReport:
     targets: dict[str, tuple[str, list[tuple[int, int]]]] = {}
     objects: list[tuple[dict[str, str], str, int]] = []
     bads: list[tuple[dict[str, str], str, int]] = []
+    violations: list[tuple[dict[str, str], str, int]] = []
+    dropped_violations = 0
     totals: Totals | None = None
     stacks: dict[int, list[tuple[int, str]]] = {}
     current: list[tuple[int, str]] | None = None
@@ -304,6 +329,13 @@ def parse(text: str, modules: Mapping[str, Path] | None = None) -> LeakReport:
             comm = _rest_after(line, "comm")
             f = _fields(line[:len(line) - len(comm)].split()[1:], lineno, kind)
             bads.append((f, comm, lineno))
+        elif kind == "violation":
+            comm = _rest_after(line, "comm")
+            f = _fields(line[:len(line) - len(comm)].split()[1:], lineno, kind)
+            violations.append((f, comm, lineno))
+        elif kind == "rules":
+            dropped_violations = _int(_fields(rest.split(), lineno, kind), "dropped_violations",
+                                      lineno)
         elif kind == "totals":
             f = _fields(rest.split(), lineno, kind)
             values = {k: _int(f, k, lineno) for k in _TOTAL_KEYS if k in f and k != "gap"}
@@ -359,8 +391,15 @@ def parse(text: str, modules: Mapping[str, Path] | None = None) -> LeakReport:
             alloc_stack=stack(_int(f, "alloc_stack", n)) if alloc else (),
             free_caller=name(_int(f, "free_caller", n)) if "free_caller" in f else None,
             free_stack=stack(_int(f, "free_stack", n)) if "free_stack" in f else ()))
+    rules = tuple(Violation(rule=f.get("rule", "?"), function=f.get("fn", "?"),
+                            caller=name(_int(f, "caller", n)), stack=stack(_int(f, "stack", n)),
+                            count=_int(f, "count", n), context=f.get("context", "?"),
+                            preempt_count=_int(f, "preempt_count", n), pid=_int(f, "pid", n),
+                            comm=comm)
+                  for f, comm, n in violations)
     return LeakReport(version=FORMAT_VERSION, module=module, totals=totals, leaks=leaks,
-                      bad_frees=tuple(bad_frees), targets=target_list, config=config)
+                      bad_frees=tuple(bad_frees), targets=target_list, config=config,
+                      violations=rules, dropped_violations=dropped_violations)
 
 
 # --- text -----------------------------------------------------------------------------
@@ -369,7 +408,8 @@ def summary(report: LeakReport, max_groups: int = 20, frames: int = 6) -> list[s
     """Readable lines: totals, leaks grouped by stack, bad frees."""
     t = report.totals
     out = [f"{t.allocs} allocations, {t.frees} frees, {len(report.leaks)} possible leaks "
-           f"({sum(leak.size for leak in report.leaks)} bytes), {len(report.bad_frees)} bad frees"]
+           f"({sum(leak.size for leak in report.leaks)} bytes), {len(report.bad_frees)} bad frees, "
+           f"{len(report.violations)} rule violations"]
     dropped = [f"{v} {k.replace('_', ' ')}" for k, v in
                (("dropped_objects", t.dropped_objects), ("dropped_stacks", t.dropped_stacks),
                 ("untracked_frees", t.untracked_frees), ("nmi_skipped", t.nmi_skipped)) if v]
@@ -396,6 +436,11 @@ def summary(report: LeakReport, max_groups: int = 20, frames: int = 6) -> list[s
         if b.free_stack:
             out.append("  first freed at:")
             out += [f"    {f}" for f in b.free_stack[:frames]]
+    for v in report.violations:
+        out.append(f"rule violation: {v.describe()}")
+        out += [f"    {f}" for f in v.stack[:frames]]
+    if report.dropped_violations:
+        out.append(f"... {report.dropped_violations} more rule violations (call sites not kept)")
     if t.bad_frees > len(report.bad_frees):
         out.append(f"... {t.bad_frees - len(report.bad_frees)} more bad frees (not kept)")
     return out

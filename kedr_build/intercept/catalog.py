@@ -42,7 +42,7 @@ _C_KEYWORDS = frozenset("""auto break case char const continue default do double
 
 _KNOWN_KEYS = frozenset({"name", "api", "kernels", "returns", "returns_show", "args", "variadic",
                          "headers", "family", "fault", "allocates", "frees", "requires",
-                         "excludes", "track", "size", "order", "cache", "when"})
+                         "excludes", "track", "size", "order", "cache", "when", "sleeps"})
 
 # Leak tracking (replacements/runtime/kedr_leak.c): what an allocating entry
 # returns, how a freeing entry releases, and the reallocators that do both.
@@ -114,6 +114,7 @@ class CatalogEntry:
     order: str | None = None        # C expression: the page order (pages, page, free_page[s])
     cache: str | None = None        # the kmem_cache argument (cache, cache_free)
     when: str | None = None         # C condition for tracking a result (kstrdup_const)
+    sleeps: str | None = None       # may sleep: "yes", or the gfp argument that says so
 
     @property
     def returns_void(self) -> bool:
@@ -300,12 +301,16 @@ def _entry(path: Path, index: int, raw: Any) -> CatalogEntry:
     if not isinstance(kernels, str):
         raise bad("'kernels' must be a string")
     track, size, order, cache, when = _tracking(bad, raw, allocates, frees, arg_names)
+    sleeps = raw.get("sleeps")
+    if sleeps is not None and sleeps != "yes" and not (
+            sleeps in arg_names and next(a for a in args if a.name == sleeps).type == "gfp_t"):
+        raise bad("'sleeps' must be \"yes\" or the name of a gfp_t argument")
     return CatalogEntry(
         name=name, api=text("api", name), returns=returns, returns_show=returns_show,
         args=args, headers=tuple(headers), family=family, fault=fault, source=path,
         variadic=variadic, allocates=allocates, frees=frees,
         requires=names("requires"), excludes=names("excludes"), kernels=kernels,
-        track=track, size=size, order=order, cache=cache, when=when)
+        track=track, size=size, order=order, cache=cache, when=when, sleeps=sleeps)
 
 
 def _tracking(bad: Any, raw: dict[str, Any], allocates: str | None, frees: str | None,

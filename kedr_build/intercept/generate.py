@@ -31,7 +31,8 @@ from kedr_build.resources import RUNTIME_DIR, template_env
 from kedr_build.ko.names import NAME_MAX, is_c_identifier
 from kedr_build.ko.symvers import SymversEntry, read_symvers
 
-RUNTIME_FILES = ("kedr_runtime.h", "kedr_trace.h", "kedr_leak.c", "kedr_control.c")
+RUNTIME_FILES = ("kedr_runtime.h", "kedr_trace.h", "kedr_leak.c", "kedr_rules.c",
+                 "kedr_control.c")
 
 MODULE_PREFIX = "kedr_repl_"
 ENTRY_MARKER = "kedr-entry: "
@@ -252,7 +253,10 @@ def _view(r: Replacement, index: int) -> dict[str, Any]:
     if leak_pre and not e.returns_void and e.fault in ("none", *(a.name for a in e.args)):
         raise KedrError(f"catalog entry {e.name}: a tracked free that returns a value needs a "
                         "fault value to return when the free is refused")
-    payloads = "KEDR_PAYLOAD_TRACE" + (" | KEDR_PAYLOAD_LEAKS" if e.track else "")
+    payloads = ("KEDR_PAYLOAD_TRACE" + (" | KEDR_PAYLOAD_LEAKS" if e.track else "")
+                + (" | KEDR_PAYLOAD_RULES" if e.sleeps else ""))
+    sleep_cond = ("" if e.sleeps in (None, "yes")
+                  else f" && gfpflags_allow_blocking({e.sleeps})")
     traced = [a for a in e.args if a.show != "skip"]
     ret = [] if e.returns_void else [Arg(type=e.returns, name="ret", show=e.returns_show)]
     fields = [_field("call_site", "fn")] + [_field(a.name, a.show) for a in traced + ret]
@@ -286,6 +290,8 @@ def _view(r: Replacement, index: int) -> dict[str, Any]:
         "leak_pre": _wrap("\tkedr_pass = !(kedr_on & KEDR_PAYLOAD_LEAKS) || ",
                           _split_call(leak_pre), ";", "\t\t") if leak_pre else "",
         "leak_cond": leak_cond,
+        "sleeps": bool(e.sleeps),
+        "sleep_cond": sleep_cond,
         "leak_post": _wrap("\t\t", _split_call(leak_post), ";", "\t\t\t") if leak_post else "",
     }
 

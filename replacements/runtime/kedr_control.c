@@ -15,6 +15,8 @@
  *     functions/<name>/trace   rw  1/0: trace calls of <name>
  *     functions/<name>/leaks   rw  1/0: track what <name> allocates or frees
  *                                  (only for functions that do)
+ *     functions/<name>/rules   rw  1/0: check the API rules on calls of <name>
+ *                                  (only for functions that may sleep)
  *     functions/<name>/calls   rw  calls that ran the trace payload
  *                                  (write 0 to reset)
  *     functions/<name>/unrecorded
@@ -170,6 +172,26 @@ static const struct file_operations kedr_leaks_switch_fops = {
 	.llseek = default_llseek,
 };
 
+static ssize_t kedr_rules_switch_read(struct file *file, char __user *buf, size_t count,
+				      loff_t *ppos)
+{
+	return kedr_switch_read(file, buf, count, ppos, KEDR_PAYLOAD_RULES);
+}
+
+static ssize_t kedr_rules_switch_write(struct file *file, const char __user *buf, size_t count,
+				       loff_t *ppos)
+{
+	return kedr_switch_write(file, buf, count, KEDR_PAYLOAD_RULES);
+}
+
+static const struct file_operations kedr_rules_switch_fops = {
+	.owner = THIS_MODULE,
+	.open = simple_open,
+	.read = kedr_rules_switch_read,
+	.write = kedr_rules_switch_write,
+	.llseek = default_llseek,
+};
+
 /* --- counters: functions/<name>/calls, unrecorded ------------------------------- */
 
 static ssize_t kedr_counter_read(struct file *file, char __user *buf, size_t count, loff_t *ppos)
@@ -269,6 +291,8 @@ static void kedr_control_init(void)
 		debugfs_create_file("unrecorded", 0600, dir, &fn->unrecorded, &kedr_counter_fops);
 		if (fn->payloads & KEDR_PAYLOAD_LEAKS)
 			debugfs_create_file("leaks", 0600, dir, fn, &kedr_leaks_switch_fops);
+		if (fn->payloads & KEDR_PAYLOAD_RULES)
+			debugfs_create_file("rules", 0600, dir, fn, &kedr_rules_switch_fops);
 	}
 }
 

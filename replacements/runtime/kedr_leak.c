@@ -727,6 +727,8 @@ static const char *kedr_fn_name(unsigned int index)
 	return index < ARRAY_SIZE(kedr_functions) ? kedr_functions[index]->name : "?";
 }
 
+static void kedr_rules_show(struct seq_file *m);	/* kedr_rules.c */
+
 static int kedr_leaks_show(struct seq_file *m, void *unused)
 {
 	struct kedr_leak_counters sum = {};
@@ -796,6 +798,7 @@ static int kedr_leaks_show(struct seq_file *m, void *unused)
 		seq_putc(m, '\n');
 	}
 	spin_unlock_irqrestore(&kedr_bad_lock, flags);
+	kedr_rules_show(m);
 
 	for_each_possible_cpu(cpu) {
 		const struct kedr_leak_counters *c = per_cpu_ptr(&kedr_leak_counters, cpu);

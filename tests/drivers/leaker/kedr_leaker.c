@@ -10,15 +10,22 @@
  *          vfree, vmalloc'd to kfree, a cache object to another cache,
  *          free_pages with the wrong order) and one kfree of a pointer that
  *          no allocator returned; none of them may reach the kernel
+ *   atomic functions that may sleep called in atomic context: GFP_KERNEL
+ *          under a spinlock (three times, one call site), mutex_lock under a
+ *          spinlock, GFP_KERNEL with bottom halves off; and GFP_ATOMIC under
+ *          a spinlock, which is fine. Everything is freed.
  *
  * Each allocation is made from a function of its own (noinline), so the test
  * can check the call site named in the report: init code (__init, whose text
  * is freed after init) included.
  */
+#include <linux/bottom_half.h>
 #include <linux/gfp.h>
 #include <linux/mm.h>
 #include <linux/module.h>
+#include <linux/mutex.h>
 #include <linux/slab.h>
+#include <linux/spinlock.h>
 #include <linux/string.h>
 #include <linux/vmalloc.h>
 
@@ -193,8 +200,52 @@ static void leaker_ctor(void *obj)
 {
 }
 
+static DEFINE_SPINLOCK(leaker_lock);
+static DEFINE_MUTEX(leaker_mutex);
+
+static noinline void atomic_gfp_kernel(void)
+{
+	void *p;
+
+	spin_lock(&leaker_lock);
+	p = kmalloc(var_size, GFP_KERNEL);		/* __kmalloc: may sleep */
+	spin_unlock(&leaker_lock);
+	kfree(p);
+}
+
+static noinline void atomic_gfp_atomic(void)
+{
+	void *p;
+
+	spin_lock(&leaker_lock);
+	p = kmalloc(var_size, GFP_ATOMIC);		/* fine */
+	spin_unlock(&leaker_lock);
+	kfree(p);
+}
+
+static noinline void atomic_mutex(void)
+{
+	/* Uncontended: mutex_lock() takes the fast path and does not sleep here. */
+	spin_lock(&leaker_lock);
+	mutex_lock(&leaker_mutex);			/* may sleep */
+	mutex_unlock(&leaker_mutex);
+	spin_unlock(&leaker_lock);
+}
+
+static noinline void bh_off_gfp_kernel(void)
+{
+	void *p;
+
+	local_bh_disable();
+	p = kmalloc(128, GFP_KERNEL);			/* kmalloc_trace: may sleep */
+	local_bh_enable();
+	kfree(p);
+}
+
 static int __init leaker_init(void)
 {
+	unsigned int i;
+
 	leaker_cache = kmem_cache_create("kedr_leaker", 72, 0, 0, leaker_ctor);
 	leaker_other_cache = kmem_cache_create("kedr_leaker_other", 72, 0, 0, leaker_ctor);
 	if (!leaker_cache || !leaker_other_cache)
@@ -209,6 +260,14 @@ static int __init leaker_init(void)
 		pr_info("kedr_leaker: bad frees done\n");
 		return 0;
 	}
+	if (!strcmp(mode, "atomic")) {
+		for (i = 0; i < same_stack; i++)
+			atomic_gfp_kernel();
+		atomic_gfp_atomic();
+		atomic_mutex();
+		bh_off_gfp_kernel();
+		return 0;
+	}
 	return leak_from_init();
 }
 
@@ -218,10 +277,10 @@ static void __exit leaker_exit(void)
 	 * leak and bad leave leaker_cache behind: it holds a leaked (or a
 	 * refused) object, and destroying a cache with objects in it WARNs.
 	 */
-	if (!strcmp(mode, "clean")) {
+	if (!strcmp(mode, "clean"))
 		clean_exit();
+	if (!strcmp(mode, "clean") || !strcmp(mode, "atomic"))
 		kmem_cache_destroy(leaker_cache);
-	}
 	kmem_cache_destroy(leaker_other_cache);
 }
 
