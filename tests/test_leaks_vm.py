@@ -35,7 +35,7 @@ pytestmark = pytest.mark.vm
 
 DRIVER = Path(__file__).resolve().parent / "drivers" / "leaker"
 REPL = "kedr_repl_leaker"
-MODES = ("leak", "clean", "bad", "atomic")
+MODES = ("leak", "clean", "bad", "atomic", "locks")
 
 GUEST_SCRIPT = f"""
 D=/sys/kernel/debug/kedr_build/{REPL}
@@ -198,6 +198,22 @@ def test_sleeping_calls_in_atomic_context_once_per_call_site_with_a_count(
     assert ", 3 times" in text
     # The other modes broke no rule.
     assert all(not report(guest, m).violations for m in ("leak", "clean", "bad"))
+
+
+def test_mutex_held_at_unload_and_unlock_not_held(
+        guest: tuple[dict[str, str], str, Path]) -> None:
+    rep = report(guest, "locks")
+    text = "\n".join(summary(rep))
+    [held] = rep.leaks
+    assert (held.kind, held.function, function_of(held.caller)) == \
+        ("mutex", "mutex_lock", "locks_held_at_unload"), text
+    [v] = rep.violations
+    assert (v.rule, v.function, function_of(v.caller), v.count) == \
+        ("unlock-not-held", "mutex_unlock", "locks_unlock_not_held", 1), text
+    # A mutex at the address of the kmalloc'ed object that holds it is not the
+    # object: locking, unlocking and freeing it is clean.
+    assert not rep.bad_frees and rep.totals.bad_frees == 0, text
+    assert "still held: a mutex taken by mutex_lock at locks_held_at_unload+0x" in text
 
 
 def test_kernel_survives_and_bad_settings_are_refused(

@@ -34,6 +34,9 @@ from kedr_build.errors import KedrError
 FORMAT_VERSION = 1
 MAGIC = "kedr-leaks"
 
+# Kinds that are held rather than allocated (reported as "still held").
+HELD_KINDS = frozenset({"mutex"})
+
 _TOTAL_KEYS = ("allocs", "frees", "live", "live_bytes", "bad_frees", "dropped_objects",
                "dropped_stacks", "untracked_frees", "nmi_skipped", "gap")
 
@@ -422,8 +425,12 @@ def summary(report: LeakReport, max_groups: int = 20, frames: int = 6) -> list[s
         first = g.leaks[0]
         more = f" (+{len(g.leaks) - 1} more with the same stack, {g.bytes} bytes in all)" \
             if len(g.leaks) > 1 else ""
-        out.append(f"leak: {first.size} bytes from {first.function} ({first.kind}) at "
-                   f"{first.caller}, task {first.comm}[{first.pid}]{more}")
+        if first.kind in HELD_KINDS:
+            out.append(f"still held: a {first.kind} taken by {first.function} at {first.caller}, "
+                       f"task {first.comm}[{first.pid}]{more}")
+        else:
+            out.append(f"leak: {first.size} bytes from {first.function} ({first.kind}) at "
+                       f"{first.caller}, task {first.comm}[{first.pid}]{more}")
         out += [f"    {f}" for f in g.stack[:frames]]
     if len(groups) > max_groups:
         out.append(f"... {len(groups) - max_groups} more leak stacks")

@@ -47,9 +47,9 @@ _KNOWN_KEYS = frozenset({"name", "api", "kernels", "returns", "returns_show", "a
 # Leak tracking (replacements/runtime/kedr_leak.c): what an allocating entry
 # returns, how a freeing entry releases, and the reallocators that do both.
 TRACK_KINDS = frozenset({"kmalloc", "cache", "vmalloc", "kvmalloc", "pages", "page",
-                         "pages_exact", "kmem_cache"})
+                         "pages_exact", "kmem_cache", "mutex"})
 TRACK_FREES = frozenset({"kfree", "kfree_const", "kvfree", "vfree", "cache_free", "free_pages",
-                         "free_page", "free_pages_exact", "kmem_cache_destroy"})
+                         "free_page", "free_pages_exact", "kmem_cache_destroy", "mutex_unlock"})
 # reallocator -> (kind it returns, how it frees the old object)
 TRACK_REALLOCS = {"krealloc": ("kmalloc", "kfree"), "kvrealloc": ("kvmalloc", "kvfree")}
 
@@ -104,7 +104,8 @@ class CatalogEntry:
     fault: str                      # "none", "NULL", "0", "-ENOMEM", "ERR_PTR(-ENOMEM)", or an arg
     source: Path                    # the catalog file it comes from
     variadic: str | None = None     # the va_list twin called for a "..." function
-    allocates: str | None = None    # "ret" when the return value is a new resource
+    allocates: str | None = None    # "ret" (the return value is a new resource) or the
+                                    # argument acquired (mutex_lock: "lock")
     frees: str | None = None        # the argument whose resource is released
     requires: tuple[str, ...] = ()  # also exported, for the entry to apply
     excludes: tuple[str, ...] = ()  # not exported, for the entry to apply
@@ -291,8 +292,10 @@ def _entry(path: Path, index: int, raw: Any) -> CatalogEntry:
     _check_fault(bad, fault, returns, arg_names)
 
     allocates = raw.get("allocates")
-    if allocates is not None and (allocates != "ret" or returns == "void"):
-        raise bad("'allocates' must be \"ret\" (and the function must return a value)")
+    if allocates is not None and not ((allocates == "ret" and returns != "void")
+                                      or allocates in arg_names):
+        raise bad("'allocates' must be \"ret\" (for a function that returns a value) or name "
+                  "the argument acquired")
     frees = raw.get("frees")
     if frees is not None and frees not in arg_names:
         raise bad(f"'frees' must name an argument ({', '.join(arg_names)})")

@@ -211,7 +211,8 @@ _FREE_OPS = {"kfree": "KEDR_FREE_KFREE", "kfree_const": "KEDR_FREE_KFREE_CONST",
              "kvfree": "KEDR_FREE_KVFREE", "vfree": "KEDR_FREE_VFREE",
              "cache_free": "KEDR_FREE_CACHE", "free_pages": "KEDR_FREE_PAGES",
              "free_page": "KEDR_FREE_PAGE", "free_pages_exact": "KEDR_FREE_PAGES_EXACT",
-             "kmem_cache_destroy": "KEDR_FREE_KMEM_CACHE"}
+             "kmem_cache_destroy": "KEDR_FREE_KMEM_CACHE",
+             "mutex_unlock": "KEDR_FREE_MUTEX_UNLOCK"}
 
 
 def _leak_hooks(e: CatalogEntry, fn: str) -> tuple[str, str, str]:
@@ -232,10 +233,13 @@ def _leak_hooks(e: CatalogEntry, fn: str) -> tuple[str, str, str]:
         return pre, "(kedr_on & KEDR_PAYLOAD_LEAKS)", post
     if e.allocates:
         aux = e.cache if e.track == "cache" else e.order if e.track in ("pages", "page") else "0"
-        cond = "(kedr_on & KEDR_PAYLOAD_LEAKS) && kedr_leak_valid(kedr_ret)"
+        got = "kedr_ret" if e.allocates == "ret" else e.allocates   # mutex_lock: the lock
+        cond = "(kedr_on & KEDR_PAYLOAD_LEAKS)"
+        if e.allocates == "ret":
+            cond += " && kedr_leak_valid(kedr_ret)"
         if e.when:
             cond += f" && ({e.when})"
-        post = (f"kedr_leak_alloc(&{fn}, KEDR_KIND_{e.track.upper()}, (unsigned long)kedr_ret, "
+        post = (f"kedr_leak_alloc(&{fn}, KEDR_KIND_{e.track.upper()}, (unsigned long){got}, "
                 f"{e.size or 0}, (unsigned long)({aux}), {ip})")
         return "", cond, post
     aux = (e.cache if e.track == "cache_free" else e.order if e.track in ("free_pages", "free_page")

@@ -55,6 +55,10 @@
 
 #define KEDR_LEAK_FORMAT	1
 
+/* kedr_rules.c, included after this file. */
+static void kedr_rule_violation(const struct kedr_function *fn, unsigned int rule,
+				unsigned long ip);
+
 /* What an allocating function returns (catalog key "track"). */
 enum kedr_kind {
 	KEDR_KIND_NONE,
@@ -66,12 +70,13 @@ enum kedr_kind {
 	KEDR_KIND_PAGE,		/* alloc_pages (struct page *): __free_pages, same order */
 	KEDR_KIND_PAGES_EXACT,	/* alloc_pages_exact: free_pages_exact, same size */
 	KEDR_KIND_KMEM_CACHE,	/* kmem_cache_create: kmem_cache_destroy */
+	KEDR_KIND_MUTEX,	/* a mutex the target holds: mutex_unlock */
 	KEDR_KIND_COUNT
 };
 
 static const char *const kedr_kind_names[KEDR_KIND_COUNT] = {
 	"none", "kmalloc", "cache", "vmalloc", "kvmalloc", "pages", "page", "pages_exact",
-	"kmem_cache",
+	"kmem_cache", "mutex",
 };
 
 /* How a freeing function releases (catalog key "track" of a "frees" entry). */
@@ -85,7 +90,17 @@ enum kedr_free_op {
 	KEDR_FREE_PAGE,
 	KEDR_FREE_PAGES_EXACT,
 	KEDR_FREE_KMEM_CACHE,
+	KEDR_FREE_MUTEX_UNLOCK,
 };
+
+/*
+ * A mutex is often the first member of a kmalloc'ed structure: same address.
+ * Its key has bit 0 set, which no object address has (the slab, vmalloc and
+ * page allocators align to at least 8), so the two never meet in the table.
+ */
+#define KEDR_LOCK_TAG		1UL
+#define kedr_key(kind_is_lock, ptr)	((ptr) | ((kind_is_lock) ? KEDR_LOCK_TAG : 0))
+#define kedr_addr(key)		((key) & ~KEDR_LOCK_TAG)
 
 /* A value an allocator returns that is an object: not NULL, ZERO_SIZE_PTR or ERR_PTR. */
 #define kedr_leak_valid(v) \
@@ -426,6 +441,7 @@ static void kedr_leak_alloc(const struct kedr_function *fn, unsigned int kind, u
 		kedr_count(nmi_skipped);
 		return;
 	}
+	ptr = kedr_key(kind == KEDR_KIND_MUTEX, ptr);
 	kedr_count(allocs);
 	stack = kedr_current_stack(ip);
 	sh = &kedr_obj_shards[kedr_obj_shard_of(ptr, &bucket)];
@@ -476,6 +492,7 @@ static bool kedr_free_matches(unsigned int op, const struct kedr_obj *o, unsigne
 		/* kfree() of a kmem_cache object works in SLUB and is allowed since 6.4. */
 		return o->kind == KEDR_KIND_KMALLOC || o->kind == KEDR_KIND_CACHE ||
 		       (o->kind == KEDR_KIND_KVMALLOC && !is_vmalloc_addr((void *)o->ptr));
+		/* (o->ptr is the address itself for every kind but a mutex.) */
 	case KEDR_FREE_KVFREE:
 		return o->kind == KEDR_KIND_KMALLOC || o->kind == KEDR_KIND_CACHE ||
 		       o->kind == KEDR_KIND_VMALLOC || o->kind == KEDR_KIND_KVMALLOC;
@@ -492,6 +509,8 @@ static bool kedr_free_matches(unsigned int op, const struct kedr_obj *o, unsigne
 		return o->kind == KEDR_KIND_PAGES_EXACT && o->size == aux;
 	case KEDR_FREE_KMEM_CACHE:
 		return o->kind == KEDR_KIND_KMEM_CACHE;
+	case KEDR_FREE_MUTEX_UNLOCK:
+		return o->kind == KEDR_KIND_MUTEX;
 	}
 	return false;
 }
@@ -532,6 +551,7 @@ static bool kedr_heap_object(unsigned int op, unsigned long ptr)
 		return virt_addr_valid(p) && PAGE_ALIGNED(ptr);
 	case KEDR_FREE_PAGE:
 	case KEDR_FREE_KMEM_CACHE:
+	case KEDR_FREE_MUTEX_UNLOCK:
 		return true;		/* no cheap check: the kernel's call as it would be */
 	}
 	return false;
@@ -577,7 +597,7 @@ static bool kedr_leak_check(const struct kedr_function *fn, unsigned int op, uns
 	struct kedr_obj_shard *sh;
 	struct kedr_obj *o, copy;
 	unsigned int bucket, what;
-	unsigned long flags;
+	unsigned long flags, key;
 	bool heap;
 	u32 stack;
 
@@ -587,11 +607,12 @@ static bool kedr_leak_check(const struct kedr_function *fn, unsigned int op, uns
 		kedr_count(nmi_skipped);
 		return true;
 	}
+	key = kedr_key(op == KEDR_FREE_MUTEX_UNLOCK, ptr);
 	stack = kedr_free_stacks ? kedr_current_stack(ip) : 0;
-	sh = &kedr_obj_shards[kedr_obj_shard_of(ptr, &bucket)];
+	sh = &kedr_obj_shards[kedr_obj_shard_of(key, &bucket)];
 
 	spin_lock_irqsave(&sh->lock, flags);
-	o = kedr_obj_find(sh, bucket, ptr, NULL);
+	o = kedr_obj_find(sh, bucket, key, NULL);
 	if (o && (o->state == KEDR_OBJ_LIVE || o->state == KEDR_OBJ_BLOCKED) &&
 	    kedr_free_matches(op, o, aux)) {
 		if (!check_only) {
@@ -599,6 +620,18 @@ static bool kedr_leak_check(const struct kedr_function *fn, unsigned int op, uns
 			kedr_count(frees);
 		}
 		spin_unlock_irqrestore(&sh->lock, flags);
+		return true;
+	}
+	if (op == KEDR_FREE_MUTEX_UNLOCK && (!o || o->state != KEDR_OBJ_LIVE)) {
+		/*
+		 * Not a free: an unlock of a mutex the target does not hold is a
+		 * rule violation, and is always passed on (the mutex may have been
+		 * taken through a function not intercepted; mutex_unlock() of an
+		 * unlocked mutex does no harm without CONFIG_DEBUG_MUTEXES).
+		 */
+		spin_unlock_irqrestore(&sh->lock, flags);
+		if (!READ_ONCE(kedr_leak_gap))
+			kedr_rule_violation(fn, KEDR_RULE_UNLOCK_NOT_HELD, ip);
 		return true;
 	}
 	if (o) {
@@ -766,7 +799,7 @@ static int kedr_leaks_show(struct seq_file *m, void *unused)
 				live_bytes += o->size;
 				seq_printf(m, "object fn=%s kind=%s ptr=0x%lx size=%lu caller=0x%lx "
 					   "stack=%u pid=%d comm=", kedr_fn_name(o->fn),
-					   kedr_kind_names[o->kind], o->ptr, o->size, o->caller,
+					   kedr_kind_names[o->kind], kedr_addr(o->ptr), o->size, o->caller,
 					   o->stack, o->pid);
 				kedr_put_comm(m, o->comm);
 				seq_putc(m, '\n');

@@ -14,6 +14,11 @@
  * PREEMPT_DYNAMIC), so preempt_count() sees every spinlock. (rcu_read_lock()
  * under PREEMPT_RCU does not touch preempt_count(): not seen.)
  *
+ * Rule "unlock-not-held" (reported from kedr_leak.c, which tracks mutexes as
+ * resources of kind "mutex"): mutex_unlock() of a mutex the target does not
+ * hold. A mutex still held when the target is gone is a live "mutex" in the
+ * report, like a leak.
+ *
  * A violation is kept once per (rule, function, call site), with the stack and
  * context of its first occurrence and a count. The call itself runs as the
  * driver asked: reporting must not change what the driver does.
@@ -23,8 +28,7 @@
 #include <linux/irqflags.h>
 #include <linux/preempt.h>
 
-enum kedr_rule { KEDR_RULE_SLEEP_IN_ATOMIC };
-static const char *const kedr_rule_names[] = { "sleep-in-atomic" };
+static const char *const kedr_rule_names[] = { "sleep-in-atomic", "unlock-not-held" };
 
 #define KEDR_VIOLATIONS	64
 
@@ -112,7 +116,7 @@ static noinline void kedr_rule_violation(const struct kedr_function *fn, unsigne
 	v->irqs_off = irqs_off;
 	v->count = 1;
 	kedr_fill_task(&v->pid, v->comm, sizeof(v->comm));
-	pr_err("%s: rule %s: %s() called from %pS in atomic context (%s)\n", KEDR_MODULE_NAME,
+	pr_err("%s: rule %s: %s() called from %pS (%s)\n", KEDR_MODULE_NAME,
 	       kedr_rule_names[rule], fn->name, (void *)ip, kedr_context_name(preempt, irqs_off));
 out:
 	spin_unlock_irqrestore(&kedr_violations_lock, flags);

@@ -49,6 +49,9 @@ struct kedr_function {
 	.unrecorded = ATOMIC64_INIT(0),					\
 }
 
+/* API rules (kedr_rules.c); kedr_leak.c reports unlocks of locks not held. */
+enum kedr_rule { KEDR_RULE_SLEEP_IN_ATOMIC, KEDR_RULE_UNLOCK_NOT_HELD };
+
 /* The only thing a replacement reads before deciding to be a pass-through. */
 static __always_inline unsigned int kedr_active(const struct kedr_function *fn)
 {

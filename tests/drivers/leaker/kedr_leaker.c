@@ -14,6 +14,9 @@
  *          under a spinlock (three times, one call site), mutex_lock under a
  *          spinlock, GFP_KERNEL with bottom halves off; and GFP_ATOMIC under
  *          a spinlock, which is fine. Everything is freed.
+ *   locks  a mutex still held when the module is gone, a mutex_unlock() of a
+ *          mutex not held, and a mutex at the start of a kmalloc'ed structure
+ *          locked, unlocked and freed (same address as the object: clean)
  *
  * Each allocation is made from a function of its own (noinline), so the test
  * can check the call site named in the report: init code (__init, whose text
@@ -242,6 +245,40 @@ static noinline void bh_off_gfp_kernel(void)
 	kfree(p);
 }
 
+static DEFINE_MUTEX(leaker_held_mutex);
+static DEFINE_MUTEX(leaker_free_mutex);
+
+struct leaker_locked {
+	struct mutex lock;		/* first member: its address is the object's */
+	int value;
+};
+
+static noinline void locks_held_at_unload(void)
+{
+	mutex_lock(&leaker_held_mutex);
+	barrier();			/* no tail call: keep this function the call site */
+}
+
+static noinline void locks_unlock_not_held(void)
+{
+	/* Harmless without CONFIG_DEBUG_MUTEXES: the owner word is 0 already. */
+	mutex_unlock(&leaker_free_mutex);
+	barrier();			/* no tail call: keep this function the call site */
+}
+
+static noinline void locks_in_object(void)
+{
+	struct leaker_locked *o = kzalloc(sizeof(*o), GFP_KERNEL);
+
+	if (!o)
+		return;
+	mutex_init(&o->lock);
+	mutex_lock(&o->lock);
+	o->value = 1;
+	mutex_unlock(&o->lock);
+	kfree(o);
+}
+
 static int __init leaker_init(void)
 {
 	unsigned int i;
@@ -258,6 +295,12 @@ static int __init leaker_init(void)
 		bad_wrong_order();
 		bad_foreign();
 		pr_info("kedr_leaker: bad frees done\n");
+		return 0;
+	}
+	if (!strcmp(mode, "locks")) {
+		locks_in_object();
+		locks_held_at_unload();
+		locks_unlock_not_held();
 		return 0;
 	}
 	if (!strcmp(mode, "atomic")) {
@@ -279,7 +322,7 @@ static void __exit leaker_exit(void)
 	 */
 	if (!strcmp(mode, "clean"))
 		clean_exit();
-	if (!strcmp(mode, "clean") || !strcmp(mode, "atomic"))
+	if (!strcmp(mode, "clean") || !strcmp(mode, "atomic") || !strcmp(mode, "locks"))
 		kmem_cache_destroy(leaker_cache);
 	kmem_cache_destroy(leaker_other_cache);
 }
