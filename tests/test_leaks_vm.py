@@ -35,7 +35,7 @@ pytestmark = pytest.mark.vm
 
 DRIVER = Path(__file__).resolve().parent / "drivers" / "leaker"
 REPL = "kedr_repl_leaker"
-MODES = ("leak", "clean", "bad", "atomic", "locks")
+MODES = ("leak", "clean", "bad", "atomic", "locks", "timer")
 
 GUEST_SCRIPT = f"""
 D=/sys/kernel/debug/kedr_build/{REPL}
@@ -214,6 +214,23 @@ def test_mutex_held_at_unload_and_unlock_not_held(
     # object: locking, unlocking and freeing it is clean.
     assert not rep.bad_frees and rep.totals.bad_frees == 0, text
     assert "still held: a mutex taken by mutex_lock at locks_held_at_unload+0x" in text
+
+
+def test_timer_pending_at_unload(guest: tuple[dict[str, str], str, Path]) -> None:
+    rep = report(guest, "timer")
+    text = "\n".join(summary(rep))
+    got = sorted((leak.kind, leak.function, function_of(leak.caller)) for leak in rep.leaks)
+    # The object holding the timer is leaked too; the timer deleted in time and
+    # the one that fired are not reported.
+    assert got == [("kmalloc", "kmalloc_trace", "timer_pending_at_unload"),
+                   ("timer", "mod_timer", "timer_pending_at_unload")], text
+    timer = next(leak for leak in rep.leaks if leak.kind == "timer")
+    obj = next(leak for leak in rep.leaks if leak.kind == "kmalloc")
+    assert timer.ptr == obj.ptr       # first member of the object, told apart
+    assert "timer still pending at unload (deleted by kedr): armed by mod_timer at " \
+        "timer_pending_at_unload+0x" in text
+    _, console, _ = guest
+    assert "still pending at unload: deleted" in console
 
 
 def test_kernel_survives_and_bad_settings_are_refused(

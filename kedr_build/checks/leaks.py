@@ -35,7 +35,7 @@ FORMAT_VERSION = 1
 MAGIC = "kedr-leaks"
 
 # Kinds that are held rather than allocated (reported as "still held").
-HELD_KINDS = frozenset({"mutex"})
+HELD_KINDS = frozenset({"mutex", "timer"})
 
 _TOTAL_KEYS = ("allocs", "frees", "live", "live_bytes", "bad_frees", "dropped_objects",
                "dropped_stacks", "untracked_frees", "nmi_skipped", "gap")
@@ -425,7 +425,10 @@ def summary(report: LeakReport, max_groups: int = 20, frames: int = 6) -> list[s
         first = g.leaks[0]
         more = f" (+{len(g.leaks) - 1} more with the same stack, {g.bytes} bytes in all)" \
             if len(g.leaks) > 1 else ""
-        if first.kind in HELD_KINDS:
+        if first.kind == "timer":
+            out.append(f"timer still pending at unload (deleted by kedr): armed by "
+                       f"{first.function} at {first.caller}, task {first.comm}[{first.pid}]{more}")
+        elif first.kind in HELD_KINDS:
             out.append(f"still held: a {first.kind} taken by {first.function} at {first.caller}, "
                        f"task {first.comm}[{first.pid}]{more}")
         else:

@@ -26,7 +26,7 @@ from kedr_build.ko.symvers import read_symvers
 
 
 FAMILIES = frozenset({"alloc", "free", "lock", "unlock", "user-copy", "sleep", "sync", "irq",
-                      "io", "string"})
+                      "io", "string", "timer"})
 
 # How the trace event stores and prints a value (see replacements/catalog/README.md).
 SHOWS = frozenset({"ptr", "hex", "int", "uint", "long", "ulong", "size", "gfp", "str", "fn",
@@ -47,9 +47,10 @@ _KNOWN_KEYS = frozenset({"name", "api", "kernels", "returns", "returns_show", "a
 # Leak tracking (replacements/runtime/kedr_leak.c): what an allocating entry
 # returns, how a freeing entry releases, and the reallocators that do both.
 TRACK_KINDS = frozenset({"kmalloc", "cache", "vmalloc", "kvmalloc", "pages", "page",
-                         "pages_exact", "kmem_cache", "mutex"})
+                         "pages_exact", "kmem_cache", "mutex", "timer"})
 TRACK_FREES = frozenset({"kfree", "kfree_const", "kvfree", "vfree", "cache_free", "free_pages",
-                         "free_page", "free_pages_exact", "kmem_cache_destroy", "mutex_unlock"})
+                         "free_page", "free_pages_exact", "kmem_cache_destroy", "mutex_unlock",
+                         "timer_delete"})
 # reallocator -> (kind it returns, how it frees the old object)
 TRACK_REALLOCS = {"krealloc": ("kmalloc", "kfree"), "kvrealloc": ("kvmalloc", "kvfree")}
 

@@ -212,7 +212,7 @@ _FREE_OPS = {"kfree": "KEDR_FREE_KFREE", "kfree_const": "KEDR_FREE_KFREE_CONST",
              "cache_free": "KEDR_FREE_CACHE", "free_pages": "KEDR_FREE_PAGES",
              "free_page": "KEDR_FREE_PAGE", "free_pages_exact": "KEDR_FREE_PAGES_EXACT",
              "kmem_cache_destroy": "KEDR_FREE_KMEM_CACHE",
-             "mutex_unlock": "KEDR_FREE_MUTEX_UNLOCK"}
+             "mutex_unlock": "KEDR_FREE_MUTEX_UNLOCK", "timer_delete": "KEDR_FREE_TIMER"}
 
 
 def _leak_hooks(e: CatalogEntry, fn: str) -> tuple[str, str, str]:

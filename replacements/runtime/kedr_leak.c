@@ -49,6 +49,7 @@
 #include <linux/spinlock.h>
 #include <linux/stacktrace.h>
 #include <linux/string.h>
+#include <linux/timer.h>
 #include <linux/vmalloc.h>
 
 #include "kedr_runtime.h"
@@ -71,12 +72,13 @@ enum kedr_kind {
 	KEDR_KIND_PAGES_EXACT,	/* alloc_pages_exact: free_pages_exact, same size */
 	KEDR_KIND_KMEM_CACHE,	/* kmem_cache_create: kmem_cache_destroy */
 	KEDR_KIND_MUTEX,	/* a mutex the target holds: mutex_unlock */
+	KEDR_KIND_TIMER,	/* a timer the target armed: timer_delete*, or it fires */
 	KEDR_KIND_COUNT
 };
 
 static const char *const kedr_kind_names[KEDR_KIND_COUNT] = {
 	"none", "kmalloc", "cache", "vmalloc", "kvmalloc", "pages", "page", "pages_exact",
-	"kmem_cache", "mutex",
+	"kmem_cache", "mutex", "timer",
 };
 
 /* How a freeing function releases (catalog key "track" of a "frees" entry). */
@@ -91,16 +93,19 @@ enum kedr_free_op {
 	KEDR_FREE_PAGES_EXACT,
 	KEDR_FREE_KMEM_CACHE,
 	KEDR_FREE_MUTEX_UNLOCK,
+	KEDR_FREE_TIMER,
 };
 
 /*
- * A mutex is often the first member of a kmalloc'ed structure: same address.
- * Its key has bit 0 set, which no object address has (the slab, vmalloc and
- * page allocators align to at least 8), so the two never meet in the table.
+ * A mutex or a timer is often the first member of a kmalloc'ed structure:
+ * same address. Its key has bit 0 set, which no object address has (the slab,
+ * vmalloc and page allocators align to at least 8), so they never meet.
  */
 #define KEDR_LOCK_TAG		1UL
-#define kedr_key(kind_is_lock, ptr)	((ptr) | ((kind_is_lock) ? KEDR_LOCK_TAG : 0))
+#define kedr_key(tagged, ptr)	((ptr) | ((tagged) ? KEDR_LOCK_TAG : 0))
 #define kedr_addr(key)		((key) & ~KEDR_LOCK_TAG)
+#define kedr_kind_tagged(kind)	((kind) == KEDR_KIND_MUTEX || (kind) == KEDR_KIND_TIMER)
+#define kedr_op_tagged(op)	((op) == KEDR_FREE_MUTEX_UNLOCK || (op) == KEDR_FREE_TIMER)
 
 /* A value an allocator returns that is an object: not NULL, ZERO_SIZE_PTR or ERR_PTR. */
 #define kedr_leak_valid(v) \
@@ -441,7 +446,7 @@ static void kedr_leak_alloc(const struct kedr_function *fn, unsigned int kind, u
 		kedr_count(nmi_skipped);
 		return;
 	}
-	ptr = kedr_key(kind == KEDR_KIND_MUTEX, ptr);
+	ptr = kedr_key(kedr_kind_tagged(kind), ptr);
 	kedr_count(allocs);
 	stack = kedr_current_stack(ip);
 	sh = &kedr_obj_shards[kedr_obj_shard_of(ptr, &bucket)];
@@ -455,6 +460,8 @@ static void kedr_leak_alloc(const struct kedr_function *fn, unsigned int kind, u
 		 */
 		if (o->state == KEDR_OBJ_FREED)
 			kedr_quarantine_unlink(sh, o - kedr_objs);
+		else
+			kedr_count(frees);	/* implicitly released: keep allocs - frees == live */
 	} else {
 		id = sh->free_list;
 		if (id)
@@ -511,6 +518,8 @@ static bool kedr_free_matches(unsigned int op, const struct kedr_obj *o, unsigne
 		return o->kind == KEDR_KIND_KMEM_CACHE;
 	case KEDR_FREE_MUTEX_UNLOCK:
 		return o->kind == KEDR_KIND_MUTEX;
+	case KEDR_FREE_TIMER:
+		return o->kind == KEDR_KIND_TIMER;
 	}
 	return false;
 }
@@ -552,6 +561,7 @@ static bool kedr_heap_object(unsigned int op, unsigned long ptr)
 	case KEDR_FREE_PAGE:
 	case KEDR_FREE_KMEM_CACHE:
 	case KEDR_FREE_MUTEX_UNLOCK:
+	case KEDR_FREE_TIMER:
 		return true;		/* no cheap check: the kernel's call as it would be */
 	}
 	return false;
@@ -607,7 +617,7 @@ static bool kedr_leak_check(const struct kedr_function *fn, unsigned int op, uns
 		kedr_count(nmi_skipped);
 		return true;
 	}
-	key = kedr_key(op == KEDR_FREE_MUTEX_UNLOCK, ptr);
+	key = kedr_key(kedr_op_tagged(op), ptr);
 	stack = kedr_free_stacks ? kedr_current_stack(ip) : 0;
 	sh = &kedr_obj_shards[kedr_obj_shard_of(key, &bucket)];
 
@@ -619,6 +629,11 @@ static bool kedr_leak_check(const struct kedr_function *fn, unsigned int op, uns
 			kedr_quarantine_add(sh, o, ip, stack);
 			kedr_count(frees);
 		}
+		spin_unlock_irqrestore(&sh->lock, flags);
+		return true;
+	}
+	if (op == KEDR_FREE_TIMER && (!o || o->state != KEDR_OBJ_LIVE)) {
+		/* Deleting a timer that is not armed (or already fired) is normal. */
 		spin_unlock_irqrestore(&sh->lock, flags);
 		return true;
 	}
@@ -717,6 +732,107 @@ static void kedr_record_sections(struct kedr_target *t, struct module *mod)
 	preempt_enable();
 }
 
+/* --- timers still pending when their module goes ------------------------------------ */
+
+#define KEDR_TIMERS_JUDGED	64
+
+/* Is @addr inside a live object the target allocated (so its memory is valid)? */
+static bool kedr_inside_live_object(unsigned long addr)
+{
+	unsigned int s, b;
+	bool inside = false;
+	unsigned long flags;
+
+	for (s = 0; s < KEDR_OBJ_SHARDS && !inside; s++) {
+		struct kedr_obj_shard *sh = &kedr_obj_shards[s];
+
+		spin_lock_irqsave(&sh->lock, flags);
+		for (b = 0; b < KEDR_OBJ_BUCKETS && !inside; b++) {
+			u32 id;
+
+			for (id = sh->heads[b]; id; id = kedr_obj_at(id)->next) {
+				const struct kedr_obj *o = kedr_obj_at(id);
+
+				if (o->state == KEDR_OBJ_LIVE && !kedr_kind_tagged(o->kind) &&
+				    o->kind != KEDR_KIND_PAGE && o->kind != KEDR_KIND_KMEM_CACHE &&
+				    addr >= o->ptr && addr < o->ptr + o->size) {
+					inside = true;
+					break;
+				}
+			}
+		}
+		spin_unlock_irqrestore(&sh->lock, flags);
+	}
+	return inside;
+}
+
+/* Set the fate of a timer record: pending (reported) or gone (released). */
+static void kedr_timer_judged(unsigned long key, bool pending)
+{
+	unsigned int bucket;
+	struct kedr_obj_shard *sh = &kedr_obj_shards[kedr_obj_shard_of(key, &bucket)];
+	struct kedr_obj *o;
+	unsigned long flags;
+
+	spin_lock_irqsave(&sh->lock, flags);
+	o = kedr_obj_find(sh, bucket, key, NULL);
+	if (o && o->state == KEDR_OBJ_LIVE && o->kind == KEDR_KIND_TIMER) {
+		if (pending) {
+			o->aux = 1;
+		} else {
+			kedr_quarantine_add(sh, o, o->caller, o->stack);
+			kedr_count(frees);
+		}
+	}
+	spin_unlock_irqrestore(&sh->lock, flags);
+}
+
+/*
+ * MODULE_STATE_GOING (after the module's exit function, before its memory is
+ * freed): every timer the target armed and did not delete is judged. It is
+ * read only where its memory is known valid: in the module itself or inside
+ * a live object the target allocated (a timer in memory the target freed
+ * cannot be read safely, and is dropped unjudged). A pending one is reported
+ * and deleted (timer_delete(), timer.h): it would fire into freed code.
+ */
+static void kedr_timers_going(struct module *mod)
+{
+	unsigned long keys[KEDR_TIMERS_JUDGED], flags;
+	unsigned int s, b, n = 0, i;
+
+	for (s = 0; s < KEDR_OBJ_SHARDS && n < ARRAY_SIZE(keys); s++) {
+		struct kedr_obj_shard *sh = &kedr_obj_shards[s];
+
+		spin_lock_irqsave(&sh->lock, flags);
+		for (b = 0; b < KEDR_OBJ_BUCKETS && n < ARRAY_SIZE(keys); b++) {
+			u32 id;
+
+			for (id = sh->heads[b]; id && n < ARRAY_SIZE(keys);
+			     id = kedr_obj_at(id)->next) {
+				const struct kedr_obj *o = kedr_obj_at(id);
+
+				if (o->state == KEDR_OBJ_LIVE && o->kind == KEDR_KIND_TIMER &&
+				    o->aux == 0)
+					keys[n++] = o->ptr;
+			}
+		}
+		spin_unlock_irqrestore(&sh->lock, flags);
+	}
+	for (i = 0; i < n; i++) {
+		unsigned long addr = kedr_addr(keys[i]);
+		struct timer_list *timer = (struct timer_list *)addr;
+		bool valid = within_module(addr, mod) || kedr_inside_live_object(addr);
+		bool pending = valid && timer_pending(timer);
+
+		kedr_timer_judged(keys[i], pending);
+		if (pending) {
+			pr_err("%s: timer %px of %s still pending at unload: deleted\n",
+			       KEDR_MODULE_NAME, timer, mod->name);
+			timer_delete(timer);
+		}
+	}
+}
+
 static int kedr_module_event(struct notifier_block *nb, unsigned long state, void *data)
 {
 	struct module *mod = data;
@@ -737,6 +853,7 @@ static int kedr_module_event(struct notifier_block *nb, unsigned long state, voi
 		for (i = 0; i < kedr_ntargets; i++)
 			if (!strcmp(kedr_targets[i]->name, mod->name))
 				kedr_targets[i]->gone = true;
+		kedr_timers_going(mod);
 	}
 	mutex_unlock(&kedr_targets_lock);
 	return NOTIFY_DONE;
@@ -794,6 +911,9 @@ static int kedr_leaks_show(struct seq_file *m, void *unused)
 				const struct kedr_obj *o = kedr_obj_at(id);
 
 				if (o->state != KEDR_OBJ_LIVE)
+					continue;
+				/* A timer is reported once judged pending at unload. */
+				if (o->kind == KEDR_KIND_TIMER && o->aux != 1)
 					continue;
 				live++;
 				live_bytes += o->size;

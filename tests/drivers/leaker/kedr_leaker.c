@@ -17,6 +17,9 @@
  *   locks  a mutex still held when the module is gone, a mutex_unlock() of a
  *          mutex not held, and a mutex at the start of a kmalloc'ed structure
  *          locked, unlocked and freed (same address as the object: clean)
+ *   timer  a timer in a kmalloc'ed object (leaked) armed for 1000 s, still
+ *          pending when the module goes; a static timer armed and deleted;
+ *          one that fired before unload. Only the first is reported.
  *
  * Each allocation is made from a function of its own (noinline), so the test
  * can check the call site named in the report: init code (__init, whose text
@@ -29,7 +32,9 @@
 #include <linux/mutex.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
+#include <linux/delay.h>
 #include <linux/string.h>
+#include <linux/timer.h>
 #include <linux/vmalloc.h>
 
 static char *mode = "leak";
@@ -279,6 +284,42 @@ static noinline void locks_in_object(void)
 	kfree(o);
 }
 
+struct leaker_timed {
+	struct timer_list timer;	/* first member: its address is the object's */
+	int fired;
+};
+
+static struct timer_list leaker_deleted_timer, leaker_fired_timer;
+static atomic_t leaker_fired = ATOMIC_INIT(0);
+
+static void leaker_timer_fn(struct timer_list *t)
+{
+	atomic_inc(&leaker_fired);
+}
+
+static noinline void timer_pending_at_unload(void)
+{
+	struct leaker_timed *o = kzalloc(sizeof(*o), GFP_KERNEL);
+
+	if (!o)
+		return;
+	keep(o);
+	timer_setup(&o->timer, leaker_timer_fn, 0);
+	mod_timer(&o->timer, jiffies + 1000 * HZ);	/* never deleted */
+	barrier();			/* no tail call: keep this function the call site */
+}
+
+static noinline void timers_done_right(void)
+{
+	timer_setup(&leaker_deleted_timer, leaker_timer_fn, 0);
+	mod_timer(&leaker_deleted_timer, jiffies + 1000 * HZ);
+	del_timer_sync(&leaker_deleted_timer);
+	timer_setup(&leaker_fired_timer, leaker_timer_fn, 0);
+	mod_timer(&leaker_fired_timer, jiffies + 1);
+	while (!atomic_read(&leaker_fired))
+		msleep(10);
+}
+
 static int __init leaker_init(void)
 {
 	unsigned int i;
@@ -295,6 +336,11 @@ static int __init leaker_init(void)
 		bad_wrong_order();
 		bad_foreign();
 		pr_info("kedr_leaker: bad frees done\n");
+		return 0;
+	}
+	if (!strcmp(mode, "timer")) {
+		timer_pending_at_unload();
+		timers_done_right();
 		return 0;
 	}
 	if (!strcmp(mode, "locks")) {
@@ -322,7 +368,7 @@ static void __exit leaker_exit(void)
 	 */
 	if (!strcmp(mode, "clean"))
 		clean_exit();
-	if (!strcmp(mode, "clean") || !strcmp(mode, "atomic") || !strcmp(mode, "locks"))
+	if (strcmp(mode, "leak") && strcmp(mode, "bad"))
 		kmem_cache_destroy(leaker_cache);
 	kmem_cache_destroy(leaker_other_cache);
 }
