@@ -8,10 +8,15 @@ them with ktime_get_ns(). Four configurations, each --rounds times (median):
                filtered to calls from the module's text (caller=+0($stack))
   off          the patched module with the replacement module's payloads off
                (debugfs enabled=0): a pass-through
-  trace        the patched module with tracing on (payloads on, events enabled)
+  trace        the patched module with tracing on, leak tracking off
+  leaks        the patched module with leak tracking on (stacks of depth 16),
+               tracing off
+  both         tracing and leak tracking on (the default of a run)
+  leaks_site   leak tracking with the call site only (stack_depth=1
+               free_stacks=0: no unwinding), tracing off
 
 Goals (issue 4): off/native <= 1.05; kprobe per-call overhead >= 5x ours with
-tracing on. The VM runs under TCG (software emulation): absolute nanoseconds are
+tracing on. Issue 10: leaks/native <= 3 per kmalloc/kfree pair. The VM runs under TCG (software emulation): absolute nanoseconds are
 not a real CPU's, but all four configurations run in the same VM, so the ratios
 compare like with like.
 
@@ -69,11 +74,29 @@ rmmod kedr_bench
 insmod {repl}.ko enabled=0
 insmod patched/kedr_bench.ko
 measure off
+D=/sys/kernel/debug/kedr_build/{repl}
+switch() {{ for f in kmalloc_trace kfree; do echo $2 > $D/functions/$f/$1; done; }}
 echo > $T/trace
 echo 1 > $T/events/{repl}/enable
-echo 1 > /sys/kernel/debug/kedr_build/{repl}/enabled
+switch leaks 0
+echo 1 > $D/enabled
 measure trace
 echo "TRACE_HITS $(grep -vc '^#' $T/trace || true)"
+echo 0 > $T/events/{repl}/enable
+switch trace 0
+switch leaks 1
+measure leaks
+grep ^totals $D/leaks
+echo 1 > $T/events/{repl}/enable
+switch trace 1
+measure both
+rmmod kedr_bench
+rmmod {repl}
+
+insmod {repl}.ko stack_depth=1 free_stacks=0
+insmod patched/kedr_bench.ko
+switch trace 0
+measure leaks_site
 rmmod kedr_bench
 rmmod {repl}
 """
@@ -102,7 +125,7 @@ def main() -> int:
         if not result.ok:
             print(f"bench: VM run failed: {result.reason()}\n{result.output}", file=sys.stderr)
             return 1
-    if "RESULT trace" not in result.output:
+    if "RESULT leaks_site" not in result.output:
         print(f"bench: incomplete guest output:\n{result.output}", file=sys.stderr)
         return 1
     times: dict[str, list[int]] = {}
@@ -114,11 +137,16 @@ def main() -> int:
     over = {k: ns[k] - ns["native"] for k in ("kprobe", "off", "trace")}
     print(f"{args.pairs} kmalloc/kfree pairs x {args.rounds} rounds, median ns per call "
           "(TCG guest):")
-    for k in ("native", "off", "trace", "kprobe"):
+    for k in ("native", "off", "trace", "leaks", "both", "leaks_site", "kprobe"):
         print(f"  {k:7} {ns[k]:9.1f} ns/call  ({ns[k] / ns['native']:.3f}x native)")
     print(f"events recorded (all rounds): trace {hits.get('TRACE_HITS')}, "
           f"kprobe {hits.get('KPROBE_HITS')} (ring buffer 8 MiB, overwrite mode)")
     print(f"patched, all off vs native: {ns['off'] / ns['native']:.3f}x   (goal <= 1.05x)")
+    print(f"leak tracking (depth 16) vs native: {ns['leaks'] / ns['native']:.2f}x, call site "
+          f"only: {ns['leaks_site'] / ns['native']:.2f}x   (goal <= 3x)")
+    totals = re.search(r"^totals .*$", result.output, re.M)
+    if totals:
+        print(f"leak payload after the leaks rounds: {totals.group(0)}")
     if over["trace"] > 0:
         print(f"kprobe overhead / tracing overhead per call: {over['kprobe'] / over['trace']:.1f}x"
               "   (goal >= 5x)")

@@ -56,6 +56,7 @@ VARIABLES: dict[str, Variable] = {
                           "build needs them (e.g. MAKE_ARGS='HDAPS=1 CONFIG_FOO=y')"),
     "V": Variable("1 shows kbuild's commands and the VM console", "0"),
     "VM_TIMEOUT": Variable("seconds before a VM run counts as hung", "300"),
+    "VM_CPUS": Variable("guest CPUs (default: the kernel description's, 2)"),
 }
 
 
@@ -72,6 +73,7 @@ class BuildConfig:
     verbose: bool
     vm_timeout: float
     functions: tuple[str, ...] = ()
+    vm_cpus: int | None = None
     naming: Naming = Naming("same-length")
     modprobe: tuple[str, ...] = ()
     make_args: tuple[str, ...] = ()
@@ -175,7 +177,8 @@ def from_arguments(args: Mapping[str, str], top: str, launch_dir: str,
                        vm_timeout=_seconds(get("VM_TIMEOUT")),
                        functions=_names(get("FUNCTIONS")),
                        naming=_naming(get("NAMING")),
-                       modprobe=_names(get("MODPROBE")), make_args=make_args, dkms=package)
+                       modprobe=_names(get("MODPROBE")), make_args=make_args, dkms=package,
+                       vm_cpus=_cpus(get("VM_CPUS")))
 
 
 _MAKE_UNSAFE = re.compile(r"[\s:#$%;\\\"']")
@@ -209,6 +212,17 @@ def _make_args(text: str) -> tuple[str, ...]:
         if not sep or not is_c_identifier(var):
             raise KedrError(f"MAKE_ARGS={text}: {word!r} is not VAR=value")
     return tuple(words)
+
+
+def _cpus(text: str) -> int | None:
+    if not text:
+        return None
+    from kedr_build.vm.qemu import check_cpus
+    try:
+        value = int(text)
+    except ValueError:
+        raise KedrError(f"VM_CPUS={text}: not a number of CPUs") from None
+    return check_cpus(value)
 
 
 def _seconds(text: str) -> float:

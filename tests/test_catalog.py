@@ -81,6 +81,18 @@ def test_entry_fields(cat: Catalog) -> None:
     assert kasprintf.prototype() == "char *kasprintf(gfp_t gfp, const char *fmt, ...)"
 
 
+def test_tracking_keys(cat: Catalog) -> None:
+    kmalloc = cat.lookup("kmalloc_trace", _exports("kmalloc_trace"))
+    assert (kmalloc.track, kmalloc.size, kmalloc.sleeps) == ("kmalloc", "size", "flags")
+    pages = cat.lookup("free_pages", _exports("free_pages"))
+    assert (pages.track, pages.order, pages.frees) == ("free_pages", "order", "addr")
+    cache = cat.lookup("kmem_cache_free", _exports("kmem_cache_free"))
+    assert (cache.track, cache.cache) == ("cache_free", "s")
+    assert cat.lookup("krealloc", _exports("krealloc")).track == "krealloc"
+    assert cat.lookup("mutex_lock", _exports("mutex_lock")).sleeps == "yes"
+    assert cat.lookup("devm_kmalloc", _exports("devm_kmalloc")).track is None
+
+
 def test_minimal_file_loads(tmp_path: Path) -> None:
     c = catalog.load(write_catalog(tmp_path, GOOD))
     (e,) = c.entries
@@ -101,6 +113,17 @@ def test_minimal_file_loads(tmp_path: Path) -> None:
     (("name = \"kfree\"", "name = \"k free\""), "'name' must be a C identifier"),
     (("returns = \"void\"\n", ""), "missing 'returns'"),
     (("[[function]]", "[[function]\n"), "not valid TOML"),
+    (("fault = \"none\"", "fault = \"none\"\ntrack = \"kfree\""),
+     "'track' needs 'allocates' or 'frees'"),
+    (("fault = \"none\"", "fault = \"none\"\nfrees = \"objp\"\ntrack = \"vmalloc\""),
+     "track 'vmalloc' for a free; known: cache_free, free_page, free_pages"),
+    (("fault = \"none\"", "fault = \"none\"\nfrees = \"objp\"\ntrack = \"free_pages\""),
+     "track 'free_pages' needs 'order'"),
+    (("fault = \"none\"", "fault = \"none\"\nfrees = \"objp\"\ntrack = \"cache_free\""),
+     "track 'cache_free' needs 'cache' naming the kmem_cache argument"),
+    (("fault = \"none\"", "fault = \"none\"\nsize = \"8\""), "size given without 'track'"),
+    (("fault = \"none\"", "fault = \"none\"\nsleeps = \"objp\""),
+     "'sleeps' must be \"yes\" or the name of a gfp_t argument"),
 ])
 def test_bad_entries_are_refused_with_file_and_cause(tmp_path: Path, change: tuple[str, str],
                                                      message: str) -> None:

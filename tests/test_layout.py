@@ -1,6 +1,6 @@
 """The package's layering: each folder is one stage and nothing imports upward.
 
-    errors  <  atomic, resources  <  ko/  <  kernel/  <  intercept/  <  vm/  <  entry points
+    errors  <  atomic, resources  <  ko/  <  kernel/  <  intercept/, checks/  <  vm/  <  entry points
 
 A module may import its own folder and any lower layer, never a higher one or a
 sibling of its own height; no two modules import each other, directly or round
@@ -21,7 +21,7 @@ LAYERS = {
     "errors": 0, "atomic": 1, "resources": 1, "buildlock": 2,
     "ko": 3,
     "kernel": 4,
-    "intercept": 5,
+    "intercept": 5, "checks": 5,
     "vm": 6,
     "config": 7, "cli": 8, "commands": 8, "__main__": 9, "__init__": 9,
 }

@@ -26,7 +26,7 @@ from kedr_build.ko.symvers import read_symvers
 
 
 FAMILIES = frozenset({"alloc", "free", "lock", "unlock", "user-copy", "sleep", "sync", "irq",
-                      "io", "string"})
+                      "io", "string", "timer"})
 
 # How the trace event stores and prints a value (see replacements/catalog/README.md).
 SHOWS = frozenset({"ptr", "hex", "int", "uint", "long", "ulong", "size", "gfp", "str", "fn",
@@ -42,7 +42,17 @@ _C_KEYWORDS = frozenset("""auto break case char const continue default do double
 
 _KNOWN_KEYS = frozenset({"name", "api", "kernels", "returns", "returns_show", "args", "variadic",
                          "headers", "family", "fault", "allocates", "frees", "requires",
-                         "excludes"})
+                         "excludes", "track", "size", "order", "cache", "when", "sleeps"})
+
+# Leak tracking (replacements/runtime/kedr_leak.c): what an allocating entry
+# returns, how a freeing entry releases, and the reallocators that do both.
+TRACK_KINDS = frozenset({"kmalloc", "cache", "vmalloc", "kvmalloc", "pages", "page",
+                         "pages_exact", "kmem_cache", "mutex", "timer"})
+TRACK_FREES = frozenset({"kfree", "kfree_const", "kvfree", "vfree", "cache_free", "free_pages",
+                         "free_page", "free_pages_exact", "kmem_cache_destroy", "mutex_unlock",
+                         "timer_delete"})
+# reallocator -> (kind it returns, how it frees the old object)
+TRACK_REALLOCS = {"krealloc": ("kmalloc", "kfree"), "kvrealloc": ("kvmalloc", "kvfree")}
 
 # Default `show` for a C type; pointers are "ptr", function pointers "fn".
 _SHOW_OF_TYPE = {
@@ -95,11 +105,18 @@ class CatalogEntry:
     fault: str                      # "none", "NULL", "0", "-ENOMEM", "ERR_PTR(-ENOMEM)", or an arg
     source: Path                    # the catalog file it comes from
     variadic: str | None = None     # the va_list twin called for a "..." function
-    allocates: str | None = None    # "ret" when the return value is a new resource
+    allocates: str | None = None    # "ret" (the return value is a new resource) or the
+                                    # argument acquired (mutex_lock: "lock")
     frees: str | None = None        # the argument whose resource is released
     requires: tuple[str, ...] = ()  # also exported, for the entry to apply
     excludes: tuple[str, ...] = ()  # not exported, for the entry to apply
     kernels: str = ""               # informational: where this name was seen
+    track: str | None = None        # leak tracking: a TRACK_KINDS/TRACK_FREES/TRACK_REALLOCS name
+    size: str | None = None         # C expression: the object's size (args, kedr_ret)
+    order: str | None = None        # C expression: the page order (pages, page, free_page[s])
+    cache: str | None = None        # the kmem_cache argument (cache, cache_free)
+    when: str | None = None         # C condition for tracking a result (kstrdup_const)
+    sleeps: str | None = None       # may sleep: "yes", or the gfp argument that says so
 
     @property
     def returns_void(self) -> bool:
@@ -276,8 +293,10 @@ def _entry(path: Path, index: int, raw: Any) -> CatalogEntry:
     _check_fault(bad, fault, returns, arg_names)
 
     allocates = raw.get("allocates")
-    if allocates is not None and (allocates != "ret" or returns == "void"):
-        raise bad("'allocates' must be \"ret\" (and the function must return a value)")
+    if allocates is not None and not ((allocates == "ret" and returns != "void")
+                                      or allocates in arg_names):
+        raise bad("'allocates' must be \"ret\" (for a function that returns a value) or name "
+                  "the argument acquired")
     frees = raw.get("frees")
     if frees is not None and frees not in arg_names:
         raise bad(f"'frees' must name an argument ({', '.join(arg_names)})")
@@ -285,11 +304,52 @@ def _entry(path: Path, index: int, raw: Any) -> CatalogEntry:
     kernels = raw.get("kernels", "")
     if not isinstance(kernels, str):
         raise bad("'kernels' must be a string")
+    track, size, order, cache, when = _tracking(bad, raw, allocates, frees, arg_names)
+    sleeps = raw.get("sleeps")
+    if sleeps is not None and sleeps != "yes" and not (
+            sleeps in arg_names and next(a for a in args if a.name == sleeps).type == "gfp_t"):
+        raise bad("'sleeps' must be \"yes\" or the name of a gfp_t argument")
     return CatalogEntry(
         name=name, api=text("api", name), returns=returns, returns_show=returns_show,
         args=args, headers=tuple(headers), family=family, fault=fault, source=path,
         variadic=variadic, allocates=allocates, frees=frees,
-        requires=names("requires"), excludes=names("excludes"), kernels=kernels)
+        requires=names("requires"), excludes=names("excludes"), kernels=kernels,
+        track=track, size=size, order=order, cache=cache, when=when, sleeps=sleeps)
+
+
+def _tracking(bad: Any, raw: dict[str, Any], allocates: str | None, frees: str | None,
+              arg_names: list[str]) -> tuple[str | None, ...]:
+    """The leak-tracking keys, checked against allocates/frees."""
+    values: dict[str, str | None] = {}
+    for key in ("track", "size", "order", "cache", "when"):
+        value = raw.get(key)
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise bad(f"'{key}' must be a non-empty string")
+        values[key] = value.strip() if isinstance(value, str) else None
+    track = values["track"]
+    if track is None:
+        extra = [k for k in ("size", "order", "cache", "when") if values[k] is not None]
+        if extra:
+            raise bad(f"{', '.join(extra)} given without 'track'")
+        return None, None, None, None, None
+    if allocates and frees:
+        allowed, what = set(TRACK_REALLOCS), "a reallocator (allocates and frees)"
+    elif allocates:
+        allowed, what = set(TRACK_KINDS), "an allocator"
+    elif frees:
+        allowed, what = set(TRACK_FREES), "a free"
+    else:
+        raise bad("'track' needs 'allocates' or 'frees'")
+    if track not in allowed:
+        raise bad(f"track {track!r} for {what}; known: {', '.join(sorted(allowed))}")
+    kind = TRACK_REALLOCS[track][0] if track in TRACK_REALLOCS else track
+    if kind in ("cache", "cache_free") and values["cache"] not in arg_names:
+        raise bad(f"track {track!r} needs 'cache' naming the kmem_cache argument")
+    if kind in ("pages", "page", "free_pages", "free_page") and values["order"] is None:
+        raise bad(f"track {track!r} needs 'order'")
+    if kind == "free_pages_exact" and values["size"] is None:
+        raise bad("track 'free_pages_exact' needs 'size'")
+    return track, values["size"], values["order"], values["cache"], values["when"]
 
 
 def _list(bad: Any, value: Any, key: str) -> list[Any]:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from kedr_build.kernel import hosttools
-from kedr_build.intercept.catalog import Arg, Catalog, CatalogEntry
+from kedr_build.intercept.catalog import TRACK_REALLOCS, Arg, Catalog, CatalogEntry
 from kedr_build.atomic import write_atomic
 from kedr_build.errors import KedrError
 from kedr_build.resources import RUNTIME_DIR, template_env
@@ -108,7 +108,7 @@ def generate(pairs: Iterable[tuple[str, str]], catalog: Catalog, symvers: Path, 
     # allow_empty: a driver that imports nothing the catalog knows still gets its
     # (empty) replacement module, so the outputs and the load script do not change shape.
     replacements = plan_replacements(pairs, catalog, exports, allow_empty)
-    views = [_view(r) for r in replacements]
+    views = [_view(r, i) for i, r in enumerate(replacements)]
     headers = sorted({h for r in replacements for h in r.entry.headers})
     context: dict[str, Any] = {
         "module": module_name,
@@ -195,8 +195,61 @@ def _wrap(head: str, items: list[str], tail: str, cont: str, width: int = 96) ->
     return "\n".join(lines)
 
 
-def _view(r: Replacement) -> dict[str, Any]:
+# Catalog "track" of a free -> the kedr_free_op in kedr_leak.c.
+_FREE_OPS = {"kfree": "KEDR_FREE_KFREE", "kfree_const": "KEDR_FREE_KFREE_CONST",
+             "kvfree": "KEDR_FREE_KVFREE", "vfree": "KEDR_FREE_VFREE",
+             "cache_free": "KEDR_FREE_CACHE", "free_pages": "KEDR_FREE_PAGES",
+             "free_page": "KEDR_FREE_PAGE", "free_pages_exact": "KEDR_FREE_PAGES_EXACT",
+             "kmem_cache_destroy": "KEDR_FREE_KMEM_CACHE",
+             "mutex_unlock": "KEDR_FREE_MUTEX_UNLOCK", "timer_delete": "KEDR_FREE_TIMER"}
+
+
+def _leak_hooks(e: CatalogEntry, fn: str) -> tuple[str, str, str]:
+    """C for the leak payload: (check before the call, condition after it, record after it).
+
+    The check decides whether the real call runs (a bad free does not); see
+    replacements/runtime/kedr_leak.c for the hooks.
+    """
+    if e.track is None:
+        return "", "", ""
+    ip = "_RET_IP_"
+    if e.track in TRACK_REALLOCS:
+        kind, free = TRACK_REALLOCS[e.track]
+        old = f"(unsigned long){e.frees}"
+        pre = f"kedr_leak_check(&{fn}, {_FREE_OPS[free]}, {old}, 0, {ip}, true)"
+        post = (f"kedr_leak_realloc(&{fn}, KEDR_KIND_{kind.upper()}, {_FREE_OPS[free]}, {old}, "
+                f"(unsigned long)kedr_ret, {e.size or 0}, {ip})")
+        return pre, "(kedr_on & KEDR_PAYLOAD_LEAKS)", post
+    if e.allocates:
+        aux = e.cache if e.track == "cache" else e.order if e.track in ("pages", "page") else "0"
+        got = "kedr_ret" if e.allocates == "ret" else e.allocates   # mutex_lock: the lock
+        cond = "(kedr_on & KEDR_PAYLOAD_LEAKS)"
+        if e.allocates == "ret":
+            cond += " && kedr_leak_valid(kedr_ret)"
+        if e.when:
+            cond += f" && ({e.when})"
+        post = (f"kedr_leak_alloc(&{fn}, KEDR_KIND_{e.track.upper()}, (unsigned long){got}, "
+                f"{e.size or 0}, (unsigned long)({aux}), {ip})")
+        return "", cond, post
+    aux = (e.cache if e.track == "cache_free" else e.order if e.track in ("free_pages", "free_page")
+           else e.size if e.track == "free_pages_exact" else "0")
+    pre = (f"kedr_leak_free(&{fn}, {_FREE_OPS[e.track]}, (unsigned long){e.frees}, "
+           f"(unsigned long)({aux}), {ip})")
+    return pre, "", ""
+
+
+def _view(r: Replacement, index: int) -> dict[str, Any]:
     e = r.entry
+    leak_pre, leak_cond, leak_post = _leak_hooks(e, f"kedr_fn_{r.original}")
+    if leak_pre and e.variadic:
+        raise KedrError(f"catalog entry {e.name}: a variadic function cannot be a tracked free")
+    if leak_pre and not e.returns_void and e.fault in ("none", *(a.name for a in e.args)):
+        raise KedrError(f"catalog entry {e.name}: a tracked free that returns a value needs a "
+                        "fault value to return when the free is refused")
+    payloads = ("KEDR_PAYLOAD_TRACE" + (" | KEDR_PAYLOAD_LEAKS" if e.track else "")
+                + (" | KEDR_PAYLOAD_RULES" if e.sleeps else ""))
+    sleep_cond = ("" if e.sleeps in (None, "yes")
+                  else f" && gfpflags_allow_blocking({e.sleeps})")
     traced = [a for a in e.args if a.show != "skip"]
     ret = [] if e.returns_void else [Arg(type=e.returns, name="ret", show=e.returns_show)]
     fields = [_field("call_site", "fn")] + [_field(a.name, a.show) for a in traced + ret]
@@ -224,7 +277,33 @@ def _view(r: Replacement) -> dict[str, Any]:
                         + [f.arg for f in fields], ")", "\t\t  "),
         "trace_call": _wrap(f"\t\ttrace_call_{r.original}(", trace_args, ");", "\t\t\t"),
         "fields": fields,
+        "index": index,
+        "payloads": payloads,
+        "fault": e.fault,
+        "leak_pre": _wrap("\tkedr_pass = !(kedr_on & KEDR_PAYLOAD_LEAKS) || ",
+                          _split_call(leak_pre), ";", "\t\t") if leak_pre else "",
+        "leak_cond": leak_cond,
+        "sleeps": bool(e.sleeps),
+        "sleep_cond": sleep_cond,
+        "leak_post": _wrap("\t\t", _split_call(leak_post), ";", "\t\t\t") if leak_post else "",
     }
+
+
+def _split_call(call: str) -> list[str]:
+    """``f(a, b)`` as wrap items ``["f(a", "b)"]``; splits only at top-level commas."""
+    items: list[str] = []
+    depth = 0
+    start = 0
+    for i, ch in enumerate(call):
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "," and depth == 1:
+            items.append(call[start:i].strip())
+            start = i + 1
+    items.append(call[start:].strip())
+    return items
 
 
 # --- building ------------------------------------------------------------------------

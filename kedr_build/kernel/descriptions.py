@@ -32,6 +32,9 @@ class QemuConfig:
     cpu: str
     memory_mb: int
     cmdline: str
+    # Guest CPUs. 2 by default: the payloads' locking and per-CPU counters only
+    # meet concurrency on SMP (multi-threaded TCG runs vCPUs in parallel).
+    cpus: int = 2
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,7 @@ def describe(name: str = DEFAULT_KERNEL) -> KernelDescription:
             packages=tuple(DebPackage(p["name"], p["version"], bool(p.get("newer_ok", False)))
                            for p in data["packages"]),
             qemu=QemuConfig(accel=q["accel"], cpu=q["cpu"], memory_mb=int(q["memory_mb"]),
-                            cmdline=q["cmdline"]),
+                            cmdline=q["cmdline"], cpus=int(q.get("cpus", 2))),
         )
     except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as e:
         raise KedrError(f"{path}: bad kernel description: {e}") from None

@@ -23,11 +23,22 @@ def format_report(report: RunReport, title: str) -> str:
     if report.trace_summary:
         out.append(f"--- call trace (full trace: {report.logs}/trace.txt) ---")
         out += report.trace_summary
+    if report.leaks is not None:
+        from kedr_build.checks.leaks import summary as leak_summary
+        out.append(f"--- leaks, bad frees, rule violations (full report: "
+                   f"{report.logs}/leaks.json) ---")
+        out += leak_summary(report.leaks)
+    elif report.leaks_error:
+        out.append(f"--- leak report unreadable: {report.leaks_error} ---")
     for problem in report.problems:
         out.append(f"--- kernel {problem.kind.value} ---")
         out.append(problem.excerpt)
     steps = ", ".join(f"{s.action} {s.target}{'' if s.ok else ' FAILED'}" for s in report.steps)
     verdict = "PASSED" if report.ok else f"FAILED: {report.reason}"
+    if report.ok and not report.checks_ok and report.leaks is not None:
+        verdict = (f"FAILED: {len(report.leaks.leaks)} possible leaks, "
+                   f"{report.leaks.totals.bad_frees} bad frees, "
+                   f"{len(report.leaks.violations)} rule violations")
     out.append(f"kedr-build: {title}: {verdict} [{steps or 'no steps'}] "
                f"in {report.elapsed:.1f} s (logs: {report.logs})")
     return "\n".join(out)

@@ -97,7 +97,18 @@ class VmResult:
         return f"guest script exited with status {self.status}"
 
 
-def qemu_command(kernel: ProvisionedKernel, initrd: Path, workdir: Path) -> list[str]:
+MAX_CPUS = 64
+
+
+def check_cpus(cpus: int, where: str = "VM_CPUS") -> int:
+    if not 1 <= cpus <= MAX_CPUS:
+        raise KedrError(f"{where}={cpus}: guest CPUs must be 1-{MAX_CPUS}")
+    return cpus
+
+
+def qemu_command(kernel: ProvisionedKernel, initrd: Path, workdir: Path,
+                 cpus: int | None = None) -> list[str]:
+    """The QEMU command line; ``cpus`` overrides the kernel description's guest CPUs."""
     image = kernel.boot_image
     if image is None:
         raise KedrError(f"kernel {kernel.release}: no kernel image to boot "
@@ -105,7 +116,8 @@ def qemu_command(kernel: ProvisionedKernel, initrd: Path, workdir: Path) -> list
     cfg = kernel.qemu
     accel = os.environ.get("KEDR_ACCEL", cfg.accel)
     qemu = hosttools.require(["qemu-system-x86_64"])["qemu-system-x86_64"]
-    return [qemu, "-accel", accel, "-cpu", cfg.cpu, "-m", str(cfg.memory_mb), "-smp", "1",
+    return [qemu, "-accel", accel, "-cpu", cfg.cpu, "-m", str(cfg.memory_mb),
+            "-smp", str(check_cpus(cpus if cpus is not None else cfg.cpus)),
             "-nodefaults", "-no-reboot", "-display", "none",
             "-kernel", str(image), "-initrd", str(initrd), "-append", cfg.cmdline,
             "-serial", "stdio",
@@ -135,14 +147,15 @@ def build_initramfs(kernel: ProvisionedKernel, job: GuestJob) -> Initramfs:
 
 
 def run_guest(kernel: ProvisionedKernel, job: GuestJob, workdir: Path,
-              timeout: float = 180.0, stream: Callable[[str], None] | None = None) -> VmResult:
+              timeout: float = 180.0, stream: Callable[[str], None] | None = None,
+              cpus: int | None = None) -> VmResult:
     """Boot, run ``job``, and return what happened; logs are kept in ``workdir``."""
     workdir.mkdir(parents=True, exist_ok=True)
     initrd = workdir / "initramfs.cpio"
     build_initramfs(kernel, job).write(initrd)
     for name in ("console.log", "output.log", "status.log"):
         (workdir / name).unlink(missing_ok=True)
-    cmd = qemu_command(kernel, initrd, workdir)
+    cmd = qemu_command(kernel, initrd, workdir, cpus)
     (workdir / "qemu.cmd").write_text(shlex.join(cmd) + "\n")
 
     start = time.monotonic()

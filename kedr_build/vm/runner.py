@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from kedr_build.atomic import write_atomic
+from kedr_build.checks.leaks import LeakReport, parse as parse_leaks, target_resolver
 from kedr_build.vm.console import KernelProblem, clean_lines
 from kedr_build.errors import KedrError
 from kedr_build.kernel.descriptions import ProvisionedKernel, by_release
@@ -30,6 +31,8 @@ STATS_BEGIN = "--- ring buffer stats ---"
 TRACE_END = "--- end of trace ---"
 KALLSYMS_BEGIN = "--- kallsyms of loaded modules ---"
 KALLSYMS_END = "--- end of kallsyms ---"
+LEAKS_BEGIN = "--- leak report of "
+LEAKS_END = "--- end of leak report ---"
 END_MARK = "kedr-build: modules end"
 _STEP = re.compile(r"^KEDR-STEP (\S+) (\S+) (-?\d+)$")
 
@@ -67,10 +70,17 @@ class RunReport:
     trace_calls: dict[str, int] = field(default_factory=dict)   # function -> calls traced
     trace_lost: int = 0                                         # ring-buffer overruns
     trace_summary: tuple[str, ...] = ()
+    leaks: LeakReport | None = None        # the leak payload's report, read before unload
+    leaks_error: str = ""                  # why it could not be read
 
     @property
     def ok(self) -> bool:
         return self.verdict is Verdict.PASSED
+
+    @property
+    def checks_ok(self) -> bool:
+        """No leaks and no bad frees (true when there was no report)."""
+        return self.leaks is None or self.leaks.clean
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -92,7 +102,8 @@ def plan_run(modules: list[Path], workload: Path | None = None,
     ordered, intree = load_order(ModuleRef.read(m) for m in modules)
     marks = {"begin": BEGIN_MARK, "end": END_MARK, "trace_begin": TRACE_BEGIN,
              "stats_begin": STATS_BEGIN, "trace_end": TRACE_END,
-             "kallsyms_begin": KALLSYMS_BEGIN, "kallsyms_end": KALLSYMS_END}
+             "kallsyms_begin": KALLSYMS_BEGIN, "kallsyms_end": KALLSYMS_END,
+             "leaks_begin": LEAKS_BEGIN, "leaks_end": LEAKS_END}
     script = template_env().get_template("guest-run.sh.j2").render(
         modules=[m.name for m in ordered], intree=intree, trace_providers=trace_providers,
         workload=workload.name if workload is not None else None, marks=marks,
@@ -107,7 +118,7 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
                 workload: Path | None = None, timeout: float = 300.0,
                 stream: Callable[[str], None] | None = None,
                 trace_providers: tuple[str, ...] = (),
-                intree: tuple[str, ...] = ()) -> RunReport:
+                intree: tuple[str, ...] = (), cpus: int | None = None) -> RunReport:
     """Run the modules in the VM; ``intree``: more in-tree modules the workload may modprobe."""
     plan = plan_run(modules, workload, trace_providers)
     check_releases(plan.modules, kernel)
@@ -118,11 +129,16 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
         files["workload.sh"] = workload
     job = GuestJob(script=plan.script, files=files,
                    intree_modules=tuple(dict.fromkeys(plan.intree + intree)))
-    result = run_guest(kernel, job, logdir, timeout=timeout, stream=stream)
-    report = interpret(result)
+    result = run_guest(kernel, job, logdir, timeout=timeout, stream=stream, cpus=cpus)
+    report = interpret(result, {m.name: m.path for m in plan.modules})
     if plan.trace_providers:
-        trace_text, _ = split_trace(result.output)
+        trace_text, _ = split_trace(result.output, {m.name: m.path for m in plan.modules})
         (logdir / "trace.txt").write_text(trace_text)
+        leaks_text = split_leaks(result.output)
+        if leaks_text:
+            (logdir / "leaks.txt").write_text(leaks_text)
+        if report.leaks is not None:
+            write_atomic(logdir / "leaks.json", report.leaks.to_json().encode())
     write_atomic(logdir / "result.json", report.to_json().encode())
     return report
 
@@ -144,12 +160,13 @@ def check_releases(modules: tuple[ModuleRef, ...], kernel: ProvisionedKernel) ->
                             f"with {other}")
 
 
-def interpret(result: VmResult) -> RunReport:
+def interpret(result: VmResult, modules: Mapping[str, Path] | None = None) -> RunReport:
+    """Judge a run; ``modules``: name -> .ko of the targets, to name their addresses."""
     steps: list[Step] = []
     other: list[str] = []
     workload: list[str] = []
     in_workload = False
-    trace_text, stats = split_trace(result.output)
+    trace_text, stats = split_trace(result.output, modules)
     output = _without_trace(result.output)
     for line in output.splitlines():
         m = _STEP.match(line.strip())
@@ -176,15 +193,43 @@ def interpret(result: VmResult) -> RunReport:
         elif other:
             reason += f": {other[-1].strip()}"
     trace = parse_trace(trace_text, stats)
+    leaks: LeakReport | None = None
+    leaks_error = ""
+    leaks_text = split_leaks(result.output)
+    if leaks_text:
+        try:
+            leaks = parse_leaks(leaks_text, modules)
+        except KedrError as e:
+            leaks_error = str(e)
     return RunReport(verdict=verdict, reason=reason, steps=tuple(steps),
                      driver_log=tuple(log), workload_output="\n".join(workload),
                      problems=result.problems, elapsed=result.elapsed, logs=result.workdir,
                      trace_calls=dict(trace.calls()), trace_lost=trace.overruns,
-                     trace_summary=tuple(summary(trace)) if trace_text else ())
+                     trace_summary=tuple(summary(trace)) if trace_text else (),
+                     leaks=leaks, leaks_error=leaks_error)
 
 
-def split_trace(output: str) -> tuple[str, str]:
-    """The trace text (call sites resolved) and ring-buffer stats the guest dumped."""
+def split_leaks(output: str) -> str:
+    """The leak report the guest read before unloading the replacement module."""
+    lines: list[str] = []
+    inside = False
+    for line in output.splitlines():
+        if line.startswith(LEAKS_BEGIN):
+            inside = True
+        elif line == LEAKS_END:
+            inside = False
+        elif inside:
+            lines.append(line)
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def split_trace(output: str,
+                modules: Mapping[str, Path] | None = None) -> tuple[str, str]:
+    """The trace text (call sites resolved) and ring-buffer stats the guest dumped.
+
+    ``modules`` (name -> .ko): call sites in those modules are named from their own
+    symbols and the section addresses the leak payload recorded while they loaded,
+    so calls from freed ``__init`` code get their real names."""
     trace: list[str] = []
     stats: list[str] = []
     kallsyms: list[str] = []
@@ -202,7 +247,9 @@ def split_trace(output: str) -> tuple[str, str]:
             where.append(line)
     text = "\n".join(trace) + ("\n" if trace else "")
     if kallsyms:
-        text = Symbolizer("\n".join(kallsyms)).rewrite(text)
+        leaks = split_leaks(output)
+        first = target_resolver(leaks, modules) if leaks and modules else None
+        text = Symbolizer("\n".join(kallsyms)).rewrite(text, first)
     return text, "\n".join(stats)
 
 
@@ -210,9 +257,9 @@ def _without_trace(output: str) -> str:
     kept: list[str] = []
     inside = False
     for line in output.splitlines():
-        if line.startswith(TRACE_BEGIN) or line == KALLSYMS_BEGIN:
+        if line.startswith((TRACE_BEGIN, LEAKS_BEGIN)) or line == KALLSYMS_BEGIN:
             inside = True
-        elif line in (TRACE_END, KALLSYMS_END):
+        elif line in (TRACE_END, KALLSYMS_END, LEAKS_END):
             inside = False
         elif not inside:
             kept.append(line)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 #           insmod-86      [000] .....     1.882034: call_kfree: call_site=... ptr=...
@@ -113,9 +114,12 @@ class Symbolizer:
         base, name, module = self._syms[i]
         return f"{name}+0x{addr - base:x}" + (f" [{module}]" if module else "")
 
-    def rewrite(self, text: str) -> str:
+    def rewrite(self, text: str,
+                first: Callable[[int], str | None] | None = None) -> str:
+        """Hex call sites named; ``first`` is asked before kallsyms (it knows init code)."""
         def sub(m: re.Match[str]) -> str:
-            where = self.resolve(int(m.group(1), 16))
+            addr = int(m.group(1), 16)
+            where = (first(addr) if first else None) or self.resolve(addr)
             return f"call_site={where.replace(' ', '')}" if where else m.group(0)
         return _HEX_SITE.sub(sub, text)
 

@@ -11,7 +11,12 @@
  *                                  replacement a pass-through
  *     status                   r   one line per function: name replacement
  *                                  trace calls unrecorded
+ *     leaks                    r   the leak payload's report (kedr_leak.c)
  *     functions/<name>/trace   rw  1/0: trace calls of <name>
+ *     functions/<name>/leaks   rw  1/0: track what <name> allocates or frees
+ *                                  (only for functions that do)
+ *     functions/<name>/rules   rw  1/0: check the API rules on calls of <name>
+ *                                  (only for functions that may sleep)
  *     functions/<name>/calls   rw  calls that ran the trace payload
  *                                  (write 0 to reset)
  *     functions/<name>/unrecorded
@@ -47,7 +52,15 @@ static struct dentry *kedr_module_dir;		/* kedr_build/<module>/ */
 /* Called with kedr_control_lock held. */
 static void kedr_update_active(struct kedr_function *fn)
 {
-	WRITE_ONCE(fn->active, kedr_global_enabled ? fn->wanted : 0);
+	unsigned int active = kedr_global_enabled ? fn->wanted & fn->payloads : 0;
+
+	/*
+	 * Leak tracking off for a while: frees of what was allocated meanwhile
+	 * are no longer "foreign" (kedr_leak.c), and leaks may be missed.
+	 */
+	if ((fn->active & KEDR_PAYLOAD_LEAKS) && !(active & KEDR_PAYLOAD_LEAKS))
+		WRITE_ONCE(kedr_leak_gap, true);
+	WRITE_ONCE(fn->active, active);
 }
 
 static void kedr_update_all(void)
@@ -93,19 +106,18 @@ static const struct file_operations kedr_enabled_fops = {
 	.llseek = default_llseek,
 };
 
-/* --- functions/<name>/trace --------------------------------------------------- */
+/* --- functions/<name>/trace, functions/<name>/leaks ------------------------------------ */
 
-static ssize_t kedr_trace_switch_read(struct file *file, char __user *buf, size_t count,
-				      loff_t *ppos)
+static ssize_t kedr_switch_read(struct file *file, char __user *buf, size_t count,
+				loff_t *ppos, unsigned int bit)
 {
 	struct kedr_function *fn = file->private_data;
 
-	return kedr_read_text(buf, count, ppos,
-			      READ_ONCE(fn->wanted) & KEDR_PAYLOAD_TRACE ? "1\n" : "0\n");
+	return kedr_read_text(buf, count, ppos, READ_ONCE(fn->wanted) & bit ? "1\n" : "0\n");
 }
 
-static ssize_t kedr_trace_switch_write(struct file *file, const char __user *buf, size_t count,
-				       loff_t *ppos)
+static ssize_t kedr_switch_write(struct file *file, const char __user *buf, size_t count,
+				 unsigned int bit)
 {
 	struct kedr_function *fn = file->private_data;
 	bool on;
@@ -114,11 +126,22 @@ static ssize_t kedr_trace_switch_write(struct file *file, const char __user *buf
 	if (err)
 		return err;
 	mutex_lock(&kedr_control_lock);
-	WRITE_ONCE(fn->wanted, on ? fn->wanted | KEDR_PAYLOAD_TRACE
-				  : fn->wanted & ~KEDR_PAYLOAD_TRACE);
+	WRITE_ONCE(fn->wanted, on ? fn->wanted | bit : fn->wanted & ~bit);
 	kedr_update_active(fn);
 	mutex_unlock(&kedr_control_lock);
 	return count;
+}
+
+static ssize_t kedr_trace_switch_read(struct file *file, char __user *buf, size_t count,
+				      loff_t *ppos)
+{
+	return kedr_switch_read(file, buf, count, ppos, KEDR_PAYLOAD_TRACE);
+}
+
+static ssize_t kedr_trace_switch_write(struct file *file, const char __user *buf, size_t count,
+				       loff_t *ppos)
+{
+	return kedr_switch_write(file, buf, count, KEDR_PAYLOAD_TRACE);
 }
 
 static const struct file_operations kedr_trace_switch_fops = {
@@ -126,6 +149,46 @@ static const struct file_operations kedr_trace_switch_fops = {
 	.open = simple_open,
 	.read = kedr_trace_switch_read,
 	.write = kedr_trace_switch_write,
+	.llseek = default_llseek,
+};
+
+static ssize_t kedr_leaks_switch_read(struct file *file, char __user *buf, size_t count,
+				      loff_t *ppos)
+{
+	return kedr_switch_read(file, buf, count, ppos, KEDR_PAYLOAD_LEAKS);
+}
+
+static ssize_t kedr_leaks_switch_write(struct file *file, const char __user *buf, size_t count,
+				       loff_t *ppos)
+{
+	return kedr_switch_write(file, buf, count, KEDR_PAYLOAD_LEAKS);
+}
+
+static const struct file_operations kedr_leaks_switch_fops = {
+	.owner = THIS_MODULE,
+	.open = simple_open,
+	.read = kedr_leaks_switch_read,
+	.write = kedr_leaks_switch_write,
+	.llseek = default_llseek,
+};
+
+static ssize_t kedr_rules_switch_read(struct file *file, char __user *buf, size_t count,
+				      loff_t *ppos)
+{
+	return kedr_switch_read(file, buf, count, ppos, KEDR_PAYLOAD_RULES);
+}
+
+static ssize_t kedr_rules_switch_write(struct file *file, const char __user *buf, size_t count,
+				       loff_t *ppos)
+{
+	return kedr_switch_write(file, buf, count, KEDR_PAYLOAD_RULES);
+}
+
+static const struct file_operations kedr_rules_switch_fops = {
+	.owner = THIS_MODULE,
+	.open = simple_open,
+	.read = kedr_rules_switch_read,
+	.write = kedr_rules_switch_write,
 	.llseek = default_llseek,
 };
 
@@ -206,6 +269,8 @@ static void kedr_control_init(void)
 	struct dentry *functions;
 	size_t i;
 
+	/* Started as a pass-through: what is allocated before tracking starts is unknown. */
+	kedr_leak_gap = !kedr_enabled_at_load;
 	mutex_lock(&kedr_control_lock);
 	kedr_global_enabled = kedr_enabled_at_load;
 	kedr_update_all();
@@ -215,6 +280,7 @@ static void kedr_control_init(void)
 	kedr_module_dir = debugfs_create_dir(KEDR_MODULE_NAME, kedr_root_dir);
 	debugfs_create_file("enabled", 0600, kedr_module_dir, NULL, &kedr_enabled_fops);
 	debugfs_create_file("status", 0400, kedr_module_dir, NULL, &kedr_status_fops);
+	debugfs_create_file("leaks", 0400, kedr_module_dir, NULL, &kedr_leaks_fops);
 	functions = debugfs_create_dir("functions", kedr_module_dir);
 	for (i = 0; i < ARRAY_SIZE(kedr_functions); i++) {
 		struct kedr_function *fn = kedr_functions[i];
@@ -223,6 +289,10 @@ static void kedr_control_init(void)
 		debugfs_create_file("trace", 0600, dir, fn, &kedr_trace_switch_fops);
 		debugfs_create_file("calls", 0600, dir, &fn->calls, &kedr_counter_fops);
 		debugfs_create_file("unrecorded", 0600, dir, &fn->unrecorded, &kedr_counter_fops);
+		if (fn->payloads & KEDR_PAYLOAD_LEAKS)
+			debugfs_create_file("leaks", 0600, dir, fn, &kedr_leaks_switch_fops);
+		if (fn->payloads & KEDR_PAYLOAD_RULES)
+			debugfs_create_file("rules", 0600, dir, fn, &kedr_rules_switch_fops);
 	}
 }
 

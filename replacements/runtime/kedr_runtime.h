@@ -17,32 +17,40 @@
 
 /* One bit per payload a replacement can run around the original call. */
 #define KEDR_PAYLOAD_TRACE	(1U << 0)	/* kedr_trace.h: one trace event per call */
+#define KEDR_PAYLOAD_LEAKS	(1U << 1)	/* kedr_leak.c: track allocations and frees */
+#define KEDR_PAYLOAD_RULES	(1U << 3)	/* kedr_rules.c: API rules (sleeping in atomic context) */
 /*
- * Seams for the later payloads: KEDR_PAYLOAD_LEAKS (1U << 1) from kedr_leaks.c
- * (record after an allocating/freeing call), KEDR_PAYLOAD_FAULTS (1U << 2) from
- * kedr_faults.c (decide before the call whether to return the catalog's fault
- * value instead). Add the bit here and to KEDR_PAYLOADS_DEFAULT, and a file per
+ * Seam for the next payload: KEDR_PAYLOAD_FAULTS (1U << 2) from kedr_faults.c
+ * (decide before the call whether to return the catalog's fault value
+ * instead). Add the bit here and to KEDR_PAYLOADS_DEFAULT, and a file per
  * payload under functions/<name>/ in kedr_control.c.
  */
-#define KEDR_PAYLOADS_DEFAULT	KEDR_PAYLOAD_TRACE
+#define KEDR_PAYLOADS_DEFAULT	(KEDR_PAYLOAD_TRACE | KEDR_PAYLOAD_LEAKS | KEDR_PAYLOAD_RULES)
 
 struct kedr_function {
 	const char *name;		/* the kernel function replaced: "kfree" */
 	const char *replacement;	/* the exported replacement: "Kfree" */
+	unsigned int index;		/* in kedr_functions[] */
+	unsigned int payloads;		/* payloads this function can run */
 	unsigned int wanted;		/* payloads switched on for this function */
 	unsigned int active;		/* wanted, or 0 while globally disabled */
 	atomic64_t calls;		/* calls that ran the trace payload */
 	atomic64_t unrecorded;		/* ... of which the trace event was disabled */
 };
 
-#define KEDR_FUNCTION(fn_name, repl_name) {				\
+#define KEDR_FUNCTION(fn_name, repl_name, idx, can) {			\
 	.name = fn_name,						\
 	.replacement = repl_name,					\
-	.wanted = KEDR_PAYLOADS_DEFAULT,				\
+	.index = idx,							\
+	.payloads = can,						\
+	.wanted = (can) & KEDR_PAYLOADS_DEFAULT,			\
 	.active = 0,							\
 	.calls = ATOMIC64_INIT(0),					\
 	.unrecorded = ATOMIC64_INIT(0),					\
 }
+
+/* API rules (kedr_rules.c); kedr_leak.c reports unlocks of locks not held. */
+enum kedr_rule { KEDR_RULE_SLEEP_IN_ATOMIC, KEDR_RULE_UNLOCK_NOT_HELD };
 
 /* The only thing a replacement reads before deciding to be a pass-through. */
 static __always_inline unsigned int kedr_active(const struct kedr_function *fn)

@@ -1,0 +1,1 @@
+"""Verdicts computed from what the payloads report (leaks, bad frees)."""

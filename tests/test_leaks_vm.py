@@ -1,0 +1,266 @@
+"""The leak payload in the pinned kernel (QEMU), with tests/drivers/leaker.
+
+One boot loads the replacement module and the patched driver three times
+(mode=leak, clean, bad), reading the leak report after the driver is gone and
+before the replacement module is: the leaks are exactly the ones the driver
+keeps, with their sizes and the functions that made them (init code
+included); a clean driver has none; each bad free is reported once and the
+kernel survives it. A replacement module with an out-of-range stack depth
+refuses to load with one clear line.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from kedr_build.checks.leaks import LeakReport, parse, summary
+from kedr_build.intercept import catalog, generate
+from kedr_build.intercept.pipeline import select_functions
+from kedr_build.kernel import kbuild
+from kedr_build.kernel.descriptions import ProvisionedKernel
+from kedr_build.ko.patch import patch_module
+from kedr_build.ko.plan import build_plan
+from kedr_build.ko.symvers import read_symvers
+from kedr_build.vm.console import find_problems
+from kedr_build.vm.qemu import GuestJob, run_guest
+
+from conftest import run_scons
+
+pytestmark = pytest.mark.vm
+
+DRIVER = Path(__file__).resolve().parent / "drivers" / "leaker"
+REPL = "kedr_repl_leaker"
+MODES = ("leak", "clean", "bad", "atomic", "locks", "timer")
+
+GUEST_SCRIPT = f"""
+D=/sys/kernel/debug/kedr_build/{REPL}
+for mode in {' '.join(MODES)}; do
+  insmod ./{REPL}.ko || exit 1
+  insmod ./kedr_leaker.ko mode=$mode || exit 1
+  rmmod kedr_leaker || exit 1
+  echo "== report $mode"; cat $D/leaks
+  rmmod {REPL} || exit 1
+done
+echo "== depth"
+insmod ./{REPL}.ko stack_depth=0; echo "insmod rc=$?"
+dmesg | grep 'stack_depth=' || true
+echo "== alive"
+echo ok
+"""
+
+# (allocator, size, function the call is in): what mode=leak keeps.
+EXPECTED_LEAKS = Counter([
+    ("kmalloc_trace", 64, "leak_from_init"),
+    ("kmalloc_trace", 100, "leak_kmalloc_trace"),
+    ("__kmalloc", 200, "leak_kmalloc_var"),
+    ("kmem_cache_alloc", 72, "leak_cache_obj"),
+    ("vmalloc", 3 * 4096, "leak_vmalloc"),
+    ("__get_free_pages", 2 * 4096, "leak_pages"),
+    ("kstrdup", 12, "leak_string"),
+    ("krealloc", 300, "leak_realloc"),
+    ("kvmalloc_node", 5000, "leak_kvmalloc"),
+    ("kmalloc_trace", 32, "leak_same_stack"),
+    ("kmalloc_trace", 32, "leak_same_stack"),
+    ("kmalloc_trace", 32, "leak_same_stack"),
+    ("kmem_cache_create", 0, "leaker_init"),
+])
+
+
+def sections(output: str) -> dict[str, str]:
+    parts = re.split(r"^== (.+)$", output, flags=re.M)
+    return {parts[i].strip(): parts[i + 1] for i in range(1, len(parts) - 1, 2)}
+
+
+def function_of(where: str) -> str:
+    """``leak_pages.constprop.0+0x1c [kedr_leaker]`` -> ``leak_pages``."""
+    return where.split("+")[0].split(".")[0]
+
+
+@pytest.fixture(scope="module")
+def guest(pinned_kernel: ProvisionedKernel,
+          tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], str, Path]:
+    work = tmp_path_factory.mktemp("leaks_vm")
+    specs = kbuild.discover(DRIVER, pinned_kernel.kdir)
+    built = kbuild.build(kbuild.BuildRequest(driver=DRIVER, kdir=pinned_kernel.kdir,
+                                             workdir=work / "driver-build",
+                                             outdir=work / "driver", modules=tuple(specs)))
+    driver_ko = built[0]
+    functions = select_functions([driver_ko], pinned_kernel.symvers).functions
+    exports = read_symvers(pinned_kernel.symvers)
+    plan = build_plan(functions, kernel_exports=set(exports), replacement_module=REPL)
+    module = generate.generate(plan.mapping().items(), catalog.load(), pinned_kernel.symvers,
+                               work / "repl", REPL, driver="kedr_leaker",
+                               kernel=pinned_kernel.release)
+    repl_ko = generate.build_replacement(module.directory, pinned_kernel.kdir)
+    patched = work / "kedr_leaker.ko"
+    patch_module(driver_ko, patched, plan, module.symvers, manifest=False)
+    job = GuestJob(script=GUEST_SCRIPT, files={"kedr_leaker.ko": patched,
+                                               f"{REPL}.ko": repl_ko})
+    vm = run_guest(pinned_kernel, job, workdir=work / "vm", timeout=400)
+    assert vm.ok, f"status {vm.status}, problems {vm.problems}\n{vm.output}\n{vm.console[-3000:]}"
+    return sections(vm.output), vm.console, patched
+
+
+def report(guest: tuple[dict[str, str], str, Path], mode: str) -> LeakReport:
+    out, _, patched = guest
+    return parse(out[f"report {mode}"], {"kedr_leaker": patched})
+
+
+def test_leaker_reports_exactly_its_leaks_with_callers_and_sizes(
+        guest: tuple[dict[str, str], str, Path]) -> None:
+    rep = report(guest, "leak")
+    got = Counter((leak.function, leak.size, function_of(leak.caller)) for leak in rep.leaks)
+    assert got == EXPECTED_LEAKS, "\n".join(summary(rep))
+    assert all(leak.caller.endswith(" [kedr_leaker]") for leak in rep.leaks)
+    assert all(leak.stack and leak.stack[0] == leak.caller for leak in rep.leaks)
+    # The call from __init code is named from the module's own symbols, though
+    # .init.text was freed before the report was read (leaker_init tail-calls
+    # leak_from_init, so the kernel's initcall comes next); kernel frames are
+    # named by the guest.
+    init = next(leak for leak in rep.leaks if leak.size == 64)
+    assert function_of(init.caller) == "leak_from_init"
+    assert function_of(init.stack[1]) == "do_one_initcall"
+    same = next(leak for leak in rep.leaks if leak.size == 32)
+    assert function_of(same.stack[1]) == "leak_from_init"
+    kinds = {leak.function: leak.kind for leak in rep.leaks}
+    assert kinds == {"kmalloc_trace": "kmalloc", "__kmalloc": "kmalloc",
+                     "kmem_cache_alloc": "cache", "vmalloc": "vmalloc",
+                     "__get_free_pages": "pages", "kstrdup": "kmalloc", "krealloc": "kmalloc",
+                     "kvmalloc_node": "kvmalloc", "kmem_cache_create": "kmem_cache"}
+    t = rep.totals
+    assert t.live == len(rep.leaks) == 13 and t.allocs - t.frees == t.live
+    assert t.live_bytes == sum(size * n for (_, size, _), n in EXPECTED_LEAKS.items())
+    assert (t.bad_frees, t.dropped_objects, t.dropped_stacks, t.untracked_frees) == (0, 0, 0, 0)
+    assert not rep.bad_frees
+    # Grouped by stack: the three kzalloc(32) from one place are one group.
+    top = rep.groups()[0]
+    assert len(top.leaks) == 3 and {leak.size for leak in top.leaks} == {32}
+    assert any("+2 more with the same stack" in line for line in summary(rep))
+
+
+def test_clean_driver_reports_nothing(guest: tuple[dict[str, str], str, Path]) -> None:
+    rep = report(guest, "clean")
+    assert rep.clean and not rep.leaks, "\n".join(summary(rep))
+    t = rep.totals
+    assert t.allocs == t.frees > 20 and t.live == 0 and t.live_bytes == 0
+
+
+def test_bad_frees_are_reported_once_each_and_not_passed_on(
+        guest: tuple[dict[str, str], str, Path]) -> None:
+    rep = report(guest, "bad")
+    text = "\n".join(summary(rep))
+    by_caller = {function_of(b.caller): b for b in rep.bad_frees}
+    assert len(rep.bad_frees) == rep.totals.bad_frees == 6, text
+    assert set(by_caller) == {"bad_double", "bad_vfree_of_kmalloc", "bad_kfree_of_vmalloc",
+                              "bad_wrong_cache", "bad_wrong_order", "bad_foreign"}, text
+    double = by_caller["bad_double"]
+    assert (double.what, double.function, double.alloc_function) == \
+        ("double", "kfree", "kmalloc_trace")
+    assert double.free_caller and function_of(double.free_caller) == "bad_double"
+    assert double.alloc_stack and double.free_stack and double.stack
+    assert double.free_caller != double.caller      # the first free, then the second
+    assert (by_caller["bad_vfree_of_kmalloc"].what, by_caller["bad_vfree_of_kmalloc"].function,
+            by_caller["bad_vfree_of_kmalloc"].alloc_kind) == ("mismatch", "vfree", "kmalloc")
+    assert (by_caller["bad_kfree_of_vmalloc"].what, by_caller["bad_kfree_of_vmalloc"].function,
+            by_caller["bad_kfree_of_vmalloc"].alloc_kind) == ("mismatch", "kfree", "vmalloc")
+    assert (by_caller["bad_wrong_cache"].what, by_caller["bad_wrong_cache"].function) == \
+        ("mismatch", "kmem_cache_free")
+    assert (by_caller["bad_wrong_order"].what, by_caller["bad_wrong_order"].alloc_kind) == \
+        ("mismatch", "pages")
+    foreign = by_caller["bad_foreign"]
+    assert foreign.what == "foreign" and foreign.alloc_function is None
+    assert not any(b.passed for b in rep.bad_frees)
+    # What was refused is still allocated but is not a leak on top: only the
+    # cache the driver leaves behind is.
+    assert [(leak.function, function_of(leak.caller)) for leak in rep.leaks] == \
+        [("kmem_cache_create", "leaker_init")]
+
+
+def test_sleeping_calls_in_atomic_context_once_per_call_site_with_a_count(
+        guest: tuple[dict[str, str], str, Path]) -> None:
+    rep = report(guest, "atomic")
+    text = "\n".join(summary(rep))
+    got = {(v.rule, v.function, function_of(v.caller), v.count, v.context)
+           for v in rep.violations}
+    assert got == {("sleep-in-atomic", "__kmalloc", "atomic_gfp_kernel", 3, "preempt-off"),
+                   ("sleep-in-atomic", "mutex_lock", "atomic_mutex", 1, "preempt-off"),
+                   ("sleep-in-atomic", "kmalloc_trace", "bh_off_gfp_kernel", 1, "bh-off")}, text
+    assert len(rep.violations) == 3 and rep.dropped_violations == 0
+    assert all(v.stack and v.stack[0] == v.caller for v in rep.violations)
+    # Everything was freed; the rule violations alone make the report unclean.
+    assert not rep.leaks and not rep.bad_frees and not rep.clean
+    assert "rule violation: sleep-in-atomic: __kmalloc() at atomic_gfp_kernel+0x" in text
+    assert ", 3 times" in text
+    # The other modes broke no rule.
+    assert all(not report(guest, m).violations for m in ("leak", "clean", "bad"))
+
+
+def test_mutex_held_at_unload_and_unlock_not_held(
+        guest: tuple[dict[str, str], str, Path]) -> None:
+    rep = report(guest, "locks")
+    text = "\n".join(summary(rep))
+    [held] = rep.leaks
+    assert (held.kind, held.function, function_of(held.caller)) == \
+        ("mutex", "mutex_lock", "locks_held_at_unload"), text
+    [v] = rep.violations
+    assert (v.rule, v.function, function_of(v.caller), v.count) == \
+        ("unlock-not-held", "mutex_unlock", "locks_unlock_not_held", 1), text
+    # A mutex at the address of the kmalloc'ed object that holds it is not the
+    # object: locking, unlocking and freeing it is clean.
+    assert not rep.bad_frees and rep.totals.bad_frees == 0, text
+    assert "still held: a mutex taken by mutex_lock at locks_held_at_unload+0x" in text
+
+
+def test_timer_pending_at_unload(guest: tuple[dict[str, str], str, Path]) -> None:
+    rep = report(guest, "timer")
+    text = "\n".join(summary(rep))
+    got = sorted((leak.kind, leak.function, function_of(leak.caller)) for leak in rep.leaks)
+    # The object holding the timer is leaked too; the timer deleted in time and
+    # the one that fired are not reported.
+    assert got == [("kmalloc", "kmalloc_trace", "timer_pending_at_unload"),
+                   ("timer", "mod_timer", "timer_pending_at_unload")], text
+    timer = next(leak for leak in rep.leaks if leak.kind == "timer")
+    obj = next(leak for leak in rep.leaks if leak.kind == "kmalloc")
+    assert timer.ptr == obj.ptr       # first member of the object, told apart
+    assert "timer still pending at unload (deleted by kedr): armed by mod_timer at " \
+        "timer_pending_at_unload+0x" in text
+    _, console, _ = guest
+    assert "still pending at unload: deleted" in console
+
+
+def test_kernel_survives_and_bad_settings_are_refused(
+        guest: tuple[dict[str, str], str, Path]) -> None:
+    out, console, _ = guest
+    assert "ok" in out["alive"]
+    assert find_problems(console) == []
+    assert "insmod rc=0" not in out["depth"]
+    assert "stack_depth=0 is out of range (1-32)" in out["depth"]
+
+
+
+def test_scons_run_prints_the_leaks_and_fails(pinned_kernel: ProvisionedKernel,
+                                              tmp_path: Path) -> None:
+    proc = run_scons([f"MODULE={DRIVER}", f"BUILD_DIR={tmp_path}", "run"], check=False)
+    out = proc.stdout
+    assert proc.returncode != 0, out
+    summary_at = out.index("--- leaks, bad frees, rule violations (full report: ")
+    assert out.index("--- call trace") < summary_at
+    assert "13 possible leaks (26324 bytes), 0 bad frees, 0 rule violations" in out[summary_at:]
+    assert "leak: 32 bytes from kmalloc_trace (kmalloc) at leak_same_stack+0x" in out
+    assert "(+2 more with the same stack, 96 bytes in all)" in out
+    assert "kedr-build: leaker: FAILED: 13 possible leaks, 0 bad frees, 0 rule violations [" in out
+    saved = json.loads((tmp_path / "leaker" / "run" / "leaks.json").read_text())
+    assert saved["totals"]["live"] == 13
+    assert (tmp_path / "leaker" / "run" / "leaks.txt").read_text().startswith("kedr-leaks 1\n")
+    # The trace names calls from __init code right too (kallsyms alone, read after
+    # init, would say "leaker_exit+0x4d46": the nearest symbol that survived).
+    trace = (tmp_path / "leaker" / "run" / "trace.txt").read_text()
+    assert re.search(r"call_kmalloc_trace: call_site=leak_from_init\+0x[0-9a-f]+\[kedr_leaker\] "
+                     r"s=0x[0-9a-f]+ flags=GFP_KERNEL size=64 ", trace), trace
+    assert re.search(r"call_kmem_cache_create: call_site=leaker_init\+0x", trace)
+    assert "leaker_exit+0x4" not in trace
