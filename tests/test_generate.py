@@ -164,3 +164,21 @@ def test_build_refuses_a_directory_that_is_not_generated(pinned_kernel: Provisio
                                                           tmp_path: Path) -> None:
     with pytest.raises(KedrError, match="not a generated replacement module"):
         generate.build_replacement(tmp_path, pinned_kernel.kdir)
+
+
+def test_kbuild_failure_names_the_error_not_makes_last_line(
+        pinned_kernel: ProvisionedKernel, tmp_path: Path) -> None:
+    """A replacement module that compiles but fails in modpost: the message is
+    modpost's error, not make's closing "Error 2"."""
+    d = tmp_path / "kedr_repl_x"
+    d.mkdir()
+    (d / "Kbuild").write_text("obj-m := kedr_repl_x.o\n")
+    (d / "kedr_repl_x.c").write_text(
+        '#include <linux/module.h>\nextern void kedr_no_such_function(void);\n'
+        'static int __init x_init(void) { kedr_no_such_function(); return 0; }\n'
+        'module_init(x_init);\nMODULE_LICENSE("GPL");\n')
+    with pytest.raises(KedrError) as info:
+        generate.build_replacement(d, pinned_kernel.kdir)
+    message = str(info.value)
+    assert 'kbuild failed for kedr_repl_x: ERROR: modpost: "kedr_no_such_function"' in message
+    assert "Error 2" not in message

@@ -313,3 +313,61 @@ def test_make_args_must_be_assignments(value: str, pinned_kernel: ProvisionedKer
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("kedr-build:")]
     assert len(lines) == 1 and lines[0].startswith(f"kedr-build: MAKE_ARGS={value}: "), \
         proc.stderr
+
+
+DKMS_HELLO = REPO / "tests/drivers/dkms-hello"
+
+
+def _dkms_copy(tmp_path: Path, edit: str = "") -> Path:
+    src = tmp_path / "kedr-dkms-hello-1.0"
+    shutil.copytree(DKMS_HELLO, src, symlinks=True)
+    (src / "fail.sh").write_text("#!/bin/sh\necho failing on purpose\nexit 3\n")
+    (src / "fail.sh").chmod(0o755)
+    if edit:
+        conf = src / "dkms.conf"
+        conf.write_text(conf.read_text() + edit)
+    return src
+
+
+def test_dkms_package_builds_patches_and_null_builds(
+        tmp_path: Path, make_log: tuple[dict[str, str], Path],
+        pinned_kernel: ProvisionedKernel) -> None:
+    env, log = make_log
+    src = _dkms_copy(tmp_path)
+    build = tmp_path / "build"
+    args = [f"DKMS={src}", f"BUILD_DIR={build}"]
+    run_scons(args, env)
+    out = build / src.name
+    assert sorted(p.name for p in out.glob("*.ko")) == ["dkms-hello.ko", "dkms_extra.ko"]
+    assert (out / "patched" / "dkms-hello.ko").is_file()
+    plan = json.loads((out / "plan.json").read_text())
+    assert {"kasprintf", "kfree"} <= set(plan["rename"])
+    assert not (src / "src" / "version.h").exists(), "DKMS builds in a copy"
+    log.unlink()
+    run_scons(args, env)
+    assert calls(log) == [], "a null build must not spawn make"
+    # MODULE= of a directory with a dkms.conf is the same build.
+    assert "is up to date" in run_scons([f"MODULE={src}", f"BUILD_DIR={build}"], env).stdout
+
+
+@pytest.mark.parametrize("edit,message", [
+    ("if then fi\n", "dkms.conf: bash cannot read it: "),
+    ('BUILT_MODULE_NAME[2]="ghost"\nDEST_MODULE_LOCATION[2]="/extra"\n',
+     "dkms.conf: the build did not produce ghost.ko (BUILT_MODULE_NAME/"
+     "BUILT_MODULE_LOCATION); nothing installed"),
+    ('PRE_BUILD="fail.sh"\n', "dkms.conf: PRE_BUILD failed (exit 3)"),
+    ('BUILT_MODULE_NAME[0]="dkms-hello.ko"\n', "BUILT_MODULE_NAME[0]=dkms-hello.ko must not end "
+                                              "in .o or .ko"),
+    ('BUILD_EXCLUSIVE_KERNEL="^4\\."\n', "not for kernel "),
+])
+def test_dkms_bad_input_is_one_line(edit: str, message: str, tmp_path: Path,
+                                    pinned_kernel: ProvisionedKernel) -> None:
+    src = _dkms_copy(tmp_path, edit)
+    build = tmp_path / "build"
+    proc = run_scons([f"DKMS={src}", f"BUILD_DIR={build}"], check=False)
+    assert proc.returncode != 0
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines()
+             if ln.startswith("kedr-build:") and "warning" not in ln]
+    assert len(lines) == 1 and message in lines[0], proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert list((build / src.name).glob("*.ko")) == []

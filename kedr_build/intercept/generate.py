@@ -29,6 +29,7 @@ from kedr_build.atomic import write_atomic
 from kedr_build.errors import KedrError
 from kedr_build.resources import RUNTIME_DIR, template_env
 from kedr_build.intercept.naming import RUNTIME_FILES
+from kedr_build.kernel.kbuild import first_error
 from kedr_build.ko.names import NAME_MAX, is_c_identifier
 from kedr_build.ko.symvers import SymversEntry, read_symvers
 
@@ -402,6 +403,4 @@ def _explain_failure(directory: Path, name: str, output: str, log: Path) -> str:
     if errors:
         return f"{directory}: replacement module {name} does not compile: {errors[0][1]} " \
                f"(full log: {log})"
-    tail = [ln for ln in output.strip().splitlines() if ln.strip()][-1:]
-    return f"{directory}: kbuild failed for {name}: {tail[0] if tail else 'no output'} " \
-           f"(full log: {log})"
+    return f"{directory}: kbuild failed for {name}: {first_error(output)} (full log: {log})"

@@ -193,15 +193,18 @@ def build(pkg: DkmsPackage, dkms_tree: Path, release: str, kdir: Path, outdir: P
            "GIT_CEILING_DIRECTORIES": str(dkms_tree)}
     sys.stdout.flush()
     if pkg.pre_build:
+        # DKMS: run="$build_dir/$pre_build"; [[ -x ${run%% *} ]] && (cd build; exec $run),
+        # else only a warning.
         script = build_dir / pkg.pre_build.split()[0]
-        if not os.access(script, os.X_OK):
-            raise KedrError(f"{pkg.conf}: PRE_BUILD {pkg.pre_build.split()[0]} is not an "
-                            "executable file of the package")
-        proc = subprocess.run([bash, "-c", f"exec {build_dir}/{pkg.pre_build}"], cwd=build_dir,
-                              env=env)
-        if proc.returncode != 0:
-            raise KedrError(f"{pkg.conf}: PRE_BUILD failed (exit {proc.returncode}); its "
-                            "messages are above")
+        if os.access(script, os.X_OK):
+            proc = subprocess.run([bash, "-c", f"exec {build_dir}/{pkg.pre_build}"],
+                                  cwd=build_dir, env=env)
+            if proc.returncode != 0:
+                raise KedrError(f"{pkg.conf}: PRE_BUILD failed (exit {proc.returncode}); its "
+                                "messages are above")
+        else:
+            print(f"kedr-build: warning: {pkg.conf}: PRE_BUILD {pkg.pre_build.split()[0]} is "
+                  "not an executable file of the package; skipped, as DKMS does", flush=True)
     command = make_command(pkg, dkms_tree, release, kdir, jobs)
     if verbose:
         print(command, flush=True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -188,6 +189,21 @@ def _walk(top: Path) -> Iterator[str]:
             if not os.path.exists(os.path.join(dirpath, name)):
                 continue   # a dangling symlink: kbuild never reads it, nor do we
             yield name if rel_dir == "." else os.path.join(rel_dir, name)
+
+
+_ERROR_LINE = re.compile(r"\b(?:error|ERROR|Error)\b:|undefined reference|undefined!|"
+                         r"No rule to make target|No such file or directory|not found")
+
+
+def first_error(output: str) -> str:
+    """The line of kbuild's output that says what went wrong: the first compiler,
+    linker or modpost error, not make's closing "Error 2" (its lines start with make)."""
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    own = [ln for ln in lines if not re.match(r"make(?:\[\d+\])?: ", ln)]
+    for ln in own:
+        if _ERROR_LINE.search(ln):
+            return ln
+    return (own or lines or ["no output"])[-1]
 
 
 def shell_env(directory: Path) -> dict[str, str]:
