@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kedr_build.kernel.descriptions import ProvisionedKernel, cache_dir
+from kedr_build.kernel.dkms import with_lib_modules
 
 LIST = Path(__file__).resolve().parent / "data" / "dkms-packages.txt"
 
@@ -110,9 +111,11 @@ def dkms_build(pkg: Package, kernel: ProvisionedKernel, scratch: Path) -> Outcom
     start = time.monotonic()
     add = subprocess.run(["dkms", "add", "-m", name, "-v", version, *common],
                          capture_output=True, text=True)
-    proc = subprocess.run(["dkms", "build", "-m", name, "-v", version, "-k", kernel.release,
-                           "--kernelsourcedir", str(kernel.kdir), *common],
-                          capture_output=True, text=True)
+    # As on a DKMS user's machine, /lib/modules/<release>/build is the kernel's headers
+    # (in a private mount namespace; the host's /lib/modules is untouched).
+    proc = subprocess.run(with_lib_modules(kernel.release, kernel.kdir, [
+        "dkms", "build", "-m", name, "-v", version, "-k", kernel.release,
+        "--kernelsourcedir", str(kernel.kdir), *common]), capture_output=True, text=True)
     seconds = time.monotonic() - start
     built = tree / name / version / kernel.release
     kos = sorted(p.name.split(".ko")[0] + ".ko" for p in built.rglob("module/*.ko*"))

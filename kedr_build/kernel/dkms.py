@@ -173,6 +173,30 @@ def compiler_env(kdir: Path) -> dict[str, str]:
     return {}
 
 
+# In a private mount namespace: a tmpfs on /lib/modules holding only
+# <release>/build -> the kernel tree. The host's /lib/modules is untouched.
+_LIB_MODULES_VIEW = ('mount -t tmpfs kedr-build /lib/modules && mkdir -p "/lib/modules/$1" && '
+                     'ln -s "$2" "/lib/modules/$1/build" && shift 2 && exec "$@"')
+
+
+def with_lib_modules(release: str, kdir: Path, command: list[str]) -> list[str]:
+    """``command`` run where ``/lib/modules/<release>/build`` is ``kdir``, as on a machine
+    with the kernel's headers package installed - what a DKMS user has and what many
+    packages assume (``KVER=$kernelver`` -> ``/lib/modules/$(KVER)/build``: dahdi, ddcci,
+    digimend, openrazer). Only when it is missing on the host, and only as root (a
+    private mount namespace: ``unshare -m``); otherwise ``command`` as it is."""
+    if Path(f"/lib/modules/{release}/build").exists() or os.geteuid() != 0:
+        return command
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return command
+    # The mount point itself: present on every installed Debian system (each kernel's
+    # modules live there), missing only in minimal containers. An empty directory.
+    Path("/lib/modules").mkdir(exist_ok=True)
+    return [unshare, "--mount", "--propagation", "private", "sh", "-c", _LIB_MODULES_VIEW,
+            "sh", release, str(kdir), *command]
+
+
 def build(pkg: DkmsPackage, dkms_tree: Path, release: str, kdir: Path, outdir: Path,
           jobs: int = 1, verbose: bool = False) -> list[Path]:
     """Build as ``dkms build`` does and install each module into ``outdir`` (all or none);
@@ -197,8 +221,9 @@ def build(pkg: DkmsPackage, dkms_tree: Path, release: str, kdir: Path, outdir: P
         # else only a warning.
         script = build_dir / pkg.pre_build.split()[0]
         if os.access(script, os.X_OK):
-            proc = subprocess.run([bash, "-c", f"exec {build_dir}/{pkg.pre_build}"],
-                                  cwd=build_dir, env=env)
+            proc = subprocess.run(with_lib_modules(
+                release, kdir, [bash, "-c", f"exec {build_dir}/{pkg.pre_build}"]),
+                cwd=build_dir, env=env)
             if proc.returncode != 0:
                 raise KedrError(f"{pkg.conf}: PRE_BUILD failed (exit {proc.returncode}); its "
                                 "messages are above")
@@ -208,7 +233,8 @@ def build(pkg: DkmsPackage, dkms_tree: Path, release: str, kdir: Path, outdir: P
     command = make_command(pkg, dkms_tree, release, kdir, jobs)
     if verbose:
         print(command, flush=True)
-    proc = subprocess.run([bash, "-c", f"{{ {command}; }}"], cwd=build_dir, env=env)
+    proc = subprocess.run(with_lib_modules(release, kdir, [bash, "-c", f"{{ {command}; }}"]),
+                          cwd=build_dir, env=env)
     if proc.returncode != 0:
         raise KedrError(f"{pkg.conf}: MAKE failed (exit {proc.returncode}); its messages are "
                         "above")
