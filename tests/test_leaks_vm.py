@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+import shutil
 from pathlib import Path
 
 import pytest
@@ -85,9 +86,10 @@ def function_of(where: str) -> str:
 def guest(pinned_kernel: ProvisionedKernel,
           tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], str, Path]:
     work = tmp_path_factory.mktemp("leaks_vm")
-    specs = kbuild.discover(DRIVER, pinned_kernel.kdir)
-    built = kbuild.build(kbuild.BuildRequest(driver=DRIVER, kdir=pinned_kernel.kdir,
-                                             workdir=work / "driver-build",
+    src = work / "src"
+    shutil.copytree(DRIVER, src)        # kbuild builds in the driver's directory
+    specs = kbuild.discover(src, pinned_kernel.kdir)
+    built = kbuild.build(kbuild.BuildRequest(driver=src, kdir=pinned_kernel.kdir,
                                              outdir=work / "driver", modules=tuple(specs)))
     driver_ko = built[0]
     functions = select_functions([driver_ko], pinned_kernel.symvers).functions

@@ -8,6 +8,7 @@ leaked, dropped or reported bad, and no oops or WARN."""
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -62,10 +63,12 @@ def sections(output: str) -> dict[str, str]:
 
 def test_exact_totals_under_concurrency_on_smp(pinned_kernel: ProvisionedKernel,
                                                tmp_path: Path) -> None:
-    specs = kbuild.discover(DRIVER, pinned_kernel.kdir)
+    src = tmp_path / "src"
+    shutil.copytree(DRIVER, src)        # kbuild builds in the driver's directory
+    specs = kbuild.discover(src, pinned_kernel.kdir)
     driver_ko = kbuild.build(kbuild.BuildRequest(
-        driver=DRIVER, kdir=pinned_kernel.kdir, workdir=tmp_path / "driver-build",
-        outdir=tmp_path / "driver", modules=tuple(specs)))[0]
+        driver=src, kdir=pinned_kernel.kdir, outdir=tmp_path / "driver",
+        modules=tuple(specs)))[0]
     functions = select_functions([driver_ko], pinned_kernel.symvers).functions
     assert {"__kmalloc", "kfree", "kmem_cache_alloc",
             "kmem_cache_free"} <= set(functions)

@@ -269,8 +269,8 @@ def test_nothing_lost_and_clean_unload(guest_run: GuestRun) -> None:
     assert "unsafe" not in console.lower()   # trace event format checks at load
 
 
-def test_counter_reset_by_writing_zero(guest_run: tuple[str, str]) -> None:
-    out = sections(guest_run[0])
+def test_counter_reset_by_writing_zero(guest_run: GuestRun) -> None:
+    out = sections(guest_run.output)
     status3, reset = parse_status(out["status 3"]), parse_status(out["status reset"])
     assert status3["mutex_lock"][1] > 0 and status3["kstrdup"][2] > 0
     assert reset["mutex_lock"] == (1, 0, 0)
@@ -280,12 +280,12 @@ def test_counter_reset_by_writing_zero(guest_run: tuple[str, str]) -> None:
     assert out["set 5"].split() == ["refused", "5"]   # a counter can only be reset
 
 
-def test_enabled_0_at_load_is_a_pass_through(guest_run: tuple[str, str]) -> None:
+def test_enabled_0_at_load_is_a_pass_through(guest_run: GuestRun) -> None:
     """insmod kedr_repl_... enabled=0: the global switch reads 0, the driver's calls run
     (its run succeeds) but none is counted or traced."""
-    out = sections(guest_run[0])
+    out = sections(guest_run.output)
     assert out["reload enabled=0"].split() == ["0"]
     status = parse_status(out["status pass-through"])
-    assert status == {fn: (1, 0, 0) for fn in INTERCEPTED}
+    assert status == {fn: (1, 0, 0) for fn in guest_run.alloc.intercepted}
     assert parse_trace(out["trace pass-through"]) == []
     assert "tracer:" in out["trace pass-through"]   # the trace was read, and is empty

@@ -298,8 +298,13 @@ def _entry(path: Path, index: int, raw: Any) -> CatalogEntry:
         raise bad("'allocates' must be \"ret\" (for a function that returns a value) or name "
                   "the argument acquired")
     frees = raw.get("frees")
-    if frees is not None and frees not in arg_names:
-        raise bad(f"'frees' must name an argument ({', '.join(arg_names)})")
+    # An argument, or a member of one (``&q->limits_lock``: the lock an API releases
+    # on the caller's behalf).
+    member = re.fullmatch(r"&?\s*([A-Za-z_]\w*)(?:(?:->|\.)[A-Za-z_]\w*)+", frees or "")
+    if frees is not None and frees not in arg_names and not (
+            member and member.group(1) in arg_names):
+        raise bad(f"'frees' must name an argument ({', '.join(arg_names)}) or a member "
+                  "of one (&arg->member)")
 
     kernels = raw.get("kernels", "")
     if not isinstance(kernels, str):
