@@ -122,6 +122,11 @@ def test_kernel_export_as_replacement_is_refused(hello: Path, tmp_path: Path,
                pinned_kernel.symvers)
     one_line_error(proc, str(pinned_kernel.symvers), "vfree", "vmlinux")
     assert not out.exists()
+    # Not with an explicit --depends either: the module would call vfree for kfree.
+    proc = cli("patch", hello, "-o", out, "--rename", "kfree=vfree", "--symvers",
+               pinned_kernel.symvers, "--depends", "repl")
+    one_line_error(proc, str(pinned_kernel.symvers), "vfree", "vmlinux")
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("bad", ["a b,c", "a,b", "", "x" * 56, "vmlinux;rm"])
