@@ -187,6 +187,14 @@ def test_partial_kbuild_installs_nothing(tmp_path: Path,
                      "modules (ghost); nothing installed"], lines
     assert list((build / "two").glob("*.ko")) == []
     assert not (build / "two" / "patched").exists()
+    failed = (build / "two" / "FAILED").read_text().splitlines()
+    assert failed[0] == "this build failed; outputs here may be partial or stale:"
+    assert failed[1:] == [f"{build / 'two' / 'kedr_chardev.ko'}: Error 1", lines[0]], failed
+    # Fixed, it builds, and the marker goes.
+    kbuild.write_text(kbuild.read_text().replace("obj-m += ghost.o", ""))
+    run_scons([f"MODULE={driver}", f"BUILD_DIR={build}"])
+    assert (build / "two" / "patched" / "kedr_chardev.ko").is_file()
+    assert not (build / "two" / "FAILED").exists()
 
 
 def test_clean_takes_the_lock_without_the_source_check(
