@@ -19,7 +19,7 @@ from __future__ import annotations
 import fcntl
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from kedr_build.atomic import write_atomic
@@ -27,6 +27,7 @@ from kedr_build.errors import KedrError
 
 LOCK = ".kedr-lock"
 SOURCE = ".kedr-source"
+FAILED = "FAILED"
 _held: dict[str, int] = {}   # outdir -> open lock fd, for the life of the process
 
 
@@ -88,6 +89,24 @@ def _check_source(out: Path, source: Path) -> None:
                         f"remove {out}")
     if have != want:
         write_atomic(record, (want + "\n").encode())
+
+
+def record_outcome(outdir: str | os.PathLike[str], failures: list[tuple[str, str]],
+                   causes: Sequence[str] = ()) -> None:
+    """After a build: ``<outdir>/FAILED`` lists the failed targets and the causes
+    reported (so outputs left beside them are not taken for a result), or is removed
+    when nothing failed."""
+    marker = Path(outdir) / FAILED
+    try:
+        if failures:
+            text = "".join(f"{target}: {why}\n" for target, why in failures)
+            text += "".join(f"kedr-build: {cause}\n" for cause in causes)
+            write_atomic(marker, ("this build failed; outputs here may be partial or stale:\n"
+                                  + text).encode())
+        else:
+            marker.unlink(missing_ok=True)
+    except (OSError, KedrError):
+        pass   # reporting only: the build's own status stands
 
 
 def _stderr(line: str) -> None:

@@ -18,6 +18,8 @@ from typing import Any
 from kedr_build.errors import KedrError
 
 Action = Callable[[list[Any], list[Any], Any], int]
+# Every cause reported by an action in this run, for the build's FAILED marker.
+errors: list[str] = []
 
 
 def action(fn: Callable[[list[Any], list[Any], Any], int | None]) -> Action:
@@ -27,6 +29,7 @@ def action(fn: Callable[[list[Any], list[Any], Any], int | None]) -> Action:
             return fn(target, source, env) or 0
         except KedrError as e:
             print(f"kedr-build: {e}", flush=True)
+            errors.append(str(e))
             return 1
     return run
 

@@ -122,6 +122,11 @@ def test_kernel_export_as_replacement_is_refused(hello: Path, tmp_path: Path,
                pinned_kernel.symvers)
     one_line_error(proc, str(pinned_kernel.symvers), "vfree", "vmlinux")
     assert not out.exists()
+    # Not with an explicit --depends either: the module would call vfree for kfree.
+    proc = cli("patch", hello, "-o", out, "--rename", "kfree=vfree", "--symvers",
+               pinned_kernel.symvers, "--depends", "repl")
+    one_line_error(proc, str(pinned_kernel.symvers), "vfree", "vmlinux")
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("bad", ["a b,c", "a,b", "", "x" * 56, "vmlinux;rm"])
@@ -274,3 +279,20 @@ def test_functions_none_imported_says_so(tmp_path: Path,
         "driver: nothing to intercept",
         "kedr-build: warning: kedr_chardev.ko: nothing to intercept: the patched module is a "
         "copy"], warnings
+
+
+def test_ko_xz_is_planned_and_patched(built_chardev: Path, tmp_path: Path) -> None:
+    """KO=x.ko.xz intercepts what KO=x.ko does (the plan once kept only *.ko names)."""
+    ko = built_chardev / "kedr_chardev.ko"
+    xz = tmp_path / "kedr_chardev.ko.xz"
+    xz.write_bytes(lzma.compress(ko.read_bytes(), format=lzma.FORMAT_XZ,
+                                 check=lzma.CHECK_CRC32))
+    build = tmp_path / "build"
+    run_scons([f"KO={xz}", f"BUILD_DIR={build}"])
+    out = build / "kedr_chardev"
+    plan = (out / "plan.json").read_text()
+    assert plan == (built_chardev / "plan.json").read_text().replace(
+        "kedr_repl_chardev", "kedr_repl_kedr_chardev")
+    patched = inspect_module(out / "patched" / "kedr_chardev.ko")
+    assert patched.modinfo_values("depends") == ["kedr_repl_kedr_chardev"]
+    assert {i.name for i in patched.imports} >= {"Kfree", "Mutex_lock"}

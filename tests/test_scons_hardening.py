@@ -132,7 +132,7 @@ def test_path_with_space_is_refused(tmp_path: Path, pinned_kernel: ProvisionedKe
 def test_killed_write_leftovers_are_swept(tmp_path: Path) -> None:
     """A write killed between its temporary file and the rename leaves .<name>.*.tmp;
     the next write into that directory removes it (not a fresh one of a live writer)."""
-    from kedr_build.atomic import sweep_stale, write_atomic
+    from kedr_build.atomic import sweep_stale
 
     child = subprocess.Popen([sys.executable, "-c", f"""
 import os, sys, tempfile
@@ -154,12 +154,15 @@ a.write_atomic({str(tmp_path / 'OUT.ko')!r}, b"x" * (4 << 20))
     # Another process's write still in flight (modified now) is left alone ...
     fresh = tmp_path / ".OTHER.ko.abcdefgh.tmp"
     fresh.write_bytes(b"in flight")
-    # ... a leftover from before this process started is removed by the next write.
-    import kedr_build.atomic as atomic
-    started = time.time() - (time.monotonic() - atomic._START_MONOTONIC)
-    old = started - 60        # before this (long-running) test process began
+    # ... a leftover from before the next run started is removed by that run's write.
+    old = time.time() - 60
     os.utime(left[0], (old, old))
-    write_atomic(tmp_path / "OUT.ko", b"new")
+    subprocess.run([sys.executable, "-c", f"""
+import sys
+sys.path.insert(0, {str(REPO)!r})
+from kedr_build.atomic import write_atomic
+write_atomic({str(tmp_path / 'OUT.ko')!r}, b"new")
+"""], check=True)
     assert not left[0].exists() and fresh.exists()
     assert (tmp_path / "OUT.ko").read_bytes() == b"new"
     # A leftover nobody renamed for an hour is stale whoever made it.
@@ -184,6 +187,14 @@ def test_partial_kbuild_installs_nothing(tmp_path: Path,
                      "modules (ghost); nothing installed"], lines
     assert list((build / "two").glob("*.ko")) == []
     assert not (build / "two" / "patched").exists()
+    failed = (build / "two" / "FAILED").read_text().splitlines()
+    assert failed[0] == "this build failed; outputs here may be partial or stale:"
+    assert failed[1:] == [f"{build / 'two' / 'kedr_chardev.ko'}: Error 1", lines[0]], failed
+    # Fixed, it builds, and the marker goes.
+    kbuild.write_text(kbuild.read_text().replace("obj-m += ghost.o", ""))
+    run_scons([f"MODULE={driver}", f"BUILD_DIR={build}"])
+    assert (build / "two" / "patched" / "kedr_chardev.ko").is_file()
+    assert not (build / "two" / "FAILED").exists()
 
 
 def test_clean_takes_the_lock_without_the_source_check(

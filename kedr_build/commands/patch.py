@@ -115,15 +115,23 @@ def _depends(args: argparse.Namespace, plan: RenamePlan) -> str | None:
     if args.symvers:
         entries = read_symvers(args.symvers)
         mods = {Path(entries[r.new].module).name for r in plan.renames if r.new in entries}
-        kernel = sorted(r.new for r in plan.renames
-                        if r.new in entries and Path(entries[r.new].module).name == "vmlinux")
-        if kernel:
-            raise KedrError(f"{args.symvers}: {', '.join(kernel)} is exported by the kernel "
-                            "(vmlinux), not by a replacement module: a replacement must be a "
-                            "function the replacement module exports")
         if len(mods) == 1:
             return mods.pop()
     return None
+
+
+def _check_replacements(args: argparse.Namespace, plan: RenamePlan) -> None:
+    """A replacement exported by the kernel itself (vmlinux in a Module.symvers) is not
+    a replacement: the module would call that kernel function instead of the original."""
+    if not args.symvers or ".ko" in Path(args.symvers).name:
+        return
+    entries = read_symvers(args.symvers)
+    kernel = sorted(r.new for r in plan.renames
+                    if r.new in entries and Path(entries[r.new].module).name == "vmlinux")
+    if kernel:
+        raise KedrError(f"{args.symvers}: {', '.join(kernel)} is exported by the kernel "
+                        "(vmlinux), not by a replacement module: a replacement must be a "
+                        "function the replacement module exports")
 
 
 def _sign(args: argparse.Namespace) -> SignRequest | None:
@@ -140,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
     plan = _plan(args)
     for w in plan.warnings:
         print(f"kedr-build: warning: {w}", file=sys.stderr)
+    _check_replacements(args, plan)
     crcs = load_crcs(args.symvers) if args.symvers else None
     depends = _depends(args, plan)
     compression = None if args.compress == "same" else Compression.from_name(args.compress)

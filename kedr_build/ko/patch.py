@@ -24,9 +24,13 @@ with :mod:`kedr_build.ko.verify` (on mismatch: ``KedrError`` and no output), sig
 recompress as the input was, write atomically, write a JSON manifest.
 
 Already-patched modules are refused, not patched twice: when a module imports a
-plan's replacement name but not the original, it has been patched already. The
-import table is the marker — no extra ``.modinfo`` key, so ``modinfo`` output and
-what the kernel parses stay as the plan promises.
+plan's replacement name but not the original, or when its ``depends=`` names a
+``kedr_repl_*`` module or the replacement module given (a second plan naming other
+functions would otherwise stack a second replacement module), it has been patched
+already. The import table and ``depends=`` are the markers — no extra ``.modinfo``
+key, so ``modinfo`` output and what the kernel parses stay as the plan promises.
+Files that are not kernel modules (no ``.modinfo`` with ``vermagic=``, no
+``.gnu.linkonce.this_module``: a plain ``gcc -c`` object) are refused too.
 """
 
 from __future__ import annotations
