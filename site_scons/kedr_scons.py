@@ -41,7 +41,3 @@ def warn(warnings: list[str] | tuple[str, ...], where: str) -> None:
 
 def signature(env: Any, **settings: Any) -> Any:
     return env.Value(json.dumps(settings, sort_keys=True, default=str))
-
-
-def node_paths(nodes: list[Any]) -> list[str]:
-    return [str(n) for n in nodes]

@@ -35,30 +35,6 @@ def is_module_name(text: str) -> bool:
     return _MODULE_NAME.match(text) is not None and len(text) <= NAME_MAX
 
 
-def is_module_file(path: Path) -> bool:
-    """``*.ko`` or a compressed ``*.ko.xz``/``.ko.zst``/``.ko.gz``."""
-    name = path.name
-    for suffix in COMPRESSED_SUFFIXES:
-        name = name.removesuffix(suffix)
-    return name.endswith(".ko") and len(name) > 3
-
-
-def uncompressed_name(path: Path) -> str:
-    """The file name without its compression suffix (``gost-test.ko.xz`` -> ``gost-test.ko``)."""
-    name = path.name
-    for suffix in COMPRESSED_SUFFIXES:
-        name = name.removesuffix(suffix)
-    return name
-
-
-def module_name(path: Path) -> str:
-    """The module a file holds, by its file name (``foo-bar.ko.xz`` -> ``foo_bar``)."""
-    name = path.name
-    for suffix in COMPRESSED_SUFFIXES:
-        name = name.removesuffix(suffix)
-    return name.removesuffix(".ko").replace("-", "_")
-
-
 def plain_name(path: Path) -> str:
     """The file name without a compression suffix (``foo-bar.ko.xz`` -> ``foo-bar.ko``)."""
     name = path.name
@@ -66,3 +42,14 @@ def plain_name(path: Path) -> str:
         if name.endswith(".ko" + suffix):
             return name.removesuffix(suffix)
     return name
+
+
+def is_module_file(path: Path) -> bool:
+    """``*.ko`` or a compressed ``*.ko.xz``/``.ko.zst``/``.ko.gz``."""
+    name = plain_name(path)
+    return name.endswith(".ko") and len(name) > 3
+
+
+def module_name(path: Path) -> str:
+    """The module a file holds, by its file name (``foo-bar.ko.xz`` -> ``foo_bar``)."""
+    return plain_name(path).removesuffix(".ko").replace("-", "_")

@@ -21,7 +21,7 @@ import SCons.Action
 import SCons.Builder
 
 from kedr_build.config import BuildConfig
-from kedr_build.ko.names import uncompressed_name
+from kedr_build.ko.names import plain_name
 from kedr_build.resources import CATALOG_DIR, RUNTIME_DIR, TEMPLATES_DIR
 from kedr_scons import action, signature, warn
 
@@ -107,7 +107,7 @@ def _intercept(env: Any, outdir: str, kos: list[Any]) -> dict[str, Any]:
     patched = []
     for ko in kos:
         # Always an uncompressed .ko: what the VM's busybox insmod loads.
-        name = uncompressed_name(Path(str(ko)))
+        name = plain_name(Path(str(ko)))
         patched += env.KedrPatch(f"{outdir}/patched/{name}", [ko, plan[0], symvers])
     scripts = env.KedrLoadScript(f"{outdir}/load.sh",
                                  [replacement[0]] + [p for p in patched if str(p).endswith(".ko")])
