@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +50,8 @@ VARIABLES: dict[str, Variable] = {
     "V": Variable("1 shows kbuild's commands and the VM console", "0"),
     "VM_TIMEOUT": Variable("seconds before a VM run counts as hung", "300"),
     "VM_CPUS": Variable("guest CPUs (default: the kernel description's, 2)"),
+    "SUPPRESS": Variable("suppressions file: leaks, bad frees, rule violations to ignore "
+                         "(format: kedr_build/checks/suppress.py)"),
 }
 
 
@@ -67,6 +69,7 @@ class BuildConfig:
     vm_timeout: float
     functions: tuple[str, ...] = ()
     vm_cpus: int | None = None
+    suppress: Path | None = None
     naming: Naming = Naming("same-length")
     modprobe: tuple[str, ...] = ()
 
@@ -143,11 +146,22 @@ def from_arguments(args: Mapping[str, str], top: str, launch_dir: str,
                        functions=_names(get("FUNCTIONS")),
                        naming=_naming(get("NAMING")),
                        modprobe=_names(get("MODPROBE")),
-                       vm_cpus=_cpus(get("VM_CPUS")))
+                       vm_cpus=_cpus(get("VM_CPUS")),
+                       suppress=_suppressions(path, get("SUPPRESS")))
 
 
 def _names(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+
+
+def _suppressions(path: Callable[[str], Path], text: str) -> Path | None:
+    """The suppressions file, checked now: a bad line stops the build before the VM runs."""
+    if not text:
+        return None
+    from kedr_build.checks import suppress
+    file = path(text).resolve()
+    suppress.load(file)
+    return file
 
 
 def _cpus(text: str) -> int | None:

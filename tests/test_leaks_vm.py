@@ -264,3 +264,30 @@ def test_scons_run_prints_the_leaks_and_fails(pinned_kernel: ProvisionedKernel,
                      r"s=0x[0-9a-f]+ flags=GFP_KERNEL size=64 ", trace), trace
     assert re.search(r"call_kmem_cache_create: call_site=leaker_init\+0x", trace)
     assert "leaker_exit+0x4" not in trace
+
+
+def test_scons_run_with_suppressions_passes_and_counts(pinned_kernel: ProvisionedKernel,
+                                                       tmp_path: Path) -> None:
+    supp = tmp_path / "leaker.supp"
+    supp.write_text("# known leaks of the test driver\nleak frame=leak_*\n"
+                    "leak frame=leaker_init\nbadfree kind=double\n")
+    proc = run_scons([f"MODULE={DRIVER}", f"BUILD_DIR={tmp_path}", f"SUPPRESS={supp}", "run"],
+                     check=False)
+    out = proc.stdout
+    assert proc.returncode == 0, out
+    assert "13 findings suppressed" in out
+    assert f"suppressed 12: {supp}:2: leak frame=leak_*" in out
+    assert f"suppressed 1: {supp}:3: leak frame=leaker_init" in out
+    assert f"suppressed 0: {supp}:4: badfree kind=double   (matched nothing)" in out
+    assert "kedr-build: leaker: PASSED [" in out
+
+
+def test_scons_bad_suppressions_file_is_one_line(tmp_path: Path) -> None:
+    supp = tmp_path / "bad.supp"
+    supp.write_text("leak function=kfree\nleek frame=x\n")
+    proc = run_scons([f"MODULE={DRIVER}", f"BUILD_DIR={tmp_path}", f"SUPPRESS={supp}", "run"],
+                     check=False)
+    assert proc.returncode != 0
+    assert f"kedr-build: {supp} line 2: unknown category 'leek' (one of leak, badfree, rule)" \
+        in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr

@@ -150,6 +150,7 @@ class LeakReport:
     config: dict[str, int] = field(default_factory=dict)
     violations: tuple[Violation, ...] = ()
     dropped_violations: int = 0           # call sites beyond the payload's table
+    suppressed: int = 0                   # findings removed by suppressions (checks.suppress)
 
     @property
     def clean(self) -> bool:
@@ -420,6 +421,8 @@ def summary(report: LeakReport, max_groups: int = 20, frames: int = 6) -> list[s
         out.append("not tracked: " + ", ".join(dropped))
     if t.gap:
         out.append("tracking was switched off for a while: leaks may be missed")
+    if report.suppressed:
+        out.append(f"{report.suppressed} findings suppressed")
     groups = report.groups()
     for g in groups[:max_groups]:
         first = g.leaks[0]
