@@ -46,6 +46,12 @@ for mode in {' '.join(MODES)}; do
   echo "== report $mode"; cat $D/leaks
   rmmod {REPL} || exit 1
 done
+echo "== full"
+insmod ./{REPL}.ko max_objects=1024 || exit 1
+insmod ./kedr_leaker.ko mode=leak same_stack=3000 || exit 1
+rmmod kedr_leaker || exit 1
+grep ^totals $D/leaks
+rmmod {REPL} || exit 1
 echo "== depth"
 insmod ./{REPL}.ko stack_depth=0; echo "insmod rc=$?"
 dmesg | grep 'stack_depth=' || true
@@ -231,6 +237,18 @@ def test_timer_pending_at_unload(guest: tuple[dict[str, str], str, Path]) -> Non
         "timer_pending_at_unload+0x" in text
     _, console, _ = guest
     assert "still pending at unload: deleted" in console
+
+
+def test_a_full_table_counts_what_it_drops(guest: tuple[dict[str, str], str, Path]) -> None:
+    out, _, _ = guest
+    # 1024 records for > 3000 live objects: the rest are counted, nothing is lost.
+    totals = dict(f.split("=") for f in out["full"].split()[1:])
+    t = {k: int(v) for k, v in totals.items()}
+    assert t["dropped_objects"] > 0 and 0 < t["live"] <= 1024
+    assert t["allocs"] == t["frees"] + t["live"] + t["dropped_objects"]
+    assert t["allocs"] >= 3000 and t["gap"] == 1
+    # The driver's frees of objects that were dropped are not "foreign".
+    assert t["bad_frees"] == 0 and t["untracked_frees"] > 0
 
 
 def test_kernel_survives_and_bad_settings_are_refused(

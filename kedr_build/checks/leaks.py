@@ -420,7 +420,8 @@ def summary(report: LeakReport, max_groups: int = 20, frames: int = 6) -> list[s
     if dropped:
         out.append("not tracked: " + ", ".join(dropped))
     if t.gap:
-        out.append("tracking was switched off for a while: leaks may be missed")
+        out.append("tracking was incomplete (switched off for a while, or a table was full): "
+                   "leaks may be missed, frees of unknown heap objects are not reported")
     if report.suppressed:
         out.append(f"{report.suppressed} findings suppressed")
     groups = report.groups()

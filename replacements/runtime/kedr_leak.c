@@ -236,7 +236,10 @@ static size_t kedr_stack_size;
 static struct kedr_stack_shard *kedr_stack_shards;
 static bool kedr_leak_ready;
 
-/* Set when tracking was off for a while: unknown frees are then not foreign. */
+/*
+ * Set when tracking was off for a while or an object was dropped (table
+ * full): unknown frees of heap objects are then not reported as foreign.
+ */
 static bool kedr_leak_gap;
 
 static DEFINE_SPINLOCK(kedr_bad_lock);
@@ -493,6 +496,8 @@ static void kedr_leak_alloc(const struct kedr_function *fn, unsigned int kind, u
 		if (!id) {
 			spin_unlock_irqrestore(&sh->lock, flags);
 			kedr_count(dropped_objects);
+			/* Its free will be of an object we do not know: not a foreign one. */
+			WRITE_ONCE(kedr_leak_gap, true);
 			return;
 		}
 		o = kedr_obj_at(id);
