@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +57,8 @@ VARIABLES: dict[str, Variable] = {
     "V": Variable("1 shows kbuild's commands and the VM console", "0"),
     "VM_TIMEOUT": Variable("seconds before a VM run counts as hung", "300"),
     "VM_CPUS": Variable("guest CPUs (default: the kernel description's, 2)"),
+    "SUPPRESS": Variable("suppressions file: leaks, bad frees, rule violations to ignore "
+                         "(format: kedr_build/checks/suppress.py)"),
 }
 
 
@@ -74,6 +76,7 @@ class BuildConfig:
     vm_timeout: float
     functions: tuple[str, ...] = ()
     vm_cpus: int | None = None
+    suppress: Path | None = None
     naming: Naming = Naming("same-length")
     modprobe: tuple[str, ...] = ()
     make_args: tuple[str, ...] = ()
@@ -178,7 +181,8 @@ def from_arguments(args: Mapping[str, str], top: str, launch_dir: str,
                        functions=_names(get("FUNCTIONS")),
                        naming=_naming(get("NAMING")),
                        modprobe=_names(get("MODPROBE")), make_args=make_args, dkms=package,
-                       vm_cpus=_cpus(get("VM_CPUS")))
+                       vm_cpus=_cpus(get("VM_CPUS")),
+                       suppress=_suppressions(path, get("SUPPRESS")))
 
 
 _MAKE_UNSAFE = re.compile(r"[\s:#$%;\\\"']")
@@ -212,6 +216,16 @@ def _make_args(text: str) -> tuple[str, ...]:
         if not sep or not is_c_identifier(var):
             raise KedrError(f"MAKE_ARGS={text}: {word!r} is not VAR=value")
     return tuple(words)
+
+
+def _suppressions(path: Callable[[str], Path], text: str) -> Path | None:
+    """The suppressions file, checked now: a bad line stops the build before the VM runs."""
+    if not text:
+        return None
+    from kedr_build.checks import suppress
+    file = path(text).resolve()
+    suppress.load(file)
+    return file
 
 
 def _cpus(text: str) -> int | None:

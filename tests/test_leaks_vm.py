@@ -47,6 +47,12 @@ for mode in {' '.join(MODES)}; do
   echo "== report $mode"; cat $D/leaks
   rmmod {REPL} || exit 1
 done
+echo "== full"
+insmod ./{REPL}.ko max_objects=1024 || exit 1
+insmod ./kedr_leaker.ko mode=leak same_stack=3000 || exit 1
+rmmod kedr_leaker || exit 1
+grep ^totals $D/leaks
+rmmod {REPL} || exit 1
 echo "== depth"
 insmod ./{REPL}.ko stack_depth=0; echo "insmod rc=$?"
 dmesg | grep 'stack_depth=' || true
@@ -235,6 +241,18 @@ def test_timer_pending_at_unload(guest: tuple[dict[str, str], str, Path]) -> Non
     assert "still pending at unload: deleted" in console
 
 
+def test_a_full_table_counts_what_it_drops(guest: tuple[dict[str, str], str, Path]) -> None:
+    out, _, _ = guest
+    # 1024 records for > 3000 live objects: the rest are counted, nothing is lost.
+    totals = dict(f.split("=") for f in out["full"].split()[1:])
+    t = {k: int(v) for k, v in totals.items()}
+    assert t["dropped_objects"] > 0 and 0 < t["live"] <= 1024
+    assert t["allocs"] == t["frees"] + t["live"] + t["dropped_objects"]
+    assert t["allocs"] >= 3000 and t["gap"] == 1
+    # The driver's frees of objects that were dropped are not "foreign".
+    assert t["bad_frees"] == 0 and t["untracked_frees"] > 0
+
+
 def test_kernel_survives_and_bad_settings_are_refused(
         guest: tuple[dict[str, str], str, Path]) -> None:
     out, console, _ = guest
@@ -266,3 +284,30 @@ def test_scons_run_prints_the_leaks_and_fails(pinned_kernel: ProvisionedKernel,
                      r"s=0x[0-9a-f]+ flags=GFP_KERNEL size=64 ", trace), trace
     assert re.search(r"call_kmem_cache_create: call_site=leaker_init\+0x", trace)
     assert "leaker_exit+0x4" not in trace
+
+
+def test_scons_run_with_suppressions_passes_and_counts(pinned_kernel: ProvisionedKernel,
+                                                       tmp_path: Path) -> None:
+    supp = tmp_path / "leaker.supp"
+    supp.write_text("# known leaks of the test driver\nleak frame=leak_*\n"
+                    "leak frame=leaker_init\nbadfree kind=double\n")
+    proc = run_scons([f"MODULE={DRIVER}", f"BUILD_DIR={tmp_path}", f"SUPPRESS={supp}", "run"],
+                     check=False)
+    out = proc.stdout
+    assert proc.returncode == 0, out
+    assert "13 findings suppressed" in out
+    assert f"suppressed 12: {supp}:2: leak frame=leak_*" in out
+    assert f"suppressed 1: {supp}:3: leak frame=leaker_init" in out
+    assert f"suppressed 0: {supp}:4: badfree kind=double   (matched nothing)" in out
+    assert "kedr-build: leaker: PASSED [" in out
+
+
+def test_scons_bad_suppressions_file_is_one_line(tmp_path: Path) -> None:
+    supp = tmp_path / "bad.supp"
+    supp.write_text("leak function=kfree\nleek frame=x\n")
+    proc = run_scons([f"MODULE={DRIVER}", f"BUILD_DIR={tmp_path}", f"SUPPRESS={supp}", "run"],
+                     check=False)
+    assert proc.returncode != 0
+    assert f"kedr-build: {supp} line 2: unknown category 'leek' (one of leak, badfree, rule)" \
+        in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr

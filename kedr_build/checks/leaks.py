@@ -150,6 +150,7 @@ class LeakReport:
     config: dict[str, int] = field(default_factory=dict)
     violations: tuple[Violation, ...] = ()
     dropped_violations: int = 0           # call sites beyond the payload's table
+    suppressed: int = 0                   # findings removed by suppressions (checks.suppress)
 
     @property
     def clean(self) -> bool:
@@ -419,7 +420,10 @@ def summary(report: LeakReport, max_groups: int = 20, frames: int = 6) -> list[s
     if dropped:
         out.append("not tracked: " + ", ".join(dropped))
     if t.gap:
-        out.append("tracking was switched off for a while: leaks may be missed")
+        out.append("tracking was incomplete (switched off for a while, or a table was full): "
+                   "leaks may be missed, frees of unknown heap objects are not reported")
+    if report.suppressed:
+        out.append(f"{report.suppressed} findings suppressed")
     groups = report.groups()
     for g in groups[:max_groups]:
         first = g.leaks[0]

@@ -28,6 +28,9 @@ def format_report(report: RunReport, title: str) -> str:
         out.append(f"--- leaks, bad frees, rule violations (full report: "
                    f"{report.logs}/leaks.json) ---")
         out += leak_summary(report.leaks)
+        for s in report.suppressed:
+            out.append(f"suppressed {s.count}: {s.rule}" + ("   (matched nothing)" if not s.count
+                                                           else ""))
     elif report.leaks_error:
         out.append(f"--- leak report unreadable: {report.leaks_error} ---")
     for problem in report.problems:

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from kedr_build.atomic import write_atomic
+from kedr_build.checks import suppress
 from kedr_build.checks.leaks import LeakReport, parse as parse_leaks, target_resolver
 from kedr_build.vm.console import KernelProblem, clean_lines
 from kedr_build.errors import KedrError
@@ -72,6 +73,7 @@ class RunReport:
     trace_summary: tuple[str, ...] = ()
     leaks: LeakReport | None = None        # the leak payload's report, read before unload
     leaks_error: str = ""                  # why it could not be read
+    suppressed: tuple[suppress.Suppressed, ...] = ()   # per suppression rule: findings matched
 
     @property
     def ok(self) -> bool:
@@ -118,7 +120,8 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
                 workload: Path | None = None, timeout: float = 300.0,
                 stream: Callable[[str], None] | None = None,
                 trace_providers: tuple[str, ...] = (),
-                intree: tuple[str, ...] = (), cpus: int | None = None) -> RunReport:
+                intree: tuple[str, ...] = (), cpus: int | None = None,
+                suppressions: tuple[suppress.Suppression, ...] = ()) -> RunReport:
     """Run the modules in the VM; ``intree``: more in-tree modules the workload may modprobe."""
     plan = plan_run(modules, workload, trace_providers)
     check_releases(plan.modules, kernel)
@@ -130,7 +133,7 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
     job = GuestJob(script=plan.script, files=files,
                    intree_modules=tuple(dict.fromkeys(plan.intree + intree)))
     result = run_guest(kernel, job, logdir, timeout=timeout, stream=stream, cpus=cpus)
-    report = interpret(result, {m.name: m.path for m in plan.modules})
+    report = interpret(result, {m.name: m.path for m in plan.modules}, suppressions)
     if plan.trace_providers:
         trace_text, _ = split_trace(result.output, {m.name: m.path for m in plan.modules})
         (logdir / "trace.txt").write_text(trace_text)
@@ -160,8 +163,10 @@ def check_releases(modules: tuple[ModuleRef, ...], kernel: ProvisionedKernel) ->
                             f"with {other}")
 
 
-def interpret(result: VmResult, modules: Mapping[str, Path] | None = None) -> RunReport:
-    """Judge a run; ``modules``: name -> .ko of the targets, to name their addresses."""
+def interpret(result: VmResult, modules: Mapping[str, Path] | None = None,
+              suppressions: tuple[suppress.Suppression, ...] = ()) -> RunReport:
+    """Judge a run; ``modules``: name -> .ko of the targets, to name their addresses;
+    ``suppressions``: findings to leave out of the leak report (counted)."""
     steps: list[Step] = []
     other: list[str] = []
     workload: list[str] = []
@@ -195,18 +200,21 @@ def interpret(result: VmResult, modules: Mapping[str, Path] | None = None) -> Ru
     trace = parse_trace(trace_text, stats)
     leaks: LeakReport | None = None
     leaks_error = ""
+    suppressed: tuple[suppress.Suppressed, ...] = ()
     leaks_text = split_leaks(result.output)
     if leaks_text:
         try:
             leaks = parse_leaks(leaks_text, modules)
         except KedrError as e:
             leaks_error = str(e)
+    if leaks is not None and suppressions:
+        leaks, suppressed = suppress.apply(leaks, suppressions)
     return RunReport(verdict=verdict, reason=reason, steps=tuple(steps),
                      driver_log=tuple(log), workload_output="\n".join(workload),
                      problems=result.problems, elapsed=result.elapsed, logs=result.workdir,
                      trace_calls=dict(trace.calls()), trace_lost=trace.overruns,
                      trace_summary=tuple(summary(trace)) if trace_text else (),
-                     leaks=leaks, leaks_error=leaks_error)
+                     leaks=leaks, leaks_error=leaks_error, suppressed=suppressed)
 
 
 def split_leaks(output: str) -> str:

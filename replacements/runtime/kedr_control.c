@@ -194,19 +194,21 @@ static const struct file_operations kedr_rules_switch_fops = {
 
 /* --- counters: functions/<name>/calls, unrecorded ------------------------------- */
 
-static ssize_t kedr_counter_read(struct file *file, char __user *buf, size_t count, loff_t *ppos)
+static ssize_t kedr_counter_read(struct file *file, char __user *buf, size_t count,
+				 loff_t *ppos, bool unrecorded)
 {
-	atomic64_t *counter = file->private_data;
+	struct kedr_function *fn = file->private_data;
 	char text[24];
 
-	snprintf(text, sizeof(text), "%lld\n", (long long)atomic64_read(counter));
+	snprintf(text, sizeof(text), "%llu\n",
+		 (unsigned long long)kedr_trace_counter(fn, unrecorded));
 	return kedr_read_text(buf, count, ppos, text);
 }
 
 static ssize_t kedr_counter_write(struct file *file, const char __user *buf, size_t count,
-				  loff_t *ppos)
+				  bool unrecorded)
 {
-	atomic64_t *counter = file->private_data;
+	struct kedr_function *fn = file->private_data;
 	long long value;
 	int err = kstrtoll_from_user(buf, count, 0, &value);
 
@@ -214,15 +216,46 @@ static ssize_t kedr_counter_write(struct file *file, const char __user *buf, siz
 		return err;
 	if (value != 0)
 		return -EINVAL;		/* a counter can only be reset */
-	atomic64_set(counter, 0);
+	kedr_trace_counter_reset(fn, unrecorded);
 	return count;
 }
 
-static const struct file_operations kedr_counter_fops = {
+static ssize_t kedr_calls_read(struct file *file, char __user *buf, size_t count, loff_t *ppos)
+{
+	return kedr_counter_read(file, buf, count, ppos, false);
+}
+
+static ssize_t kedr_calls_write(struct file *file, const char __user *buf, size_t count,
+				loff_t *ppos)
+{
+	return kedr_counter_write(file, buf, count, false);
+}
+
+static ssize_t kedr_unrecorded_read(struct file *file, char __user *buf, size_t count,
+				    loff_t *ppos)
+{
+	return kedr_counter_read(file, buf, count, ppos, true);
+}
+
+static ssize_t kedr_unrecorded_write(struct file *file, const char __user *buf, size_t count,
+				     loff_t *ppos)
+{
+	return kedr_counter_write(file, buf, count, true);
+}
+
+static const struct file_operations kedr_calls_fops = {
 	.owner = THIS_MODULE,
 	.open = simple_open,
-	.read = kedr_counter_read,
-	.write = kedr_counter_write,
+	.read = kedr_calls_read,
+	.write = kedr_calls_write,
+	.llseek = default_llseek,
+};
+
+static const struct file_operations kedr_unrecorded_fops = {
+	.owner = THIS_MODULE,
+	.open = simple_open,
+	.read = kedr_unrecorded_read,
+	.write = kedr_unrecorded_write,
 	.llseek = default_llseek,
 };
 
@@ -239,8 +272,8 @@ static int kedr_status_show(struct seq_file *m, void *unused)
 
 		seq_printf(m, "%s %s %d %lld %lld\n", fn->name, fn->replacement,
 			   !!(READ_ONCE(fn->wanted) & KEDR_PAYLOAD_TRACE),
-			   (long long)atomic64_read(&fn->calls),
-			   (long long)atomic64_read(&fn->unrecorded));
+			   (long long)kedr_trace_counter(fn, false),
+			   (long long)kedr_trace_counter(fn, true));
 	}
 	return 0;
 }
@@ -287,8 +320,8 @@ static void kedr_control_init(void)
 		struct dentry *dir = debugfs_create_dir(fn->name, functions);
 
 		debugfs_create_file("trace", 0600, dir, fn, &kedr_trace_switch_fops);
-		debugfs_create_file("calls", 0600, dir, &fn->calls, &kedr_counter_fops);
-		debugfs_create_file("unrecorded", 0600, dir, &fn->unrecorded, &kedr_counter_fops);
+		debugfs_create_file("calls", 0600, dir, fn, &kedr_calls_fops);
+		debugfs_create_file("unrecorded", 0600, dir, fn, &kedr_unrecorded_fops);
 		if (fn->payloads & KEDR_PAYLOAD_LEAKS)
 			debugfs_create_file("leaks", 0600, dir, fn, &kedr_leaks_switch_fops);
 		if (fn->payloads & KEDR_PAYLOAD_RULES)

@@ -236,7 +236,10 @@ static size_t kedr_stack_size;
 static struct kedr_stack_shard *kedr_stack_shards;
 static bool kedr_leak_ready;
 
-/* Set when tracking was off for a while: unknown frees are then not foreign. */
+/*
+ * Set when tracking was off for a while or an object was dropped (table
+ * full): unknown frees of heap objects are then not reported as foreign.
+ */
 static bool kedr_leak_gap;
 
 static DEFINE_SPINLOCK(kedr_bad_lock);
@@ -302,7 +305,28 @@ static unsigned int kedr_save_stack(unsigned long *frames, unsigned long ip)
 	return n + 1;
 }
 
-/* The id of this stack in the table, adding it if new; 0 when the table is full. */
+static u32 kedr_stack_find(struct kedr_stack_shard *sh, unsigned int bucket, u32 hash,
+			   const unsigned long *frames, unsigned int nr)
+{
+	const struct kedr_stack *st;
+	u32 id;
+
+	for (id = smp_load_acquire(&sh->heads[bucket]); id; id = READ_ONCE(st->next)) {
+		st = kedr_stack_at(id);
+		if (st->hash == hash && st->nr == nr &&
+		    !memcmp(st->frames, frames, nr * sizeof(*frames)))
+			return id;
+	}
+	return 0;
+}
+
+/*
+ * The id of this stack in the table, adding it if new; 0 when the table is
+ * full. Most calls find their stack: that lookup takes no lock (every CPU
+ * running the same code path would otherwise meet on one shard's lock).
+ * Stacks are never removed, and a new one is written completely before
+ * smp_store_release() publishes it at the head of its chain.
+ */
 static u32 kedr_stack_intern(const unsigned long *frames, unsigned int nr)
 {
 	u32 hash = jhash2((const u32 *)frames, nr * (sizeof(*frames) / sizeof(u32)), nr);
@@ -312,25 +336,26 @@ static u32 kedr_stack_intern(const unsigned long *frames, unsigned int nr)
 	unsigned long flags;
 	u32 id;
 
+	id = kedr_stack_find(sh, bucket, hash, frames, nr);
+	if (id)
+		return id;
 	spin_lock_irqsave(&sh->lock, flags);
-	for (id = sh->heads[bucket]; id; id = st->next) {
-		st = kedr_stack_at(id);
-		if (st->hash == hash && st->nr == nr &&
-		    !memcmp(st->frames, frames, nr * sizeof(*frames)))
-			goto out;
-	}
+	id = kedr_stack_find(sh, bucket, hash, frames, nr);	/* added meanwhile? */
+	if (id)
+		goto out;
 	if (sh->used == sh->count) {
-		id = 0;
 		kedr_count(dropped_stacks);
 		goto out;
 	}
-	id = sh->first + 1 + sh->used++;
+	id = sh->first + 1 + sh->used;
 	st = kedr_stack_at(id);
 	st->hash = hash;
 	st->nr = nr;
 	memcpy(st->frames, frames, nr * sizeof(*frames));
 	st->next = sh->heads[bucket];
-	sh->heads[bucket] = id;
+	smp_store_release(&sh->heads[bucket], id);
+	/* The report reads used, then the stacks below it. */
+	smp_store_release(&sh->used, sh->used + 1);
 out:
 	spin_unlock_irqrestore(&sh->lock, flags);
 	return id;
@@ -471,6 +496,8 @@ static void kedr_leak_alloc(const struct kedr_function *fn, unsigned int kind, u
 		if (!id) {
 			spin_unlock_irqrestore(&sh->lock, flags);
 			kedr_count(dropped_objects);
+			/* Its free will be of an object we do not know: not a foreign one. */
+			WRITE_ONCE(kedr_leak_gap, true);
 			return;
 		}
 		o = kedr_obj_at(id);
@@ -973,9 +1000,7 @@ static int kedr_leaks_show(struct seq_file *m, void *unused)
 	/* Stacks are written once and never change: no lock needed to print them. */
 	for (s = 0; kedr_leak_ready && s < KEDR_STACK_SHARDS; s++) {
 		struct kedr_stack_shard *sh = &kedr_stack_shards[s];
-		u32 used = READ_ONCE(sh->used);
-
-		smp_rmb();	/* pairs with the spin_unlock() that published them */
+		u32 used = smp_load_acquire(&sh->used);	/* pairs with kedr_stack_intern() */
 		for (i = 0; i < used; i++) {
 			u32 id = sh->first + 1 + i;
 			const struct kedr_stack *st = kedr_stack_at(id);

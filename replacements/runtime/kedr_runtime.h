@@ -34,8 +34,7 @@ struct kedr_function {
 	unsigned int payloads;		/* payloads this function can run */
 	unsigned int wanted;		/* payloads switched on for this function */
 	unsigned int active;		/* wanted, or 0 while globally disabled */
-	atomic64_t calls;		/* calls that ran the trace payload */
-	atomic64_t unrecorded;		/* ... of which the trace event was disabled */
+	/* Its trace counters: kedr_trace_counters[index], per CPU (kedr_trace.h). */
 };
 
 #define KEDR_FUNCTION(fn_name, repl_name, idx, can) {			\
@@ -45,8 +44,6 @@ struct kedr_function {
 	.payloads = can,						\
 	.wanted = (can) & KEDR_PAYLOADS_DEFAULT,			\
 	.active = 0,							\
-	.calls = ATOMIC64_INIT(0),					\
-	.unrecorded = ATOMIC64_INIT(0),					\
 }
 
 /* API rules (kedr_rules.c); kedr_leak.c reports unlocks of locks not held. */

@@ -27,13 +27,16 @@ def _run(target: list[Any], source: list[Any], env: Any) -> int:
     from kedr_build.vm.printer import format_report
     from kedr_build.vm.runner import run_modules
 
+    from kedr_build.checks import suppress
+
     cfg: BuildConfig = env["KEDR"]
     modules = [Path(str(s)) for s in source if str(s).endswith(".ko")]
+    suppressions = suppress.load(cfg.suppress) if cfg.suppress else ()
     report = run_modules(cfg.kernel, modules, Path(str(target[0])).parent,
                          workload=cfg.workload, timeout=cfg.vm_timeout,
                          stream=print if cfg.verbose else None,
                          trace_providers=(cfg.replacement_module,), intree=cfg.modprobe,
-                         cpus=cfg.vm_cpus)
+                         cpus=cfg.vm_cpus, suppressions=suppressions)
     print(format_report(report, cfg.name))
     # Leaks and bad frees fail the run too: the driver has a bug to fix.
     return 0 if report.ok and report.checks_ok else 1
