@@ -127,3 +127,15 @@ def test_boots_from_vmlinux_and_falls_back_to_vmlinuz(tmp_path: Path,
         assert result.ok and result.output.strip() == kernel.release, result.reason()
         assert f" -kernel {kernel.root}/boot/{image}-{kernel.release} " in \
             (tmp_path / image / "qemu.cmd").read_text()
+
+
+def test_intree_module_whose_init_requests_another_by_alias(
+        tmp_path: Path, kernel: ProvisionedKernel) -> None:
+    """libcrc32c's init asks the crypto API for "crc32c", which request_module()s
+    "crypto-crc32c" (its softdep, which busybox's modprobe does not read): the guest's
+    modprobe finds it through the shipped modules.alias."""
+    job = GuestJob(script="modprobe libcrc32c && echo loaded && grep -c crc32c /proc/modules\n",
+                   intree_modules=("libcrc32c",))
+    result = run_guest(kernel, job, tmp_path, timeout=120)
+    assert result.ok, result.reason() + result.output
+    assert "loaded" in result.output

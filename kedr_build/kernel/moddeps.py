@@ -59,3 +59,14 @@ def modules_dep_subset(kernel: ProvisionedKernel, mods: list[InTreeModule]) -> s
         if line.split(":", 1)[0] in wanted:
             out.append(line)
     return "\n".join(out) + ("\n" if out else "")
+
+
+def modules_alias_subset(kernel: ProvisionedKernel, mods: list[InTreeModule]) -> str:
+    """The lines of modules.alias that name these modules. The kernel's own
+    request_module("crypto-crc32c") (libcrc32c's init, whose softdep busybox's
+    modprobe does not read) runs the guest's modprobe, which needs the alias."""
+    assert kernel.modules_dir is not None
+    wanted = {m.name for m in mods}
+    out = [line for line in (kernel.modules_dir / "modules.alias").read_text().splitlines()
+           if line.startswith("alias ") and line.rsplit(" ", 1)[-1] in wanted]
+    return "\n".join(out) + ("\n" if out else "")

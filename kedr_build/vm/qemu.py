@@ -143,6 +143,8 @@ def build_initramfs(kernel: ProvisionedKernel, job: GuestJob) -> Initramfs:
         ramfs.add_file(f"{base}/{mod.relpath}", mod.path, 0o644)
     if mods:
         ramfs.add_bytes(f"{base}/modules.dep", moddeps.modules_dep_subset(kernel, mods).encode())
+        ramfs.add_bytes(f"{base}/modules.alias",
+                        moddeps.modules_alias_subset(kernel, mods).encode())
     return ramfs
 
 
