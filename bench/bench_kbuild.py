@@ -57,15 +57,20 @@ def measure(driver: Path, kdir: Path, repeat: int) -> dict[str, float]:
     scons = [sys.executable, "-m", "SCons", "-C", str(REPO), "-Q"]
     for _ in range(repeat):
         with tempfile.TemporaryDirectory() as tmp:
-            copy = Path(tmp) / driver.name
-            shutil.copytree(driver, copy)
-            make = ["make", "-C", str(kdir), f"M={copy}", "-j1", "modules"]
+            # kbuild builds in the driver's directory, kedr-build too: each side
+            # starts from its own fresh copy of the sources.
+            copies = {}
+            for side in ("kbuild", "scons", "all"):
+                copies[side] = Path(tmp) / side / driver.name
+                shutil.copytree(driver, copies[side])
+            make = ["make", "-C", str(kdir), f"M={copies['kbuild']}", "-j1", "modules"]
             runs["kbuild_clean"].append(timed(lambda: quiet(make)))
             runs["kbuild_null"].append(timed(lambda: quiet(make)))
-            args = [*scons, f"MODULE={driver}", f"BUILD_DIR={Path(tmp) / 'build'}", "build"]
+            args = [*scons, f"MODULE={copies['scons']}", f"BUILD_DIR={Path(tmp) / 'build'}",
+                    "build"]
             runs["scons_clean"].append(timed(lambda: quiet(args)))
             runs["scons_null"].append(timed(lambda: quiet(args)))
-            full = [*scons, f"MODULE={driver}", f"BUILD_DIR={Path(tmp) / 'full'}"]
+            full = [*scons, f"MODULE={copies['all']}", f"BUILD_DIR={Path(tmp) / 'full'}"]
             runs["all_clean"].append(timed(lambda: quiet(full)))
             runs["all_null"].append(timed(lambda: quiet(full)))
     return {k: statistics.median(v) for k, v in runs.items()}
@@ -74,12 +79,16 @@ def measure(driver: Path, kdir: Path, repeat: int) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--drivers", default="chardev,multi,many42",
+                        help="which of chardev, multi, many42 (default: all)")
     args = parser.parse_args()
     kernel = provision.ensure()
     with tempfile.TemporaryDirectory() as tmp:
         many = Path(tmp) / "many42"
         make_many(many, 42)
-        drivers = [REPO / "examples" / "chardev", REPO / "examples" / "multi", many]
+        known = {"chardev": REPO / "examples" / "chardev", "multi": REPO / "examples" / "multi",
+                 "many42": many}
+        drivers = [known[name] for name in args.drivers.split(",")]
         print(f"{'driver':10} {'kbuild clean':>12} {'scons build':>12} {'ratio':>6}   "
               f"{'kbuild null':>11} {'scons build':>11} {'ratio':>6}   "
               f"{'scons all: clean':>16} {'null':>6}")
