@@ -16,6 +16,10 @@ A compressed corpus (6.12's .ko.xz) is patched as shipped: kedr-build decompress
 patches and recompresses in-process; the comparison does the same job per file with
 the tools, ``xz -dc`` + ``objcopy --redefine-sym`` + ``xz --check=crc32
 --lzma2=dict=1MiB`` (scripts/Makefile.modinst's settings, which kedr-build uses too).
+Recompression dominates both sides, so at equal settings (preset 6) the ratio stays
+near 0.8 (measured 2026-11-26, 2 cores, --jobs 1: 476.6 s vs 596.7 s over all 4230
+modules, 0.80; 48.8 s vs 63.3 s over the first 1500, 0.77). ``--xz-preset 1`` gives
+0.21 (42.3 s vs 201.2 s, all 4230) for 8% larger files (94.8 MiB vs 87.5 MiB).
 """
 
 from __future__ import annotations

@@ -35,7 +35,8 @@ from typing import Any
 import lief
 import pytest
 
-from kedr_build.kernel.descriptions import ProvisionedKernel
+from kedr_build.kernel import provision
+from kedr_build.kernel.descriptions import DEFAULT_KERNEL
 from kedr_build.ko.patch import patch_module
 from kedr_build.ko.plan import Naming, RenamePlan, build_plan
 from kedr_build.ko.symvers import read_symvers
@@ -218,7 +219,9 @@ def _modinfo(field: str, files: list[Path]) -> list[str]:
 
 
 @pytest.mark.corpus
-def test_patch_whole_corpus(pinned_kernel: ProvisionedKernel, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kernel_name", [DEFAULT_KERNEL])   # the compressed ones: _612.py
+def test_patch_whole_corpus(kernel_name: str, tmp_path: Path) -> None:
+    pinned_kernel = provision.ensure(kernel_name)
     assert pinned_kernel.modules_dir is not None
     order = (pinned_kernel.modules_dir / "modules.order").read_text().split()
     files = sorted(pinned_kernel.modules_dir.glob("kernel/**/*.ko"))

@@ -3,6 +3,8 @@
     ./kedr-env pytest --junitxml=build/junit.xml
     ./kedr-env python tools/support_table.py build/junit.xml --write README.md
 
+Several JUnit files (e.g. the corpus test run on its own) are read together.
+
 Each feature is proven by named tests; a test that runs per kernel carries the
 kernel in its id (``test_x[debian-6.12]``), one that involves two kernels carries
 both (``[debian-6.1-debian-6.12]``). A cell says how many of the feature's tests
@@ -38,6 +40,8 @@ FEATURES = (
              "test_catalog.py::test_validate_against_the_pinned_kernel")),
     Feature("replacements built with the kernel's IBT landing pads (endbr64 iff IBT)",
             ("test_catalog.py::test_replacements_carry_the_kernels_ibt_landing_pads",)),
+    Feature("boots the PVH vmlinux, falls back to vmlinuz",
+            ("test_vm.py::test_boots_from_vmlinux_and_falls_back_to_vmlinuz",)),
     Feature("driver loads, runs a workload, unloads (VM)",
             ("test_vm.py::test_chardev_loads_serves_workload_and_unloads",)),
     Feature("in-tree dependencies loaded in the guest",
@@ -58,7 +62,8 @@ FEATURES = (
             ("test_intercept_vm.py::test_prebuilt_debian_module_is_patched_loaded_and_traced",
              "test_intercept_vm.py::test_prebuilt_loop_module_serves_io_traced")),
     Feature("whole module corpus patched, both naming modes",
-            ("test_patch_corpus.py::test_patch_whole_corpus",)),
+            ("test_patch_corpus.py::test_patch_whole_corpus",
+             "test_patch_corpus_612.py::test_patch_whole_compressed_corpus")),
     Feature("module of the other kernel refused before insmod",
             ("test_intercept_vm.py::test_module_of_another_kernel_is_refused_by_run_before_insmod",
              "test_intercept_vm.py::test_load_script_refuses_a_kernel_it_was_not_built_for")),
@@ -144,11 +149,11 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("junit", type=Path, help="pytest --junitxml output")
+    ap.add_argument("junit", type=Path, nargs="+", help="pytest --junitxml output(s)")
     ap.add_argument("--write", type=Path, metavar="README",
                     help="replace the table between the markers in this file")
     args = ap.parse_args(argv)
-    body = table(read_junit(args.junit), available())
+    body = table([r for path in args.junit for r in read_junit(path)], available())
     if args.write is None:
         print(body)
         return 0

@@ -7,7 +7,11 @@ absolute /usr/src path (rewritten to the cache), and ``depmod -b`` writes the
 modules.dep that ``modprobe --show-depends`` needs (Debian generates it at
 install time, the package does not ship it). Nothing touches the host's /boot
 or /lib/modules. The result is built in a temporary directory and renamed into
-place, so an interrupted download never looks provisioned.
+place, so an interrupted download never looks provisioned. Before that,
+:func:`check_tree` makes sure the packages are one kernel (image, modules and
+headers of the description's release). On first use, the uncompressed
+``boot/vmlinux-<release>`` is extracted for QEMU's faster PVH boot
+(:mod:`kedr_build.kernel.vmlinux`).
 """
 
 from __future__ import annotations

@@ -136,6 +136,10 @@ def build_initramfs(kernel: ProvisionedKernel, job: GuestJob) -> Initramfs:
         if not src.is_file():
             raise KedrError(f"{src}: guest file missing")
         ramfs.add_file(f"{GUEST_DIR}/{dest}", src)
+    # In-tree modules go in as the kernel ships them (.ko.xz on 6.12): busybox's
+    # insmod/modprobe try finit_module() and, when the kernel refuses the compressed
+    # file, decompress it themselves and call init_module() (the multi example's crc7
+    # and KO=vfat's fat on 6.12 prove it in the VM tests).
     mods = moddeps.load_order(kernel, list(job.intree_modules))
     base = f"lib/modules/{kernel.release}"
     ramfs.add_dir(base)
