@@ -1,7 +1,7 @@
 """Print the README's DKMS corpus table from the last test run's results.
 
     ./kedr-env pytest -m dkms tests/test_dkms_corpus.py   # writes build/test-results/dkms/
-    ./kedr-env python bench/dkms_table.py                  # prints the markdown table
+    ./kedr-env python bench/dkms_table.py [--write README.md]  # the markdown table
 
 Columns: the package; Debian's own ``dkms build`` (modules built, seconds);
 ``scons DKMS=`` (modules, seconds for the whole pipeline: build, plan, generate,
@@ -21,14 +21,35 @@ RESULTS = Path(__file__).resolve().parent.parent / "build" / "test-results"
 
 def _cell(side: dict[str, Any]) -> str:
     if not side["ok"]:
-        return "fails" + (f": {side['error']}" if side.get("error") else "")
+        # "kedr-build: /…/dkms.conf: MAKE failed …" -> "MAKE failed …"
+        why = side.get("error", "").split("dkms.conf: ", 1)[-1].split(";")[0]
+        return "fails" + (f": {why}" if why else "")
     return f"{len(side['modules'])} .ko, {side['seconds']:.0f} s"
 
 
+BEGIN = "<!-- dkms-table -->"
+END = "<!-- end of dkms-table -->"
+
+
 def main() -> int:
+    write = sys.argv[2] if len(sys.argv) == 3 and sys.argv[1] == "--write" else None
+    out: list[str] = []
+    status = render(out)
+    if write is None or status:
+        print("\n".join(out))
+        return status
+    readme = Path(write)
+    text = readme.read_text()
+    head, rest = text.split(BEGIN, 1)
+    readme.write_text(head + BEGIN + "\n" + "\n".join(out) + "\n" + END + rest.split(END, 1)[1])
+    return 0
+
+
+def render(out: list[str]) -> int:
+    print = out.append  # noqa: A001 - the table is collected, then printed or written
     files = sorted((RESULTS / "dkms").glob("*.json"))
     if not files:
-        print(f"no results in {RESULTS / 'dkms'}: run the dkms tests first", file=sys.stderr)
+        sys.stderr.write(f"no results in {RESULTS / 'dkms'}: run the dkms tests first\n")
         return 1
     vm = {p.stem: json.loads(p.read_text()) for p in (RESULTS / "dkms-vm").glob("*.json")}
     rows = [json.loads(p.read_text()) for p in files]
@@ -45,7 +66,8 @@ def main() -> int:
               f"{'yes' if same else 'NO'} | {k['renamed'] if k['ok'] else '-'} | "
               f"{run['summary'] if run else '-'} |")
     built = sum(r["dkms"]["ok"] for r in rows)
-    print(f"\n{len(rows)} packages on {rows[0]['kernel']}: dkms builds {built}, kedr-build "
+    print("")
+    print(f"{len(rows)} packages on {rows[0]['kernel']}: dkms builds {built}, kedr-build "
           f"builds {sum(r['kedr']['ok'] for r in rows)}; outcomes agree on {agree}.")
     return 0
 
