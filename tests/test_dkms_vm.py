@@ -46,10 +46,13 @@ def test_dkms_package_loads_traced_and_unloads(deb: str,
                                                pinned_kernel: ProvisionedKernel,
                                                tmp_path: Path) -> None:
     rc, data, out = _run(corpus[deb], tmp_path)
+    # Many make no catalogued call in init and exit alone (acpi_call registers a proc
+    # file): what is asserted is that tracing and the leak check ran, not a count.
     calls = sum(dict(data.get("trace_calls", {})).values())  # type: ignore[call-overload]
-    _record(deb, f"yes, {calls} calls traced" if rc == 0 else "NO")
+    _record(deb, f"yes ({calls} calls traced)" if rc == 0 else "NO")
     assert rc == 0 and data["verdict"] == "passed", out[-3000:]
-    assert calls > 0, "its init's calls are traced"
+    run = tmp_path / "build" / corpus[deb].source.name / "run"
+    assert (run / "trace.txt").is_file() and data["leaks"]["totals"]["live"] == 0
     assert [s["action"] for s in data["steps"]][-1] == "rmmod"
 
 
