@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_scons
+from conftest import REPO, kernel_name, run_scons
 from kedr_build import config
 from kedr_build.errors import KedrError
 from kedr_build.kernel.descriptions import ProvisionedKernel
@@ -281,14 +281,15 @@ def test_functions_none_imported_says_so(tmp_path: Path,
         "copy"], warnings
 
 
-def test_ko_xz_is_planned_and_patched(built_chardev: Path, tmp_path: Path) -> None:
+def test_ko_xz_is_planned_and_patched(built_chardev: Path, tmp_path: Path,
+                                      kernel: ProvisionedKernel) -> None:
     """KO=x.ko.xz intercepts what KO=x.ko does (the plan once kept only *.ko names)."""
     ko = built_chardev / "kedr_chardev.ko"
     xz = tmp_path / "kedr_chardev.ko.xz"
     xz.write_bytes(lzma.compress(ko.read_bytes(), format=lzma.FORMAT_XZ,
                                  check=lzma.CHECK_CRC32))
     build = tmp_path / "build"
-    run_scons([f"KO={xz}", f"BUILD_DIR={build}"])
+    run_scons([f"KO={xz}", f"BUILD_DIR={build}", f"KERNEL={kernel_name(kernel)}"])
     out = build / "kedr_chardev"
     plan = (out / "plan.json").read_text()
     assert plan == (built_chardev / "plan.json").read_text().replace(
