@@ -12,6 +12,7 @@ spawns no make at all.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +37,11 @@ def _dkms(target: list[Any], source: list[Any], env: Any) -> None:
     from kedr_build.kernel import dkms
 
     cfg = env["KEDR"]
+    # DKMS runs make with -j$(nproc) (its parallel_jobs default): so do we, or more
+    # with scons -j.
+    jobs = max(int(env.GetOption("num_jobs") or 1), os.cpu_count() or 1)
     dkms.build(cfg.dkms, cfg.dkms_tree, cfg.kernel.release, cfg.kernel.kdir,
-               Path(str(target[0])).parent, jobs=int(env.GetOption("num_jobs") or 1),
-               verbose=cfg.verbose)
+               Path(str(target[0])).parent, jobs=jobs, verbose=cfg.verbose)
 
 
 def _emitter(target: list[Any], source: list[Any], env: Any) -> tuple[list[Any], list[Any]]:
