@@ -16,6 +16,7 @@ from kedr_build.errors import KedrError
 from kedr_build.kernel.descriptions import ProvisionedKernel
 from kedr_build.ko.imports import inspect_module
 from kedr_build.ko.module import ModuleRef
+from kedr_build.ko.names import is_module_name
 from kedr_build.ko.symvers import read_symvers
 
 PAIRS = [("kfree", "Kfree"), ("kmalloc_trace", "Kmalloc_trace"), ("kasprintf", "Kasprintf"),
@@ -45,6 +46,11 @@ def symvers(tmp_path: Path) -> Path:
 def test_module_name_for() -> None:
     assert naming.module_name_for("hello") == "kedr_repl_hello"
     assert naming.module_name_for("my-drv.ko") == "kedr_repl_my_drv"
+    fits = "d" * (55 - len("kedr_repl_"))
+    assert naming.module_name_for(fits) == "kedr_repl_" + fits
+    long_a, long_b = naming.module_name_for(fits + "_a"), naming.module_name_for(fits + "_b")
+    assert len(long_a) == len(long_b) == 55 and long_a != long_b
+    assert is_module_name(long_a) and long_a.startswith("kedr_repl_ddd")
 
 
 def test_generates_only_what_is_asked(cat: Catalog, symvers: Path, tmp_path: Path) -> None:

@@ -7,8 +7,9 @@ and a null build pays for each import made then.
 from __future__ import annotations
 
 import re
+import zlib
 
-from kedr_build.ko.names import REPLACEMENT_MODULE_PREFIX as MODULE_PREFIX
+from kedr_build.ko.names import NAME_MAX, REPLACEMENT_MODULE_PREFIX as MODULE_PREFIX
 
 # The C runtime copied next to the generated source (replacements/runtime/).
 RUNTIME_FILES = ("kedr_runtime.h", "kedr_trace.h", "kedr_leak.c", "kedr_rules.c",
@@ -16,9 +17,18 @@ RUNTIME_FILES = ("kedr_runtime.h", "kedr_trace.h", "kedr_leak.c", "kedr_rules.c"
 
 
 def module_name_for(driver: str) -> str:
-    """``kedr_repl_<driver>``, a valid module (and trace system) name."""
+    """``kedr_repl_<driver>``, a valid module (and trace system) name.
+
+    A module name has at most 55 characters (MODULE_NAME_LEN - 1: insmod of a
+    longer one fails with "module name too long"): a longer driver name is cut and
+    ends in 8 hex digits of its CRC-32, so two long names stay two modules.
+    """
     stem = re.sub(r"\W", "_", driver.removesuffix(".ko"))
-    return f"{MODULE_PREFIX}{stem}"
+    name = f"{MODULE_PREFIX}{stem}"
+    if len(name) <= NAME_MAX:
+        return name
+    tag = f"_{zlib.crc32(stem.encode()):08x}"
+    return name[:NAME_MAX - len(tag)] + tag
 
 
 def generated_files(module_name: str) -> list[str]:
