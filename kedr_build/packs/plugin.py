@@ -186,6 +186,8 @@ class CheckItem(pytest.Item):
         run = self.plugin.run_group(self.driver, self.test)
         result = run.check(self.check)
         self.plugin.messages[self.nodeid] = result.message
+        if result.skipped:
+            pytest.skip(result.message)
         if not result.passed:
             raise CheckFailed(result.message)
 

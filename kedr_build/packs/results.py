@@ -21,6 +21,7 @@ class CheckResult:
     check: str
     passed: bool
     message: str              # one line: what was found (or what was checked, when passed)
+    skipped: bool = False     # not judged (why: message); the run's other checks say why
 
 
 @dataclass(frozen=True)

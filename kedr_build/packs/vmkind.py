@@ -36,8 +36,9 @@ def run(driver: DriverUnderTest, test: PackTest, logdir: Path, session: Session)
     workload = Path(driver.workload) if driver.workload else None
     if test.params["workload"] == "required" and workload is None:
         message = "no workload: give WORKLOAD=script.sh (or put workload.sh in the driver)"
-        return TestRun(driver.name, test.name, test.kind, reason=message,
-                       checks=tuple(CheckResult(c, False, message) for c in test.checks))
+        return TestRun(driver.name, test.name, test.kind, reason=message, checks=tuple(
+            CheckResult(c, False, message) if c == "workload" else
+            CheckResult(c, False, f"not run: {message}", skipped=True) for c in test.checks))
     if test.params["workload"] == "none":
         workload = None
     suppressions = suppress.load(Path(driver.suppress)) if driver.suppress else ()
