@@ -18,7 +18,7 @@ import jsonschema
 import pytest
 import xmlschema
 
-from conftest import REPO
+from conftest import REPO, run_scons
 from kedr_build.errors import KedrError
 from kedr_build.packs import merge, pack, report
 from kedr_build.packs.session import DriverUnderTest, Session, parse_shard
@@ -203,3 +203,32 @@ def test_merge_refuses_overlapping_shards(tmp_path: Path, plugin_dir: Path) -> N
     _pytest(d, plugin_dir)
     with pytest.raises(KedrError, match="overlap"):
         merge.merge_dirs(tmp_path / "m", [d, d])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["PACK=basci"], "kedr-build: PACK=basci: unknown pack; built in: basic"),
+    (["PACK=nosuch.toml"], "kedr-build: PACK=nosuch.toml: no such pack file"),
+    (["SHARD=3/2"], "kedr-build: SHARD=3/2: expected k/N with 1 <= k <= N"),
+    (["DRIVERS=examples/chardev,examples/chardev"], "both write"),
+    (["DRIVERS=examples/chardev", "MODULE=examples/chardev"],
+     "kedr-build: DRIVERS= and MODULE= exclude each other"),
+    (["DRIVERS=@nosuch.txt"], "kedr-build: DRIVERS=@nosuch.txt: cannot read"),
+])
+def test_check_bad_input_is_one_line(args: list[str], message: str, tmp_path: Path,
+                                     pinned_kernel: Any) -> None:
+    base = [] if any(a.startswith("DRIVERS=") for a in args) else ["MODULE=examples/chardev"]
+    proc = run_scons([*base, *args, f"BUILD_DIR={tmp_path}", "check"], check=False)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def test_malformed_pack_stops_scons_with_its_line(tmp_path: Path, pinned_kernel: Any) -> None:
+    bad = tmp_path / "mine.toml"
+    bad.write_text('[pack]\nname = "mine"\n\n[[test]]\nname = "x"\nkind = "vm"\nchecks = ["oops"]\n')
+    proc = run_scons(["MODULE=examples/chardev", f"PACK={bad}", f"BUILD_DIR={tmp_path / 'b'}",
+                      "check"], check=False)
+    assert proc.returncode != 0
+    assert proc.stderr.strip() == (f"kedr-build: {bad}:7: [[test]] x: check 'oops' is not one "
+                                   "of kind 'vm''s: loads, workload, kernel, leaks, rules"), \
+        proc.stderr

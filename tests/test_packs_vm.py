@@ -137,3 +137,16 @@ def test_failure_reproduces_alone(batch: tuple[Path, Any]) -> None:
     assert {(i["test"], i["driver"]) for i in alone["items"]} == {("load-unload", "leaker")}
     again = next(i for i in alone["items"] if i["check"] == "leaks")
     assert again["outcome"] == "failed" and again["message"] == item["message"]
+
+
+def test_prebuilt_ko_runs_a_pack_test(batch: tuple[Path, Any]) -> None:
+    """KO=: a binary module, patched as shipped, checked alone (TEST= one pack test)."""
+    work = batch[0]
+    ko = work / "build" / "chardev" / "kedr_chardev.ko"
+    proc = run_scons([f"KO={ko}", f"BUILD_DIR={work / 'build'}", "check", "PACK=basic",
+                      "TEST=load-unload"], check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "basic.toml::load-unload.leaks[kedr_chardev] PASSED" in proc.stdout
+    data = json.loads((work / "build" / "kedr_chardev" / "report" / report.JSON_NAME)
+                      .read_text())
+    assert data["verdict"] == "passed" and len(data["items"]) == 4
