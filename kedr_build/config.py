@@ -236,7 +236,9 @@ def _driver_entries(text: str, launch_dir: str) -> list[str]:
             lines = listing.read_text().splitlines()
         except OSError as e:
             raise KedrError(f"DRIVERS={text}: cannot read {listing} ({e.strerror})") from None
-        entries = [ln.split("#", 1)[0].strip() for ln in lines]
+        # Relative entries are relative to the listing, wherever scons is run from.
+        entries = [os.path.join(listing.parent, e) if e and not os.path.isabs(e) else e
+                   for e in (ln.split("#", 1)[0].strip() for ln in lines)]
     else:
         entries = [e.strip() for e in text.split(",")]
     entries = [e for e in entries if e]

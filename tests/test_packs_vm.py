@@ -150,3 +150,25 @@ def test_prebuilt_ko_runs_a_pack_test(batch: tuple[Path, Any]) -> None:
     data = json.loads((work / "build" / "kedr_chardev" / "report" / report.JSON_NAME)
                       .read_text())
     assert data["verdict"] == "passed" and len(data["items"]) == 4
+
+
+def test_defective_drivers_fail_the_right_check(tmp_path: Path,
+                                                pinned_kernel: ProvisionedKernel) -> None:
+    """A WARN at init fails `kernel` (and only it); a refused init fails `loads` with the
+    kernel's reason; a NULL dereference at init fails `loads` and `kernel` with the oops."""
+    for name in ("warn", "initfail", "oops"):
+        shutil.copytree(REPO / "tests" / "drivers" / name, tmp_path / "src" / name)
+    listing = tmp_path / "drivers.txt"
+    listing.write_text("# one a line\nsrc/warn\nsrc/initfail\nsrc/oops\n")
+    proc = run_scons([f"DRIVERS=@{listing}", f"BUILD_DIR={tmp_path / 'build'}", "check",
+                      "TEST=load-unload"], check=False)
+    assert proc.returncode != 0
+    data = json.loads((tmp_path / "build" / "report" / report.JSON_NAME).read_text())
+    failed = {(i["driver"], i["check"]): i["message"] for i in data["items"]
+              if i["outcome"] != "passed"}
+    assert {k for k in failed if k[0] != "oops"} == {("warn", "kernel"), ("initfail", "loads")}, \
+        failed
+    assert {("oops", "loads"), ("oops", "kernel")} <= set(failed), failed
+    assert failed[("warn", "kernel")].startswith("kernel WARNING: "), failed
+    assert "no such device here" in failed[("initfail", "loads")], failed
+    assert failed[("oops", "kernel")].startswith(("kernel oops: ", "kernel BUG: ")), failed
