@@ -172,3 +172,33 @@ def test_defective_drivers_fail_the_right_check(tmp_path: Path,
     assert failed[("warn", "kernel")].startswith("kernel WARNING: "), failed
     assert "no such device here" in failed[("initfail", "loads")], failed
     assert failed[("oops", "kernel")].startswith(("kernel oops: ", "kernel BUG: ")), failed
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and text.encode() in (proc / "cmdline").read_bytes():
+                pids.append(int(proc.name))
+        except OSError:
+            pass
+    return pids
+
+
+def test_hanging_workload_is_reported_and_the_vm_reclaimed(batch: tuple[Path, Any],
+                                                          tmp_path: Path) -> None:
+    hang = tmp_path / "hang.sh"
+    hang.write_text("echo going to sleep\nsleep 600\n")
+    ko = batch[0] / "build" / "chardev" / "kedr_chardev.ko"
+    build = tmp_path / "build"
+    proc = run_scons([f"KO={ko}", f"WORKLOAD={hang}", "VM_TIMEOUT=15",
+                      f"BUILD_DIR={build}", "check", "TEST=workload"], check=False)
+    assert proc.returncode != 0
+    assert "basic.toml::workload.workload[kedr_chardev] FAILED" in proc.stdout, proc.stdout
+    data = json.loads((build / "kedr_chardev" / "report" / report.JSON_NAME).read_text())
+    item = next(i for i in data["items"] if i["check"] == "workload")
+    assert item["message"].startswith("VM hung: no status after 1"), item
+    assert f"WORKLOAD={hang}" in item["reproduce"] and "VM_TIMEOUT=15" in item["reproduce"]
+    # QEMU was killed and reaped: nothing still runs with this test's logs.
+    assert not _processes_mentioning(str(build / "kedr_chardev" / "report" / "logs")), \
+        "a VM of the hung run is still alive"

@@ -94,6 +94,8 @@ def _loads(r: RunReport) -> CheckResult:
 
 def _workload(r: RunReport) -> CheckResult:
     steps = [s for s in r.steps if s.action == "workload"]
+    if not steps and r.verdict is Verdict.LOST:
+        return CheckResult("workload", False, r.reason)
     if not steps:
         return CheckResult("workload", False, "the workload did not run"
                            + (f": {r.reason}" if r.reason else ""))
