@@ -6,6 +6,7 @@ exit status: 0 when every check passed.
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 import sys
@@ -41,5 +42,5 @@ def run_session(session: Session) -> int:
     # project the report directory happens to be in.
     write_atomic(report_dir / "pytest.ini", b"[pytest]\n")
     cmd = pytest_command(report_dir / SESSION_NAME, pack_copy, report_dir)
-    print(f"kedr-build: pack {Path(session.pack).stem}: {' '.join(cmd[1:])}", flush=True)
+    print(f"kedr-build: pack {Path(session.pack).stem}: {shlex.join(cmd)}", flush=True)
     return subprocess.run(cmd, cwd=report_dir).returncode
