@@ -59,6 +59,14 @@ VARIABLES: dict[str, Variable] = {
     "VM_CPUS": Variable("guest CPUs (default: the kernel description's, 2)"),
     "SUPPRESS": Variable("suppressions file: leaks, bad frees, rule violations to ignore "
                          "(format: kedr_build/checks/suppress.py)"),
+    "PACK": Variable("test pack the check target runs: a built-in pack's name (basic) or "
+                     "a pack file (format: kedr_build/packs/pack.py)", "basic"),
+    "TEST": Variable("comma-separated tests of the PACK to run (default: all)"),
+    "DRIVERS": Variable("several drivers checked as one session: comma-separated driver "
+                        "directories or .ko files, or @file listing one a line "
+                        "(instead of MODULE=/KO=)"),
+    "SHARD": Variable("k/N: the check target runs only the k-th of N shards of the "
+                      "session (python -m kedr_build.packs.merge joins their reports)"),
 }
 
 
@@ -81,6 +89,10 @@ class BuildConfig:
     modprobe: tuple[str, ...] = ()
     make_args: tuple[str, ...] = ()
     dkms: DkmsPackage | None = None    # the driver is a DKMS package
+    pack: Path | None = None           # PACK=: the pack file (checked when read)
+    tests: tuple[str, ...] = ()        # TEST=
+    shard: tuple[int, int] | None = None   # SHARD=k/N
+    arguments: tuple[tuple[str, str], ...] = ()   # the command line's VAR=value, as given
 
     @property
     def dkms_tree(self) -> Path:
@@ -109,6 +121,8 @@ def from_arguments(args: Mapping[str, str], top: str, launch_dir: str,
     unknown = sorted(set(args) - set(VARIABLES))
     if unknown:
         raise KedrError(f"unknown variable {unknown[0]}=; known: {', '.join(VARIABLES)}")
+    if args.get("DRIVERS"):
+        raise KedrError("DRIVERS= is read by batch_from_arguments")
 
     def get(name: str) -> str:
         return args.get(name, VARIABLES[name].default)
@@ -182,7 +196,70 @@ def from_arguments(args: Mapping[str, str], top: str, launch_dir: str,
                        naming=_naming(get("NAMING")),
                        modprobe=_names(get("MODPROBE")), make_args=make_args, dkms=package,
                        vm_cpus=_cpus(get("VM_CPUS")),
-                       suppress=_suppressions(path, get("SUPPRESS")))
+                       suppress=_suppressions(path, get("SUPPRESS")),
+                       pack=_pack(get("PACK"), launch_dir) if "PACK" in args else None,
+                       tests=_names(get("TEST")),
+                       shard=_shard(get("SHARD")),
+                       arguments=tuple(sorted(args.items())))
+
+
+def batch_from_arguments(args: Mapping[str, str], top: str, launch_dir: str,
+                         offline: bool = False) -> list[BuildConfig]:
+    """One config per driver of DRIVERS= (each as if given as MODULE= or KO= with the
+    other variables), or the one config of MODULE=/KO=/DKMS=."""
+    if not args.get("DRIVERS"):
+        return [from_arguments(args, top, launch_dir, offline)]
+    given = [v for v in ("MODULE", "KO", "DKMS") if args.get(v)]
+    if given:
+        raise KedrError(f"DRIVERS= and {given[0]}= exclude each other: list every driver "
+                        "in DRIVERS=")
+    rest = {k: v for k, v in args.items() if k != "DRIVERS"}
+    configs: list[BuildConfig] = []
+    for entry in _driver_entries(args["DRIVERS"], launch_dir):
+        var = "KO" if is_module_file(Path(entry)) else "MODULE"
+        try:
+            cfg = from_arguments({**rest, var: entry}, top, launch_dir, offline)
+        except KedrError as e:
+            raise KedrError(f"DRIVERS: {e}") from None
+        clash = next((c for c in configs if c.outdir == cfg.outdir), None)
+        if clash is not None:
+            raise KedrError(f"DRIVERS: {entry} and {clash.driver or clash.prebuilt} both "
+                            f"write {cfg.outdir}: two drivers of one name")
+        configs.append(cfg)
+    return configs
+
+
+def _driver_entries(text: str, launch_dir: str) -> list[str]:
+    if text.startswith("@"):
+        listing = Path(launch_dir, os.path.expanduser(text[1:]))
+        try:
+            lines = listing.read_text().splitlines()
+        except OSError as e:
+            raise KedrError(f"DRIVERS={text}: cannot read {listing} ({e.strerror})") from None
+        # Relative entries are relative to the listing, wherever scons is run from.
+        entries = [os.path.join(listing.parent, e) if e and not os.path.isabs(e) else e
+                   for e in (ln.split("#", 1)[0].strip() for ln in lines)]
+    else:
+        entries = [e.strip() for e in text.split(",")]
+    entries = [e for e in entries if e]
+    if not entries:
+        raise KedrError(f"DRIVERS={text}: lists no driver")
+    return entries
+
+
+def _pack(text: str, launch_dir: str) -> Path:
+    """PACK=: read and checked now, so a malformed pack stops before anything builds."""
+    from kedr_build.packs.pack import load
+
+    return load(text, Path(launch_dir)).path
+
+
+def _shard(text: str) -> tuple[int, int] | None:
+    if not text:
+        return None
+    from kedr_build.packs.session import parse_shard
+
+    return parse_shard(text)
 
 
 _MAKE_UNSAFE = re.compile(r"[\s:#$%;\\\"']")

@@ -92,6 +92,22 @@ print(m.source)
     assert "Kfree" in (out / "kedr_repl_x.c").read_text()
 
 
+def test_wheel_carries_the_packs(installed: Path, tmp_path: Path) -> None:
+    """Built-in packs, the report's JSON Schema and HTML template are package data."""
+    out = _run([str(installed), "-c", """
+import json
+from kedr_build.packs import pack, report
+from kedr_build.packs.results import PackReport
+basic = pack.load("basic")
+print(basic.path, [t.name for t in basic.tests])
+print(json.loads(report.SCHEMA.read_text())["title"])
+print(len(report.html(PackReport("basic", "k", "passed", (), ()))))
+"""], tmp_path, _outside_env())
+    path, rest = out.split(" ", 1)
+    assert not Path(path).is_relative_to(REPO) and "['load-unload', 'workload']" in rest
+    assert "kedr-build pack report, version 1" in out
+
+
 def generate_files(module: str) -> list[str]:
     from kedr_build.intercept.naming import generated_files
     return [f for f in generated_files(module) if f != "Module.symvers"]

@@ -31,6 +31,10 @@ PACKAGES: dict[str, str] = {
     # 6.12's kbuild (CONFIG_DEBUG_INFO_BTF_MODULES) runs pahole on every module it
     # links; Debian's linux-kbuild-6.12 package depends on it.
     "pahole": "pahole",
+    # The HTML test report is checked as a person sees it: rendered by a real headless
+    # browser (tests/test_packs_html.py) driven through selenium; PyPI cannot fetch one.
+    "chromium": "chromium",
+    "chromedriver": "chromium-driver",
 }
 
 # The static busybox goes into the guest; a dynamic one would need its libc.

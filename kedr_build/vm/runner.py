@@ -36,6 +36,7 @@ LEAKS_BEGIN = "--- leak report of "
 LEAKS_END = "--- end of leak report ---"
 END_MARK = "kedr-build: modules end"
 _STEP = re.compile(r"^KEDR-STEP (\S+) (\S+) (-?\d+)$")
+_TAINT = re.compile(r"^KEDR-TAINT (\d+)$")
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ class RunReport:
     leaks: LeakReport | None = None        # the leak payload's report, read before unload
     leaks_error: str = ""                  # why it could not be read
     suppressed: tuple[suppress.Suppressed, ...] = ()   # per suppression rule: findings matched
+    taint: int | None = None               # /proc/sys/kernel/tainted after the unload
 
     @property
     def ok(self) -> bool:
@@ -94,13 +96,18 @@ class RunReport:
 
 
 def plan_run(modules: list[Path], workload: Path | None = None,
-             trace_providers: tuple[str, ...] = ()) -> RunPlan:
+             trace_providers: tuple[str, ...] = (), cycles: int = 1) -> RunPlan:
     """Order the modules and write the guest script.
+
+    ``cycles``: the drivers (not the trace providers) are loaded and unloaded that
+    many times in the one boot, the workload running after the last load.
 
     ``trace_providers``: modules that define trace events (replacement modules).
     Their event system is switched on right after they load, so the driver's
     init is traced, and the trace is saved right before they unload.
     """
+    if cycles < 1:
+        raise KedrError(f"cycles={cycles}: a run loads its modules at least once")
     ordered, intree = load_order(ModuleRef.read(m) for m in modules)
     marks = {"begin": BEGIN_MARK, "end": END_MARK, "trace_begin": TRACE_BEGIN,
              "stats_begin": STATS_BEGIN, "trace_end": TRACE_END,
@@ -108,6 +115,7 @@ def plan_run(modules: list[Path], workload: Path | None = None,
              "leaks_begin": LEAKS_BEGIN, "leaks_end": LEAKS_END}
     script = template_env().get_template("guest-run.sh.j2").render(
         modules=[m.name for m in ordered], intree=intree, trace_providers=trace_providers,
+        drivers=[m.name for m in ordered if m.name not in trace_providers], cycles=cycles,
         workload=workload.name if workload is not None else None, marks=marks,
         tracefs=TRACEFS)
     return RunPlan(tuple(ordered), tuple(intree), workload, script, trace_providers)
@@ -121,9 +129,11 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
                 stream: Callable[[str], None] | None = None,
                 trace_providers: tuple[str, ...] = (),
                 intree: tuple[str, ...] = (), cpus: int | None = None,
-                suppressions: tuple[suppress.Suppression, ...] = ()) -> RunReport:
-    """Run the modules in the VM; ``intree``: more in-tree modules the workload may modprobe."""
-    plan = plan_run(modules, workload, trace_providers)
+                suppressions: tuple[suppress.Suppression, ...] = (),
+                cycles: int = 1) -> RunReport:
+    """Run the modules in the VM; ``intree``: more in-tree modules the workload may modprobe;
+    ``cycles``: how many times the drivers are loaded and unloaded (see :func:`plan_run`)."""
+    plan = plan_run(modules, workload, trace_providers, cycles)
     check_releases(plan.modules, kernel)
     files = {f"modules/{m.name}.ko": m.path for m in plan.modules}
     if workload is not None:
@@ -171,12 +181,17 @@ def interpret(result: VmResult, modules: Mapping[str, Path] | None = None,
     other: list[str] = []
     workload: list[str] = []
     in_workload = False
+    taint: int | None = None
     trace_text, stats = split_trace(result.output, modules)
     output = _without_trace(result.output)
     for line in output.splitlines():
         m = _STEP.match(line.strip())
         if m:
             steps.append(Step(m.group(1), m.group(2), int(m.group(3))))
+            continue
+        t = _TAINT.match(line.strip())
+        if t:
+            taint = int(t.group(1))
             continue
         if line == "--- workload ---":
             in_workload = True
@@ -214,7 +229,7 @@ def interpret(result: VmResult, modules: Mapping[str, Path] | None = None,
                      problems=result.problems, elapsed=result.elapsed, logs=result.workdir,
                      trace_calls=dict(trace.calls()), trace_lost=trace.overruns,
                      trace_summary=tuple(summary(trace)) if trace_text else (),
-                     leaks=leaks, leaks_error=leaks_error, suppressed=suppressed)
+                     leaks=leaks, leaks_error=leaks_error, suppressed=suppressed, taint=taint)
 
 
 def split_leaks(output: str) -> str:

@@ -1,0 +1,92 @@
+"""The registry of test kinds a pack's ``[[test]]`` may name.
+
+A kind declares its parameters (checked when the pack is read, before anything
+is built) and the checks it can judge, and names the function that runs it:
+``run(driver, test, logdir, env) -> TestRun`` (:mod:`kedr_build.packs.results`),
+imported only when a test of that kind runs. One run (one VM boot) judges every
+check of its test.
+
+Built in: ``vm`` (load/unload cycles, the workload, leak/rule/kernel checks;
+:mod:`kedr_build.packs.vmkind`). The fault sweep registers ``faults`` the same
+way: its ``TestRun`` fills ``sweep`` with one row per site, which the reports
+already show.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kedr_build.errors import KedrError
+
+
+@dataclass(frozen=True)
+class Param:
+    type: type
+    default: Any
+    help: str = ""
+    choices: tuple[Any, ...] = ()
+    minimum: int | None = None
+
+    def check(self, value: Any) -> str:
+        """Why the value does not fit ("" when it does)."""
+        if self.type is int and (isinstance(value, bool) or not isinstance(value, int)):
+            return f"{value!r} is not an integer"
+        if not isinstance(value, self.type):
+            return f"{value!r} is not a {self.type.__name__}"
+        if self.choices and value not in self.choices:
+            return f"{value!r} is not one of {', '.join(map(repr, self.choices))}"
+        if self.minimum is not None and isinstance(value, int) and value < self.minimum:
+            return f"{value!r} is below the minimum {self.minimum}"
+        return ""
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    checks: tuple[str, ...]
+    run: str | Callable[..., Any]          # "module:function", or the function itself
+    params: Mapping[str, Param] = field(default_factory=dict)
+    help: str = ""
+
+    def runner(self) -> Callable[..., Any]:
+        if callable(self.run):
+            return self.run
+        module, _, func = self.run.partition(":")
+        fn: Callable[..., Any] = getattr(importlib.import_module(module), func)
+        return fn
+
+
+VM = Kind(
+    name="vm",
+    checks=("loads", "workload", "kernel", "leaks", "rules"),
+    run="kedr_build.packs.vmkind:run",
+    params={
+        "cycles": Param(int, 1, "times the drivers are loaded and unloaded in one boot",
+                        minimum=1),
+        "workload": Param(str, "none", "run the driver's WORKLOAD after the last load",
+                          choices=("none", "required")),
+        "timeout": Param(int, 0, "seconds before the VM counts as hung (0: VM_TIMEOUT)",
+                         minimum=0),
+    },
+    help="boot the kernel, load/unload the patched drivers, run the workload, judge")
+
+_REGISTRY: dict[str, Kind] = {VM.name: VM}
+
+
+def register(kind: Kind) -> None:
+    """Add (or replace) a kind: the fault sweep, or a test's own cheap kind."""
+    _REGISTRY[kind.name] = kind
+
+
+def get(name: str) -> Kind:
+    kind = _REGISTRY.get(name)
+    if kind is None:
+        raise KedrError(f"unknown test kind {name!r} (known: {', '.join(names())})")
+    return kind
+
+
+def names() -> list[str]:
+    return sorted(_REGISTRY)

@@ -1,0 +1,94 @@
+"""Write a pack session's reports: ``report.json`` (versioned; JSON Schema in
+``kedr_build/packs/schema/report-1.json``), ``report.html`` (one self-contained
+page: verdict first, per-test results, leak stacks grouped, violations, trace
+statistics as an inline SVG chart, the fault-sweep table), and the terminal
+summary. pytest writes ``junit.xml`` itself (``--junitxml``).
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import Any
+
+from kedr_build.atomic import write_atomic
+from kedr_build.packs.results import PackReport
+
+SCHEMA = Path(__file__).resolve().parent / "schema" / "report-1.json"
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+JSON_NAME, HTML_NAME, JUNIT_NAME = "report.json", "report.html", "junit.xml"
+CHART_FUNCTIONS = 12       # bars in the trace chart
+
+
+def tool_versions() -> dict[str, str]:
+    import pytest
+
+    return {"kedr-build": _own_version(), "python": platform.python_version(),
+            "pytest": pytest.__version__}
+
+
+def _own_version() -> str:
+    """The installed distribution's version, or the checkout's pyproject.toml's."""
+    import importlib.metadata
+    import tomllib
+
+    try:
+        return importlib.metadata.version("kedr-build")
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    try:
+        pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+        return f"{tomllib.loads(pyproject.read_text())['project']['version']} (checkout)"
+    except (OSError, KeyError, ValueError):
+        return "unknown"
+
+
+def write(directory: Path, rep: PackReport) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    write_atomic(directory / JSON_NAME, rep.to_json().encode())
+    write_atomic(directory / HTML_NAME, html(rep).encode())
+
+
+def html(rep: PackReport) -> str:
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+                             undefined=jinja2.StrictUndefined, autoescape=True,
+                             trim_blocks=True, lstrip_blocks=True)
+    return str(env.get_template("report.html.j2").render(r=rep, charts=charts(rep)))
+
+
+def charts(rep: PackReport) -> list[dict[str, Any]]:
+    """Per run with a trace: the most called functions as bars (x, width, label)."""
+    out = []
+    for run in rep.runs:
+        calls = sorted(run.trace_calls.items(), key=lambda kv: (-kv[1], kv[0]))[:CHART_FUNCTIONS]
+        if not calls:
+            continue
+        top = max(n for _, n in calls)
+        bars = [{"function": f, "calls": n, "width": max(1, round(300 * n / top)),
+                 "y": 22 * i} for i, (f, n) in enumerate(calls)]
+        out.append({"driver": run.driver, "test": run.test, "bars": bars,
+                    "height": 22 * len(bars), "total": sum(run.trace_calls.values())})
+    return out
+
+
+def summary(rep: PackReport, directory: Path) -> list[str]:
+    """The short text summary: the verdict per driver, each failed check with the
+    command that reproduces it, and where the reports are."""
+    lines = [f"kedr-build pack {rep.pack} on {rep.kernel}: "
+             f"{rep.verdict.upper()}"]
+    drivers = list(dict.fromkeys(i.driver for i in rep.items))
+    for d in drivers:
+        items = [i for i in rep.items if i.driver == d]
+        bad = [i for i in items if i.outcome in ("failed", "error")]
+        if not bad:
+            lines.append(f"PASSED {d}: {len(items)} checks")
+            continue
+        lines.append(f"FAILED {d}: {len(bad)} of {len(items)} checks")
+        for i in bad:
+            lines.append(f"  {i.test}.{i.check}: {i.message}")
+            lines.append(f"      reproduce: {i.reproduce}")
+    lines.append(f"reports: {directory / HTML_NAME}, {directory / JSON_NAME}, "
+                 f"{directory / JUNIT_NAME}")
+    return lines

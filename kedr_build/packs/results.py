@@ -1,0 +1,120 @@
+"""Typed results of a pack session: what a test kind returns and what the reports show.
+
+A :class:`TestRun` is one run of one pack test on one driver (one VM boot for the
+``vm`` kind): its :class:`CheckResult` s (one pytest item each) and the evidence
+behind them. A :class:`PackReport` is a whole session (or shards merged): it is
+what ``report.json`` holds (JSON Schema: ``kedr_build/packs/schema/report-1.json``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+SCHEMA_ID = "kedr-build/pack-report"
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    check: str
+    passed: bool
+    message: str              # one line: what was found (or what was checked, when passed)
+    skipped: bool = False     # not judged (why: message); the run's other checks say why
+
+
+@dataclass(frozen=True)
+class LeakGroupInfo:
+    count: int
+    bytes: int
+    function: str             # the allocator called
+    caller: str               # frame 0
+    stack: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SweepRow:
+    """One fault-sweep site and its outcome (filled by the ``faults`` kind)."""
+
+    site: str
+    outcome: str              # e.g. handled, leak, oops, hang
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class TestRun:
+    driver: str
+    test: str
+    kind: str
+    checks: tuple[CheckResult, ...]
+    elapsed: float = 0.0
+    logs: str = ""
+    reason: str = ""                       # the run's own verdict line ("" when it passed)
+    steps: tuple[str, ...] = ()            # "insmod kedr_chardev 0"
+    leak_groups: tuple[LeakGroupInfo, ...] = ()
+    bad_frees: tuple[str, ...] = ()
+    violations: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
+    trace_calls: dict[str, int] = field(default_factory=dict)
+    taint: int | None = None
+    sweep: tuple[SweepRow, ...] = ()
+
+    def check(self, name: str) -> CheckResult:
+        for c in self.checks:
+            if c.check == name:
+                return c
+        return CheckResult(name, False, f"the {self.kind} run did not judge {name!r}")
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """One pytest item: a check of a test on a driver, as pytest reported it."""
+
+    driver: str
+    test: str
+    check: str
+    outcome: str              # passed, failed, error, skipped
+    message: str
+    reproduce: str            # the one command that runs this test of this driver alone
+    index: int = 0            # position in the whole (unsharded) session's collection
+
+
+@dataclass(frozen=True)
+class PackReport:
+    pack: str
+    kernel: str
+    verdict: str                          # passed, failed
+    items: tuple[ItemResult, ...]
+    runs: tuple[TestRun, ...]
+    tools: dict[str, str] = field(default_factory=dict)
+    command: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        return {"schema": SCHEMA_ID, "version": SCHEMA_VERSION, **data}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def verdict_of(items: tuple[ItemResult, ...]) -> str:
+    bad = any(i.outcome in ("failed", "error") for i in items)
+    return "failed" if bad or not items else "passed"
+
+
+def from_dict(data: dict[str, Any]) -> PackReport:
+    """A report read back from its JSON (for merging shards)."""
+    runs = []
+    for r in data["runs"]:
+        r = dict(r)
+        r["checks"] = tuple(CheckResult(**c) for c in r["checks"])
+        r["leak_groups"] = tuple(LeakGroupInfo(**{**g, "stack": tuple(g["stack"])})
+                                 for g in r["leak_groups"])
+        r["sweep"] = tuple(SweepRow(**s) for s in r["sweep"])
+        for key in ("steps", "bad_frees", "violations", "problems"):
+            r[key] = tuple(r[key])
+        runs.append(TestRun(**r))
+    return PackReport(pack=data["pack"], kernel=data["kernel"], verdict=data["verdict"],
+                      items=tuple(ItemResult(**i) for i in data["items"]), runs=tuple(runs),
+                      tools=dict(data.get("tools", {})), command=data.get("command", ""))

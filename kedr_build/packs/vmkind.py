@@ -1,0 +1,155 @@
+"""The ``vm`` test kind: one boot loads the patched drivers (``cycles`` times), runs
+the workload, unloads them, and judges every check from that one run:
+
+* ``loads``    every insmod and rmmod succeeded, and the VM came back
+* ``workload`` the workload ran and exited 0
+* ``kernel``   no oops/BUG/WARNING/panic, and no taint beyond out-of-tree and unsigned
+* ``leaks``    nothing left allocated or held, no bad free
+* ``rules``    no kernel API rule broken (sleep in atomic context, ...)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kedr_build.checks import suppress
+from kedr_build.errors import KedrError
+from kedr_build.kernel import provision
+from kedr_build.packs.pack import PackTest
+from kedr_build.packs.results import CheckResult, LeakGroupInfo, TestRun
+from kedr_build.packs.session import DriverUnderTest, Session
+from kedr_build.vm.qemu import Verdict
+from kedr_build.vm.runner import RunReport, run_modules
+
+# Taint flags a patched out-of-tree driver always sets (include/linux/panic.h,
+# Documentation/admin-guide/tainted-kernels.rst): O = TAINT_OOT_MODULE (bit 12),
+# E = TAINT_UNSIGNED_MODULE (bit 13). Any other flag is a finding.
+ALLOWED_TAINT = (1 << 12) | (1 << 13)
+TAINT_LETTERS = "PFSRMBUDAWCIOELKXTN"
+
+
+def taint_letters(value: int) -> str:
+    return "".join(c for i, c in enumerate(TAINT_LETTERS) if value >> i & 1)
+
+
+def run(driver: DriverUnderTest, test: PackTest, logdir: Path, session: Session) -> TestRun:
+    workload = Path(driver.workload) if driver.workload else None
+    if test.params["workload"] == "required" and workload is None:
+        message = "no workload: give WORKLOAD=script.sh (or put workload.sh in the driver)"
+        return TestRun(driver.name, test.name, test.kind, reason=message, checks=tuple(
+            CheckResult(c, False, message) if c == "workload" else
+            CheckResult(c, False, f"not run: {message}", skipped=True) for c in test.checks))
+    if test.params["workload"] == "none":
+        workload = None
+    suppressions = suppress.load(Path(driver.suppress)) if driver.suppress else ()
+    timeout = float(test.params["timeout"]) or session.vm_timeout
+    try:
+        kernel = provision.ensure(session.kernel)
+        report = run_modules(kernel, [Path(m) for m in driver.modules], logdir,
+                             workload=workload, timeout=timeout,
+                             trace_providers=(driver.replacement,), intree=driver.modprobe,
+                             cpus=session.vm_cpus, suppressions=suppressions,
+                             cycles=test.params["cycles"])
+    except KedrError as e:
+        return TestRun(driver.name, test.name, test.kind, reason=str(e), logs=str(logdir),
+                       checks=tuple(CheckResult(c, False, str(e)) for c in test.checks))
+    return judge(driver, test, report)
+
+
+def judge(driver: DriverUnderTest, test: PackTest, report: RunReport) -> TestRun:
+    checks = tuple(_CHECKS[c](report) for c in test.checks)
+    leaks = report.leaks
+    groups: tuple[LeakGroupInfo, ...] = ()
+    bad: tuple[str, ...] = ()
+    violations: tuple[str, ...] = ()
+    if leaks is not None:
+        groups = tuple(LeakGroupInfo(count=len(g.leaks), bytes=g.bytes,
+                                     function=g.leaks[0].function, caller=g.leaks[0].caller,
+                                     stack=g.stack) for g in leaks.groups())
+        bad = tuple(b.describe() for b in leaks.bad_frees)
+        violations = tuple(v.describe() for v in leaks.violations)
+    return TestRun(driver=driver.name, test=test.name, kind=test.kind, checks=checks,
+                   elapsed=round(report.elapsed, 1), logs=str(report.logs),
+                   reason=report.reason,
+                   steps=tuple(f"{s.action} {s.target} {s.status}" for s in report.steps),
+                   leak_groups=groups, bad_frees=bad, violations=violations,
+                   problems=tuple(str(p) for p in report.problems),
+                   trace_calls=dict(report.trace_calls), taint=report.taint)
+
+
+def _loads(r: RunReport) -> CheckResult:
+    if r.verdict is Verdict.LOST:
+        return CheckResult("loads", False, r.reason)
+    bad = [s for s in r.steps if s.action in ("insmod", "rmmod", "modprobe") and not s.ok]
+    if bad:
+        return CheckResult("loads", False, r.reason if r.verdict is Verdict.FAILED
+                           else f"{bad[0].action} {bad[0].target} failed "
+                                f"(status {bad[0].status})")
+    loads = sum(1 for s in r.steps if s.action == "insmod")
+    if not loads:
+        return CheckResult("loads", False, "no module was loaded")
+    return CheckResult("loads", True, f"{loads} insmod, "
+                       f"{sum(1 for s in r.steps if s.action == 'rmmod')} rmmod, all succeeded")
+
+
+def _workload(r: RunReport) -> CheckResult:
+    steps = [s for s in r.steps if s.action == "workload"]
+    if not steps and r.verdict is Verdict.LOST:
+        return CheckResult("workload", False, r.reason)
+    if not steps:
+        return CheckResult("workload", False, "the workload did not run"
+                           + (f": {r.reason}" if r.reason else ""))
+    s = steps[-1]
+    if not s.ok:
+        tail = r.workload_output.strip().splitlines()[-1:] or [""]
+        return CheckResult("workload", False, f"workload {s.target} exited with status "
+                           f"{s.status}" + (f": {tail[0]}" if tail[0] else ""))
+    return CheckResult("workload", True, f"workload {s.target} exited 0")
+
+
+def _kernel(r: RunReport) -> CheckResult:
+    if r.problems:
+        return CheckResult("kernel", False, f"kernel {r.problems[0].kind.value}: "
+                           f"{r.problems[0].line}" + (f" (+{len(r.problems) - 1} more)"
+                                                      if len(r.problems) > 1 else ""))
+    if r.verdict is Verdict.LOST:
+        return CheckResult("kernel", False, r.reason)
+    if r.taint is None:
+        return CheckResult("kernel", False, "the guest did not report the kernel's taint")
+    extra = r.taint & ~ALLOWED_TAINT
+    if extra:
+        return CheckResult("kernel", False, f"kernel tainted {taint_letters(r.taint)} "
+                           f"({r.taint}): {taint_letters(extra)} beyond out-of-tree/unsigned")
+    return CheckResult("kernel", True, "no oops, BUG, WARNING or panic; taint "
+                       f"{taint_letters(r.taint) or 'none'}")
+
+
+def _leaks(r: RunReport) -> CheckResult:
+    if r.leaks is None:
+        return CheckResult("leaks", False, "no leak report: " + (r.leaks_error or r.reason
+                                                                 or "the payload was not read"))
+    lk = r.leaks
+    if lk.leaks or lk.bad_frees or lk.totals.bad_frees:
+        nbytes = sum(x.size for x in lk.leaks)
+        first = lk.groups()[0] if lk.leaks else None
+        where = (f"; first: {first.leaks[0].function} at {first.leaks[0].caller}"
+                 if first else "")
+        return CheckResult("leaks", False, f"{len(lk.leaks)} possible leaks ({nbytes} bytes), "
+                           f"{max(len(lk.bad_frees), lk.totals.bad_frees)} bad frees{where}")
+    return CheckResult("leaks", True, f"{lk.totals.allocs} allocations, {lk.totals.frees} "
+                       "frees, nothing left, no bad free")
+
+
+def _rules(r: RunReport) -> CheckResult:
+    if r.leaks is None:
+        return CheckResult("rules", False, "no rule report: " + (r.leaks_error or r.reason
+                                                                 or "the payload was not read"))
+    v = r.leaks.violations
+    if v or r.leaks.dropped_violations:
+        return CheckResult("rules", False, f"{len(v) + r.leaks.dropped_violations} rule "
+                           f"violations; first: {v[0].describe() if v else 'dropped'}")
+    return CheckResult("rules", True, "no API rule broken")
+
+
+_CHECKS = {"loads": _loads, "workload": _workload, "kernel": _kernel, "leaks": _leaks,
+           "rules": _rules}

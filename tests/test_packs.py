@@ -1,0 +1,234 @@
+"""Packs without a VM: the pack format and its errors, the pytest plugin driven by a
+cheap test kind (registered as the fault sweep will register its own), sharding
+and merging shards, and the report files against their schemas (the JUnit XML
+against the Jenkins xunit plugin's junit-10.xsd, the JSON against ours)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import xmlschema
+
+from conftest import REPO, run_scons
+from kedr_build.errors import KedrError
+from kedr_build.packs import merge, pack, report
+from kedr_build.packs.session import DriverUnderTest, Session, parse_shard
+
+JUNIT_XSD = REPO / "tests" / "data" / "junit" / "junit-10.xsd"
+
+CHEAP_KIND = '''
+from kedr_build.packs import kinds
+from kedr_build.packs.results import CheckResult, LeakGroupInfo, TestRun
+
+def run(driver, test, logdir, session):
+    bad = driver.name in test.params["fail_on"].split(",")
+    checks = tuple(CheckResult(c, not (bad and c == "b"), f"{c} of {driver.name}")
+                   for c in test.checks)
+    groups = (LeakGroupInfo(2, 64, "kmalloc", "leak_it+0x1c [x]", ("leak_it+0x1c [x]",
+                                                                    "init+0x5 [x]")),) if bad else ()
+    return TestRun(driver.name, test.name, test.kind, checks, leak_groups=groups,
+                   trace_calls={"kfree": 3, "__kmalloc": 4})
+
+kinds.register(kinds.Kind("cheap", checks=("a", "b"), run=run,
+                          params={"fail_on": kinds.Param(str, "")}))
+'''
+
+CHEAP_PACK = '''
+[pack]
+name = "cheap"
+format = 1
+
+[[test]]
+name = "one"
+kind = "cheap"
+fail_on = "d3"
+
+[[test]]
+name = "two"
+kind = "cheap"
+checks = ["a"]
+'''
+
+
+def test_basic_is_built_in() -> None:
+    basic = pack.load("basic")
+    assert [t.name for t in basic.tests] == ["load-unload", "workload"]
+    assert basic.test("load-unload").params["cycles"] == 3
+    assert set(basic.test("workload").checks) == {"loads", "workload", "kernel", "leaks",
+                                                  "rules"}
+    assert "basic" in pack.builtin()
+
+
+def test_unknown_pack_lists_the_known_ones() -> None:
+    with pytest.raises(KedrError) as e:
+        pack.load("basci")
+    assert str(e.value) == ("PACK=basci: unknown pack; built in: " + ", ".join(pack.builtin())
+                            + " (or give the path of a pack file)")
+
+
+@pytest.mark.parametrize("text, line, cause", [
+    ('[pack]\nname = "x"\n[[test]\nname = "a"\n', 3, "Expected ']]' at the end of an array declaration"),
+    ('[pack]\nname = "x"\n\n[[test]]\nname = "a"\nkind = "vm"\ncylces = 3\n', 7,
+     "unknown key 'cylces'"),
+    ('[pack]\nname = "x"\n[[test]]\nname = "a"\nkind = "vm"\ncycles = "3"\n', 6,
+     "cycles: '3' is not an integer"),
+    ('[pack]\nname = "x"\n[[test]]\nname = "a"\nkind = "vm"\ncycles = 0\n', 6,
+     "cycles: 0 is below the minimum 1"),
+    ('[pack]\nname = "x"\n[[test]]\nname = "a"\nkind = "vmm"\n', 5, "unknown test kind 'vmm'"),
+    ('[pack]\nname = "x"\n[[test]]\nname = "a"\nkind = "vm"\n[[test]]\nname = "b"\n'
+     'kind = "vm"\nchecks = ["leaks", "leeks"]\n', 9, "check 'leeks' is not one of"),
+    ('[pack]\nname = "x"\n[[test]]\nname = "a"\nkind = "vm"\n[[test]]\nname = "a"\n'
+     'kind = "vm"\n', 7, "a test of that name comes earlier"),
+    ('[pack]\nname = "x"\nformat = 2\n[[test]]\nname = "a"\nkind = "vm"\n', 3, "format 2"),
+    ('[[test]]\nname = "a"\nkind = "vm"\n', 1, "no [pack] table"),
+])
+def test_malformed_pack_is_one_line_with_file_line_cause(tmp_path: Path, text: str, line: int,
+                                                          cause: str) -> None:
+    f = tmp_path / "my.toml"
+    f.write_text(text)
+    with pytest.raises(KedrError) as e:
+        pack.load(str(f))
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert msg.startswith(f"{f}:{line}: "), msg
+    assert cause in msg, msg
+
+
+def test_shard_syntax() -> None:
+    assert parse_shard("2/4") == (2, 4)
+    for bad in ("0/2", "3/2", "x", "1/", "1/0"):
+        with pytest.raises(KedrError, match=f"SHARD={bad}: expected k/N"):
+            parse_shard(bad)
+
+
+def _session(tmp: Path, name: str, drivers: int, shard: tuple[int, int] | None = None) -> Path:
+    out = tmp / name
+    out.mkdir()
+    pack_file = tmp / "cheap.toml"      # one pack file: the same commands in every shard
+    pack_file.write_text(CHEAP_PACK)
+    session = Session(pack=str(pack_file), kernel="debian-6.1", report_dir=str(out),
+                      drivers=tuple(DriverUnderTest(
+                          name=f"d{i}", modules=(), replacement=f"kedr_repl_d{i}",
+                          command=f"scons MODULE=drivers/d{i} check PACK={pack_file}")
+                          for i in range(drivers)), shard=shard)
+    (out / "session.json").write_text(session.to_json())
+    return out
+
+
+def _pytest(out: Path, plugin_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": f"{plugin_dir}{os.pathsep}{REPO}"}
+    (out / "pytest.ini").write_text("[pytest]\n")
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "cheapkind", "-p",
+                           "kedr_build.packs.plugin", "-p", "no:cacheprovider",
+                           "-c", str(out / "pytest.ini"), "--rootdir", str(out), "-v",
+                           "--kedr-session", str(out / "session.json"),
+                           "--junitxml", str(out / report.JUNIT_NAME),
+                           "-o", "junit_family=xunit2", str(out.parent / "cheap.toml")],
+                          capture_output=True, text=True, env=env, cwd=out)
+
+
+@pytest.fixture(scope="module")
+def plugin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("cheapkind")
+    (d / "cheapkind.py").write_text(CHEAP_KIND)
+    return d
+
+
+def _normal(rep: dict[str, Any]) -> dict[str, Any]:
+    rep = dict(rep, command="")
+    rep["runs"] = [dict(r, elapsed=0) for r in rep["runs"]]
+    return rep
+
+
+def _cases(junit: Path) -> list[tuple[str, str, str]]:
+    root = ET.parse(junit).getroot()
+    return [(c.get("classname", ""), c.get("name", ""),
+             ",".join(f"{x.tag}:{x.get('message', '')}" for x in c)) for c in root.iter("testcase")]
+
+
+def test_pack_session_reports_validate_and_shards_merge_to_the_same(
+        tmp_path: Path, plugin_dir: Path) -> None:
+    whole = _session(tmp_path, "whole", drivers=5)
+    proc = _pytest(whole, plugin_dir)
+    assert proc.returncode == 1, proc.stdout + proc.stderr     # d3 fails check b of test one
+    assert "one.b[d3] FAILED" in proc.stdout, proc.stdout
+    assert "one.a[d0] PASSED" in proc.stdout
+    assert f"reproduce: scons MODULE=drivers/d3 check PACK={tmp_path / 'cheap.toml'} TEST=one" \
+        in proc.stdout
+    assert "FAILED d3: 1 of 3 checks" in proc.stdout
+
+    data = json.loads((whole / report.JSON_NAME).read_text())
+    jsonschema.validate(data, json.loads(report.SCHEMA.read_text()))
+    assert data["verdict"] == "failed"
+    assert len(data["items"]) == 15 and len(data["runs"]) == 10
+    xsd = xmlschema.XMLSchema(str(JUNIT_XSD))
+    xsd.validate(str(whole / report.JUNIT_NAME))
+    html = (whole / report.HTML_NAME).read_text()
+    assert "leak_it+0x1c [x]" in html and "<svg" in html
+    # Self-contained: nothing loaded from elsewhere.
+    assert not re.search(r"\b(src|href)\s*=|url\(|<link|@import", html)
+
+    shards = []
+    for k in (1, 2, 3):
+        d = _session(tmp_path, f"shard{k}", drivers=5, shard=(k, 3))
+        proc = _pytest(d, plugin_dir)
+        assert proc.returncode in (0, 1), proc.stdout + proc.stderr
+        xsd.validate(str(d / report.JUNIT_NAME))
+        shards.append(d)
+    sizes = [len(json.loads((d / report.JSON_NAME).read_text())["items"]) for d in shards]
+    assert sum(sizes) == 15 and all(sizes), sizes
+    merged_dir = tmp_path / "merged"
+    merged = merge.merge_dirs(merged_dir, shards)
+    assert merged.verdict == "failed"
+    merged_data = json.loads((merged_dir / report.JSON_NAME).read_text())
+    jsonschema.validate(merged_data, json.loads(report.SCHEMA.read_text()))
+    assert _normal(merged_data) == _normal(data)
+    xsd.validate(str(merged_dir / report.JUNIT_NAME))
+    assert _cases(merged_dir / report.JUNIT_NAME) == _cases(whole / report.JUNIT_NAME)
+    suite = next(ET.parse(merged_dir / report.JUNIT_NAME).getroot().iter("testsuite"))
+    assert (suite.get("tests"), suite.get("failures")) == ("15", "1")
+
+
+def test_merge_refuses_overlapping_shards(tmp_path: Path, plugin_dir: Path) -> None:
+    d = _session(tmp_path, "a", drivers=1)
+    _pytest(d, plugin_dir)
+    with pytest.raises(KedrError, match="overlap"):
+        merge.merge_dirs(tmp_path / "m", [d, d])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["PACK=basci"], "kedr-build: PACK=basci: unknown pack; built in: basic"),
+    (["PACK=nosuch.toml"], "kedr-build: PACK=nosuch.toml: no such pack file"),
+    (["SHARD=3/2"], "kedr-build: SHARD=3/2: expected k/N with 1 <= k <= N"),
+    (["DRIVERS=examples/chardev,examples/chardev"], "both write"),
+    (["DRIVERS=examples/chardev", "MODULE=examples/chardev"],
+     "kedr-build: DRIVERS= and MODULE= exclude each other"),
+    (["DRIVERS=@nosuch.txt"], "kedr-build: DRIVERS=@nosuch.txt: cannot read"),
+])
+def test_check_bad_input_is_one_line(args: list[str], message: str, tmp_path: Path,
+                                     pinned_kernel: Any) -> None:
+    base = [] if any(a.startswith("DRIVERS=") for a in args) else ["MODULE=examples/chardev"]
+    proc = run_scons([*base, *args, f"BUILD_DIR={tmp_path}", "check"], check=False)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def test_malformed_pack_stops_scons_with_its_line(tmp_path: Path, pinned_kernel: Any) -> None:
+    bad = tmp_path / "mine.toml"
+    bad.write_text('[pack]\nname = "mine"\n\n[[test]]\nname = "x"\nkind = "vm"\nchecks = ["oops"]\n')
+    proc = run_scons(["MODULE=examples/chardev", f"PACK={bad}", f"BUILD_DIR={tmp_path / 'b'}",
+                      "check"], check=False)
+    assert proc.returncode != 0
+    assert proc.stderr.strip() == (f"kedr-build: {bad}:7: [[test]] x: check 'oops' is not one "
+                                   "of kind 'vm''s: loads, workload, kernel, leaks, rules"), \
+        proc.stderr
