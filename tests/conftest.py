@@ -7,12 +7,13 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
 
 from kedr_build.kernel import provision
-from kedr_build.kernel.descriptions import ProvisionedKernel, available
+from kedr_build.kernel.descriptions import ProvisionedKernel, available, cache_dir
 from kedr_build.ko.symvers import read_symvers
 
 REPO = Path(__file__).resolve().parent.parent
@@ -21,6 +22,28 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def pinned_kernel() -> ProvisionedKernel:
     return provision.ensure()
+
+
+@pytest.fixture(scope="session")
+def junit_xsd() -> Path:
+    """The JUnit XML schema CI tools validate against (the Jenkins xunit plugin's
+    junit-10.xsd), as pytest's own test suite uses it: taken from the source
+    distribution of the installed pytest on PyPI, once, into the cache."""
+    version = pytest.__version__
+    xsd = cache_dir() / "schemas" / f"pytest-{version}-junit-10.xsd"
+    if not xsd.is_file():
+        download = xsd.parent / f"pytest-{version}-sdist"
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+                        "--no-binary", ":all:", f"pytest=={version}", "-d", str(download)],
+                       check=True, capture_output=True)
+        (sdist,) = download.glob("pytest-*.tar.gz")
+        with tarfile.open(sdist) as tar:
+            member = tar.extractfile(f"pytest-{version}/testing/example_scripts/junit-10.xsd")
+            assert member is not None
+            tmp = xsd.with_name(xsd.name + ".tmp")
+            tmp.write_bytes(member.read())
+        tmp.rename(xsd)
+    return xsd
 
 
 # Every pinned kernel (kedr_build/kernel/pinned/*.toml), provisioned on first use:

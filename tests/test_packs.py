@@ -23,8 +23,6 @@ from kedr_build.errors import KedrError
 from kedr_build.packs import merge, pack, report
 from kedr_build.packs.session import DriverUnderTest, Session, parse_shard
 
-JUNIT_XSD = REPO / "tests" / "data" / "junit" / "junit-10.xsd"
-
 CHEAP_KIND = '''
 from kedr_build.packs import kinds
 from kedr_build.packs.results import CheckResult, LeakGroupInfo, TestRun
@@ -156,7 +154,7 @@ def _cases(junit: Path) -> list[tuple[str, str, str]]:
 
 
 def test_pack_session_reports_validate_and_shards_merge_to_the_same(
-        tmp_path: Path, plugin_dir: Path) -> None:
+        tmp_path: Path, plugin_dir: Path, junit_xsd: Path) -> None:
     whole = _session(tmp_path, "whole", drivers=5)
     proc = _pytest(whole, plugin_dir)
     assert proc.returncode == 1, proc.stdout + proc.stderr     # d3 fails check b of test one
@@ -170,7 +168,7 @@ def test_pack_session_reports_validate_and_shards_merge_to_the_same(
     jsonschema.validate(data, json.loads(report.SCHEMA.read_text()))
     assert data["verdict"] == "failed"
     assert len(data["items"]) == 15 and len(data["runs"]) == 10
-    xsd = xmlschema.XMLSchema(str(JUNIT_XSD))
+    xsd = xmlschema.XMLSchema(str(junit_xsd))
     xsd.validate(str(whole / report.JUNIT_NAME))
     html = (whole / report.HTML_NAME).read_text()
     assert "leak_it+0x1c [x]" in html and "<svg" in html

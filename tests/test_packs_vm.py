@@ -26,8 +26,6 @@ from kedr_build.packs import report
 
 pytestmark = pytest.mark.vm
 
-JUNIT_XSD = REPO / "tests" / "data" / "junit" / "junit-10.xsd"
-
 
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory: pytest.TempPathFactory,
@@ -83,9 +81,9 @@ def test_clean_driver_passes_basic(batch: tuple[Path, Any]) -> None:
     assert "taint OE" in items["load-unload.kernel"]["message"], items
 
 
-def test_reports_validate(batch: tuple[Path, Any]) -> None:
+def test_reports_validate(batch: tuple[Path, Any], junit_xsd: Path) -> None:
     d = batch[0] / "build" / "report"
-    xmlschema.XMLSchema(str(JUNIT_XSD)).validate(str(d / report.JUNIT_NAME))
+    xmlschema.XMLSchema(str(junit_xsd)).validate(str(d / report.JUNIT_NAME))
     data = _report(batch)
     jsonschema.validate(data, json.loads(report.SCHEMA.read_text()))
     assert data["verdict"] == "failed" and data["kernel"] == "debian-6.1"
