@@ -32,7 +32,7 @@ PACKAGES: dict[str, str] = {
     # links; Debian's linux-kbuild-6.12 package depends on it.
     "pahole": "pahole",
     # The HTML test report is checked as a person sees it: rendered by a real headless
-    # browser (tests/test_packs_html.py) driven through selenium; PyPI cannot fetch one.
+    # browser (tests/test_packs_vm.py) driven through selenium; PyPI cannot fetch one.
     "chromium": "chromium",
     "chromedriver": "chromium-driver",
 }
