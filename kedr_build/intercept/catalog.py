@@ -52,7 +52,8 @@ _KNOWN_KEYS = frozenset({"name", "api", "kernels", "returns", "returns_show", "a
 RESOURCE_KINDS = frozenset({"netdev", "netdev_registered", "skb", "dma_coherent", "dma_mapping",
                             "irq", "iomap", "region", "pci_regions", "pci_enabled", "workqueue",
                             "firmware", "urb", "chrdev_region", "chrdev", "cdev", "misc", "class",
-                            "device", "debugfs", "driver", "device_ref"})
+                            "device", "debugfs", "driver", "device_ref", "notifier",
+                            "pernet"})
 TRACK_KINDS = frozenset({"kmalloc", "cache", "vmalloc", "kvmalloc", "pages", "page",
                          "pages_exact", "kmem_cache", "mutex", "timer", "spinlock", "work",
                          "dwork"}) | RESOURCE_KINDS

@@ -53,6 +53,9 @@
 #include <linux/vmalloc.h>
 #include <linux/workqueue.h>
 #include <linux/device.h>
+#include <linux/netdevice.h>
+#include <linux/rcupdate.h>
+#include <net/net_namespace.h>
 
 #include "kedr_runtime.h"
 
@@ -105,6 +108,8 @@ enum kedr_kind {
 	KEDR_KIND_DEBUGFS,	/* debugfs_create_dir/file at the top level: debugfs_remove */
 	KEDR_KIND_DRIVER,	/* __pci_register_driver & co: pci_unregister_driver & co */
 	KEDR_KIND_DEVICE_REF,	/* get_device: put_device */
+	KEDR_KIND_NOTIFIER,	/* register_netdevice_notifier: unregister_netdevice_notifier */
+	KEDR_KIND_PERNET,	/* register_pernet_subsys/device: unregister_pernet_subsys/device */
 	KEDR_KIND_COUNT
 };
 
@@ -113,7 +118,7 @@ static const char *const kedr_kind_names[KEDR_KIND_COUNT] = {
 	"kmem_cache", "mutex", "timer", "spinlock", "work", "dwork",
 	"netdev", "netdev_registered", "skb", "dma_coherent", "dma_mapping", "irq", "iomap", "region",
 	"pci_regions", "pci_enabled", "workqueue", "firmware", "urb", "chrdev_region", "chrdev",
-	"cdev", "misc", "class", "device", "debugfs", "driver", "device_ref",
+	"cdev", "misc", "class", "device", "debugfs", "driver", "device_ref", "notifier", "pernet",
 };
 #define KEDR_KIND_FIRST_RESOURCE	KEDR_KIND_NETDEV
 #define kedr_kind_resource(kind)	((kind) >= KEDR_KIND_FIRST_RESOURCE)
@@ -813,10 +818,39 @@ static void kedr_leak_realloc(const struct kedr_function *fn, unsigned int kind,
  * replacement passes the values that identify one (kedr_res_key()). A
  * release is never refused: the kernel's call runs as the driver asked.
  */
+/*
+ * A live resource record's free_stack is unused (it names the stack of the
+ * free once the record is FREED): for a netdev it says "the kernel frees it
+ * when it is unregistered".
+ */
+#define KEDR_NETDEV_KERNEL_FREES	1
+
+static void kedr_res_flag(unsigned int kind, unsigned long v, u32 flag)
+{
+	unsigned long key = kedr_res_key(kind, v, 0), flags;
+	unsigned int bucket;
+	struct kedr_obj_shard *sh = &kedr_obj_shards[kedr_obj_shard_of(key, &bucket)];
+	struct kedr_obj *o;
+
+	spin_lock_irqsave(&sh->lock, flags);
+	o = kedr_obj_find(sh, bucket, key, NULL);
+	if (o && o->state == KEDR_OBJ_LIVE && o->kind == kind)
+		o->free_stack = flag;
+	spin_unlock_irqrestore(&sh->lock, flags);
+}
+
 static void kedr_res_acquire(const struct kedr_function *fn, unsigned int kind, unsigned long v,
 			     unsigned long v2, unsigned long size, unsigned long ip)
 {
 	kedr_leak_alloc(fn, kind, kedr_res_key(kind, v, v2), size, v, ip);
+	/*
+	 * A device whose setup asked the kernel to free it after unregistering
+	 * it (net_device.needs_free_netdev, read now: it is gone by then), e.g.
+	 * one an rtnl_link_ops driver (dummy) creates, which the kernel's
+	 * rtnl_link_unregister() also unregisters for it.
+	 */
+	if (kind == KEDR_KIND_NETDEV_REGISTERED && ((struct net_device *)v)->needs_free_netdev)
+		kedr_res_flag(KEDR_KIND_NETDEV, v, KEDR_NETDEV_KERNEL_FREES);
 }
 
 static bool kedr_res_release(const struct kedr_function *fn, unsigned int kind, unsigned long v,
@@ -1053,6 +1087,97 @@ static void kedr_locks_at_return(void)
 				       held[i].stack, held[i].pid, held[i].comm);
 }
 
+/* Is @dev a registered network device of any namespace? (Only compared, never read.) */
+static bool kedr_netdev_registered(unsigned long dev)
+{
+	struct net_device *d;
+	struct net *net;
+	bool found = false;
+
+	rcu_read_lock();
+	for_each_net_rcu(net) {
+		for_each_netdev_rcu(net, d) {
+			if ((unsigned long)d == dev) {
+				found = true;
+				break;
+			}
+		}
+		if (found)
+			break;
+	}
+	rcu_read_unlock();
+	return found;
+}
+
+/* Release a live resource record the kernel released on the target's behalf. */
+static void kedr_res_released_by_kernel(unsigned long key)
+{
+	unsigned int bucket;
+	struct kedr_obj_shard *sh = &kedr_obj_shards[kedr_obj_shard_of(key, &bucket)];
+	struct kedr_obj *o;
+	unsigned long flags;
+
+	spin_lock_irqsave(&sh->lock, flags);
+	o = kedr_obj_find(sh, bucket, key, NULL);
+	if (o && o->state == KEDR_OBJ_LIVE) {
+		kedr_quarantine_add(sh, o, o->caller, o->stack);
+		kedr_count(frees);
+	}
+	spin_unlock_irqrestore(&sh->lock, flags);
+}
+
+/*
+ * MODULE_STATE_GOING: network devices the kernel unregistered (and freed)
+ * for the target. rtnl_link_unregister() unregisters every device of the
+ * driver's link type itself (net/core/rtnetlink.c), and a device with
+ * needs_free_netdev is freed by the kernel after unregistering
+ * (netdev_run_todo()): neither call is the target's, so neither is seen.
+ * A registration whose device is in no namespace any more is released; so
+ * is the allocation of a device the kernel frees, once not registered.
+ */
+#define KEDR_NETDEVS_JUDGED	64
+
+static void kedr_netdevs_going(void)
+{
+	unsigned long regs[KEDR_NETDEVS_JUDGED], devs[KEDR_NETDEVS_JUDGED], flags;
+	unsigned int s, b, nregs = 0, ndevs = 0, i, j;
+
+	for (s = 0; s < KEDR_OBJ_SHARDS; s++) {
+		struct kedr_obj_shard *sh = &kedr_obj_shards[s];
+
+		spin_lock_irqsave(&sh->lock, flags);
+		for (b = 0; b < KEDR_OBJ_BUCKETS; b++) {
+			u32 id;
+
+			for (id = sh->heads[b]; id; id = kedr_obj_at(id)->next) {
+				const struct kedr_obj *o = kedr_obj_at(id);
+
+				if (o->state != KEDR_OBJ_LIVE)
+					continue;
+				if (o->kind == KEDR_KIND_NETDEV_REGISTERED && nregs < ARRAY_SIZE(regs))
+					regs[nregs++] = o->aux;
+				else if (o->kind == KEDR_KIND_NETDEV &&
+					 o->free_stack == KEDR_NETDEV_KERNEL_FREES &&
+					 ndevs < ARRAY_SIZE(devs))
+					devs[ndevs++] = o->aux;
+			}
+		}
+		spin_unlock_irqrestore(&sh->lock, flags);
+	}
+	for (i = 0; i < nregs; i++) {
+		if (kedr_netdev_registered(regs[i]))
+			continue;
+		kedr_res_released_by_kernel(kedr_res_key(KEDR_KIND_NETDEV_REGISTERED, regs[i], 0));
+		regs[i] = 0;
+	}
+	for (i = 0; i < ndevs; i++) {
+		for (j = 0; j < nregs && regs[j] != devs[i]; j++)
+			;
+		if (j == nregs)		/* not (or no longer) registered: the kernel freed it */
+			kedr_res_released_by_kernel(kedr_res_key(KEDR_KIND_NETDEV, devs[i], 0));
+	}
+}
+
 static int kedr_module_event(struct notifier_block *nb, unsigned long state, void *data)
 {
 	struct module *mod = data;
@@ -1076,6 +1201,7 @@ static int kedr_module_event(struct notifier_block *nb, unsigned long state, voi
 			if (!strcmp(kedr_targets[i]->name, mod->name))
 				kedr_targets[i]->gone = true;
 		kedr_timers_going(mod);
+		kedr_netdevs_going();
 	}
 	mutex_unlock(&kedr_targets_lock);
 	return NOTIFY_DONE;

@@ -22,7 +22,8 @@
  *          one that fired before unload. Only the first is reported.
  *   netdev a net_device allocated and never registered nor freed, an skb
  *          allocated and kept; another net_device registered, unregistered
- *          and freed, skbs freed and consumed (not reported)
+ *          and freed, a third one the kernel frees after unregistering it
+ *          (needs_free_netdev), skbs freed and consumed (not reported)
  *   irq    a handler left registered on a virtual interrupt (an irq
  *          descriptor of the dummy chip: it never fires), and a second
  *          handler on the same shared line freed (told apart by dev_id)
@@ -395,6 +396,17 @@ static noinline void res_netdev_clean(void)
 	kfree_skb(skb);
 	skb = netdev_alloc_skb(NULL, 64);
 	consume_skb(skb);
+
+	/* Freed by the kernel once unregistered (needs_free_netdev): no free_netdev(). */
+	dev = alloc_netdev(0, "kedrok%d", NET_NAME_ENUM, ether_setup);
+	if (!dev)
+		return;
+	dev->netdev_ops = &leaker_netdev_ops;
+	dev->needs_free_netdev = true;
+	if (register_netdev(dev))
+		free_netdev(dev);
+	else
+		unregister_netdev(dev);
 }
 
 static int leaker_irq = -1;
