@@ -803,7 +803,7 @@ static bool kedr_leak_free(const struct kedr_function *fn, unsigned int op, unsi
  * address) or when the new size was 0 (krealloc frees and returns
  * ZERO_SIZE_PTR); on failure the old one is untouched.
  */
-static void kedr_leak_realloc(const struct kedr_function *fn, unsigned int kind,
+static void __maybe_unused kedr_leak_realloc(const struct kedr_function *fn, unsigned int kind,
 			      unsigned int op, unsigned long old, unsigned long ret,
 			      unsigned long size, unsigned long ip)
 {
@@ -839,7 +839,7 @@ static void kedr_res_flag(unsigned int kind, unsigned long v, u32 flag)
 	spin_unlock_irqrestore(&sh->lock, flags);
 }
 
-static void kedr_res_acquire(const struct kedr_function *fn, unsigned int kind, unsigned long v,
+static void __maybe_unused kedr_res_acquire(const struct kedr_function *fn, unsigned int kind, unsigned long v,
 			     unsigned long v2, unsigned long size, unsigned long ip)
 {
 	kedr_leak_alloc(fn, kind, kedr_res_key(kind, v, v2), size, v, ip);
@@ -853,7 +853,7 @@ static void kedr_res_acquire(const struct kedr_function *fn, unsigned int kind, 
 		kedr_res_flag(KEDR_KIND_NETDEV, v, KEDR_NETDEV_KERNEL_FREES);
 }
 
-static bool kedr_res_release(const struct kedr_function *fn, unsigned int kind, unsigned long v,
+static bool __maybe_unused kedr_res_release(const struct kedr_function *fn, unsigned int kind, unsigned long v,
 			     unsigned long v2, unsigned long ip)
 {
 	kedr_leak_check(fn, KEDR_FREE_RELEASE, kedr_res_key(kind, v, v2), kind, ip, false);
@@ -866,7 +866,7 @@ static bool kedr_res_release(const struct kedr_function *fn, unsigned int kind, 
  * does with it (alloc_workqueue() vsnprintf()s it into wq->name,
  * device_create() into the device's name).
  */
-static __printf(1, 0) struct workqueue_struct *
+static __printf(1, 0) __maybe_unused struct workqueue_struct *
 kedr_alloc_workqueue_va(const char *fmt, unsigned int flags, int max_active, va_list args)
 {
 	struct workqueue_struct *wq;
@@ -880,7 +880,7 @@ kedr_alloc_workqueue_va(const char *fmt, unsigned int flags, int max_active, va_
 }
 
 /* const struct class * since v6.4 ("driver core: class: make struct class constant"). */
-static __printf(5, 0) struct device *
+static __printf(5, 0) __maybe_unused struct device *
 kedr_device_create_va(const struct class *cls, struct device *parent, dev_t devt, void *drvdata,
 		      const char *fmt, va_list args)
 {
