@@ -93,6 +93,21 @@ def test_tracking_keys(cat: Catalog) -> None:
     assert cat.lookup("devm_kmalloc", _exports("devm_kmalloc")).track is None
 
 
+def test_resource_keys(cat: Catalog) -> None:
+    irq = cat.lookup("request_threaded_irq", _exports("request_threaded_irq"))
+    assert (irq.track, irq.allocates, irq.key2, irq.when) == ("irq", "irq", "dev", "kedr_ret == 0")
+    free = cat.lookup("free_irq", _exports("free_irq"))
+    assert (free.track, free.resource, free.key, free.key2) == ("release", "irq", "irq", "dev_id")
+    chrdev = cat.lookup("alloc_chrdev_region", _exports("alloc_chrdev_region"))
+    assert (chrdev.track, chrdev.key) == ("chrdev_region", "*dev")
+    # class_destroy's argument became const in 6.4: the variant follows __class_create.
+    old = cat.lookup("class_destroy", _exports("class_destroy", "__class_create"))
+    new = cat.lookup("class_destroy", _exports("class_destroy", "class_create"))
+    assert (old.args[0].type, new.args[0].type) == ("struct class *", "const struct class *")
+    assert cat.lookup("_raw_spin_lock", _exports("_raw_spin_lock")).track == "spinlock"
+    assert cat.lookup("cancel_work_sync", _exports("cancel_work_sync")).track == "work_cancel"
+
+
 def test_minimal_file_loads(tmp_path: Path) -> None:
     c = catalog.load(write_catalog(tmp_path, GOOD))
     (e,) = c.entries
@@ -124,6 +139,12 @@ def test_minimal_file_loads(tmp_path: Path) -> None:
     (("fault = \"none\"", "fault = \"none\"\nsize = \"8\""), "size given without 'track'"),
     (("fault = \"none\"", "fault = \"none\"\nsleeps = \"objp\""),
      "'sleeps' must be \"yes\" or the name of a gfp_t argument"),
+    (("fault = \"none\"", "fault = \"none\"\nfrees = \"objp\"\ntrack = \"release\""),
+     "track \"release\" needs 'resource', one of cdev, chrdev"),
+    (("fault = \"none\"", "fault = \"none\"\nfrees = \"objp\"\ntrack = \"release\"\n"
+      "resource = \"netdevs\""), "track \"release\" needs 'resource'"),
+    (("fault = \"none\"", "fault = \"none\"\nfrees = \"objp\"\ntrack = \"kfree\"\n"
+      "key2 = \"objp\""), "key2 given, but track 'kfree' is not a resource"),
 ])
 def test_bad_entries_are_refused_with_file_and_cause(tmp_path: Path, change: tuple[str, str],
                                                      message: str) -> None:

@@ -83,6 +83,35 @@ def test_generates_only_what_is_asked(cat: Catalog, symvers: Path, tmp_path: Pat
         "EXPORT_SYMBOL", "EXPORT_SYMBOL", "EXPORT_SYMBOL", "EXPORT_SYMBOL_GPL", "EXPORT_SYMBOL"]
 
 
+def test_resource_hooks(cat: Catalog, tmp_path: Path) -> None:
+    """An acquire is recorded after the call succeeded, keyed by the catalog's key; a
+    void release is judged before the call, one that returns a value after it (a
+    release is never refused: nothing to return instead); a variadic function with no
+    va_list twin goes through the runtime's helper."""
+    names = ["request_threaded_irq", "free_irq", "alloc_chrdev_region", "misc_deregister",
+             "alloc_workqueue", "_raw_spin_unlock"]
+    symvers = tmp_path / "Module.symvers"
+    symvers.write_text("".join(f"0x{i:08x}\t{n}\tvmlinux\tEXPORT_SYMBOL\t\n"
+                               for i, n in enumerate(names, 1)))
+    module = generate.generate([(n, f"K{n}") for n in names], cat, symvers, tmp_path / "out",
+                               "kedr_repl_res")
+    c = " ".join(module.source.read_text().split())      # as one line: wrapping aside
+    assert ("if ((kedr_on & KEDR_PAYLOAD_LEAKS) && (kedr_ret == 0)) "
+            "kedr_res_acquire(&kedr_fn_request_threaded_irq, KEDR_KIND_IRQ, (unsigned long)(irq), "
+            "(unsigned long)(dev), 0, _RET_IP_);") in c
+    assert ("kedr_ret = free_irq(irq, dev_id); /* Leak tracking records what came back. */ "
+            "if ((kedr_on & KEDR_PAYLOAD_LEAKS)) kedr_res_release(&kedr_fn_free_irq, KEDR_KIND_IRQ, "
+            "(unsigned long)(irq), (unsigned long)(dev_id), _RET_IP_);") in c
+    assert ("kedr_res_acquire(&kedr_fn_alloc_chrdev_region, KEDR_KIND_CHRDEV_REGION, "
+            "(unsigned long)(*dev), 0, 0, _RET_IP_);") in c
+    assert ("kedr_pass = !(kedr_on & KEDR_PAYLOAD_LEAKS) || kedr_res_release("
+            "&kedr_fn_misc_deregister, KEDR_KIND_MISC, (unsigned long)(misc), 0, _RET_IP_); "
+            "if (likely(kedr_pass)) misc_deregister(misc);") in c
+    assert "kedr_ret = kedr_alloc_workqueue_va(fmt, flags, max_active, kedr_va);" in c
+    assert ("kedr_pass = !(kedr_on & KEDR_PAYLOAD_LEAKS) || kedr_leak_free("
+            "&kedr_fn__raw_spin_unlock, KEDR_FREE_SPIN_UNLOCK, (unsigned long)lock,") in c
+
+
 def test_regenerating_leaves_unchanged_files_alone(cat: Catalog, symvers: Path,
                                                    tmp_path: Path) -> None:
     out = tmp_path / "out"

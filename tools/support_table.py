@@ -68,6 +68,14 @@ FEATURES = (
                 "test_sleeping_calls_in_atomic_context_once_per_call_site_with_a_count",
                 "test_mutex_held_at_unload_and_unlock_not_held",
                 "test_timer_pending_at_unload"))),
+    Feature("resources held at unload (netdev, skb, IRQ, chrdev, misc, class, debugfs, work), "
+            "spinlock rules (VM)",
+            tuple(f"test_leaks_vm.py::{n}" for n in (
+                "test_netdev_and_skb_left_behind", "test_irq_handler_left_registered",
+                "test_chrdev_misc_class_debugfs_left_behind",
+                "test_spinlock_held_when_init_returns_and_unlock_not_held",
+                "test_work_pending_and_workqueue_left_at_unload",
+                "test_clean_mode_releases_every_resource"))),
     Feature("exact leak totals under SMP stress (2 vCPUs)",
             ("test_stress_vm.py::test_exact_totals_under_concurrency_on_smp",)),
     Feature("whole module corpus patched, both naming modes",
@@ -83,11 +91,6 @@ FIXED_KERNELS = {
     "test_intercept_vm.py::test_load_script_refuses_a_kernel_it_was_not_built_for":
         ("debian-6.1", "debian-6.12"),
     # Run on the default kernel only, so far (not parametrised by kernel).
-    **{f"test_leaks_vm.py::{name}": ("debian-6.1",) for name in (
-        "test_leaker_reports_exactly_its_leaks_with_callers_and_sizes",
-        "test_bad_frees_are_reported_once_each_and_not_passed_on",
-        "test_sleeping_calls_in_atomic_context_once_per_call_site_with_a_count",
-        "test_mutex_held_at_unload_and_unlock_not_held", "test_timer_pending_at_unload")},
     "test_stress_vm.py::test_exact_totals_under_concurrency_on_smp": ("debian-6.1",),
 }
 

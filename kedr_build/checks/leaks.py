@@ -35,7 +35,12 @@ FORMAT_VERSION = 1
 MAGIC = "kedr-leaks"
 
 # Kinds that are held rather than allocated (reported as "still held").
-HELD_KINDS = frozenset({"mutex", "timer"})
+HELD_KINDS = frozenset({"mutex", "timer", "spinlock", "work", "dwork"})
+# Memory (reported as "leak: N bytes"); every other kind is a resource the
+# target acquired (netdev, irq, region, chrdev_region, ...: "still held at
+# unload"), named in the report by its pointer, irq, start or dev_t.
+MEMORY_KINDS = frozenset({"kmalloc", "cache", "vmalloc", "kvmalloc", "pages", "page",
+                          "pages_exact", "kmem_cache", "skb", "dma_coherent"})
 
 _TOTAL_KEYS = ("allocs", "frees", "live", "live_bytes", "bad_frees", "dropped_objects",
                "dropped_stacks", "untracked_frees", "nmi_skipped", "gap")
@@ -118,6 +123,9 @@ class Violation:
 
     def describe(self) -> str:
         times = "once" if self.count == 1 else f"{self.count} times"
+        if self.rule == "lock-held-at-return":
+            return (f"{self.rule}: a lock taken by {self.function}() at {self.caller} still "
+                    f"held when the target's init returned, {times}")
         return (f"{self.rule}: {self.function}() at {self.caller} in atomic context "
                 f"({self.context}, preempt_count=0x{self.preempt_count:x}), {times}")
 
@@ -432,9 +440,16 @@ def summary(report: LeakReport, max_groups: int = 20, frames: int = 6) -> list[s
         if first.kind == "timer":
             out.append(f"timer still pending at unload (deleted by kedr): armed by "
                        f"{first.function} at {first.caller}, task {first.comm}[{first.pid}]{more}")
+        elif first.kind in ("work", "dwork"):
+            out.append(f"work still pending at unload (cancelled by kedr): queued by "
+                       f"{first.function} at {first.caller}, task {first.comm}[{first.pid}]{more}")
         elif first.kind in HELD_KINDS:
             out.append(f"still held: a {first.kind} taken by {first.function} at {first.caller}, "
                        f"task {first.comm}[{first.pid}]{more}")
+        elif first.kind not in MEMORY_KINDS:
+            out.append(f"still held at unload: {first.kind} 0x{first.ptr:x} acquired by "
+                       f"{first.function} at {first.caller}, task {first.comm}[{first.pid}]"
+                       f"{more}")
         else:
             out.append(f"leak: {first.size} bytes from {first.function} ({first.kind}) at "
                        f"{first.caller}, task {first.comm}[{first.pid}]{more}")

@@ -26,7 +26,7 @@ from kedr_build.ko.symvers import read_symvers
 
 
 FAMILIES = frozenset({"alloc", "free", "lock", "unlock", "user-copy", "sleep", "sync", "irq",
-                      "io", "string", "timer"})
+                      "io", "string", "timer", "device", "work"})
 
 # How the trace event stores and prints a value (see replacements/catalog/README.md).
 SHOWS = frozenset({"ptr", "hex", "int", "uint", "long", "ulong", "size", "gfp", "str", "fn",
@@ -42,15 +42,24 @@ _C_KEYWORDS = frozenset("""auto break case char const continue default do double
 
 _KNOWN_KEYS = frozenset({"name", "api", "kernels", "returns", "returns_show", "args", "variadic",
                          "headers", "family", "fault", "allocates", "frees", "requires",
-                         "excludes", "track", "size", "order", "cache", "when", "sleeps"})
+                         "excludes", "track", "size", "order", "cache", "when", "sleeps",
+                         "resource", "key", "key2"})
 
 # Leak tracking (replacements/runtime/kedr_leak.c): what an allocating entry
 # returns, how a freeing entry releases, and the reallocators that do both.
+# Resources: acquired by an entry whose track is the kind, released by one with
+# track = "release" and resource = the kind; identified by `key` (and `key2`).
+RESOURCE_KINDS = frozenset({"netdev", "netdev_registered", "skb", "dma_coherent", "dma_mapping",
+                            "irq", "iomap", "region", "pci_regions", "pci_enabled", "workqueue",
+                            "firmware", "urb", "chrdev_region", "chrdev", "cdev", "misc", "class",
+                            "device", "debugfs", "driver", "device_ref", "notifier",
+                            "pernet"})
 TRACK_KINDS = frozenset({"kmalloc", "cache", "vmalloc", "kvmalloc", "pages", "page",
-                         "pages_exact", "kmem_cache", "mutex", "timer"})
+                         "pages_exact", "kmem_cache", "mutex", "timer", "spinlock", "work",
+                         "dwork"}) | RESOURCE_KINDS
 TRACK_FREES = frozenset({"kfree", "kfree_const", "kvfree", "vfree", "cache_free", "free_pages",
                          "free_page", "free_pages_exact", "kmem_cache_destroy", "mutex_unlock",
-                         "timer_delete"})
+                         "timer_delete", "spin_unlock", "work_cancel", "release"})
 # reallocator -> (kind it returns, how it frees the old object)
 TRACK_REALLOCS = {"krealloc": ("kmalloc", "kfree"), "kvrealloc": ("kvmalloc", "kvfree")}
 
@@ -117,6 +126,9 @@ class CatalogEntry:
     cache: str | None = None        # the kmem_cache argument (cache, cache_free)
     when: str | None = None         # C condition for tracking a result (kstrdup_const)
     sleeps: str | None = None       # may sleep: "yes", or the gfp argument that says so
+    resource: str | None = None     # track "release": the RESOURCE_KINDS kind released
+    key: str | None = None          # C expression: the value naming a resource
+    key2: str | None = None         # C expression: a second one (free_irq's dev_id)
 
     @property
     def returns_void(self) -> bool:
@@ -310,6 +322,7 @@ def _entry(path: Path, index: int, raw: Any) -> CatalogEntry:
     if not isinstance(kernels, str):
         raise bad("'kernels' must be a string")
     track, size, order, cache, when = _tracking(bad, raw, allocates, frees, arg_names)
+    resource, key, key2 = _resource(bad, raw, track)
     sleeps = raw.get("sleeps")
     if sleeps is not None and sleeps != "yes" and not (
             sleeps in arg_names and next(a for a in args if a.name == sleeps).type == "gfp_t"):
@@ -319,7 +332,32 @@ def _entry(path: Path, index: int, raw: Any) -> CatalogEntry:
         args=args, headers=tuple(headers), family=family, fault=fault, source=path,
         variadic=variadic, allocates=allocates, frees=frees,
         requires=names("requires"), excludes=names("excludes"), kernels=kernels,
-        track=track, size=size, order=order, cache=cache, when=when, sleeps=sleeps)
+        track=track, size=size, order=order, cache=cache, when=when, sleeps=sleeps,
+        resource=resource, key=key, key2=key2)
+
+
+def _resource(bad: Any, raw: dict[str, Any], track: str | None) -> tuple[str | None, ...]:
+    """The resource keys: which kind a release releases, and what names a resource."""
+    values: dict[str, str | None] = {}
+    for k in ("resource", "key", "key2"):
+        value = raw.get(k)
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise bad(f"'{k}' must be a non-empty string")
+        values[k] = value.strip() if isinstance(value, str) else None
+    is_resource = track in RESOURCE_KINDS or track == "release"
+    if not is_resource:
+        extra = [k for k, v in values.items() if v is not None]
+        if extra:
+            raise bad(f"{', '.join(extra)} given, but track {track!r} is not a resource "
+                      f"(one of {', '.join(sorted(RESOURCE_KINDS))}, or \"release\")")
+        return None, None, None
+    if track == "release":
+        if values["resource"] not in RESOURCE_KINDS:
+            raise bad(f"track \"release\" needs 'resource', one of "
+                      f"{', '.join(sorted(RESOURCE_KINDS))}")
+    elif values["resource"] is not None:
+        raise bad("'resource' is for track \"release\" (an acquiring entry's track is its kind)")
+    return values["resource"], values["key"], values["key2"]
 
 
 def _tracking(bad: Any, raw: dict[str, Any], allocates: str | None, frees: str | None,

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from kedr_build.kernel import hosttools
-from kedr_build.intercept.catalog import TRACK_REALLOCS, Arg, Catalog, CatalogEntry
+from kedr_build.intercept.catalog import (RESOURCE_KINDS, TRACK_REALLOCS, Arg, Catalog,
+                                          CatalogEntry)
 from kedr_build.atomic import write_atomic
 from kedr_build.errors import KedrError
 from kedr_build.resources import RUNTIME_DIR, template_env
@@ -202,7 +203,8 @@ _FREE_OPS = {"kfree": "KEDR_FREE_KFREE", "kfree_const": "KEDR_FREE_KFREE_CONST",
              "cache_free": "KEDR_FREE_CACHE", "free_pages": "KEDR_FREE_PAGES",
              "free_page": "KEDR_FREE_PAGE", "free_pages_exact": "KEDR_FREE_PAGES_EXACT",
              "kmem_cache_destroy": "KEDR_FREE_KMEM_CACHE",
-             "mutex_unlock": "KEDR_FREE_MUTEX_UNLOCK", "timer_delete": "KEDR_FREE_TIMER"}
+             "mutex_unlock": "KEDR_FREE_MUTEX_UNLOCK", "timer_delete": "KEDR_FREE_TIMER",
+             "spin_unlock": "KEDR_FREE_SPIN_UNLOCK", "work_cancel": "KEDR_FREE_WORK"}
 
 
 def _leak_hooks(e: CatalogEntry, fn: str) -> tuple[str, str, str]:
@@ -214,6 +216,8 @@ def _leak_hooks(e: CatalogEntry, fn: str) -> tuple[str, str, str]:
     if e.track is None:
         return "", "", ""
     ip = "_RET_IP_"
+    if e.track in RESOURCE_KINDS or e.track == "release":
+        return _resource_hooks(e, fn)
     if e.track in TRACK_REALLOCS:
         kind, free = TRACK_REALLOCS[e.track]
         old = f"(unsigned long){e.frees}"
@@ -237,6 +241,27 @@ def _leak_hooks(e: CatalogEntry, fn: str) -> tuple[str, str, str]:
     pre = (f"kedr_leak_free(&{fn}, {_FREE_OPS[e.track]}, (unsigned long){e.frees}, "
            f"(unsigned long)({aux}), {ip})")
     return pre, "", ""
+
+
+def _resource_hooks(e: CatalogEntry, fn: str) -> tuple[str, str, str]:
+    """A resource acquired after the call succeeded; released before a void call (a
+    spinlock-like race: the same resource acquired again meanwhile), after one that
+    returns a value (never refused, so there is no value to return instead)."""
+    leaks = "(kedr_on & KEDR_PAYLOAD_LEAKS)"
+    key2 = f"(unsigned long)({e.key2})" if e.key2 else "0"
+    if e.track == "release":
+        assert e.resource is not None and e.frees is not None
+        key = f"(unsigned long)({e.key or e.frees})"
+        call = (f"kedr_res_release(&{fn}, KEDR_KIND_{e.resource.upper()}, {key}, {key2}, "
+                "_RET_IP_)")
+        return (call, "", "") if e.returns_void else ("", leaks, call)
+    assert e.allocates is not None and e.track is not None
+    key = f"(unsigned long)({e.key or ('kedr_ret' if e.allocates == 'ret' else e.allocates)})"
+    cond = leaks + (" && kedr_leak_valid(kedr_ret)" if e.allocates == "ret" else "")
+    if e.when:
+        cond += f" && ({e.when})"
+    return "", cond, (f"kedr_res_acquire(&{fn}, KEDR_KIND_{e.track.upper()}, {key}, {key2}, "
+                      f"{e.size or 0}, _RET_IP_)")
 
 
 def _view(r: Replacement, index: int) -> dict[str, Any]:

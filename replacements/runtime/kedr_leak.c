@@ -51,6 +51,11 @@
 #include <linux/string.h>
 #include <linux/timer.h>
 #include <linux/vmalloc.h>
+#include <linux/workqueue.h>
+#include <linux/device.h>
+#include <linux/netdevice.h>
+#include <linux/rcupdate.h>
+#include <net/net_namespace.h>
 
 #include "kedr_runtime.h"
 
@@ -73,13 +78,50 @@ enum kedr_kind {
 	KEDR_KIND_KMEM_CACHE,	/* kmem_cache_create: kmem_cache_destroy */
 	KEDR_KIND_MUTEX,	/* a mutex the target holds: mutex_unlock */
 	KEDR_KIND_TIMER,	/* a timer the target armed: timer_delete*, or it fires */
+	KEDR_KIND_SPINLOCK,	/* a spinlock the target holds: _raw_spin_unlock* */
+	KEDR_KIND_WORK,		/* a work item the target queued: cancel_work*, flush_work, or it ran */
+	KEDR_KIND_DWORK,	/* a delayed work item: cancel_delayed_work*, flush_delayed_work */
+	/*
+	 * Resources (catalog track = <kind>, released by track = "release" with
+	 * resource = <kind>), identified by a key of one or two values: a pointer,
+	 * an irq and its dev_id, a region's start and length, a dev_t ...
+	 */
+	KEDR_KIND_NETDEV,	/* alloc_netdev_mqs: free_netdev */
+	KEDR_KIND_NETDEV_REGISTERED,	/* register_netdev: unregister_netdev */
+	KEDR_KIND_SKB,		/* __alloc_skb & co: kfree_skb_reason, consume_skb, netif_rx ... */
+	KEDR_KIND_DMA_COHERENT,	/* dma_alloc_attrs: dma_free_attrs */
+	KEDR_KIND_DMA_MAPPING,	/* dma_map_page_attrs: dma_unmap_page_attrs (address + device) */
+	KEDR_KIND_IRQ,		/* request_threaded_irq: free_irq (irq + dev_id) */
+	KEDR_KIND_IOMAP,	/* ioremap*, pci_iomap: iounmap, pci_iounmap */
+	KEDR_KIND_REGION,	/* __request_region: __release_region (start + length) */
+	KEDR_KIND_PCI_REGIONS,	/* pci_request_regions: pci_release_regions */
+	KEDR_KIND_PCI_ENABLED,	/* pci_enable_device: pci_disable_device */
+	KEDR_KIND_WORKQUEUE,	/* alloc_workqueue: destroy_workqueue */
+	KEDR_KIND_FIRMWARE,	/* request_firmware: release_firmware */
+	KEDR_KIND_URB,		/* usb_alloc_urb: usb_free_urb */
+	KEDR_KIND_CHRDEV_REGION,	/* alloc_chrdev_region, register_chrdev_region (dev_t) */
+	KEDR_KIND_CHRDEV,	/* __register_chrdev: __unregister_chrdev (dev_t of major, baseminor) */
+	KEDR_KIND_CDEV,		/* cdev_add: cdev_del */
+	KEDR_KIND_MISC,		/* misc_register: misc_deregister */
+	KEDR_KIND_CLASS,	/* class_create: class_destroy */
+	KEDR_KIND_DEVICE,	/* device_create: device_destroy (dev_t + class) */
+	KEDR_KIND_DEBUGFS,	/* debugfs_create_dir/file at the top level: debugfs_remove */
+	KEDR_KIND_DRIVER,	/* __pci_register_driver & co: pci_unregister_driver & co */
+	KEDR_KIND_DEVICE_REF,	/* get_device: put_device */
+	KEDR_KIND_NOTIFIER,	/* register_netdevice_notifier: unregister_netdevice_notifier */
+	KEDR_KIND_PERNET,	/* register_pernet_subsys/device: unregister_pernet_subsys/device */
 	KEDR_KIND_COUNT
 };
 
 static const char *const kedr_kind_names[KEDR_KIND_COUNT] = {
 	"none", "kmalloc", "cache", "vmalloc", "kvmalloc", "pages", "page", "pages_exact",
-	"kmem_cache", "mutex", "timer",
+	"kmem_cache", "mutex", "timer", "spinlock", "work", "dwork",
+	"netdev", "netdev_registered", "skb", "dma_coherent", "dma_mapping", "irq", "iomap", "region",
+	"pci_regions", "pci_enabled", "workqueue", "firmware", "urb", "chrdev_region", "chrdev",
+	"cdev", "misc", "class", "device", "debugfs", "driver", "device_ref", "notifier", "pernet",
 };
+#define KEDR_KIND_FIRST_RESOURCE	KEDR_KIND_NETDEV
+#define kedr_kind_resource(kind)	((kind) >= KEDR_KIND_FIRST_RESOURCE)
 
 /* How a freeing function releases (catalog key "track" of a "frees" entry). */
 enum kedr_free_op {
@@ -94,6 +136,9 @@ enum kedr_free_op {
 	KEDR_FREE_KMEM_CACHE,
 	KEDR_FREE_MUTEX_UNLOCK,
 	KEDR_FREE_TIMER,
+	KEDR_FREE_SPIN_UNLOCK,
+	KEDR_FREE_WORK,		/* cancel or flush: a work item (or a delayed one) no longer pending */
+	KEDR_FREE_RELEASE,	/* a resource; aux = its kind */
 };
 
 /*
@@ -104,8 +149,29 @@ enum kedr_free_op {
 #define KEDR_LOCK_TAG		1UL
 #define kedr_key(tagged, ptr)	((ptr) | ((tagged) ? KEDR_LOCK_TAG : 0))
 #define kedr_addr(key)		((key) & ~KEDR_LOCK_TAG)
-#define kedr_kind_tagged(kind)	((kind) == KEDR_KIND_MUTEX || (kind) == KEDR_KIND_TIMER)
-#define kedr_op_tagged(op)	((op) == KEDR_FREE_MUTEX_UNLOCK || (op) == KEDR_FREE_TIMER)
+#define kedr_kind_tagged(kind)	((kind) == KEDR_KIND_MUTEX || (kind) == KEDR_KIND_TIMER || \
+				 (kind) == KEDR_KIND_SPINLOCK || (kind) == KEDR_KIND_WORK || \
+				 (kind) == KEDR_KIND_DWORK)
+#define kedr_op_tagged(op)	((op) == KEDR_FREE_MUTEX_UNLOCK || (op) == KEDR_FREE_TIMER || \
+				 (op) == KEDR_FREE_SPIN_UNLOCK || (op) == KEDR_FREE_WORK)
+/* Memory the target owns (a timer or a work item inside it can be read). */
+#define kedr_kind_memory(kind)	((kind) == KEDR_KIND_KMALLOC || (kind) == KEDR_KIND_CACHE || \
+				 (kind) == KEDR_KIND_VMALLOC || (kind) == KEDR_KIND_KVMALLOC || \
+				 (kind) == KEDR_KIND_PAGES || (kind) == KEDR_KIND_PAGES_EXACT)
+
+/*
+ * A resource's key: a hash of its kind and identifying values, with bits
+ * 1-0 = 10, which neither an object (8-aligned) nor a tagged lock (bit 0)
+ * has. The record keeps the first value in aux, for the report. Two kinds
+ * never share a key, so a netdev allocated and the same netdev registered
+ * are two resources.
+ */
+static inline unsigned long kedr_res_key(unsigned int kind, unsigned long v, unsigned long v2)
+{
+	u64 h = hash_64(v ^ hash_64(v2 + kind, 64), 61);
+
+	return (unsigned long)(h << 2) | 2UL;
+}
 
 /* A value an allocator returns that is an object: not NULL, ZERO_SIZE_PTR or ERR_PTR. */
 #define kedr_leak_valid(v) \
@@ -547,6 +613,12 @@ static bool kedr_free_matches(unsigned int op, const struct kedr_obj *o, unsigne
 		return o->kind == KEDR_KIND_MUTEX;
 	case KEDR_FREE_TIMER:
 		return o->kind == KEDR_KIND_TIMER;
+	case KEDR_FREE_SPIN_UNLOCK:
+		return o->kind == KEDR_KIND_SPINLOCK;
+	case KEDR_FREE_WORK:
+		return o->kind == KEDR_KIND_WORK || o->kind == KEDR_KIND_DWORK;
+	case KEDR_FREE_RELEASE:
+		return o->kind == aux;
 	}
 	return false;
 }
@@ -589,6 +661,9 @@ static bool kedr_heap_object(unsigned int op, unsigned long ptr)
 	case KEDR_FREE_KMEM_CACHE:
 	case KEDR_FREE_MUTEX_UNLOCK:
 	case KEDR_FREE_TIMER:
+	case KEDR_FREE_SPIN_UNLOCK:
+	case KEDR_FREE_WORK:
+	case KEDR_FREE_RELEASE:
 		return true;		/* no cheap check: the kernel's call as it would be */
 	}
 	return false;
@@ -659,12 +734,23 @@ static bool kedr_leak_check(const struct kedr_function *fn, unsigned int op, uns
 		spin_unlock_irqrestore(&sh->lock, flags);
 		return true;
 	}
-	if (op == KEDR_FREE_TIMER && (!o || o->state != KEDR_OBJ_LIVE)) {
-		/* Deleting a timer that is not armed (or already fired) is normal. */
+	if ((op == KEDR_FREE_TIMER || op == KEDR_FREE_WORK) && (!o || o->state != KEDR_OBJ_LIVE)) {
+		/* Deleting a timer or cancelling work not pending (or already run) is normal. */
 		spin_unlock_irqrestore(&sh->lock, flags);
 		return true;
 	}
-	if (op == KEDR_FREE_MUTEX_UNLOCK && (!o || o->state != KEDR_OBJ_LIVE)) {
+	if (op == KEDR_FREE_RELEASE) {
+		/*
+		 * A resource the target did not acquire through a tracked call:
+		 * given to it by the kernel (an skb to transmit, a device it was
+		 * probed with) or acquired while tracking was off. Never refused.
+		 */
+		spin_unlock_irqrestore(&sh->lock, flags);
+		kedr_count(untracked_frees);
+		return true;
+	}
+	if ((op == KEDR_FREE_MUTEX_UNLOCK || op == KEDR_FREE_SPIN_UNLOCK) &&
+	    (!o || o->state != KEDR_OBJ_LIVE)) {
 		/*
 		 * Not a free: an unlock of a mutex the target does not hold is a
 		 * rule violation, and is always passed on (the mutex may have been
@@ -717,7 +803,7 @@ static bool kedr_leak_free(const struct kedr_function *fn, unsigned int op, unsi
  * address) or when the new size was 0 (krealloc frees and returns
  * ZERO_SIZE_PTR); on failure the old one is untouched.
  */
-static void kedr_leak_realloc(const struct kedr_function *fn, unsigned int kind,
+static void __maybe_unused kedr_leak_realloc(const struct kedr_function *fn, unsigned int kind,
 			      unsigned int op, unsigned long old, unsigned long ret,
 			      unsigned long size, unsigned long ip)
 {
@@ -725,6 +811,87 @@ static void kedr_leak_realloc(const struct kedr_function *fn, unsigned int kind,
 		kedr_leak_free(fn, op, old, 0, ip);
 	if (kedr_leak_valid(ret))
 		kedr_leak_alloc(fn, kind, ret, size, 0, ip);
+}
+
+/*
+ * Resources (catalog track = a resource kind / "release"): the generated
+ * replacement passes the values that identify one (kedr_res_key()). A
+ * release is never refused: the kernel's call runs as the driver asked.
+ */
+/*
+ * A live resource record's free_stack is unused (it names the stack of the
+ * free once the record is FREED): for a netdev it says "the kernel frees it
+ * when it is unregistered".
+ */
+#define KEDR_NETDEV_KERNEL_FREES	1
+
+static void kedr_res_flag(unsigned int kind, unsigned long v, u32 flag)
+{
+	unsigned long key = kedr_res_key(kind, v, 0), flags;
+	unsigned int bucket;
+	struct kedr_obj_shard *sh = &kedr_obj_shards[kedr_obj_shard_of(key, &bucket)];
+	struct kedr_obj *o;
+
+	spin_lock_irqsave(&sh->lock, flags);
+	o = kedr_obj_find(sh, bucket, key, NULL);
+	if (o && o->state == KEDR_OBJ_LIVE && o->kind == kind)
+		o->free_stack = flag;
+	spin_unlock_irqrestore(&sh->lock, flags);
+}
+
+static void __maybe_unused kedr_res_acquire(const struct kedr_function *fn, unsigned int kind, unsigned long v,
+			     unsigned long v2, unsigned long size, unsigned long ip)
+{
+	kedr_leak_alloc(fn, kind, kedr_res_key(kind, v, v2), size, v, ip);
+	/*
+	 * A device whose setup asked the kernel to free it after unregistering
+	 * it (net_device.needs_free_netdev, read now: it is gone by then), e.g.
+	 * one an rtnl_link_ops driver (dummy) creates, which the kernel's
+	 * rtnl_link_unregister() also unregisters for it.
+	 */
+	if (kind == KEDR_KIND_NETDEV_REGISTERED && ((struct net_device *)v)->needs_free_netdev)
+		kedr_res_flag(KEDR_KIND_NETDEV, v, KEDR_NETDEV_KERNEL_FREES);
+}
+
+static bool __maybe_unused kedr_res_release(const struct kedr_function *fn, unsigned int kind, unsigned long v,
+			     unsigned long v2, unsigned long ip)
+{
+	kedr_leak_check(fn, KEDR_FREE_RELEASE, kedr_res_key(kind, v, v2), kind, ip, false);
+	return true;
+}
+
+/*
+ * Variadic functions with no va_list twin exported (catalog "variadic"):
+ * the name is formatted here and passed as "%s", which is what the kernel
+ * does with it (alloc_workqueue() vsnprintf()s it into wq->name,
+ * device_create() into the device's name).
+ */
+static __printf(1, 0) __maybe_unused struct workqueue_struct *
+kedr_alloc_workqueue_va(const char *fmt, unsigned int flags, int max_active, va_list args)
+{
+	struct workqueue_struct *wq;
+	char *name = kvasprintf(GFP_KERNEL, fmt, args);
+
+	if (!name)
+		return NULL;
+	wq = alloc_workqueue("%s", flags, max_active, name);
+	kfree(name);
+	return wq;
+}
+
+/* const struct class * since v6.4 ("driver core: class: make struct class constant"). */
+static __printf(5, 0) __maybe_unused struct device *
+kedr_device_create_va(const struct class *cls, struct device *parent, dev_t devt, void *drvdata,
+		      const char *fmt, va_list args)
+{
+	struct device *dev;
+	char *name = kvasprintf(GFP_KERNEL, fmt, args);
+
+	if (!name)
+		return ERR_PTR(-ENOMEM);
+	dev = device_create((void *)cls, parent, devt, drvdata, "%s", name);
+	kfree(name);
+	return dev;
 }
 
 /* --- targets: section addresses while they load ------------------------------------- */
@@ -780,8 +947,7 @@ static bool kedr_inside_live_object(unsigned long addr)
 			for (id = sh->heads[b]; id; id = kedr_obj_at(id)->next) {
 				const struct kedr_obj *o = kedr_obj_at(id);
 
-				if (o->state == KEDR_OBJ_LIVE && !kedr_kind_tagged(o->kind) &&
-				    o->kind != KEDR_KIND_PAGE && o->kind != KEDR_KIND_KMEM_CACHE &&
+				if (o->state == KEDR_OBJ_LIVE && kedr_kind_memory(o->kind) &&
 				    addr >= o->ptr && addr < o->ptr + o->size) {
 					inside = true;
 					break;
@@ -803,7 +969,8 @@ static void kedr_timer_judged(unsigned long key, bool pending)
 
 	spin_lock_irqsave(&sh->lock, flags);
 	o = kedr_obj_find(sh, bucket, key, NULL);
-	if (o && o->state == KEDR_OBJ_LIVE && o->kind == KEDR_KIND_TIMER) {
+	if (o && o->state == KEDR_OBJ_LIVE &&
+	    (o->kind == KEDR_KIND_TIMER || o->kind == KEDR_KIND_WORK || o->kind == KEDR_KIND_DWORK)) {
 		if (pending) {
 			o->aux = 1;
 		} else {
@@ -825,6 +992,7 @@ static void kedr_timer_judged(unsigned long key, bool pending)
 static void kedr_timers_going(struct module *mod)
 {
 	unsigned long keys[KEDR_TIMERS_JUDGED], flags;
+	u8 kinds[KEDR_TIMERS_JUDGED];
 	unsigned int s, b, n = 0, i;
 
 	for (s = 0; s < KEDR_OBJ_SHARDS && n < ARRAY_SIZE(keys); s++) {
@@ -838,25 +1006,175 @@ static void kedr_timers_going(struct module *mod)
 			     id = kedr_obj_at(id)->next) {
 				const struct kedr_obj *o = kedr_obj_at(id);
 
-				if (o->state == KEDR_OBJ_LIVE && o->kind == KEDR_KIND_TIMER &&
-				    o->aux == 0)
-					keys[n++] = o->ptr;
+				if (o->state == KEDR_OBJ_LIVE && o->aux == 0 &&
+				    (o->kind == KEDR_KIND_TIMER || o->kind == KEDR_KIND_WORK ||
+				     o->kind == KEDR_KIND_DWORK))
+					keys[n] = o->ptr, kinds[n++] = o->kind;
 			}
 		}
 		spin_unlock_irqrestore(&sh->lock, flags);
 	}
 	for (i = 0; i < n; i++) {
 		unsigned long addr = kedr_addr(keys[i]);
-		struct timer_list *timer = (struct timer_list *)addr;
 		bool valid = within_module(addr, mod) || kedr_inside_live_object(addr);
-		bool pending = valid && timer_pending(timer);
+		bool pending;
 
+		if (kinds[i] == KEDR_KIND_TIMER) {
+			struct timer_list *timer = (struct timer_list *)addr;
+
+			pending = valid && timer_pending(timer);
+			kedr_timer_judged(keys[i], pending);
+			if (pending) {
+				pr_err("%s: timer %px of %s still pending at unload: deleted\n",
+				       KEDR_MODULE_NAME, timer, mod->name);
+				timer_delete(timer);
+			}
+			continue;
+		}
+		/*
+		 * A work item (work_pending(): queued, or a delayed one whose timer
+		 * is armed) would run freed code: cancel it, waiting for it if it is
+		 * running. cancel_work_sync() must not be given a delayed work item
+		 * whose timer is armed (kernel/workqueue.c, try_to_grab_pending()).
+		 */
+		pending = valid && work_pending((struct work_struct *)addr);
 		kedr_timer_judged(keys[i], pending);
 		if (pending) {
-			pr_err("%s: timer %px of %s still pending at unload: deleted\n",
-			       KEDR_MODULE_NAME, timer, mod->name);
-			timer_delete(timer);
+			pr_err("%s: work %px of %s still pending at unload: cancelled\n",
+			       KEDR_MODULE_NAME, (void *)addr, mod->name);
+			if (kinds[i] == KEDR_KIND_DWORK)
+				cancel_delayed_work_sync((struct delayed_work *)addr);
+			else
+				cancel_work_sync((struct work_struct *)addr);
 		}
+	}
+}
+
+/*
+ * MODULE_STATE_LIVE: the target's init returned to the kernel. A mutex or a
+ * spinlock it took there and still holds is the rule "lock-held-at-return"
+ * (reported with the stack of the lock; the lock stays as it is).
+ */
+static void kedr_rule_violation_at(unsigned int fn, unsigned int rule, unsigned long ip,
+				   u32 stack, pid_t pid, const char *comm);
+
+static void kedr_locks_at_return(void)
+{
+	struct kedr_obj held[8];
+	unsigned long flags;
+	unsigned int s, b, n = 0, i;
+
+	for (s = 0; s < KEDR_OBJ_SHARDS && n < ARRAY_SIZE(held); s++) {
+		struct kedr_obj_shard *sh = &kedr_obj_shards[s];
+
+		spin_lock_irqsave(&sh->lock, flags);
+		for (b = 0; b < KEDR_OBJ_BUCKETS && n < ARRAY_SIZE(held); b++) {
+			u32 id;
+
+			for (id = sh->heads[b]; id && n < ARRAY_SIZE(held);
+			     id = kedr_obj_at(id)->next) {
+				const struct kedr_obj *o = kedr_obj_at(id);
+
+				if (o->state == KEDR_OBJ_LIVE && (o->kind == KEDR_KIND_MUTEX ||
+								 o->kind == KEDR_KIND_SPINLOCK))
+					held[n++] = *o;
+			}
+		}
+		spin_unlock_irqrestore(&sh->lock, flags);
+	}
+	for (i = 0; i < n; i++)
+		kedr_rule_violation_at(held[i].fn, KEDR_RULE_LOCK_HELD_AT_RETURN, held[i].caller,
+				       held[i].stack, held[i].pid, held[i].comm);
+}
+
+/* Is @dev a registered network device of any namespace? (Only compared, never read.) */
+static bool kedr_netdev_registered(unsigned long dev)
+{
+	struct net_device *d;
+	struct net *net;
+	bool found = false;
+
+	rcu_read_lock();
+	for_each_net_rcu(net) {
+		for_each_netdev_rcu(net, d) {
+			if ((unsigned long)d == dev) {
+				found = true;
+				break;
+			}
+		}
+		if (found)
+			break;
+	}
+	rcu_read_unlock();
+	return found;
+}
+
+/* Release a live resource record the kernel released on the target's behalf. */
+static void kedr_res_released_by_kernel(unsigned long key)
+{
+	unsigned int bucket;
+	struct kedr_obj_shard *sh = &kedr_obj_shards[kedr_obj_shard_of(key, &bucket)];
+	struct kedr_obj *o;
+	unsigned long flags;
+
+	spin_lock_irqsave(&sh->lock, flags);
+	o = kedr_obj_find(sh, bucket, key, NULL);
+	if (o && o->state == KEDR_OBJ_LIVE) {
+		kedr_quarantine_add(sh, o, o->caller, o->stack);
+		kedr_count(frees);
+	}
+	spin_unlock_irqrestore(&sh->lock, flags);
+}
+
+/*
+ * MODULE_STATE_GOING: network devices the kernel unregistered (and freed)
+ * for the target. rtnl_link_unregister() unregisters every device of the
+ * driver's link type itself (net/core/rtnetlink.c), and a device with
+ * needs_free_netdev is freed by the kernel after unregistering
+ * (netdev_run_todo()): neither call is the target's, so neither is seen.
+ * A registration whose device is in no namespace any more is released; so
+ * is the allocation of a device the kernel frees, once not registered.
+ */
+#define KEDR_NETDEVS_JUDGED	64
+
+static void kedr_netdevs_going(void)
+{
+	unsigned long regs[KEDR_NETDEVS_JUDGED], devs[KEDR_NETDEVS_JUDGED], flags;
+	unsigned int s, b, nregs = 0, ndevs = 0, i, j;
+
+	for (s = 0; s < KEDR_OBJ_SHARDS; s++) {
+		struct kedr_obj_shard *sh = &kedr_obj_shards[s];
+
+		spin_lock_irqsave(&sh->lock, flags);
+		for (b = 0; b < KEDR_OBJ_BUCKETS; b++) {
+			u32 id;
+
+			for (id = sh->heads[b]; id; id = kedr_obj_at(id)->next) {
+				const struct kedr_obj *o = kedr_obj_at(id);
+
+				if (o->state != KEDR_OBJ_LIVE)
+					continue;
+				if (o->kind == KEDR_KIND_NETDEV_REGISTERED && nregs < ARRAY_SIZE(regs))
+					regs[nregs++] = o->aux;
+				else if (o->kind == KEDR_KIND_NETDEV &&
+					 o->free_stack == KEDR_NETDEV_KERNEL_FREES &&
+					 ndevs < ARRAY_SIZE(devs))
+					devs[ndevs++] = o->aux;
+			}
+		}
+		spin_unlock_irqrestore(&sh->lock, flags);
+	}
+	for (i = 0; i < nregs; i++) {
+		if (kedr_netdev_registered(regs[i]))
+			continue;
+		kedr_res_released_by_kernel(kedr_res_key(KEDR_KIND_NETDEV_REGISTERED, regs[i], 0));
+		regs[i] = 0;
+	}
+	for (i = 0; i < ndevs; i++) {
+		for (j = 0; j < nregs && regs[j] != devs[i]; j++)
+			;
+		if (j == nregs)		/* not (or no longer) registered: the kernel freed it */
+			kedr_res_released_by_kernel(kedr_res_key(KEDR_KIND_NETDEV, devs[i], 0));
 	}
 }
 
@@ -876,11 +1194,14 @@ static int kedr_module_event(struct notifier_block *nb, unsigned long state, voi
 			kedr_record_sections(t, mod);
 			kedr_targets[kedr_ntargets++] = t;
 		}
+	} else if (state == MODULE_STATE_LIVE && kedr_leak_ready) {
+		kedr_locks_at_return();
 	} else if (state == MODULE_STATE_GOING) {
 		for (i = 0; i < kedr_ntargets; i++)
 			if (!strcmp(kedr_targets[i]->name, mod->name))
 				kedr_targets[i]->gone = true;
 		kedr_timers_going(mod);
+		kedr_netdevs_going();
 	}
 	mutex_unlock(&kedr_targets_lock);
 	return NOTIFY_DONE;
@@ -939,15 +1260,18 @@ static int kedr_leaks_show(struct seq_file *m, void *unused)
 
 				if (o->state != KEDR_OBJ_LIVE)
 					continue;
-				/* A timer is reported once judged pending at unload. */
-				if (o->kind == KEDR_KIND_TIMER && o->aux != 1)
+				/* A timer or work item is reported once judged pending at unload. */
+				if ((o->kind == KEDR_KIND_TIMER || o->kind == KEDR_KIND_WORK ||
+				     o->kind == KEDR_KIND_DWORK) && o->aux != 1)
 					continue;
 				live++;
 				live_bytes += o->size;
+				/* A resource's key is a hash: print the value that names it. */
 				seq_printf(m, "object fn=%s kind=%s ptr=0x%lx size=%lu caller=0x%lx "
 					   "stack=%u pid=%d comm=", kedr_fn_name(o->fn),
-					   kedr_kind_names[o->kind], kedr_addr(o->ptr), o->size, o->caller,
-					   o->stack, o->pid);
+					   kedr_kind_names[o->kind],
+					   kedr_kind_resource(o->kind) ? o->aux : kedr_addr(o->ptr),
+					   o->size, o->caller, o->stack, o->pid);
 				kedr_put_comm(m, o->comm);
 				seq_putc(m, '\n');
 			}

@@ -19,6 +19,12 @@
  * hold. A mutex still held when the target is gone is a live "mutex" in the
  * report, like a leak.
  *
+ * Rule "lock-held-at-return" (kedr_leak.c, when the target's init has
+ * returned to the kernel: MODULE_STATE_LIVE): a mutex or spinlock the target
+ * took and still holds; function, call site and stack are the lock's. (For a
+ * spinlock the kernel's do_one_initcall() also warns "returned with
+ * preemption imbalance", without saying which lock.)
+ *
  * A violation is kept once per (rule, function, call site), with the stack and
  * context of its first occurrence and a count. The call itself runs as the
  * driver asked: reporting must not change what the driver does.
@@ -28,7 +34,8 @@
 #include <linux/irqflags.h>
 #include <linux/preempt.h>
 
-static const char *const kedr_rule_names[] = { "sleep-in-atomic", "unlock-not-held" };
+static const char *const kedr_rule_names[] = { "sleep-in-atomic", "unlock-not-held",
+						"lock-held-at-return" };
 
 #define KEDR_VIOLATIONS	64
 
@@ -67,6 +74,8 @@ static const char *kedr_context_name(unsigned int preempt, bool irqs_off)
 		return "irqs-off";
 	if (preempt & SOFTIRQ_MASK)
 		return "bh-off";
+	if (!preempt)
+		return "task";
 	return "preempt-off";
 }
 
@@ -118,6 +127,39 @@ static noinline void kedr_rule_violation(const struct kedr_function *fn, unsigne
 	kedr_fill_task(&v->pid, v->comm, sizeof(v->comm));
 	pr_err("%s: rule %s: %s() called from %pS (%s)\n", KEDR_MODULE_NAME,
 	       kedr_rule_names[rule], fn->name, (void *)ip, kedr_context_name(preempt, irqs_off));
+out:
+	spin_unlock_irqrestore(&kedr_violations_lock, flags);
+}
+
+/*
+ * A violation found after the fact (a lock still held when init returned):
+ * call site, stack and task are those of the call that broke the rule.
+ */
+static void kedr_rule_violation_at(unsigned int fn, unsigned int rule, unsigned long ip,
+				   u32 stack, pid_t pid, const char *comm)
+{
+	struct kedr_violation *v;
+	unsigned long flags;
+	unsigned int i;
+
+	spin_lock_irqsave(&kedr_violations_lock, flags);
+	for (i = 0; i < kedr_nviolations; i++) {
+		v = &kedr_violations[i];
+		if (v->rule == rule && v->fn == fn && v->caller == ip) {
+			v->count++;
+			goto out;
+		}
+	}
+	if (kedr_nviolations == KEDR_VIOLATIONS) {
+		this_cpu_inc(kedr_violations_dropped);
+		goto out;
+	}
+	v = &kedr_violations[kedr_nviolations++];
+	*v = (struct kedr_violation){ .rule = rule, .fn = fn, .caller = ip, .stack = stack,
+				      .pid = pid, .count = 1 };
+	strscpy(v->comm, comm, min(sizeof(v->comm), sizeof(((struct kedr_obj *)0)->comm)));
+	pr_err("%s: rule %s: %s() at %pS\n", KEDR_MODULE_NAME, kedr_rule_names[rule],
+	       kedr_fn_name(fn), (void *)ip);
 out:
 	spin_unlock_irqrestore(&kedr_violations_lock, flags);
 }

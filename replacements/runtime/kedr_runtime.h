@@ -47,7 +47,8 @@ struct kedr_function {
 }
 
 /* API rules (kedr_rules.c); kedr_leak.c reports unlocks of locks not held. */
-enum kedr_rule { KEDR_RULE_SLEEP_IN_ATOMIC, KEDR_RULE_UNLOCK_NOT_HELD };
+enum kedr_rule { KEDR_RULE_SLEEP_IN_ATOMIC, KEDR_RULE_UNLOCK_NOT_HELD,
+		KEDR_RULE_LOCK_HELD_AT_RETURN };
 
 /* The only thing a replacement reads before deciding to be a pass-through. */
 static __always_inline unsigned int kedr_active(const struct kedr_function *fn)

@@ -20,12 +20,39 @@
  *   timer  a timer in a kmalloc'ed object (leaked) armed for 1000 s, still
  *          pending when the module goes; a static timer armed and deleted;
  *          one that fired before unload. Only the first is reported.
+ *   netdev a net_device allocated and never registered nor freed, an skb
+ *          allocated and kept; another net_device registered, unregistered
+ *          and freed, a third one the kernel frees after unregistering it
+ *          (needs_free_netdev), skbs freed and consumed (not reported)
+ *   irq    a handler left registered on a virtual interrupt (an irq
+ *          descriptor of the dummy chip: it never fires), and a second
+ *          handler on the same shared line freed (told apart by dev_id)
+ *   chrdev a char-device region, a misc device, a class and a debugfs
+ *          directory left behind (the misc device and its name in kmalloc'ed
+ *          memory, so that the kernel's list of them stays readable)
+ *   spinlock  a spinlock still held when init returns (the kernel WARNs:
+ *          "returned with preemption imbalance"; exit re-initialises it), and
+ *          a spin_unlock() of a spinlock not held
+ *   work   a delayed work item still pending at unload, a workqueue never
+ *          destroyed; a work item flushed (not reported)
+ * clean also acquires and releases each resource above.
  *
  * Each allocation is made from a function of its own (noinline), so the test
  * can check the call site named in the report: init code (__init, whose text
  * is freed after init) included.
  */
 #include <linux/bottom_half.h>
+#include <linux/cdev.h>
+#include <linux/debugfs.h>
+#include <linux/device.h>
+#include <linux/etherdevice.h>
+#include <linux/fs.h>
+#include <linux/interrupt.h>
+#include <linux/irq.h>
+#include <linux/miscdevice.h>
+#include <linux/netdevice.h>
+#include <linux/skbuff.h>
+#include <linux/workqueue.h>
 #include <linux/gfp.h>
 #include <linux/mm.h>
 #include <linux/module.h>
@@ -36,6 +63,13 @@
 #include <linux/string.h>
 #include <linux/timer.h>
 #include <linux/vmalloc.h>
+
+/* class_create() lost its owner argument in v6.4 ("driver core: class: remove module * from class_create()"). */
+#ifdef class_create
+#define leaker_class_create(name) class_create(THIS_MODULE, name)
+#else
+#define leaker_class_create(name) class_create(name)
+#endif
 
 static char *mode = "leak";
 module_param(mode, charp, 0444);
@@ -320,6 +354,248 @@ static noinline void timers_done_right(void)
 		msleep(10);
 }
 
+/* --- resources ---------------------------------------------------------------- */
+
+static struct net_device *leaker_netdev;
+static struct sk_buff *leaker_skb;
+
+static netdev_tx_t leaker_xmit(struct sk_buff *skb, struct net_device *dev)
+{
+	dev_kfree_skb_any(skb);
+	return NETDEV_TX_OK;
+}
+
+static const struct net_device_ops leaker_netdev_ops = {
+	.ndo_start_xmit = leaker_xmit,
+};
+
+static noinline void res_netdev_leaked(void)
+{
+	leaker_netdev = alloc_netdev(0, "kedrleak%d", NET_NAME_ENUM, ether_setup);
+	barrier();			/* no tail call: keep this function the call site */
+}
+
+static noinline void res_skb_leaked(void)
+{
+	leaker_skb = alloc_skb(100, GFP_KERNEL);
+	barrier();
+}
+
+static noinline void res_netdev_clean(void)
+{
+	struct net_device *dev = alloc_netdev(0, "kedrok%d", NET_NAME_ENUM, ether_setup);
+	struct sk_buff *skb;
+
+	if (!dev)
+		return;
+	dev->netdev_ops = &leaker_netdev_ops;
+	if (!register_netdev(dev))
+		unregister_netdev(dev);
+	free_netdev(dev);
+	skb = alloc_skb(64, GFP_KERNEL);
+	kfree_skb(skb);
+	skb = netdev_alloc_skb(NULL, 64);
+	consume_skb(skb);
+
+	/* Freed by the kernel once unregistered (needs_free_netdev): no free_netdev(). */
+	dev = alloc_netdev(0, "kedrok%d", NET_NAME_ENUM, ether_setup);
+	if (!dev)
+		return;
+	dev->netdev_ops = &leaker_netdev_ops;
+	dev->needs_free_netdev = true;
+	if (register_netdev(dev))
+		free_netdev(dev);
+	else
+		unregister_netdev(dev);
+}
+
+static int leaker_irq = -1;
+static int leaker_irq_token, leaker_irq_token2;
+
+static irqreturn_t leaker_irq_handler(int irq, void *dev_id)
+{
+	return IRQ_NONE;
+}
+
+/*
+ * A virtual interrupt: nothing raises it. Owner NULL: request_irq() takes a
+ * reference on the descriptor's owner (kernel/irq/manage.c, __setup_irq()),
+ * which would keep this module from unloading.
+ */
+static int leaker_virq(void)
+{
+	if (leaker_irq < 0) {
+		leaker_irq = __irq_alloc_descs(-1, 0, 1, NUMA_NO_NODE, NULL, NULL);
+		if (leaker_irq >= 0)
+			irq_set_chip_and_handler(leaker_irq, &dummy_irq_chip, handle_simple_irq);
+	}
+	return leaker_irq;
+}
+
+static noinline void res_irq_leaked(void)
+{
+	if (leaker_virq() < 0)
+		return;
+	if (request_irq(leaker_irq, leaker_irq_handler, IRQF_SHARED, "kedr_leaker",
+			&leaker_irq_token))
+		pr_err("kedr_leaker: request_irq failed\n");
+	barrier();
+}
+
+static noinline void res_irq_clean(void)
+{
+	if (leaker_virq() < 0)
+		return;
+	if (!request_irq(leaker_irq, leaker_irq_handler, IRQF_SHARED, "kedr_leaker",
+			 &leaker_irq_token2))
+		free_irq(leaker_irq, &leaker_irq_token2);
+}
+
+static const struct file_operations leaker_fops = {
+	.owner = THIS_MODULE,
+};
+
+static noinline void res_chrdev_region_leaked(void)
+{
+	dev_t dev;
+
+	if (alloc_chrdev_region(&dev, 0, 1, "kedr_leaker"))
+		pr_err("kedr_leaker: alloc_chrdev_region failed\n");
+	barrier();
+}
+
+static noinline void res_misc_leaked(void)
+{
+	struct miscdevice *misc = kzalloc(sizeof(*misc), GFP_KERNEL);
+
+	if (!misc)
+		return;
+	misc->minor = MISC_DYNAMIC_MINOR;
+	misc->name = kstrdup("kedr_leaker_misc", GFP_KERNEL);
+	misc->fops = &leaker_fops;
+	if (misc_register(misc))
+		pr_err("kedr_leaker: misc_register failed\n");
+	barrier();
+}
+
+static noinline void res_class_leaked(void)
+{
+	struct class *cls = leaker_class_create("kedr_leaker_class");
+
+	if (IS_ERR(cls))
+		pr_err("kedr_leaker: class_create failed\n");
+	barrier();
+}
+
+static noinline void res_debugfs_leaked(void)
+{
+	debugfs_create_dir("kedr_leaker", NULL);
+	barrier();
+}
+
+static struct cdev leaker_cdev;
+static struct miscdevice leaker_misc = {
+	.minor = MISC_DYNAMIC_MINOR,
+	.name = "kedr_leaker_ok",
+	.fops = &leaker_fops,
+};
+
+static noinline void res_chrdev_clean(void)
+{
+	struct class *cls;
+	struct dentry *d;
+	dev_t dev;
+	int major;
+
+	if (!alloc_chrdev_region(&dev, 0, 1, "kedr_leaker_ok")) {
+		cdev_init(&leaker_cdev, &leaker_fops);
+		if (!cdev_add(&leaker_cdev, dev, 1))
+			cdev_del(&leaker_cdev);
+		cls = leaker_class_create("kedr_leaker_ok");
+		if (!IS_ERR(cls)) {
+			device_create(cls, NULL, dev, NULL, "kedr_leaker_ok%d", 0);
+			device_destroy(cls, dev);
+			class_destroy(cls);
+		}
+		unregister_chrdev_region(dev, 1);
+	}
+	major = register_chrdev(0, "kedr_leaker_ok2", &leaker_fops);
+	if (major > 0)
+		unregister_chrdev(major, "kedr_leaker_ok2");
+	if (!misc_register(&leaker_misc))
+		misc_deregister(&leaker_misc);
+	d = debugfs_create_dir("kedr_leaker_ok", NULL);
+	debugfs_create_file("inside", 0444, d, NULL, &leaker_fops);	/* not top-level */
+	debugfs_remove(d);
+	d = debugfs_create_file("kedr_leaker_ok_file", 0444, NULL, NULL, &leaker_fops);
+	debugfs_remove(d);
+}
+
+static DEFINE_SPINLOCK(leaker_spin_held);
+static DEFINE_SPINLOCK(leaker_spin_free);
+
+static noinline void spin_held_at_return(void)
+{
+	spin_lock(&leaker_spin_held);			/* still held when init returns */
+	barrier();
+}
+
+static noinline void spin_unlock_not_held(void)
+{
+	/* Keep the preemption count balanced: spin_unlock() lowers it. */
+	preempt_disable();
+	spin_unlock(&leaker_spin_free);
+	barrier();
+}
+
+static struct delayed_work leaker_dwork, leaker_dwork_ok;
+static struct work_struct leaker_work;
+static struct workqueue_struct *leaker_wq;
+
+static void leaker_work_fn(struct work_struct *work)
+{
+}
+
+static noinline void work_pending_at_unload(void)
+{
+	INIT_DELAYED_WORK(&leaker_dwork, leaker_work_fn);
+	schedule_delayed_work(&leaker_dwork, 1000 * HZ);	/* never cancelled */
+	barrier();
+}
+
+static noinline void workqueue_leaked(void)
+{
+	leaker_wq = alloc_workqueue("kedr_leaker%d", 0, 0, 1);
+	barrier();
+}
+
+static noinline void work_clean(void)
+{
+	struct workqueue_struct *wq = alloc_workqueue("kedr_leaker_ok", WQ_UNBOUND, 1);
+
+	INIT_WORK(&leaker_work, leaker_work_fn);
+	if (wq) {
+		queue_work(wq, &leaker_work);
+		flush_work(&leaker_work);
+		destroy_workqueue(wq);
+	}
+	schedule_work(&leaker_work);
+	cancel_work_sync(&leaker_work);
+	INIT_DELAYED_WORK(&leaker_dwork_ok, leaker_work_fn);
+	schedule_delayed_work(&leaker_dwork_ok, 1000 * HZ);
+	cancel_delayed_work_sync(&leaker_dwork_ok);
+}
+
+static void resources_clean(void)
+{
+	res_netdev_clean();
+	res_irq_clean();
+	res_chrdev_clean();
+	work_clean();
+	spin_lock(&leaker_spin_free);
+	spin_unlock(&leaker_spin_free);
+}
+
 static int __init leaker_init(void)
 {
 	unsigned int i;
@@ -349,6 +625,38 @@ static int __init leaker_init(void)
 		locks_unlock_not_held();
 		return 0;
 	}
+	if (!strcmp(mode, "netdev")) {
+		res_netdev_leaked();
+		res_skb_leaked();
+		res_netdev_clean();
+		return 0;
+	}
+	if (!strcmp(mode, "irq")) {
+		res_irq_leaked();
+		res_irq_clean();
+		return 0;
+	}
+	if (!strcmp(mode, "chrdev")) {
+		res_chrdev_region_leaked();
+		res_misc_leaked();
+		res_class_leaked();
+		res_debugfs_leaked();
+		res_chrdev_clean();
+		return 0;
+	}
+	if (!strcmp(mode, "spinlock")) {
+		spin_unlock_not_held();
+		spin_held_at_return();
+		return 0;
+	}
+	if (!strcmp(mode, "work")) {
+		work_pending_at_unload();
+		workqueue_leaked();
+		work_clean();
+		return 0;
+	}
+	if (!strcmp(mode, "clean"))
+		resources_clean();
 	if (!strcmp(mode, "atomic")) {
 		for (i = 0; i < same_stack; i++)
 			atomic_gfp_kernel();
@@ -368,6 +676,8 @@ static void __exit leaker_exit(void)
 	 */
 	if (!strcmp(mode, "clean"))
 		clean_exit();
+	if (!strcmp(mode, "spinlock"))
+		spin_lock_init(&leaker_spin_held);	/* held since init: not unlocked, reset */
 	if (strcmp(mode, "leak") && strcmp(mode, "bad"))
 		kmem_cache_destroy(leaker_cache);
 	kmem_cache_destroy(leaker_other_cache);
