@@ -12,7 +12,7 @@ from kedr_build.ko.names import REPLACEMENT_MODULE_PREFIX as MODULE_PREFIX
 
 # The C runtime copied next to the generated source (replacements/runtime/).
 RUNTIME_FILES = ("kedr_runtime.h", "kedr_trace.h", "kedr_leak.c", "kedr_rules.c",
-                 "kedr_control.c")
+                 "kedr_faults.c", "kedr_control.c")
 
 
 def module_name_for(driver: str) -> str:

@@ -1,0 +1,75 @@
+"""Fault points: which catalog functions a scenario can fail, and under what names.
+
+A *function point* is one exported name (``__kmalloc``); a *family point* is the
+source-level API as users think of it (``kmalloc``): every exported name the
+inline ``kmalloc()``/``kmalloc_node()``/``kmalloc_track_caller()`` compile to on
+any kernel (``kmalloc_trace``, ``__kmalloc``, ``__kmalloc_node``, the 6.10+
+``*_noprof`` names...). A function is fault-capable when the catalog gives it a
+failure value ("fault" other than "none") and failing it is a failure rather
+than a skipped release: frees, unlocks and timer deletions are never failed
+(not calling them is a side effect, not an error the driver could handle).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from kedr_build.intercept.catalog import CatalogEntry
+
+NOT_FAILED_FAMILIES = frozenset({"free", "unlock", "timer"})
+# API spellings that are the same point as the API without the suffix.
+_VARIANT_SUFFIXES = ("_track_caller", "_node", "_lru")
+
+
+def fault_capable(entry: CatalogEntry) -> bool:
+    return entry.fault != "none" and entry.family not in NOT_FAILED_FAMILIES
+
+
+def family_point(entry: CatalogEntry) -> str:
+    """``kmalloc`` for kmalloc_trace, __kmalloc_node, __kmalloc_node_track_caller_noprof..."""
+    api = entry.api
+    changed = True
+    while changed:
+        changed = False
+        for suffix in _VARIANT_SUFFIXES:
+            if api.endswith(suffix) and len(api) > len(suffix):
+                api = api[: -len(suffix)]
+                changed = True
+    return api
+
+
+def size_expr(entry: CatalogEntry) -> str | None:
+    """The call's size, computable before the call (not one that reads the result)."""
+    if entry.size is None or "kedr_ret" in entry.size:
+        return None
+    return entry.size
+
+
+def gfp_arg(entry: CatalogEntry) -> str | None:
+    return next((a.name for a in entry.args if a.type == "gfp_t"), None)
+
+
+@dataclass(frozen=True)
+class FaultPoint:
+    name: str
+    functions: tuple[str, ...]      # exported names it covers
+    has_size: bool                  # some of them have a size a bound can test
+    has_gfp: bool                   # some of them take gfp flags
+
+
+def fault_points(entries: Iterable[CatalogEntry]) -> tuple[FaultPoint, ...]:
+    """Family points first (sorted), then the function points that are not a family name."""
+    capable = [e for e in entries if fault_capable(e)]
+    families: dict[str, list[CatalogEntry]] = {}
+    for e in capable:
+        families.setdefault(family_point(e), []).append(e)
+    points = [_point(name, es) for name, es in sorted(families.items())]
+    points += [_point(e.name, [e]) for e in capable if e.name not in families]
+    return tuple(points)
+
+
+def _point(name: str, entries: list[CatalogEntry]) -> FaultPoint:
+    return FaultPoint(name=name, functions=tuple(dict.fromkeys(e.name for e in entries)),
+                      has_size=any(size_expr(e) is not None for e in entries),
+                      has_gfp=any(gfp_arg(e) is not None for e in entries))
