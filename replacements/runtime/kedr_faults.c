@@ -54,6 +54,7 @@
 #define KEDR_SCENARIO_LEN	192
 #define KEDR_CALLER_LEN		128
 #define KEDR_FAULT_SITES	512
+#define KEDR_FAULT_LOGGED	32	/* per point and scenario; later ones are counted only */
 
 enum kedr_fault_rule { KEDR_FAULT_NEVER, KEDR_FAULT_ALWAYS, KEDR_FAULT_NTH, KEDR_FAULT_EVERY,
 		       KEDR_FAULT_AFTER };
@@ -82,6 +83,7 @@ struct kedr_fault_point {
 	struct kedr_scenario sc;
 	struct rnd_state rnd;
 	u64 calls, matched, injected;
+	unsigned int logged;		/* injections logged since the scenario was written */
 };
 
 struct kedr_fault_site {
@@ -240,7 +242,7 @@ static noinline bool kedr_fault(const struct kedr_function *fn, bool has_size, s
 				bool has_gfp, unsigned long gfp, unsigned long caller)
 {
 	char where[KEDR_CALLER_LEN];
-	bool fail = false, named = false;
+	bool fail = false, named = false, log = false;
 	const int *points = kedr_fault_points_of[fn->index];
 	unsigned int k;
 
@@ -261,13 +263,15 @@ static noinline bool kedr_fault(const struct kedr_function *fn, bool has_size, s
 		}
 		spin_lock_irqsave(&pt->lock, flags);
 		pt->calls++;
-		if (kedr_fault_judge(pt, named ? where : "", has_size, size, has_gfp, gfp))
+		if (kedr_fault_judge(pt, named ? where : "", has_size, size, has_gfp, gfp)) {
 			fail = true;
+			log |= pt->logged++ < KEDR_FAULT_LOGGED;
+		}
 		spin_unlock_irqrestore(&pt->lock, flags);
 	}
-	if (fail)
-		pr_info_ratelimited("%s: fault injected: %s at %pS pid %d\n", KEDR_MODULE_NAME,
-				    fn->name, (void *)caller, task_pid_nr(current));
+	if (log)
+		pr_info("%s: fault injected: %s at %pS pid %d\n", KEDR_MODULE_NAME,
+			fn->name, (void *)caller, task_pid_nr(current));
 	return fail;
 }
 
@@ -443,6 +447,21 @@ static void kedr_show_scenario(struct seq_file *m, const struct kedr_scenario *s
 	seq_putc(m, '\n');
 }
 
+/*
+ * prandom_seed_state() gives the four taus113 words one value, and the first
+ * outputs of such a state are strongly correlated (lib/random32.c warms its
+ * own states up with 10 rounds, prandom_warmup(), which is static): mix the
+ * seed and warm up the same way.
+ */
+static void kedr_fault_seed(struct rnd_state *rnd, u64 seed)
+{
+	int i;
+
+	prandom_seed_state(rnd, seed * 0x9e3779b97f4a7c15ULL + 0x632be59bd9b4e019ULL);
+	for (i = 0; i < 10; i++)
+		prandom_u32_state(rnd);
+}
+
 /* --- debugfs: faults/<point>, faults/sites ------------------------------------------- */
 
 static int kedr_fault_point_show(struct seq_file *m, void *unused)
@@ -488,8 +507,9 @@ static ssize_t kedr_fault_point_write(struct file *file, const char __user *buf,
 	if (!err) {
 		spin_lock_irqsave(&pt->lock, flags);
 		pt->sc = *sc;
-		prandom_seed_state(&pt->rnd, sc->seed);
+		kedr_fault_seed(&pt->rnd, sc->seed);
 		pt->calls = pt->matched = pt->injected = 0;
+		pt->logged = 0;
 		WRITE_ONCE(pt->needs_caller, sc->caller[0] != '\0');
 		WRITE_ONCE(pt->armed, sc->rule != KEDR_FAULT_NEVER);
 		spin_unlock_irqrestore(&pt->lock, flags);

@@ -21,9 +21,14 @@ static void *small, *big;
 static char *name;
 static char pattern[257];
 
+/* Not a tail call: the allocation's return address stays in this function. */
 static noinline void *faulty_alloc(size_t size)
 {
-	return kmalloc(size, GFP_KERNEL);
+	void *p = kmalloc(size, GFP_KERNEL);
+
+	if (p)
+		memset(p, 0, size);
+	return p;
 }
 
 static int trigger_set(const char *val, const struct kernel_param *kp)
