@@ -64,7 +64,7 @@ t mypid "pid=$$ nth=2"
 echo "== child"; echo "pid=$$" > $D/kmalloc
 sh -c 'echo "3 32" > '$P'/trigger' 2>/dev/null; cat $P/pattern
 echo "== never"; echo never > $D/kmalloc; echo "10 32" > $P/trigger; cat $P/pattern; cat $D/kmalloc
-for bad in "nth=0" "bogus" "prob=1.5" "seed=3" "nth=2 every=3" "size>x"; do
+for bad in "nth=0" "bogus" "prob=1.5" "seed=3" "nth=2 every=3" "size>x" "pid=4000000"; do
   echo "== bad $bad"; echo "$bad" > $D/kmalloc; echo "rc=$?"
 done
 echo "== sites"; echo 1 > $D/sites; echo "3 32" > $P/trigger; cat $D/sites
@@ -169,10 +169,11 @@ def test_filters(guest: dict[str, list[str]]) -> None:
 
 def test_bad_scenarios_are_refused_by_the_kernel(guest: dict[str, list[str]]) -> None:
     bad = {k: v for k, v in guest.items() if k.startswith("bad ")}
-    assert len(bad) == 6
+    assert len(bad) == 7
     for name, lines in bad.items():
         assert lines[-1] != "rc=0", name
     assert any("Invalid argument" in ln for ln in bad["bad nth=0"])
+    assert any("No such process" in ln for ln in bad["bad pid=4000000"])
 
 
 def test_sites_are_named_relative_to_the_target(guest: dict[str, list[str]]) -> None:

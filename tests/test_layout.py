@@ -1,6 +1,6 @@
 """The package's layering: each folder is one stage and nothing imports upward.
 
-    errors  <  atomic, resources  <  ko/  <  kernel/  <  intercept/, checks/  <  vm/  <  entry points
+    errors  <  atomic, resources  <  ko/  <  kernel/  <  intercept/, checks/  <  vm/  <  faults/  <  entry points
 
 A module may import its own folder and any lower layer, never a higher one or a
 sibling of its own height; no two modules import each other, directly or round
@@ -23,7 +23,8 @@ LAYERS = {
     "kernel": 4,
     "intercept": 5, "checks": 5,
     "vm": 6,
-    "config": 7, "cli": 8, "commands": 8, "__main__": 9, "__init__": 9,
+    "faults": 7,
+    "config": 8, "cli": 9, "commands": 9, "__main__": 10, "__init__": 10,
 }
 
 

@@ -41,6 +41,7 @@
 #include <linux/kallsyms.h>
 #include <linux/module.h>
 #include <linux/notifier.h>
+#include <linux/pid.h>
 #include <linux/prandom.h>
 #include <linux/random.h>
 #include <linux/rcupdate.h>
@@ -504,6 +505,13 @@ static ssize_t kedr_fault_point_write(struct file *file, const char __user *buf,
 	sc = kmalloc(sizeof(*sc), GFP_KERNEL);
 	err = sc ? kedr_parse_scenario(text, sc) : -ENOMEM;
 	kfree(text);
+	if (!err && sc->pid) {
+		/* A pid that names no process: the scenario could never match. */
+		rcu_read_lock();
+		if (!find_vpid(sc->pid))
+			err = -ESRCH;
+		rcu_read_unlock();
+	}
 	if (!err) {
 		spin_lock_irqsave(&pt->lock, flags);
 		pt->sc = *sc;
