@@ -12,9 +12,12 @@ than a skipped release: frees, unlocks and timer deletions are never failed
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
+from kedr_build.errors import KedrError
 from kedr_build.intercept.catalog import CatalogEntry
 
 NOT_FAILED_FAMILIES = frozenset({"free", "unlock", "timer"})
@@ -73,3 +76,24 @@ def _point(name: str, entries: list[CatalogEntry]) -> FaultPoint:
     return FaultPoint(name=name, functions=tuple(dict.fromkeys(e.name for e in entries)),
                       has_size=any(size_expr(e) is not None for e in entries),
                       has_gfp=any(gfp_arg(e) is not None for e in entries))
+
+
+POINTS_FILE = "fault_points.json"
+
+
+def points_json(points: Iterable[FaultPoint]) -> str:
+    """What :func:`load_points` reads: the replacement module's points, beside its source."""
+    return json.dumps([asdict(p) for p in points], indent=2) + "\n"
+
+
+def load_points(path: Path) -> dict[str, FaultPoint]:
+    """The fault points of a generated replacement module (``<dir>/fault_points.json``)."""
+    try:
+        data = json.loads(path.read_text())
+        return {d["name"]: FaultPoint(name=d["name"], functions=tuple(d["functions"]),
+                                      has_size=bool(d["has_size"]), has_gfp=bool(d["has_gfp"]))
+                for d in data}
+    except FileNotFoundError:
+        raise KedrError(f"{path}: missing; regenerate the replacement module") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise KedrError(f"{path}: not a fault point list ({e})") from None

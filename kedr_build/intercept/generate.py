@@ -139,6 +139,7 @@ def generate(pairs: Iterable[tuple[str, str]], catalog: Catalog, symvers: Path, 
     _write_if_changed(outdir / "Kbuild", env.get_template("Kbuild.j2").render(context))
     for name in RUNTIME_FILES:
         _write_if_changed(outdir / name, (RUNTIME_DIR / name).read_text())
+    _write_if_changed(outdir / faultpoints.POINTS_FILE, faultpoints.points_json(points))
     return ReplacementModule(name=module_name, directory=outdir, replacements=replacements)
 
 

@@ -25,4 +25,4 @@ def generated_files(module_name: str) -> list[str]:
     """Every file generation and the kbuild run leave in the module's directory that
     others use, besides ``<module>.ko``."""
     return ["Module.symvers", f"{module_name}.c", f"{module_name}_trace.h", "Kbuild",
-            *RUNTIME_FILES]
+            "fault_points.json", *RUNTIME_FILES]
