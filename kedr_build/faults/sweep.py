@@ -95,7 +95,9 @@ class SiteResult:
     def verdict(self) -> str:
         """One phrase: what the failure did."""
         parts: list[str] = []
-        if self.init_status:
+        if self.init_status in _KILLED:
+            parts.append("insmod killed")
+        elif self.init_status:
             parts.append(f"init failed (error {self.init_status})")
         elif self.init_status == 0:
             parts.append("init ok")
@@ -239,19 +241,21 @@ def sweep(kernel: ProvisionedKernel, replacement: Path, target: Path, logdir: Pa
         last = results[-1].index if results else 0
         if last >= len(sites):
             break
-        # The boot ended before the last site: the site after the last judged one
-        # crashed, hung or could not be unloaded without a result line.
-        lost = last + 1
-        if not got or got[-1].index != lost:
-            if not any(r.index == lost for r in results):
-                hung = stalled or vm.timed_out
-                problems = tuple(p.line for p in find_problems(_console_of_site(vm.console,
-                                                                                lost)))
-                results.append(SiteResult(
-                    site=sites[lost - 1], index=lost,
-                    outcome=Outcome.HANG if hung and not problems else Outcome.CRASH,
-                    injected=1, init_status=None, workload_status=None, unload_status=None,
-                    findings=problems or (vm.reason(),), boot=boot))
+        # The boot ended before the last site. A site the guest started (its progress
+        # line) but never judged crashed or hung the VM; otherwise the guest stopped
+        # after judging one (taint, a driver that stayed loaded): reboot after it.
+        lost = state.current
+        if lost > last and lost <= len(sites):
+            hung = stalled or vm.timed_out
+            problems = tuple(p.line for p in find_problems(_console_of_site(vm.console, lost)))
+            results.append(SiteResult(
+                site=sites[lost - 1], index=lost,
+                outcome=Outcome.HANG if hung and not problems else Outcome.CRASH,
+                injected=1, init_status=None, workload_status=None, unload_status=None,
+                findings=problems or (vm.reason(),), boot=boot))
+        elif not got:
+            raise KedrError(f"sweep of {tgt.name}: boot {boot} judged no site "
+                            f"({vm.reason() or 'no result'}; logs: {workdir})")
         next_site = results[-1].index + 1
         if next_site > len(sites):
             break

@@ -1,0 +1,119 @@
+"""The systematic fault sweep in the pinned kernel (QEMU), with tests/drivers/faulty.
+
+Its init reaches three fault sites (kmalloc 64, kzalloc 8192, kstrdup) and the
+workload tests/workloads/faulty.sh one more (kmalloc from faulty_alloc). With
+correct error paths every site fails cleanly; mode=leaky forgets two buffers
+when kstrdup fails; mode=deref writes through the kstrdup result unchecked.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from kedr_build.errors import KedrError
+from kedr_build.faults.sweep import Outcome, SweepResult, sweep, table
+from kedr_build.kernel.descriptions import ProvisionedKernel
+
+from conftest import REPO, run_scons
+from test_faults_vm import build_faulty
+
+pytestmark = pytest.mark.vm
+
+WORKLOAD = REPO / "tests" / "workloads" / "faulty.sh"
+DRIVER = REPO / "tests" / "drivers" / "faulty"
+
+
+@pytest.fixture(scope="module")
+def modules(pinned_kernel: ProvisionedKernel,
+            tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    work = tmp_path_factory.mktemp("sweep_vm")
+    repl, patched, _ = build_faulty(pinned_kernel, work)
+    return repl, patched, work
+
+
+def outcomes(result: SweepResult) -> list[Outcome]:
+    return [r.outcome for r in result.results]
+
+
+def test_scons_sweep_of_correct_error_paths_is_clean(tmp_path: Path) -> None:
+    proc = run_scons([f"MODULE={DRIVER}", f"BUILD_DIR={tmp_path}", f"WORKLOAD={WORKLOAD}",
+                      "sweep"])
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    assert "sweep: 4 sites found" in out and "sweep: site 4 of 4 (" in out
+    assert re.search(r"4 sites of kedr_faulty: 4 clean; 1 boot, ", out), out
+    data = json.loads((tmp_path / "faulty" / "sweep" / "sweep.json").read_text())
+    assert data["ok"] and data["boots"] == 1
+    phases = [(r["site"]["phase"], r["outcome"], r["injected"]) for r in data["results"]]
+    assert phases == [("init", "clean", 1)] * 3 + [("workload", "clean", 1)]
+    inits = [r["init_status"] for r in data["results"]]
+    assert inits == [12, 12, 12, 0]                       # -ENOMEM from init
+    last = data["results"][-1]
+    assert last["workload_status"] != 0 and last["unload_status"] == 0
+    assert re.fullmatch(r"faulty_alloc\+0x[0-9a-f]+", last["site"]["caller"])
+
+
+def test_missing_cleanup_is_caught_at_exactly_its_site(
+        pinned_kernel: ProvisionedKernel, modules: tuple[Path, Path, Path]) -> None:
+    repl, patched, work = modules
+    result = sweep(pinned_kernel, repl, patched, work / "leaky", module_args=("mode=leaky",))
+    assert outcomes(result) == [Outcome.CLEAN, Outcome.CLEAN, Outcome.LEAK], \
+        "\n".join(table(result))
+    leak = result.results[-1]
+    assert leak.site.function == "kstrdup" and leak.site.caller.startswith("faulty_init+")
+    assert leak.leaks == 2 and leak.leaked_bytes == 64 + 8192 and leak.init_status == 12
+    assert not result.ok and result.boots == 1
+
+
+def test_a_crash_is_reported_and_the_sweep_carries_on_after_a_fresh_boot(
+        pinned_kernel: ProvisionedKernel, modules: tuple[Path, Path, Path]) -> None:
+    repl, patched, work = modules
+    lines: list[str] = []
+    result = sweep(pinned_kernel, repl, patched, work / "deref", workload=WORKLOAD,
+                   module_args=("mode=deref",), progress=lines.append)
+    assert outcomes(result) == [Outcome.CLEAN, Outcome.CLEAN, Outcome.CRASH, Outcome.CLEAN], \
+        "\n".join(table(result))
+    crash = result.results[2]
+    assert crash.site.function == "kstrdup" and crash.boot == 1
+    assert any("NULL pointer dereference" in f or "Oops" in f for f in crash.findings), \
+        crash.findings
+    assert result.results[3].boot == 2 and result.boots == 2
+    assert result.results[3].site.phase == "workload"
+    assert any(line.startswith("sweep: site 4 of 4") for line in lines)
+    saved = json.loads((work / "deref" / "sweep.json").read_text())
+    assert saved["results"][2]["outcome"] == "crash" and not saved["ok"]
+
+
+def test_nothing_to_sweep(pinned_kernel: ProvisionedKernel,
+                          tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A driver whose init reaches no function that can fail: one clear line."""
+    import shutil
+
+    from kedr_build.intercept import catalog, generate
+    from kedr_build.intercept.pipeline import select_functions
+    from kedr_build.kernel import kbuild
+    from kedr_build.ko.patch import patch_module
+    from kedr_build.ko.plan import build_plan
+    from kedr_build.ko.symvers import read_symvers
+
+    work = tmp_path_factory.mktemp("sweep_empty")
+    src = work / "src"
+    shutil.copytree(REPO / "tests" / "drivers" / "initfail", src)
+    specs = kbuild.discover(src, pinned_kernel.kdir)
+    built = kbuild.build(kbuild.BuildRequest(driver=src, kdir=pinned_kernel.kdir,
+                                             outdir=work / "driver", modules=tuple(specs)))
+    functions = select_functions([built[0]], pinned_kernel.symvers).functions
+    plan = build_plan(functions, kernel_exports=set(read_symvers(pinned_kernel.symvers)),
+                      replacement_module="kedr_repl_initfail")
+    module = generate.generate(plan.mapping().items(), catalog.load(), pinned_kernel.symvers,
+                               work / "repl", "kedr_repl_initfail", allow_empty=True)
+    repl = generate.build_replacement(module.directory, pinned_kernel.kdir)
+    patched = work / "kedr_initfail.ko"
+    patch_module(built[0], patched, plan, module.symvers, manifest=False)
+    with pytest.raises(KedrError, match=r"nothing to sweep: the driver reached no function "
+                                        r"that can fail in init or exit"):
+        sweep(pinned_kernel, repl, patched, work / "sweep")
