@@ -89,31 +89,9 @@ def test_a_crash_is_reported_and_the_sweep_carries_on_after_a_fresh_boot(
 
 
 def test_nothing_to_sweep(pinned_kernel: ProvisionedKernel,
-                          tmp_path_factory: pytest.TempPathFactory) -> None:
-    """A driver whose init reaches no function that can fail: one clear line."""
-    import shutil
-
-    from kedr_build.intercept import catalog, generate
-    from kedr_build.intercept.pipeline import select_functions
-    from kedr_build.kernel import kbuild
-    from kedr_build.ko.patch import patch_module
-    from kedr_build.ko.plan import build_plan
-    from kedr_build.ko.symvers import read_symvers
-
-    work = tmp_path_factory.mktemp("sweep_empty")
-    src = work / "src"
-    shutil.copytree(REPO / "tests" / "drivers" / "initfail", src)
-    specs = kbuild.discover(src, pinned_kernel.kdir)
-    built = kbuild.build(kbuild.BuildRequest(driver=src, kdir=pinned_kernel.kdir,
-                                             outdir=work / "driver", modules=tuple(specs)))
-    functions = select_functions([built[0]], pinned_kernel.symvers).functions
-    plan = build_plan(functions, kernel_exports=set(read_symvers(pinned_kernel.symvers)),
-                      replacement_module="kedr_repl_initfail")
-    module = generate.generate(plan.mapping().items(), catalog.load(), pinned_kernel.symvers,
-                               work / "repl", "kedr_repl_initfail", allow_empty=True)
-    repl = generate.build_replacement(module.directory, pinned_kernel.kdir)
-    patched = work / "kedr_initfail.ko"
-    patch_module(built[0], patched, plan, module.symvers, manifest=False)
-    with pytest.raises(KedrError, match=r"nothing to sweep: the driver reached no function "
-                                        r"that can fail in init or exit"):
-        sweep(pinned_kernel, repl, patched, work / "sweep")
+                          modules: tuple[Path, Path, Path]) -> None:
+    """A driver that reaches no function that can fail: one clear line."""
+    repl, patched, work = modules
+    with pytest.raises(KedrError, match=r"sweep of kedr_faulty: nothing to sweep: the driver "
+                                        r"reached no function that can fail in init or exit$"):
+        sweep(pinned_kernel, repl, patched, work / "idle", module_args=("mode=idle",))

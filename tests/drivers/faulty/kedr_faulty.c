@@ -5,6 +5,7 @@
  *   correct  - every failure unwinds what was done and init returns -ENOMEM
  *   leaky    - a failed kstrdup() returns without freeing the 8 KiB buffer
  *   deref    - the kstrdup() result is written without a check (oops on failure)
+ *   idle     - init allocates nothing (no fault site reached)
  * Writing "COUNT SIZE" to /sys/module/kedr_faulty/parameters/trigger makes
  * COUNT allocations of SIZE bytes from one call site, in the writer's process,
  * frees them, and fails with -ENOMEM when any failed; parameters/pattern then
@@ -55,6 +56,8 @@ module_param_string(pattern, pattern, sizeof(pattern), 0444);
 
 static int __init faulty_init(void)
 {
+	if (!strcmp(mode, "idle"))
+		return 0;
 	small = kmalloc(64, GFP_KERNEL);
 	if (!small)
 		return -ENOMEM;
