@@ -44,11 +44,12 @@ def test_scons_sweep_of_correct_error_paths_is_clean(tmp_path: Path) -> None:
                       "sweep"])
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
-    assert "sweep: 4 sites found" in out and "sweep: site 4 of 4 (" in out
+    assert "sweep: 4 sites found" in out and "sweep: 4 of 4 (" in out
     assert re.search(r"4 sites of kedr_faulty: 4 clean; 1 boot, ", out), out
     data = json.loads((tmp_path / "faulty" / "sweep" / "sweep.json").read_text())
     assert data["ok"] and data["boots"] == 1
     phases = [(r["site"]["phase"], r["outcome"], r["injected"]) for r in data["results"]]
+    assert data["results"][0]["verdict"] == "init failed (error 12)"
     assert phases == [("init", "clean", 1)] * 3 + [("workload", "clean", 1)]
     inits = [r["init_status"] for r in data["results"]]
     assert inits == [12, 12, 12, 0]                       # -ENOMEM from init
@@ -65,7 +66,8 @@ def test_missing_cleanup_is_caught_at_exactly_its_site(
         "\n".join(table(result))
     leak = result.results[-1]
     assert leak.site.function == "kstrdup" and leak.site.caller.startswith("faulty_init+")
-    assert leak.leaks == 2 and leak.leaked_bytes == 64 + 8192 and leak.init_status == 12
+    assert leak.record.leaks == 2 and leak.record.leaked_bytes == 64 + 8192
+    assert leak.record.init_status == 12
     assert not result.ok and result.boots == 1
 
 
@@ -78,12 +80,12 @@ def test_a_crash_is_reported_and_the_sweep_carries_on_after_a_fresh_boot(
     assert outcomes(result) == [Outcome.CLEAN, Outcome.CLEAN, Outcome.CRASH, Outcome.CLEAN], \
         "\n".join(table(result))
     crash = result.results[2]
-    assert crash.site.function == "kstrdup" and crash.boot == 1
-    assert any("NULL pointer dereference" in f or "Oops" in f for f in crash.findings), \
-        crash.findings
-    assert result.results[3].boot == 2 and result.boots == 2
+    assert crash.site.function == "kstrdup" and crash.record.boot == 1
+    assert any("NULL pointer dereference" in f for f in crash.record.findings), \
+        crash.record.findings
+    assert result.results[3].record.boot == 2 and result.boots == 2
     assert result.results[3].site.phase == "workload"
-    assert any(line.startswith("sweep: site 4 of 4") for line in lines)
+    assert any(line.startswith("sweep: 4 of 4 (__kmalloc faulty_alloc+") for line in lines)
     saved = json.loads((work / "deref" / "sweep.json").read_text())
     assert saved["results"][2]["outcome"] == "crash" and not saved["ok"]
 

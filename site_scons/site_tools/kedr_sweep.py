@@ -33,7 +33,8 @@ def _sweep(target: list[Any], source: list[Any], env: Any) -> int:
                         "; the sweep fails the sites of one module")
     result = sweep(cfg.kernel, repl, drivers[0], Path(str(target[0])).parent,
                    workload=cfg.workload, intree=cfg.modprobe,
-                   site_timeout=min(cfg.vm_timeout, 60.0), progress=lambda s: print(s, flush=True))
+                   site_timeout=min(cfg.vm_timeout, 60.0),
+                   progress=lambda line: print(line, flush=True))
     print("\n".join(table(result)))
     print(f"kedr-build: {cfg.name}: sweep {'PASSED' if result.ok else 'FAILED'} "
           f"(results: {target[0]})")
