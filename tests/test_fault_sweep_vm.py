@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from kedr_build.errors import KedrError
+from kedr_build.faults.campaign import campaign, reproduce
 from kedr_build.faults.sweep import Outcome, SweepResult, sweep, table
 from kedr_build.kernel.descriptions import ProvisionedKernel
 
@@ -97,3 +98,22 @@ def test_nothing_to_sweep(pinned_kernel: ProvisionedKernel,
     with pytest.raises(KedrError, match=r"sweep of kedr_faulty: nothing to sweep: the driver "
                                         r"reached no function that can fail in init or exit$"):
         sweep(pinned_kernel, repl, patched, work / "idle", module_args=("mode=idle",))
+
+
+def test_random_campaign_runs_reproduce_from_their_seeds(
+        pinned_kernel: ProvisionedKernel, modules: tuple[Path, Path, Path]) -> None:
+    repl, patched, work = modules
+    result = campaign(pinned_kernel, repl, patched, work / "campaign", runs=4,
+                      probability="0.5", seed=10, workload=WORKLOAD)
+    assert [r.seed for r in result.runs] == [10, 11, 12, 13]
+    assert result.points == ("kmalloc", "kstrdup") and result.boots == 1
+    assert result.ok, [r.record.verdict for r in result.runs]   # correct error paths
+    assert sum(r.record.injected for r in result.runs) > 0
+    again = reproduce(pinned_kernel, repl, patched, work / "again", 12, probability="0.5",
+                      workload=WORKLOAD)
+    first = result.runs[2].record
+    assert (again.seed, again.record.injected, again.record.init_status,
+            again.record.workload_status) == \
+        (12, first.injected, first.init_status, first.workload_status)
+    saved = json.loads((work / "campaign" / "campaign.json").read_text())
+    assert [r["seed"] for r in saved["runs"]] == [10, 11, 12, 13]

@@ -59,6 +59,7 @@ class FaultPoint:
     functions: tuple[str, ...]      # exported names it covers
     has_size: bool                  # some of them have a size a bound can test
     has_gfp: bool                   # some of them take gfp flags
+    family: bool = False            # a family point (the API), not one exported name
 
 
 def fault_points(entries: Iterable[CatalogEntry]) -> tuple[FaultPoint, ...]:
@@ -67,15 +68,15 @@ def fault_points(entries: Iterable[CatalogEntry]) -> tuple[FaultPoint, ...]:
     families: dict[str, list[CatalogEntry]] = {}
     for e in capable:
         families.setdefault(family_point(e), []).append(e)
-    points = [_point(name, es) for name, es in sorted(families.items())]
+    points = [_point(name, es, True) for name, es in sorted(families.items())]
     points += [_point(e.name, [e]) for e in capable if e.name not in families]
     return tuple(points)
 
 
-def _point(name: str, entries: list[CatalogEntry]) -> FaultPoint:
+def _point(name: str, entries: list[CatalogEntry], family: bool = False) -> FaultPoint:
     return FaultPoint(name=name, functions=tuple(dict.fromkeys(e.name for e in entries)),
                       has_size=any(size_expr(e) is not None for e in entries),
-                      has_gfp=any(gfp_arg(e) is not None for e in entries))
+                      has_gfp=any(gfp_arg(e) is not None for e in entries), family=family)
 
 
 POINTS_FILE = "fault_points.json"
@@ -91,7 +92,8 @@ def load_points(path: Path) -> dict[str, FaultPoint]:
     try:
         data = json.loads(path.read_text())
         return {d["name"]: FaultPoint(name=d["name"], functions=tuple(d["functions"]),
-                                      has_size=bool(d["has_size"]), has_gfp=bool(d["has_gfp"]))
+                                      has_size=bool(d["has_size"]), has_gfp=bool(d["has_gfp"]),
+                                      family=bool(d.get("family", False)))
                 for d in data}
     except FileNotFoundError:
         raise KedrError(f"{path}: missing; regenerate the replacement module") from None
