@@ -117,3 +117,19 @@ def test_random_campaign_runs_reproduce_from_their_seeds(
         (12, first.injected, first.init_status, first.workload_status)
     saved = json.loads((work / "campaign" / "campaign.json").read_text())
     assert [r["seed"] for r in saved["runs"]] == [10, 11, 12, 13]
+
+
+def test_scons_run_with_faults(tmp_path: Path) -> None:
+    """FAULTS= for one run: kmalloc's second call fails, so the driver's init does."""
+    args = [f"MODULE={DRIVER}", f"BUILD_DIR={tmp_path}", "run"]
+    proc = run_scons(args + ["FAULTS=kmalloc: nth=2; kstrdup: never"], check=False)
+    out = proc.stdout
+    assert proc.returncode != 0
+    assert "insmod kedr_faulty failed (status 12)" in out, out
+    assert "--- fault point kmalloc ---\nnth=2\ncalls=2 matched=2 injected=1" in out, out
+    assert "fault injected: kmalloc_trace at faulty_init+" in out
+    bad = run_scons(args + ["FAULTS=kmallok: nth=2"], check=False)
+    lines = [ln for ln in bad.stdout.splitlines() if ln.startswith("kedr-build:")]
+    assert bad.returncode != 0 and lines == [
+        "kedr-build: FAULTS='kmallok: nth=2': at column 1: unknown fault point 'kmallok'; "
+        "this driver's: __kmalloc, kmalloc, kmalloc_trace, kstrdup"], bad.stdout
