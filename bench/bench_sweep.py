@@ -26,6 +26,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from kedr_build.faults.sweep import sweep  # noqa: E402
 from kedr_build.kernel import provision  # noqa: E402
+from kedr_build.kernel.descriptions import ProvisionedKernel  # noqa: E402
 from kedr_build.vm.qemu import GuestJob, run_guest  # noqa: E402
 from test_faults_vm import build_faulty  # type: ignore[import-not-found]  # noqa: E402
 
@@ -66,7 +67,7 @@ def main() -> int:
     return 0
 
 
-def _build_leaker(kernel: provision.ProvisionedKernel, work: Path) -> tuple[Path, Path]:
+def _build_leaker(kernel: ProvisionedKernel, work: Path) -> tuple[Path, Path]:
     from kedr_build.intercept import catalog, generate
     from kedr_build.intercept.pipeline import select_functions
     from kedr_build.kernel import kbuild
