@@ -57,6 +57,9 @@ VARIABLES: dict[str, Variable] = {
     "V": Variable("1 shows kbuild's commands and the VM console", "0"),
     "VM_TIMEOUT": Variable("seconds before a VM run counts as hung", "300"),
     "VM_CPUS": Variable("guest CPUs (default: the kernel description's, 2)"),
+    "FAULTS": Variable("fault scenarios for the run: 'point: scenario; ...', e.g. "
+                       "FAULTS='kmalloc: nth=2 pid=1; kstrdup: init' (format: "
+                       "kedr_build/faults/scenario.py)"),
     "SUPPRESS": Variable("suppressions file: leaks, bad frees, rule violations to ignore "
                          "(format: kedr_build/checks/suppress.py)"),
     "PACK": Variable("test pack the check target runs: a built-in pack's name (basic) or "
@@ -89,6 +92,7 @@ class BuildConfig:
     modprobe: tuple[str, ...] = ()
     make_args: tuple[str, ...] = ()
     dkms: DkmsPackage | None = None    # the driver is a DKMS package
+    faults: str = ""                   # FAULTS=, its syntax checked (points: at run time)
     pack: Path | None = None           # PACK=: the pack file (checked when read)
     tests: tuple[str, ...] = ()        # TEST=
     shard: tuple[int, int] | None = None   # SHARD=k/N
@@ -197,6 +201,7 @@ def from_arguments(args: Mapping[str, str], top: str, launch_dir: str,
                        modprobe=_names(get("MODPROBE")), make_args=make_args, dkms=package,
                        vm_cpus=_cpus(get("VM_CPUS")),
                        suppress=_suppressions(path, get("SUPPRESS")),
+                       faults=_faults(get("FAULTS")),
                        pack=_pack(get("PACK"), launch_dir) if "PACK" in args else None,
                        tests=_names(get("TEST")),
                        shard=_shard(get("SHARD")),
@@ -303,6 +308,14 @@ def _suppressions(path: Callable[[str], Path], text: str) -> Path | None:
     file = path(text).resolve()
     suppress.load(file)
     return file
+
+
+def _faults(text: str) -> str:
+    """FAULTS: the syntax is checked now; the points exist once the replacement is generated."""
+    if text.strip():
+        from kedr_build.faults.scenario import parse_faults
+        parse_faults(text)
+    return text.strip()
 
 
 def _cpus(text: str) -> int | None:
