@@ -68,6 +68,7 @@ VARIABLES: dict[str, Variable] = {
     "DRIVERS": Variable("several drivers checked as one session: comma-separated driver "
                         "directories or .ko files, or @file listing one a line "
                         "(instead of MODULE=/KO=)"),
+    "JOBS": Variable("VMs the check target runs at once (pytest-xdist workers)", "1"),
     "SHARD": Variable("k/N: the check target runs only the k-th of N shards of the "
                       "session (python -m kedr_build.packs.merge joins their reports)"),
 }
@@ -96,6 +97,7 @@ class BuildConfig:
     pack: Path | None = None           # PACK=: the pack file (checked when read)
     tests: tuple[str, ...] = ()        # TEST=
     shard: tuple[int, int] | None = None   # SHARD=k/N
+    jobs: int = 1                      # JOBS=N
     arguments: tuple[tuple[str, str], ...] = ()   # the command line's VAR=value, as given
 
     @property
@@ -205,6 +207,7 @@ def from_arguments(args: Mapping[str, str], top: str, launch_dir: str,
                        pack=_pack(get("PACK"), launch_dir) if "PACK" in args else None,
                        tests=_names(get("TEST")),
                        shard=_shard(get("SHARD")),
+                       jobs=_jobs(get("JOBS")),
                        arguments=tuple(sorted(args.items())))
 
 
@@ -257,6 +260,14 @@ def _pack(text: str, launch_dir: str) -> Path:
     from kedr_build.packs.pack import load
 
     return load(text, Path(launch_dir)).path
+
+
+def _jobs(text: str) -> int:
+    if not text:
+        return 1
+    if not text.isdigit() or int(text) < 1:
+        raise KedrError(f"JOBS={text}: expected a number of VMs at once, 1 or more")
+    return int(text)
 
 
 def _shard(text: str) -> tuple[int, int] | None:

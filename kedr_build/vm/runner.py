@@ -100,11 +100,13 @@ class RunReport:
 
 def plan_run(modules: list[Path], workload: Path | None = None,
              trace_providers: tuple[str, ...] = (),
-             faults: Mapping[str, str] | None = None, cycles: int = 1) -> RunPlan:
+             faults: Mapping[str, str] | None = None, cycles: int = 1,
+             copies: int = 1) -> RunPlan:
     """Order the modules and write the guest script.
 
     ``cycles``: the drivers (not the trace providers) are loaded and unloaded that
     many times in the one boot, the workload running after the last load.
+    ``copies``: that many copies of the workload run at once (a stress).
 
     ``trace_providers``: modules that define trace events (replacement modules).
     Their event system is switched on right after they load, so the driver's
@@ -114,6 +116,8 @@ def plan_run(modules: list[Path], workload: Path | None = None,
     """
     if cycles < 1:
         raise KedrError(f"cycles={cycles}: a run loads its modules at least once")
+    if copies < 1:
+        raise KedrError(f"copies={copies}: a workload runs at least once")
     ordered, intree = load_order(ModuleRef.read(m) for m in modules)
     marks = {"begin": BEGIN_MARK, "end": END_MARK, "trace_begin": TRACE_BEGIN,
              "stats_begin": STATS_BEGIN, "trace_end": TRACE_END,
@@ -123,6 +127,7 @@ def plan_run(modules: list[Path], workload: Path | None = None,
     script = template_env().get_template("guest-run.sh.j2").render(
         modules=[m.name for m in ordered], intree=intree, trace_providers=trace_providers,
         drivers=[m.name for m in ordered if m.name not in trace_providers], cycles=cycles,
+        copies=copies,
         workload=workload.name if workload is not None else None, marks=marks,
         tracefs=TRACEFS, faults=dict(faults or {}))
     return RunPlan(tuple(ordered), tuple(intree), workload, script, trace_providers)
@@ -137,11 +142,12 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
                 trace_providers: tuple[str, ...] = (),
                 intree: tuple[str, ...] = (), cpus: int | None = None,
                 suppressions: tuple[suppress.Suppression, ...] = (),
-                faults: Mapping[str, str] | None = None, cycles: int = 1) -> RunReport:
+                faults: Mapping[str, str] | None = None, cycles: int = 1,
+                copies: int = 1) -> RunReport:
     """Run the modules in the VM; ``intree``: more in-tree modules the workload may modprobe;
     ``faults``: fault point -> scenario; ``cycles``: how many times the drivers are loaded
-    and unloaded (see :func:`plan_run`)."""
-    plan = plan_run(modules, workload, trace_providers, faults, cycles)
+    and unloaded; ``copies``: of the workload at once (see :func:`plan_run`)."""
+    plan = plan_run(modules, workload, trace_providers, faults, cycles, copies)
     check_releases(plan.modules, kernel)
     files = {f"modules/{m.name}.ko": m.path for m in plan.modules}
     if workload is not None:

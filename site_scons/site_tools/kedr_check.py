@@ -35,6 +35,16 @@ def command(cfg: BuildConfig, pack: str) -> str:
                                                f"PACK={pack}"])
 
 
+def run_command(cfg: BuildConfig) -> str:
+    """The command that runs this one driver once in the VM (a fault's reproducer adds
+    FAULTS=)."""
+    args = [f"{k}={v}" for k, v in cfg.arguments if k in _REPRODUCE]
+    workload = _workload(cfg)
+    if workload is not None and "WORKLOAD" not in dict(cfg.arguments):
+        args.append(f"WORKLOAD={workload}")
+    return " ".join(shlex.quote(w) for w in ["./kedr-env", "scons", *args, "run"])
+
+
 def _workload(cfg: BuildConfig) -> Path | None:
     """WORKLOAD=, else the driver's own workload.sh (so a batch gives each its own)."""
     if cfg.workload is not None:
@@ -60,6 +70,7 @@ def _check(target: list[Any], source: list[Any], env: Any) -> int:
         drivers.append(DriverUnderTest(
             name=cfg.name, modules=tuple(str(m) for m in modules),
             replacement=cfg.replacement_module, command=command(cfg, pack_arg),
+            run_command=run_command(cfg),
             workload=str(workload) if workload else None, modprobe=cfg.modprobe,
             suppress=str(cfg.suppress) if cfg.suppress else None))
     if first.kernel.description is None:
@@ -68,7 +79,7 @@ def _check(target: list[Any], source: list[Any], env: Any) -> int:
     session = Session(pack=str(pack_file), kernel=first.kernel.description.name,
                       drivers=tuple(drivers), report_dir=os.path.dirname(str(target[0])),
                       vm_timeout=first.vm_timeout, vm_cpus=first.vm_cpus, tests=first.tests,
-                      shard=first.shard)
+                      shard=first.shard, jobs=first.jobs)
     return 0 if run_session(session) == 0 else 1
 
 
