@@ -28,6 +28,9 @@ from kedr_build.packs import kinds
 from kedr_build.packs.results import CheckResult, LeakGroupInfo, TestRun
 
 def run(driver, test, logdir, session):
+    import os
+    with open(logdir / "ran", "a") as f:       # which process ran the group (boot)
+        f.write(os.environ.get("PYTEST_XDIST_WORKER", "main") + "\\n")
     bad = driver.name in test.params["fail_on"].split(",")
     checks = tuple(CheckResult(c, not (bad and c == "b"), f"{c} of {driver.name}")
                    for c in test.checks)
@@ -122,7 +125,7 @@ def _session(tmp: Path, name: str, drivers: int, shard: tuple[int, int] | None =
     return out
 
 
-def _pytest(out: Path, plugin_dir: Path) -> subprocess.CompletedProcess[str]:
+def _pytest(out: Path, plugin_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": f"{plugin_dir}{os.pathsep}{REPO}"}
     (out / "pytest.ini").write_text("[pytest]\n")
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "cheapkind", "-p",
@@ -130,7 +133,7 @@ def _pytest(out: Path, plugin_dir: Path) -> subprocess.CompletedProcess[str]:
                            "-c", str(out / "pytest.ini"), "--rootdir", str(out), "-v",
                            "--kedr-session", str(out / "session.json"),
                            "--junitxml", str(out / report.JUNIT_NAME),
-                           "-o", "junit_family=xunit2", str(out.parent / "cheap.toml")],
+                           "-o", "junit_family=xunit2", *extra, str(out.parent / "cheap.toml")],
                           capture_output=True, text=True, env=env, cwd=out)
 
 
@@ -194,6 +197,53 @@ def test_pack_session_reports_validate_and_shards_merge_to_the_same(
     assert _cases(merged_dir / report.JUNIT_NAME) == _cases(whole / report.JUNIT_NAME)
     suite = next(ET.parse(merged_dir / report.JUNIT_NAME).getroot().iter("testsuite"))
     assert (suite.get("tests"), suite.get("failures")) == ("15", "1")
+
+
+def test_two_workers_give_the_same_report(tmp_path: Path, plugin_dir: Path) -> None:
+    """pytest-xdist -n 2: each (driver, test) group runs once, on one worker, both workers
+    work, and the reports equal the run without xdist (JUnit: the same cases)."""
+    whole = _session(tmp_path, "whole", drivers=5)
+    assert _pytest(whole, plugin_dir).returncode == 1
+    para = _session(tmp_path, "para", drivers=5)
+    proc = _pytest(para, plugin_dir, "-n", "2")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    workers = {}
+    for ran in (para / "logs").glob("*/*/ran"):
+        lines = ran.read_text().split()
+        assert len(lines) == 1, (ran, lines)        # one run per group, on one worker
+        workers[ran.parent.parent.name, ran.parent.name] = lines[0]
+    assert len(workers) == 10 and set(workers.values()) == {"gw0", "gw1"}, workers
+    one = json.loads((whole / report.JSON_NAME).read_text())
+    two = json.loads((para / report.JSON_NAME).read_text())
+    assert _normal(two) == _normal(one)
+    assert sorted(_cases(para / report.JUNIT_NAME)) == sorted(_cases(whole / report.JUNIT_NAME))
+
+
+def test_sweep_picture_has_a_cell_per_site_in_its_outcome_column() -> None:
+    from kedr_build.packs.results import CheckResult, PackReport, SweepRow, TestRun
+
+    rows = (SweepRow("kmalloc_trace at x_init+0x10", "clean", "init failed (error 12)", "init"),
+            SweepRow("kstrdup at x_init+0x42", "leak", "1 leaks (4096 bytes)", "init",
+                     "scons MODULE=x run 'FAULTS=kstrdup: caller=x_init+0x42 nth=1'", True))
+    run = TestRun("x", "faults", "faults", (CheckResult("sweep", False, "leak"),), sweep=rows)
+    rep = PackReport("faults", "debian-6.1", "failed", (), (run,))
+    pictures = report.sweep_pictures(rep)
+    assert [(c["x"], c["bad"]) for c in pictures[0]["cells"]] == [(260, False), (260 + 90 * 2, True)]
+    html = report.html(rep)
+    assert 'class="site failed" data-outcome="leak"' in html
+    assert "FAULTS=kstrdup: caller=x_init+0x42 nth=1" in html
+
+
+def test_faults_and_full_are_built_in() -> None:
+    faults = pack.load("faults")
+    assert [(t.name, t.kind, t.checks) for t in faults.tests] == [
+        ("faults", "faults", ("sweep", "campaign"))]
+    assert faults.tests[0].params == {"runs": 10, "probability": "0.1", "seed": 1, "timeout": 0}
+    full = pack.load("full")
+    basic = pack.load("basic")
+    assert full.tests[:2] == basic.tests and full.tests[2] == faults.tests[0]
+    stress = full.test("stress")
+    assert stress.params["copies"] == 4 and stress.params["workload"] == "required"
 
 
 def test_merge_refuses_overlapping_shards(tmp_path: Path, plugin_dir: Path) -> None:
