@@ -104,6 +104,8 @@ class PackSession:
             logdir = Path(self.session.report_dir, "logs", driver.name, test.name)
             logdir.mkdir(parents=True, exist_ok=True)
             try:
+                if driver.build_error:
+                    raise KedrError(f"not built: {driver.build_error}")
                 run: TestRun = kinds.get(test.kind).runner()(driver, test, logdir, self.session)
             except KedrError as e:
                 run = TestRun(driver.name, test.name, test.kind, reason=str(e),

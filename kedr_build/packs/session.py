@@ -23,6 +23,7 @@ class DriverUnderTest:
     modprobe: tuple[str, ...] = ()
     suppress: str | None = None
     run_command: str = ""             # the scons command that runs it once (FAULTS= added)
+    build_error: str = ""             # why it was not built (a batch checks the others)
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,19 @@ def _workload(cfg: BuildConfig) -> Path | None:
     return own if own is not None and own.is_file() else None
 
 
+def _build_error(cfg: BuildConfig, modules: list[Any]) -> str:
+    """Why this driver's modules were not built in this run ("" when they were). A
+    batch's check goes on (scons keeps going) with the drivers that were built."""
+    import SCons.Node
+    import kedr_scons
+
+    if all(m.get_state() in (SCons.Node.up_to_date, SCons.Node.executed) for m in modules):
+        return ""
+    where = [str(p) for p in (cfg.driver, cfg.prebuilt, cfg.outdir) if p is not None]
+    cause = next((e for e in kedr_scons.errors if e.startswith(tuple(where))), "")
+    return cause or "its build failed (the messages are above)"
+
+
 @action
 def _check(target: list[Any], source: list[Any], env: Any) -> int:
     # Imported here: only the check pays for them.
@@ -68,6 +81,7 @@ def _check(target: list[Any], source: list[Any], env: Any) -> int:
     for cfg, modules in checked:
         workload = _workload(cfg)
         drivers.append(DriverUnderTest(
+            build_error=_build_error(cfg, modules),
             name=cfg.name, modules=tuple(str(m) for m in modules),
             replacement=cfg.replacement_module, command=command(cfg, pack_arg),
             run_command=run_command(cfg),
