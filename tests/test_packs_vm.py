@@ -227,3 +227,25 @@ def test_a_driver_that_fails_to_build_is_a_failing_entry(tmp_path: Path,
     chardev = _items(data, "chardev")
     assert len(chardev) == 4 and all(i["outcome"] == "passed" for i in chardev.values()), chardev
     assert "basic.toml::load-unload.loads[broken] FAILED" in proc.stdout
+
+
+def test_basic_on_the_612_kernel(tmp_path: Path) -> None:
+    """KERNEL=debian-6.12: the clean chardev passes basic, the leaker fails only leaks
+    (its allocations are other functions there: __kmalloc_cache_noprof, ...)."""
+    from kedr_build.kernel import provision
+
+    provision.ensure("debian-6.12")
+    for src in (REPO / "tests" / "drivers" / "leaker", REPO / "examples" / "chardev"):
+        shutil.copytree(src, tmp_path / "src" / src.name)
+    proc = run_scons([f"DRIVERS={tmp_path / 'src/leaker'},{tmp_path / 'src/chardev'}",
+                      "KERNEL=debian-6.12", f"BUILD_DIR={tmp_path / 'build'}", "check",
+                      "PACK=basic"], check=False)
+    assert proc.returncode != 0, proc.stdout
+    data = json.loads((tmp_path / "build" / "report" / report.JSON_NAME).read_text())
+    assert data["kernel"] == "debian-6.12"
+    chardev = _items(data, "chardev")
+    assert len(chardev) == 9 and all(i["outcome"] == "passed" for i in chardev.values()), chardev
+    leaker = _items(data, "leaker")
+    failed = {k for k, i in leaker.items() if i["outcome"] != "passed"}
+    assert failed == {"load-unload.leaks", "workload.leaks"}, leaker
+    assert leaker["load-unload.leaks"]["message"].startswith("39 possible leaks"), leaker
