@@ -91,6 +91,17 @@ def test_a_crash_is_reported_and_the_sweep_carries_on_after_a_fresh_boot(
     assert saved["results"][2]["outcome"] == "crash" and not saved["ok"]
 
 
+def test_a_hang_is_cut_off_and_the_sweep_carries_on(
+        pinned_kernel: ProvisionedKernel, modules: tuple[Path, Path, Path]) -> None:
+    repl, patched, work = modules
+    result = sweep(pinned_kernel, repl, patched, work / "hang", workload=WORKLOAD,
+                   module_args=("mode=hang",), site_timeout=8)
+    assert outcomes(result) == [Outcome.CLEAN, Outcome.CLEAN, Outcome.HANG, Outcome.CLEAN], \
+        "\n".join(table(result))
+    assert result.results[2].site.function == "kstrdup" and result.boots == 2
+    assert result.elapsed < 90
+
+
 def test_nothing_to_sweep(pinned_kernel: ProvisionedKernel,
                           modules: tuple[Path, Path, Path]) -> None:
     """A driver that reaches no function that can fail: one clear line."""

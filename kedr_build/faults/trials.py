@@ -179,11 +179,11 @@ def run_trials(kernel: ProvisionedKernel, replacement: Path, target: Path, logdi
         script = str(template_env().get_template("guest-faults.sh.j2").render(
             repl=repl.name, target=tgt.name, module_args=shlex.join(module_args),
             workload=workload is not None, trials=lines, start=next_trial, discover=first,
-            taint_mask=TAINT_HURT, marks={"sites_begin": SITES_BEGIN, "sites_end": SITES_END,
+            taint_mask=TAINT_HURT, heartbeat=max(1, int(trial_timeout / 4)), marks={"sites_begin": SITES_BEGIN, "sites_end": SITES_END,
                                           "progress": PROGRESS}))
         workdir = logdir / f"boot-{boot}"
         state.last = time.monotonic()
-        state.current = next_trial - 1
+        state.current = 0          # armed by this boot's first progress line
 
         def watch(line: str) -> None:
             m = _PROGRESS.search(line)

@@ -5,12 +5,14 @@
  *   correct  - every failure unwinds what was done and init returns -ENOMEM
  *   leaky    - a failed kstrdup() returns without freeing the 8 KiB buffer
  *   deref    - the kstrdup() result is written without a check (oops on failure)
+ *   hang     - a failed kstrdup() makes init wait for ever
  *   idle     - init allocates nothing (no fault site reached)
  * Writing "COUNT SIZE" to /sys/module/kedr_faulty/parameters/trigger makes
  * COUNT allocations of SIZE bytes from one call site, in the writer's process,
  * frees them, and fails with -ENOMEM when any failed; parameters/pattern then
  * reads one character per allocation: "." succeeded, "F" failed.
  */
+#include <linux/delay.h>
 #include <linux/module.h>
 #include <linux/slab.h>
 #include <linux/string.h>
@@ -70,6 +72,8 @@ static int __init faulty_init(void)
 	if (!name) {
 		if (!strcmp(mode, "leaky"))
 			return -ENOMEM;		/* forgets big and small */
+		while (!strcmp(mode, "hang"))
+			msleep(1000);		/* waits for memory that never comes */
 		goto free_big;
 	}
 	return 0;
