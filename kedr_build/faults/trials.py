@@ -213,7 +213,7 @@ def run_trials(kernel: ProvisionedKernel, replacement: Path, target: Path, logdi
             vm = result_from_logs(workdir, timed_out=True)
         fatal = re.search(r"^KEDR-FAULTS fatal (.*)$", vm.output, re.M)
         if first:
-            sites = _sites(vm.output)
+            sites = sites_from_logs(vm.output)
             total = len(sites)
             lines = [site_trial(site).line(i + 1) for i, site in enumerate(sites)]
             if fatal or (vm.status is None and not sites):
@@ -226,7 +226,7 @@ def run_trials(kernel: ProvisionedKernel, replacement: Path, target: Path, logdi
         elif fatal:
             raise KedrError(f"{what} of {tgt.name}: boot {boot} failed: {fatal.group(1)} "
                             f"(logs: {workdir})")
-        got = _records(vm.output, vm.console, total, tgt.name, target, boot)
+        got = records_from_logs(vm.output, vm.console, total, tgt.name, target, boot)
         records += got
         last = records[-1].index if records else 0
         if last >= total:
@@ -254,7 +254,8 @@ def run_trials(kernel: ProvisionedKernel, replacement: Path, target: Path, logdi
                      elapsed=elapsed, setup_seconds=setup)
 
 
-def _sites(output: str) -> tuple[Site, ...]:
+def sites_from_logs(output: str) -> tuple[Site, ...]:
+    """The sites a discovery boot listed (its guest output)."""
     sites: list[Site] = []
     inside = False
     for line in output.splitlines():
@@ -291,8 +292,10 @@ def _status(value: str | None) -> int | None:
         return None
 
 
-def _records(output: str, console: str, total: int, target: str, ko: Path,
-             boot: int) -> list[TrialRecord]:
+def records_from_logs(output: str, console: str, total: int, target: str,
+                      ko: Path | None = None, boot: int = 1) -> list[TrialRecord]:
+    """The trials a boot reported (guest output and console; also how a saved boot is
+    judged again). ``ko``: the target's .ko, to name addresses in its leak report."""
     leak_texts: dict[int, list[str]] = {}
     current: list[str] | None = None
     records: list[TrialRecord] = []
@@ -317,7 +320,8 @@ def _records(output: str, console: str, total: int, target: str, ko: Path,
         findings: list[str] = []
         leaks = leaked = bad = 0
         try:
-            report = parse_leaks("\n".join(leak_texts.get(k, [])) + "\n", {target: ko})
+            report = parse_leaks("\n".join(leak_texts.get(k, [])) + "\n",
+                                 {target: ko} if ko is not None else None)
             leaks, leaked = len(report.leaks), report.totals.live_bytes
             bad = report.totals.bad_frees
             if not report.clean:
