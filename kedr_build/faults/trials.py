@@ -23,7 +23,7 @@ from pathlib import Path
 from kedr_build.checks.leaks import parse as parse_leaks, summary as leak_summary
 from kedr_build.errors import KedrError
 from kedr_build.kernel.descriptions import ProvisionedKernel
-from kedr_build.ko.module import ModuleRef
+from kedr_build.ko.module import ModuleRef, load_order
 from kedr_build.resources import template_env
 from kedr_build.vm.console import find_problems, strip_prefix
 from kedr_build.vm.qemu import GuestJob, result_from_logs, run_guest
@@ -157,6 +157,7 @@ def run_trials(kernel: ProvisionedKernel, replacement: Path, target: Path, logdi
     """Run ``trials`` (or, with ``discover``, one per fault site found) on ``target``."""
     repl = ModuleRef.read(replacement)
     tgt = ModuleRef.read(target)
+    _, needed = load_order([repl, tgt])         # in-tree modules they need (vfat: fat)
     if workload is not None and not workload.is_file():
         raise KedrError(f"WORKLOAD={workload}: no such file")
     files = {f"modules/{repl.name}.ko": replacement, f"modules/{tgt.name}.ko": target}
@@ -179,6 +180,7 @@ def run_trials(kernel: ProvisionedKernel, replacement: Path, target: Path, logdi
         script = str(template_env().get_template("guest-faults.sh.j2").render(
             repl=repl.name, target=tgt.name, module_args=shlex.join(module_args),
             workload=workload is not None, trials=lines, start=next_trial, discover=first,
+            needed=needed,
             taint_mask=TAINT_HURT, heartbeat=max(1, int(trial_timeout / 4)), marks={"sites_begin": SITES_BEGIN, "sites_end": SITES_END,
                                           "progress": PROGRESS}))
         workdir = logdir / f"boot-{boot}"
@@ -203,7 +205,8 @@ def run_trials(kernel: ProvisionedKernel, replacement: Path, target: Path, logdi
                 raise _Stalled()
 
         remaining = max(1, total - next_trial + 1) if not first else 50
-        job = GuestJob(script=script, files=files, intree_modules=tuple(intree))
+        job = GuestJob(script=script, files=files,
+                       intree_modules=tuple(dict.fromkeys([*needed, *intree])))
         stalled = False
         try:
             vm = run_guest(kernel, job, workdir, timeout=boot_timeout + trial_timeout * remaining,
@@ -219,6 +222,11 @@ def run_trials(kernel: ProvisionedKernel, replacement: Path, target: Path, logdi
             if fatal or (vm.status is None and not sites):
                 raise KedrError(f"{what} of {tgt.name}: discovery failed: "
                                 f"{fatal.group(1) if fatal else vm.reason()} (logs: {workdir})")
+            failed = re.search(r"^KEDR-FAULTS discover insmod ([1-9]\d*)$", vm.output, re.M)
+            if not sites and failed:
+                raise KedrError(f"{what} of {tgt.name}: discovery: insmod {tgt.name} failed "
+                                f"(status {failed.group(1)}) with no fault injected "
+                                f"(logs: {workdir})")
             if not sites:
                 raise KedrError(f"{what} of {tgt.name}: nothing to sweep: the driver reached no "
                                 f"function that can fail in init"
