@@ -45,7 +45,7 @@ def test_scons_sweep_of_correct_error_paths_is_clean(tmp_path: Path) -> None:
                       "sweep"])
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
-    assert "sweep: 4 sites found" in out and "sweep: 4 of 4 (" in out
+    assert "sweep: 4 sites found" in out and "sweep: site 4 of 4 (" in out
     assert re.search(r"4 sites of kedr_faulty: 4 clean; 1 boot, ", out), out
     data = json.loads((tmp_path / "faulty" / "sweep" / "sweep.json").read_text())
     assert data["ok"] and data["boots"] == 1
@@ -86,7 +86,7 @@ def test_a_crash_is_reported_and_the_sweep_carries_on_after_a_fresh_boot(
         crash.record.findings
     assert result.results[3].record.boot == 2 and result.boots == 2
     assert result.results[3].site.phase == "workload"
-    assert any(line.startswith("sweep: 4 of 4 (__kmalloc faulty_alloc+") for line in lines)
+    assert any(line.startswith("sweep: site 4 of 4 (__kmalloc faulty_alloc+") for line in lines)
     saved = json.loads((work / "deref" / "sweep.json").read_text())
     assert saved["results"][2]["outcome"] == "crash" and not saved["ok"]
 

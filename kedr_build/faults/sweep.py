@@ -90,7 +90,7 @@ def sweep(kernel: ProvisionedKernel, replacement: Path, target: Path, logdir: Pa
                         f"can fail ({points_file} lists no fault point)")
     run = run_trials(kernel, replacement, target, logdir, discover=True, workload=workload,
                      module_args=module_args, intree=intree, trial_timeout=site_timeout,
-                     progress=progress, what="sweep")
+                     progress=progress, what="sweep", unit="site")
     results = tuple(SiteResult(run.sites[r.index - 1], r) for r in run.records)
     result = SweepResult(target=run.target, sites=run.sites, results=results, boots=run.boots,
                          elapsed=run.elapsed, discovery_seconds=run.setup_seconds, logs=logdir)

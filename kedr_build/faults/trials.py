@@ -153,7 +153,8 @@ def run_trials(kernel: ProvisionedKernel, replacement: Path, target: Path, logdi
                workload: Path | None = None, module_args: Sequence[str] = (),
                intree: Sequence[str] = (), trial_timeout: float = 60.0,
                boot_timeout: float = 120.0, progress: Callable[[str], None] | None = None,
-               what: str = "fault trials", max_boots: int = 50) -> TrialsRun:
+               what: str = "fault trials", unit: str = "trial",
+               max_boots: int = 50) -> TrialsRun:
     """Run ``trials`` (or, with ``discover``, one per fault site found) on ``target``."""
     repl = ModuleRef.read(replacement)
     tgt = ModuleRef.read(target)
@@ -199,7 +200,7 @@ def run_trials(kernel: ProvisionedKernel, replacement: Path, target: Path, logdi
                 state.current, state.last = k, now
                 done = k - 1 - state.first_index
                 left = (now - state.first_trial) / done * (n - k + 1) if done else 0.0
-                say(f"{what}: {k} of {n} ({line[m.end():].strip()}), {now - start:.0f} s "
+                say(f"{what}: {unit} {k} of {n} ({line[m.end():].strip()}), {now - start:.0f} s "
                     "elapsed" + (f", ~{left:.0f} s left" if done else ""))
             elif state.current and now - state.last > trial_timeout:
                 raise _Stalled()
