@@ -29,6 +29,7 @@ from kedr_build.vm.console import find_problems, strip_prefix
 from kedr_build.vm.qemu import GuestJob, result_from_logs, run_guest
 
 PROGRESS = "kedr-build: fault trial "
+DISCOVERY = "kedr-build: fault discovery"
 SITES_BEGIN = "--- fault sites ---"
 SITES_END = "--- end of fault sites ---"
 # /proc/sys/kernel/tainted: bad page (B, 32), oops/BUG (D, 128), WARN (W, 512),
@@ -139,7 +140,8 @@ class TrialsRun:
 class _Progress:
     start: float
     last: float
-    current: int = 0
+    current: int = 0                    # the trial running (0: none yet this boot)
+    discovering: bool = False
     first_trial: float | None = None
     first_index: int = 0
 
@@ -183,15 +185,19 @@ def run_trials(kernel: ProvisionedKernel, replacement: Path, target: Path, logdi
             workload=workload is not None, trials=lines, start=next_trial, discover=first,
             needed=needed,
             taint_mask=TAINT_HURT, heartbeat=max(1, int(trial_timeout / 4)), marks={"sites_begin": SITES_BEGIN, "sites_end": SITES_END,
-                                          "progress": PROGRESS}))
+                                          "progress": PROGRESS, "discovery": DISCOVERY}))
         workdir = logdir / f"boot-{boot}"
         state.last = time.monotonic()
         state.current = 0          # armed by this boot's first progress line
+        state.discovering = False
 
         def watch(line: str) -> None:
             m = _PROGRESS.search(line)
             now = time.monotonic()
-            if m:
+            if DISCOVERY in line:
+                state.discovering, state.last = True, now
+            elif m:
+                state.discovering = False
                 k, n = int(m.group(1)), int(m.group(2))
                 if state.first_trial is None:
                     state.first_trial, state.first_index = now, k - 1
@@ -204,6 +210,8 @@ def run_trials(kernel: ProvisionedKernel, replacement: Path, target: Path, logdi
                     "elapsed" + (f", ~{left:.0f} s left" if done else ""))
             elif state.current and now - state.last > trial_timeout:
                 raise _Stalled()
+            elif state.discovering and now - state.last > 3 * trial_timeout:
+                raise _Stalled()      # init, workload and exit: a trial's three steps
 
         remaining = max(1, total - next_trial + 1) if not first else 50
         job = GuestJob(script=script, files=files,
@@ -220,6 +228,10 @@ def run_trials(kernel: ProvisionedKernel, replacement: Path, target: Path, logdi
             sites = sites_from_logs(vm.output)
             total = len(sites)
             lines = [site_trial(site).line(i + 1) for i, site in enumerate(sites)]
+            if stalled and not sites:
+                raise KedrError(f"{what} of {tgt.name}: discovery hung: no progress for "
+                                f"{3 * trial_timeout:.0f} s, with no fault injected "
+                                f"(logs: {workdir})")
             if fatal or (vm.status is None and not sites):
                 raise KedrError(f"{what} of {tgt.name}: discovery failed: "
                                 f"{fatal.group(1) if fatal else vm.reason()} (logs: {workdir})")
