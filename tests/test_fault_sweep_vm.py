@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -100,6 +101,17 @@ def test_a_hang_is_cut_off_and_the_sweep_carries_on(
         "\n".join(table(result))
     assert result.results[2].site.function == "kstrdup" and result.boots == 2
     assert result.elapsed < 90
+
+
+def test_a_discovery_that_hangs_is_one_line(pinned_kernel: ProvisionedKernel,
+                                             modules: tuple[Path, Path, Path]) -> None:
+    repl, patched, work = modules
+    start = time.monotonic()
+    with pytest.raises(KedrError, match=r"^sweep of kedr_faulty: discovery hung: no progress "
+                                        r"for 12 s, with no fault injected \(logs: "):
+        sweep(pinned_kernel, repl, patched, work / "stuck", module_args=("mode=stuck",),
+              site_timeout=4)
+    assert time.monotonic() - start < 60
 
 
 def test_nothing_to_sweep(pinned_kernel: ProvisionedKernel,

@@ -7,6 +7,7 @@
  *   deref    - the kstrdup() result is written without a check (oops on failure)
  *   hang     - a failed kstrdup() makes init wait for ever
  *   idle     - init allocates nothing (no fault site reached)
+ *   stuck    - init waits for ever, failure or not
  * Writing "COUNT SIZE" to /sys/module/kedr_faulty/parameters/trigger makes
  * COUNT allocations of SIZE bytes from one call site, in the writer's process,
  * frees them, and fails with -ENOMEM when any failed; parameters/pattern then
@@ -60,6 +61,8 @@ static int __init faulty_init(void)
 {
 	if (!strcmp(mode, "idle"))
 		return 0;
+	while (!strcmp(mode, "stuck"))
+		msleep(1000);
 	small = kmalloc(64, GFP_KERNEL);
 	if (!small)
 		return -ENOMEM;
