@@ -1,13 +1,17 @@
-"""The host's fault scenario parser (kedr_build/faults/scenario.py) and fault points."""
+"""The host's fault scenario parser (kedr_build/faults/scenario.py), the fault points
+(kedr_build/intercept/faultpoints.py) and the generated hooks."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
 from kedr_build.errors import KedrError
 from kedr_build.faults.scenario import Scenario, parse_faults, parse_scenario
-from kedr_build.intercept import catalog
-from kedr_build.intercept.faultpoints import FaultPoint, fault_capable, fault_points
+from kedr_build.intercept import catalog, generate
+from kedr_build.intercept.faultpoints import (POINTS_FILE, FaultPoint, fault_capable,
+                                              fault_points, load_points)
 
 POINTS = {p.name: p for p in (FaultPoint("kmalloc", ("__kmalloc", "kmalloc_trace"), True, True),
                               FaultPoint("mutex_lock_interruptible",
@@ -107,3 +111,31 @@ def test_points_of_the_catalog() -> None:
     assert "mutex_lock" not in points and "kfree" not in points
     assert "mutex_lock_interruptible" in points
     assert not points["kstrdup"].has_size    # its size is known only after the call
+
+
+def test_generated_module_fails_only_what_can_fail(tmp_path: Path) -> None:
+    """The hook before the call, its fault value, and the points the module and the
+    host (fault_points.json) agree on; a variadic function decides before va_start."""
+    symvers = tmp_path / "Module.symvers"
+    symvers.write_text("".join(f"0x{i:08x}\t{name}\tvmlinux\tEXPORT_SYMBOL\t\n" for i, name in
+                               enumerate(["kfree", "kmalloc_trace", "__kmalloc", "kasprintf",
+                                          "mutex_lock_interruptible"], 1)))
+    pairs = [("kfree", "Kfree"), ("kmalloc_trace", "Kmalloc_trace"), ("__kmalloc", "K_kmalloc"),
+             ("kasprintf", "Kasprintf"), ("mutex_lock_interruptible", "Kmutex_lock_interruptible")]
+    module = generate.generate(pairs, catalog.load(), symvers, tmp_path / "out", "kedr_repl_t")
+    c = module.source.read_text()
+    points = load_points(tmp_path / "out" / POINTS_FILE)
+    assert list(points) == ["kasprintf", "kmalloc", "mutex_lock_interruptible", "kmalloc_trace",
+                            "__kmalloc"]
+    assert points["kmalloc"].family and not points["__kmalloc"].family
+    assert points["kmalloc"].functions == ("kmalloc_trace", "__kmalloc")
+    for name in points:
+        assert f'\t"{name}",\n' in c
+    assert "kedr_fault(&kedr_fn_kfree" not in c
+    assert ("kedr_fault(&kedr_fn_kmalloc_trace, true, (size_t)(size), true, "
+            "(__force unsigned long)flags, _RET_IP_)") in c
+    assert "kedr_fault(&kedr_fn_mutex_lock_interruptible, false, 0, false, 0, _RET_IP_)" in c
+    assert c.count("kedr_ret = -EINTR;\n\t\tgoto kedr_faulted;") == 1
+    variadic = c[c.index("/* kedr-entry: kasprintf"):]
+    assert variadic.index("kedr_fault(&kedr_fn_kasprintf") < variadic.index("va_start(")
+    assert "{ -1, -1 },\t/* kfree */" in c and "{ 3, 1 },\t/* kmalloc_trace */" in c

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -45,7 +46,7 @@ def test_scons_sweep_of_correct_error_paths_is_clean(tmp_path: Path) -> None:
                       "sweep"])
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
-    assert "sweep: 4 sites found" in out and "sweep: 4 of 4 (" in out
+    assert "sweep: 4 sites found" in out and "sweep: site 4 of 4 (" in out
     assert re.search(r"4 sites of kedr_faulty: 4 clean; 1 boot, ", out), out
     data = json.loads((tmp_path / "faulty" / "sweep" / "sweep.json").read_text())
     assert data["ok"] and data["boots"] == 1
@@ -86,9 +87,31 @@ def test_a_crash_is_reported_and_the_sweep_carries_on_after_a_fresh_boot(
         crash.record.findings
     assert result.results[3].record.boot == 2 and result.boots == 2
     assert result.results[3].site.phase == "workload"
-    assert any(line.startswith("sweep: 4 of 4 (__kmalloc faulty_alloc+") for line in lines)
+    assert any(line.startswith("sweep: site 4 of 4 (__kmalloc faulty_alloc+") for line in lines)
     saved = json.loads((work / "deref" / "sweep.json").read_text())
     assert saved["results"][2]["outcome"] == "crash" and not saved["ok"]
+
+
+def test_a_hang_is_cut_off_and_the_sweep_carries_on(
+        pinned_kernel: ProvisionedKernel, modules: tuple[Path, Path, Path]) -> None:
+    repl, patched, work = modules
+    result = sweep(pinned_kernel, repl, patched, work / "hang", workload=WORKLOAD,
+                   module_args=("mode=hang",), site_timeout=8)
+    assert outcomes(result) == [Outcome.CLEAN, Outcome.CLEAN, Outcome.HANG, Outcome.CLEAN], \
+        "\n".join(table(result))
+    assert result.results[2].site.function == "kstrdup" and result.boots == 2
+    assert result.elapsed < 90
+
+
+def test_a_discovery_that_hangs_is_one_line(pinned_kernel: ProvisionedKernel,
+                                             modules: tuple[Path, Path, Path]) -> None:
+    repl, patched, work = modules
+    start = time.monotonic()
+    with pytest.raises(KedrError, match=r"^sweep of kedr_faulty: discovery hung: no progress "
+                                        r"for 12 s, with no fault injected \(logs: "):
+        sweep(pinned_kernel, repl, patched, work / "stuck", module_args=("mode=stuck",),
+              site_timeout=4)
+    assert time.monotonic() - start < 60
 
 
 def test_nothing_to_sweep(pinned_kernel: ProvisionedKernel,

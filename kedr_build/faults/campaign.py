@@ -80,7 +80,7 @@ def campaign(kernel: ProvisionedKernel, replacement: Path, target: Path, logdir:
               for s in range(seed, seed + runs)]
     run = run_trials(kernel, replacement, target, logdir, trials=trials, workload=workload,
                      module_args=module_args, intree=intree, trial_timeout=run_timeout,
-                     progress=progress, what="campaign")
+                     progress=progress, what="campaign", unit="run")
     result = CampaignResult(target=run.target, probability=str(sc.prob), points=chosen,
                             runs=tuple(CampaignRun(seed + r.index - 1, r) for r in run.records),
                             boots=run.boots, elapsed=run.elapsed, logs=logdir)

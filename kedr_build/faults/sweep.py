@@ -27,7 +27,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from kedr_build.atomic import write_atomic
+from kedr_build.errors import KedrError
 from kedr_build.faults.trials import Outcome, Site, TrialRecord, run_trials
+from kedr_build.intercept.faultpoints import POINTS_FILE, load_points
 from kedr_build.kernel.descriptions import ProvisionedKernel
 
 __all__ = ["Outcome", "Site", "SiteResult", "SweepResult", "sweep", "table"]
@@ -82,9 +84,13 @@ def sweep(kernel: ProvisionedKernel, replacement: Path, target: Path, logdir: Pa
     """Discover the fault sites of ``target`` (patched against ``replacement``) and fail
     each once; writes ``logdir/sweep.json``. A driver that reaches no function that
     can fail is a KedrError ("nothing to sweep")."""
+    points_file = replacement.parent / POINTS_FILE
+    if points_file.is_file() and not load_points(points_file):
+        raise KedrError(f"sweep of {target.name}: nothing to sweep: it imports no function that "
+                        f"can fail ({points_file} lists no fault point)")
     run = run_trials(kernel, replacement, target, logdir, discover=True, workload=workload,
                      module_args=module_args, intree=intree, trial_timeout=site_timeout,
-                     progress=progress, what="sweep")
+                     progress=progress, what="sweep", unit="site")
     results = tuple(SiteResult(run.sites[r.index - 1], r) for r in run.records)
     result = SweepResult(target=run.target, sites=run.sites, results=results, boots=run.boots,
                          elapsed=run.elapsed, discovery_seconds=run.setup_seconds, logs=logdir)

@@ -23,12 +23,13 @@ from pathlib import Path
 from kedr_build.checks.leaks import parse as parse_leaks, summary as leak_summary
 from kedr_build.errors import KedrError
 from kedr_build.kernel.descriptions import ProvisionedKernel
-from kedr_build.ko.module import ModuleRef
+from kedr_build.ko.module import ModuleRef, load_order
 from kedr_build.resources import template_env
 from kedr_build.vm.console import find_problems, strip_prefix
 from kedr_build.vm.qemu import GuestJob, result_from_logs, run_guest
 
 PROGRESS = "kedr-build: fault trial "
+DISCOVERY = "kedr-build: fault discovery"
 SITES_BEGIN = "--- fault sites ---"
 SITES_END = "--- end of fault sites ---"
 # /proc/sys/kernel/tainted: bad page (B, 32), oops/BUG (D, 128), WARN (W, 512),
@@ -139,7 +140,8 @@ class TrialsRun:
 class _Progress:
     start: float
     last: float
-    current: int = 0
+    current: int = 0                    # the trial running (0: none yet this boot)
+    discovering: bool = False
     first_trial: float | None = None
     first_index: int = 0
 
@@ -153,10 +155,12 @@ def run_trials(kernel: ProvisionedKernel, replacement: Path, target: Path, logdi
                workload: Path | None = None, module_args: Sequence[str] = (),
                intree: Sequence[str] = (), trial_timeout: float = 60.0,
                boot_timeout: float = 120.0, progress: Callable[[str], None] | None = None,
-               what: str = "fault trials", max_boots: int = 50) -> TrialsRun:
+               what: str = "fault trials", unit: str = "trial",
+               max_boots: int = 50) -> TrialsRun:
     """Run ``trials`` (or, with ``discover``, one per fault site found) on ``target``."""
     repl = ModuleRef.read(replacement)
     tgt = ModuleRef.read(target)
+    _, needed = load_order([repl, tgt])         # in-tree modules they need (vfat: fat)
     if workload is not None and not workload.is_file():
         raise KedrError(f"WORKLOAD={workload}: no such file")
     files = {f"modules/{repl.name}.ko": replacement, f"modules/{tgt.name}.ko": target}
@@ -179,16 +183,21 @@ def run_trials(kernel: ProvisionedKernel, replacement: Path, target: Path, logdi
         script = str(template_env().get_template("guest-faults.sh.j2").render(
             repl=repl.name, target=tgt.name, module_args=shlex.join(module_args),
             workload=workload is not None, trials=lines, start=next_trial, discover=first,
-            taint_mask=TAINT_HURT, marks={"sites_begin": SITES_BEGIN, "sites_end": SITES_END,
-                                          "progress": PROGRESS}))
+            needed=needed,
+            taint_mask=TAINT_HURT, heartbeat=max(1, int(trial_timeout / 4)), marks={"sites_begin": SITES_BEGIN, "sites_end": SITES_END,
+                                          "progress": PROGRESS, "discovery": DISCOVERY}))
         workdir = logdir / f"boot-{boot}"
         state.last = time.monotonic()
-        state.current = next_trial - 1
+        state.current = 0          # armed by this boot's first progress line
+        state.discovering = False
 
         def watch(line: str) -> None:
             m = _PROGRESS.search(line)
             now = time.monotonic()
-            if m:
+            if DISCOVERY in line:
+                state.discovering, state.last = True, now
+            elif m:
+                state.discovering = False
                 k, n = int(m.group(1)), int(m.group(2))
                 if state.first_trial is None:
                     state.first_trial, state.first_index = now, k - 1
@@ -197,13 +206,16 @@ def run_trials(kernel: ProvisionedKernel, replacement: Path, target: Path, logdi
                 state.current, state.last = k, now
                 done = k - 1 - state.first_index
                 left = (now - state.first_trial) / done * (n - k + 1) if done else 0.0
-                say(f"{what}: {k} of {n} ({line[m.end():].strip()}), {now - start:.0f} s "
+                say(f"{what}: {unit} {k} of {n} ({line[m.end():].strip()}), {now - start:.0f} s "
                     "elapsed" + (f", ~{left:.0f} s left" if done else ""))
             elif state.current and now - state.last > trial_timeout:
                 raise _Stalled()
+            elif state.discovering and now - state.last > 3 * trial_timeout:
+                raise _Stalled()      # init, workload and exit: a trial's three steps
 
         remaining = max(1, total - next_trial + 1) if not first else 50
-        job = GuestJob(script=script, files=files, intree_modules=tuple(intree))
+        job = GuestJob(script=script, files=files,
+                       intree_modules=tuple(dict.fromkeys([*needed, *intree])))
         stalled = False
         try:
             vm = run_guest(kernel, job, workdir, timeout=boot_timeout + trial_timeout * remaining,
@@ -213,12 +225,21 @@ def run_trials(kernel: ProvisionedKernel, replacement: Path, target: Path, logdi
             vm = result_from_logs(workdir, timed_out=True)
         fatal = re.search(r"^KEDR-FAULTS fatal (.*)$", vm.output, re.M)
         if first:
-            sites = _sites(vm.output)
+            sites = sites_from_logs(vm.output)
             total = len(sites)
             lines = [site_trial(site).line(i + 1) for i, site in enumerate(sites)]
+            if stalled and not sites:
+                raise KedrError(f"{what} of {tgt.name}: discovery hung: no progress for "
+                                f"{3 * trial_timeout:.0f} s, with no fault injected "
+                                f"(logs: {workdir})")
             if fatal or (vm.status is None and not sites):
                 raise KedrError(f"{what} of {tgt.name}: discovery failed: "
                                 f"{fatal.group(1) if fatal else vm.reason()} (logs: {workdir})")
+            failed = re.search(r"^KEDR-FAULTS discover insmod ([1-9]\d*)$", vm.output, re.M)
+            if not sites and failed:
+                raise KedrError(f"{what} of {tgt.name}: discovery: insmod {tgt.name} failed "
+                                f"(status {failed.group(1)}) with no fault injected "
+                                f"(logs: {workdir})")
             if not sites:
                 raise KedrError(f"{what} of {tgt.name}: nothing to sweep: the driver reached no "
                                 f"function that can fail in init"
@@ -226,7 +247,7 @@ def run_trials(kernel: ProvisionedKernel, replacement: Path, target: Path, logdi
         elif fatal:
             raise KedrError(f"{what} of {tgt.name}: boot {boot} failed: {fatal.group(1)} "
                             f"(logs: {workdir})")
-        got = _records(vm.output, vm.console, total, tgt.name, target, boot)
+        got = records_from_logs(vm.output, vm.console, total, tgt.name, target, boot)
         records += got
         last = records[-1].index if records else 0
         if last >= total:
@@ -254,7 +275,8 @@ def run_trials(kernel: ProvisionedKernel, replacement: Path, target: Path, logdi
                      elapsed=elapsed, setup_seconds=setup)
 
 
-def _sites(output: str) -> tuple[Site, ...]:
+def sites_from_logs(output: str) -> tuple[Site, ...]:
+    """The sites a discovery boot listed (its guest output)."""
     sites: list[Site] = []
     inside = False
     for line in output.splitlines():
@@ -291,8 +313,10 @@ def _status(value: str | None) -> int | None:
         return None
 
 
-def _records(output: str, console: str, total: int, target: str, ko: Path,
-             boot: int) -> list[TrialRecord]:
+def records_from_logs(output: str, console: str, total: int, target: str,
+                      ko: Path | None = None, boot: int = 1) -> list[TrialRecord]:
+    """The trials a boot reported (guest output and console; also how a saved boot is
+    judged again). ``ko``: the target's .ko, to name addresses in its leak report."""
     leak_texts: dict[int, list[str]] = {}
     current: list[str] | None = None
     records: list[TrialRecord] = []
@@ -317,7 +341,8 @@ def _records(output: str, console: str, total: int, target: str, ko: Path,
         findings: list[str] = []
         leaks = leaked = bad = 0
         try:
-            report = parse_leaks("\n".join(leak_texts.get(k, [])) + "\n", {target: ko})
+            report = parse_leaks("\n".join(leak_texts.get(k, [])) + "\n",
+                                 {target: ko} if ko is not None else None)
             leaks, leaked = len(report.leaks), report.totals.live_bytes
             bad = report.totals.bad_frees
             if not report.clean:

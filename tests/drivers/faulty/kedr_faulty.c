@@ -5,12 +5,15 @@
  *   correct  - every failure unwinds what was done and init returns -ENOMEM
  *   leaky    - a failed kstrdup() returns without freeing the 8 KiB buffer
  *   deref    - the kstrdup() result is written without a check (oops on failure)
+ *   hang     - a failed kstrdup() makes init wait for ever
  *   idle     - init allocates nothing (no fault site reached)
+ *   stuck    - init waits for ever, failure or not
  * Writing "COUNT SIZE" to /sys/module/kedr_faulty/parameters/trigger makes
  * COUNT allocations of SIZE bytes from one call site, in the writer's process,
  * frees them, and fails with -ENOMEM when any failed; parameters/pattern then
  * reads one character per allocation: "." succeeded, "F" failed.
  */
+#include <linux/delay.h>
 #include <linux/module.h>
 #include <linux/slab.h>
 #include <linux/string.h>
@@ -58,6 +61,8 @@ static int __init faulty_init(void)
 {
 	if (!strcmp(mode, "idle"))
 		return 0;
+	while (!strcmp(mode, "stuck"))
+		msleep(1000);
 	small = kmalloc(64, GFP_KERNEL);
 	if (!small)
 		return -ENOMEM;
@@ -70,6 +75,8 @@ static int __init faulty_init(void)
 	if (!name) {
 		if (!strcmp(mode, "leaky"))
 			return -ENOMEM;		/* forgets big and small */
+		while (!strcmp(mode, "hang"))
+			msleep(1000);		/* waits for memory that never comes */
 		goto free_big;
 	}
 	return 0;
