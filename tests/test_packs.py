@@ -280,3 +280,34 @@ def test_malformed_pack_stops_scons_with_its_line(tmp_path: Path, pinned_kernel:
     assert proc.stderr.strip() == (f"kedr-build: {bad}:7: [[test]] x: check 'oops' is not one "
                                    "of kind 'vm''s: loads, workload, kernel, leaks, rules"), \
         proc.stderr
+
+
+def test_faults_kind_passes_a_driver_with_nothing_that_can_fail(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sweep and the campaign say "nothing to sweep" / "nothing can fail" (as
+    kedr_build.faults does for a driver importing no function that can fail): both
+    checks pass saying so; any other KedrError fails both with its line."""
+    from kedr_build.packs import faultkind
+
+    def nothing(what: str) -> Any:
+        def fail(*args: Any, **kwargs: Any) -> Any:
+            raise KedrError(what)
+        return fail
+
+    monkeypatch.setattr(faultkind.provision, "ensure", lambda name: None)
+    monkeypatch.setattr(faultkind, "sweep", nothing("sweep of x: nothing to sweep: ..."))
+    monkeypatch.setattr(faultkind, "campaign", nothing("campaign: x has no fault point: "
+                                                       "nothing can fail"))
+    test = pack.load("faults").tests[0]
+    driver = DriverUnderTest(name="x", modules=("a/kedr_repl_x.ko", "a/x.ko"),
+                             replacement="kedr_repl_x", command="scons check",
+                             run_command="scons run")
+    session = Session(pack="faults", kernel="debian-6.1", drivers=(driver,), report_dir="r")
+    run = faultkind.run(driver, test, tmp_path, session)
+    assert [(c.check, c.passed) for c in run.checks] == [("sweep", True), ("campaign", True)]
+    assert run.checks[0].message.startswith("no fault site: sweep of x: nothing to sweep")
+    monkeypatch.setattr(faultkind, "sweep", nothing("sweep of x: boot 1 failed: no init"))
+    run = faultkind.run(driver, test, tmp_path, session)
+    assert [(c.check, c.passed, c.message) for c in run.checks] == [
+        ("sweep", False, "sweep of x: boot 1 failed: no init"),
+        ("campaign", False, "sweep of x: boot 1 failed: no init")]
