@@ -85,6 +85,10 @@ def test_unknown_pack_lists_the_known_ones() -> None:
     ('[pack]\nname = "x"\n[[test]]\nname = "a"\nkind = "vm"\ncycles = 0\n', 6,
      "cycles: 0 is below the minimum 1"),
     ('[pack]\nname = "x"\n[[test]]\nname = "a"\nkind = "vmm"\n', 5, "unknown test kind 'vmm'"),
+    ('[pack]\nname = "x"\n[[test]]\nname = "a"\nkind = "faults"\nprobability = "10%"\n', 6,
+     "probability: '10%' is not a probability written as a decimal, 0 to 1"),
+    ('[pack]\nname = "x"\n[[test]]\nname = "a"\nkind = "vm"\ncopies = 0\n', 6,
+     "copies: 0 is below the minimum 1"),
     ('[pack]\nname = "x"\n[[test]]\nname = "a"\nkind = "vm"\n[[test]]\nname = "b"\n'
      'kind = "vm"\nchecks = ["leaks", "leeks"]\n', 9, "check 'leeks' is not one of"),
     ('[pack]\nname = "x"\n[[test]]\nname = "a"\nkind = "vm"\n[[test]]\nname = "a"\n'
@@ -257,6 +261,7 @@ def test_merge_refuses_overlapping_shards(tmp_path: Path, plugin_dir: Path) -> N
     (["PACK=basci"], "kedr-build: PACK=basci: unknown pack; built in: basic"),
     (["PACK=nosuch.toml"], "kedr-build: PACK=nosuch.toml: no such pack file"),
     (["SHARD=3/2"], "kedr-build: SHARD=3/2: expected k/N with 1 <= k <= N"),
+    (["JOBS=two"], "kedr-build: JOBS=two: expected a number of VMs at once, 1 or more"),
     (["DRIVERS=examples/chardev,examples/chardev"], "both write"),
     (["DRIVERS=examples/chardev", "MODULE=examples/chardev"],
      "kedr-build: DRIVERS= and MODULE= exclude each other"),
