@@ -20,7 +20,8 @@ With ``--batch N`` (default 10) it also checks a batch of N copies of examples/c
                (driver, test) groups round-robin; every shard builds the whole batch):
                build + warm pack / N
 
-    ./kedr-env python bench/bench_pack.py [--rounds 3] [--batch 10]
+    ./kedr-env python bench/bench_pack.py [--rounds 3] [--batch 10] [--vm-cpus 1]
+    (--rounds 0: the batch only)
 """
 
 from __future__ import annotations
@@ -66,7 +67,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batch", type=int, default=10, help="drivers in the batch (0: none)")
+    ap.add_argument("--vm-cpus", type=int, default=0,
+                    help="VM_CPUS= for the batch (0: the kernel description's)")
     args = ap.parse_args()
+    if args.rounds < 1:
+        _batch(args.batch, args.vm_cpus)
+        return
     boots: list[float] = []
     cold: list[float] = []
     warm: list[float] = []
@@ -85,10 +91,11 @@ def main() -> None:
         print(f"  {name:32s} {med(xs):6.1f} s  ({min(xs):.1f}-{max(xs):.1f})")
     print(f"  warm check / boot: {med(warm) / med(boots):.1f}x  (the pack boots twice)")
     if args.batch:
-        _batch(args.batch)
+        _batch(args.batch, args.vm_cpus)
 
 
-def _batch(n: int) -> None:
+def _batch(n: int, vm_cpus: int) -> None:
+    cpus = (f"VM_CPUS={vm_cpus}",) if vm_cpus else ()
     with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
         srcs = []
         for i in range(n):
@@ -96,11 +103,12 @@ def _batch(n: int) -> None:
             shutil.copytree(REPO / "examples" / "chardev", srcs[-1])
         drivers = "DRIVERS=" + ",".join(map(str, srcs))
         build = Path(tmp, "build")
-        cold = _check(drivers, build)
-        one = _check(drivers, build, "JOBS=1")
-        two = _check(drivers, build, "JOBS=2")
+        cold = _check(drivers, build, *cpus)
+        one = _check(drivers, build, "JOBS=1", *cpus)
+        two = _check(drivers, build, "JOBS=2", *cpus)
     boots = 2 * n
-    print(f"batch of {n} drivers ({boots} boots, {9 * n} checks):")
+    print(f"batch of {n} drivers ({boots} boots, {9 * n} checks{', ' if cpus else ''}"
+          f"{' '.join(cpus)}):")
     print(f"  cold, 1 VM at a time           {cold:6.1f} s  (build+patch {cold - one:.1f} s)")
     print(f"  warm, 1 VM  (JOBS=1)           {one:6.1f} s  {60 * boots / one:5.1f} boots/min")
     print(f"  warm, 2 VMs (JOBS=2)           {two:6.1f} s  {60 * boots / two:5.1f} boots/min")
