@@ -57,6 +57,9 @@ VARIABLES: dict[str, Variable] = {
     "V": Variable("1 shows kbuild's commands and the VM console", "0"),
     "VM_TIMEOUT": Variable("seconds before a VM run counts as hung", "300"),
     "VM_CPUS": Variable("guest CPUs (default: the kernel description's, 2)"),
+    "FAULTS": Variable("fault scenarios for the run: 'point: scenario; ...', e.g. "
+                       "FAULTS='kmalloc: nth=2 pid=1; kstrdup: init' (format: "
+                       "kedr_build/faults/scenario.py)"),
     "SUPPRESS": Variable("suppressions file: leaks, bad frees, rule violations to ignore "
                          "(format: kedr_build/checks/suppress.py)"),
     "PACK": Variable("test pack the check target runs: a built-in pack's name (basic) or "
@@ -65,6 +68,7 @@ VARIABLES: dict[str, Variable] = {
     "DRIVERS": Variable("several drivers checked as one session: comma-separated driver "
                         "directories or .ko files, or @file listing one a line "
                         "(instead of MODULE=/KO=)"),
+    "JOBS": Variable("VMs the check target runs at once (pytest-xdist workers)", "1"),
     "SHARD": Variable("k/N: the check target runs only the k-th of N shards of the "
                       "session (python -m kedr_build.packs.merge joins their reports)"),
 }
@@ -89,9 +93,11 @@ class BuildConfig:
     modprobe: tuple[str, ...] = ()
     make_args: tuple[str, ...] = ()
     dkms: DkmsPackage | None = None    # the driver is a DKMS package
+    faults: str = ""                   # FAULTS=, its syntax checked (points: at run time)
     pack: Path | None = None           # PACK=: the pack file (checked when read)
     tests: tuple[str, ...] = ()        # TEST=
     shard: tuple[int, int] | None = None   # SHARD=k/N
+    jobs: int = 1                      # JOBS=N
     arguments: tuple[tuple[str, str], ...] = ()   # the command line's VAR=value, as given
 
     @property
@@ -197,9 +203,11 @@ def from_arguments(args: Mapping[str, str], top: str, launch_dir: str,
                        modprobe=_names(get("MODPROBE")), make_args=make_args, dkms=package,
                        vm_cpus=_cpus(get("VM_CPUS")),
                        suppress=_suppressions(path, get("SUPPRESS")),
+                       faults=_faults(get("FAULTS")),
                        pack=_pack(get("PACK"), launch_dir) if "PACK" in args else None,
                        tests=_names(get("TEST")),
                        shard=_shard(get("SHARD")),
+                       jobs=_jobs(get("JOBS")),
                        arguments=tuple(sorted(args.items())))
 
 
@@ -254,6 +262,14 @@ def _pack(text: str, launch_dir: str) -> Path:
     return load(text, Path(launch_dir)).path
 
 
+def _jobs(text: str) -> int:
+    if not text:
+        return 1
+    if not text.isdigit() or int(text) < 1:
+        raise KedrError(f"JOBS={text}: expected a number of VMs at once, 1 or more")
+    return int(text)
+
+
 def _shard(text: str) -> tuple[int, int] | None:
     if not text:
         return None
@@ -303,6 +319,14 @@ def _suppressions(path: Callable[[str], Path], text: str) -> Path | None:
     file = path(text).resolve()
     suppress.load(file)
     return file
+
+
+def _faults(text: str) -> str:
+    """FAULTS: the syntax is checked now; the points exist once the replacement is generated."""
+    if text.strip():
+        from kedr_build.faults.scenario import parse_faults
+        parse_faults(text)
+    return text.strip()
 
 
 def _cpus(text: str) -> int | None:

@@ -1,6 +1,6 @@
 """The package's layering: each folder is one stage and nothing imports upward.
 
-    errors  <  atomic, resources  <  ko/  <  kernel/  <  intercept/, checks/  <  vm/  <  packs/  <  entry points
+    errors  <  atomic, resources  <  ko/  <  kernel/  <  intercept/, checks/  <  vm/  <  faults/  <  packs/  <  entry points
 
 A module may import its own folder and any lower layer, never a higher one or a
 sibling of its own height; no two modules import each other, directly or round
@@ -23,8 +23,9 @@ LAYERS = {
     "kernel": 4,
     "intercept": 5, "checks": 5,
     "vm": 6,
-    "packs": 7,
-    "config": 8, "cli": 9, "commands": 9, "__main__": 10, "__init__": 10,
+    "faults": 7,
+    "packs": 8,
+    "config": 9, "cli": 10, "commands": 10, "__main__": 11, "__init__": 11,
 }
 
 

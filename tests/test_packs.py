@@ -28,6 +28,9 @@ from kedr_build.packs import kinds
 from kedr_build.packs.results import CheckResult, LeakGroupInfo, TestRun
 
 def run(driver, test, logdir, session):
+    import os
+    with open(logdir / "ran", "a") as f:       # which process ran the group (boot)
+        f.write(os.environ.get("PYTEST_XDIST_WORKER", "main") + "\\n")
     bad = driver.name in test.params["fail_on"].split(",")
     checks = tuple(CheckResult(c, not (bad and c == "b"), f"{c} of {driver.name}")
                    for c in test.checks)
@@ -82,6 +85,10 @@ def test_unknown_pack_lists_the_known_ones() -> None:
     ('[pack]\nname = "x"\n[[test]]\nname = "a"\nkind = "vm"\ncycles = 0\n', 6,
      "cycles: 0 is below the minimum 1"),
     ('[pack]\nname = "x"\n[[test]]\nname = "a"\nkind = "vmm"\n', 5, "unknown test kind 'vmm'"),
+    ('[pack]\nname = "x"\n[[test]]\nname = "a"\nkind = "faults"\nprobability = "10%"\n', 6,
+     "probability: '10%' is not a probability written as a decimal, 0 to 1"),
+    ('[pack]\nname = "x"\n[[test]]\nname = "a"\nkind = "vm"\ncopies = 0\n', 6,
+     "copies: 0 is below the minimum 1"),
     ('[pack]\nname = "x"\n[[test]]\nname = "a"\nkind = "vm"\n[[test]]\nname = "b"\n'
      'kind = "vm"\nchecks = ["leaks", "leeks"]\n', 9, "check 'leeks' is not one of"),
     ('[pack]\nname = "x"\n[[test]]\nname = "a"\nkind = "vm"\n[[test]]\nname = "a"\n'
@@ -122,7 +129,7 @@ def _session(tmp: Path, name: str, drivers: int, shard: tuple[int, int] | None =
     return out
 
 
-def _pytest(out: Path, plugin_dir: Path) -> subprocess.CompletedProcess[str]:
+def _pytest(out: Path, plugin_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": f"{plugin_dir}{os.pathsep}{REPO}"}
     (out / "pytest.ini").write_text("[pytest]\n")
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "cheapkind", "-p",
@@ -130,7 +137,7 @@ def _pytest(out: Path, plugin_dir: Path) -> subprocess.CompletedProcess[str]:
                            "-c", str(out / "pytest.ini"), "--rootdir", str(out), "-v",
                            "--kedr-session", str(out / "session.json"),
                            "--junitxml", str(out / report.JUNIT_NAME),
-                           "-o", "junit_family=xunit2", str(out.parent / "cheap.toml")],
+                           "-o", "junit_family=xunit2", *extra, str(out.parent / "cheap.toml")],
                           capture_output=True, text=True, env=env, cwd=out)
 
 
@@ -196,6 +203,53 @@ def test_pack_session_reports_validate_and_shards_merge_to_the_same(
     assert (suite.get("tests"), suite.get("failures")) == ("15", "1")
 
 
+def test_two_workers_give_the_same_report(tmp_path: Path, plugin_dir: Path) -> None:
+    """pytest-xdist -n 2: each (driver, test) group runs once, on one worker, both workers
+    work, and the reports equal the run without xdist (JUnit: the same cases)."""
+    whole = _session(tmp_path, "whole", drivers=5)
+    assert _pytest(whole, plugin_dir).returncode == 1
+    para = _session(tmp_path, "para", drivers=5)
+    proc = _pytest(para, plugin_dir, "-n", "2")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    workers = {}
+    for ran in (para / "logs").glob("*/*/ran"):
+        lines = ran.read_text().split()
+        assert len(lines) == 1, (ran, lines)        # one run per group, on one worker
+        workers[ran.parent.parent.name, ran.parent.name] = lines[0]
+    assert len(workers) == 10 and set(workers.values()) == {"gw0", "gw1"}, workers
+    one = json.loads((whole / report.JSON_NAME).read_text())
+    two = json.loads((para / report.JSON_NAME).read_text())
+    assert _normal(two) == _normal(one)
+    assert sorted(_cases(para / report.JUNIT_NAME)) == sorted(_cases(whole / report.JUNIT_NAME))
+
+
+def test_sweep_picture_has_a_cell_per_site_in_its_outcome_column() -> None:
+    from kedr_build.packs.results import CheckResult, PackReport, SweepRow, TestRun
+
+    rows = (SweepRow("kmalloc_trace at x_init+0x10", "clean", "init failed (error 12)", "init"),
+            SweepRow("kstrdup at x_init+0x42", "leak", "1 leaks (4096 bytes)", "init",
+                     "scons MODULE=x run 'FAULTS=kstrdup: caller=x_init+0x42 nth=1'", True))
+    run = TestRun("x", "faults", "faults", (CheckResult("sweep", False, "leak"),), sweep=rows)
+    rep = PackReport("faults", "debian-6.1", "failed", (), (run,))
+    pictures = report.sweep_pictures(rep)
+    assert [(c["x"], c["bad"]) for c in pictures[0]["cells"]] == [(260, False), (260 + 90 * 2, True)]
+    html = report.html(rep)
+    assert 'class="site failed" data-outcome="leak"' in html
+    assert "FAULTS=kstrdup: caller=x_init+0x42 nth=1" in html
+
+
+def test_faults_and_full_are_built_in() -> None:
+    faults = pack.load("faults")
+    assert [(t.name, t.kind, t.checks) for t in faults.tests] == [
+        ("faults", "faults", ("sweep", "campaign"))]
+    assert faults.tests[0].params == {"runs": 10, "probability": "0.1", "seed": 1, "timeout": 0}
+    full = pack.load("full")
+    basic = pack.load("basic")
+    assert full.tests[:2] == basic.tests and full.tests[2] == faults.tests[0]
+    stress = full.test("stress")
+    assert stress.params["copies"] == 4 and stress.params["workload"] == "required"
+
+
 def test_merge_refuses_overlapping_shards(tmp_path: Path, plugin_dir: Path) -> None:
     d = _session(tmp_path, "a", drivers=1)
     _pytest(d, plugin_dir)
@@ -207,6 +261,7 @@ def test_merge_refuses_overlapping_shards(tmp_path: Path, plugin_dir: Path) -> N
     (["PACK=basci"], "kedr-build: PACK=basci: unknown pack; built in: basic"),
     (["PACK=nosuch.toml"], "kedr-build: PACK=nosuch.toml: no such pack file"),
     (["SHARD=3/2"], "kedr-build: SHARD=3/2: expected k/N with 1 <= k <= N"),
+    (["JOBS=two"], "kedr-build: JOBS=two: expected a number of VMs at once, 1 or more"),
     (["DRIVERS=examples/chardev,examples/chardev"], "both write"),
     (["DRIVERS=examples/chardev", "MODULE=examples/chardev"],
      "kedr-build: DRIVERS= and MODULE= exclude each other"),
@@ -230,3 +285,34 @@ def test_malformed_pack_stops_scons_with_its_line(tmp_path: Path, pinned_kernel:
     assert proc.stderr.strip() == (f"kedr-build: {bad}:7: [[test]] x: check 'oops' is not one "
                                    "of kind 'vm''s: loads, workload, kernel, leaks, rules"), \
         proc.stderr
+
+
+def test_faults_kind_passes_a_driver_with_nothing_that_can_fail(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sweep and the campaign say "nothing to sweep" / "nothing can fail" (as
+    kedr_build.faults does for a driver importing no function that can fail): both
+    checks pass saying so; any other KedrError fails both with its line."""
+    from kedr_build.packs import faultkind
+
+    def nothing(what: str) -> Any:
+        def fail(*args: Any, **kwargs: Any) -> Any:
+            raise KedrError(what)
+        return fail
+
+    monkeypatch.setattr(faultkind.provision, "ensure", lambda name: None)
+    monkeypatch.setattr(faultkind, "sweep", nothing("sweep of x: nothing to sweep: ..."))
+    monkeypatch.setattr(faultkind, "campaign", nothing("campaign: x has no fault point: "
+                                                       "nothing can fail"))
+    test = pack.load("faults").tests[0]
+    driver = DriverUnderTest(name="x", modules=("a/kedr_repl_x.ko", "a/x.ko"),
+                             replacement="kedr_repl_x", command="scons check",
+                             run_command="scons run")
+    session = Session(pack="faults", kernel="debian-6.1", drivers=(driver,), report_dir="r")
+    run = faultkind.run(driver, test, tmp_path, session)
+    assert [(c.check, c.passed) for c in run.checks] == [("sweep", True), ("campaign", True)]
+    assert run.checks[0].message.startswith("no fault site: sweep of x: nothing to sweep")
+    monkeypatch.setattr(faultkind, "sweep", nothing("sweep of x: boot 1 failed: no init"))
+    run = faultkind.run(driver, test, tmp_path, session)
+    assert [(c.check, c.passed, c.message) for c in run.checks] == [
+        ("sweep", False, "sweep of x: boot 1 failed: no init"),
+        ("campaign", False, "sweep of x: boot 1 failed: no init")]

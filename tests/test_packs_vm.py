@@ -200,3 +200,52 @@ def test_hanging_workload_is_reported_and_the_vm_reclaimed(batch: tuple[Path, An
     # QEMU was killed and reaped: nothing still runs with this test's logs.
     assert not _processes_mentioning(str(build / "kedr_chardev" / "report" / "logs")), \
         "a VM of the hung run is still alive"
+
+
+def test_a_driver_that_fails_to_build_is_a_failing_entry(tmp_path: Path,
+                                                        pinned_kernel: ProvisionedKernel) -> None:
+    """DRIVERS= with one driver that does not compile: its checks fail saying why (the
+    compiler's first error), the other driver is still checked, no traceback."""
+    for name in ("broken",):
+        shutil.copytree(REPO / "tests" / "drivers" / name, tmp_path / "src" / name)
+    shutil.copytree(REPO / "examples" / "chardev", tmp_path / "src" / "chardev")
+    proc = run_scons([f"DRIVERS={tmp_path / 'src/broken'},{tmp_path / 'src/chardev'}",
+                      f"BUILD_DIR={tmp_path / 'build'}", "check", "TEST=load-unload"],
+                     check=False)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    data = json.loads((tmp_path / "build" / "report" / report.JSON_NAME).read_text())
+    jsonschema.validate(data, json.loads(report.SCHEMA.read_text()))
+    broken = _items(data, "broken")
+    assert set(broken) == {f"load-unload.{c}" for c in ("loads", "kernel", "leaks", "rules")}
+    for item in broken.values():
+        assert item["outcome"] == "failed", item
+        assert item["message"].startswith(f"not built: {tmp_path / 'src/broken'}: kbuild "
+                                          "failed (make exit 2): "), item
+        assert "kedr_broken.c:7" in item["message"] and "error: " in item["message"], item
+        assert "this_identifier_does_not_exist" in item["message"], item
+    chardev = _items(data, "chardev")
+    assert len(chardev) == 4 and all(i["outcome"] == "passed" for i in chardev.values()), chardev
+    assert "basic.toml::load-unload.loads[broken] FAILED" in proc.stdout
+
+
+def test_basic_on_the_612_kernel(tmp_path: Path) -> None:
+    """KERNEL=debian-6.12: the clean chardev passes basic, the leaker fails only leaks
+    (its allocations are other functions there: __kmalloc_cache_noprof, ...)."""
+    from kedr_build.kernel import provision
+
+    provision.ensure("debian-6.12")
+    for src in (REPO / "tests" / "drivers" / "leaker", REPO / "examples" / "chardev"):
+        shutil.copytree(src, tmp_path / "src" / src.name)
+    proc = run_scons([f"DRIVERS={tmp_path / 'src/leaker'},{tmp_path / 'src/chardev'}",
+                      "KERNEL=debian-6.12", f"BUILD_DIR={tmp_path / 'build'}", "check",
+                      "PACK=basic"], check=False)
+    assert proc.returncode != 0, proc.stdout
+    data = json.loads((tmp_path / "build" / "report" / report.JSON_NAME).read_text())
+    assert data["kernel"] == "debian-6.12"
+    chardev = _items(data, "chardev")
+    assert len(chardev) == 9 and all(i["outcome"] == "passed" for i in chardev.values()), chardev
+    leaker = _items(data, "leaker")
+    failed = {k for k, i in leaker.items() if i["outcome"] != "passed"}
+    assert failed == {"load-unload.leaks", "workload.leaks"}, leaker
+    assert leaker["load-unload.leaks"]["message"].startswith("39 possible leaks"), leaker

@@ -26,6 +26,7 @@ from typing import Any
 from kedr_build.kernel import hosttools
 from kedr_build.intercept.catalog import (RESOURCE_KINDS, TRACK_REALLOCS, Arg, Catalog,
                                           CatalogEntry)
+from kedr_build.intercept import faultpoints
 from kedr_build.atomic import write_atomic
 from kedr_build.errors import KedrError
 from kedr_build.resources import RUNTIME_DIR, template_env
@@ -111,6 +112,13 @@ def generate(pairs: Iterable[tuple[str, str]], catalog: Catalog, symvers: Path, 
     # (empty) replacement module, so the outputs and the load script do not change shape.
     replacements = plan_replacements(pairs, catalog, exports, allow_empty)
     views = [_view(r, i) for i, r in enumerate(replacements)]
+    points = faultpoints.fault_points(r.entry for r in replacements)
+    point_index = {p.name: i for i, p in enumerate(points)}
+    for r, v in zip(replacements, views):
+        capable = faultpoints.fault_capable(r.entry)
+        v["fault_points_of"] = (
+            (point_index.get(r.original, point_index[faultpoints.family_point(r.entry)]),
+             point_index[faultpoints.family_point(r.entry)]) if capable else (-1, -1))
     headers = sorted({h for r in replacements for h in r.entry.headers})
     context: dict[str, Any] = {
         "module": module_name,
@@ -120,6 +128,7 @@ def generate(pairs: Iterable[tuple[str, str]], catalog: Catalog, symvers: Path, 
         "module_headers": sorted(set(headers) | {"linux/build_bug.h", "linux/kernel.h",
                                                  "linux/module.h"}),
         "replacements": views,
+        "fault_points": [p.name for p in points],
         "guard": f"KEDR_TRACE_{module_name.upper()}_H",
         "uses_gfp": any(f.gfp for v in views for f in v["fields"]),
     }
@@ -131,6 +140,7 @@ def generate(pairs: Iterable[tuple[str, str]], catalog: Catalog, symvers: Path, 
     _write_if_changed(outdir / "Kbuild", env.get_template("Kbuild.j2").render(context))
     for name in RUNTIME_FILES:
         _write_if_changed(outdir / name, (RUNTIME_DIR / name).read_text())
+    _write_if_changed(outdir / faultpoints.POINTS_FILE, faultpoints.points_json(points))
     return ReplacementModule(name=module_name, directory=outdir, replacements=replacements)
 
 
@@ -272,8 +282,11 @@ def _view(r: Replacement, index: int) -> dict[str, Any]:
     if leak_pre and not e.returns_void and e.fault in ("none", *(a.name for a in e.args)):
         raise KedrError(f"catalog entry {e.name}: a tracked free that returns a value needs a "
                         "fault value to return when the free is refused")
+    capable = faultpoints.fault_capable(e)
     payloads = ("KEDR_PAYLOAD_TRACE" + (" | KEDR_PAYLOAD_LEAKS" if e.track else "")
-                + (" | KEDR_PAYLOAD_RULES" if e.sleeps else ""))
+                + (" | KEDR_PAYLOAD_RULES" if e.sleeps else "")
+                + (" | KEDR_PAYLOAD_FAULTS" if capable else ""))
+    size, gfp = faultpoints.size_expr(e), faultpoints.gfp_arg(e)
     sleep_cond = ("" if e.sleeps in (None, "yes")
                   else f" && gfpflags_allow_blocking({e.sleeps})")
     traced = [a for a in e.args if a.show != "skip"]
@@ -306,6 +319,11 @@ def _view(r: Replacement, index: int) -> dict[str, Any]:
         "index": index,
         "payloads": payloads,
         "fault": e.fault,
+        # Fault payload (kedr_faults.c): kedr_fault(fn, has_size, size, has_gfp, gfp, caller)
+        "fault_capable": capable,
+        "fault_args": (f"{'true' if size else 'false'}, {f'(size_t)({size})' if size else '0'}, "
+                       f"{'true' if gfp else 'false'}, "
+                       f"{f'(__force unsigned long){gfp}' if gfp else '0'}"),
         "leak_pre": _wrap("\tkedr_pass = !(kedr_on & KEDR_PAYLOAD_LEAKS) || ",
                           _split_call(leak_pre), ";", "\t\t") if leak_pre else "",
         "leak_cond": leak_cond,

@@ -13,7 +13,7 @@ from kedr_build.ko.names import NAME_MAX, REPLACEMENT_MODULE_PREFIX as MODULE_PR
 
 # The C runtime copied next to the generated source (replacements/runtime/).
 RUNTIME_FILES = ("kedr_runtime.h", "kedr_trace.h", "kedr_leak.c", "kedr_rules.c",
-                 "kedr_control.c")
+                 "kedr_faults.c", "kedr_control.c")
 
 
 def module_name_for(driver: str) -> str:
@@ -35,4 +35,4 @@ def generated_files(module_name: str) -> list[str]:
     """Every file generation and the kbuild run leave in the module's directory that
     others use, besides ``<module>.ko``."""
     return ["Module.symvers", f"{module_name}.c", f"{module_name}_trace.h", "Kbuild",
-            *RUNTIME_FILES]
+            "fault_points.json", *RUNTIME_FILES]

@@ -249,12 +249,20 @@ def build(req: BuildRequest) -> list[Path]:
         except BlockingIOError:
             print(f"kedr-build: waiting for another build of {req.driver}", flush=True)
             fcntl.flock(lock, fcntl.LOCK_EX)
-        # kbuild's messages go to the user as they are: no capture, no reformatting.
+        # kbuild's messages go to the user as they come, line by line, unchanged; kept
+        # too, so a failure names the compiler's first error (a batch's report says why).
         sys.stdout.flush()
-        proc = subprocess.run(cmd, cwd=req.driver, env=shell_env(req.driver))
+        kept: list[str] = []
+        with subprocess.Popen(cmd, cwd=req.driver, env=shell_env(req.driver), text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              errors="replace") as proc:
+            for line in proc.stdout or ():
+                sys.stdout.write(line)
+                sys.stdout.flush()
+                kept.append(line)
         if proc.returncode != 0:
-            raise KedrError(f"{req.driver}: kbuild failed (make exit {proc.returncode}); "
-                            "its messages are above")
+            raise KedrError(f"{req.driver}: kbuild failed (make exit {proc.returncode}): "
+                            f"{first_error(''.join(kept))}")
         # All or nothing: a module missing means no module is installed, so the output
         # directory never holds some of the modules as if they were the result.
         missing = [spec.name for spec in req.modules

@@ -41,6 +41,9 @@ def run_session(session: Session) -> int:
     # An empty ini of its own: the session never reads the settings of whatever
     # project the report directory happens to be in.
     write_atomic(report_dir / "pytest.ini", b"[pytest]\n")
-    cmd = pytest_command(report_dir / SESSION_NAME, pack_copy, report_dir)
+    # JOBS=N: N pytest-xdist workers, each booting its own VMs (plugin.py keeps the
+    # items of one boot on one worker).
+    jobs = ("-n", str(session.jobs)) if session.jobs > 1 else ()
+    cmd = pytest_command(report_dir / SESSION_NAME, pack_copy, report_dir, jobs)
     print(f"kedr-build: pack {Path(session.pack).stem}: {shlex.join(cmd)}", flush=True)
     return subprocess.run(cmd, cwd=report_dir).returncode

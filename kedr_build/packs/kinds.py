@@ -6,15 +6,16 @@ is built) and the checks it can judge, and names the function that runs it:
 imported only when a test of that kind runs. One run (one VM boot) judges every
 check of its test.
 
-Built in: ``vm`` (load/unload cycles, the workload, leak/rule/kernel checks;
-:mod:`kedr_build.packs.vmkind`). The fault sweep registers ``faults`` the same
-way: its ``TestRun`` fills ``sweep`` with one row per site, which the reports
-already show.
+Built in: ``vm`` (load/unload cycles, the workload or N copies of it at once,
+leak/rule/kernel checks; :mod:`kedr_build.packs.vmkind`) and ``faults`` (the
+systematic fault sweep, then a seeded random campaign; :mod:`kedr_build.packs.faultkind`):
+its ``TestRun`` fills ``sweep`` with one row per site, which the reports show.
 """
 
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,8 @@ class Param:
     help: str = ""
     choices: tuple[Any, ...] = ()
     minimum: int | None = None
+    pattern: str = ""           # a str value must match it (re.fullmatch)
+    shape: str = ""             # what the pattern means, for the error
 
     def check(self, value: Any) -> str:
         """Why the value does not fit ("" when it does)."""
@@ -40,6 +43,8 @@ class Param:
             return f"{value!r} is not one of {', '.join(map(repr, self.choices))}"
         if self.minimum is not None and isinstance(value, int) and value < self.minimum:
             return f"{value!r} is below the minimum {self.minimum}"
+        if self.pattern and isinstance(value, str) and not re.fullmatch(self.pattern, value):
+            return f"{value!r} is not {self.shape or 'of the form ' + self.pattern}"
         return ""
 
 
@@ -70,10 +75,27 @@ VM = Kind(
                           choices=("none", "required")),
         "timeout": Param(int, 0, "seconds before the VM counts as hung (0: VM_TIMEOUT)",
                          minimum=0),
+        "copies": Param(int, 1, "copies of the workload run at once (a stress)", minimum=1),
     },
     help="boot the kernel, load/unload the patched drivers, run the workload, judge")
 
-_REGISTRY: dict[str, Kind] = {VM.name: VM}
+FAULTS = Kind(
+    name="faults",
+    checks=("sweep", "campaign"),
+    run="kedr_build.packs.faultkind:run",
+    params={
+        "runs": Param(int, 10, "random campaign runs after the sweep (0: none)", minimum=0),
+        "probability": Param(str, "0.1", "each call of a fault point fails with it",
+                             pattern=r"0(\.[0-9]+)?|1(\.0+)?",
+                             shape="a probability written as a decimal, 0 to 1 (\"0.1\")"),
+        "seed": Param(int, 1, "the campaign's first seed (run i uses seed + i)", minimum=0),
+        "timeout": Param(int, 0, "seconds before a site or run counts as hung "
+                         "(0: VM_TIMEOUT, at most 60)", minimum=0),
+    },
+    help="fail each fault site of the driver once (init, workload, exit), then a seeded "
+         "random campaign; judge what each left behind")
+
+_REGISTRY: dict[str, Kind] = {VM.name: VM, FAULTS.name: FAULTS}
 
 
 def register(kind: Kind) -> None:

@@ -12,12 +12,18 @@ the ``vm`` kind): its first item runs it, the others judge the same run. With
 ``SHARD=k/N`` (``--kedr-shard``) whole (driver, test) groups are dealt round-robin
 to the shards, so no boot is repeated and the shards together are the whole
 session (:mod:`kedr_build.packs.merge` joins their reports).
+
+With pytest-xdist (``-n 2``, ``scons ... check JOBS=2``) the groups run in parallel
+VMs: a scheduler of the plugin keeps every item of one (driver, test) group on one
+worker (the group is one boot), and each item's result, with its group's run, travels
+to the controller on its test report, which writes the reports as without xdist.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +32,8 @@ import pytest
 from kedr_build.errors import KedrError
 from kedr_build.packs import kinds, report
 from kedr_build.packs.pack import Pack, PackTest, parse
-from kedr_build.packs.results import CheckResult, ItemResult, PackReport, TestRun, verdict_of
+from kedr_build.packs.results import (CheckResult, ItemResult, PackReport, TestRun, run_from_dict,
+                                      verdict_of)
 from kedr_build.packs.session import DriverUnderTest, Session, parse_shard
 
 
@@ -66,7 +73,9 @@ class PackSession:
         self.runs: dict[tuple[str, str], TestRun] = {}
         self.meta: dict[str, tuple[int, DriverUnderTest, PackTest, str]] = {}
         self.messages: dict[str, str] = {}
+        self.reproducers: dict[str, str] = {}
         self.results: dict[str, ItemResult] = {}
+        self.sent: set[tuple[str, str]] = set()    # groups whose run went on a report
 
     def pytest_collect_file(self, file_path: Path, parent: pytest.Collector) -> Any:
         if file_path.resolve() == Path(self.session.pack).resolve():
@@ -95,6 +104,8 @@ class PackSession:
             logdir = Path(self.session.report_dir, "logs", driver.name, test.name)
             logdir.mkdir(parents=True, exist_ok=True)
             try:
+                if driver.build_error:
+                    raise KedrError(f"not built: {driver.build_error}")
                 run: TestRun = kinds.get(test.kind).runner()(driver, test, logdir, self.session)
             except KedrError as e:
                 run = TestRun(driver.name, test.name, test.kind, reason=str(e),
@@ -105,19 +116,43 @@ class PackSession:
     def reproduce(self, driver: DriverUnderTest, test: PackTest) -> str:
         return f"{driver.command} TEST={test.name}"
 
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        meta = self.meta.get(report.nodeid)
-        if meta is None:
-            return
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item,
+                                  call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+        """Put the item's result (and, once, its group's run) on its report: where the
+        item ran, which under xdist is a worker, not the process writing the reports."""
+        report: pytest.TestReport = yield
+        meta = self.meta.get(item.nodeid)
+        if meta is None or not isinstance(item, CheckItem):
+            return report
         index, driver, test, check = meta
         if report.when == "call" or (report.when == "setup" and not report.passed):
             outcome = report.outcome if report.when == "call" else (
                 "skipped" if report.skipped else "error")
-            message = self.messages.get(report.nodeid) or (
+            message = self.messages.get(item.nodeid) or (
                 "" if report.passed else str(report.longrepr).splitlines()[-1])
-            self.results[report.nodeid] = ItemResult(
-                driver=driver.name, test=test.name, check=check, outcome=outcome,
-                message=message, reproduce=self.reproduce(driver, test), index=index)
+            result = ItemResult(driver=driver.name, test=test.name, check=check,
+                                outcome=outcome, message=message,
+                                reproduce=self.reproducers.get(item.nodeid)
+                                or self.reproduce(driver, test), index=index)
+            setattr(report, "kedr_item", asdict(result))
+            run = self.runs.get(item.group)
+            if run is not None and item.group not in self.sent:
+                self.sent.add(item.group)
+                setattr(report, "kedr_run", asdict(run))
+        return report
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        item = getattr(report, "kedr_item", None)
+        if item is not None:
+            self.results[report.nodeid] = ItemResult(**item)
+        run = getattr(report, "kedr_run", None)
+        if run is not None:
+            self.runs[(run["driver"], run["test"])] = run_from_dict(run)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
+        return _group_scheduler(config, log)
 
     def build_report(self) -> PackReport:
         items = tuple(sorted(self.results.values(), key=lambda r: r.index))
@@ -129,11 +164,12 @@ class PackSession:
                           tools=report.tool_versions(), command=" ".join(sys.argv))
 
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        if self.meta:
+        # An xdist worker's results went to the controller on its reports.
+        if self.results and not hasattr(session.config, "workerinput"):
             report.write(Path(self.session.report_dir), self.build_report())
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
-        if not self.meta:
+        if not self.results:
             return
         built = self.build_report()
         for line in report.summary(built, Path(self.session.report_dir)):
@@ -186,6 +222,8 @@ class CheckItem(pytest.Item):
         run = self.plugin.run_group(self.driver, self.test)
         result = run.check(self.check)
         self.plugin.messages[self.nodeid] = result.message
+        if result.reproduce:
+            self.plugin.reproducers[self.nodeid] = result.reproduce
         if result.skipped:
             pytest.skip(result.message)
         if not result.passed:
@@ -194,9 +232,31 @@ class CheckItem(pytest.Item):
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException],
                      style: Any = None) -> str:
         if isinstance(excinfo.value, (CheckFailed, KedrError)):
+            command = (self.plugin.reproducers.get(self.nodeid)
+                       or self.plugin.reproduce(self.driver, self.test))
             return (f"{self.driver.name}: {self.test.name}: {self.check}: {excinfo.value}\n"
-                    f"reproduce: {self.plugin.reproduce(self.driver, self.test)}")
+                    f"reproduce: {command}")
         return str(super().repr_failure(excinfo))
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         return self.path, None, f"{self.driver.name}: {self.test.name}: {self.check}"
+
+
+def group_of(nodeid: str) -> str:
+    """The (driver, test) group of an item's node id ``<pack>::<test>.<check>[<driver>]``:
+    ``<pack>::<test>[<driver>]`` (check names have no dot; test names may)."""
+    name, bracket, driver = nodeid.partition("[")
+    return f"{name.rpartition('.')[0] or name}{bracket}{driver}"
+
+
+def _group_scheduler(config: pytest.Config, log: Any) -> Any:
+    """xdist's scope scheduler with the pack's groups as scopes: a group's items (one
+    boot) run on one worker, in order, and node ids stay as without xdist (unlike
+    ``--dist loadgroup``, which appends the group to them, and so to JUnit's names)."""
+    from xdist.scheduler import LoadScopeScheduling  # type: ignore[import-untyped]
+
+    class PackGroupScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return group_of(nodeid)
+
+    return PackGroupScheduling(config, log)

@@ -18,6 +18,8 @@ SCHEMA = Path(__file__).resolve().parent / "schema" / "report-1.json"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 JSON_NAME, HTML_NAME, JUNIT_NAME = "report.json", "report.html", "junit.xml"
 CHART_FUNCTIONS = 12       # bars in the trace chart
+# The fault sweep picture's columns: kedr_build.faults.trials.Outcome's values, good first.
+SWEEP_OUTCOMES = ("clean", "not reached", "leak", "unload failed", "crash", "hang")
 
 
 def tool_versions() -> dict[str, str]:
@@ -55,7 +57,27 @@ def html(rep: PackReport) -> str:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
                              undefined=jinja2.StrictUndefined, autoescape=True,
                              trim_blocks=True, lstrip_blocks=True)
-    return str(env.get_template("report.html.j2").render(r=rep, charts=charts(rep)))
+    return str(env.get_template("report.html.j2").render(r=rep, charts=charts(rep),
+                                                         sweeps=sweep_pictures(rep)))
+
+
+def sweep_pictures(rep: PackReport) -> list[dict[str, Any]]:
+    """Per run with a fault sweep: a grid, one row per site and one column per outcome,
+    the site's outcome a filled cell (red when it fails the sweep)."""
+    out = []
+    for run in rep.runs:
+        if not run.sweep:
+            continue
+        outcomes = list(SWEEP_OUTCOMES) + sorted({r.outcome for r in run.sweep}
+                                                 - set(SWEEP_OUTCOMES))
+        cells = [{"x": 260 + 90 * outcomes.index(r.outcome), "y": 30 + 22 * i,
+                  "bad": r.bad, "site": r.site, "outcome": r.outcome, "detail": r.detail}
+                 for i, r in enumerate(run.sweep)]
+        out.append({"driver": run.driver, "test": run.test, "rows": run.sweep,
+                    "columns": [{"x": 260 + 90 * i, "name": o} for i, o in enumerate(outcomes)],
+                    "cells": cells, "width": 260 + 90 * len(outcomes),
+                    "height": 34 + 22 * len(run.sweep)})
+    return out
 
 
 def charts(rep: PackReport) -> list[dict[str, Any]]:

@@ -22,6 +22,8 @@ class CheckResult:
     passed: bool
     message: str              # one line: what was found (or what was checked, when passed)
     skipped: bool = False     # not judged (why: message); the run's other checks say why
+    reproduce: str = ""       # the command reproducing this finding alone, when narrower
+                              # than the test's (a fault site's scenario, a campaign seed)
 
 
 @dataclass(frozen=True)
@@ -37,9 +39,12 @@ class LeakGroupInfo:
 class SweepRow:
     """One fault-sweep site and its outcome (filled by the ``faults`` kind)."""
 
-    site: str
-    outcome: str              # e.g. handled, leak, oops, hang
-    detail: str = ""
+    site: str                 # "kmalloc_trace at faulty_init+0x43"
+    outcome: str              # kedr_build.faults.trials.Outcome's value: clean, leak, crash, ...
+    detail: str = ""          # what the injected failure did
+    phase: str = ""           # where the site was reached: init, workload, exit
+    reproduce: str = ""       # the command that fails this site alone
+    bad: bool = False         # the outcome fails the check (leak, crash, hang, unload failed)
 
 
 @dataclass(frozen=True)
@@ -105,16 +110,20 @@ def verdict_of(items: tuple[ItemResult, ...]) -> str:
 
 def from_dict(data: dict[str, Any]) -> PackReport:
     """A report read back from its JSON (for merging shards)."""
-    runs = []
-    for r in data["runs"]:
-        r = dict(r)
-        r["checks"] = tuple(CheckResult(**c) for c in r["checks"])
-        r["leak_groups"] = tuple(LeakGroupInfo(**{**g, "stack": tuple(g["stack"])})
-                                 for g in r["leak_groups"])
-        r["sweep"] = tuple(SweepRow(**s) for s in r["sweep"])
-        for key in ("steps", "bad_frees", "violations", "problems"):
-            r[key] = tuple(r[key])
-        runs.append(TestRun(**r))
     return PackReport(pack=data["pack"], kernel=data["kernel"], verdict=data["verdict"],
-                      items=tuple(ItemResult(**i) for i in data["items"]), runs=tuple(runs),
+                      items=tuple(ItemResult(**i) for i in data["items"]),
+                      runs=tuple(run_from_dict(r) for r in data["runs"]),
                       tools=dict(data.get("tools", {})), command=data.get("command", ""))
+
+
+def run_from_dict(data: dict[str, Any]) -> TestRun:
+    """A :class:`TestRun` from its ``asdict`` (a report's JSON, or an xdist worker's)."""
+    r = dict(data)
+    r["checks"] = tuple(CheckResult(**c) for c in r["checks"])
+    r["leak_groups"] = tuple(LeakGroupInfo(**{**g, "stack": tuple(g["stack"])})
+                             for g in r["leak_groups"])
+    r["sweep"] = tuple(SweepRow(**s) for s in r["sweep"])
+    for key in ("steps", "bad_frees", "violations", "problems"):
+        r[key] = tuple(r[key])
+    r["trace_calls"] = dict(r["trace_calls"])
+    return TestRun(**r)

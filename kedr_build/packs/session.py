@@ -22,6 +22,8 @@ class DriverUnderTest:
     workload: str | None = None
     modprobe: tuple[str, ...] = ()
     suppress: str | None = None
+    run_command: str = ""             # the scons command that runs it once (FAULTS= added)
+    build_error: str = ""             # why it was not built (a batch checks the others)
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class Session:
     vm_cpus: int | None = None
     tests: tuple[str, ...] = ()       # TEST=: only these pack tests ("" : all)
     shard: tuple[int, int] | None = None   # SHARD=k/N
+    jobs: int = 1                     # JOBS=N: VMs at once (pytest-xdist workers)
     env: dict[str, str] = field(default_factory=dict)   # extra, for test kinds
 
     def to_json(self) -> str:

@@ -33,6 +33,9 @@ def format_report(report: RunReport, title: str) -> str:
                                                            else ""))
     elif report.leaks_error:
         out.append(f"--- leak report unreadable: {report.leaks_error} ---")
+    for point, text in report.faults.items():
+        out.append(f"--- fault point {point} ---")
+        out.append(text)
     for problem in report.problems:
         out.append(f"--- kernel {problem.kind.value} ---")
         out.append(problem.excerpt)

@@ -34,6 +34,8 @@ KALLSYMS_BEGIN = "--- kallsyms of loaded modules ---"
 KALLSYMS_END = "--- end of kallsyms ---"
 LEAKS_BEGIN = "--- leak report of "
 LEAKS_END = "--- end of leak report ---"
+FAULTS_BEGIN = "--- fault point "
+FAULTS_END = "--- end of fault points ---"
 END_MARK = "kedr-build: modules end"
 _STEP = re.compile(r"^KEDR-STEP (\S+) (\S+) (-?\d+)$")
 _TAINT = re.compile(r"^KEDR-TAINT (\d+)$")
@@ -76,6 +78,7 @@ class RunReport:
     leaks_error: str = ""                  # why it could not be read
     suppressed: tuple[suppress.Suppressed, ...] = ()   # per suppression rule: findings matched
     taint: int | None = None               # /proc/sys/kernel/tainted after the unload
+    faults: dict[str, str] = field(default_factory=dict)  # point -> its scenario and counters
 
     @property
     def ok(self) -> bool:
@@ -96,28 +99,37 @@ class RunReport:
 
 
 def plan_run(modules: list[Path], workload: Path | None = None,
-             trace_providers: tuple[str, ...] = (), cycles: int = 1) -> RunPlan:
+             trace_providers: tuple[str, ...] = (),
+             faults: Mapping[str, str] | None = None, cycles: int = 1,
+             copies: int = 1) -> RunPlan:
     """Order the modules and write the guest script.
 
     ``cycles``: the drivers (not the trace providers) are loaded and unloaded that
     many times in the one boot, the workload running after the last load.
+    ``copies``: that many copies of the workload run at once (a stress).
 
     ``trace_providers``: modules that define trace events (replacement modules).
     Their event system is switched on right after they load, so the driver's
     init is traced, and the trace is saved right before they unload.
+    ``faults``: fault point -> scenario text, set in each provider right after it
+    loads (kedr_faults.c), and read back with their counters before it unloads.
     """
     if cycles < 1:
         raise KedrError(f"cycles={cycles}: a run loads its modules at least once")
+    if copies < 1:
+        raise KedrError(f"copies={copies}: a workload runs at least once")
     ordered, intree = load_order(ModuleRef.read(m) for m in modules)
     marks = {"begin": BEGIN_MARK, "end": END_MARK, "trace_begin": TRACE_BEGIN,
              "stats_begin": STATS_BEGIN, "trace_end": TRACE_END,
              "kallsyms_begin": KALLSYMS_BEGIN, "kallsyms_end": KALLSYMS_END,
-             "leaks_begin": LEAKS_BEGIN, "leaks_end": LEAKS_END}
+             "leaks_begin": LEAKS_BEGIN, "leaks_end": LEAKS_END,
+             "faults_begin": FAULTS_BEGIN, "faults_end": FAULTS_END}
     script = template_env().get_template("guest-run.sh.j2").render(
         modules=[m.name for m in ordered], intree=intree, trace_providers=trace_providers,
         drivers=[m.name for m in ordered if m.name not in trace_providers], cycles=cycles,
+        copies=copies,
         workload=workload.name if workload is not None else None, marks=marks,
-        tracefs=TRACEFS)
+        tracefs=TRACEFS, faults=dict(faults or {}))
     return RunPlan(tuple(ordered), tuple(intree), workload, script, trace_providers)
 
 
@@ -130,10 +142,12 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
                 trace_providers: tuple[str, ...] = (),
                 intree: tuple[str, ...] = (), cpus: int | None = None,
                 suppressions: tuple[suppress.Suppression, ...] = (),
-                cycles: int = 1) -> RunReport:
+                faults: Mapping[str, str] | None = None, cycles: int = 1,
+                copies: int = 1) -> RunReport:
     """Run the modules in the VM; ``intree``: more in-tree modules the workload may modprobe;
-    ``cycles``: how many times the drivers are loaded and unloaded (see :func:`plan_run`)."""
-    plan = plan_run(modules, workload, trace_providers, cycles)
+    ``faults``: fault point -> scenario; ``cycles``: how many times the drivers are loaded
+    and unloaded; ``copies``: of the workload at once (see :func:`plan_run`)."""
+    plan = plan_run(modules, workload, trace_providers, faults, cycles, copies)
     check_releases(plan.modules, kernel)
     files = {f"modules/{m.name}.ko": m.path for m in plan.modules}
     if workload is not None:
@@ -229,7 +243,22 @@ def interpret(result: VmResult, modules: Mapping[str, Path] | None = None,
                      problems=result.problems, elapsed=result.elapsed, logs=result.workdir,
                      trace_calls=dict(trace.calls()), trace_lost=trace.overruns,
                      trace_summary=tuple(summary(trace)) if trace_text else (),
-                     leaks=leaks, leaks_error=leaks_error, suppressed=suppressed, taint=taint)
+                     leaks=leaks, leaks_error=leaks_error, suppressed=suppressed, taint=taint,
+                     faults=split_faults(result.output))
+
+
+def split_faults(output: str) -> dict[str, str]:
+    """Fault point -> its scenario and counters, as the guest read them before unloading."""
+    points: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in output.splitlines():
+        if line.startswith(FAULTS_BEGIN):
+            current = points.setdefault(line[len(FAULTS_BEGIN):].strip(), [])
+        elif line == FAULTS_END:
+            current = None
+        elif current is not None:
+            current.append(line)
+    return {p: "\n".join(lines) for p, lines in points.items()}
 
 
 def split_leaks(output: str) -> str:
@@ -280,9 +309,9 @@ def _without_trace(output: str) -> str:
     kept: list[str] = []
     inside = False
     for line in output.splitlines():
-        if line.startswith((TRACE_BEGIN, LEAKS_BEGIN)) or line == KALLSYMS_BEGIN:
+        if line.startswith((TRACE_BEGIN, LEAKS_BEGIN, FAULTS_BEGIN)) or line == KALLSYMS_BEGIN:
             inside = True
-        elif line in (TRACE_END, KALLSYMS_END, LEAKS_END):
+        elif line in (TRACE_END, KALLSYMS_END, LEAKS_END, FAULTS_END):
             inside = False
         elif not inside:
             kept.append(line)

@@ -17,6 +17,10 @@
  *                                  (only for functions that do)
  *     functions/<name>/rules   rw  1/0: check the API rules on calls of <name>
  *                                  (only for functions that may sleep)
+ *     functions/<name>/faults  rw  1/0: let <name>'s fault points fail it
+ *                                  (only for functions that can fail)
+ *     faults/<point>           rw  the point's scenario and counters;
+ *                                  faults/sites: sites reached (kedr_faults.c)
  *     functions/<name>/calls   rw  calls that ran the trace payload
  *                                  (write 0 to reset)
  *     functions/<name>/unrecorded
@@ -192,6 +196,26 @@ static const struct file_operations kedr_rules_switch_fops = {
 	.llseek = default_llseek,
 };
 
+static ssize_t kedr_faults_switch_read(struct file *file, char __user *buf, size_t count,
+				       loff_t *ppos)
+{
+	return kedr_switch_read(file, buf, count, ppos, KEDR_PAYLOAD_FAULTS);
+}
+
+static ssize_t kedr_faults_switch_write(struct file *file, const char __user *buf, size_t count,
+					loff_t *ppos)
+{
+	return kedr_switch_write(file, buf, count, KEDR_PAYLOAD_FAULTS);
+}
+
+static const struct file_operations kedr_faults_switch_fops = {
+	.owner = THIS_MODULE,
+	.open = simple_open,
+	.read = kedr_faults_switch_read,
+	.write = kedr_faults_switch_write,
+	.llseek = default_llseek,
+};
+
 /* --- counters: functions/<name>/calls, unrecorded ------------------------------- */
 
 static ssize_t kedr_counter_read(struct file *file, char __user *buf, size_t count,
@@ -326,12 +350,16 @@ static void kedr_control_init(void)
 			debugfs_create_file("leaks", 0600, dir, fn, &kedr_leaks_switch_fops);
 		if (fn->payloads & KEDR_PAYLOAD_RULES)
 			debugfs_create_file("rules", 0600, dir, fn, &kedr_rules_switch_fops);
+		if (fn->payloads & KEDR_PAYLOAD_FAULTS)
+			debugfs_create_file("faults", 0600, dir, fn, &kedr_faults_switch_fops);
 	}
+	kedr_faults_init(kedr_module_dir);
 }
 
 static void kedr_control_exit(void)
 {
 	debugfs_remove(kedr_module_dir);
+	kedr_faults_exit();
 	/* The last replacement module out removes kedr_build/. */
 	if (!IS_ERR_OR_NULL(kedr_root_dir) && simple_empty(kedr_root_dir))
 		debugfs_remove(kedr_root_dir);

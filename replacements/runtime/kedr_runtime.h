@@ -19,13 +19,9 @@
 #define KEDR_PAYLOAD_TRACE	(1U << 0)	/* kedr_trace.h: one trace event per call */
 #define KEDR_PAYLOAD_LEAKS	(1U << 1)	/* kedr_leak.c: track allocations and frees */
 #define KEDR_PAYLOAD_RULES	(1U << 3)	/* kedr_rules.c: API rules (sleeping in atomic context) */
-/*
- * Seam for the next payload: KEDR_PAYLOAD_FAULTS (1U << 2) from kedr_faults.c
- * (decide before the call whether to return the catalog's fault value
- * instead). Add the bit here and to KEDR_PAYLOADS_DEFAULT, and a file per
- * payload under functions/<name>/ in kedr_control.c.
- */
-#define KEDR_PAYLOADS_DEFAULT	(KEDR_PAYLOAD_TRACE | KEDR_PAYLOAD_LEAKS | KEDR_PAYLOAD_RULES)
+#define KEDR_PAYLOAD_FAULTS	(1U << 2)	/* kedr_faults.c: fail the call as the scenario says */
+#define KEDR_PAYLOADS_DEFAULT	(KEDR_PAYLOAD_TRACE | KEDR_PAYLOAD_LEAKS | KEDR_PAYLOAD_RULES | \
+				 KEDR_PAYLOAD_FAULTS)
 
 struct kedr_function {
 	const char *name;		/* the kernel function replaced: "kfree" */

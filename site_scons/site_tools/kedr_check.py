@@ -35,12 +35,35 @@ def command(cfg: BuildConfig, pack: str) -> str:
                                                f"PACK={pack}"])
 
 
+def run_command(cfg: BuildConfig) -> str:
+    """The command that runs this one driver once in the VM (a fault's reproducer adds
+    FAULTS=)."""
+    args = [f"{k}={v}" for k, v in cfg.arguments if k in _REPRODUCE]
+    workload = _workload(cfg)
+    if workload is not None and "WORKLOAD" not in dict(cfg.arguments):
+        args.append(f"WORKLOAD={workload}")
+    return " ".join(shlex.quote(w) for w in ["./kedr-env", "scons", *args, "run"])
+
+
 def _workload(cfg: BuildConfig) -> Path | None:
     """WORKLOAD=, else the driver's own workload.sh (so a batch gives each its own)."""
     if cfg.workload is not None:
         return cfg.workload
     own = cfg.driver / "workload.sh" if cfg.driver is not None else None
     return own if own is not None and own.is_file() else None
+
+
+def _build_error(cfg: BuildConfig, modules: list[Any]) -> str:
+    """Why this driver's modules were not built in this run ("" when they were). A
+    batch's check goes on (scons keeps going) with the drivers that were built."""
+    import SCons.Node
+    import kedr_scons
+
+    if all(m.get_state() in (SCons.Node.up_to_date, SCons.Node.executed) for m in modules):
+        return ""
+    where = [str(p) for p in (cfg.driver, cfg.prebuilt, cfg.outdir) if p is not None]
+    cause = next((e for e in kedr_scons.errors if e.startswith(tuple(where))), "")
+    return cause or "its build failed (the messages are above)"
 
 
 @action
@@ -58,8 +81,10 @@ def _check(target: list[Any], source: list[Any], env: Any) -> int:
     for cfg, modules in checked:
         workload = _workload(cfg)
         drivers.append(DriverUnderTest(
+            build_error=_build_error(cfg, modules),
             name=cfg.name, modules=tuple(str(m) for m in modules),
             replacement=cfg.replacement_module, command=command(cfg, pack_arg),
+            run_command=run_command(cfg),
             workload=str(workload) if workload else None, modprobe=cfg.modprobe,
             suppress=str(cfg.suppress) if cfg.suppress else None))
     if first.kernel.description is None:
@@ -68,7 +93,7 @@ def _check(target: list[Any], source: list[Any], env: Any) -> int:
     session = Session(pack=str(pack_file), kernel=first.kernel.description.name,
                       drivers=tuple(drivers), report_dir=os.path.dirname(str(target[0])),
                       vm_timeout=first.vm_timeout, vm_cpus=first.vm_cpus, tests=first.tests,
-                      shard=first.shard)
+                      shard=first.shard, jobs=first.jobs)
     return 0 if run_session(session) == 0 else 1
 
 

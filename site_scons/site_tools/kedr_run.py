@@ -32,11 +32,20 @@ def _run(target: list[Any], source: list[Any], env: Any) -> int:
     cfg: BuildConfig = env["KEDR"]
     modules = [Path(str(s)) for s in source if str(s).endswith(".ko")]
     suppressions = suppress.load(cfg.suppress) if cfg.suppress else ()
+    faults: dict[str, str] = {}
+    if cfg.faults:
+        from kedr_build.faults.scenario import parse_faults
+        from kedr_build.intercept.faultpoints import POINTS_FILE, load_points
+
+        repl_dir = next(Path(str(s)).parent for s in source
+                        if Path(str(s)).stem == cfg.replacement_module)
+        points = load_points(repl_dir / POINTS_FILE)
+        faults = {p.point: p.scenario.text() for p in parse_faults(cfg.faults, points)}
     report = run_modules(cfg.kernel, modules, Path(str(target[0])).parent,
                          workload=cfg.workload, timeout=cfg.vm_timeout,
                          stream=print if cfg.verbose else None,
                          trace_providers=(cfg.replacement_module,), intree=cfg.modprobe,
-                         cpus=cfg.vm_cpus, suppressions=suppressions)
+                         cpus=cfg.vm_cpus, suppressions=suppressions, faults=faults)
     print(format_report(report, cfg.name))
     # Leaks and bad frees fail the run too: the driver has a bug to fix.
     return 0 if report.ok and report.checks_ok else 1

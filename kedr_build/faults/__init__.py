@@ -1,0 +1,1 @@
+"""Fault simulation on the host side: scenarios, the systematic sweep, random campaigns."""

@@ -1,0 +1,60 @@
+"""SCons tool: the systematic fault sweep (kedr_build/faults/sweep.py).
+
+``env.KedrSweep(logdir/sweep.json, [replacement .ko, patched driver .ko])``
+discovers the driver's fault sites in its init, the WORKLOAD and its exit, fails
+each once in the VM, prints progress and a table, and fails the build when a
+site ends in a leak, a crash, a hang or a driver that does not unload. Always
+built: a sweep is a VM run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import SCons.Action
+import SCons.Builder
+
+from kedr_build.config import BuildConfig
+from kedr_build.errors import KedrError
+from kedr_scons import action
+
+
+@action
+def _sweep(target: list[Any], source: list[Any], env: Any) -> int:
+    from kedr_build.faults.sweep import sweep, table
+
+    cfg: BuildConfig = env["KEDR"]
+    kos = [Path(str(s)) for s in source if str(s).endswith(".ko")]
+    repl = next(p for p in kos if p.stem == cfg.replacement_module)
+    drivers = [p for p in kos if p != repl]
+    if len(drivers) != 1:
+        raise KedrError(f"sweep: {len(drivers)} driver modules ({', '.join(p.name for p in drivers)})"
+                        "; the sweep fails the sites of one module")
+    result = sweep(cfg.kernel, repl, drivers[0], Path(str(target[0])).parent,
+                   workload=cfg.workload, intree=cfg.modprobe,
+                   site_timeout=min(cfg.vm_timeout, 60.0),
+                   progress=lambda line: print(line, flush=True))
+    print("\n".join(table(result)))
+    print(f"kedr-build: {cfg.name}: sweep {'PASSED' if result.ok else 'FAILED'} "
+          f"(results: {target[0]})")
+    return 0 if result.ok else 1
+
+
+def generate(env: Any) -> None:
+    env.SetDefault(KEDRSWEEPCOMSTR="sweep   ${SOURCES.file} -> $TARGET")
+    env["BUILDERS"]["_KedrSweep"] = SCons.Builder.Builder(
+        action=SCons.Action.Action(_sweep, "$KEDRSWEEPCOMSTR"))
+
+    def kedr_sweep(env: Any, result: str, modules: list[Any]) -> list[Any]:
+        cfg: BuildConfig = env["KEDR"]
+        sources = list(modules) + ([str(cfg.workload)] if cfg.workload else [])
+        nodes: list[Any] = env._KedrSweep(result, sources)
+        env.AlwaysBuild(nodes)
+        return nodes
+
+    env.AddMethod(kedr_sweep, "KedrSweep")
+
+
+def exists(env: Any) -> bool:
+    return True
