@@ -107,14 +107,15 @@ def check_cpus(cpus: int, where: str = "VM_CPUS") -> int:
 
 
 def qemu_command(kernel: ProvisionedKernel, initrd: Path, workdir: Path,
-                 cpus: int | None = None) -> list[str]:
-    """The QEMU command line; ``cpus`` overrides the kernel description's guest CPUs."""
+                 cpus: int | None = None, accel: str | None = None) -> list[str]:
+    """The QEMU command line; ``cpus`` overrides the kernel description's guest CPUs,
+    ``accel`` its accelerator (KEDR_ACCEL in the environment overrides both)."""
     image = kernel.boot_image
     if image is None:
         raise KedrError(f"kernel {kernel.release}: no kernel image to boot "
                         "(KDIR= builds only; the VM runs the pinned kernel)")
     cfg = kernel.qemu
-    accel = os.environ.get("KEDR_ACCEL", cfg.accel)
+    accel = os.environ.get("KEDR_ACCEL", accel or cfg.accel)
     qemu = hosttools.require(["qemu-system-x86_64"])["qemu-system-x86_64"]
     return [qemu, "-accel", accel, "-cpu", cfg.cpu, "-m", str(cfg.memory_mb),
             "-smp", str(check_cpus(cpus if cpus is not None else cfg.cpus)),
@@ -154,14 +155,16 @@ def build_initramfs(kernel: ProvisionedKernel, job: GuestJob) -> Initramfs:
 
 def run_guest(kernel: ProvisionedKernel, job: GuestJob, workdir: Path,
               timeout: float = 180.0, stream: Callable[[str], None] | None = None,
-              cpus: int | None = None) -> VmResult:
-    """Boot, run ``job``, and return what happened; logs are kept in ``workdir``."""
+              cpus: int | None = None, accel: str | None = None) -> VmResult:
+    """Boot, run ``job``, and return what happened; logs are kept in ``workdir``.
+    ``accel`` replaces the kernel description's QEMU accelerator (e.g.
+    "tcg,thread=single"; KEDR_ACCEL in the environment still wins)."""
     workdir.mkdir(parents=True, exist_ok=True)
     initrd = workdir / "initramfs.cpio"
     build_initramfs(kernel, job).write(initrd)
     for name in ("console.log", "output.log", "status.log"):
         (workdir / name).unlink(missing_ok=True)
-    cmd = qemu_command(kernel, initrd, workdir, cpus)
+    cmd = qemu_command(kernel, initrd, workdir, cpus, accel)
     (workdir / "qemu.cmd").write_text(shlex.join(cmd) + "\n")
 
     start = time.monotonic()
