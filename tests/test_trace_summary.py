@@ -11,42 +11,44 @@ from conftest import REPO
 from kedr_build.vm.trace import parse_trace, summary
 
 CHARDEV = (REPO / "tests" / "data" / "trace" / "chardev.txt").read_text()
-COUNTS = ["12 intercepted calls",
+COUNTS = ["14 intercepted calls",
           "         3  mutex_lock",
           "         3  mutex_unlock",
           "         2  __kmalloc",
           "         2  kfree",
           "         1  _copy_from_user",
-          "         1  _copy_to_user"]
+          "         1  _copy_to_user",
+          "         1  misc_deregister",
+          "         1  misc_register"]
 
 
 def test_chardev_summary_exact() -> None:
     trace = parse_trace(CHARDEV)
-    assert (len(trace.events), trace.unparsed, trace.overruns) == (12, 0, 0)
+    assert (len(trace.events), trace.unparsed, trace.overruns) == (14, 0, 0)
     lines = summary(trace)
-    assert lines[:7] == COUNTS
-    assert lines[7] == "first 10 calls:"
-    assert len(lines) == 8 + 10
-    assert lines[8] == ("      2.307415 insmod-91 [0] __kmalloc: call_site=chardev_buffer_init"
-                        "+0x2d[kedr_chardev] size=4096 flags=GFP_KERNEL|__GFP_ZERO "
-                        "ret=0xff3e183d1ffce000")
-    assert lines[17].startswith("      2.330141 cat-93 [0] mutex_lock: call_site="
+    assert lines[:9] == COUNTS
+    assert lines[9] == "first 10 calls:"
+    assert len(lines) == 10 + 10
+    assert lines[10] == ("      2.112784 insmod-97 [1] __kmalloc: call_site=chardev_buffer_init"
+                         "+0x2d[kedr_chardev] size=4096 flags=GFP_KERNEL|__GFP_ZERO "
+                         "ret=0xffff88801f267000")
+    assert lines[17].startswith("      2.137417 cat-99 [0] mutex_lock: call_site="
                                 "chardev_buffer_read+0x20[kedr_chardev]")
     # Every call, in order, when "first" covers them all.
     everything = summary(trace, first=100)
-    assert everything[7] == "first 12 calls:" and len(everything) == 8 + 12
-    assert [ln.split()[3] for ln in everything[8:]] == [
-        "__kmalloc:", "__kmalloc:", "_copy_from_user:", "mutex_lock:", "mutex_unlock:",
-        "kfree:", "mutex_lock:", "_copy_to_user:", "mutex_unlock:", "mutex_lock:",
-        "mutex_unlock:", "kfree:"]
+    assert everything[9] == "first 14 calls:" and len(everything) == 10 + 14
+    assert [ln.split()[3] for ln in everything[10:]] == [
+        "__kmalloc:", "misc_register:", "__kmalloc:", "_copy_from_user:", "mutex_lock:",
+        "mutex_unlock:", "kfree:", "mutex_lock:", "_copy_to_user:", "mutex_unlock:",
+        "mutex_lock:", "mutex_unlock:", "misc_deregister:", "kfree:"]
 
 
 def test_lost_and_unparsed_are_reported() -> None:
     broken = CHARDEV + "   garbage-line without a timestamp: call_kfree\n"
     stats = "entries: 3\noverrun: 5\ncommit overrun: 0\nentries: 0\noverrun: 2\n"
     lines = summary(parse_trace(broken, stats))
-    assert lines[0] == "12 intercepted calls, 7 LOST (ring buffer overrun), 1 unparsed lines"
-    assert lines[1:7] == COUNTS[1:]
+    assert lines[0] == "14 intercepted calls, 7 LOST (ring buffer overrun), 1 unparsed lines"
+    assert lines[1:9] == COUNTS[1:]
 
 
 def test_other_events_are_not_counted_and_ties_sort_by_name() -> None:
