@@ -32,6 +32,13 @@ class Feature:
     tests: tuple[str, ...]   # "file.py::test_name" prefixes (parameters stripped)
 
 
+SWEEP_TESTS = tuple(f"test_fault_sweep_vm.py::{n}" for n in (
+    "test_scons_sweep_of_correct_error_paths_is_clean",
+    "test_missing_cleanup_is_caught_at_exactly_its_site",
+    "test_a_crash_is_reported_and_the_sweep_carries_on_after_a_fresh_boot",
+    "test_a_hang_is_cut_off_and_the_sweep_carries_on",
+    "test_random_campaign_runs_reproduce_from_their_seeds"))
+
 FEATURES = (
     Feature("provisioning: image, modules, headers agree; modprobe deps",
             ("test_kernels.py::test_provisioned_tree_is_one_kernel",)),
@@ -78,6 +85,13 @@ FEATURES = (
                 "test_clean_mode_releases_every_resource"))),
     Feature("exact leak totals under SMP stress (2 vCPUs)",
             ("test_stress_vm.py::test_exact_totals_under_concurrency_on_smp",)),
+    Feature("fault scenarios exact, changed while the driver runs (VM)",
+            ("test_faults_vm.py::",)),
+    Feature("systematic fault sweep and seeded campaign (VM)", SWEEP_TESTS),
+    Feature("test pack basic: clean driver passes, leaker fails (VM)",
+            ("test_packs_vm.py::test_clean_driver_passes_basic",
+             "test_packs_vm.py::test_leaker_fails_basic_with_the_leak_diagnosis",
+             "test_packs_vm.py::test_basic_on_the_612_kernel")),
     Feature("whole module corpus patched, both naming modes",
             ("test_patch_corpus.py::test_patch_whole_corpus",
              "test_patch_corpus_612.py::test_patch_whole_compressed_corpus")),
@@ -91,7 +105,10 @@ FIXED_KERNELS = {
     "test_intercept_vm.py::test_load_script_refuses_a_kernel_it_was_not_built_for":
         ("debian-6.1", "debian-6.12"),
     # Run on the default kernel only, so far (not parametrised by kernel).
-    "test_stress_vm.py::test_exact_totals_under_concurrency_on_smp": ("debian-6.1",),
+    **{t: ("debian-6.1",) for t in SWEEP_TESTS},
+    "test_packs_vm.py::test_clean_driver_passes_basic": ("debian-6.1",),
+    "test_packs_vm.py::test_leaker_fails_basic_with_the_leak_diagnosis": ("debian-6.1",),
+    "test_packs_vm.py::test_basic_on_the_612_kernel": ("debian-6.12",),
 }
 
 
