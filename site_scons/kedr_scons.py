@@ -41,3 +41,13 @@ def warn(warnings: list[str] | tuple[str, ...], where: str) -> None:
 
 def signature(env: Any, **settings: Any) -> Any:
     return env.Value(json.dumps(settings, sort_keys=True, default=str))
+
+
+def vm_job(env: Any, builder: Any, result: str, modules: list[Any]) -> list[Any]:
+    """The node of a job that boots the VM (run, sweep): the modules and WORKLOAD=
+    as sources, always built (typing the target means "do it now")."""
+    cfg = env["KEDR"]
+    sources = list(modules) + ([str(cfg.workload)] if cfg.workload else [])
+    nodes: list[Any] = builder(result, sources)
+    env.AlwaysBuild(nodes)
+    return nodes

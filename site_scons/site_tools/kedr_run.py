@@ -16,7 +16,7 @@ import SCons.Action
 import SCons.Builder
 
 from kedr_build.config import BuildConfig
-from kedr_scons import action
+from kedr_scons import action, vm_job
 
 LOGS = ("console.log", "output.log", "status.log", "qemu.cmd", "initramfs.cpio")
 
@@ -62,11 +62,7 @@ def generate(env: Any) -> None:
         action=SCons.Action.Action(_run, "$KEDRRUNCOMSTR"), emitter=_emitter)
 
     def kedr_run(env: Any, result: str, modules: list[Any]) -> list[Any]:
-        cfg: BuildConfig = env["KEDR"]
-        sources = list(modules) + ([str(cfg.workload)] if cfg.workload else [])
-        nodes: list[Any] = env._KedrRun(result, sources)
-        env.AlwaysBuild(nodes)
-        return nodes
+        return vm_job(env, env._KedrRun, result, modules)
 
     env.AddMethod(kedr_run, "KedrRun")
 

@@ -17,7 +17,7 @@ import SCons.Builder
 
 from kedr_build.config import BuildConfig
 from kedr_build.errors import KedrError
-from kedr_scons import action
+from kedr_scons import action, vm_job
 
 
 @action
@@ -47,11 +47,7 @@ def generate(env: Any) -> None:
         action=SCons.Action.Action(_sweep, "$KEDRSWEEPCOMSTR"))
 
     def kedr_sweep(env: Any, result: str, modules: list[Any]) -> list[Any]:
-        cfg: BuildConfig = env["KEDR"]
-        sources = list(modules) + ([str(cfg.workload)] if cfg.workload else [])
-        nodes: list[Any] = env._KedrSweep(result, sources)
-        env.AlwaysBuild(nodes)
-        return nodes
+        return vm_job(env, env._KedrSweep, result, modules)
 
     env.AddMethod(kedr_sweep, "KedrSweep")
 
