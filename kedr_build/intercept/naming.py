@@ -12,7 +12,8 @@ import zlib
 from kedr_build.ko.names import NAME_MAX, REPLACEMENT_MODULE_PREFIX as MODULE_PREFIX
 
 # The C runtime copied next to the generated source (replacements/runtime/).
-RUNTIME_FILES = ("kedr_runtime.h", "kedr_trace.h", "kedr_leak.c", "kedr_rules.c",
+RUNTIME_FILES = ("kedr_runtime.h", "kedr_trace.h", "kedr_objects.c", "kedr_leak.c",
+                 "kedr_report.c", "kedr_judge.c", "kedr_rules.c",
                  "kedr_faults.c", "kedr_control.c")
 
 
