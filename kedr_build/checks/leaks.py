@@ -76,7 +76,7 @@ class Leak:
 
 @dataclass(frozen=True)
 class BadFree:
-    what: str                     # double, foreign, mismatch
+    what: str                     # double, foreign, mismatch, invalid, interior
     function: str                 # the freeing function called
     ptr: int
     caller: str
@@ -94,7 +94,11 @@ class BadFree:
 
     def describe(self) -> str:
         head = {"double": "double free", "foreign": "free of memory the target did not allocate",
-                "mismatch": "free with the wrong function"}[self.what]
+                "mismatch": "free with the wrong function",
+                "invalid": "free of an invalid pointer (an error pointer or an address in the "
+                           "first page)",
+                "interior": "free of an address inside an object the target allocated",
+                }.get(self.what, f"bad free ({self.what})")
         text = f"{head}: {self.function}(0x{self.ptr:x}) at {self.caller}"
         if self.alloc_function:
             text += f"; allocated by {self.alloc_function} ({self.alloc_kind}"

@@ -16,7 +16,8 @@ A suppressions file has one rule per line (``#`` starts a comment)::
 ``caller``    the function of the call site (frame 0, without ``+0x..`` and ``[module]``)
 ``frame``     any frame of the stack (same form)
 ``kind``      leak: the kind (``kmalloc``, ``mutex``, ``timer``...); badfree: ``double``,
-              ``foreign``, ``mismatch``; rule: the rule (``sleep-in-atomic``...)
+              ``foreign``, ``mismatch``, ``invalid``, ``interior``; rule: the rule
+              (``sleep-in-atomic``...)
 
 :func:`apply` returns the report without what matched, and how many findings
 each rule suppressed (a rule that matched nothing is listed with 0: stale).

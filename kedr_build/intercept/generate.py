@@ -231,9 +231,12 @@ def _leak_hooks(e: CatalogEntry, fn: str) -> tuple[str, str, str]:
     if e.track in TRACK_REALLOCS:
         kind, free = TRACK_REALLOCS[e.track]
         old = f"(unsigned long){e.frees}"
-        pre = f"kedr_leak_check(&{fn}, {_FREE_OPS[free]}, {old}, 0, {ip}, true)"
+        # The old object's record leaves the table before the call, so that an
+        # allocation meanwhile that gets its address (krealloc freed it) is not taken
+        # for it; kedr_leak_realloc() puts it back or retires it (kedr_leak.c).
+        pre = f"kedr_leak_detach(&{fn}, {_FREE_OPS[free]}, {old}, {ip}, &kedr_detached)"
         post = (f"kedr_leak_realloc(&{fn}, KEDR_KIND_{kind.upper()}, {_FREE_OPS[free]}, {old}, "
-                f"(unsigned long)kedr_ret, {e.size or 0}, {ip})")
+                f"(unsigned long)kedr_ret, {e.size or 0}, {ip}, kedr_detached)")
         return pre, "(kedr_on & KEDR_PAYLOAD_LEAKS)", post
     if e.allocates:
         aux = e.cache if e.track == "cache" else e.order if e.track in ("pages", "page") else "0"
@@ -254,9 +257,10 @@ def _leak_hooks(e: CatalogEntry, fn: str) -> tuple[str, str, str]:
 
 
 def _resource_hooks(e: CatalogEntry, fn: str) -> tuple[str, str, str]:
-    """A resource acquired after the call succeeded; released before a void call (a
-    spinlock-like race: the same resource acquired again meanwhile), after one that
-    returns a value (never refused, so there is no value to return instead)."""
+    """A resource acquired after the call succeeded; released before the call (after
+    it, the same resource may be acquired again meanwhile, in an interrupt or on
+    another CPU, and that record would be dropped): a void release as the check
+    (never refused), one that returns a value through :func:`_release_before`."""
     leaks = "(kedr_on & KEDR_PAYLOAD_LEAKS)"
     key2 = f"(unsigned long)({e.key2})" if e.key2 else "0"
     if e.track == "release":
@@ -264,7 +268,7 @@ def _resource_hooks(e: CatalogEntry, fn: str) -> tuple[str, str, str]:
         key = f"(unsigned long)({e.key or e.frees})"
         call = (f"kedr_res_release(&{fn}, KEDR_KIND_{e.resource.upper()}, {key}, {key2}, "
                 "_RET_IP_)")
-        return (call, "", "") if e.returns_void else ("", leaks, call)
+        return (call, "", "") if e.returns_void else ("", "", "")
     assert e.allocates is not None and e.track is not None
     key = f"(unsigned long)({e.key or ('kedr_ret' if e.allocates == 'ret' else e.allocates)})"
     cond = leaks + (" && kedr_leak_valid(kedr_ret)" if e.allocates == "ret" else "")
@@ -274,9 +278,21 @@ def _resource_hooks(e: CatalogEntry, fn: str) -> tuple[str, str, str]:
                       f"{e.size or 0}, _RET_IP_)")
 
 
+def _release_before(e: CatalogEntry, fn: str) -> str:
+    """A release that returns a value (netif_rx, free_irq): never refused, so not a
+    check with a value to return instead; a statement before the call."""
+    if e.track != "release" or e.returns_void:
+        return ""
+    assert e.resource is not None and e.frees is not None
+    key2 = f"(unsigned long)({e.key2})" if e.key2 else "0"
+    return (f"kedr_res_release(&{fn}, KEDR_KIND_{e.resource.upper()}, "
+            f"(unsigned long)({e.key or e.frees}), {key2}, _RET_IP_)")
+
+
 def _view(r: Replacement, index: int) -> dict[str, Any]:
     e = r.entry
     leak_pre, leak_cond, leak_post = _leak_hooks(e, f"kedr_fn_{r.original}")
+    leak_before = _release_before(e, f"kedr_fn_{r.original}")
     if leak_pre and e.variadic:
         raise KedrError(f"catalog entry {e.name}: a variadic function cannot be a tracked free")
     if leak_pre and not e.returns_void and e.fault in ("none", *(a.name for a in e.args)):
@@ -327,6 +343,9 @@ def _view(r: Replacement, index: int) -> dict[str, Any]:
         "leak_pre": _wrap("\tkedr_pass = !(kedr_on & KEDR_PAYLOAD_LEAKS) || ",
                           _split_call(leak_pre), ";", "\t\t") if leak_pre else "",
         "leak_cond": leak_cond,
+        "leak_before": _wrap("\t\t", _split_call(leak_before), ";", "\t\t\t")
+        if leak_before else "",
+        "leak_detach": e.track in TRACK_REALLOCS,
         "sleeps": bool(e.sleeps),
         "sleep_cond": sleep_cond,
         "leak_post": _wrap("\t\t", _split_call(leak_post), ";", "\t\t\t") if leak_post else "",

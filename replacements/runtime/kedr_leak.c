@@ -6,6 +6,17 @@
  * kedr_report.c.
  */
 
+/*
+ * alloc_pages() returns a struct page *, __get_free_pages() its address, and
+ * a driver may free either way (free_pages(page_address(p)), __free_pages(
+ * virt_to_page(a))): both are keyed by the address. (x86_64 has no highmem:
+ * page_address() is the linear map's address of every page.)
+ */
+static unsigned long kedr_page_key(unsigned long page)
+{
+	return (unsigned long)page_address((struct page *)page);
+}
+
 static void kedr_fill_task(pid_t *pid, char *comm, size_t len)
 {
 	/* In IRQ context this is the interrupted task: still the best hint there is. */
@@ -28,6 +39,8 @@ static void kedr_leak_alloc(const struct kedr_function *fn, unsigned int kind, u
 		kedr_count(nmi_skipped);
 		return;
 	}
+	if (kind == KEDR_KIND_PAGE)
+		ptr = kedr_page_key(ptr);
 	ptr = kedr_key(kedr_kind_tagged(kind), ptr);
 	kedr_count(allocs);
 	stack = kedr_current_stack(ip);
@@ -40,7 +53,7 @@ static void kedr_leak_alloc(const struct kedr_function *fn, unsigned int kind, u
 		 * A freed address allocated again, or a live one we missed the
 		 * free of (freed through a function not intercepted): reuse.
 		 */
-		if (o->state == KEDR_OBJ_FREED)
+		if (kedr_obj_freed(o))	/* (never HELD: held memory is not handed out) */
 			kedr_quarantine_unlink(sh, o - kedr_objs);
 		else
 			kedr_count(frees);	/* implicitly released: keep allocs - frees == live */
@@ -93,9 +106,9 @@ static bool kedr_free_matches(unsigned int op, const struct kedr_obj *o, unsigne
 	case KEDR_FREE_CACHE:
 		return o->kind == KEDR_KIND_CACHE && o->aux == aux;
 	case KEDR_FREE_PAGES:
-		return o->kind == KEDR_KIND_PAGES && o->aux == aux;
 	case KEDR_FREE_PAGE:
-		return o->kind == KEDR_KIND_PAGE && o->aux == aux;
+		/* free_pages(a, order) is __free_pages(virt_to_page(a), order) (mm/page_alloc.c). */
+		return (o->kind == KEDR_KIND_PAGES || o->kind == KEDR_KIND_PAGE) && o->aux == aux;
 	case KEDR_FREE_PAGES_EXACT:
 		return o->kind == KEDR_KIND_PAGES_EXACT && o->size == aux;
 	case KEDR_FREE_KMEM_CACHE:
@@ -188,14 +201,120 @@ static void kedr_report_bad(unsigned int what, const struct kedr_function *fn, u
 	spin_unlock_irqrestore(&kedr_bad_lock, flags);
 }
 
+/* A free of memory (not a lock, timer, work item or resource). */
+#define kedr_op_memory(op)	((op) <= KEDR_FREE_KMEM_CACHE)
+
+/*
+ * What the real free takes as nothing to free: kfree() returns early on
+ * ZERO_OR_NULL_PTR() (NULL and ZERO_SIZE_PTR, what kmalloc(0) returns;
+ * kvfree() and kfree_const() end in kfree()), vfree(), free_pages(),
+ * free_pages_exact(), kmem_cache_destroy() on NULL. __free_pages(NULL)
+ * would oops. kmem_cache_free(s, NULL) is passed on as it always was.
+ */
+static bool kedr_free_noop(unsigned int op, unsigned long ptr)
+{
+	switch (op) {
+	case KEDR_FREE_KFREE:
+	case KEDR_FREE_KFREE_CONST:
+	case KEDR_FREE_KVFREE:
+		return ZERO_OR_NULL_PTR((void *)ptr);
+	case KEDR_FREE_PAGE:
+		return false;
+	}
+	return ptr == 0;
+}
+
+/*
+ * Slab memory the target freed with kfree()/kvfree(): the quarantine keeps
+ * it allocated (kedr_quarantine_hold()) so that its address is not reused
+ * while the record says "freed". Not a kmem_cache object (its cache may be
+ * destroyed while we hold it, through a path we do not see), not vmalloc
+ * memory (vfree() may sleep, eviction happens under a spinlock), not pages
+ * (a page is refcounted: get_page() is inline, so a second __free_pages() can
+ * be right).
+ */
+static bool kedr_holdable(unsigned int op, const struct kedr_obj *o)
+{
+	return (op == KEDR_FREE_KFREE || op == KEDR_FREE_KFREE_CONST || op == KEDR_FREE_KVFREE) &&
+	       (o->kind == KEDR_KIND_KMALLOC ||
+		(o->kind == KEDR_KIND_KVMALLOC && !is_vmalloc_addr((void *)o->ptr)));
+}
+
+/*
+ * Is @ptr inside (not at the start of) a live memory object of the target?
+ * Only for a slab address: the object that holds it starts in the same slab
+ * folio, at most KEDR_INTERIOR_MAX bytes before it (larger slab objects are
+ * not looked for). One lookup per 8 bytes back, only on the path of a free
+ * of an address the target never allocated.
+ */
+#define KEDR_INTERIOR_MAX	(32 * 1024)
+
+static bool kedr_interior(unsigned long ptr, struct kedr_obj *copy)
+{
+	unsigned long start, a, flags;
+	struct folio *folio;
+
+	if (!virt_addr_valid((void *)ptr))
+		return false;
+	folio = virt_to_folio((void *)ptr);
+	if (!folio_test_slab(folio) && !folio_test_large(folio))
+		return false;
+	start = (unsigned long)folio_address(folio);
+	if (ptr - start > KEDR_INTERIOR_MAX)
+		start = ptr - KEDR_INTERIOR_MAX;
+	for (a = ALIGN_DOWN(ptr - 1, 8); a >= start && a < ptr; a -= 8) {
+		unsigned int bucket;
+		struct kedr_obj_shard *sh = &kedr_obj_shards[kedr_obj_shard_of(a, &bucket)];
+		struct kedr_obj *o;
+		bool inside;
+
+		spin_lock_irqsave(&sh->lock, flags);
+		o = kedr_obj_find(sh, bucket, a, NULL);
+		inside = o && (o->state == KEDR_OBJ_LIVE || o->state == KEDR_OBJ_BLOCKED) &&
+			 kedr_kind_memory(o->kind) && ptr - a < max(o->size, 1UL);
+		if (inside)
+			*copy = *o;
+		spin_unlock_irqrestore(&sh->lock, flags);
+		if (inside)
+			return true;
+		if (o)
+			return false;	/* another object of ours starts here: ptr is past its end */
+	}
+	return false;
+}
+
+/* Take a record out of its hash chain (the caller holds the shard's lock). */
+static void kedr_obj_unhash(struct kedr_obj_shard *sh, unsigned int bucket, struct kedr_obj *o)
+{
+	u32 *link;
+
+	if (kedr_obj_find(sh, bucket, o->ptr, &link))
+		*link = o->next;
+}
+
+/* A freed record we no longer trust (its address may be someone else's now): forget it. */
+static void kedr_obj_forget(struct kedr_obj_shard *sh, unsigned int bucket, struct kedr_obj *o)
+{
+	u32 id = o - kedr_objs;
+
+	kedr_quarantine_unlink(sh, id);
+	kedr_obj_unhash(sh, bucket, o);
+	o->state = KEDR_OBJ_UNUSED;
+	o->next = sh->free_list;
+	sh->free_list = id;
+}
+
 /*
  * Before a free: true when the real free may run. A free of a live object
  * of a matching kind forgets it (before the real free, so that the address,
- * once reused, is never confused with it). @check_only (krealloc): only
- * judge, the caller forgets the object once the call succeeded.
+ * once reused, is never confused with it); a kmalloc'ed one is held by the
+ * quarantine instead (false: the real free runs when it leaves the
+ * quarantine). @detach (krealloc): a live object is taken out of the table
+ * (its record id in *detach) and kedr_leak_realloc() decides after the call
+ * whether it is gone; nothing is held (krealloc frees it itself).
  */
-static bool kedr_leak_check(const struct kedr_function *fn, unsigned int op, unsigned long ptr,
-			    unsigned long aux, unsigned long ip, bool check_only)
+static bool kedr_leak_judge(const struct kedr_function *fn, unsigned int op, unsigned long ptr,
+			    unsigned long aux, unsigned long ip, u32 *detach)
 {
 	struct kedr_obj_shard *sh;
 	struct kedr_obj *o, copy;
@@ -204,8 +323,24 @@ static bool kedr_leak_check(const struct kedr_function *fn, unsigned int op, uns
 	bool heap;
 	u32 stack;
 
-	if (!kedr_leak_valid(ptr))
-		return true;		/* kfree(NULL), kfree(ZERO_SIZE_PTR): no-ops */
+	if (kedr_op_memory(op)) {
+		if (kedr_free_noop(op, ptr))
+			return true;		/* kfree(NULL), kfree(ZERO_SIZE_PTR): no-ops */
+		if (ptr < PAGE_SIZE || IS_ERR_VALUE(ptr)) {
+			/* kfree(ERR_PTR(-ENOMEM)): the real free would oops. */
+			if (unlikely(in_nmi())) {
+				kedr_count(nmi_skipped);
+				return false;
+			}
+			kedr_report_bad(KEDR_BAD_INVALID, fn, ptr, aux, ip, kedr_current_stack(ip),
+					false, NULL);
+			return false;
+		}
+		if (op == KEDR_FREE_PAGE)
+			ptr = kedr_page_key(ptr);
+	} else if (!kedr_leak_valid(ptr)) {
+		return true;
+	}
 	if (unlikely(in_nmi())) {
 		kedr_count(nmi_skipped);
 		return true;
@@ -218,12 +353,21 @@ static bool kedr_leak_check(const struct kedr_function *fn, unsigned int op, uns
 	o = kedr_obj_find(sh, bucket, key, NULL);
 	if (o && (o->state == KEDR_OBJ_LIVE || o->state == KEDR_OBJ_BLOCKED) &&
 	    kedr_free_matches(op, o, aux)) {
-		if (!check_only) {
+		bool pass = true;
+
+		if (detach) {
+			kedr_obj_unhash(sh, bucket, o);
+			*detach = o - kedr_objs;
+		} else if (kedr_holdable(op, o)) {
+			kedr_quarantine_hold(sh, o, ip, stack);
+			kedr_count(frees);
+			pass = false;
+		} else {
 			kedr_quarantine_add(sh, o, ip, stack);
 			kedr_count(frees);
 		}
 		spin_unlock_irqrestore(&sh->lock, flags);
-		return true;
+		return pass;
 	}
 	if ((op == KEDR_FREE_TIMER || op == KEDR_FREE_WORK) && (!o || o->state != KEDR_OBJ_LIVE)) {
 		/* Deleting a timer or cancelling work not pending (or already run) is normal. */
@@ -253,10 +397,25 @@ static bool kedr_leak_check(const struct kedr_function *fn, unsigned int op, uns
 			kedr_rule_violation(fn, KEDR_RULE_UNLOCK_NOT_HELD, ip);
 		return true;
 	}
+	if (o && o->state == KEDR_OBJ_FREED) {
+		/*
+		 * Freed, and the real free ran: since then the address may have
+		 * been handed out by an allocation we did not see (the kernel's,
+		 * another module's, one made while tracking was off) and given to
+		 * the target, whose free of it is then right. We cannot tell:
+		 * counted, passed on, the stale record forgotten.
+		 */
+		kedr_obj_forget(sh, bucket, o);
+		spin_unlock_irqrestore(&sh->lock, flags);
+		kedr_count(untracked_frees);
+		return true;
+	}
 	if (o) {
 		copy = *o;
-		if (o->state == KEDR_OBJ_FREED) {
+		if (o->state == KEDR_OBJ_HELD) {
+			/* Still held by the quarantine: nobody else can have it. */
 			what = KEDR_BAD_DOUBLE;
+			copy.state = KEDR_OBJ_FREED;	/* the report shows the first free */
 		} else {
 			what = KEDR_BAD_MISMATCH;
 			/* Still allocated, but not a leak to report twice: the bad free is. */
@@ -269,37 +428,92 @@ static bool kedr_leak_check(const struct kedr_function *fn, unsigned int op, uns
 	}
 	spin_unlock_irqrestore(&sh->lock, flags);
 
+	if ((op == KEDR_FREE_KFREE || op == KEDR_FREE_KFREE_CONST || op == KEDR_FREE_KVFREE ||
+	     op == KEDR_FREE_CACHE) && kedr_interior(ptr, &copy)) {
+		/* kfree(p + 8) of the target's own p: the slab allocator would corrupt its lists. */
+		kedr_report_bad(KEDR_BAD_INTERIOR, fn, ptr, aux, ip,
+				stack ?: kedr_current_stack(ip), false, &copy);
+		return false;
+	}
 	heap = kedr_heap_object(op, ptr);
-	if (heap && (READ_ONCE(kedr_leak_gap) || op == KEDR_FREE_KFREE_CONST)) {
-		/* Allocated while we were not looking: nothing to say about it. */
+	if (heap) {
+		/*
+		 * A heap object the target did not get from a tracked call: the
+		 * kernel allocated it for the target (kobject_get_path(), an
+		 * address freed by the target and handed out again), or it was
+		 * allocated while tracking was off, or it is someone else's. We
+		 * cannot tell which: counted, passed on, not reported.
+		 */
 		kedr_count(untracked_frees);
 		return true;
 	}
-	if (!heap && op == KEDR_FREE_KFREE_CONST)
+	if (op == KEDR_FREE_KFREE_CONST)
 		return true;	/* kfree_const() of .rodata (kstrdup_const's own) is a no-op */
-	kedr_report_bad(KEDR_BAD_FOREIGN, fn, ptr, aux, ip, stack ?: kedr_current_stack(ip), heap,
+	kedr_report_bad(KEDR_BAD_FOREIGN, fn, ptr, aux, ip, stack ?: kedr_current_stack(ip), false,
 			NULL);
-	return heap;
+	return false;
+}
+
+static bool kedr_leak_check(const struct kedr_function *fn, unsigned int op, unsigned long ptr,
+			    unsigned long aux, unsigned long ip)
+{
+	return kedr_leak_judge(fn, op, ptr, aux, ip, NULL);
 }
 
 static bool kedr_leak_free(const struct kedr_function *fn, unsigned int op, unsigned long ptr,
 			   unsigned long aux, unsigned long ip)
 {
-	return kedr_leak_check(fn, op, ptr, aux, ip, false);
+	return kedr_leak_judge(fn, op, ptr, aux, ip, NULL);
 }
 
 /*
- * After krealloc()/kvrealloc() that kedr_leak_check(check_only) let run:
- * the old object is gone when a new one came back (possibly at the same
- * address) or when the new size was 0 (krealloc frees and returns
- * ZERO_SIZE_PTR); on failure the old one is untouched.
+ * Before krealloc()/kvrealloc(): judge the old object like a free, and take
+ * its record out of the table before the real call (into *detached), so
+ * that an allocation meanwhile (an interrupt on this CPU, another CPU) that
+ * gets the same address once krealloc has freed it is recorded as itself.
+ */
+static bool __maybe_unused kedr_leak_detach(const struct kedr_function *fn, unsigned int op,
+					    unsigned long old, unsigned long ip, u32 *detached)
+{
+	return kedr_leak_judge(fn, op, old, 0, ip, detached);
+}
+
+/*
+ * After krealloc()/kvrealloc() that kedr_leak_detach() let run: the old
+ * object is gone when a new one came back (possibly at the same address)
+ * or when the new size was 0 (krealloc frees and returns ZERO_SIZE_PTR);
+ * on failure the old one is untouched and its record goes back.
  */
 static void __maybe_unused kedr_leak_realloc(const struct kedr_function *fn, unsigned int kind,
 			      unsigned int op, unsigned long old, unsigned long ret,
-			      unsigned long size, unsigned long ip)
+			      unsigned long size, unsigned long ip, u32 detached)
 {
-	if (kedr_leak_valid(old) && (kedr_leak_valid(ret) || size == 0))
-		kedr_leak_free(fn, op, old, 0, ip);
+	if (detached) {
+		struct kedr_obj *o = kedr_obj_at(detached);
+		unsigned int bucket;
+		struct kedr_obj_shard *sh = &kedr_obj_shards[kedr_obj_shard_of(o->ptr, &bucket)];
+		bool gone = kedr_leak_valid(ret) || size == 0;
+		unsigned long flags;
+
+		spin_lock_irqsave(&sh->lock, flags);
+		if (!gone || !kedr_obj_find(sh, bucket, o->ptr, NULL)) {
+			/* Back in the table: live again, or freed (the real free ran). */
+			o->next = sh->heads[bucket];
+			sh->heads[bucket] = detached;
+			if (gone) {
+				kedr_quarantine_add(sh, o, ip, kedr_free_stacks ?
+						    kedr_current_stack(ip) : 0);
+				kedr_count(frees);
+			}
+		} else {
+			/* Freed, and its address already recorded anew: no record to keep. */
+			o->state = KEDR_OBJ_UNUSED;
+			o->next = sh->free_list;
+			sh->free_list = detached;
+			kedr_count(frees);
+		}
+		spin_unlock_irqrestore(&sh->lock, flags);
+	}
 	if (kedr_leak_valid(ret))
 		kedr_leak_alloc(fn, kind, ret, size, 0, ip);
 }
@@ -347,7 +561,7 @@ static void __maybe_unused kedr_res_acquire(const struct kedr_function *fn, unsi
 static bool __maybe_unused kedr_res_release(const struct kedr_function *fn, unsigned int kind, unsigned long v,
 			     unsigned long v2, unsigned long ip)
 {
-	kedr_leak_check(fn, KEDR_FREE_RELEASE, kedr_res_key(kind, v, v2), kind, ip, false);
+	kedr_leak_check(fn, KEDR_FREE_RELEASE, kedr_res_key(kind, v, v2), kind, ip);
 	return true;
 }
 

@@ -20,8 +20,9 @@
  *    (this_cpu_inc, one instruction on x86, IRQ-safe), summed on read.
  *  - A freed object's record stays in its shard's quarantine (a FIFO of the
  *    last KEDR_QUARANTINE frees per shard, evicted first when the pool runs
- *    out), with the stack of the free: a second free of the same address is
- *    then a double free reported with both stacks, and is not passed on.
+ *    out), with the stack of the free. A kmalloc'ed object's memory is held
+ *    there (the real free runs at eviction): a second free of it is then
+ *    certainly a double free, reported with both stacks and not passed on.
  *  - NMI context takes no lock: allocations there are forbidden anyway; a call
  *    seen in NMI is only counted (nmi_skipped).
  *  - Stacks: stack_trace_save() (kernel/stacktrace.c, EXPORT_SYMBOL_GPL since
@@ -211,7 +212,16 @@ MODULE_PARM_DESC(max_stacks, "Distinct stacks kept (256-1048576)");
 
 /* --- records ------------------------------------------------------------------ */
 
-enum kedr_obj_state { KEDR_OBJ_UNUSED, KEDR_OBJ_LIVE, KEDR_OBJ_FREED, KEDR_OBJ_BLOCKED };
+/*
+ * FREED: in the quarantine, the real free was called (the address may have
+ * been handed out again by an allocation we did not see). HELD: in the
+ * quarantine, the real free not called yet (kedr_quarantine_hold()): the
+ * address cannot have been reused, so a second free of it is certainly a
+ * double free.
+ */
+enum kedr_obj_state { KEDR_OBJ_UNUSED, KEDR_OBJ_LIVE, KEDR_OBJ_FREED, KEDR_OBJ_BLOCKED,
+		      KEDR_OBJ_HELD };
+#define kedr_obj_freed(o)	((o)->state == KEDR_OBJ_FREED || (o)->state == KEDR_OBJ_HELD)
 
 /*
  * 64 bytes. Record indices are 1-based (0 = none) and global, so a record
@@ -263,13 +273,22 @@ struct kedr_leak_counters {
 	u64 bad_frees;		/* double, foreign and mismatched frees */
 	u64 dropped_objects;	/* allocations not tracked: the shard's pool was full */
 	u64 dropped_stacks;	/* stacks not kept: the stack pool was full */
-	u64 untracked_frees;	/* heap objects freed that we never saw allocated (tracking gap) */
+	u64 untracked_frees;	/* frees not judged: heap objects we never saw allocated (tracking
+				 * gap), and second frees of an address whose memory the quarantine
+				 * no longer held (maybe reused by an allocation we did not see) */
 	u64 nmi_skipped;	/* calls in NMI context, not tracked */
 };
 static DEFINE_PER_CPU(struct kedr_leak_counters, kedr_leak_counters);
 
-enum kedr_bad_what { KEDR_BAD_DOUBLE, KEDR_BAD_FOREIGN, KEDR_BAD_MISMATCH };
-static const char *const kedr_bad_names[] = { "double", "foreign", "mismatch" };
+/*
+ * invalid: an error pointer or an address in the first page, which the real
+ * free would dereference (kfree(ERR_PTR(-ENOMEM))); interior: an address
+ * inside a live object of the target, not its start.
+ */
+enum kedr_bad_what { KEDR_BAD_DOUBLE, KEDR_BAD_FOREIGN, KEDR_BAD_MISMATCH, KEDR_BAD_INVALID,
+		     KEDR_BAD_INTERIOR };
+static const char *const kedr_bad_names[] = { "double", "foreign", "mismatch", "invalid",
+					      "interior" };
 
 struct kedr_bad_free {
 	unsigned int what;
@@ -453,6 +472,18 @@ static struct kedr_obj *kedr_obj_find(struct kedr_obj_shard *sh, unsigned int bu
 	return NULL;
 }
 
+/*
+ * The real free of a held object (kedr_quarantine_hold()), now that it
+ * leaves the quarantine: kfree() runs in any context, with our shard lock
+ * held too (it never calls back into this module: the replacement module is
+ * not patched). kfree_sensitive(), because the free the target asked for may
+ * have been kfree_sensitive() (both are KEDR_FREE_KFREE).
+ */
+static void kedr_held_release(struct kedr_obj *o)
+{
+	kfree_sensitive((void *)o->ptr);
+}
+
 /* Take the oldest record out of the quarantine (and out of its hash chain). */
 static u32 kedr_quarantine_evict(struct kedr_obj_shard *sh)
 {
@@ -471,6 +502,8 @@ static u32 kedr_quarantine_evict(struct kedr_obj_shard *sh)
 	kedr_obj_shard_of(o->ptr, &bucket);
 	if (kedr_obj_find(sh, bucket, o->ptr, &link))
 		*link = o->next;
+	if (o->state == KEDR_OBJ_HELD)
+		kedr_held_release(o);
 	o->state = KEDR_OBJ_UNUSED;
 	return id;
 }
@@ -493,12 +526,12 @@ static void kedr_quarantine_unlink(struct kedr_obj_shard *sh, u32 id)
 }
 
 /* A live record becomes a freed one, at the young end of the quarantine. */
-static void kedr_quarantine_add(struct kedr_obj_shard *sh, struct kedr_obj *o,
-				unsigned long ip, u32 free_stack)
+static void kedr_quarantine_put(struct kedr_obj_shard *sh, struct kedr_obj *o,
+				unsigned long ip, u32 free_stack, enum kedr_obj_state state)
 {
 	u32 id = o - kedr_objs;
 
-	o->state = KEDR_OBJ_FREED;
+	o->state = state;
 	o->caller = ip;
 	o->free_stack = free_stack;
 	o->qnext = 0;
@@ -512,5 +545,47 @@ static void kedr_quarantine_add(struct kedr_obj_shard *sh, struct kedr_obj *o,
 
 		kedr_obj_at(old)->next = sh->free_list;
 		sh->free_list = old;
+	}
+}
+
+/* The real free was called: the address may be reused by anyone. */
+static void kedr_quarantine_add(struct kedr_obj_shard *sh, struct kedr_obj *o,
+				unsigned long ip, u32 free_stack)
+{
+	kedr_quarantine_put(sh, o, ip, free_stack, KEDR_OBJ_FREED);
+}
+
+/*
+ * The real free is not called: the memory stays allocated while the record
+ * is in the quarantine (KASAN's quarantine does the same), so the address
+ * is never handed out again meanwhile and a second free of it is certainly
+ * a double free. kedr_quarantine_evict() calls the real free.
+ */
+static void kedr_quarantine_hold(struct kedr_obj_shard *sh, struct kedr_obj *o,
+				 unsigned long ip, u32 free_stack)
+{
+	kedr_quarantine_put(sh, o, ip, free_stack, KEDR_OBJ_HELD);
+}
+
+/* At unload of the replacement module: the real free of everything still held. */
+static void kedr_quarantine_release_all(void)
+{
+	unsigned long flags;
+	unsigned int s;
+	u32 id;
+
+	for (s = 0; kedr_leak_ready && s < KEDR_OBJ_SHARDS; s++) {
+		struct kedr_obj_shard *sh = &kedr_obj_shards[s];
+
+		spin_lock_irqsave(&sh->lock, flags);
+		for (id = sh->q_head; id; id = kedr_obj_at(id)->qnext) {
+			struct kedr_obj *o = kedr_obj_at(id);
+
+			if (o->state == KEDR_OBJ_HELD) {
+				kedr_held_release(o);
+				o->state = KEDR_OBJ_FREED;
+			}
+		}
+		spin_unlock_irqrestore(&sh->lock, flags);
 	}
 }
