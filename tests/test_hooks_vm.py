@@ -6,7 +6,8 @@ allocation the payload did not see (the kernel's, or one made while the
 allocator's tracking was switched off), nor when krealloc's old address is
 allocated again before krealloc returns; the two ways of naming pages meet;
 conditional acquires (trylocks, refcount_dec_and_lock, ...) released are not
-"unlock of a lock not held". One boot per kernel, one load per mode.
+"unlock of a lock not held"; objects the kernel frees for the driver
+(kfree_rcu, skbs handed on) are not leaks. One boot per kernel, one load per mode.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ pytestmark = pytest.mark.vm
 DRIVER = Path(__file__).resolve().parent / "drivers" / "hooks"
 REPL = "kedr_repl_hooks"
 # The modes whose frees would crash an unprotected kernel last.
-MODES = ("reuse", "realloc", "pages", "trylock", "interior", "invalid")
+MODES = ("reuse", "realloc", "pages", "trylock", "rcu", "skb", "interior", "invalid")
 # kmalloc(64) compiles to this on 6.1 / 6.12: the allocator mode=toggle switches off.
 KMALLOC_CONST = ("kmalloc_trace", "__kmalloc_cache_noprof")
 
@@ -177,3 +178,19 @@ def test_kernel_survives(guest: Guest) -> None:
     out, console, _, _ = guest
     assert console.startswith("status 0\nproblems:\n\n"), console[-4000:]
     assert "ok" in out["alive"]
+
+
+def test_kfree_rcu_is_a_free(guest: Guest) -> None:
+    rep = report(guest, "rcu")
+    text = "\n".join(summary(rep))
+    assert rep.clean and not rep.leaks, text
+    assert rep.totals.allocs == rep.totals.frees == 1, text
+
+
+def test_skbs_handed_to_the_kernel_are_released(guest: Guest) -> None:
+    rep = report(guest, "skb")
+    text = "\n".join(summary(rep))
+    assert rep.clean and not rep.leaks, text
+    # netlink_unicast, netlink_broadcast, rtnl_unicast, dev_queue_xmit: each skb released.
+    assert rep.totals.allocs == rep.totals.frees == 4, text
+    assert rep.totals.untracked_frees == 0, text

@@ -27,6 +27,11 @@
  *   trylock   conditional acquires released: spin_trylock_bh(),
  *             refcount_dec_and_lock(), atomic_dec_and_mutex_lock(),
  *             refcount_dec_and_mutex_lock()
+ *   rcu       kfree_rcu() of a kmalloc'ed object (its rcu_head not first)
+ *   skb       skbs handed to the kernel, which frees them: netlink_unicast()
+ *             to no one, netlink_broadcast() to no listener (a kernel netlink
+ *             socket of unit HOOKS_NETLINK), rtnl_unicast() to no one,
+ *             dev_queue_xmit() on the loopback device
  * Every mode frees what it allocates: a correct payload reports nothing
  * but the bad frees of invalid and interior.
  */
@@ -34,6 +39,12 @@
 #include <linux/err.h>
 #include <linux/gfp.h>
 #include <linux/kobject.h>
+#include <linux/netdevice.h>
+#include <linux/netlink.h>
+#include <linux/rcupdate.h>
+#include <linux/rtnetlink.h>
+#include <linux/skbuff.h>
+#include <net/net_namespace.h>
 #include <linux/kprobes.h>
 #include <linux/mm.h>
 #include <linux/module.h>
@@ -222,6 +233,57 @@ static noinline void hooks_trylock(void)
 		mutex_unlock(&hooks_mutex);
 }
 
+struct hooks_rcu_obj {
+	long a, b;
+	struct rcu_head rcu;
+};
+
+static noinline void hooks_rcu(void)
+{
+	struct hooks_rcu_obj *o = kmalloc(sizeof(*o), GFP_KERNEL);
+
+	if (o)
+		kfree_rcu(o, rcu);
+}
+
+/* A netlink unit no kernel subsystem uses (include/uapi/linux/netlink.h: up to 22). */
+#define HOOKS_NETLINK	30
+
+static noinline int hooks_skb(void)
+{
+	struct netlink_kernel_cfg cfg = {};
+	struct sock *nl = netlink_kernel_create(&init_net, HOOKS_NETLINK, &cfg);
+	struct net_device *lo;
+	struct sk_buff *skb;
+
+	if (!nl) {
+		pr_err("kedr_hooks: netlink_kernel_create(%d) failed\n", HOOKS_NETLINK);
+		return -EBUSY;
+	}
+	skb = alloc_skb(64, GFP_KERNEL);
+	if (skb)
+		pr_info("kedr_hooks: netlink_unicast: %d\n",
+			netlink_unicast(nl, skb, 0x7ffffff0, MSG_DONTWAIT));
+	skb = alloc_skb(64, GFP_KERNEL);
+	if (skb)
+		pr_info("kedr_hooks: netlink_broadcast: %d\n",
+			netlink_broadcast(nl, skb, 0, 1, GFP_KERNEL));
+	netlink_kernel_release(nl);
+	skb = alloc_skb(64, GFP_KERNEL);
+	if (skb)
+		pr_info("kedr_hooks: rtnl_unicast: %d\n", rtnl_unicast(skb, &init_net, 0x7ffffff0));
+	lo = dev_get_by_name(&init_net, "lo");
+	skb = lo ? alloc_skb(64, GFP_KERNEL) : NULL;
+	if (skb) {
+		skb_put_zero(skb, 64);
+		skb->dev = lo;
+		pr_info("kedr_hooks: dev_queue_xmit: %d\n", dev_queue_xmit(skb));
+	}
+	if (lo)
+		dev_put(lo);
+	return 0;
+}
+
 static int step_set(const char *val, const struct kernel_param *kp)
 {
 	int step, err = kstrtoint(val, 0, &step);
@@ -251,6 +313,10 @@ static int __init hooks_init(void)
 		hooks_pages();
 	else if (!strcmp(mode, "trylock"))
 		hooks_trylock();
+	else if (!strcmp(mode, "rcu"))
+		hooks_rcu();
+	else if (!strcmp(mode, "skb"))
+		return hooks_skb();
 	else if (strcmp(mode, "none") && strcmp(mode, "toggle"))
 		return -EINVAL;
 	return 0;
