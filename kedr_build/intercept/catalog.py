@@ -59,7 +59,8 @@ TRACK_KINDS = frozenset({"kmalloc", "cache", "vmalloc", "kvmalloc", "pages", "pa
                          "dwork"}) | RESOURCE_KINDS
 TRACK_FREES = frozenset({"kfree", "kfree_const", "kvfree", "vfree", "cache_free", "free_pages",
                          "free_page", "free_pages_exact", "kmem_cache_destroy", "mutex_unlock",
-                         "timer_delete", "spin_unlock", "work_cancel", "release"})
+                         "timer_delete", "spin_unlock", "work_cancel", "release", "kvfree_rcu",
+                         "kvfree_rcu_offset"})
 # reallocator -> (kind it returns, how it frees the old object)
 TRACK_REALLOCS = {"krealloc": ("kmalloc", "kfree"), "kvrealloc": ("kvmalloc", "kvfree")}
 

@@ -214,7 +214,8 @@ _FREE_OPS = {"kfree": "KEDR_FREE_KFREE", "kfree_const": "KEDR_FREE_KFREE_CONST",
              "free_page": "KEDR_FREE_PAGE", "free_pages_exact": "KEDR_FREE_PAGES_EXACT",
              "kmem_cache_destroy": "KEDR_FREE_KMEM_CACHE",
              "mutex_unlock": "KEDR_FREE_MUTEX_UNLOCK", "timer_delete": "KEDR_FREE_TIMER",
-             "spin_unlock": "KEDR_FREE_SPIN_UNLOCK", "work_cancel": "KEDR_FREE_WORK"}
+             "spin_unlock": "KEDR_FREE_SPIN_UNLOCK", "work_cancel": "KEDR_FREE_WORK",
+             "kvfree_rcu": "KEDR_FREE_KVFREE_RCU", "kvfree_rcu_offset": "KEDR_FREE_KVFREE_RCU"}
 
 
 def _leak_hooks(e: CatalogEntry, fn: str) -> tuple[str, str, str]:
@@ -251,7 +252,11 @@ def _leak_hooks(e: CatalogEntry, fn: str) -> tuple[str, str, str]:
         return "", cond, post
     aux = (e.cache if e.track == "cache_free" else e.order if e.track in ("free_pages", "free_page")
            else e.size if e.track == "free_pages_exact" else "0")
-    pre = (f"kedr_leak_free(&{fn}, {_FREE_OPS[e.track]}, (unsigned long){e.frees}, "
+    obj = f"(unsigned long){e.frees}"
+    if e.track == "kvfree_rcu_offset":
+        # kvfree_call_rcu(head, offset of head in the object) up to 6.1 (kedr_leak.c)
+        obj = f"kedr_rcu_offset_object({obj}, (unsigned long){e.args[1].name})"
+    pre = (f"kedr_leak_free(&{fn}, {_FREE_OPS[e.track]}, {obj}, "
            f"(unsigned long)({aux}), {ip})")
     return pre, "", ""
 

@@ -17,6 +17,17 @@ static unsigned long kedr_page_key(unsigned long page)
 	return (unsigned long)page_address((struct page *)page);
 }
 
+/*
+ * The object kvfree_call_rcu(head, func) frees up to 6.1 (include/linux/
+ * rcupdate.h, kvfree_rcu_arg_2/_1): func is the offset of head in it, or,
+ * head NULL, the object itself.
+ */
+static inline unsigned long __maybe_unused kedr_rcu_offset_object(unsigned long head,
+								   unsigned long func)
+{
+	return head ? head - func : func;
+}
+
 static void kedr_fill_task(pid_t *pid, char *comm, size_t len)
 {
 	/* In IRQ context this is the interrupted task: still the best hint there is. */
@@ -98,6 +109,7 @@ static bool kedr_free_matches(unsigned int op, const struct kedr_obj *o, unsigne
 		       (o->kind == KEDR_KIND_KVMALLOC && !is_vmalloc_addr((void *)o->ptr));
 		/* (o->ptr is the address itself for every kind but a mutex.) */
 	case KEDR_FREE_KVFREE:
+	case KEDR_FREE_KVFREE_RCU:
 		return o->kind == KEDR_KIND_KMALLOC || o->kind == KEDR_KIND_CACHE ||
 		       o->kind == KEDR_KIND_VMALLOC || o->kind == KEDR_KIND_KVMALLOC;
 	case KEDR_FREE_VFREE:
@@ -140,6 +152,7 @@ static bool kedr_heap_object(unsigned int op, unsigned long ptr)
 
 	switch (op) {
 	case KEDR_FREE_KVFREE:
+	case KEDR_FREE_KVFREE_RCU:
 		if (is_vmalloc_addr(p))
 			return true;
 		fallthrough;

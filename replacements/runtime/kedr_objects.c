@@ -129,6 +129,7 @@ enum kedr_free_op {
 	KEDR_FREE_KFREE,
 	KEDR_FREE_KFREE_CONST,
 	KEDR_FREE_KVFREE,
+	KEDR_FREE_KVFREE_RCU,	/* kvfree after a grace period (kfree_rcu): never held */
 	KEDR_FREE_VFREE,
 	KEDR_FREE_CACHE,
 	KEDR_FREE_PAGES,
