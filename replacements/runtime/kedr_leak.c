@@ -255,43 +255,56 @@ static bool kedr_holdable(unsigned int op, const struct kedr_obj *o)
 
 /*
  * Is @ptr inside (not at the start of) a live memory object of the target?
- * Only for a slab address: the object that holds it starts in the same slab
- * folio, at most KEDR_INTERIOR_MAX bytes before it (larger slab objects are
- * not looked for). One lookup per 8 bytes back, only on the path of a free
- * of an address the target never allocated.
+ * A large kmalloc (a compound page) starts at its folio. A slab object starts
+ * in the same slab folio, at most KEDR_INTERIOR_MAX bytes before @ptr (the
+ * largest kmalloc slab object, KMALLOC_MAX_CACHE_SIZE with SLUB; a larger
+ * kmem_cache object is not looked for): one lookup per 8 bytes back, and only
+ * on the path of a free of an address the target never allocated. (ksize()
+ * would give the slab's object size, but it checks, under KASAN, that the
+ * object is not free: the address may be in a freed one.)
  */
-#define KEDR_INTERIOR_MAX	(32 * 1024)
+#define KEDR_INTERIOR_MAX	8192
+
+static bool kedr_interior_at(unsigned long a, unsigned long ptr, struct kedr_obj *copy,
+			     bool *found)
+{
+	unsigned int bucket;
+	struct kedr_obj_shard *sh = &kedr_obj_shards[kedr_obj_shard_of(a, &bucket)];
+	struct kedr_obj *o;
+	unsigned long flags;
+	bool inside;
+
+	spin_lock_irqsave(&sh->lock, flags);
+	o = kedr_obj_find(sh, bucket, a, NULL);
+	inside = o && (o->state == KEDR_OBJ_LIVE || o->state == KEDR_OBJ_BLOCKED) &&
+		 kedr_kind_memory(o->kind) && ptr - a < max(o->size, 1UL);
+	if (inside)
+		*copy = *o;
+	*found = o != NULL;
+	spin_unlock_irqrestore(&sh->lock, flags);
+	return inside;
+}
 
 static bool kedr_interior(unsigned long ptr, struct kedr_obj *copy)
 {
-	unsigned long start, a, flags;
+	unsigned long start, a;
 	struct folio *folio;
+	bool found;
 
 	if (!virt_addr_valid((void *)ptr))
 		return false;
 	folio = virt_to_folio((void *)ptr);
-	if (!folio_test_slab(folio) && !folio_test_large(folio))
-		return false;
 	start = (unsigned long)folio_address(folio);
+	if (!folio_test_slab(folio))
+		return folio_test_large(folio) && start != ptr &&
+		       kedr_interior_at(start, ptr, copy, &found);
 	if (ptr - start > KEDR_INTERIOR_MAX)
 		start = ptr - KEDR_INTERIOR_MAX;
 	for (a = ALIGN_DOWN(ptr - 1, 8); a >= start && a < ptr; a -= 8) {
-		unsigned int bucket;
-		struct kedr_obj_shard *sh = &kedr_obj_shards[kedr_obj_shard_of(a, &bucket)];
-		struct kedr_obj *o;
-		bool inside;
-
-		spin_lock_irqsave(&sh->lock, flags);
-		o = kedr_obj_find(sh, bucket, a, NULL);
-		inside = o && (o->state == KEDR_OBJ_LIVE || o->state == KEDR_OBJ_BLOCKED) &&
-			 kedr_kind_memory(o->kind) && ptr - a < max(o->size, 1UL);
-		if (inside)
-			*copy = *o;
-		spin_unlock_irqrestore(&sh->lock, flags);
-		if (inside)
+		if (kedr_interior_at(a, ptr, copy, &found))
 			return true;
-		if (o)
-			return false;	/* another object of ours starts here: ptr is past its end */
+		if (found)
+			return false;	/* an object of ours starts here: ptr is past its end */
 	}
 	return false;
 }
@@ -506,6 +519,7 @@ static void __maybe_unused kedr_leak_realloc(const struct kedr_function *fn, uns
 		unsigned int bucket;
 		struct kedr_obj_shard *sh = &kedr_obj_shards[kedr_obj_shard_of(o->ptr, &bucket)];
 		bool gone = kedr_leak_valid(ret) || size == 0;
+		u32 stack = gone && kedr_free_stacks ? kedr_current_stack(ip) : 0;
 		unsigned long flags;
 
 		spin_lock_irqsave(&sh->lock, flags);
@@ -514,8 +528,7 @@ static void __maybe_unused kedr_leak_realloc(const struct kedr_function *fn, uns
 			o->next = sh->heads[bucket];
 			sh->heads[bucket] = detached;
 			if (gone) {
-				kedr_quarantine_add(sh, o, ip, kedr_free_stacks ?
-						    kedr_current_stack(ip) : 0);
+				kedr_quarantine_add(sh, o, ip, stack);
 				kedr_count(frees);
 			}
 		} else {
