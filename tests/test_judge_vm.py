@@ -3,7 +3,8 @@
 
 One boot per kernel. A clean driver with a self-re-arming timer and a mutex held
 by its thread stays untouched while an unrelated in-tree module (brd) loads and
-unloads: its timer keeps firing, nothing is reported, brd is no target. A timer
+unloads: its timer keeps firing, nothing is reported, brd is no target. One module of a
+driver of two going leaves the other's timer alone. A timer
 record whose object was freed and whose address a new object took is not judged
 through the new object. A self-re-arming timer the driver never deletes, its
 callback running on the other CPU when the module goes, is stopped for good and
@@ -37,12 +38,13 @@ REPL = "kedr_repl_judged"
 GUEST_SCRIPT = f"""
 D=/sys/kernel/debug/kedr_build/{REPL}
 P=/sys/module/kedr_judged/parameters
-fires() {{ cat $P/fires; }}
-# Until the timer fired once more than $1 (or 20 s went by: then it stopped).
+fires() {{ cat ${{1:-$P}}/fires; }}
+# Until the timer (of the module whose parameters are in $2, default $P) fired
+# once more than $1; or 20 s went by: then it stopped.
 fired_since() {{
   n=0
-  while [ "$(fires)" -le "$1" ] && [ $n -lt 400 ]; do usleep 50000; n=$((n+1)); done
-  fires
+  while [ "$(fires $2)" -le "$1" ] && [ $n -lt 400 ]; do usleep 50000; n=$((n+1)); done
+  fires $2
 }}
 echo "== rearm"; echo "kedr-judge-test: rearm" > /dev/kmsg
 insmod ./{REPL}.ko || exit 1
@@ -56,6 +58,17 @@ f=$(fires)
 echo "fires after brd: $f then $(fired_since $f)"
 rmmod kedr_judged || exit 1
 echo "== report rearm"; cat $D/leaks
+rmmod {REPL} || exit 1
+echo "== multi"; echo "kedr-judge-test: multi" > /dev/kmsg
+Q=/sys/module/kedr_judged_peer/parameters
+insmod ./{REPL}.ko || exit 1
+insmod ./kedr_judged_peer.ko || exit 1
+insmod ./kedr_judged.ko mode=rearm || exit 1
+rmmod kedr_judged || exit 1
+f=$(fires $Q)
+echo "peer fires after kedr_judged: $f then $(fired_since $f $Q)"
+rmmod kedr_judged_peer || exit 1
+echo "== report multi"; cat $D/leaks
 rmmod {REPL} || exit 1
 echo "== reuse"; echo "kedr-judge-test: reuse" > /dev/kmsg
 insmod ./{REPL}.ko || exit 1
@@ -108,19 +121,23 @@ def guest(kernel: ProvisionedKernel, tmp_path_factory: pytest.TempPathFactory) -
     src = work / "src"
     shutil.copytree(DRIVER, src)
     specs = kbuild.discover(src, kernel.kdir)
-    built = kbuild.build(kbuild.BuildRequest(driver=src, kdir=kernel.kdir,
-                                             outdir=work / "driver", modules=tuple(specs)))
-    functions = select_functions([built[0]], kernel.symvers).functions
+    built = [ko for ko in kbuild.build(kbuild.BuildRequest(
+        driver=src, kdir=kernel.kdir, outdir=work / "driver", modules=tuple(specs)))
+        if ko.suffix == ".ko"]
+    functions = select_functions(built, kernel.symvers).functions
     plan = build_plan(functions, kernel_exports=set(read_symvers(kernel.symvers)),
                       replacement_module=REPL)
     module = generate.generate(plan.mapping().items(), catalog.load(), kernel.symvers,
                                work / "repl", REPL, driver="kedr_judged",
                                kernel=kernel.release)
     repl_ko = generate.build_replacement(module.directory, kernel.kdir)
+    files = {f"{REPL}.ko": repl_ko}
+    for ko in built:                # the driver's two modules, patched alike
+        files[ko.name] = work / ko.name
+        patch_module(ko, work / ko.name, plan, module.symvers, manifest=False)
+    assert sorted(files) == ["kedr_judged.ko", "kedr_judged_peer.ko", f"{REPL}.ko"], files
     patched = work / "kedr_judged.ko"
-    patch_module(built[0], patched, plan, module.symvers, manifest=False)
-    job = GuestJob(script=GUEST_SCRIPT, files={"kedr_judged.ko": patched, f"{REPL}.ko": repl_ko},
-                   intree_modules=("brd",))
+    job = GuestJob(script=GUEST_SCRIPT, files=files, intree_modules=("brd",))
     vm = run_guest(kernel, job, workdir=work / "vm", timeout=600)
     return sections(vm.output), vm, patched
 
@@ -152,6 +169,20 @@ def test_unrelated_module_coming_and_going_leaves_the_target_alone(guest: Guest)
     # The timer fired after brd went (it was not deleted).
     m = re.search(r"fires after brd: (\d+) then (\d+)", out["rearm"])
     assert m and int(m[2]) > int(m[1]), out["rearm"]
+
+
+def test_a_module_of_the_driver_going_leaves_the_other_modules_timer_alone(
+        guest: Guest) -> None:
+    out, vm, _ = guest
+    rep = report(guest, "multi")
+    text = "\n".join(summary(rep))
+    # Both modules link to the replacement module: both are targets.
+    assert sorted(t.name for t in rep.targets) == ["kedr_judged", "kedr_judged_peer"], text
+    assert rep.clean and not rep.leaks and not rep.violations, text
+    assert "still pending at unload" not in console(guest, "multi")
+    # The peer's timer fired after kedr_judged went (it was not deleted).
+    m = re.search(r"peer fires after kedr_judged: (\d+) then (\d+)", out["multi"])
+    assert m and int(m[2]) > int(m[1]), out["multi"]
 
 
 def test_timer_record_in_freed_memory_is_not_judged_through_a_new_object(
