@@ -3,13 +3,13 @@
 
 One boot per kernel. A clean driver with a self-re-arming timer and a mutex held
 by its thread stays untouched while an unrelated in-tree module (brd) loads and
-unloads: its timer keeps firing, nothing is reported, brd is no target. One module of a
-driver of two going leaves the other's timer alone. A timer
-record whose object was freed and whose address a new object took is not judged
-through the new object. A self-re-arming timer the driver never deletes, its
-callback running on the other CPU when the module goes, is stopped for good and
-reported (it would fire into the freed module). A work item that loads a
-module while kedr cancels it at unload does not deadlock with kedr's notifier.
+unloads: its timer keeps firing, nothing is reported, brd is no target. One
+module of a driver of two going leaves the other's timer alone. A timer record
+whose object was freed and whose address a new object took is not judged
+through the new object. A work item that loads a module while kedr cancels it
+at unload does not deadlock with kedr's notifier. A self-re-arming timer the
+driver never deletes, its callback running on the other CPU when the module
+goes, is stopped for good and reported (it would fire into the freed module).
 """
 
 from __future__ import annotations
