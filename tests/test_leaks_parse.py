@@ -112,3 +112,39 @@ def test_bad_reports_are_one_clear_error(text: str, message: str) -> None:
     with pytest.raises(KedrError) as e:
         parse(text)
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_report_with_a_target_not_recorded_is_incomplete_never_clean() -> None:
+    """judged-incomplete.txt: tests/test_judge_vm.py's report of mode rearm (clean), its
+    totals line edited to dropped_targets=1 (the kzalloc() of a target's entry cannot be
+    made to fail on purpose in the guest)."""
+    rep = parse((DATA / "judged-incomplete.txt").read_text())
+    assert rep.totals.dropped_targets == 1
+    assert not rep.leaks and not rep.bad_frees and not rep.violations
+    assert not rep.clean
+    assert "report incomplete: 1 target modules not recorded: their judgments at init's " \
+        "return and at unload are missing" in summary(rep)
+    assert json.loads(rep.to_json())["totals"]["dropped_targets"] == 1
+    # The same report as recorded, and reports from before the field: complete.
+    whole = parse((DATA / "judged-incomplete.txt").read_text().replace(
+        "dropped_targets=1", "dropped_targets=0"))
+    assert whole.clean and not whole.incomplete
+    assert load("clean").totals.dropped_targets == 0 and load("clean").clean
+
+
+def test_an_incomplete_report_fails_the_run_and_the_leaks_check(tmp_path: Path) -> None:
+    from kedr_build.packs.vmkind import _leaks
+    from kedr_build.vm.printer import format_report
+    from kedr_build.vm.qemu import Verdict
+    from kedr_build.vm.runner import RunReport
+
+    rep = parse((DATA / "judged-incomplete.txt").read_text())
+    run = RunReport(verdict=Verdict.PASSED, reason="", steps=(), driver_log=(),
+                    workload_output="", problems=(), elapsed=1.0, logs=tmp_path, leaks=rep)
+    assert not run.checks_ok
+    text = format_report(run, "judged")
+    assert "report incomplete: 1 target modules not recorded" in text
+    assert "kedr-build: judged: FAILED: 0 possible leaks, 0 bad frees, 0 rule violations, " \
+        "report incomplete [" in text
+    check = _leaks(run)
+    assert not check.passed and "report incomplete" in check.message

@@ -43,7 +43,7 @@ MEMORY_KINDS = frozenset({"kmalloc", "cache", "vmalloc", "kvmalloc", "pages", "p
                           "pages_exact", "kmem_cache", "skb", "dma_coherent"})
 
 _TOTAL_KEYS = ("allocs", "frees", "live", "live_bytes", "bad_frees", "dropped_objects",
-               "dropped_stacks", "untracked_frees", "nmi_skipped", "gap")
+               "dropped_stacks", "untracked_frees", "nmi_skipped", "gap", "dropped_targets")
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,9 @@ class Totals:
     untracked_frees: int = 0
     nmi_skipped: int = 0
     gap: bool = False
+    # Target modules the payload could not record (no memory for the entry): their
+    # judgments at init's return and at unload were not made. Older reports: 0.
+    dropped_targets: int = 0
 
 
 @dataclass(frozen=True)
@@ -165,9 +168,19 @@ class LeakReport:
     suppressed: int = 0                   # findings removed by suppressions (checks.suppress)
 
     @property
+    def incomplete(self) -> str:
+        """Why the report cannot vouch for the driver ("" when it can)."""
+        if self.totals.dropped_targets:
+            return (f"{self.totals.dropped_targets} target modules not recorded: their "
+                    "judgments at init's return and at unload are missing")
+        return ""
+
+    @property
     def clean(self) -> bool:
+        """Nothing found, and nothing the payload had to leave unjudged."""
         return (not self.leaks and not self.bad_frees and self.totals.bad_frees == 0
-                and not self.violations and not self.dropped_violations)
+                and not self.violations and not self.dropped_violations
+                and not self.incomplete)
 
     def groups(self) -> list[LeakGroup]:
         """Leaks grouped by allocation stack, most first (then by size)."""
@@ -434,6 +447,8 @@ def summary(report: LeakReport, max_groups: int = 20, frames: int = 6) -> list[s
     if t.gap:
         out.append("tracking was incomplete (switched off for a while, or a table was full): "
                    "leaks may be missed, frees of unknown heap objects are not reported")
+    if report.incomplete:
+        out.append(f"report incomplete: {report.incomplete}")
     if report.suppressed:
         out.append(f"{report.suppressed} findings suppressed")
     groups = report.groups()

@@ -141,6 +141,8 @@ def _leaks(r: RunReport) -> CheckResult:
                  if first else "")
         return CheckResult("leaks", False, f"{len(lk.leaks)} possible leaks ({nbytes} bytes), "
                            f"{max(len(lk.bad_frees), lk.totals.bad_frees)} bad frees{where}")
+    if lk.incomplete:
+        return CheckResult("leaks", False, f"report incomplete: {lk.incomplete}")
     return CheckResult("leaks", True, f"{lk.totals.allocs} allocations, {lk.totals.frees} "
                        "frees, nothing left, no bad free")
 

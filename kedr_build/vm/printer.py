@@ -44,7 +44,8 @@ def format_report(report: RunReport, title: str) -> str:
     if report.ok and not report.checks_ok and report.leaks is not None:
         verdict = (f"FAILED: {len(report.leaks.leaks)} possible leaks, "
                    f"{report.leaks.totals.bad_frees} bad frees, "
-                   f"{len(report.leaks.violations)} rule violations")
+                   f"{len(report.leaks.violations)} rule violations"
+                   + (", report incomplete" if report.leaks.incomplete else ""))
     out.append(f"kedr-build: {title}: {verdict} [{steps or 'no steps'}] "
                f"in {report.elapsed:.1f} s (logs: {report.logs})")
     return "\n".join(out)

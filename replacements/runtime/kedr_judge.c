@@ -2,26 +2,77 @@
 /*
  * kedr-build runtime, leak payload: what is judged when a target loads, returns
  * from init and goes (module notifier), and the payload's set-up and tear-down.
+ *
+ * Targets only: the notifier sees every module, and judges only the modules
+ * this replacement module was made for. A module is one when it links to it:
+ * at MODULE_STATE_COMING one of its undefined symbols resolved into this
+ * module (simplify_symbols() wrote the address into the symbol table that
+ * mod->kallsyms still names then). Every patched module of a driver of
+ * several modules does; a module that was not patched never does. From then
+ * on the target is known by its struct module until its MODULE_STATE_GOING.
+ *
+ * Locks: kedr_targets_lock guards the target list only. Nothing that waits
+ * for other code runs under it or under a shard lock: a work item the target
+ * left may load a module (request_module()), whose MODULE_STATE_COMING would
+ * then wait for kedr_targets_lock held by cancel_work_sync() waiting for that
+ * work item: a deadlock. So judgments collect under the locks (kedr_walk())
+ * and act (timer_delete_sync(), cancel_work_sync(), printk) with no lock held.
  */
-/* --- targets: section addresses while they load ------------------------------------- */
+/* --- targets ---------------------------------------------------------------------- */
 
-static void kedr_record_sections(struct kedr_target *t, struct module *mod)
+/* Does @mod link to this module? (At MODULE_STATE_COMING, see above.) */
+static bool kedr_links_here(struct module *mod)
 {
 	const struct mod_kallsyms *ks;
-	unsigned int i, j;
+	unsigned int i;
+	bool here = false;
 
-	/*
-	 * At MODULE_STATE_COMING mod->kallsyms is the module's whole ELF
-	 * symtab, st_value already relocated (simplify_symbols()): a section
-	 * symbol's value is then its section's run-time address.
-	 */
 	preempt_disable();
 	ks = rcu_dereference_sched(mod->kallsyms);
-	for (i = 0; ks && i < ks->num_symtab && t->nsections < KEDR_SECTIONS; i++) {
+	for (i = 0; ks && i < ks->num_symtab && !here; i++) {
 		const Elf_Sym *sym = &ks->symtab[i];
 
-		if (ELF_ST_TYPE(sym->st_info) != STT_SECTION || !sym->st_value ||
-		    sym->st_shndx == SHN_UNDEF || sym->st_shndx >= SHN_LORESERVE)
+		here = sym->st_shndx == SHN_UNDEF && sym->st_value &&
+		       within_module(sym->st_value, THIS_MODULE);
+	}
+	preempt_enable();
+	return here;
+}
+
+static bool kedr_section_symbol(const Elf_Sym *sym)
+{
+	return ELF_ST_TYPE(sym->st_info) == STT_SECTION && sym->st_value &&
+	       sym->st_shndx != SHN_UNDEF && sym->st_shndx < SHN_LORESERVE;
+}
+
+/*
+ * A new target with its sections' addresses. At MODULE_STATE_COMING
+ * mod->kallsyms is the module's whole ELF symtab, st_value already
+ * relocated (simplify_symbols()): a section symbol's value is then its
+ * section's run-time address. As many sections as it has: counted first.
+ */
+static struct kedr_target *kedr_target_new(struct module *mod)
+{
+	const struct mod_kallsyms *ks;
+	struct kedr_target *t;
+	unsigned int i, j, n = 0;
+
+	preempt_disable();
+	ks = rcu_dereference_sched(mod->kallsyms);
+	for (i = 0; ks && i < ks->num_symtab; i++)
+		n += kedr_section_symbol(&ks->symtab[i]);
+	preempt_enable();
+	t = kzalloc(struct_size(t, sections, n), GFP_KERNEL);
+	if (!t)
+		return NULL;
+	t->mod = mod;
+	strscpy(t->name, mod->name, sizeof(t->name));
+	preempt_disable();
+	ks = rcu_dereference_sched(mod->kallsyms);
+	for (i = 0; ks && i < ks->num_symtab && t->nsections < n; i++) {
+		const Elf_Sym *sym = &ks->symtab[i];
+
+		if (!kedr_section_symbol(sym))
 			continue;
 		for (j = 0; j < t->nsections; j++)
 			if (t->sections[j].shndx == sym->st_shndx)
@@ -33,168 +84,259 @@ static void kedr_record_sections(struct kedr_target *t, struct module *mod)
 		t->nsections++;
 	}
 	preempt_enable();
+	return t;
 }
 
-/* --- timers still pending when their module goes ------------------------------------ */
-
-#define KEDR_TIMERS_JUDGED	64
-
-/* Is @addr inside a live object the target allocated (so its memory is valid)? */
-static bool kedr_inside_live_object(unsigned long addr)
+static void kedr_target_coming(struct module *mod)
 {
-	unsigned int s, b;
-	bool inside = false;
-	unsigned long flags;
+	struct kedr_target *t = kedr_target_new(mod), *old;
 
-	for (s = 0; s < KEDR_OBJ_SHARDS && !inside; s++) {
-		struct kedr_obj_shard *sh = &kedr_obj_shards[s];
-
-		spin_lock_irqsave(&sh->lock, flags);
-		for (b = 0; b < KEDR_OBJ_BUCKETS && !inside; b++) {
-			u32 id;
-
-			for (id = sh->heads[b]; id; id = kedr_obj_at(id)->next) {
-				const struct kedr_obj *o = kedr_obj_at(id);
-
-				if (o->state == KEDR_OBJ_LIVE && kedr_kind_memory(o->kind) &&
-				    addr >= o->ptr && addr < o->ptr + o->size) {
-					inside = true;
-					break;
-				}
+	mutex_lock(&kedr_targets_lock);
+	if (!t) {
+		kedr_dropped_targets++;		/* in the report: its judgments are missing */
+	} else {
+		/* Loaded again: the new load's sections replace the old ones. */
+		list_for_each_entry(old, &kedr_targets, list) {
+			if (!strcmp(old->name, t->name)) {
+				list_del(&old->list);
+				kfree(old);
+				break;
 			}
 		}
-		spin_unlock_irqrestore(&sh->lock, flags);
+		list_add_tail(&t->list, &kedr_targets);
 	}
-	return inside;
+	mutex_unlock(&kedr_targets_lock);
 }
 
-/* Set the fate of a timer record: pending (reported) or gone (released). */
-static void kedr_timer_judged(unsigned long key, bool pending)
+/* Is @mod a target (loaded)? @going: it is going, from now on it is not. */
+static bool kedr_target_is(struct module *mod, bool going)
 {
-	unsigned int bucket;
-	struct kedr_obj_shard *sh = &kedr_obj_shards[kedr_obj_shard_of(key, &bucket)];
-	struct kedr_obj *o;
-	unsigned long flags;
+	struct kedr_target *t;
+	bool found = false;
 
-	spin_lock_irqsave(&sh->lock, flags);
-	o = kedr_obj_find(sh, bucket, key, NULL);
-	if (o && o->state == KEDR_OBJ_LIVE &&
-	    (o->kind == KEDR_KIND_TIMER || o->kind == KEDR_KIND_WORK || o->kind == KEDR_KIND_DWORK)) {
-		if (pending) {
-			o->aux = 1;
-		} else {
-			kedr_quarantine_add(sh, o, o->caller, o->stack);
-			kedr_count(frees);
+	mutex_lock(&kedr_targets_lock);
+	list_for_each_entry(t, &kedr_targets, list) {
+		if (!t->gone && t->mod == mod) {
+			found = true;
+			t->gone = going;
+			break;
 		}
 	}
-	spin_unlock_irqrestore(&sh->lock, flags);
+	mutex_unlock(&kedr_targets_lock);
+	return found;
+}
+
+/* Is @addr in a loaded target other than @mod? (kedr_targets_lock held.) */
+static bool kedr_in_other_target(unsigned long addr, struct module *mod)
+{
+	struct kedr_target *t;
+
+	list_for_each_entry(t, &kedr_targets, list)
+		if (!t->gone && t->mod != mod && within_module(addr, t->mod))
+			return true;
+	return false;
+}
+
+/* --- timers and work items still pending when their module goes ------------------ */
+
+#define KEDR_KINDS_TIMERS	(BIT_ULL(KEDR_KIND_TIMER) | BIT_ULL(KEDR_KIND_WORK) | \
+				 BIT_ULL(KEDR_KIND_DWORK))
+#define KEDR_BATCH		16	/* records collected per pass of the walk */
+
+struct kedr_inside {
+	unsigned long addr;
+	bool found;
+};
+
+static int kedr_visit_inside(struct kedr_obj *o, void *arg)
+{
+	struct kedr_inside *in = arg;
+
+	if (o->state == KEDR_OBJ_LIVE && kedr_kind_memory(o->kind) &&
+	    in->addr >= o->ptr && in->addr < o->ptr + o->size) {
+		in->found = true;
+		return KEDR_WALK_STOP;
+	}
+	return KEDR_WALK_GO;
+}
+
+/* Is @addr inside a live object a target allocated (so its memory is valid)? */
+static bool kedr_inside_live_object(unsigned long addr)
+{
+	struct kedr_walk w = {};
+	struct kedr_inside in = { .addr = addr };
+
+	kedr_walk(&w, kedr_visit_inside, &in);
+	return in.found;
+}
+
+struct kedr_keys {
+	unsigned int n;
+	unsigned long key[KEDR_BATCH];
+	u8 kind[KEDR_BATCH];
+};
+
+static int kedr_visit_timer(struct kedr_obj *o, void *arg)
+{
+	struct kedr_keys *b = arg;
+
+	if (o->state != KEDR_OBJ_LIVE || o->aux || !(KEDR_KINDS_TIMERS & BIT_ULL(o->kind)))
+		return KEDR_WALK_GO;
+	b->key[b->n] = o->ptr;
+	b->kind[b->n++] = o->kind;
+	return b->n == KEDR_BATCH ? KEDR_WALK_STOP : KEDR_WALK_GO;
+}
+
+enum kedr_fate { KEDR_FATE_RELEASE, KEDR_FATE_LEAVE, KEDR_FATE_STOP };
+
+/*
+ * What to do with a timer or work item at @addr when @mod goes. Its memory is
+ * read only where it is known valid: in a target module still loaded or
+ * inside a live object a target allocated; a record in memory since freed is
+ * released unread. Read, it is @mod's when its callback is in @mod (memory a
+ * target freed and allocated again, read as a timer, has no such callback):
+ * it is stopped. A callback in another target still loaded: left for that
+ * one's unload. Anything else is not a timer of a target any more: released.
+ */
+static enum kedr_fate kedr_timer_fate(unsigned long addr, unsigned int kind, struct module *mod)
+{
+	enum kedr_fate fate = KEDR_FATE_RELEASE;
+	unsigned long fn;
+
+	mutex_lock(&kedr_targets_lock);
+	if (within_module(addr, mod) || kedr_in_other_target(addr, mod) ||
+	    kedr_inside_live_object(addr)) {
+		if (kind == KEDR_KIND_TIMER)
+			fn = (unsigned long)READ_ONCE(((struct timer_list *)addr)->function);
+		else if (kind == KEDR_KIND_DWORK)
+			fn = (unsigned long)READ_ONCE(((struct delayed_work *)addr)->work.func);
+		else
+			fn = (unsigned long)READ_ONCE(((struct work_struct *)addr)->func);
+		if (within_module(fn, mod))
+			fate = KEDR_FATE_STOP;
+		else if (kedr_in_other_target(fn, mod))
+			fate = KEDR_FATE_LEAVE;
+	}
+	mutex_unlock(&kedr_targets_lock);
+	return fate;
+}
+
+/*
+ * Stop @timer for good; was it pending? timer_delete_sync() waits for a
+ * callback running on another CPU, and deletes the timer that callback armed
+ * again (kernel/time/timer.c, __try_to_del_timer_sync(): a running timer is
+ * not deleted, it is waited for): 1 then. timer_shutdown_sync() (v6.2,
+ * f571faf6e443 "timers: Provide timer_shutdown[_sync]()", backported to
+ * Debian's 6.1) then keeps anything else from arming it; detected in the
+ * kernel's timer.h by Kbuild (KEDR_HAVE_TIMER_SHUTDOWN). Without it,
+ * del_timer_sync() alone (a callback that re-arms its own timer is stopped
+ * as well; a timer armed from elsewhere after that is the driver's bug).
+ */
+static bool kedr_timer_stop(struct timer_list *timer)
+{
+#ifdef KEDR_HAVE_TIMER_SHUTDOWN
+	bool pending = timer_delete_sync(timer);
+
+	timer_shutdown_sync(timer);
+	return pending;
+#else
+	return del_timer_sync(timer);
+#endif
 }
 
 /*
  * MODULE_STATE_GOING (after the module's exit function, before its memory is
- * freed): every timer the target armed and did not delete is judged. It is
- * read only where its memory is known valid: in the module itself or inside
- * a live object the target allocated (a timer in memory the target freed
- * cannot be read safely, and is dropped unjudged). A pending one is reported
- * and deleted (timer_delete(), timer.h): it would fire into freed code.
+ * freed): every timer and work item @mod armed or queued and did not delete
+ * or cancel is judged (kedr_timer_fate()), and stopped: it would run freed
+ * code. One still pending is reported. A work item is cancelled waiting for
+ * it if it runs (cancel_delayed_work_sync() for a delayed one:
+ * cancel_work_sync() must not be given a delayed work item whose timer is
+ * armed, kernel/workqueue.c). All of it with no lock held (see the top).
  */
 static void kedr_timers_going(struct module *mod)
 {
-	unsigned long keys[KEDR_TIMERS_JUDGED], flags;
-	u8 kinds[KEDR_TIMERS_JUDGED];
-	unsigned int s, b, n = 0, i;
+	struct kedr_walk w = {};
+	struct kedr_keys b;
+	bool more;
+	unsigned int i;
 
-	for (s = 0; s < KEDR_OBJ_SHARDS && n < ARRAY_SIZE(keys); s++) {
-		struct kedr_obj_shard *sh = &kedr_obj_shards[s];
+	do {
+		b.n = 0;
+		more = kedr_walk(&w, kedr_visit_timer, &b);
+		for (i = 0; i < b.n; i++) {
+			unsigned long addr = kedr_addr(b.key[i]);
+			enum kedr_fate fate = kedr_timer_fate(addr, b.kind[i], mod);
+			bool pending;
 
-		spin_lock_irqsave(&sh->lock, flags);
-		for (b = 0; b < KEDR_OBJ_BUCKETS && n < ARRAY_SIZE(keys); b++) {
-			u32 id;
-
-			for (id = sh->heads[b]; id && n < ARRAY_SIZE(keys);
-			     id = kedr_obj_at(id)->next) {
-				const struct kedr_obj *o = kedr_obj_at(id);
-
-				if (o->state == KEDR_OBJ_LIVE && o->aux == 0 &&
-				    (o->kind == KEDR_KIND_TIMER || o->kind == KEDR_KIND_WORK ||
-				     o->kind == KEDR_KIND_DWORK))
-					keys[n] = o->ptr, kinds[n++] = o->kind;
+			if (fate == KEDR_FATE_LEAVE)
+				continue;
+			if (fate == KEDR_FATE_RELEASE) {
+				kedr_obj_judge(b.key[i], KEDR_KINDS_TIMERS, false);
+				continue;
 			}
-		}
-		spin_unlock_irqrestore(&sh->lock, flags);
-	}
-	for (i = 0; i < n; i++) {
-		unsigned long addr = kedr_addr(keys[i]);
-		bool valid = within_module(addr, mod) || kedr_inside_live_object(addr);
-		bool pending;
-
-		if (kinds[i] == KEDR_KIND_TIMER) {
-			struct timer_list *timer = (struct timer_list *)addr;
-
-			pending = valid && timer_pending(timer);
-			kedr_timer_judged(keys[i], pending);
-			if (pending) {
-				pr_err("%s: timer %px of %s still pending at unload: deleted\n",
-				       KEDR_MODULE_NAME, timer, mod->name);
-				timer_delete(timer);
-			}
-			continue;
-		}
-		/*
-		 * A work item (work_pending(): queued, or a delayed one whose timer
-		 * is armed) would run freed code: cancel it, waiting for it if it is
-		 * running. cancel_work_sync() must not be given a delayed work item
-		 * whose timer is armed (kernel/workqueue.c, try_to_grab_pending()).
-		 */
-		pending = valid && work_pending((struct work_struct *)addr);
-		kedr_timer_judged(keys[i], pending);
-		if (pending) {
-			pr_err("%s: work %px of %s still pending at unload: cancelled\n",
-			       KEDR_MODULE_NAME, (void *)addr, mod->name);
-			if (kinds[i] == KEDR_KIND_DWORK)
-				cancel_delayed_work_sync((struct delayed_work *)addr);
+			if (b.kind[i] == KEDR_KIND_TIMER)
+				pending = kedr_timer_stop((struct timer_list *)addr);
+			else if (b.kind[i] == KEDR_KIND_DWORK)
+				pending = cancel_delayed_work_sync((struct delayed_work *)addr);
 			else
-				cancel_work_sync((struct work_struct *)addr);
+				pending = cancel_work_sync((struct work_struct *)addr);
+			kedr_obj_judge(b.key[i], KEDR_KINDS_TIMERS, pending);
+			if (pending)
+				pr_err("%s: %s %px of %s still pending at unload: %s\n",
+				       KEDR_MODULE_NAME, b.kind[i] == KEDR_KIND_TIMER ? "timer" : "work",
+				       (void *)addr, mod->name,
+				       b.kind[i] == KEDR_KIND_TIMER ? "deleted" : "cancelled");
 		}
-	}
+	} while (more);
 }
 
-/*
- * MODULE_STATE_LIVE: the target's init returned to the kernel. A mutex or a
- * spinlock it took there and still holds is the rule "lock-held-at-return"
- * (reported with the stack of the lock; the lock stays as it is).
- */
+/* --- locks held when init returns ----------------------------------------------------- */
+
 static void kedr_rule_violation_at(unsigned int fn, unsigned int rule, unsigned long ip,
 				   u32 stack, pid_t pid, const char *comm);
 
-static void kedr_locks_at_return(void)
+struct kedr_held {
+	struct module *mod;
+	unsigned int n;
+	struct kedr_obj lock[KEDR_BATCH / 2];
+};
+
+static int kedr_visit_held(struct kedr_obj *o, void *arg)
 {
-	struct kedr_obj held[8];
-	unsigned long flags;
-	unsigned int s, b, n = 0, i;
+	struct kedr_held *h = arg;
 
-	for (s = 0; s < KEDR_OBJ_SHARDS && n < ARRAY_SIZE(held); s++) {
-		struct kedr_obj_shard *sh = &kedr_obj_shards[s];
-
-		spin_lock_irqsave(&sh->lock, flags);
-		for (b = 0; b < KEDR_OBJ_BUCKETS && n < ARRAY_SIZE(held); b++) {
-			u32 id;
-
-			for (id = sh->heads[b]; id && n < ARRAY_SIZE(held);
-			     id = kedr_obj_at(id)->next) {
-				const struct kedr_obj *o = kedr_obj_at(id);
-
-				if (o->state == KEDR_OBJ_LIVE && (o->kind == KEDR_KIND_MUTEX ||
-								 o->kind == KEDR_KIND_SPINLOCK))
-					held[n++] = *o;
-			}
-		}
-		spin_unlock_irqrestore(&sh->lock, flags);
-	}
-	for (i = 0; i < n; i++)
-		kedr_rule_violation_at(held[i].fn, KEDR_RULE_LOCK_HELD_AT_RETURN, held[i].caller,
-				       held[i].stack, held[i].pid, held[i].comm);
+	if (o->state != KEDR_OBJ_LIVE ||
+	    (o->kind != KEDR_KIND_MUTEX && o->kind != KEDR_KIND_SPINLOCK) ||
+	    !within_module(o->caller, h->mod))
+		return KEDR_WALK_GO;
+	h->lock[h->n++] = *o;
+	return h->n == ARRAY_SIZE(h->lock) ? KEDR_WALK_STOP : KEDR_WALK_GO;
 }
+
+/*
+ * MODULE_STATE_LIVE: @mod's init returned to the kernel. A mutex or a
+ * spinlock it took (the call is in @mod: its .init.text is still there) and
+ * still holds is the rule "lock-held-at-return" (reported with the stack of
+ * the lock; the lock stays as it is).
+ */
+static void kedr_locks_at_return(struct module *mod)
+{
+	struct kedr_walk w = {};
+	struct kedr_held h = { .mod = mod };
+	bool more;
+	unsigned int i;
+
+	do {
+		h.n = 0;
+		more = kedr_walk(&w, kedr_visit_held, &h);
+		for (i = 0; i < h.n; i++)
+			kedr_rule_violation_at(h.lock[i].fn, KEDR_RULE_LOCK_HELD_AT_RETURN,
+					       h.lock[i].caller, h.lock[i].stack, h.lock[i].pid,
+					       h.lock[i].comm);
+	} while (more);
+}
+
+/* --- network devices the kernel released ---------------------------------------------- */
 
 /* Is @dev a registered network device of any namespace? (Only compared, never read.) */
 static bool kedr_netdev_registered(unsigned long dev)
@@ -218,21 +360,20 @@ static bool kedr_netdev_registered(unsigned long dev)
 	return found;
 }
 
-/* Release a live resource record the kernel released on the target's behalf. */
-static void kedr_res_released_by_kernel(unsigned long key)
-{
-	unsigned int bucket;
-	struct kedr_obj_shard *sh = &kedr_obj_shards[kedr_obj_shard_of(key, &bucket)];
-	struct kedr_obj *o;
-	unsigned long flags;
+struct kedr_netdevs {
+	unsigned int kind;		/* the records collected */
+	struct kedr_keys b;		/* their device pointers (aux) */
+};
 
-	spin_lock_irqsave(&sh->lock, flags);
-	o = kedr_obj_find(sh, bucket, key, NULL);
-	if (o && o->state == KEDR_OBJ_LIVE) {
-		kedr_quarantine_add(sh, o, o->caller, o->stack);
-		kedr_count(frees);
-	}
-	spin_unlock_irqrestore(&sh->lock, flags);
+static int kedr_visit_netdev(struct kedr_obj *o, void *arg)
+{
+	struct kedr_netdevs *nd = arg;
+
+	if (o->state != KEDR_OBJ_LIVE || o->kind != nd->kind ||
+	    (o->kind == KEDR_KIND_NETDEV && o->free_stack != KEDR_NETDEV_KERNEL_FREES))
+		return KEDR_WALK_GO;
+	nd->b.key[nd->b.n++] = o->aux;
+	return nd->b.n == KEDR_BATCH ? KEDR_WALK_STOP : KEDR_WALK_GO;
 }
 
 /*
@@ -241,78 +382,57 @@ static void kedr_res_released_by_kernel(unsigned long key)
  * driver's link type itself (net/core/rtnetlink.c), and a device with
  * needs_free_netdev is freed by the kernel after unregistering
  * (netdev_run_todo()): neither call is the target's, so neither is seen.
- * A registration whose device is in no namespace any more is released; so
- * is the allocation of a device the kernel frees, once not registered.
+ * A registration whose device is in no namespace any more is released; then
+ * the allocation of a device the kernel frees, once its registration is not
+ * live (not or no longer registered).
  */
-#define KEDR_NETDEVS_JUDGED	64
-
 static void kedr_netdevs_going(void)
 {
-	unsigned long regs[KEDR_NETDEVS_JUDGED], devs[KEDR_NETDEVS_JUDGED], flags;
-	unsigned int s, b, nregs = 0, ndevs = 0, i, j;
+	static const unsigned int kinds[] = { KEDR_KIND_NETDEV_REGISTERED, KEDR_KIND_NETDEV };
+	struct kedr_netdevs nd;
+	struct kedr_walk w;
+	unsigned int k, i;
+	bool more;
 
-	for (s = 0; s < KEDR_OBJ_SHARDS; s++) {
-		struct kedr_obj_shard *sh = &kedr_obj_shards[s];
+	for (k = 0; k < ARRAY_SIZE(kinds); k++) {
+		nd.kind = kinds[k];
+		w = (struct kedr_walk){};
+		do {
+			nd.b.n = 0;
+			more = kedr_walk(&w, kedr_visit_netdev, &nd);
+			for (i = 0; i < nd.b.n; i++) {
+				unsigned long dev = nd.b.key[i];
+				unsigned long reg = kedr_res_key(KEDR_KIND_NETDEV_REGISTERED, dev, 0);
 
-		spin_lock_irqsave(&sh->lock, flags);
-		for (b = 0; b < KEDR_OBJ_BUCKETS; b++) {
-			u32 id;
-
-			for (id = sh->heads[b]; id; id = kedr_obj_at(id)->next) {
-				const struct kedr_obj *o = kedr_obj_at(id);
-
-				if (o->state != KEDR_OBJ_LIVE)
+				if (nd.kind == KEDR_KIND_NETDEV_REGISTERED ?
+				    kedr_netdev_registered(dev) : kedr_obj_live(reg))
 					continue;
-				if (o->kind == KEDR_KIND_NETDEV_REGISTERED && nregs < ARRAY_SIZE(regs))
-					regs[nregs++] = o->aux;
-				else if (o->kind == KEDR_KIND_NETDEV &&
-					 o->free_stack == KEDR_NETDEV_KERNEL_FREES &&
-					 ndevs < ARRAY_SIZE(devs))
-					devs[ndevs++] = o->aux;
+				kedr_obj_judge(kedr_res_key(nd.kind, dev, 0), BIT_ULL(nd.kind), false);
 			}
-		}
-		spin_unlock_irqrestore(&sh->lock, flags);
-	}
-	for (i = 0; i < nregs; i++) {
-		if (kedr_netdev_registered(regs[i]))
-			continue;
-		kedr_res_released_by_kernel(kedr_res_key(KEDR_KIND_NETDEV_REGISTERED, regs[i], 0));
-		regs[i] = 0;
-	}
-	for (i = 0; i < ndevs; i++) {
-		for (j = 0; j < nregs && regs[j] != devs[i]; j++)
-			;
-		if (j == nregs)		/* not (or no longer) registered: the kernel freed it */
-			kedr_res_released_by_kernel(kedr_res_key(KEDR_KIND_NETDEV, devs[i], 0));
+		} while (more);
 	}
 }
+
+/* --- the notifier ---------------------------------------------------------------------- */
 
 static int kedr_module_event(struct notifier_block *nb, unsigned long state, void *data)
 {
 	struct module *mod = data;
-	struct kedr_target *t;
-	unsigned int i;
 
-	if (mod == THIS_MODULE)
+	if (mod == THIS_MODULE || !kedr_leak_ready)
 		return NOTIFY_DONE;
-	mutex_lock(&kedr_targets_lock);
-	if (state == MODULE_STATE_COMING && kedr_ntargets < KEDR_TARGETS) {
-		t = kzalloc(sizeof(*t), GFP_KERNEL);
-		if (t) {
-			strscpy(t->name, mod->name, sizeof(t->name));
-			kedr_record_sections(t, mod);
-			kedr_targets[kedr_ntargets++] = t;
-		}
-	} else if (state == MODULE_STATE_LIVE && kedr_leak_ready) {
-		kedr_locks_at_return();
+	if (state == MODULE_STATE_COMING) {
+		if (kedr_links_here(mod))
+			kedr_target_coming(mod);
+	} else if (state == MODULE_STATE_LIVE) {
+		if (kedr_target_is(mod, false))
+			kedr_locks_at_return(mod);
 	} else if (state == MODULE_STATE_GOING) {
-		for (i = 0; i < kedr_ntargets; i++)
-			if (!strcmp(kedr_targets[i]->name, mod->name))
-				kedr_targets[i]->gone = true;
-		kedr_timers_going(mod);
-		kedr_netdevs_going();
+		if (kedr_target_is(mod, true)) {
+			kedr_timers_going(mod);
+			kedr_netdevs_going();
+		}
 	}
-	mutex_unlock(&kedr_targets_lock);
 	return NOTIFY_DONE;
 }
 
@@ -380,11 +500,11 @@ static int kedr_leak_init(void)
 
 static void kedr_leak_exit(void)
 {
-	unsigned int i;
+	struct kedr_target *t, *n;
 
 	unregister_module_notifier(&kedr_module_nb);
-	for (i = 0; i < kedr_ntargets; i++)
-		kfree(kedr_targets[i]);
+	list_for_each_entry_safe(t, n, &kedr_targets, list)
+		kfree(t);
 	vfree(kedr_objs);
 	vfree(kedr_stacks);
 	vfree(kedr_obj_shards);

@@ -188,8 +188,6 @@ static inline unsigned long kedr_res_key(unsigned int kind, unsigned long v, uns
 #define KEDR_STACK_BUCKETS	256	/* per shard */
 #define KEDR_QUARANTINE		16	/* freed records kept per shard */
 #define KEDR_BAD_FREES		64	/* bad frees kept with details */
-#define KEDR_TARGETS		8
-#define KEDR_SECTIONS		64
 
 static unsigned int kedr_stack_depth = 16;
 module_param_named(stack_depth, kedr_stack_depth, uint, 0444);
@@ -308,11 +306,18 @@ struct kedr_section {
 	unsigned long addr;
 };
 
+/*
+ * A module the replacement module was made for (one that links to it), from
+ * MODULE_STATE_COMING on; one entry per name (a reload replaces it), as many
+ * as there are. @mod is only compared, and only while !gone.
+ */
 struct kedr_target {
+	struct list_head list;
+	struct module *mod;
 	char name[MODULE_NAME_LEN];
 	bool gone;
 	unsigned int nsections;
-	struct kedr_section sections[KEDR_SECTIONS];
+	struct kedr_section sections[];
 };
 
 static struct kedr_obj *kedr_objs;		/* kedr_max_objects records; [0] unused */
@@ -333,8 +338,8 @@ static struct kedr_bad_free kedr_bad[KEDR_BAD_FREES];
 static unsigned int kedr_nbad;
 
 static DEFINE_MUTEX(kedr_targets_lock);
-static struct kedr_target *kedr_targets[KEDR_TARGETS];
-static unsigned int kedr_ntargets;
+static LIST_HEAD(kedr_targets);
+static unsigned int kedr_dropped_targets;	/* targets not recorded: no memory for the entry */
 
 #define kedr_count(field) this_cpu_inc(kedr_leak_counters.field)
 
@@ -589,4 +594,109 @@ static void kedr_quarantine_release_all(void)
 		}
 		spin_unlock_irqrestore(&sh->lock, flags);
 	}
+}
+
+/* --- one walk over the table --------------------------------------------------------- */
+
+/*
+ * Every pass over the object table is this walk (mm/kmemleak.c's shape: one
+ * table, one scan). kedr_walk() calls @visit for each record in use, with the
+ * record's shard lock held and interrupts off: @visit only looks and copies
+ * (no sleeping, no printk, no other shard's lock). It returns KEDR_WALK_STOP
+ * when the caller must act before going on (its batch is full, or it found
+ * what it looked for): kedr_walk() then returns true, the locks dropped, and
+ * the caller acts and calls it again with the same @w to resume after that
+ * record. false: the whole table was walked.
+ *
+ * Resuming: @w names the record visited last. If it left its chain meanwhile
+ * (a freed record evicted from the quarantine), its bucket is walked again
+ * from the head: a record may then be visited twice, never skipped. Records
+ * added meanwhile may be seen or not.
+ */
+enum { KEDR_WALK_GO, KEDR_WALK_STOP };
+
+struct kedr_walk {
+	unsigned int shard, bucket;	/* where to go on */
+	u32 last;			/* the record visited last in that bucket; 0: none */
+};
+
+static bool kedr_walk(struct kedr_walk *w, int (*visit)(struct kedr_obj *o, void *arg),
+		      void *arg)
+{
+	unsigned long flags;
+
+	for (; w->shard < KEDR_OBJ_SHARDS; w->shard++, w->bucket = 0) {
+		struct kedr_obj_shard *sh = &kedr_obj_shards[w->shard];
+
+		spin_lock_irqsave(&sh->lock, flags);
+		for (; w->bucket < KEDR_OBJ_BUCKETS; w->bucket++, w->last = 0) {
+			u32 id = sh->heads[w->bucket], r;
+
+			if (w->last) {
+				for (r = id; r && r != w->last; r = kedr_obj_at(r)->next)
+					;
+				if (r)
+					id = kedr_obj_at(r)->next;
+			}
+			for (; id; id = kedr_obj_at(id)->next) {
+				struct kedr_obj *o = kedr_obj_at(id);
+
+				if (o->state == KEDR_OBJ_UNUSED)
+					continue;
+				if (visit(o, arg) == KEDR_WALK_STOP) {
+					w->last = id;
+					spin_unlock_irqrestore(&sh->lock, flags);
+					return true;
+				}
+			}
+		}
+		spin_unlock_irqrestore(&sh->lock, flags);
+	}
+	return false;
+}
+
+/* Is the record of @key live? */
+static bool kedr_obj_live(unsigned long key)
+{
+	unsigned int bucket;
+	struct kedr_obj_shard *sh = &kedr_obj_shards[kedr_obj_shard_of(key, &bucket)];
+	const struct kedr_obj *o;
+	unsigned long flags;
+	bool live;
+
+	spin_lock_irqsave(&sh->lock, flags);
+	o = kedr_obj_find(sh, bucket, key, NULL);
+	live = o && o->state == KEDR_OBJ_LIVE;
+	spin_unlock_irqrestore(&sh->lock, flags);
+	return live;
+}
+
+/*
+ * The judgment on a live record of one of @kinds (a mask of BIT_ULL(kind)):
+ * @held: still held, reported (aux = 1 for a timer or a work item, which are
+ * reported only then); else released, by the kernel or by kedr.
+ */
+static_assert(KEDR_KIND_COUNT <= 64);
+
+static bool kedr_obj_judge(unsigned long key, u64 kinds, bool held)
+{
+	unsigned int bucket;
+	struct kedr_obj_shard *sh = &kedr_obj_shards[kedr_obj_shard_of(key, &bucket)];
+	struct kedr_obj *o;
+	unsigned long flags;
+	bool found = false;
+
+	spin_lock_irqsave(&sh->lock, flags);
+	o = kedr_obj_find(sh, bucket, key, NULL);
+	if (o && o->state == KEDR_OBJ_LIVE && (kinds & BIT_ULL(o->kind))) {
+		found = true;
+		if (held) {
+			o->aux = 1;
+		} else {
+			kedr_quarantine_add(sh, o, o->caller, o->stack);
+			kedr_count(frees);
+		}
+	}
+	spin_unlock_irqrestore(&sh->lock, flags);
+	return found;
 }

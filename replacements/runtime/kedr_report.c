@@ -19,57 +19,64 @@ static const char *kedr_fn_name(unsigned int index)
 
 static void kedr_rules_show(struct seq_file *m);	/* kedr_rules.c */
 
+struct kedr_report {
+	struct seq_file *m;
+	unsigned long live, live_bytes;
+};
+
+/*
+ * A live record in the report (kedr_walk(): the shard's lock held;
+ * seq_printf() only fills the seq_file's buffer).
+ */
+static int kedr_visit_report(struct kedr_obj *o, void *arg)
+{
+	struct kedr_report *r = arg;
+	struct seq_file *m = r->m;
+
+	if (o->state != KEDR_OBJ_LIVE)
+		return KEDR_WALK_GO;
+	/* A timer or work item is reported once judged pending at unload. */
+	if ((o->kind == KEDR_KIND_TIMER || o->kind == KEDR_KIND_WORK ||
+	     o->kind == KEDR_KIND_DWORK) && o->aux != 1)
+		return KEDR_WALK_GO;
+	r->live++;
+	r->live_bytes += o->size;
+	/* A resource's key is a hash: print the value that names it. */
+	seq_printf(m, "object fn=%s kind=%s ptr=0x%lx size=%lu caller=0x%lx "
+		   "stack=%u pid=%d comm=", kedr_fn_name(o->fn),
+		   kedr_kind_names[o->kind],
+		   kedr_kind_resource(o->kind) ? o->aux : kedr_addr(o->ptr),
+		   o->size, o->caller, o->stack, o->pid);
+	kedr_put_comm(m, o->comm);
+	seq_putc(m, '\n');
+	return KEDR_WALK_GO;
+}
+
 static int kedr_leaks_show(struct seq_file *m, void *unused)
 {
 	struct kedr_leak_counters sum = {};
-	unsigned long flags, live = 0, live_bytes = 0;
-	unsigned int s, i, b, cpu;
+	struct kedr_report r = { .m = m };
+	struct kedr_walk w = {};
+	struct kedr_target *t;
+	unsigned long flags;
+	unsigned int s, i, b, cpu, dropped_targets;
 
 	seq_printf(m, "kedr-leaks %d\n", KEDR_LEAK_FORMAT);
 	seq_printf(m, "module %s\n", KEDR_MODULE_NAME);
 	seq_printf(m, "config stack_depth=%u free_stacks=%d max_objects=%u max_stacks=%u\n",
 		   kedr_stack_depth, kedr_free_stacks, kedr_max_objects, kedr_max_stacks);
 	mutex_lock(&kedr_targets_lock);
-	for (i = 0; i < kedr_ntargets; i++) {
-		struct kedr_target *t = kedr_targets[i];
-
+	list_for_each_entry(t, &kedr_targets, list) {
 		seq_printf(m, "target name=%s state=%s\n", t->name, t->gone ? "unloaded" : "loaded");
 		for (s = 0; s < t->nsections; s++)
 			seq_printf(m, "section target=%s shndx=%u addr=0x%lx\n", t->name,
 				   t->sections[s].shndx, t->sections[s].addr);
 	}
+	dropped_targets = kedr_dropped_targets;
 	mutex_unlock(&kedr_targets_lock);
 
-	for (s = 0; kedr_leak_ready && s < KEDR_OBJ_SHARDS; s++) {
-		struct kedr_obj_shard *sh = &kedr_obj_shards[s];
-
-		spin_lock_irqsave(&sh->lock, flags);
-		for (b = 0; b < KEDR_OBJ_BUCKETS; b++) {
-			u32 id;
-
-			for (id = sh->heads[b]; id; id = kedr_obj_at(id)->next) {
-				const struct kedr_obj *o = kedr_obj_at(id);
-
-				if (o->state != KEDR_OBJ_LIVE)
-					continue;
-				/* A timer or work item is reported once judged pending at unload. */
-				if ((o->kind == KEDR_KIND_TIMER || o->kind == KEDR_KIND_WORK ||
-				     o->kind == KEDR_KIND_DWORK) && o->aux != 1)
-					continue;
-				live++;
-				live_bytes += o->size;
-				/* A resource's key is a hash: print the value that names it. */
-				seq_printf(m, "object fn=%s kind=%s ptr=0x%lx size=%lu caller=0x%lx "
-					   "stack=%u pid=%d comm=", kedr_fn_name(o->fn),
-					   kedr_kind_names[o->kind],
-					   kedr_kind_resource(o->kind) ? o->aux : kedr_addr(o->ptr),
-					   o->size, o->caller, o->stack, o->pid);
-				kedr_put_comm(m, o->comm);
-				seq_putc(m, '\n');
-			}
-		}
-		spin_unlock_irqrestore(&sh->lock, flags);
-	}
+	if (kedr_leak_ready)
+		kedr_walk(&w, kedr_visit_report, &r);
 
 	spin_lock_irqsave(&kedr_bad_lock, flags);
 	for (i = 0; i < kedr_nbad; i++) {
@@ -109,9 +116,9 @@ static int kedr_leaks_show(struct seq_file *m, void *unused)
 	}
 	seq_printf(m, "totals allocs=%llu frees=%llu live=%lu live_bytes=%lu bad_frees=%llu "
 		   "dropped_objects=%llu dropped_stacks=%llu untracked_frees=%llu nmi_skipped=%llu "
-		   "gap=%d\n", sum.allocs, sum.frees, live, live_bytes, sum.bad_frees,
-		   sum.dropped_objects, sum.dropped_stacks, sum.untracked_frees, sum.nmi_skipped,
-		   READ_ONCE(kedr_leak_gap));
+		   "gap=%d dropped_targets=%u\n", sum.allocs, sum.frees, r.live, r.live_bytes,
+		   sum.bad_frees, sum.dropped_objects, sum.dropped_stacks, sum.untracked_frees,
+		   sum.nmi_skipped, READ_ONCE(kedr_leak_gap), dropped_targets);
 
 	/* Stacks are written once and never change: no lock needed to print them. */
 	for (s = 0; kedr_leak_ready && s < KEDR_STACK_SHARDS; s++) {

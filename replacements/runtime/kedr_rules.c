@@ -19,7 +19,7 @@
  * hold. A mutex still held when the target is gone is a live "mutex" in the
  * report, like a leak.
  *
- * Rule "lock-held-at-return" (kedr_leak.c, when the target's init has
+ * Rule "lock-held-at-return" (kedr_judge.c, when the target's init has
  * returned to the kernel: MODULE_STATE_LIVE): a mutex or spinlock the target
  * took and still holds; function, call site and stack are the lock's. (For a
  * spinlock the kernel's do_one_initcall() also warns "returned with
@@ -83,7 +83,7 @@ static noinline void kedr_rule_violation(const struct kedr_function *fn, unsigne
 					 unsigned long ip)
 {
 	unsigned int preempt = preempt_count();
-	bool irqs_off = irqs_disabled();
+	bool irqs_off = irqs_disabled(), added = false;
 	struct kedr_violation *v;
 	unsigned long flags;
 	unsigned int i;
@@ -125,15 +125,27 @@ static noinline void kedr_rule_violation(const struct kedr_function *fn, unsigne
 	v->irqs_off = irqs_off;
 	v->count = 1;
 	kedr_fill_task(&v->pid, v->comm, sizeof(v->comm));
-	pr_err("%s: rule %s: %s() called from %pS (%s)\n", KEDR_MODULE_NAME,
-	       kedr_rule_names[rule], fn->name, (void *)ip, kedr_context_name(preempt, irqs_off));
+	added = true;
 out:
 	spin_unlock_irqrestore(&kedr_violations_lock, flags);
+	/* printk with no lock held: see kedr_rule_violation_at(). */
+	if (added)
+		pr_err("%s: rule %s: %s() called from %pS (%s)\n", KEDR_MODULE_NAME,
+		       kedr_rule_names[rule], fn->name, (void *)ip,
+		       kedr_context_name(preempt, irqs_off));
 }
 
 /*
  * A violation found after the fact (a lock still held when init returned):
  * call site, stack and task are those of the call that broke the rule.
+ *
+ * No printk under kedr_violations_lock: printk() may call a console
+ * driver's write() (console_unlock(), or directly when the console is
+ * taken over), and a console driver may be the target: its call of a
+ * checked function there (a spinlock, a GFP_KERNEL allocation) comes back
+ * here and would spin on the lock this CPU holds. The message is printed
+ * once the lock is dropped; the kernel has no lockdep here (Debian builds
+ * without CONFIG_PROVE_LOCKING) to say so.
  */
 static void kedr_rule_violation_at(unsigned int fn, unsigned int rule, unsigned long ip,
 				   u32 stack, pid_t pid, const char *comm)
@@ -141,6 +153,7 @@ static void kedr_rule_violation_at(unsigned int fn, unsigned int rule, unsigned 
 	struct kedr_violation *v;
 	unsigned long flags;
 	unsigned int i;
+	bool added = false;
 
 	spin_lock_irqsave(&kedr_violations_lock, flags);
 	for (i = 0; i < kedr_nviolations; i++) {
@@ -158,10 +171,12 @@ static void kedr_rule_violation_at(unsigned int fn, unsigned int rule, unsigned 
 	*v = (struct kedr_violation){ .rule = rule, .fn = fn, .caller = ip, .stack = stack,
 				      .pid = pid, .count = 1 };
 	strscpy(v->comm, comm, min(sizeof(v->comm), sizeof(((struct kedr_obj *)0)->comm)));
-	pr_err("%s: rule %s: %s() at %pS\n", KEDR_MODULE_NAME, kedr_rule_names[rule],
-	       kedr_fn_name(fn), (void *)ip);
+	added = true;
 out:
 	spin_unlock_irqrestore(&kedr_violations_lock, flags);
+	if (added)
+		pr_err("%s: rule %s: %s() at %pS\n", KEDR_MODULE_NAME, kedr_rule_names[rule],
+		       kedr_fn_name(fn), (void *)ip);
 }
 
 /* Report lines (in the leaks file: one report for every check). */
