@@ -113,6 +113,7 @@ struct judged_obj {
 };
 
 static struct judged_obj *judged_kept;
+static struct kmem_cache *judged_cache;
 
 static void judged_never_fn(struct timer_list *t)
 {
@@ -120,7 +121,10 @@ static void judged_never_fn(struct timer_list *t)
 
 /*
  * All on one CPU with preemption off, so that SLUB's per-CPU free list hands
- * the freed object straight back. The timer is armed (mod_timer: recorded)
+ * the freed object straight back. A cache object, not kmalloc'ed memory: the
+ * payload holds a kfree()d kmalloc object in its quarantine (kedr_objects.c),
+ * so that address cannot come back while the record is there; a
+ * kmem_cache_free() is passed on at once. The cache is kept with the object. The timer is armed (mod_timer: recorded)
  * and deleted through a call kedr does not intercept, try_to_del_timer_sync()
  * (the record stays, as it does when a timer fires): not pending when its
  * object is freed, as it must be.
@@ -130,8 +134,11 @@ static noinline int reuse_freed_timer_memory(void)
 	struct judged_obj *o, *n = NULL, *other[16];
 	unsigned int i, nother = 0;
 
+	judged_cache = kmem_cache_create("kedr_judged_reuse", sizeof(*o), 0, 0, NULL);
+	if (!judged_cache)
+		return -ENOMEM;
 	preempt_disable();
-	o = kmalloc(sizeof(*o), GFP_ATOMIC);
+	o = kmem_cache_alloc(judged_cache, GFP_ATOMIC);
 	if (!o) {
 		preempt_enable();
 		return -ENOMEM;
@@ -140,9 +147,9 @@ static noinline int reuse_freed_timer_memory(void)
 	timer_setup(&o->timer, judged_never_fn, 0);
 	mod_timer(&o->timer, jiffies + 1000 * HZ);
 	try_to_del_timer_sync(&o->timer);
-	kfree(o);
+	kmem_cache_free(judged_cache, o);
 	for (i = 0; i < ARRAY_SIZE(other); i++) {
-		n = kmalloc(sizeof(*n), GFP_ATOMIC);
+		n = kmem_cache_alloc(judged_cache, GFP_ATOMIC);
 		if (!n || n == o)
 			break;
 		other[nother++] = n;
@@ -150,7 +157,7 @@ static noinline int reuse_freed_timer_memory(void)
 	}
 	preempt_enable();
 	while (nother)
-		kfree(other[--nother]);
+		kmem_cache_free(judged_cache, other[--nother]);
 	if (!n) {
 		pr_err("kedr_judged: reuse: the freed address did not come back\n");
 		return -EAGAIN;
