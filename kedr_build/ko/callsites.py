@@ -10,9 +10,9 @@ sees as its return address is outside the module. Any other reference (a
 function pointer in data, ``mov $kfree``) takes the function's address: the
 kernel may call it from anywhere.
 
-:func:`import_sites` lists them with the function each one is in, for the patch
-manifest and for the replacement module, which attributes a call arriving from
-outside its target to the target's one jump site (see
+:func:`import_sites` lists them with the function each one is in, and
+:func:`address_taken` the places whose address the module takes (its entry
+points), for the tail-call table (``kedr_build/intercept/tailcalls.py``; see
 ``replacements/runtime/README.md``, "Tail calls").
 """
 
