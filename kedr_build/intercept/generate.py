@@ -128,7 +128,8 @@ def generate(pairs: Iterable[tuple[str, str]], catalog: Catalog, symvers: Path, 
         v["caller"] = "_RET_IP_"
         if site is None:
             continue
-        v["caller"] = f"kedr_tail_caller(&kedr_tail_{v['name']}, _RET_IP_)"
+        # Only when a payload runs: the pass-through stays a plain (tail) call.
+        v["caller"] = f"kedr_on ? kedr_tail_caller(&kedr_tail_{v['name']}, _RET_IP_) : _RET_IP_"
         tail_sites.append({
             "function": v["name"], "outside": site.outside,
             "importers": hex(sum(1 << targets.index(m) for m in site.importers)),
