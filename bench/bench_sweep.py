@@ -68,28 +68,18 @@ def main() -> int:
 
 
 def _build_leaker(kernel: ProvisionedKernel, work: Path) -> tuple[Path, Path]:
-    from kedr_build.intercept import catalog, generate
-    from kedr_build.intercept.pipeline import select_functions
+    from kedr_build.intercept.pipeline import InterceptRequest, intercept
     from kedr_build.kernel import kbuild
-    from kedr_build.ko.patch import patch_module
-    from kedr_build.ko.plan import build_plan
-    from kedr_build.ko.symvers import read_symvers
 
     src = work / "src"
     shutil.copytree(REPO / "tests" / "drivers" / "leaker", src)
     specs = kbuild.discover(src, kernel.kdir)
     built = kbuild.build(kbuild.BuildRequest(driver=src, kdir=kernel.kdir,
                                              outdir=work / "driver", modules=tuple(specs)))
-    functions = select_functions([built[0]], kernel.symvers).functions
-    plan = build_plan(functions, kernel_exports=set(read_symvers(kernel.symvers)),
-                      replacement_module="kedr_repl_leaker")
-    module = generate.generate(plan.mapping().items(), catalog.load(), kernel.symvers,
-                               work / "repl", "kedr_repl_leaker", driver="kedr_leaker",
-                               kernel=kernel.release)
-    repl = generate.build_replacement(module.directory, kernel.kdir)
-    patched = work / "kedr_leaker.ko"
-    patch_module(built[0], patched, plan, module.symvers, manifest=False)
-    return repl, patched
+    chain = intercept(InterceptRequest(modules=(built[0],), kernel=kernel, outdir=work / "out",
+                                       replacement_module="kedr_repl_leaker",
+                                       driver="kedr_leaker"))
+    return chain.replacement, chain.patched[0]
 
 
 if __name__ == "__main__":

@@ -225,7 +225,8 @@ def test_clean_needs_no_kernel_and_no_make(tmp_path: Path, no_tools: tuple[dict[
     proc = run_scons(["-c", *args], env)
     assert calls(log) == [] and not (tmp_path / "empty-cache").exists()
     # Every declared output is gone: emitters named them all.
-    for gone in ("kedr_chardev.ko", "Module.symvers", "plan.json", "load.sh", "unload.sh",
+    for gone in ("kedr_chardev.ko", "Module.symvers", "plan.json", "tail_calls.json",
+                 "load.sh", "unload.sh",
                  "patched/kedr_chardev.ko", "patched/kedr_chardev.ko.json",
                  "kedr_repl_chardev/kedr_repl_chardev.ko", "kedr_repl_chardev/Module.symvers",
                  "kedr_repl_chardev/kedr_repl_chardev.c"):
@@ -236,11 +237,13 @@ def test_every_output_is_a_known_target(tmp_path: Path,
                                         pinned_kernel: ProvisionedKernel) -> None:
     """Emitters declare every output: SCons knows how to make each one by name."""
     out = tmp_path / "build" / "chardev"
-    names = ["kedr_chardev.ko", "Module.symvers", "plan.json", "load.sh", "unload.sh",
+    names = ["kedr_chardev.ko", "Module.symvers", "plan.json", "tail_calls.json",
+             "load.sh", "unload.sh",
              "patched/kedr_chardev.ko", "patched/kedr_chardev.ko.json",
              *(f"kedr_repl_chardev/{f}" for f in ("kedr_repl_chardev.ko", "Module.symvers",
                                                  "kedr_repl_chardev.c", "Kbuild",
-                                                 "kedr_repl_chardev_trace.h")),
+                                                 "kedr_repl_chardev_trace.h",
+                                                 "kedr_tailcall.c")),
              "run/result.json", "run/console.log", "run/qemu.cmd"]
     proc = run_scons([f"MODULE={REPO / 'examples/chardev'}", f"BUILD_DIR={out.parent}", "-n",
                       *(str(out / n) for n in names)])

@@ -25,13 +25,9 @@ from pathlib import Path
 import pytest
 
 from kedr_build.checks.leaks import parse
-from kedr_build.intercept import catalog, generate
-from kedr_build.intercept.pipeline import select_functions
+from kedr_build.intercept.pipeline import InterceptRequest, intercept
 from kedr_build.kernel import kbuild
 from kedr_build.kernel.descriptions import ProvisionedKernel
-from kedr_build.ko.patch import patch_module
-from kedr_build.ko.plan import build_plan
-from kedr_build.ko.symvers import read_symvers
 from kedr_build.vm.console import find_problems
 from kedr_build.vm.qemu import GuestJob, run_guest
 
@@ -89,17 +85,12 @@ def test_exact_totals_under_concurrency_on_smp(kernel: ProvisionedKernel,
     driver_ko = kbuild.build(kbuild.BuildRequest(
         driver=src, kdir=kernel.kdir, outdir=tmp_path / "driver",
         modules=tuple(specs)))[0]
-    functions = select_functions([driver_ko], kernel.symvers).functions
+    chain = intercept(InterceptRequest(modules=(driver_ko,), kernel=kernel,
+                                       outdir=tmp_path / "out", replacement_module=REPL))
     assert {exported(kernel, "__kmalloc", "__kmalloc_noprof"), "kfree",
             exported(kernel, "kmem_cache_alloc", "kmem_cache_alloc_noprof"),
-            "kmem_cache_free"} <= set(functions)
-    plan = build_plan(functions, kernel_exports=set(read_symvers(kernel.symvers)),
-                      replacement_module=REPL)
-    module = generate.generate(plan.mapping().items(), catalog.load(), kernel.symvers,
-                               tmp_path / "repl", REPL, kernel=kernel.release)
-    repl_ko = generate.build_replacement(module.directory, kernel.kdir)
-    patched = tmp_path / "kedr_stress.ko"
-    patch_module(driver_ko, patched, plan, module.symvers, manifest=False)
+            "kmem_cache_free"} <= set(chain.plan.mapping())
+    repl_ko, patched = chain.replacement, chain.patched[0]
     vm = run_guest(kernel, GuestJob(script=guest_script(kernel), files={
         "kedr_stress.ko": patched, f"{REPL}.ko": repl_ko}), tmp_path / "vm", timeout=900,
         accel=ACCEL)

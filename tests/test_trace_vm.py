@@ -7,6 +7,7 @@ must show up exactly in the trace and in the counters."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from collections import Counter
@@ -16,14 +17,9 @@ from pathlib import Path
 import pytest
 
 from conftest import exported
-from kedr_build.intercept import catalog
-from kedr_build.intercept import generate
+from kedr_build.intercept.pipeline import InterceptRequest, intercept
 from kedr_build.kernel import kbuild
-from kedr_build.intercept import loadscript
 from kedr_build.kernel.descriptions import ProvisionedKernel
-from kedr_build.ko.symvers import read_symvers
-from kedr_build.ko.patch import patch_module
-from kedr_build.ko.plan import build_plan
 from kedr_build.vm.qemu import GuestJob, run_guest
 
 pytestmark = pytest.mark.vm
@@ -189,30 +185,19 @@ def guest_run(kernel: ProvisionedKernel,
     specs = kbuild.discover(src, kernel.kdir)
     built = kbuild.build(kbuild.BuildRequest(driver=src, kdir=kernel.kdir,
                                              outdir=work / "driver", modules=tuple(specs)))
-    driver_ko = built[0]
-
-    cat = catalog.load()
-    exports = read_symvers(kernel.symvers)
     alloc = Allocators.of(kernel)
     intercepted = alloc.intercepted
-    plan = build_plan(intercepted, kernel_exports=set(exports), replacement_module=REPL)
-    module = generate.generate(plan.mapping().items(), cat, kernel.symvers,
-                               work / "repl", REPL, driver="kedr_ttest",
-                               kernel=kernel.release)
-    repl_ko = generate.build_replacement(module.directory, kernel.kdir)
-
-    guest = work / "guest"
-    guest.mkdir()
-    patched = guest / "kedr_ttest.ko"
-    result = patch_module(driver_ko, patched, plan, module.symvers, manifest=False)
-    assert sorted(r.old for r in result.renames) == sorted(intercepted)
-    (guest / f"{REPL}.ko").write_bytes(repl_ko.read_bytes())
-    load, unload = loadscript.write(
-        loadscript.plan_for(guest / f"{REPL}.ko", [patched], guest), guest)
-
-    job = GuestJob(script=GUEST_SCRIPT,
-                   files={"kedr_ttest.ko": patched, f"{REPL}.ko": guest / f"{REPL}.ko",
-                          "load.sh": load, "unload.sh": unload})
+    out = work / "out"
+    chain = intercept(InterceptRequest(modules=(built[0],), kernel=kernel, outdir=out,
+                                       replacement_module=REPL, driver="kedr_ttest",
+                                       functions=tuple(intercepted)))
+    manifest = json.loads((out / "patched" / "kedr_ttest.ko.json").read_text())
+    assert sorted(r["old"] for r in manifest["renames"]) == sorted(intercepted)
+    # load.sh and unload.sh name the modules by their paths under out/, as the guest has them.
+    job = GuestJob(script=GUEST_SCRIPT, files={
+        **{str(p.relative_to(out)): p for p in chain.load_order},
+        "kedr_ttest.ko": chain.patched[0], f"{REPL}.ko": chain.replacement,
+        "load.sh": out / "load.sh", "unload.sh": out / "unload.sh"})
     vm = run_guest(kernel, job, workdir=work / "vm", timeout=300)
     assert vm.ok, f"status {vm.status}, problems {vm.problems}\n{vm.output}\n{vm.console[-3000:]}"
     return GuestRun(vm.output, vm.console, alloc)

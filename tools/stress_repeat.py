@@ -18,12 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kedr_build.intercept import catalog, generate  # noqa: E402
-from kedr_build.intercept.pipeline import select_functions  # noqa: E402
+from kedr_build.intercept.pipeline import InterceptRequest, intercept  # noqa: E402
 from kedr_build.kernel import kbuild, provision  # noqa: E402
-from kedr_build.ko.patch import patch_module  # noqa: E402
-from kedr_build.ko.plan import build_plan  # noqa: E402
-from kedr_build.ko.symvers import read_symvers  # noqa: E402
 from kedr_build.vm.qemu import GuestJob, run_guest  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -71,15 +67,9 @@ def main() -> int:
         sys.path.insert(0, str(REPO / "tests"))
         t = importlib.import_module("test_stress_vm")  # the test's guest script, as it runs
         script = str(t.guest_script(k, a.ops))
-        functions = select_functions([driver_ko], k.symvers).functions
-        plan = build_plan(functions, kernel_exports=set(read_symvers(k.symvers)),
-                          replacement_module=REPL)
-        module = generate.generate(plan.mapping().items(), catalog.load(), k.symvers,
-                                   work / "repl", REPL, kernel=k.release)
-        repl_ko = generate.build_replacement(module.directory, k.kdir)
-        patched = work / "kedr_stress.ko"
-        patch_module(driver_ko, patched, plan, module.symvers, manifest=False)
-        files = {"kedr_stress.ko": patched, f"{REPL}.ko": repl_ko}
+        chain = intercept(InterceptRequest(modules=(driver_ko,), kernel=k, outdir=work / "out",
+                                           replacement_module=REPL))
+        files = {"kedr_stress.ko": chain.patched[0], f"{REPL}.ko": chain.replacement}
     else:
         script = BUILTIN_SCRIPT.format(threads=4, ops=a.ops)
         files = {"kedr_stress.ko": driver_ko}

@@ -19,7 +19,7 @@ import os
 import re
 import subprocess
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from kedr_build.kernel import hosttools
 from kedr_build.intercept.catalog import (RESOURCE_KINDS, TRACK_REALLOCS, Arg, Catalog,
                                           CatalogEntry)
 from kedr_build.intercept import faultpoints
+from kedr_build.intercept.tailcalls import TailCalls
 from kedr_build.atomic import write_atomic
 from kedr_build.errors import KedrError
 from kedr_build.resources import RUNTIME_DIR, template_env
@@ -101,9 +102,10 @@ def plan_replacements(pairs: Iterable[tuple[str, str]], catalog: Catalog,
 
 def generate(pairs: Iterable[tuple[str, str]], catalog: Catalog, symvers: Path, outdir: Path,
              module_name: str, *, driver: str = "", kernel: str = "",
-             allow_empty: bool = False) -> ReplacementModule:
+             allow_empty: bool = False, tail_calls: TailCalls | None = None) -> ReplacementModule:
     """Write the replacement module's source directory; files whose text is unchanged
-    are left alone, so kbuild and SCons see nothing to rebuild."""
+    are left alone, so kbuild and SCons see nothing to rebuild. ``tail_calls``: where
+    the driver's modules jump to intercepted functions (prebuilt modules only)."""
     if not is_c_identifier(module_name) or len(module_name) > NAME_MAX:
         raise KedrError(f"replacement module name {module_name!r}: must be a C identifier "
                         f"of at most {NAME_MAX} characters")
@@ -119,8 +121,23 @@ def generate(pairs: Iterable[tuple[str, str]], catalog: Catalog, symvers: Path, 
         v["fault_points_of"] = (
             (point_index.get(r.original, point_index[faultpoints.family_point(r.entry)]),
              point_index[faultpoints.family_point(r.entry)]) if capable else (-1, -1))
+    targets = list(tail_calls.modules) if tail_calls else []
+    tail_sites = []
+    for v in views:
+        site = tail_calls.sites.get(v["name"]) if tail_calls else None
+        v["caller"] = "_RET_IP_"
+        if site is None:
+            continue
+        # Only when a payload runs: the pass-through stays a plain (tail) call.
+        v["caller"] = f"kedr_on ? kedr_tail_caller(&kedr_tail_{v['name']}, _RET_IP_) : _RET_IP_"
+        tail_sites.append({
+            "function": v["name"], "outside": site.outside,
+            "importers": hex(sum(1 << targets.index(m) for m in site.importers)),
+            "jumps": [{**asdict(j), "target": targets.index(j.module)} for j in site.jumps]})
     headers = sorted({h for r in replacements for h in r.entry.headers})
     context: dict[str, Any] = {
+        "tail_targets": targets,
+        "tail_sites": tail_sites,
         "module": module_name,
         "driver": driver,
         "kernel": f"kernel {kernel}" if kernel else f"the kernel of {symvers}",
@@ -226,7 +243,7 @@ def _leak_hooks(e: CatalogEntry, fn: str) -> tuple[str, str, str]:
     """
     if e.track is None:
         return "", "", ""
-    ip = "_RET_IP_"
+    ip = "kedr_ip"
     if e.track in RESOURCE_KINDS or e.track == "release":
         return _resource_hooks(e, fn)
     if e.track in TRACK_REALLOCS:
@@ -272,7 +289,7 @@ def _resource_hooks(e: CatalogEntry, fn: str) -> tuple[str, str, str]:
         assert e.resource is not None and e.frees is not None
         key = f"(unsigned long)({e.key or e.frees})"
         call = (f"kedr_res_release(&{fn}, KEDR_KIND_{e.resource.upper()}, {key}, {key2}, "
-                "_RET_IP_)")
+                "kedr_ip)")
         return (call, "", "") if e.returns_void else ("", "", "")
     assert e.allocates is not None and e.track is not None
     key = f"(unsigned long)({e.key or ('kedr_ret' if e.allocates == 'ret' else e.allocates)})"
@@ -280,7 +297,7 @@ def _resource_hooks(e: CatalogEntry, fn: str) -> tuple[str, str, str]:
     if e.when:
         cond += f" && ({e.when})"
     return "", cond, (f"kedr_res_acquire(&{fn}, KEDR_KIND_{e.track.upper()}, {key}, {key2}, "
-                      f"{e.size or 0}, _RET_IP_)")
+                      f"{e.size or 0}, kedr_ip)")
 
 
 def _release_before(e: CatalogEntry, fn: str) -> str:
@@ -291,7 +308,7 @@ def _release_before(e: CatalogEntry, fn: str) -> str:
     assert e.resource is not None and e.frees is not None
     key2 = f"(unsigned long)({e.key2})" if e.key2 else "0"
     return (f"kedr_res_release(&{fn}, KEDR_KIND_{e.resource.upper()}, "
-            f"(unsigned long)({e.key or e.frees}), {key2}, _RET_IP_)")
+            f"(unsigned long)({e.key or e.frees}), {key2}, kedr_ip)")
 
 
 def _view(r: Replacement, index: int) -> dict[str, Any]:
@@ -316,7 +333,7 @@ def _view(r: Replacement, index: int) -> dict[str, Any]:
     call_args = ", ".join(a.name for a in e.args)
     head = e.prototype(r.replacement).split("(", 1)[0] + "("
     params = [a.decl() for a in e.args] + (["..."] if e.variadic else [])
-    trace_args = ["_RET_IP_"] + [a.name for a in traced] + ([] if e.returns_void else ["kedr_ret"])
+    trace_args = ["kedr_ip"] + [a.name for a in traced] + ([] if e.returns_void else ["kedr_ret"])
     return {
         "name": r.original,
         "replacement": r.replacement,

@@ -7,8 +7,8 @@
   line - and prints ``obj-m``. Subdirectories named in obj-m/obj-y (``sub/``) are
   followed. This costs one make parse (~10 ms), not a kbuild run, and the answer
   is cached, so a null SCons build spawns no make at all.
-* :func:`build` runs ``make -C KDIR M=<driver> [MAKE_ARGS] modules`` in the
-  driver's own directory with ``PWD`` set to it - exactly what the developer
+* :func:`build` runs ``make -C KDIR M=<driver> [MAKE_ARGS] KCFLAGS=-fno-optimize-sibling-calls
+  modules`` (see :data:`INSTRUMENT_CFLAGS`) in the driver's own directory with ``PWD`` set to it - exactly what the developer
   types there - so paths that reach the driver's neighbours (``$(PWD)/..``,
   ``$(src)/../include``, ``KBUILD_EXTRA_SYMBOLS=$(M)/../other/Module.symvers``)
   mean what they mean to kbuild, and the tree is left as kbuild leaves it.
@@ -212,6 +212,17 @@ def shell_env(directory: Path) -> dict[str, str]:
     return {**os.environ, "PWD": str(directory)}
 
 
+# The instrumented build keeps every call a call. gcc -O2 turns a call that ends a
+# function into a jump (sibling-call optimisation: "jmp kfree", opcode e9, instead of
+# "call kfree", e8), and the replacement function then sees the return address of the
+# driver's caller (for an exit that ends in kfree(), the kernel's delete_module): call
+# sites, leak sites and fault sites would point outside the driver. The kernel adds the
+# same flag itself only with CONFIG_FRAME_POINTER (top Makefile); Debian's x86_64 kernels
+# use the ORC unwinder instead. KCFLAGS is appended last to KBUILD_CFLAGS (top Makefile:
+# "Add user supplied CPPFLAGS, AFLAGS, CFLAGS ... as the last assignments"), after -O2.
+INSTRUMENT_CFLAGS = ("-fno-optimize-sibling-calls",)
+
+
 @dataclass(frozen=True)
 class BuildRequest:
     driver: Path
@@ -221,10 +232,27 @@ class BuildRequest:
     jobs: int = 1
     verbose: bool = False
     make_args: tuple[str, ...] = ()    # VAR=value for make's command line (MAKE_ARGS=)
+    instrumented: bool = True          # INSTRUMENT_CFLAGS added (False: as the kernel builds it)
+
+
+def _kcflags(req: BuildRequest) -> list[str]:
+    """``make_args`` with INSTRUMENT_CFLAGS added to KCFLAGS: to the user's own KCFLAGS=
+    word (a second one on the command line would replace it), else to KCFLAGS from the
+    environment, which a command-line KCFLAGS= overrides."""
+    if not req.instrumented:
+        return list(req.make_args)
+    ours = " ".join(INSTRUMENT_CFLAGS)
+    args = list(req.make_args)
+    for i in reversed(range(len(args))):
+        if args[i].startswith("KCFLAGS="):
+            args[i] = f"{args[i]} {ours}"
+            return args
+    env = os.environ.get("KCFLAGS", "").strip()
+    return [*args, f"KCFLAGS={env} {ours}" if env else f"KCFLAGS={ours}"]
 
 
 def make_command(req: BuildRequest) -> list[str]:
-    cmd = ["make", "-C", str(req.kdir), f"M={req.driver}", f"-j{req.jobs}", *req.make_args]
+    cmd = ["make", "-C", str(req.kdir), f"M={req.driver}", f"-j{req.jobs}", *_kcflags(req)]
     if req.verbose:
         cmd.append("V=1")
     cmd.append("modules")

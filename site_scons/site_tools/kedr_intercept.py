@@ -5,9 +5,12 @@
     patched = env.KedrPatch(outdir/patched/x.ko, [x.ko, plan, repl symvers])  # + manifest
     scripts = env.KedrLoadScript(outdir/load.sh, [repl .ko, patched...])      # + unload.sh
 
-``env.KedrIntercept(outdir, kos)`` declares all four. Emitters list every output.
-Each action reads the typed :class:`~kedr_build.config.BuildConfig` from
-``env["KEDR"]``, calls one function of :mod:`kedr_build.intercept.pipeline`
+``env.KedrIntercept(outdir, kos)`` declares all four, named by
+:class:`~kedr_build.intercept.naming.Layout`: the steps of
+:func:`kedr_build.intercept.pipeline.intercept`, one target each, so a changed
+input redoes only the steps after it. Emitters list every output (the plan step
+also writes ``tail_calls.json``). Each action reads the typed
+:class:`~kedr_build.config.BuildConfig` from ``env["KEDR"]``, calls one function of :mod:`kedr_build.intercept.pipeline`
 (imported inside the action, so parsing the SConstruct never loads the ELF or
 template libraries), and depends on a signature of exactly the settings it uses.
 """
@@ -21,7 +24,7 @@ import SCons.Action
 import SCons.Builder
 
 from kedr_build.config import BuildConfig
-from kedr_build.ko.names import plain_name
+from kedr_build.intercept.naming import TAIL_CALLS_FILE, Layout
 from kedr_build.resources import CATALOG_DIR, RUNTIME_DIR, TEMPLATES_DIR
 from kedr_scons import action, signature, warn
 
@@ -69,17 +72,20 @@ def _patch(target: list[Any], source: list[Any], env: Any) -> None:
     warn([w for w in warnings if "signature stripped" not in w], ko.name)
 
 
+def _plan_emitter(target: list[Any], source: list[Any], env: Any) -> tuple[list[Any], list[Any]]:
+    return target + [env.File(str(Path(str(target[0])).with_name(TAIL_CALLS_FILE)))], source
+
+
 def _patch_emitter(target: list[Any], source: list[Any], env: Any) -> tuple[list[Any], list[Any]]:
     return target + [env.File(str(target[0]) + ".json")], source
 
 
 @action
 def _loadscript(target: list[Any], source: list[Any], env: Any) -> None:
-    from kedr_build.intercept import loadscript
+    from kedr_build.intercept import pipeline
 
     replacement, *drivers = _paths(source)
-    script_dir = Path(str(target[0])).parent
-    loadscript.write(loadscript.plan_for(replacement, drivers, script_dir), script_dir)
+    pipeline.write_load_scripts(replacement, drivers, Path(str(target[0])).parent)
 
 
 def _loadscript_emitter(target: list[Any], source: list[Any],
@@ -94,22 +100,20 @@ def _files(directory: Path) -> list[str]:
 def _intercept(env: Any, outdir: str, kos: list[Any]) -> dict[str, Any]:
     cfg: BuildConfig = env["KEDR"]
     repl = cfg.replacement_module
-    plan = env.KedrPlan(f"{outdir}/plan.json", kos + _files(CATALOG_DIR) + [signature(
+    out = Layout(outdir, repl)
+    plan = env.KedrPlan(str(out.plan), kos + _files(CATALOG_DIR) + [signature(
         env, functions=cfg.functions, naming=str(cfg.naming), module=repl,
         kernel=cfg.kernel_id)])
-    repl_dir = f"{outdir}/{repl}"
     replacement = env.KedrReplacement(
-        f"{repl_dir}/{repl}.ko",
+        str(out.replacement_ko),
         plan + _files(CATALOG_DIR) + _files(TEMPLATES_DIR) + _files(RUNTIME_DIR)
         + [signature(env, kdir=cfg.kernel.kdir, kernel=cfg.kernel_id)])
-    env.Clean(replacement, repl_dir)
+    env.Clean(replacement, str(out.replacement_dir))
     symvers = next(n for n in replacement if str(n).endswith("/Module.symvers"))
     patched = []
     for ko in kos:
-        # Always an uncompressed .ko: what the VM's busybox insmod loads.
-        name = plain_name(Path(str(ko)))
-        patched += env.KedrPatch(f"{outdir}/patched/{name}", [ko, plan[0], symvers])
-    scripts = env.KedrLoadScript(f"{outdir}/load.sh",
+        patched += env.KedrPatch(str(out.patched(str(ko))), [ko, plan[0], symvers])
+    scripts = env.KedrLoadScript(str(out.load_script),
                                  [replacement[0]] + [p for p in patched if str(p).endswith(".ko")])
     return {"plan": plan[0], "replacement": replacement[0],
             "patched": [p for p in patched if str(p).endswith(".ko")],
@@ -125,7 +129,7 @@ def generate(env: Any) -> None:
         return SCons.Builder.Builder(action=SCons.Action.Action(fn, comstr), emitter=emitter)
 
     env["BUILDERS"].update(
-        KedrPlan=builder(_plan, "$KEDRPLANCOMSTR"),
+        KedrPlan=builder(_plan, "$KEDRPLANCOMSTR", _plan_emitter),
         KedrReplacement=builder(_replacement, "$KEDRREPLCOMSTR", _replacement_emitter),
         KedrPatch=builder(_patch, "$KEDRPATCHCOMSTR", _patch_emitter),
         KedrLoadScript=builder(_loadscript, "$KEDRLOADCOMSTR", _loadscript_emitter))
