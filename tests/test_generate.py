@@ -60,7 +60,8 @@ def test_generates_only_what_is_asked(cat: Catalog, symvers: Path, tmp_path: Pat
     assert files == ["Kbuild", "fault_points.json", "kedr_control.c", "kedr_faults.c",
                      "kedr_judge.c", "kedr_leak.c", "kedr_objects.c", "kedr_repl_hello.c",
                      "kedr_repl_hello_trace.h", "kedr_report.c", "kedr_rules.c",
-                     "kedr_runtime.h", "kedr_trace.h"]
+                     "kedr_runtime.h", "kedr_tailcall.c", "kedr_tailcall.h",
+                     "kedr_trace.h"]
     c = module.source.read_text()
     trace = (module.directory / "kedr_repl_hello_trace.h").read_text()
     for original, replacement in PAIRS:
@@ -98,15 +99,15 @@ def test_resource_hooks(cat: Catalog, tmp_path: Path) -> None:
     c = " ".join(module.source.read_text().split())      # as one line: wrapping aside
     assert ("if ((kedr_on & KEDR_PAYLOAD_LEAKS) && (kedr_ret == 0)) "
             "kedr_res_acquire(&kedr_fn_request_threaded_irq, KEDR_KIND_IRQ, (unsigned long)(irq), "
-            "(unsigned long)(dev), 0, _RET_IP_);") in c
+            "(unsigned long)(dev), 0, kedr_ip);") in c
     # Released before the call: afterwards another acquire may get the same irq and dev_id.
     assert ("if (kedr_on & KEDR_PAYLOAD_LEAKS) kedr_res_release(&kedr_fn_free_irq, KEDR_KIND_IRQ, "
-            "(unsigned long)(irq), (unsigned long)(dev_id), _RET_IP_); "
+            "(unsigned long)(irq), (unsigned long)(dev_id), kedr_ip); "
             "kedr_ret = free_irq(irq, dev_id);") in c
     assert ("kedr_res_acquire(&kedr_fn_alloc_chrdev_region, KEDR_KIND_CHRDEV_REGION, "
-            "(unsigned long)(*dev), 0, 0, _RET_IP_);") in c
+            "(unsigned long)(*dev), 0, 0, kedr_ip);") in c
     assert ("kedr_pass = !(kedr_on & KEDR_PAYLOAD_LEAKS) || kedr_res_release("
-            "&kedr_fn_misc_deregister, KEDR_KIND_MISC, (unsigned long)(misc), 0, _RET_IP_); "
+            "&kedr_fn_misc_deregister, KEDR_KIND_MISC, (unsigned long)(misc), 0, kedr_ip); "
             "if (likely(kedr_pass)) misc_deregister(misc);") in c
     assert "kedr_ret = kedr_alloc_workqueue_va(fmt, flags, max_active, kedr_va);" in c
     assert ("kedr_pass = !(kedr_on & KEDR_PAYLOAD_LEAKS) || kedr_leak_free("
