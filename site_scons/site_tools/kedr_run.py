@@ -15,6 +15,7 @@ from typing import Any
 import SCons.Action
 import SCons.Builder
 
+import kedr_scons
 from kedr_build.config import BuildConfig
 from kedr_scons import action, vm_job
 
@@ -34,13 +35,19 @@ def _run(target: list[Any], source: list[Any], env: Any) -> int:
     suppressions = suppress.load(cfg.suppress) if cfg.suppress else ()
     faults: dict[str, str] = {}
     if cfg.faults:
-        from kedr_build.faults.scenario import parse_faults
-        from kedr_build.intercept.faultpoints import POINTS_FILE, load_points
+        from kedr_build.faults.scenario import FaultsError, resolve_for
 
-        repl_dir = next(Path(str(s)).parent for s in source
-                        if Path(str(s)).stem == cfg.replacement_module)
-        points = load_points(repl_dir / POINTS_FILE)
-        faults = {p.point: p.scenario.text() for p in parse_faults(cfg.faults, points)}
+        repl = next(Path(str(s)) for s in source if Path(str(s)).stem == cfg.replacement_module)
+        try:
+            faults = resolve_for(cfg.faults, repl)
+        except FaultsError as e:
+            # Bad input, like a FAULTS= syntax error in the config: exit status 1. A
+            # failed action makes scons exit 2 whatever it returns (SCons 4 Script/Main.py
+            # BuildTask.failed: "always exit with 2 on build errors"); SystemExit is
+            # turned into an ExplicitExit with its own status (Taskmaster Task.execute).
+            print(f"kedr-build: {e}", flush=True)
+            kedr_scons.errors.append(str(e))
+            raise SystemExit(1) from None
     report = run_modules(cfg.kernel, modules, Path(str(target[0])).parent,
                          workload=cfg.workload, timeout=cfg.vm_timeout,
                          stream=print if cfg.verbose else None,
