@@ -24,8 +24,9 @@ with -EINVAL). A scenario is terms separated by spaces:
 =================================  =======================================================
 
 At most one of never/always/nth/every/after (filters alone mean ``always``);
-``prob`` combines with any of them; any other term at most once. Counts are of *matching* calls, those that
-pass every filter, since the scenario was set.
+``prob`` combines with any of them; any other term at most once (the kernel would
+keep the last). Counts are of *matching* calls, those that pass every filter, since
+the scenario was set.
 
 ``FAULTS=`` on the command line sets several points: ``point: scenario`` items
 separated by ``;``, e.g. ``FAULTS='kmalloc: nth=2 pid=1; kstrdup: init'``.

@@ -41,8 +41,9 @@
  * scenario, and only counted ("skipped nofail=N nmi=N"): a call whose gfp flags
  * have __GFP_NOFAIL (its caller relies on it succeeding: failing it makes the
  * kernel, not the driver, misbehave) and a call made in NMI context (which must
- * take no lock: the point's lock may be held by the code the NMI interrupted). A site recorder (faults/sites) lists the distinct
- * (function, caller) pairs reached, for the systematic sweep.
+ * take no lock: the point's lock may be held by the code the NMI interrupted).
+ * A site recorder (faults/sites) lists the distinct (function, caller) pairs
+ * reached, for the systematic sweep.
  */
 #include <linux/atomic.h>
 #include <linux/ctype.h>
