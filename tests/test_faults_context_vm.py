@@ -30,6 +30,9 @@ DRIVER = Path(__file__).resolve().parent / "drivers" / "faultctx"
 REPL = "kedr_repl_faultctx"
 BAD_PROBS = ("prob=18446744073709551617", "prob=1.0000001", "prob=0.1234567890123456789",
              "prob=1e-30", "prob=2", "prob=01", "prob=1.")
+# A term given twice is refused, not last-wins (the host refuses the same).
+TWICE = ("init init", "size>1 size>2", "gfp=atomic gfp=blocking", "prob=0.5 prob=0.25",
+         "caller=a caller=b")
 
 GUEST_SCRIPT = f"""
 D=/sys/kernel/debug/kedr_build/{REPL}
@@ -64,7 +67,7 @@ t problow kmalloc "prob=0.0000000001 seed=1" "200 task"
 t probhalf kmalloc "prob=0.5 seed=42" "200 task"
 t probtiny kmalloc "prob=0.0000001 seed=3" "1 task"
 t prob18 kmalloc "prob=0.123456789012345678 seed=3" "1 task"
-for bad in {' '.join(repr(b) for b in BAD_PROBS)}; do
+for bad in {' '.join(repr(b) for b in BAD_PROBS + TWICE)}; do
   echo "== bad $bad"; echo "$bad" > $F/kmalloc; echo "rc=$?"; head -n 1 $F/kmalloc
 done
 rmmod kedr_faultctx || exit 1
@@ -166,5 +169,11 @@ def test_probability_digits_are_kept(guest: dict[str, list[str]]) -> None:
 
 def test_bad_probabilities_are_refused(guest: dict[str, list[str]]) -> None:
     for bad in BAD_PROBS:
+        lines = guest[f"bad {bad}"]
+        assert "rc=0" not in lines and lines[-1] == "never", (bad, lines)
+
+
+def test_a_term_given_twice_is_refused(guest: dict[str, list[str]]) -> None:
+    for bad in TWICE:
         lines = guest[f"bad {bad}"]
         assert "rc=0" not in lines and lines[-1] == "never", (bad, lines)

@@ -374,10 +374,17 @@ static int kedr_parse_caller(char *v, struct kedr_scenario *sc)
 	return 0;
 }
 
+/* The terms other than the count rules: each at most once (not last-wins). */
+static const char *const kedr_scenario_terms[] = {
+	"init", "prob=", "seed=", "pid=", "caller=", "size>", "size<", "gfp=", "gfp&",
+};
+
 static int kedr_parse_scenario(char *text, struct kedr_scenario *sc)
 {
 	bool has_rule = false, has_seed = false;
+	unsigned long seen = 0;
 	char *word;
+	size_t t;
 
 	memset(sc, 0, sizeof(*sc));
 	sc->rule = KEDR_FAULT_ALWAYS;		/* filters alone: every matching call */
@@ -410,6 +417,14 @@ static int kedr_parse_scenario(char *text, struct kedr_scenario *sc)
 				  (rule != KEDR_FAULT_AFTER && sc->n == 0)))
 				return -EINVAL;
 			continue;
+		}
+		for (t = 0; t < ARRAY_SIZE(kedr_scenario_terms); t++)
+			if (!strncmp(word, kedr_scenario_terms[t], strlen(kedr_scenario_terms[t])))
+				break;
+		if (t < ARRAY_SIZE(kedr_scenario_terms)) {
+			if (seen & BIT(t))
+				return -EINVAL;
+			seen |= BIT(t);
 		}
 		if (!strcmp(word, "init")) {
 			sc->init_only = true;
