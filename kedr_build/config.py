@@ -15,8 +15,10 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kedr_build.errors import KedrError
 from kedr_build.kernel import descriptions, kbuild, provision
@@ -24,6 +26,9 @@ from kedr_build.kernel.descriptions import ProvisionedKernel
 from kedr_build.kernel.dkms import DkmsPackage, is_dkms_tree, read_conf
 from kedr_build.ko.names import is_c_identifier, is_module_file, module_name
 from kedr_build.ko.plan import Naming
+
+if TYPE_CHECKING:
+    from kedr_build.faults.scenario import PointScenario
 
 
 @dataclass(frozen=True)
@@ -93,7 +98,9 @@ class BuildConfig:
     modprobe: tuple[str, ...] = ()
     make_args: tuple[str, ...] = ()
     dkms: DkmsPackage | None = None    # the driver is a DKMS package
-    faults: str = ""                   # FAULTS=, its syntax checked (points: at run time)
+    # FAULTS=, parsed (kedr_build/faults/scenario.py); its points are checked against the
+    # replacement module once it is generated (scenario.resolve, the run target)
+    faults: tuple[PointScenario, ...] = ()
     pack: Path | None = None           # PACK=: the pack file (checked when read)
     tests: tuple[str, ...] = ()        # TEST=
     shard: tuple[int, int] | None = None   # SHARD=k/N
@@ -136,6 +143,10 @@ def from_arguments(args: Mapping[str, str], top: str, launch_dir: str,
     def path(value: str) -> Path:
         return Path(os.path.join(launch_dir, os.path.expanduser(value)))
 
+    # Values checked on their own, before anything is discovered or cached in BUILD_DIR:
+    # a bad one leaves nothing behind.
+    faults = _faults(get("FAULTS"))
+    pack = _pack(get("PACK"), launch_dir) if "PACK" in args else None
     module, ko = get("MODULE") or get("DKMS"), get("KO")
     if get("MODULE") and get("DKMS"):
         raise KedrError("MODULE= and DKMS= exclude each other (a MODULE= directory with a "
@@ -203,8 +214,7 @@ def from_arguments(args: Mapping[str, str], top: str, launch_dir: str,
                        modprobe=_names(get("MODPROBE")), make_args=make_args, dkms=package,
                        vm_cpus=_cpus(get("VM_CPUS")),
                        suppress=_suppressions(path, get("SUPPRESS")),
-                       faults=_faults(get("FAULTS")),
-                       pack=_pack(get("PACK"), launch_dir) if "PACK" in args else None,
+                       faults=faults, pack=pack,
                        tests=_names(get("TEST")),
                        shard=_shard(get("SHARD")),
                        jobs=_jobs(get("JOBS")),
@@ -321,12 +331,27 @@ def _suppressions(path: Callable[[str], Path], text: str) -> Path | None:
     return file
 
 
-def _faults(text: str) -> str:
-    """FAULTS: the syntax is checked now; the points exist once the replacement is generated."""
-    if text.strip():
-        from kedr_build.faults.scenario import parse_faults
-        parse_faults(text)
-    return text.strip()
+def _faults(text: str) -> tuple[PointScenario, ...]:
+    """FAULTS: parsed now, once; the points exist once the replacement is generated."""
+    if not text.strip():
+        return ()
+    from kedr_build.faults.scenario import parse_faults
+    return parse_faults(text)
+
+
+# The targets FAULTS= applies to: sweep and check set their own scenarios (one site, a
+# seeded campaign) and would silently ignore it.
+FAULTS_TARGETS = ("run",)
+
+
+def check_targets(args: Mapping[str, str], targets: Sequence[str]) -> None:
+    """Refuse a variable given to a target that would ignore it (FAULTS= to sweep, check),
+    before anything is discovered or written."""
+    ignored = [t for t in targets if t in ("sweep", "check")]
+    if ignored and args.get("FAULTS", "").strip():
+        from kedr_build.faults.scenario import FaultsError
+        raise FaultsError(f"FAULTS= applies to {', '.join(FAULTS_TARGETS)} only: {ignored[0]} "
+                          "fails the driver's fault sites itself (drop FAULTS=, or use run)")
 
 
 def _cpus(text: str) -> int | None:

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from kedr_build.errors import KedrError
-from kedr_build.faults.scenario import Scenario, parse_faults, parse_scenario
+from kedr_build.faults.errors import FaultsError, NoFaultPoint
+from kedr_build.faults.scenario import (MAX_POINTS, Scenario, parse_faults, parse_scenario,
+                                        render, resolve)
 from kedr_build.intercept import catalog, generate
 from kedr_build.intercept.faultpoints import (POINTS_FILE, FaultPoint, fault_capable,
                                               fault_points, load_points)
@@ -139,3 +141,71 @@ def test_generated_module_fails_only_what_can_fail(tmp_path: Path) -> None:
     variadic = c[c.index("/* kedr-entry: kasprintf"):]
     assert variadic.index("kedr_fault(&kedr_fn_kasprintf") < variadic.index("va_start(")
     assert "{ -1, -1 },\t/* kfree */" in c and "{ 3, 1 },\t/* kmalloc_trace */" in c
+
+
+# --- what the kernel would refuse, refused on the host with one line -------------------
+
+@pytest.mark.parametrize("text, column, cause", [
+    ("pid=1 pid=2", 7, "pid= given twice"),
+    ("init nth=2 init", 12, "init given twice"),
+    ("size>1 size>2", 8, "size> given twice"),
+    ("prob=0.5 seed=1 prob=0.25", 17, "prob= given twice"),
+    ("prob=0.1234567890123456789", 1, "at most 18 digits after the point"),
+    ("prob=1.0000001", 1, "decimal from 0 to 1"),
+    ("prob=18446744073709551617", 1, "decimal from 0 to 1"),
+    ("prob=1e-30", 1, "decimal from 0 to 1"),
+    ("prob=01", 1, "decimal from 0 to 1"),
+    ("prob=1.", 1, "decimal from 0 to 1"),
+    ("nth=010", 1, "not a whole number"),       # the kernel would read octal 8
+    ("caller=f+010", 1, "expected caller=FUNCTION"),
+    ("caller=" + "f" * 185, 1, "longer than 191 characters"),
+    # 181 characters as written, 194 as the kernel reads it ("always ", decimal sizes)
+    ("caller=" + "f" * 120 + " size>0x" + "f" * 16 + " size<0x" + "f" * 16 + " init gfp&0x1",
+     1, "as the kernel reads it"),
+])
+def test_what_the_kernel_refuses_is_refused_here(text: str, column: int, cause: str) -> None:
+    with pytest.raises(FaultsError) as e:
+        parse_scenario(text)
+    msg = str(e.value)
+    assert f"at column {column}: " in msg and cause in msg and "\n" not in msg, msg
+
+
+@pytest.mark.parametrize("prob", ["0", "1", "1.0", "1.000000000000000000", "0.9999999999",
+                                  "0.000000000000000001", "0.123456789012345678"])
+def test_probability_edges_are_kept_as_written(prob: str) -> None:
+    assert parse_scenario(f"prob={prob}").text() == f"always prob={prob}"
+
+
+def test_a_huge_value_is_quoted_by_an_excerpt() -> None:
+    for text in ("kmalloc: " + "a" * 100_000, "k" * 100_000 + ": always",
+                 "kmalloc: always;" * 10_000, "kmalloc: nth=1 " + "x" * 100_000):
+        with pytest.raises(FaultsError) as e:
+            parse_faults(text)
+        msg = str(e.value)
+        assert len(msg) < 300 and "\n" not in msg and "characters)" in msg, msg[:400]
+
+
+def test_many_points_are_refused_with_the_bound() -> None:
+    text = "; ".join(f"p{i}: always" for i in range(MAX_POINTS + 1))
+    with pytest.raises(FaultsError, match=f"more than {MAX_POINTS} fault points"):
+        parse_faults(text)
+
+
+def test_resolve_renders_the_kernel_text_once() -> None:
+    scenarios = parse_faults("kmalloc: every=0x10 size>4096; mutex_lock_interruptible: init")
+    assert resolve(scenarios, POINTS) == {"kmalloc": "every=16 size>4096",
+                                          "mutex_lock_interruptible": "always init"}
+    assert render(scenarios) == "kmalloc: every=16 size>4096; mutex_lock_interruptible: always init"
+    assert parse_faults(render(scenarios)) == scenarios
+    with pytest.raises(FaultsError, match=r"^FAULTS: kstrdup: unknown fault point 'kstrdup'"):
+        resolve(parse_faults("kstrdup: always"), POINTS)
+    with pytest.raises(FaultsError, match="no size argument"):
+        resolve(parse_faults("mutex_lock_interruptible: size<3"), POINTS)
+
+
+def test_every_faults_error_is_typed() -> None:
+    """Callers (the SCons tool, the packs) tell FAULTS errors by type, not by text."""
+    for bad in ("kmalloc", "kmalloc: nth=0", "kmalloc: always; kmalloc: never"):
+        with pytest.raises(FaultsError):
+            parse_faults(bad)
+    assert issubclass(FaultsError, KedrError) and issubclass(NoFaultPoint, KedrError)

@@ -7,10 +7,13 @@ cleanly, the third oopsed (insmod killed, kernel tainted) and the guest stopped.
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
-from kedr_build.faults.trials import (Outcome, Site, Trial, console_of_trial, records_from_logs,
-                                      site_trial, sites_from_logs)
+from kedr_build.faults.trials import (CALLER_SLOT, Outcome, Site, Trial, console_of_trial,
+                                      records_from_logs, site_scenario, site_trial,
+                                      sites_from_logs)
+from kedr_build.resources import template_env
 
 DATA = Path(__file__).resolve().parent / "data" / "faults"
 OUTPUT = (DATA / "deref-sweep-output.log").read_text().replace("\r\n", "\n")
@@ -48,9 +51,20 @@ def test_truncated_output_gives_what_was_reported() -> None:
 
 
 def test_trial_lines_match_what_the_guest_makes_of_its_sites() -> None:
-    site = Site("init", "kstrdup", "kstrdup", "faulty_init+0x82")
-    # guest-faults.sh.j2's awk: NR "|" fn " " caller "|" fn ":caller=" caller " nth=1"
-    assert site_trial(site).line(3) == \
-        "3|kstrdup faulty_init+0x82|kstrdup:caller=faulty_init+0x82 nth=1"
+    """The guest's discovery (guest-faults.sh.j2's awk, run here) writes the trial line
+    the host would write for the same site: one scenario text, from site_scenario()."""
+    sites = [Site("init", "kstrdup", "kstrdup", "faulty_init+0x82"),
+             Site("workload", "__kmalloc", "kmalloc", "faulty_alloc+0x13")]
+    script = template_env().get_template("guest-faults.sh.j2").render(
+        repl="r", target="t", module_args="", workload=False, trials=[], start=1,
+        discover=True, needed=[], site_scenario=site_scenario(CALLER_SLOT),
+        caller_slot=CALLER_SLOT, taint_mask=1, heartbeat=1,
+        marks={"sites_begin": "B", "sites_end": "E", "progress": "P", "discovery": "D"})
+    awk = next(ln for ln in script.splitlines() if ln.startswith("awk -v s="))
+    found = "".join(f"{s.phase} {s.function} {s.point} {s.caller}\n" for s in sites)
+    out = subprocess.run(["sh", "-c", awk.replace(" /tmp/found > /tmp/trials", "")],
+                         input=found, capture_output=True, text=True, check=True).stdout
+    assert out.splitlines() == [site_trial(s).line(i) for i, s in enumerate(sites, 1)]
+    assert out.splitlines()[0] == "1|kstrdup faulty_init+0x82|kstrdup:nth=1 caller=faulty_init+0x82"
     assert Trial("seed=4", (("kmalloc", "prob=0.5 seed=4"), ("kstrdup", "prob=0.5 seed=4"))
                  ).line(1) == "1|seed=4|kmalloc:prob=0.5 seed=4|kstrdup:prob=0.5 seed=4"

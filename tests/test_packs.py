@@ -289,14 +289,15 @@ def test_malformed_pack_stops_scons_with_its_line(tmp_path: Path, pinned_kernel:
 
 def test_faults_kind_passes_a_driver_with_nothing_that_can_fail(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The sweep and the campaign say "nothing to sweep" / "nothing can fail" (as
-    kedr_build.faults does for a driver importing no function that can fail): both
-    checks pass saying so; any other KedrError fails both with its line."""
+    """The sweep and the campaign raise NoFaultPoint (as kedr_build.faults does for a
+    driver importing no function that can fail): both checks pass saying so; any other
+    KedrError fails both with its line, whatever its text (typed, not matched)."""
+    from kedr_build.faults.errors import NoFaultPoint
     from kedr_build.packs import faultkind
 
-    def nothing(what: str) -> Any:
+    def nothing(what: str, error: type[KedrError] = NoFaultPoint) -> Any:
         def fail(*args: Any, **kwargs: Any) -> Any:
-            raise KedrError(what)
+            raise error(what)
         return fail
 
     monkeypatch.setattr(faultkind.provision, "ensure", lambda name: None)
@@ -311,8 +312,13 @@ def test_faults_kind_passes_a_driver_with_nothing_that_can_fail(
     run = faultkind.run(driver, test, tmp_path, session)
     assert [(c.check, c.passed) for c in run.checks] == [("sweep", True), ("campaign", True)]
     assert run.checks[0].message.startswith("no fault site: sweep of x: nothing to sweep")
-    monkeypatch.setattr(faultkind, "sweep", nothing("sweep of x: boot 1 failed: no init"))
+    monkeypatch.setattr(faultkind, "sweep", nothing("sweep of x: boot 1 failed: no init",
+                                                    KedrError))
     run = faultkind.run(driver, test, tmp_path, session)
     assert [(c.check, c.passed, c.message) for c in run.checks] == [
         ("sweep", False, "sweep of x: boot 1 failed: no init"),
         ("campaign", False, "sweep of x: boot 1 failed: no init")]
+    # A failure that merely says the words is a failure.
+    monkeypatch.setattr(faultkind, "sweep", nothing("boot 1: nothing to sweep", KedrError))
+    run = faultkind.run(driver, test, tmp_path, session)
+    assert [c.passed for c in run.checks] == [False, False]

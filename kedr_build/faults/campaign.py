@@ -17,7 +17,8 @@ from pathlib import Path
 
 from kedr_build.atomic import write_atomic
 from kedr_build.errors import KedrError
-from kedr_build.faults.scenario import parse_scenario
+from kedr_build.faults.errors import NoFaultPoint
+from kedr_build.faults.scenario import Scenario, parse_scenario
 from kedr_build.faults.trials import Outcome, Trial, TrialRecord, run_trials
 from kedr_build.intercept.faultpoints import POINTS_FILE, load_points
 from kedr_build.kernel.descriptions import ProvisionedKernel
@@ -75,8 +76,9 @@ def campaign(kernel: ProvisionedKernel, replacement: Path, target: Path, logdir:
         raise KedrError(f"campaign: unknown fault point {unknown[0]!r}; "
                         f"known: {', '.join(sorted(known)) or 'none'}")
     if not chosen:
-        raise KedrError(f"campaign: {replacement.name} has no fault point: nothing can fail")
-    trials = [Trial(f"seed={s}", tuple((p, f"prob={sc.prob} seed={s}") for p in chosen))
+        raise NoFaultPoint(f"campaign: {replacement.name} has no fault point: nothing can fail")
+    trials = [Trial(f"seed={s}", tuple((p, Scenario(rule="always", prob=sc.prob, seed=s).text())
+                                       for p in chosen))
               for s in range(seed, seed + runs)]
     run = run_trials(kernel, replacement, target, logdir, trials=trials, workload=workload,
                      module_args=module_args, intree=intree, trial_timeout=run_timeout,

@@ -10,8 +10,10 @@ with -EINVAL). A scenario is terms separated by spaces:
 ``nth=N``                          only the Nth matching call (N >= 1)
 ``every=N``                        matching calls N, 2N, 3N, ...
 ``after=N``                        every matching call after the first N (N >= 0)
-``prob=P`` [``seed=S``]            each matching call fails with probability P (0..1);
-                                   the same seed fails the same calls of the same run
+``prob=P`` [``seed=S``]            each matching call fails with probability P: ``0`` or
+                                   ``1``, then at most 18 digits after the point (kept
+                                   exactly); the same seed fails the same calls of the
+                                   same run
 ``pid=N``                          calls made by process N or its descendants
 ``init``                           calls made while a module's init runs
 ``caller=F`` / ``caller=F+0xO`` /  calls from function F of the target, at offset O,
@@ -22,11 +24,18 @@ with -EINVAL). A scenario is terms separated by spaces:
 =================================  =======================================================
 
 At most one of never/always/nth/every/after (filters alone mean ``always``);
-``prob`` combines with any of them. Counts are of *matching* calls, those that
-pass every filter, since the scenario was set.
+``prob`` combines with any of them; any other term at most once (the kernel would
+keep the last). Counts are of *matching* calls, those that pass every filter, since
+the scenario was set.
 
 ``FAULTS=`` on the command line sets several points: ``point: scenario`` items
 separated by ``;``, e.g. ``FAULTS='kmalloc: nth=2 pid=1; kstrdup: init'``.
+
+FAULTS is parsed once, here, into typed :class:`PointScenario` values: the config
+(:mod:`kedr_build.config`) parses it, :func:`resolve` checks the points against the
+replacement module once it is generated, and :meth:`Scenario.text` is the one place
+the kernel's text is written. Every mistake is a :class:`FaultsError`, one line that
+quotes at most a short excerpt of the value.
 """
 
 from __future__ import annotations
@@ -34,19 +43,24 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
-from kedr_build.errors import KedrError
+from kedr_build.faults.errors import FaultsError
 from kedr_build.intercept.faultpoints import FaultPoint
 
 RULES = ("never", "always", "nth", "every", "after")
-MAX_TEXT = 191          # kedr_faults.c: KEDR_SCENARIO_LEN - 1
+MAX_TEXT = 191          # kedr_faults.c: KEDR_SCENARIO_LEN - 1 (the text the kernel reads)
 MAX_CALLER = 127        # kedr_faults.c: KEDR_CALLER_LEN - 1
+MAX_PROB_DIGITS = 18    # kedr_faults.c: KEDR_PROB_DIGITS (10^18 < 2^64)
+MAX_POINTS = 64         # points one FAULTS= sets (more is a typo or a script gone wrong)
+EXCERPT = 40            # characters of a bad value an error quotes
 _U64 = 2**64 - 1
-_NUMBER = re.compile(r"(?:0[xX][0-9a-fA-F]+|[0-9]+)\Z")
-_PROB = re.compile(r"[0-9]+(?:\.[0-9]+)?\Z")
+# Decimal or 0x hex; no leading 0 (kstrtoull(s, 0) would read 010 as octal 8).
+_NUMBER = re.compile(r"(?:0[xX][0-9a-fA-F]+|0|[1-9][0-9]*)\Z")
+_PROB = re.compile(r"(?:0(?:\.[0-9]+)?|1(?:\.0+)?)\Z")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_.$]*\Z")
-_CALLER = re.compile(r"(?P<fn>[^+]+)(?:\+(?P<lo>0[xX][0-9a-fA-F]+|[0-9]+)"
-                     r"(?:-(?P<hi>0[xX][0-9a-fA-F]+|[0-9]+))?)?\Z")
+_CALLER = re.compile(r"(?P<fn>[^+]+)(?:\+(?P<lo>0[xX][0-9a-fA-F]+|0|[1-9][0-9]*)"
+                     r"(?:-(?P<hi>0[xX][0-9a-fA-F]+|0|[1-9][0-9]*))?)?\Z")
 
 
 @dataclass(frozen=True)
@@ -101,6 +115,20 @@ class PointScenario:
     scenario: Scenario
 
 
+__all__ = ["FaultsError", "PointScenario", "Scenario", "excerpt", "parse_faults",
+           "parse_scenario", "render", "resolve", "resolve_for"]
+
+
+def excerpt(text: str, at: int = 0) -> str:
+    """``text`` quoted, or a short piece of it around column ``at`` when it is long."""
+    if len(text) <= EXCERPT:
+        return repr(text)
+    start = max(0, min(at - EXCERPT // 4, len(text) - EXCERPT))
+    piece = text[start:start + EXCERPT]
+    return (f"{'...' if start else ''}{piece!r}{'...' if start + EXCERPT < len(text) else ''}"
+            f" ({len(text)} characters)")
+
+
 class _Bad(Exception):
     def __init__(self, column: int, cause: str) -> None:
         super().__init__(cause)
@@ -113,7 +141,8 @@ def parse_scenario(text: str, what: str = "scenario") -> Scenario:
     try:
         return _scenario(text, 0)
     except _Bad as e:
-        raise KedrError(f"{what} {text!r}: at column {e.column + 1}: {e.cause}") from None
+        raise FaultsError(f"{what} {excerpt(text, e.column)}: at column {e.column + 1}: "
+                          f"{e.cause}") from None
 
 
 def parse_faults(text: str, points: Mapping[str, FaultPoint] | None = None,
@@ -129,13 +158,16 @@ def parse_faults(text: str, points: Mapping[str, FaultPoint] | None = None,
             pos += len(item) + 1
             if not item.strip():
                 continue
+            if len(seen) == MAX_POINTS:
+                raise _Bad(start, f"more than {MAX_POINTS} fault points")
             name, colon, body = item.partition(":")
             lead = len(name) - len(name.lstrip())
             name = name.strip()
             if not colon:
-                raise _Bad(start + lead, f"expected 'point: scenario', got {item.strip()!r}")
-            if not _IDENT.match(name):
-                raise _Bad(start + lead, f"{name!r} is not a fault point name")
+                raise _Bad(start + lead, "expected 'point: scenario', got "
+                                         f"{excerpt(item.strip())}")
+            if len(name) > MAX_CALLER or not _IDENT.match(name):
+                raise _Bad(start + lead, f"{excerpt(name)} is not a fault point name")
             if name in seen:
                 raise _Bad(start + lead, f"point {name} is set twice")
             seen.add(name)
@@ -145,15 +177,43 @@ def parse_faults(text: str, points: Mapping[str, FaultPoint] | None = None,
                 _check_point(name, scenario, points, start + lead)
             result.append(PointScenario(name, scenario))
     except _Bad as e:
-        raise KedrError(f"{what}={text!r}: at column {e.column + 1}: {e.cause}") from None
+        raise FaultsError(f"{what}={excerpt(text, e.column)}: at column {e.column + 1}: "
+                          f"{e.cause}") from None
     return tuple(result)
+
+
+def resolve(scenarios: tuple[PointScenario, ...], points: Mapping[str, FaultPoint],
+            what: str = "FAULTS") -> dict[str, str]:
+    """Fault point -> the scenario text the kernel reads, once the replacement module's
+    points are known: an unknown point, or a size/gfp bound on a point whose functions
+    have none, is a FaultsError."""
+    for ps in scenarios:
+        try:
+            _check_point(ps.point, ps.scenario, points, 0)
+        except _Bad as e:
+            raise FaultsError(f"{what}: {ps.point}: {e.cause}") from None
+    return {ps.point: ps.scenario.text() for ps in scenarios}
+
+
+def resolve_for(scenarios: tuple[PointScenario, ...], replacement: Path,
+                what: str = "FAULTS") -> dict[str, str]:
+    """:func:`resolve` against the points of a generated replacement module (the
+    fault_points.json beside it)."""
+    from kedr_build.intercept.faultpoints import POINTS_FILE, load_points
+
+    return resolve(scenarios, load_points(replacement.parent / POINTS_FILE), what)
+
+
+def render(scenarios: tuple[PointScenario, ...]) -> str:
+    """The FAULTS= value that gives these scenarios (for a printed command)."""
+    return "; ".join(f"{ps.point}: {ps.scenario.text()}" for ps in scenarios)
 
 
 def _check_point(name: str, sc: Scenario, points: Mapping[str, FaultPoint], at: int) -> None:
     point = points.get(name)
     if point is None:
         known = ", ".join(sorted(points)) or "none: the driver calls no function that can fail"
-        raise _Bad(at, f"unknown fault point {name!r}; this driver's: {known}")
+        raise _Bad(at, f"unknown fault point {excerpt(name)}; this driver's: {known}")
     if sc.uses_size and not point.has_size:
         raise _Bad(at, f"point {name} has no size argument for size< or size>")
     if sc.uses_gfp and not point.has_gfp:
@@ -170,10 +230,13 @@ def _number(word: str, value: str, at: int, low: int = 0) -> int:
 
 
 def _scenario(text: str, offset: int) -> Scenario:
+    # A bound on the input before the work: a 100 KB value is refused at once.
     if len(text.strip()) > MAX_TEXT:
-        raise _Bad(offset, f"longer than {MAX_TEXT} characters")
+        raise _Bad(offset, f"longer than {MAX_TEXT} characters (the kernel reads at most "
+                           f"{MAX_TEXT})")
     fields: dict[str, object] = {}
     rule_at: int | None = None
+    terms: set[str] = set()
     for m in re.finditer(r"\S+", text):
         word, at = m.group(), offset + m.start()
         key, value = word, ""
@@ -182,6 +245,11 @@ def _scenario(text: str, offset: int) -> Scenario:
                 key, _, value = word.partition(sep)
                 key += sep
                 break
+        if key in terms:
+            raise _Bad(at, f"{excerpt(word)}: {key} given twice (one of each term; the "
+                           "kernel would keep only the last)")
+        if key not in ("never", "always", "nth=", "every=", "after="):
+            terms.add(key)
         if key in ("never", "always", "nth=", "every=", "after="):
             if rule_at is not None:
                 raise _Bad(at, f"{word!r}: a second count rule (one of never, always, nth=, "
@@ -193,8 +261,12 @@ def _scenario(text: str, offset: int) -> Scenario:
         elif key == "init" and not value:
             fields["init"] = True
         elif key == "prob=":
-            if not _PROB.match(value) or float(value) > 1:
-                raise _Bad(at, f"{word}: the probability must be a decimal from 0 to 1")
+            if not _PROB.match(value):
+                raise _Bad(at, f"{excerpt(word)}: the probability must be a decimal from 0 "
+                               "to 1 (0, 1, 0.25, 1.0)")
+            if len(value.partition(".")[2]) > MAX_PROB_DIGITS:
+                raise _Bad(at, f"{excerpt(word)}: at most {MAX_PROB_DIGITS} digits after "
+                               "the point (the kernel keeps the probability exactly)")
             fields["prob"] = value
         elif key == "seed=":
             fields["seed"] = _number(word, value, at)
@@ -230,4 +302,8 @@ def _scenario(text: str, offset: int) -> Scenario:
         raise _Bad(offset, "seed= without prob=: only a probability uses a seed")
     if rule_at is None:
         fields["rule"] = "always" if fields else "never"
-    return Scenario(**fields)  # type: ignore[arg-type]
+    scenario = Scenario(**fields)  # type: ignore[arg-type]
+    if len(scenario.text()) > MAX_TEXT:
+        raise _Bad(offset, f"{len(scenario.text())} characters as the kernel reads it "
+                           f"({excerpt(scenario.text())}); at most {MAX_TEXT}")
+    return scenario

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from kedr_build.atomic import write_atomic
-from kedr_build.errors import KedrError
+from kedr_build.faults.errors import NoFaultPoint
 from kedr_build.faults.trials import Outcome, Site, TrialRecord, run_trials
 from kedr_build.intercept.faultpoints import POINTS_FILE, load_points
 from kedr_build.kernel.descriptions import ProvisionedKernel
@@ -83,10 +83,10 @@ def sweep(kernel: ProvisionedKernel, replacement: Path, target: Path, logdir: Pa
           progress: Callable[[str], None] | None = None) -> SweepResult:
     """Discover the fault sites of ``target`` (patched against ``replacement``) and fail
     each once; writes ``logdir/sweep.json``. A driver that reaches no function that
-    can fail is a KedrError ("nothing to sweep")."""
+    can fail is a NoFaultPoint error ("nothing to sweep")."""
     points_file = replacement.parent / POINTS_FILE
     if points_file.is_file() and not load_points(points_file):
-        raise KedrError(f"sweep of {target.name}: nothing to sweep: it imports no function that "
+        raise NoFaultPoint(f"sweep of {target.name}: nothing to sweep: it imports no function that "
                         f"can fail ({points_file} lists no fault point)")
     run = run_trials(kernel, replacement, target, logdir, discover=True, workload=workload,
                      module_args=module_args, intree=intree, trial_timeout=site_timeout,

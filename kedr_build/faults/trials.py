@@ -22,6 +22,7 @@ from pathlib import Path
 
 from kedr_build.checks.leaks import parse as parse_leaks, summary as leak_summary
 from kedr_build.errors import KedrError
+from kedr_build.faults.scenario import PointScenario, Scenario
 from kedr_build.kernel.descriptions import ProvisionedKernel
 from kedr_build.ko.module import ModuleRef, load_order
 from kedr_build.resources import template_env
@@ -77,10 +78,24 @@ class Trial:
         return "|".join(parts)
 
 
+# Where the guest's discovery puts each site's caller in site_scenario()'s text.
+CALLER_SLOT = "@CALLER@"
+
+
+def site_fault(function: str, caller: str) -> PointScenario:
+    """The scenario that fails a site's first call once, on the function's point (the
+    sweep's trials, the guest's discovery and the reproduce commands all use it)."""
+    return PointScenario(function, Scenario(rule="nth", n=1, caller=caller))
+
+
+def site_scenario(caller: str) -> str:
+    """:func:`site_fault`'s text, as the kernel reads it."""
+    return site_fault("", caller).scenario.text()
+
+
 def site_trial(site: Site) -> Trial:
     """Fail the site's first call once (the guest's discovery writes the same lines)."""
-    return Trial(f"{site.function} {site.caller}",
-                 ((site.function, f"caller={site.caller} nth=1"),))
+    return Trial(f"{site.function} {site.caller}", ((site.function, site_scenario(site.caller)),))
 
 
 @dataclass(frozen=True)
@@ -183,9 +198,10 @@ def run_trials(kernel: ProvisionedKernel, replacement: Path, target: Path, logdi
         script = str(template_env().get_template("guest-faults.sh.j2").render(
             repl=repl.name, target=tgt.name, module_args=shlex.join(module_args),
             workload=workload is not None, trials=lines, start=next_trial, discover=first,
-            needed=needed,
-            taint_mask=TAINT_HURT, heartbeat=max(1, int(trial_timeout / 4)), marks={"sites_begin": SITES_BEGIN, "sites_end": SITES_END,
-                                          "progress": PROGRESS, "discovery": DISCOVERY}))
+            needed=needed, site_scenario=site_scenario(CALLER_SLOT), caller_slot=CALLER_SLOT,
+            taint_mask=TAINT_HURT, heartbeat=max(1, int(trial_timeout / 4)),
+            marks={"sites_begin": SITES_BEGIN, "sites_end": SITES_END,
+                   "progress": PROGRESS, "discovery": DISCOVERY}))
         workdir = logdir / f"boot-{boot}"
         state.last = time.monotonic()
         state.current = 0          # armed by this boot's first progress line

@@ -7,8 +7,10 @@ campaign (:mod:`kedr_build.faults.campaign`), judged as two checks:
 * ``campaign``  the same for each of ``runs`` random runs (seeds ``seed``, ``seed+1``...)
 
 A failed check names the first bad site (or seed) and carries the one command that
-fails it alone: ``scons ... run FAULTS='<point>: caller=<site> nth=1'`` (a site) or
-``FAULTS='<point>: prob=P seed=S; ...'`` (a campaign run). Every site becomes a row of
+fails it alone: ``scons ... run FAULTS='<point>: nth=1 caller=<site>'`` (a site) or
+``FAULTS='<point>: always prob=P seed=S; ...'`` (a campaign run); run, its verdict
+names what the failure left behind (a leak, a crash), not the init's failure the
+scenario asked for. Every site becomes a row of
 the report's sweep picture. A driver that reaches no call that can fail has nothing
 to sweep (or to fail at random): that passes, saying so.
 """
@@ -20,21 +22,18 @@ from pathlib import Path
 
 from kedr_build.errors import KedrError
 from kedr_build.faults.campaign import CampaignResult, campaign
+from kedr_build.faults.errors import NoFaultPoint
+from kedr_build.faults.scenario import PointScenario, Scenario, render
 from kedr_build.faults.sweep import SweepResult, sweep
+from kedr_build.faults.trials import site_fault
 from kedr_build.kernel import provision
 from kedr_build.packs.pack import PackTest
 from kedr_build.packs.results import CheckResult, SweepRow, TestRun
 from kedr_build.packs.session import DriverUnderTest, Session
 
-# What kedr_build.faults' KedrErrors say when the driver has no call that can fail.
-NOTHING_TO_SWEEP = "nothing to sweep"
-NOTHING_CAN_FAIL = "nothing can fail"
-
-
-def faults_command(driver: DriverUnderTest, scenarios: list[tuple[str, str]]) -> str:
+def faults_command(driver: DriverUnderTest, scenarios: tuple[PointScenario, ...]) -> str:
     """The scons command that runs the driver once with these fault scenarios."""
-    text = "; ".join(f"{point}: {scenario}" for point, scenario in scenarios)
-    return f"{driver.run_command} {shlex.quote('FAULTS=' + text)}"
+    return f"{driver.run_command} {shlex.quote('FAULTS=' + render(scenarios))}"
 
 
 def run(driver: DriverUnderTest, test: PackTest, logdir: Path, session: Session) -> TestRun:
@@ -60,9 +59,7 @@ def run(driver: DriverUnderTest, test: PackTest, logdir: Path, session: Session)
             try:
                 swept = sweep(kernel, repl, targets[0], logdir / "sweep", workload=workload,
                               intree=driver.modprobe, site_timeout=timeout)
-            except KedrError as e:
-                if NOTHING_TO_SWEEP not in str(e):
-                    raise
+            except NoFaultPoint as e:
                 checks["sweep"] = CheckResult("sweep", True, f"no fault site: {e}")
             else:
                 rows = sweep_rows(driver, swept)
@@ -79,9 +76,7 @@ def run(driver: DriverUnderTest, test: PackTest, logdir: Path, session: Session)
                                       probability=test.params["probability"],
                                       seed=test.params["seed"], workload=workload,
                                       intree=driver.modprobe, run_timeout=timeout)
-                except KedrError as e:
-                    if NOTHING_CAN_FAIL not in str(e):
-                        raise
+                except NoFaultPoint as e:
                     checks["campaign"] = CheckResult("campaign", True, f"no fault point: {e}")
                 else:
                     checks["campaign"] = judge_campaign(driver, result)
@@ -97,8 +92,8 @@ def run(driver: DriverUnderTest, test: PackTest, logdir: Path, session: Session)
 def sweep_rows(driver: DriverUnderTest, result: SweepResult) -> tuple[SweepRow, ...]:
     return tuple(SweepRow(site=f"{r.site.function} at {r.site.caller}", outcome=r.outcome.value,
                           detail=r.record.verdict, phase=r.site.phase, bad=r.outcome.bad,
-                          reproduce=faults_command(driver, [(r.site.function,
-                                                             f"caller={r.site.caller} nth=1")]))
+                          reproduce=faults_command(driver, (site_fault(r.site.function,
+                                                                       r.site.caller),)))
                  for r in result.results)
 
 
@@ -126,8 +121,9 @@ def judge_campaign(driver: DriverUnderTest, result: CampaignResult) -> CheckResu
                            f"{seeds}, {len(result.points)} fault points), none left a leak, "
                            "crash or hang")
     first = bad[0]
-    command = faults_command(driver, [(p, f"prob={result.probability} seed={first.seed}")
-                                      for p in result.points])
+    command = faults_command(driver, tuple(
+        PointScenario(p, Scenario(rule="always", prob=result.probability, seed=first.seed))
+        for p in result.points))
     return CheckResult("campaign", False, f"{len(bad)} of {len(result.runs)} random runs "
                        f"(p={result.probability}, {seeds}) not handled; first: seed "
                        f"{first.seed}: {first.outcome.value}: {first.record.verdict}",

@@ -30,6 +30,7 @@ class Param:
     help: str = ""
     choices: tuple[Any, ...] = ()
     minimum: int | None = None
+    maximum: int | None = None  # every count has a bound: 100000 copies is a typo, not a test
     pattern: str = ""           # a str value must match it (re.fullmatch)
     shape: str = ""             # what the pattern means, for the error
 
@@ -43,6 +44,8 @@ class Param:
             return f"{value!r} is not one of {', '.join(map(repr, self.choices))}"
         if self.minimum is not None and isinstance(value, int) and value < self.minimum:
             return f"{value!r} is below the minimum {self.minimum}"
+        if self.maximum is not None and isinstance(value, int) and value > self.maximum:
+            return f"{value!r} is above the maximum {self.maximum}"
         if self.pattern and isinstance(value, str) and not re.fullmatch(self.pattern, value):
             return f"{value!r} is not {self.shape or 'of the form ' + self.pattern}"
         return ""
@@ -70,12 +73,14 @@ VM = Kind(
     run="kedr_build.packs.vmkind:run",
     params={
         "cycles": Param(int, 1, "times the drivers are loaded and unloaded in one boot",
-                        minimum=1),
+                        minimum=1, maximum=1000),
         "workload": Param(str, "none", "run the driver's WORKLOAD after the last load",
                           choices=("none", "required")),
         "timeout": Param(int, 0, "seconds before the VM counts as hung (0: VM_TIMEOUT)",
-                         minimum=0),
-        "copies": Param(int, 1, "copies of the workload run at once (a stress)", minimum=1),
+                         minimum=0, maximum=86400),
+        # Each copy is a process in a guest of a few CPUs and 10s of MB.
+        "copies": Param(int, 1, "copies of the workload run at once (a stress)", minimum=1,
+                        maximum=64),
     },
     help="boot the kernel, load/unload the patched drivers, run the workload, judge")
 
@@ -84,13 +89,18 @@ FAULTS = Kind(
     checks=("sweep", "campaign"),
     run="kedr_build.packs.faultkind:run",
     params={
-        "runs": Param(int, 10, "random campaign runs after the sweep (0: none)", minimum=0),
+        "runs": Param(int, 10, "random campaign runs after the sweep (0: none)", minimum=0,
+                      maximum=10000),
+        # kedr_faults.c takes at most 18 digits after the point (scenario.MAX_PROB_DIGITS).
         "probability": Param(str, "0.1", "each call of a fault point fails with it",
-                             pattern=r"0(\.[0-9]+)?|1(\.0+)?",
-                             shape="a probability written as a decimal, 0 to 1 (\"0.1\")"),
-        "seed": Param(int, 1, "the campaign's first seed (run i uses seed + i)", minimum=0),
+                             pattern=r"0(\.[0-9]{1,18})?|1(\.0{1,18})?",
+                             shape="a probability written as a decimal, 0 to 1, at most 18 "
+                                   "digits after the point (\"0.1\")"),
+        # The kernel's seed is a u64 and run i uses seed + i.
+        "seed": Param(int, 1, "the campaign's first seed (run i uses seed + i)", minimum=0,
+                      maximum=2**64 - 1 - 10000),
         "timeout": Param(int, 0, "seconds before a site or run counts as hung "
-                         "(0: VM_TIMEOUT, at most 60)", minimum=0),
+                         "(0: VM_TIMEOUT, at most 60)", minimum=0, maximum=86400),
     },
     help="fail each fault site of the driver once (init, workload, exit), then a seeded "
          "random campaign; judge what each left behind")

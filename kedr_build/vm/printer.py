@@ -41,11 +41,14 @@ def format_report(report: RunReport, title: str) -> str:
         out.append(problem.excerpt)
     steps = ", ".join(f"{s.action} {s.target}{'' if s.ok else ' FAILED'}" for s in report.steps)
     verdict = "PASSED" if report.ok else f"FAILED: {report.reason}"
+    # A passed run with a failed step: an init failed under an injected fault (runner).
+    expected = f" ({report.reason})" if report.ok and any(not s.ok for s in report.steps) else ""
     if report.ok and not report.checks_ok and report.leaks is not None:
         verdict = (f"FAILED: {len(report.leaks.leaks)} possible leaks, "
                    f"{report.leaks.totals.bad_frees} bad frees, "
                    f"{len(report.leaks.violations)} rule violations"
                    + (", report incomplete" if report.leaks.incomplete else ""))
+    verdict += expected
     out.append(f"kedr-build: {title}: {verdict} [{steps or 'no steps'}] "
                f"in {report.elapsed:.1f} s (logs: {report.logs})")
     return "\n".join(out)

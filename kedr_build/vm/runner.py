@@ -226,6 +226,15 @@ def interpret(result: VmResult, modules: Mapping[str, Path] | None = None,
             reason += f": {why}"
         elif other:
             reason += f": {other[-1].strip()}"
+    faults = split_faults(result.output)
+    if (verdict is Verdict.FAILED and failed is not None and failed.action == "insmod"
+            and injected(faults)):
+        # A driver's init failed because the scenario failed one of its calls: that is
+        # the scenario's doing, not the finding. What the init's error path left behind
+        # (leaks, bad frees, a crash) is: judged below, as the sweep judges a site.
+        verdict = Verdict.PASSED
+        reason = (f"insmod {failed.target} failed (status {failed.status}) under the "
+                  "injected fault")
     trace = parse_trace(trace_text, stats)
     leaks: LeakReport | None = None
     leaks_error = ""
@@ -244,7 +253,13 @@ def interpret(result: VmResult, modules: Mapping[str, Path] | None = None,
                      trace_calls=dict(trace.calls()), trace_lost=trace.overruns,
                      trace_summary=tuple(summary(trace)) if trace_text else (),
                      leaks=leaks, leaks_error=leaks_error, suppressed=suppressed, taint=taint,
-                     faults=split_faults(result.output))
+                     faults=faults)
+
+
+def injected(faults: Mapping[str, str]) -> int:
+    """Faults injected, all points together (each point's ``injected=N``)."""
+    return sum(int(m.group(1)) for text in faults.values()
+               for m in re.finditer(r"\binjected=(\d+)", text))
 
 
 def split_faults(output: str) -> dict[str, str]:

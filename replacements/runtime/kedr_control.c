@@ -8,7 +8,8 @@
  *
  *   /sys/kernel/debug/kedr_build/<module>/
  *     enabled                  rw  1/0: global switch; 0 makes every
- *                                  replacement a pass-through
+ *                                  replacement a pass-through (every
+ *                                  switch takes 1 or 0, a counter only 0)
  *     status                   r   one line per function: name replacement
  *                                  trace calls unrecorded
  *     leaks                    r   the leak payload's report (kedr_leak.c)
@@ -37,7 +38,6 @@
 #include <linux/moduleparam.h>
 #include <linux/mutex.h>
 #include <linux/seq_file.h>
-#include <linux/uaccess.h>
 
 #include "kedr_runtime.h"
 
@@ -75,213 +75,98 @@ static void kedr_update_all(void)
 		kedr_update_active(kedr_functions[i]);
 }
 
-static ssize_t kedr_read_text(char __user *buf, size_t count, loff_t *ppos, const char *text)
+/*
+ * Every numeric file is one DEFINE_DEBUGFS_ATTRIBUTE (a u64, "%llu\n" read, a
+ * number written) created with debugfs_create_file_unsafe() (debugfs_attr_read/
+ * write hold the file against removal themselves). What a file reads and writes
+ * is its row of kedr_function_files[]; which function it is for, with its row,
+ * is its inode->i_private (a struct kedr_control_data, one per file).
+ */
+struct kedr_control_file {
+	const char *name;
+	const struct file_operations *fops;
+	unsigned int payload;	/* switch: the payload bit; the file exists only for
+				 * functions that have that payload (trace: all) */
+	bool unrecorded;	/* counter: the unrecorded one, not calls */
+};
+
+struct kedr_control_data {
+	struct kedr_function *fn;	/* NULL: the global switch ("enabled") */
+	const struct kedr_control_file *file;
+};
+
+/* A switch reads 1/0 and takes 1/0: the function's payload bit, or "enabled". */
+static int kedr_switch_get(void *data, u64 *val)
 {
-	return simple_read_from_buffer(buf, count, ppos, text, strlen(text));
+	const struct kedr_control_data *d = data;
+
+	*val = d->fn ? !!(READ_ONCE(d->fn->wanted) & d->file->payload)
+		     : READ_ONCE(kedr_global_enabled);
+	return 0;
 }
 
-/* --- enabled ---------------------------------------------------------------- */
-
-static ssize_t kedr_enabled_read(struct file *file, char __user *buf, size_t count, loff_t *ppos)
+static int kedr_switch_set(void *data, u64 val)
 {
-	return kedr_read_text(buf, count, ppos, READ_ONCE(kedr_global_enabled) ? "1\n" : "0\n");
-}
+	const struct kedr_control_data *d = data;
+	struct kedr_function *fn = d->fn;
 
-static ssize_t kedr_enabled_write(struct file *file, const char __user *buf, size_t count,
-				  loff_t *ppos)
-{
-	bool on;
-	int err = kstrtobool_from_user(buf, count, &on);
-
-	if (err)
-		return err;
+	if (val > 1)
+		return -EINVAL;
 	mutex_lock(&kedr_control_lock);
-	WRITE_ONCE(kedr_global_enabled, on);
-	kedr_update_all();
+	if (fn) {
+		WRITE_ONCE(fn->wanted, val ? fn->wanted | d->file->payload
+				       : fn->wanted & ~d->file->payload);
+		kedr_update_active(fn);
+	} else {
+		WRITE_ONCE(kedr_global_enabled, val);
+		kedr_update_all();
+	}
 	mutex_unlock(&kedr_control_lock);
-	return count;
+	return 0;
+}
+DEFINE_DEBUGFS_ATTRIBUTE(kedr_switch_fops, kedr_switch_get, kedr_switch_set, "%llu\n");
+
+/* A counter reads its count; writing 0 resets it, any other value is refused. */
+static int kedr_counter_get(void *data, u64 *val)
+{
+	const struct kedr_control_data *d = data;
+
+	*val = kedr_trace_counter(d->fn, d->file->unrecorded);
+	return 0;
 }
 
-static const struct file_operations kedr_enabled_fops = {
-	.owner = THIS_MODULE,
-	.open = simple_open,
-	.read = kedr_enabled_read,
-	.write = kedr_enabled_write,
-	.llseek = default_llseek,
+static int kedr_counter_set(void *data, u64 val)
+{
+	const struct kedr_control_data *d = data;
+
+	if (val != 0)
+		return -EINVAL;
+	kedr_trace_counter_reset(d->fn, d->file->unrecorded);
+	return 0;
+}
+DEFINE_DEBUGFS_ATTRIBUTE(kedr_counter_fops, kedr_counter_get, kedr_counter_set, "%llu\n");
+
+/* functions/<name>/<file> */
+static const struct kedr_control_file kedr_function_files[] = {
+	{ "trace", &kedr_switch_fops, KEDR_PAYLOAD_TRACE },
+	{ "calls", &kedr_counter_fops, 0, false },
+	{ "unrecorded", &kedr_counter_fops, 0, true },
+	{ "leaks", &kedr_switch_fops, KEDR_PAYLOAD_LEAKS },
+	{ "rules", &kedr_switch_fops, KEDR_PAYLOAD_RULES },
+	{ "faults", &kedr_switch_fops, KEDR_PAYLOAD_FAULTS },
 };
 
-/* --- functions/<name>/trace, functions/<name>/leaks ------------------------------------ */
+static const struct kedr_control_file kedr_enabled_file = { "enabled", &kedr_switch_fops };
+static struct kedr_control_data kedr_enabled_data = { NULL, &kedr_enabled_file };
+static struct kedr_control_data
+	kedr_control_data[ARRAY_SIZE(kedr_functions)][ARRAY_SIZE(kedr_function_files)];
 
-static ssize_t kedr_switch_read(struct file *file, char __user *buf, size_t count,
-				loff_t *ppos, unsigned int bit)
+static bool kedr_has_file(const struct kedr_function *fn, const struct kedr_control_file *f)
 {
-	struct kedr_function *fn = file->private_data;
-
-	return kedr_read_text(buf, count, ppos, READ_ONCE(fn->wanted) & bit ? "1\n" : "0\n");
+	/* Every function traces and counts; the other payloads only where the catalog says. */
+	return f->fops == &kedr_counter_fops || f->payload == KEDR_PAYLOAD_TRACE ||
+	       (fn->payloads & f->payload);
 }
-
-static ssize_t kedr_switch_write(struct file *file, const char __user *buf, size_t count,
-				 unsigned int bit)
-{
-	struct kedr_function *fn = file->private_data;
-	bool on;
-	int err = kstrtobool_from_user(buf, count, &on);
-
-	if (err)
-		return err;
-	mutex_lock(&kedr_control_lock);
-	WRITE_ONCE(fn->wanted, on ? fn->wanted | bit : fn->wanted & ~bit);
-	kedr_update_active(fn);
-	mutex_unlock(&kedr_control_lock);
-	return count;
-}
-
-static ssize_t kedr_trace_switch_read(struct file *file, char __user *buf, size_t count,
-				      loff_t *ppos)
-{
-	return kedr_switch_read(file, buf, count, ppos, KEDR_PAYLOAD_TRACE);
-}
-
-static ssize_t kedr_trace_switch_write(struct file *file, const char __user *buf, size_t count,
-				       loff_t *ppos)
-{
-	return kedr_switch_write(file, buf, count, KEDR_PAYLOAD_TRACE);
-}
-
-static const struct file_operations kedr_trace_switch_fops = {
-	.owner = THIS_MODULE,
-	.open = simple_open,
-	.read = kedr_trace_switch_read,
-	.write = kedr_trace_switch_write,
-	.llseek = default_llseek,
-};
-
-static ssize_t kedr_leaks_switch_read(struct file *file, char __user *buf, size_t count,
-				      loff_t *ppos)
-{
-	return kedr_switch_read(file, buf, count, ppos, KEDR_PAYLOAD_LEAKS);
-}
-
-static ssize_t kedr_leaks_switch_write(struct file *file, const char __user *buf, size_t count,
-				       loff_t *ppos)
-{
-	return kedr_switch_write(file, buf, count, KEDR_PAYLOAD_LEAKS);
-}
-
-static const struct file_operations kedr_leaks_switch_fops = {
-	.owner = THIS_MODULE,
-	.open = simple_open,
-	.read = kedr_leaks_switch_read,
-	.write = kedr_leaks_switch_write,
-	.llseek = default_llseek,
-};
-
-static ssize_t kedr_rules_switch_read(struct file *file, char __user *buf, size_t count,
-				      loff_t *ppos)
-{
-	return kedr_switch_read(file, buf, count, ppos, KEDR_PAYLOAD_RULES);
-}
-
-static ssize_t kedr_rules_switch_write(struct file *file, const char __user *buf, size_t count,
-				       loff_t *ppos)
-{
-	return kedr_switch_write(file, buf, count, KEDR_PAYLOAD_RULES);
-}
-
-static const struct file_operations kedr_rules_switch_fops = {
-	.owner = THIS_MODULE,
-	.open = simple_open,
-	.read = kedr_rules_switch_read,
-	.write = kedr_rules_switch_write,
-	.llseek = default_llseek,
-};
-
-static ssize_t kedr_faults_switch_read(struct file *file, char __user *buf, size_t count,
-				       loff_t *ppos)
-{
-	return kedr_switch_read(file, buf, count, ppos, KEDR_PAYLOAD_FAULTS);
-}
-
-static ssize_t kedr_faults_switch_write(struct file *file, const char __user *buf, size_t count,
-					loff_t *ppos)
-{
-	return kedr_switch_write(file, buf, count, KEDR_PAYLOAD_FAULTS);
-}
-
-static const struct file_operations kedr_faults_switch_fops = {
-	.owner = THIS_MODULE,
-	.open = simple_open,
-	.read = kedr_faults_switch_read,
-	.write = kedr_faults_switch_write,
-	.llseek = default_llseek,
-};
-
-/* --- counters: functions/<name>/calls, unrecorded ------------------------------- */
-
-static ssize_t kedr_counter_read(struct file *file, char __user *buf, size_t count,
-				 loff_t *ppos, bool unrecorded)
-{
-	struct kedr_function *fn = file->private_data;
-	char text[24];
-
-	snprintf(text, sizeof(text), "%llu\n",
-		 (unsigned long long)kedr_trace_counter(fn, unrecorded));
-	return kedr_read_text(buf, count, ppos, text);
-}
-
-static ssize_t kedr_counter_write(struct file *file, const char __user *buf, size_t count,
-				  bool unrecorded)
-{
-	struct kedr_function *fn = file->private_data;
-	long long value;
-	int err = kstrtoll_from_user(buf, count, 0, &value);
-
-	if (err)
-		return err;
-	if (value != 0)
-		return -EINVAL;		/* a counter can only be reset */
-	kedr_trace_counter_reset(fn, unrecorded);
-	return count;
-}
-
-static ssize_t kedr_calls_read(struct file *file, char __user *buf, size_t count, loff_t *ppos)
-{
-	return kedr_counter_read(file, buf, count, ppos, false);
-}
-
-static ssize_t kedr_calls_write(struct file *file, const char __user *buf, size_t count,
-				loff_t *ppos)
-{
-	return kedr_counter_write(file, buf, count, false);
-}
-
-static ssize_t kedr_unrecorded_read(struct file *file, char __user *buf, size_t count,
-				    loff_t *ppos)
-{
-	return kedr_counter_read(file, buf, count, ppos, true);
-}
-
-static ssize_t kedr_unrecorded_write(struct file *file, const char __user *buf, size_t count,
-				     loff_t *ppos)
-{
-	return kedr_counter_write(file, buf, count, true);
-}
-
-static const struct file_operations kedr_calls_fops = {
-	.owner = THIS_MODULE,
-	.open = simple_open,
-	.read = kedr_calls_read,
-	.write = kedr_calls_write,
-	.llseek = default_llseek,
-};
-
-static const struct file_operations kedr_unrecorded_fops = {
-	.owner = THIS_MODULE,
-	.open = simple_open,
-	.read = kedr_unrecorded_read,
-	.write = kedr_unrecorded_write,
-	.llseek = default_llseek,
-};
 
 /* --- status --------------------------------------------------------------------- */
 
@@ -324,7 +209,7 @@ static struct dentry *kedr_get_root_dir(void)
 static void kedr_control_init(void)
 {
 	struct dentry *functions;
-	size_t i;
+	size_t i, k;
 
 	/* Started as a pass-through: what is allocated before tracking starts is unknown. */
 	kedr_leak_gap = !kedr_enabled_at_load;
@@ -335,7 +220,8 @@ static void kedr_control_init(void)
 
 	kedr_root_dir = kedr_get_root_dir();
 	kedr_module_dir = debugfs_create_dir(KEDR_MODULE_NAME, kedr_root_dir);
-	debugfs_create_file("enabled", 0600, kedr_module_dir, NULL, &kedr_enabled_fops);
+	debugfs_create_file_unsafe(kedr_enabled_file.name, 0600, kedr_module_dir,
+				   &kedr_enabled_data, kedr_enabled_file.fops);
 	debugfs_create_file("status", 0400, kedr_module_dir, NULL, &kedr_status_fops);
 	debugfs_create_file("leaks", 0400, kedr_module_dir, NULL, &kedr_leaks_fops);
 	functions = debugfs_create_dir("functions", kedr_module_dir);
@@ -343,15 +229,16 @@ static void kedr_control_init(void)
 		struct kedr_function *fn = kedr_functions[i];
 		struct dentry *dir = debugfs_create_dir(fn->name, functions);
 
-		debugfs_create_file("trace", 0600, dir, fn, &kedr_trace_switch_fops);
-		debugfs_create_file("calls", 0600, dir, fn, &kedr_calls_fops);
-		debugfs_create_file("unrecorded", 0600, dir, fn, &kedr_unrecorded_fops);
-		if (fn->payloads & KEDR_PAYLOAD_LEAKS)
-			debugfs_create_file("leaks", 0600, dir, fn, &kedr_leaks_switch_fops);
-		if (fn->payloads & KEDR_PAYLOAD_RULES)
-			debugfs_create_file("rules", 0600, dir, fn, &kedr_rules_switch_fops);
-		if (fn->payloads & KEDR_PAYLOAD_FAULTS)
-			debugfs_create_file("faults", 0600, dir, fn, &kedr_faults_switch_fops);
+		for (k = 0; k < ARRAY_SIZE(kedr_function_files); k++) {
+			const struct kedr_control_file *f = &kedr_function_files[k];
+			struct kedr_control_data *d = &kedr_control_data[i][k];
+
+			if (!kedr_has_file(fn, f))
+				continue;
+			d->fn = fn;
+			d->file = f;
+			debugfs_create_file_unsafe(f->name, 0600, dir, d, f->fops);
+		}
 	}
 	kedr_faults_init(kedr_module_dir);
 }

@@ -19,10 +19,15 @@
  * host's parser kedr_build/faults/scenario.py):
  *
  *   never | always | nth=N | every=N | after=N    which matching calls fail
- *   prob=P [seed=S]      each matching call fails with probability P (0..1),
- *                        from a PRNG seeded with S (default: random, shown)
- *   pid=N                calls made by process N or its descendants
- *   init                 calls made while a module's init runs (by its loader)
+ *   prob=P [seed=S]      each matching call fails with probability P (0..1, at
+ *                        most 18 digits after the point, kept exactly as 64-bit
+ *                        fixed point), from a PRNG seeded with S (default:
+ *                        random, shown)
+ *   pid=N                calls made by process N or its descendants, in task
+ *                        context (an interrupt that lands on that process is not
+ *                        the process's call)
+ *   init                 calls made while a module's init runs (by its loader),
+ *                        in task context
  *   caller=F | caller=F+0xO | caller=F+0xA-0xB
  *                        calls from function F of the target, at offset O, or
  *                        at an offset in [A, B)
@@ -32,13 +37,21 @@
  *                        bit of MASK
  *
  * Counts are of matching calls (those passing every filter), since the
- * scenario was written. A site recorder (faults/sites) lists the distinct
- * (function, caller) pairs reached, for the systematic sweep.
+ * scenario was written. Two kinds of call are never failed, whatever the
+ * scenario, and only counted ("skipped nofail=N nmi=N"): a call whose gfp flags
+ * have __GFP_NOFAIL (its caller relies on it succeeding: failing it makes the
+ * kernel, not the driver, misbehave) and a call made in NMI context (which must
+ * take no lock: the point's lock may be held by the code the NMI interrupted).
+ * A site recorder (faults/sites) lists the distinct (function, caller) pairs
+ * reached, for the systematic sweep.
  */
+#include <linux/atomic.h>
 #include <linux/ctype.h>
 #include <linux/debugfs.h>
 #include <linux/gfp.h>
+#include <linux/hardirq.h>
 #include <linux/kallsyms.h>
+#include <linux/math64.h>
 #include <linux/module.h>
 #include <linux/notifier.h>
 #include <linux/pid.h>
@@ -56,6 +69,7 @@
 #define KEDR_CALLER_LEN		128
 #define KEDR_FAULT_SITES	512
 #define KEDR_FAULT_LOGGED	32	/* per point and scenario; later ones are counted only */
+#define KEDR_PROB_DIGITS	18	/* 10^18 < 2^64: the fraction's digits fit a u64 */
 
 enum kedr_fault_rule { KEDR_FAULT_NEVER, KEDR_FAULT_ALWAYS, KEDR_FAULT_NTH, KEDR_FAULT_EVERY,
 		       KEDR_FAULT_AFTER };
@@ -65,7 +79,10 @@ struct kedr_scenario {
 	enum kedr_fault_rule rule;
 	u64 n;
 	bool has_prob;
-	u32 prob_ppm;			/* parts per million */
+	bool prob_certain;		/* P = 1: every matching call */
+	u64 prob_threshold;		/* P < 1: fail when a 64-bit random value is below */
+	u64 prob_frac;			/* P's digits after the point, as written ... */
+	unsigned int prob_digits;	/* ... and how many (for the show) */
 	u64 seed;
 	pid_t pid;			/* 0: any process */
 	bool init_only;
@@ -84,6 +101,7 @@ struct kedr_fault_point {
 	struct kedr_scenario sc;
 	struct rnd_state rnd;
 	u64 calls, matched, injected;
+	atomic64_t nofail, nmi;		/* calls never failed (see above), counted lock-free */
 	unsigned int logged;		/* injections logged since the scenario was written */
 };
 
@@ -156,6 +174,9 @@ static bool kedr_fault_judge(struct kedr_fault_point *pt, const char *caller, bo
 	const struct kedr_scenario *sc = &pt->sc;
 	bool fail;
 
+	/* An interrupt runs on whatever task it lands on: it is no call of that task's. */
+	if ((sc->pid || sc->init_only) && !in_task())
+		return false;
 	if (sc->pid && !kedr_fault_pid_matches(sc->pid))
 		return false;
 	if (sc->init_only && current != READ_ONCE(kedr_fault_init_task))
@@ -193,8 +214,11 @@ static bool kedr_fault_judge(struct kedr_fault_point *pt, const char *caller, bo
 	default:
 		fail = false;
 	}
-	if (fail && sc->has_prob)
-		fail = ((u64)prandom_u32_state(&pt->rnd) * 1000000ULL >> 32) < sc->prob_ppm;
+	if (fail && sc->has_prob && !sc->prob_certain) {
+		u64 r = (u64)prandom_u32_state(&pt->rnd) << 32 | prandom_u32_state(&pt->rnd);
+
+		fail = r < sc->prob_threshold;
+	}
 	if (fail)
 		pt->injected++;
 	return fail;
@@ -245,9 +269,13 @@ static noinline bool kedr_fault(const struct kedr_function *fn, bool has_size, s
 	char where[KEDR_CALLER_LEN];
 	bool fail = false, named = false, log = false;
 	const int *points = kedr_fault_points_of[fn->index];
+	/* No lock in NMI: the lock may be held by what the NMI interrupted. */
+	bool nmi = in_nmi();
+	/* __GFP_NOFAIL (include/linux/gfp_types.h): "will never return with failure" */
+	bool nofail = has_gfp && (gfp & (__force unsigned long)__GFP_NOFAIL);
 	unsigned int k;
 
-	if (unlikely(READ_ONCE(kedr_fault_recording)))
+	if (unlikely(READ_ONCE(kedr_fault_recording)) && !nmi && !nofail)
 		kedr_fault_record_site(fn->index, caller);
 	for (k = 0; k < 2; k++) {
 		struct kedr_fault_point *pt;
@@ -258,6 +286,10 @@ static noinline bool kedr_fault(const struct kedr_function *fn, bool has_size, s
 		pt = &kedr_fault_points[points[k]];
 		if (!READ_ONCE(pt->armed))
 			continue;
+		if (nmi || nofail) {
+			atomic64_inc(nmi ? &pt->nmi : &pt->nofail);
+			continue;
+		}
 		if (READ_ONCE(pt->needs_caller) && !named) {
 			kedr_fault_caller(caller, where, sizeof(where));
 			named = true;
@@ -283,28 +315,38 @@ static int kedr_parse_u64(const char *s, u64 *out)
 	return kstrtoull(s, 0, out);
 }
 
-/* "0.25", "1", "0" -> parts per million */
-static int kedr_parse_prob(const char *s, u32 *ppm)
+/*
+ * "0.25", "1", "1.0", "0": one digit 0 or 1, then at most KEDR_PROB_DIGITS
+ * digits after the point (more would not fit the u64 fraction: refused, never
+ * cut). P < 1 becomes a 64-bit threshold, floor(P * 2^63) * 2 (within 2^-63);
+ * P = 1 is "certain" (2^64 does not fit a u64).
+ */
+static int kedr_parse_prob(const char *s, struct kedr_scenario *sc)
 {
-	u64 whole = 0, frac = 0, scale = 100000;
+	u64 frac = 0, scale = 1;
+	unsigned int digits = 0;
 	const char *p = s;
 
-	if (!isdigit(*p))
+	if (*p != '0' && *p != '1')
 		return -EINVAL;
-	while (isdigit(*p))
-		whole = whole * 10 + (*p++ - '0');
+	p++;
 	if (*p == '.') {
 		p++;
 		if (!isdigit(*p))
 			return -EINVAL;
 		for (; isdigit(*p); p++) {
-			frac += (*p - '0') * scale;
-			scale /= 10;
+			if (++digits > KEDR_PROB_DIGITS)
+				return -EINVAL;
+			frac = frac * 10 + (*p - '0');
+			scale *= 10;
 		}
 	}
-	if (*p || whole > 1 || (whole == 1 && frac))
+	if (*p || (s[0] == '1' && frac))
 		return -EINVAL;
-	*ppm = whole * 1000000 + frac;
+	sc->prob_certain = s[0] == '1';
+	sc->prob_frac = frac;
+	sc->prob_digits = digits;
+	sc->prob_threshold = sc->prob_certain ? 0 : mul_u64_u64_div_u64(frac, 1ULL << 63, scale) << 1;
 	return 0;
 }
 
@@ -332,10 +374,17 @@ static int kedr_parse_caller(char *v, struct kedr_scenario *sc)
 	return 0;
 }
 
+/* The terms other than the count rules: each at most once (not last-wins). */
+static const char *const kedr_scenario_terms[] = {
+	"init", "prob=", "seed=", "pid=", "caller=", "size>", "size<", "gfp=", "gfp&",
+};
+
 static int kedr_parse_scenario(char *text, struct kedr_scenario *sc)
 {
 	bool has_rule = false, has_seed = false;
+	unsigned long seen = 0;
 	char *word;
+	size_t t;
 
 	memset(sc, 0, sizeof(*sc));
 	sc->rule = KEDR_FAULT_ALWAYS;		/* filters alone: every matching call */
@@ -369,11 +418,19 @@ static int kedr_parse_scenario(char *text, struct kedr_scenario *sc)
 				return -EINVAL;
 			continue;
 		}
+		for (t = 0; t < ARRAY_SIZE(kedr_scenario_terms); t++)
+			if (!strncmp(word, kedr_scenario_terms[t], strlen(kedr_scenario_terms[t])))
+				break;
+		if (t < ARRAY_SIZE(kedr_scenario_terms)) {
+			if (seen & BIT(t))
+				return -EINVAL;
+			seen |= BIT(t);
+		}
 		if (!strcmp(word, "init")) {
 			sc->init_only = true;
 		} else if (!strncmp(word, "prob=", 5)) {
 			sc->has_prob = true;
-			err = kedr_parse_prob(word + 5, &sc->prob_ppm);
+			err = kedr_parse_prob(word + 5, sc);
 		} else if (!strncmp(word, "seed=", 5)) {
 			has_seed = true;
 			err = kedr_parse_u64(word + 5, &sc->seed);
@@ -421,9 +478,16 @@ static void kedr_show_scenario(struct seq_file *m, const struct kedr_scenario *s
 	seq_puts(m, rules[sc->rule]);
 	if (sc->rule >= KEDR_FAULT_NTH)
 		seq_printf(m, "=%llu", sc->n);
-	if (sc->has_prob)
-		seq_printf(m, " prob=%u.%06u seed=%llu", sc->prob_ppm / 1000000,
-			   sc->prob_ppm % 1000000, sc->seed);
+	if (sc->has_prob) {
+		/* At least six digits after the point, as before; more when written. */
+		unsigned int digits = max(sc->prob_digits, 6U), i;
+		u64 frac = sc->prob_frac;
+
+		for (i = sc->prob_digits; i < digits; i++)
+			frac *= 10;
+		seq_printf(m, " prob=%d.%0*llu seed=%llu", sc->prob_certain, digits, frac,
+			   sc->seed);
+	}
 	if (sc->pid)
 		seq_printf(m, " pid=%d", sc->pid);
 	if (sc->init_only)
@@ -479,6 +543,8 @@ static int kedr_fault_point_show(struct seq_file *m, void *unused)
 	injected = pt->injected;
 	spin_unlock_irqrestore(&pt->lock, flags);
 	kedr_show_scenario(m, &sc);
+	seq_printf(m, "skipped nofail=%lld nmi=%lld\n", (long long)atomic64_read(&pt->nofail),
+		   (long long)atomic64_read(&pt->nmi));
 	seq_printf(m, "calls=%llu matched=%llu injected=%llu\n", calls, matched, injected);
 	return 0;
 }
@@ -517,6 +583,8 @@ static ssize_t kedr_fault_point_write(struct file *file, const char __user *buf,
 		pt->sc = *sc;
 		kedr_fault_seed(&pt->rnd, sc->seed);
 		pt->calls = pt->matched = pt->injected = 0;
+		atomic64_set(&pt->nofail, 0);
+		atomic64_set(&pt->nmi, 0);
 		pt->logged = 0;
 		WRITE_ONCE(pt->needs_caller, sc->caller[0] != '\0');
 		WRITE_ONCE(pt->armed, sc->rule != KEDR_FAULT_NEVER);

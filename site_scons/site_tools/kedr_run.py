@@ -9,14 +9,16 @@ is not deterministic.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import SCons.Action
 import SCons.Builder
 
+import kedr_scons
 from kedr_build.config import BuildConfig
-from kedr_scons import action, vm_job
+from kedr_scons import action, signature, vm_job
 
 LOGS = ("console.log", "output.log", "status.log", "qemu.cmd", "initramfs.cpio")
 
@@ -34,13 +36,8 @@ def _run(target: list[Any], source: list[Any], env: Any) -> int:
     suppressions = suppress.load(cfg.suppress) if cfg.suppress else ()
     faults: dict[str, str] = {}
     if cfg.faults:
-        from kedr_build.faults.scenario import parse_faults
-        from kedr_build.intercept.faultpoints import POINTS_FILE, load_points
-
-        repl_dir = next(Path(str(s)).parent for s in source
-                        if Path(str(s)).stem == cfg.replacement_module)
-        points = load_points(repl_dir / POINTS_FILE)
-        faults = {p.point: p.scenario.text() for p in parse_faults(cfg.faults, points)}
+        # Resolved by _faults, a node of its own the run depends on.
+        faults = json.loads((Path(str(target[0])).parent / FAULTS_FILE).read_text())
     report = run_modules(cfg.kernel, modules, Path(str(target[0])).parent,
                          workload=cfg.workload, timeout=cfg.vm_timeout,
                          stream=print if cfg.verbose else None,
@@ -51,6 +48,32 @@ def _run(target: list[Any], source: list[Any], env: Any) -> int:
     return 0 if report.ok and report.checks_ok else 1
 
 
+FAULTS_FILE = "faults.json"
+
+
+@action
+def _faults(target: list[Any], source: list[Any], env: Any) -> int:
+    """FAULTS= against the generated replacement module's points: point -> the text the
+    kernel reads. A node of its own, so that a bad FAULTS= stops the build before the
+    run's node is prepared (which removes the last run's results)."""
+    from kedr_build.atomic import write_atomic
+    from kedr_build.faults.scenario import FaultsError, resolve_for
+
+    cfg: BuildConfig = env["KEDR"]
+    try:
+        faults = resolve_for(cfg.faults, Path(str(source[0])))
+    except FaultsError as e:
+        # Bad input, like a FAULTS= syntax error in the config: exit status 1. A
+        # failed action makes scons exit 2 whatever it returns (SCons 4 Script/Main.py
+        # BuildTask.failed: "always exit with 2 on build errors"); SystemExit is
+        # turned into an ExplicitExit with its own status (Taskmaster Task.execute).
+        print(f"kedr-build: {e}", flush=True)
+        kedr_scons.errors.append(str(e))
+        raise SystemExit(1) from None
+    write_atomic(Path(str(target[0])), json.dumps(faults, indent=2).encode())
+    return 0
+
+
 def _emitter(target: list[Any], source: list[Any], env: Any) -> tuple[list[Any], list[Any]]:
     logdir = Path(str(target[0])).parent
     return target + [env.File(str(logdir / name)) for name in LOGS], source
@@ -58,11 +81,23 @@ def _emitter(target: list[Any], source: list[Any], env: Any) -> tuple[list[Any],
 
 def generate(env: Any) -> None:
     env.SetDefault(KEDRRUNCOMSTR="vm      ${SOURCES.file} -> $TARGET")
+    env.SetDefault(KEDRFAULTSCOMSTR="faults  $TARGET")
     env["BUILDERS"]["_KedrRun"] = SCons.Builder.Builder(
         action=SCons.Action.Action(_run, "$KEDRRUNCOMSTR"), emitter=_emitter)
+    env["BUILDERS"]["_KedrFaults"] = SCons.Builder.Builder(
+        action=SCons.Action.Action(_faults, "$KEDRFAULTSCOMSTR"))
 
     def kedr_run(env: Any, result: str, modules: list[Any]) -> list[Any]:
-        return vm_job(env, env._KedrRun, result, modules)
+        nodes = vm_job(env, env._KedrRun, result, modules)
+        cfg: BuildConfig = env["KEDR"]
+        if cfg.faults:
+            from kedr_build.faults.scenario import render
+
+            repl = next(m for m in modules if Path(str(m)).stem == cfg.replacement_module)
+            resolved = env._KedrFaults(str(Path(result).parent / FAULTS_FILE),
+                                       [repl, signature(env, faults=render(cfg.faults))])
+            env.Depends(nodes, resolved)
+        return nodes
 
     env.AddMethod(kedr_run, "KedrRun")
 
