@@ -42,8 +42,9 @@ def action(fn: Callable[[list[Any], list[Any], Any], int | None]) -> Action:
             errors.append(str(e))
             return 1
         except interrupt.Interrupted as e:
-            cfg = env.get("KEDR")
-            print(f"kedr-build: {cfg.name if cfg is not None else target[0]}: INTERRUPTED by "
+            # The job's driver (a check: its drivers), as its verdict line names it.
+            names = [c.name for c, _ in env.get("KEDR_CHECK", ())] or [env["KEDR"].name]
+            print(f"kedr-build: {','.join(names)}: INTERRUPTED by "
                   f"{interrupt.signal_name(e.signum)} (results: {target[0]})", flush=True)
             errors.append(str(e))
             return 1
