@@ -23,6 +23,7 @@ import xmlschema
 from conftest import REPO, kernel_name, run_scons
 from kedr_build.kernel.descriptions import ProvisionedKernel
 
+pytestmark = pytest.mark.vm
 # Workloads (guest cwd /kedr) that block, so that a run, or a swept site's trial, is
 # still going when the signal comes. The sweep's returns at once the first time (its
 # discovery), then blocks in every trial that reaches it.
