@@ -90,6 +90,7 @@ class PackSession:
         self.reproducers: dict[str, str] = {}
         self.results: dict[str, ItemResult] = {}
         self.sent: set[tuple[str, str]] = set()    # groups whose run went on a report
+        self.started: dict[str, Any] = {}
 
     def pytest_collect_file(self, file_path: Path, parent: pytest.Collector) -> Any:
         if file_path.resolve() == Path(self.session.pack).resolve():
@@ -158,6 +159,8 @@ class PackSession:
         return report
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "setup":      # started (where: xdist's worker node, if any)
+            self.started[report.nodeid] = getattr(report, "node", None)
         item = getattr(report, "kedr_item", None)
         if item is not None:
             self.results[report.nodeid] = ItemResult(**item)
@@ -209,9 +212,10 @@ class PackSession:
         with that message, logged as pytest logs any result)."""
         why = (f"interrupted by {interrupt.signal_name(signum)}" if signum is not None
                else "interrupted")
+        judged = {(r.driver, r.test, r.check) for r in self.results.values()}
         for nodeid, (index, driver, test, check) in sorted(self.expected().items(),
                                                             key=lambda kv: kv[1][0]):
-            if nodeid in self.results:
+            if (driver.name, test.name, check) in judged:
                 continue
             item = ItemResult(driver=driver.name, test=test.name, check=check,
                               outcome="interrupted", message=f"not run: {why}",
@@ -221,10 +225,15 @@ class PackSession:
             skipped = pytest.TestReport(nodeid, location, {}, "skipped",
                                         (str(self.session.pack), 0, f"Skipped: not run: {why}"),
                                         "setup")
+            teardown = pytest.TestReport(nodeid, location, {}, "passed", None, "teardown")
+            if self.started.get(nodeid) is not None:
+                # Begun on an xdist worker: the same JUnit case as its setup (junitxml
+                # keys cases by node id and worker).
+                for rep in (skipped, teardown):
+                    setattr(rep, "node", self.started[nodeid])
             setattr(skipped, "kedr_item", asdict(item))
             self.config.hook.pytest_runtest_logreport(report=skipped)
-            self.config.hook.pytest_runtest_logreport(report=pytest.TestReport(
-                nodeid, location, {}, "passed", None, "teardown"))
+            self.config.hook.pytest_runtest_logreport(report=teardown)
 
     def expected(self) -> dict[str, tuple[int, DriverUnderTest, PackTest, str]]:
         """Every item of this session (this shard), collected or not: an xdist
@@ -232,7 +241,12 @@ class PackSession:
         if self.meta:
             return self.meta
         out = {}
-        prefix = Path(self.session.pack).name
+        # The pack file's part of the node ids, as the workers' reports have it.
+        pack_path = Path(self.session.pack).resolve()
+        seen = list(self.started) + list(self.results)
+        prefix = (seen[0].partition("::")[0] if seen else
+                  str(pack_path.relative_to(self.config.rootpath))
+                  if pack_path.is_relative_to(self.config.rootpath) else pack_path.name)
         for index, driver, test, check in session_items(self.session, self.pack):
             out[f"{prefix}::{test.name}.{check}[{driver.name}]"] = (index, driver, test, check)
         if self.shard is not None:
