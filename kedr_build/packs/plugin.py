@@ -201,11 +201,10 @@ class PackSession:
         if signum is not None or exitstatus == pytest.ExitCode.INTERRUPTED:
             self.report_interrupted(signum)
         if self.results:
-            report.write(Path(self.session.report_dir), self.build_report())
-            if (self.build_report().verdict == "failed"
-                    and session.exitstatus == pytest.ExitCode.OK):
+            built = self.build_report()
+            report.write(Path(self.session.report_dir), built)
+            if built.verdict == "failed" and session.exitstatus == pytest.ExitCode.OK:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED   # a blocker not run
-
 
     def report_interrupted(self, signum: int | None) -> None:
         """Every check not judged yet is "interrupted", in every report (JUnit: a skip
