@@ -176,108 +176,107 @@ def run_trials(kernel: ProvisionedKernel, replacement: Path, target: Path, logdi
     total = len(lines)
     boot = 0
     next_trial = 1
-    # A signal ends the trials at once: what ran so far travels on the exception (the
-    # trial the signal cut short is not judged: it did not crash, it was stopped).
-    try:
-        while True:
-            boot += 1
-            if boot > max_boots:
-                raise KedrError(f"{what} of {tgt.name}: gave up after {max_boots} boots")
-            first = discover and boot == 1
-            script = str(template_env().get_template("guest-faults.sh.j2").render(
-                repl=repl.name, target=tgt.name, module_args=shlex.join(module_args),
-                workload=workload is not None, trials=lines, start=next_trial, discover=first,
-                needed=needed,
-                taint_mask=TAINT_HURT, heartbeat=max(1, int(trial_timeout / 4)), marks={"sites_begin": SITES_BEGIN, "sites_end": SITES_END,
-                                              "progress": PROGRESS, "discovery": DISCOVERY}))
-            workdir = logdir / f"boot-{boot}"
-            state.last = time.monotonic()
-            state.current = 0          # armed by this boot's first progress line
-            state.discovering = False
+    while True:
+        boot += 1
+        if boot > max_boots:
+            raise KedrError(f"{what} of {tgt.name}: gave up after {max_boots} boots")
+        first = discover and boot == 1
+        script = str(template_env().get_template("guest-faults.sh.j2").render(
+            repl=repl.name, target=tgt.name, module_args=shlex.join(module_args),
+            workload=workload is not None, trials=lines, start=next_trial, discover=first,
+            needed=needed,
+            taint_mask=TAINT_HURT, heartbeat=max(1, int(trial_timeout / 4)), marks={"sites_begin": SITES_BEGIN, "sites_end": SITES_END,
+                                          "progress": PROGRESS, "discovery": DISCOVERY}))
+        workdir = logdir / f"boot-{boot}"
+        state.last = time.monotonic()
+        state.current = 0          # armed by this boot's first progress line
+        state.discovering = False
 
-            def watch(line: str) -> None:
-                m = _PROGRESS.search(line)
-                now = time.monotonic()
-                if DISCOVERY in line:
-                    state.discovering, state.last = True, now
-                elif m:
-                    state.discovering = False
-                    k, n = int(m.group(1)), int(m.group(2))
-                    if state.first_trial is None:
-                        state.first_trial, state.first_index = now, k - 1
-                        if first:
-                            say(f"{what}: {n} sites found in {now - start:.1f} s")
-                    state.current, state.last = k, now
-                    done = k - 1 - state.first_index
-                    left = (now - state.first_trial) / done * (n - k + 1) if done else 0.0
-                    say(f"{what}: {unit} {k} of {n} ({line[m.end():].strip()}), {now - start:.0f} s "
-                        "elapsed" + (f", ~{left:.0f} s left" if done else ""))
-                elif state.current and now - state.last > trial_timeout:
-                    raise _Stalled()
-                elif state.discovering and now - state.last > 3 * trial_timeout:
-                    raise _Stalled()      # init, workload and exit: a trial's three steps
+        def watch(line: str) -> None:
+            m = _PROGRESS.search(line)
+            now = time.monotonic()
+            if DISCOVERY in line:
+                state.discovering, state.last = True, now
+            elif m:
+                state.discovering = False
+                k, n = int(m.group(1)), int(m.group(2))
+                if state.first_trial is None:
+                    state.first_trial, state.first_index = now, k - 1
+                    if first:
+                        say(f"{what}: {n} sites found in {now - start:.1f} s")
+                state.current, state.last = k, now
+                done = k - 1 - state.first_index
+                left = (now - state.first_trial) / done * (n - k + 1) if done else 0.0
+                say(f"{what}: {unit} {k} of {n} ({line[m.end():].strip()}), {now - start:.0f} s "
+                    "elapsed" + (f", ~{left:.0f} s left" if done else ""))
+            elif state.current and now - state.last > trial_timeout:
+                raise _Stalled()
+            elif state.discovering and now - state.last > 3 * trial_timeout:
+                raise _Stalled()      # init, workload and exit: a trial's three steps
 
-            remaining = max(1, total - next_trial + 1) if not first else 50
-            job = GuestJob(script=script, files=files,
-                           intree_modules=tuple(dict.fromkeys([*needed, *intree])))
-            stalled = False
-            try:
-                vm = run_guest(kernel, job, workdir, timeout=boot_timeout + trial_timeout * remaining,
-                               stream=watch)
-            except _Stalled:
-                stalled = True
-                vm = result_from_logs(workdir, timed_out=True)
-            fatal = re.search(r"^KEDR-FAULTS fatal (.*)$", vm.output, re.M)
-            if first:
-                sites = sites_from_logs(vm.output)
-                total = len(sites)
-                lines = [site_trial(site).line(i + 1) for i, site in enumerate(sites)]
-                if stalled and not sites:
-                    raise KedrError(f"{what} of {tgt.name}: discovery hung: no progress for "
-                                    f"{3 * trial_timeout:.0f} s, with no fault injected "
-                                    f"(logs: {workdir})")
-                if fatal or (vm.status is None and not sites):
-                    raise KedrError(f"{what} of {tgt.name}: discovery failed: "
-                                    f"{fatal.group(1) if fatal else vm.reason()} (logs: {workdir})")
-                failed = re.search(r"^KEDR-FAULTS discover insmod ([1-9]\d*)$", vm.output, re.M)
-                if not sites and failed:
-                    raise KedrError(f"{what} of {tgt.name}: discovery: insmod {tgt.name} failed "
-                                    f"(status {failed.group(1)}) with no fault injected "
-                                    f"(logs: {workdir})")
-                if not sites:
-                    raise KedrError(f"{what} of {tgt.name}: nothing to sweep: the driver reached no "
-                                    f"function that can fail in init"
-                                    f"{', the workload' if workload else ''} or exit")
-            elif fatal:
-                raise KedrError(f"{what} of {tgt.name}: boot {boot} failed: {fatal.group(1)} "
+        remaining = max(1, total - next_trial + 1) if not first else 50
+        job = GuestJob(script=script, files=files,
+                       intree_modules=tuple(dict.fromkeys([*needed, *intree])))
+        stalled = False
+        try:
+            vm = run_guest(kernel, job, workdir, timeout=boot_timeout + trial_timeout * remaining,
+                           stream=watch)
+        except _Stalled:
+            stalled = True
+            vm = result_from_logs(workdir, timed_out=True)
+        except interrupt.Interrupted as e:
+            # A signal ends the trials at once, with what ran so far; the trial it cut
+            # short is not judged (it did not crash: it was stopped).
+            e.partial = TrialsRun(target=tgt.name, sites=sites, records=tuple(records),
+                                  boots=boot, elapsed=time.monotonic() - start,
+                                  setup_seconds=(state.first_trial or time.monotonic()) - start)
+            raise
+        fatal = re.search(r"^KEDR-FAULTS fatal (.*)$", vm.output, re.M)
+        if first:
+            sites = sites_from_logs(vm.output)
+            total = len(sites)
+            lines = [site_trial(site).line(i + 1) for i, site in enumerate(sites)]
+            if stalled and not sites:
+                raise KedrError(f"{what} of {tgt.name}: discovery hung: no progress for "
+                                f"{3 * trial_timeout:.0f} s, with no fault injected "
                                 f"(logs: {workdir})")
-            got = records_from_logs(vm.output, vm.console, total, tgt.name, target, boot)
-            records += got
-            last = records[-1].index if records else 0
-            if last >= total:
-                break
-            # The boot ended early. A trial the guest started (its progress line) but
-            # never reported crashed or hung the VM; otherwise the guest stopped after
-            # reporting one (taint, a module that stayed loaded): boot again after it.
-            lost = state.current
-            if last < lost <= total:
-                hung = stalled or vm.timed_out
-                problems = tuple(p.line for p in find_problems(console_of_trial(vm.console, lost)))
-                records.append(TrialRecord(
-                    index=lost, outcome=Outcome.HANG if hung and not problems else Outcome.CRASH,
-                    injected=1, init_status=None, workload_status=None, unload_status=None,
-                    findings=problems or (vm.reason(),), boot=boot))
-            elif not got:
-                raise KedrError(f"{what} of {tgt.name}: boot {boot} ran no trial "
-                                f"({vm.reason() or 'no result'}; logs: {workdir})")
-            next_trial = records[-1].index + 1
-            if next_trial > total:
-                break
-    except interrupt.Interrupted as e:
-        e.partial = TrialsRun(target=tgt.name, sites=sites, records=tuple(records), boots=boot,
-                              elapsed=time.monotonic() - start,
-                              setup_seconds=(state.first_trial or time.monotonic()) - start)
-        raise
+            if fatal or (vm.status is None and not sites):
+                raise KedrError(f"{what} of {tgt.name}: discovery failed: "
+                                f"{fatal.group(1) if fatal else vm.reason()} (logs: {workdir})")
+            failed = re.search(r"^KEDR-FAULTS discover insmod ([1-9]\d*)$", vm.output, re.M)
+            if not sites and failed:
+                raise KedrError(f"{what} of {tgt.name}: discovery: insmod {tgt.name} failed "
+                                f"(status {failed.group(1)}) with no fault injected "
+                                f"(logs: {workdir})")
+            if not sites:
+                raise KedrError(f"{what} of {tgt.name}: nothing to sweep: the driver reached no "
+                                f"function that can fail in init"
+                                f"{', the workload' if workload else ''} or exit")
+        elif fatal:
+            raise KedrError(f"{what} of {tgt.name}: boot {boot} failed: {fatal.group(1)} "
+                            f"(logs: {workdir})")
+        got = records_from_logs(vm.output, vm.console, total, tgt.name, target, boot)
+        records += got
+        last = records[-1].index if records else 0
+        if last >= total:
+            break
+        # The boot ended early. A trial the guest started (its progress line) but
+        # never reported crashed or hung the VM; otherwise the guest stopped after
+        # reporting one (taint, a module that stayed loaded): boot again after it.
+        lost = state.current
+        if last < lost <= total:
+            hung = stalled or vm.timed_out
+            problems = tuple(p.line for p in find_problems(console_of_trial(vm.console, lost)))
+            records.append(TrialRecord(
+                index=lost, outcome=Outcome.HANG if hung and not problems else Outcome.CRASH,
+                injected=1, init_status=None, workload_status=None, unload_status=None,
+                findings=problems or (vm.reason(),), boot=boot))
+        elif not got:
+            raise KedrError(f"{what} of {tgt.name}: boot {boot} ran no trial "
+                            f"({vm.reason() or 'no result'}; logs: {workdir})")
+        next_trial = records[-1].index + 1
+        if next_trial > total:
+            break
     elapsed = time.monotonic() - start
     setup = (state.first_trial or time.monotonic()) - start
     return TrialsRun(target=tgt.name, sites=sites, records=tuple(records), boots=boot,
