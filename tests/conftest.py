@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from kedr_build.kernel import provision
-from kedr_build.kernel.descriptions import ProvisionedKernel, available, cache_dir
+from kedr_build.kernel.descriptions import (DEFAULT_KERNEL, ProvisionedKernel, available,
+                                            cache_dir)
 from kedr_build.ko.symvers import read_symvers
 
 REPO = Path(__file__).resolve().parent.parent
@@ -149,3 +150,32 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         reporter.write_line(f"  {kind.upper()} {r.nodeid}: {_reason(r)}", red=True)
     if session.exitstatus == 0:
         session.exitstatus = 1
+
+
+# The quick tier (README, "Quick start"): `./kedr-env pytest --quick` runs the unit and
+# integration tests on the default kernel and, of the VM tests, only those marked
+# `quick` (the main job's smoke); corpus and DKMS tests are left out. CI (.ci/run)
+# runs everything.
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--quick", action="store_true",
+                     help="kedr-build's quick tier: no corpus, no DKMS, VM tests marked "
+                          "'quick' only, the default kernel only")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("--quick"):
+        return
+    keep = [i for i in items if _quick(i)]
+    drop = [i for i in items if not _quick(i)]
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+def _quick(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and callspec.params.get("kernel", DEFAULT_KERNEL) != DEFAULT_KERNEL:
+        return False
+    if item.get_closest_marker("quick") is not None:
+        return True
+    return not any(item.get_closest_marker(m) for m in ("vm", "corpus", "dkms"))

@@ -105,7 +105,7 @@ print(len(report.html(PackReport("basic", "k", "passed", (), ()))))
 """], tmp_path, _outside_env())
     path, rest = out.split(" ", 1)
     assert not Path(path).is_relative_to(REPO) and "['load-unload', 'workload']" in rest
-    assert "kedr-build pack report, version 1" in out
+    assert "kedr-build pack report, version 2" in out
 
 
 def generate_files(module: str) -> list[str]:

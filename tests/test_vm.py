@@ -27,6 +27,7 @@ def scons_run(driver: Path, build: Path, kernel: ProvisionedKernel,
     return proc.returncode, out, json.loads(result.read_text())
 
 
+@pytest.mark.quick
 def test_chardev_loads_serves_workload_and_unloads(tmp_path: Path,
                                                    kernel: ProvisionedKernel) -> None:
     driver = REPO / "examples/chardev"

@@ -26,9 +26,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from kedr_build import interrupt
 from kedr_build.atomic import write_atomic
 from kedr_build.faults.errors import NoFaultPoint
-from kedr_build.faults.trials import Outcome, Site, TrialRecord, run_trials
+from kedr_build.faults.trials import Outcome, Site, TrialRecord, TrialsRun, run_trials
 from kedr_build.intercept.faultpoints import POINTS_FILE, load_points
 from kedr_build.kernel.descriptions import ProvisionedKernel
 
@@ -58,17 +59,19 @@ class SweepResult:
     elapsed: float
     discovery_seconds: float        # first boot's start to the first site's trial
     logs: Path
+    interrupted: str = ""           # the signal that stopped it ("SIGINT"): results partial
 
     @property
     def ok(self) -> bool:
-        return not any(r.outcome.bad for r in self.results)
+        return not self.interrupted and not any(r.outcome.bad for r in self.results)
 
     @property
     def seconds_per_site(self) -> float:
         return (self.elapsed - self.discovery_seconds) / max(1, len(self.results))
 
     def to_json(self) -> str:
-        data = {"target": self.target, "ok": self.ok, "boots": self.boots,
+        data = {"target": self.target, "ok": self.ok, "interrupted": self.interrupted,
+                "boots": self.boots,
                 "elapsed": self.elapsed, "discovery_seconds": self.discovery_seconds,
                 "seconds_per_site": self.seconds_per_site, "logs": str(self.logs),
                 "results": [dict(asdict(r.record), outcome=r.outcome.value,
@@ -88,14 +91,26 @@ def sweep(kernel: ProvisionedKernel, replacement: Path, target: Path, logdir: Pa
     if points_file.is_file() and not load_points(points_file):
         raise NoFaultPoint(f"sweep of {target.name}: nothing to sweep: it imports no function that "
                         f"can fail ({points_file} lists no fault point)")
-    run = run_trials(kernel, replacement, target, logdir, discover=True, workload=workload,
-                     module_args=module_args, intree=intree, trial_timeout=site_timeout,
-                     progress=progress, what="sweep", unit="site")
-    results = tuple(SiteResult(run.sites[r.index - 1], r) for r in run.records)
-    result = SweepResult(target=run.target, sites=run.sites, results=results, boots=run.boots,
-                         elapsed=run.elapsed, discovery_seconds=run.setup_seconds, logs=logdir)
+    try:
+        run = run_trials(kernel, replacement, target, logdir, discover=True, workload=workload,
+                         module_args=module_args, intree=intree, trial_timeout=site_timeout,
+                         progress=progress, what="sweep", unit="site")
+    except interrupt.Interrupted as e:
+        # sweep.json says so, with the sites judged before the signal; the caller stops.
+        if isinstance(e.partial, TrialsRun):
+            e.partial = _result(e.partial, logdir, interrupt.signal_name(e.signum))
+            write_atomic(logdir / "sweep.json", e.partial.to_json().encode())
+        raise
+    result = _result(run, logdir)
     write_atomic(logdir / "sweep.json", result.to_json().encode())
     return result
+
+
+def _result(run: TrialsRun, logdir: Path, interrupted: str = "") -> SweepResult:
+    results = tuple(SiteResult(run.sites[r.index - 1], r) for r in run.records)
+    return SweepResult(target=run.target, sites=run.sites, results=results, boots=run.boots,
+                       elapsed=run.elapsed, discovery_seconds=run.setup_seconds, logs=logdir,
+                       interrupted=interrupted)
 
 
 def table(result: SweepResult) -> list[str]:
@@ -113,5 +128,7 @@ def table(result: SweepResult) -> list[str]:
     lines.append(f"{len(result.results)} sites of {result.target}: "
                  + ", ".join(f"{n} {o}" for o, n in sorted(counts.items()))
                  + f"; {result.boots} boot{'s' if result.boots != 1 else ''}, "
-                 f"{result.elapsed:.1f} s ({result.seconds_per_site:.2f} s per site)")
+                 f"{result.elapsed:.1f} s ({result.seconds_per_site:.2f} s per site)"
+                 + (f"; INTERRUPTED by {result.interrupted} after {len(result.results)} of "
+                    f"{len(result.sites)} sites" if result.interrupted else ""))
     return lines

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
+from kedr_build import interrupt
 from kedr_build.checks.leaks import parse as parse_leaks, summary as leak_summary
 from kedr_build.errors import KedrError
 from kedr_build.faults.scenario import PointScenario, Scenario
@@ -239,6 +240,13 @@ def run_trials(kernel: ProvisionedKernel, replacement: Path, target: Path, logdi
         except _Stalled:
             stalled = True
             vm = result_from_logs(workdir, timed_out=True)
+        except interrupt.Interrupted as e:
+            # A signal ends the trials at once, with what ran so far; the trial it cut
+            # short is not judged (it did not crash: it was stopped).
+            e.partial = TrialsRun(target=tgt.name, sites=sites, records=tuple(records),
+                                  boots=boot, elapsed=time.monotonic() - start,
+                                  setup_seconds=(state.first_trial or time.monotonic()) - start)
+            raise
         fatal = re.search(r"^KEDR-FAULTS fatal (.*)$", vm.output, re.M)
         if first:
             sites = sites_from_logs(vm.output)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import shlex
 import shutil
-import subprocess
+import signal
 import sys
 from pathlib import Path
 
+from kedr_build import interrupt
 from kedr_build.atomic import write_atomic
 from kedr_build.packs import report
 from kedr_build.packs.session import Session
@@ -46,4 +47,17 @@ def run_session(session: Session) -> int:
     jobs = ("-n", str(session.jobs)) if session.jobs > 1 else ()
     cmd = pytest_command(report_dir / SESSION_NAME, pack_copy, report_dir, jobs)
     print(f"kedr-build: pack {Path(session.pack).stem}: {shlex.join(cmd)}", flush=True)
-    return subprocess.run(cmd, cwd=report_dir).returncode
+    return _run_pytest(cmd, report_dir)
+
+
+def _run_pytest(cmd: list[str], cwd: Path) -> int:
+    """pytest's exit status. It gets SIGTERM when we die (even by SIGKILL) or are
+    interrupted: it then writes its reports as interrupted and exits; so do we."""
+    proc = interrupt.spawn(cmd, cwd=cwd, on_parent_death=signal.SIGTERM,
+                           forward=signal.SIGTERM)
+    try:
+        status = proc.wait()
+    finally:
+        interrupt.release(proc)
+    interrupt.check()
+    return status

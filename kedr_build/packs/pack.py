@@ -12,6 +12,8 @@
     kind = "vm"                   # a registered test kind (kedr_build/packs/kinds.py)
     checks = ["loads", "kernel"]  # what is judged; each check is one pytest item
     cycles = 3                    # the kind's own parameters
+    blocker = true                # (the default) a check of it not run fails the verdict;
+                                  # false: reported as not run (with why), verdict unchanged
 
 The built-in packs are ``kedr_build/packs/builtin/<name>.toml``; ``PACK=`` takes one
 of their names or a path. A malformed pack is one :class:`KedrError` line naming
@@ -32,7 +34,7 @@ from kedr_build.packs import kinds
 FORMAT = 1
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_COMMON = {"name", "kind", "checks", "description"}
+_COMMON = {"name", "kind", "checks", "description", "blocker"}
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class PackTest:
     checks: tuple[str, ...]
     params: dict[str, Any] = field(default_factory=dict)   # the kind's parameters
     description: str = ""
+    blocker: bool = True          # not run (no workload, ...) fails the verdict
 
 
 @dataclass(frozen=True)
@@ -157,8 +160,12 @@ def _test(raw: dict[str, Any], index: int, where: _Locator, seen: set[str]) -> P
         params[key] = value
     for key, param in kind.params.items():
         params.setdefault(key, param.default)
+    blocker = raw.get("blocker", True)
+    if not isinstance(blocker, bool):
+        raise error(f"blocker: {blocker!r} is not true or false", "blocker")
     return PackTest(name=name, kind=kind_name, checks=tuple(dict.fromkeys(checks)),
-                    params=params, description=str(raw.get("description", "")))
+                    params=params, description=str(raw.get("description", "")),
+                    blocker=blocker)
 
 
 class _Locator:

@@ -17,10 +17,19 @@ With pytest-xdist (``-n 2``, ``scons ... check JOBS=2``) the groups run in paral
 VMs: a scheduler of the plugin keeps every item of one (driver, test) group on one
 worker (the group is one boot), and each item's result, with its group's run, travels
 to the controller on its test report, which writes the reports as without xdist.
+
+A check that could not run (its test had no workload, ...) is a pytest skip, so
+JUnit says ``<skipped message="not run: ...">``, and ``not-run`` in report.json; a
+blocker test not run still fails the verdict (and pytest's exit status). SIGINT,
+SIGTERM and SIGHUP (SIGTERM also comes when the parent scons dies) end the session as
+Ctrl-C does: QEMU is killed, every check not judged yet is reported ``interrupted``
+(a JUnit skip saying so), the verdict is ``interrupted``, and pytest exits 2.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from collections.abc import Generator, Iterator
 from dataclasses import asdict
@@ -29,6 +38,7 @@ from typing import Any
 
 import pytest
 
+from kedr_build import interrupt
 from kedr_build.errors import KedrError
 from kedr_build.packs import kinds, report
 from kedr_build.packs.pack import Pack, PackTest, parse
@@ -56,6 +66,10 @@ def pytest_configure(config: pytest.Config) -> None:
         pack = parse(pack_path.read_text(), pack_path)
     except (KedrError, OSError) as e:
         raise pytest.UsageError(f"kedr-build: {e}") from None
+    if hasattr(config, "workerinput"):
+        # An xdist worker: it goes (and its QEMU with it) when the controller goes.
+        interrupt.die_with_parent(signal.SIGTERM, os.getppid())
+    interrupt.install(raise_first=True)
     config.pluginmanager.register(PackSession(config, session, pack, shard), "kedr-pack")
 
 
@@ -76,6 +90,7 @@ class PackSession:
         self.reproducers: dict[str, str] = {}
         self.results: dict[str, ItemResult] = {}
         self.sent: set[tuple[str, str]] = set()    # groups whose run went on a report
+        self.started: dict[str, Any] = {}
 
     def pytest_collect_file(self, file_path: Path, parent: pytest.Collector) -> Any:
         if file_path.resolve() == Path(self.session.pack).resolve():
@@ -127,14 +142,15 @@ class PackSession:
             return report
         index, driver, test, check = meta
         if report.when == "call" or (report.when == "setup" and not report.passed):
-            outcome = report.outcome if report.when == "call" else (
-                "skipped" if report.skipped else "error")
+            outcome = ("not-run" if report.skipped else
+                       report.outcome if report.when == "call" else "error")
             message = self.messages.get(item.nodeid) or (
                 "" if report.passed else str(report.longrepr).splitlines()[-1])
             result = ItemResult(driver=driver.name, test=test.name, check=check,
                                 outcome=outcome, message=message,
                                 reproduce=self.reproducers.get(item.nodeid)
-                                or self.reproduce(driver, test), index=index)
+                                or self.reproduce(driver, test), index=index,
+                                blocker=test.blocker)
             setattr(report, "kedr_item", asdict(result))
             run = self.runs.get(item.group)
             if run is not None and item.group not in self.sent:
@@ -143,6 +159,8 @@ class PackSession:
         return report
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if report.when == "setup":      # started (where: xdist's worker node, if any)
+            self.started[report.nodeid] = getattr(report, "node", None)
         item = getattr(report, "kedr_item", None)
         if item is not None:
             self.results[report.nodeid] = ItemResult(**item)
@@ -163,10 +181,79 @@ class PackSession:
                           verdict=verdict_of(items), items=items, runs=runs,
                           tools=report.tool_versions(), command=" ".join(sys.argv))
 
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        # pytest writes junit.xml in place: it goes to junit.xml.part, renamed once
+        # complete (_JunitRename), so a junit.xml is never half written.
+        from _pytest.junitxml import xml_key
+
+        xml = session.config.stash.get(xml_key, None)
+        if xml is not None:
+            final = xml.logfile
+            xml.logfile = final + ".part"
+            session.config.pluginmanager.register(_JunitRename(xml, final), "kedr-junit")
+
+    @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         # An xdist worker's results went to the controller on its reports.
-        if self.results and not hasattr(session.config, "workerinput"):
-            report.write(Path(self.session.report_dir), self.build_report())
+        if hasattr(session.config, "workerinput"):
+            return
+        signum = interrupt.received()
+        if signum is not None or exitstatus == pytest.ExitCode.INTERRUPTED:
+            self.report_interrupted(signum)
+        if self.results:
+            built = self.build_report()
+            report.write(Path(self.session.report_dir), built)
+            if built.verdict == "failed" and session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED   # a blocker not run
+
+    def report_interrupted(self, signum: int | None) -> None:
+        """Every check not judged yet is "interrupted", in every report (JUnit: a skip
+        with that message, logged as pytest logs any result)."""
+        why = (f"interrupted by {interrupt.signal_name(signum)}" if signum is not None
+               else "interrupted")
+        judged = {(r.driver, r.test, r.check) for r in self.results.values()}
+        for nodeid, (index, driver, test, check) in sorted(self.expected().items(),
+                                                            key=lambda kv: kv[1][0]):
+            if (driver.name, test.name, check) in judged:
+                continue
+            item = ItemResult(driver=driver.name, test=test.name, check=check,
+                              outcome="interrupted", message=f"not run: {why}",
+                              reproduce=self.reproduce(driver, test), index=index,
+                              blocker=test.blocker)
+            location = (Path(self.session.pack).name, None, f"{driver.name}: {test.name}: {check}")
+            skipped = pytest.TestReport(nodeid, location, {}, "skipped",
+                                        (str(self.session.pack), 0, f"Skipped: not run: {why}"),
+                                        "setup")
+            teardown = pytest.TestReport(nodeid, location, {}, "passed", None, "teardown")
+            if self.started.get(nodeid) is not None:
+                # Begun on an xdist worker: the same JUnit case as its setup (junitxml
+                # keys cases by node id and worker).
+                for rep in (skipped, teardown):
+                    setattr(rep, "node", self.started[nodeid])
+            setattr(skipped, "kedr_item", asdict(item))
+            self.config.hook.pytest_runtest_logreport(report=skipped)
+            self.config.hook.pytest_runtest_logreport(report=teardown)
+
+    def expected(self) -> dict[str, tuple[int, DriverUnderTest, PackTest, str]]:
+        """Every item of this session (this shard), collected or not: an xdist
+        controller collects nothing itself."""
+        if self.meta:
+            return self.meta
+        out = {}
+        # The pack file's part of the node ids, as the workers' reports have it.
+        pack_path = Path(self.session.pack).resolve()
+        seen = list(self.started) + list(self.results)
+        prefix = (seen[0].partition("::")[0] if seen else
+                  str(pack_path.relative_to(self.config.rootpath))
+                  if pack_path.is_relative_to(self.config.rootpath) else pack_path.name)
+        for index, driver, test, check in session_items(self.session, self.pack):
+            out[f"{prefix}::{test.name}.{check}[{driver.name}]"] = (index, driver, test, check)
+        if self.shard is not None:
+            k, n = self.shard
+            groups = list(dict.fromkeys((d.name, t.name) for _, d, t, _ in out.values()))
+            keep = {g for i, g in enumerate(groups) if i % n == k - 1}
+            out = {i: m for i, m in out.items() if (m[1].name, m[2].name) in keep}
+        return out
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if not self.results:
@@ -176,6 +263,19 @@ class PackSession:
             bad = line.startswith(("FAILED", "  "))
             terminalreporter.write_line(line, red=bad and built.verdict != "passed",
                                         green=line.startswith("PASSED"))
+
+
+class _JunitRename:
+    def __init__(self, xml: Any, final: str) -> None:
+        self.xml = xml
+        self.final = final
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_sessionfinish(self) -> None:
+        # After junitxml's own (it wrote the .part), before the terminal summary names it.
+        if os.path.exists(self.xml.logfile):
+            os.replace(self.xml.logfile, self.final)
+        self.xml.logfile = self.final
 
 
 class PackFile(pytest.File):
@@ -191,18 +291,25 @@ class PackFile(pytest.File):
             raise KedrError(f"TEST={','.join(sorted(unknown))}: not a test of pack "
                             f"{self.plugin.pack.name!r} (its tests: "
                             f"{', '.join(t.name for t in self.plugin.pack.tests)})")
-        index = 0
-        for driver in s.drivers:
-            for test in self.plugin.pack.tests:
-                if wanted and test.name not in wanted:
-                    continue
-                for check in test.checks:
-                    item = CheckItem.from_parent(self, name=f"{test.name}.{check}[{driver.name}]",
-                                                 plugin=self.plugin, driver=driver, test=test,
-                                                 check=check)
-                    self.plugin.meta[item.nodeid] = (index, driver, test, check)
-                    index += 1
-                    yield item
+        for index, driver, test, check in session_items(s, self.plugin.pack):
+            item = CheckItem.from_parent(self, name=f"{test.name}.{check}[{driver.name}]",
+                                         plugin=self.plugin, driver=driver, test=test,
+                                         check=check)
+            self.plugin.meta[item.nodeid] = (index, driver, test, check)
+            yield item
+
+
+def session_items(s: Session, pack: Pack) -> Iterator[tuple[int, DriverUnderTest, PackTest, str]]:
+    """The session's checks in collection order: (index, driver, test, check)."""
+    wanted = set(s.tests)
+    index = 0
+    for driver in s.drivers:
+        for test in pack.tests:
+            if wanted and test.name not in wanted:
+                continue
+            for check in test.checks:
+                yield index, driver, test, check
+                index += 1
 
 
 class CheckItem(pytest.Item):

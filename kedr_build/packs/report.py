@@ -1,5 +1,5 @@
 """Write a pack session's reports: ``report.json`` (versioned; JSON Schema in
-``kedr_build/packs/schema/report-1.json``), ``report.html`` (one self-contained
+``kedr_build/packs/schema/report-2.json``), ``report.html`` (one self-contained
 page: verdict first, per-test results, leak stacks grouped, violations, trace
 statistics as an inline SVG chart, the fault-sweep table), and the terminal
 summary. pytest writes ``junit.xml`` itself (``--junitxml``).
@@ -14,7 +14,7 @@ from typing import Any
 from kedr_build.atomic import write_atomic
 from kedr_build.packs.results import PackReport
 
-SCHEMA = Path(__file__).resolve().parent / "schema" / "report-1.json"
+SCHEMA = Path(__file__).resolve().parent / "schema" / "report-2.json"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 JSON_NAME, HTML_NAME, JUNIT_NAME = "report.json", "report.html", "junit.xml"
 CHART_FUNCTIONS = 12       # bars in the trace chart
@@ -103,11 +103,22 @@ def summary(rep: PackReport, directory: Path) -> list[str]:
     drivers = list(dict.fromkeys(i.driver for i in rep.items))
     for d in drivers:
         items = [i for i in rep.items if i.driver == d]
-        bad = [i for i in items if i.outcome in ("failed", "error")]
-        if not bad:
-            lines.append(f"PASSED {d}: {len(items)} checks")
+        cut = [i for i in items if i.outcome == "interrupted"]
+        bad = [i for i in items if i.blocks and i.outcome != "interrupted"]
+        # A not-run test of a non-blocker: said once per test, with why.
+        idle = {i.test: i.message for i in items if i.outcome == "not-run" and not i.blocker}
+        aside = "".join(f"; {t}: {len([i for i in items if i.test == t])} checks {m} "
+                        "(not a blocker)" for t, m in idle.items())
+        if cut:
+            lines.append(f"INTERRUPTED {d}: {len(cut)} of {len(items)} checks not run "
+                         f"({cut[0].message.removeprefix('not run: ')})"
+                         + (f", {len(bad)} failed" if bad else "") + aside)
+        elif not bad:
+            ran = len(items) - sum(1 for i in items if i.outcome == "not-run")
+            lines.append(f"PASSED {d}: {ran} checks" + aside)
             continue
-        lines.append(f"FAILED {d}: {len(bad)} of {len(items)} checks")
+        else:
+            lines.append(f"FAILED {d}: {len(bad)} of {len(items)} checks" + aside)
         for i in bad:
             lines.append(f"  {i.test}.{i.check}: {i.message}")
             lines.append(f"      reproduce: {i.reproduce}")

@@ -3,7 +3,14 @@
 A :class:`TestRun` is one run of one pack test on one driver (one VM boot for the
 ``vm`` kind): its :class:`CheckResult` s (one pytest item each) and the evidence
 behind them. A :class:`PackReport` is a whole session (or shards merged): it is
-what ``report.json`` holds (JSON Schema: ``kedr_build/packs/schema/report-1.json``).
+what ``report.json`` holds (JSON Schema: ``kedr_build/packs/schema/report-2.json``).
+
+An item's outcome is ``passed``, ``failed``, ``error``, ``not-run`` (the test could
+not run, e.g. no workload: the message says why) or ``interrupted`` (the session was
+stopped by a signal before the item was judged). The verdict is ``interrupted`` when
+any item is, else ``failed`` when any item failed or erred or a *blocker* test's item
+was not run (a pack test is a blocker unless its TOML says ``blocker = false``), else
+``passed``.
 """
 
 from __future__ import annotations
@@ -13,7 +20,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 SCHEMA_ID = "kedr-build/pack-report"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+OUTCOMES = ("passed", "failed", "error", "not-run", "interrupted")
 
 
 @dataclass(frozen=True)
@@ -79,17 +87,24 @@ class ItemResult:
     driver: str
     test: str
     check: str
-    outcome: str              # passed, failed, error, skipped
+    outcome: str              # one of OUTCOMES
     message: str
     reproduce: str            # the one command that runs this test of this driver alone
     index: int = 0            # position in the whole (unsharded) session's collection
+    blocker: bool = True      # its test blocks the verdict when it does not run
+
+    @property
+    def blocks(self) -> bool:
+        """This item alone makes the verdict other than passed."""
+        return (self.outcome in ("failed", "error", "interrupted")
+                or (self.outcome == "not-run" and self.blocker))
 
 
 @dataclass(frozen=True)
 class PackReport:
     pack: str
     kernel: str
-    verdict: str                          # passed, failed
+    verdict: str                          # passed, failed, interrupted
     items: tuple[ItemResult, ...]
     runs: tuple[TestRun, ...]
     tools: dict[str, str] = field(default_factory=dict)
@@ -104,8 +119,9 @@ class PackReport:
 
 
 def verdict_of(items: tuple[ItemResult, ...]) -> str:
-    bad = any(i.outcome in ("failed", "error") for i in items)
-    return "failed" if bad or not items else "passed"
+    if any(i.outcome == "interrupted" for i in items):
+        return "interrupted"
+    return "failed" if not items or any(i.blocks for i in items) else "passed"
 
 
 def from_dict(data: dict[str, Any]) -> PackReport:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
+from kedr_build import interrupt
 from kedr_build.kernel import hosttools
 from kedr_build.kernel import moddeps
 from kedr_build.vm.console import KernelProblem, find_problems
@@ -169,8 +170,9 @@ def run_guest(kernel: ProvisionedKernel, job: GuestJob, workdir: Path,
 
     start = time.monotonic()
     console_lines: list[str] = []
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    # QEMU dies with this process (even by SIGKILL) and at once when it is interrupted.
+    proc = interrupt.spawn(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
     timed_out = threading.Event()
 
     def kill_on_timeout() -> None:
@@ -198,7 +200,10 @@ def run_guest(kernel: ProvisionedKernel, job: GuestJob, workdir: Path,
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        interrupt.release(proc)
     err_thread.join(timeout=5)
+    # A VM that ended because the user interrupted the run is no result at all.
+    interrupt.check()
     elapsed = time.monotonic() - start
     console = "\n".join(console_lines) + ("\n" if console_lines else "")
     qemu_error = b"".join(stderr_chunks).decode("utf-8", "replace").strip()

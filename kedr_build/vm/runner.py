@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from kedr_build import interrupt
 from kedr_build.atomic import write_atomic
 from kedr_build.checks import suppress
 from kedr_build.checks.leaks import LeakReport, parse as parse_leaks, target_resolver
@@ -156,7 +157,14 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
         files["workload.sh"] = workload
     job = GuestJob(script=plan.script, files=files,
                    intree_modules=tuple(dict.fromkeys(plan.intree + intree)))
-    result = run_guest(kernel, job, logdir, timeout=timeout, stream=stream, cpus=cpus)
+    try:
+        result = run_guest(kernel, job, logdir, timeout=timeout, stream=stream, cpus=cpus)
+    except interrupt.Interrupted as e:
+        # No result: the run was stopped, and result.json says so (not an older run's).
+        write_atomic(logdir / "result.json", json.dumps(
+            {"verdict": "interrupted", "reason": str(e), "logs": str(logdir)},
+            indent=2).encode())
+        raise
     report = interpret(result, {m.name: m.path for m in plan.modules}, suppressions)
     if plan.trace_providers:
         trace_text, _ = split_trace(result.output, {m.name: m.path for m in plan.modules})
