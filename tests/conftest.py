@@ -149,3 +149,30 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         reporter.write_line(f"  {kind.upper()} {r.nodeid}: {_reason(r)}", red=True)
     if session.exitstatus == 0:
         session.exitstatus = 1
+
+
+def copy_checkout(dest: Path) -> Path:
+    """A clean copy of this checkout in ``dest`` (the files git tracks or would track,
+    as they are now: no build/, no kbuild outputs), sharing .venv by symlink and the
+    kernel cache: what a user who just cloned it has."""
+    listed = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others",
+                             "--exclude-standard"], capture_output=True, check=True).stdout
+    for name in filter(None, listed.decode().split("\0")):
+        src = REPO / name
+        if not src.is_file():
+            continue        # deleted in the work tree, not yet in git
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dest / name)
+    (dest / ".venv").symlink_to((REPO / ".venv").resolve())
+    return dest
+
+
+def checkout_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a user's shell: none of this session's own settings
+    (PYTHONPATH names this checkout, not the copy)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "VIRTUAL_ENV") and not k.startswith(("PYTEST_", "KEDR_VENV"))}
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
+                                  if not p.startswith(str(REPO)) and "/.venv/" not in p)
+    env.update(extra or {})
+    return env

@@ -316,3 +316,114 @@ def test_faults_kind_passes_a_driver_with_nothing_that_can_fail(
     assert [(c.check, c.passed, c.message) for c in run.checks] == [
         ("sweep", False, "sweep of x: boot 1 failed: no init"),
         ("campaign", False, "sweep of x: boot 1 failed: no init")]
+
+
+CHEAP_ONE = '''
+[pack]
+name = "cheap"
+format = 1
+
+[[test]]
+name = "one"
+kind = "cheap"
+fail_on = "chardev"
+'''
+
+
+@pytest.fixture(scope="module")
+def site_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("cheapsite")
+    (d / "cheapkind.py").write_text(CHEAP_KIND)
+    return d
+
+
+@pytest.fixture(scope="module")
+def checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from conftest import copy_checkout
+
+    top = copy_checkout(tmp_path_factory.mktemp("checkout"))
+    (top / "cheap.toml").write_text(CHEAP_ONE)
+    return top
+
+
+def _user(top: Path, plugin_dir: Path, cwd: Path, command: str
+          ) -> subprocess.CompletedProcess[str]:
+    """A shell command typed in ``cwd`` of the checkout copy. Every Python started
+    registers the cheap kind (a sitecustomize beside it): scons reads the pack, the
+    check's pytest runs it."""
+    from conftest import checkout_env
+
+    (plugin_dir / "sitecustomize.py").write_text(
+        "try:\n    import cheapkind\nexcept ImportError:\n    pass\n")
+    env = checkout_env({"PYTHONPATH": str(plugin_dir)})
+    return subprocess.run(["sh", "-c", command], cwd=cwd, env=env, capture_output=True,
+                          text=True)
+
+
+def _reproduce(out: str) -> list[str]:
+    return list(dict.fromkeys(ln.split("reproduce: ", 1)[1].strip() for ln in out.splitlines()
+                              if "reproduce: " in ln))
+
+
+@pytest.mark.parametrize("where, command, reports", [
+    # The README's command shape, default BUILD_DIR (build/ in the checkout).
+    (".", "./kedr-env scons MODULE=examples/chardev check PACK=cheap.toml",
+     "build/chardev/report"),
+    (".", "./kedr-env scons MODULE=examples/chardev BUILD_DIR=out check PACK=cheap.toml",
+     "out/chardev/report"),
+    (".", "./kedr-env scons DRIVERS=examples/chardev,examples/multi BUILD_DIR=out2 check "
+          "PACK=cheap.toml", "out2/report"),
+    # Started in the driver's directory (scons -u finds the SConstruct above).
+    ("examples/chardev", "../../kedr-env scons -u MODULE=. check PACK=../../cheap.toml",
+     "build/chardev/report"),
+])
+def test_check_with_relative_paths_and_its_reproduce_commands(
+        checkout: Path, site_dir: Path, where: str, command: str, reports: str,
+        pinned_kernel: Any) -> None:
+    """Relative BUILD_DIR, the default one, a batch, a run from another directory: the
+    check runs (it once ended in a FileNotFoundError traceback: pytest ran in the report
+    directory with paths relative to the checkout) and every printed reproduce command
+    works verbatim from the checkout's top, failing the same check."""
+    proc = _user(checkout, site_dir, checkout / where, command)
+    out = proc.stdout + proc.stderr
+    # scons exits 2 when a target fails: here the check, as chardev fails check b.
+    assert proc.returncode == 2 and "Traceback" not in out, out
+    assert "one.b[chardev] FAILED" in out, out
+    data = json.loads((checkout / reports / report.JSON_NAME).read_text())
+    assert {(i["driver"], i["check"], i["outcome"]) for i in data["items"]
+            if i["driver"] == "chardev"} == {("chardev", "a", "passed"),
+                                             ("chardev", "b", "failed")}
+    assert (checkout / reports / report.JUNIT_NAME).is_file()
+    commands = _reproduce(proc.stdout)
+    assert len(commands) == 1 and commands[0].startswith("./kedr-env scons "), commands
+    assert "MODULE=examples/chardev" in commands[0].split(), commands
+    again = _user(checkout, site_dir, checkout, commands[0])
+    out = again.stdout + again.stderr
+    assert again.returncode == 2 and "Traceback" not in out, out
+    assert "one.b[chardev] FAILED" in out and _reproduce(again.stdout) == commands, out
+
+
+def test_reproduce_commands_are_typed_in_the_checkout(tmp_path: Path, pinned_kernel: Any) -> None:
+    """scons started in examples/ (scons -u): the commands a failure prints name every
+    path from the checkout's top, where ./kedr-env is; paths outside it stay absolute,
+    names (PACK=basic) as given."""
+    from kedr_build import checkjob, config
+
+    rules = tmp_path / "rules.supp"
+    rules.write_text("leak function=kstrdup\n")
+    cfg = config.from_arguments({"MODULE": "chardev", "WORKLOAD": "chardev/workload.sh",
+                                 "SUPPRESS": str(rules), "VM_TIMEOUT": "60"},
+                                str(REPO), str(REPO / "examples"), offline=True)
+    assert checkjob.command(cfg, "basic") == (
+        f"./kedr-env scons MODULE=examples/chardev SUPPRESS={rules} VM_TIMEOUT=60 "
+        "WORKLOAD=examples/chardev/workload.sh check PACK=basic")
+    cfg = config.from_arguments({"MODULE": "chardev"}, str(REPO), str(REPO / "examples"),
+                                offline=True)
+    # The driver's own workload.sh, when WORKLOAD= is not given.
+    assert checkjob.run_command(cfg) == ("./kedr-env scons MODULE=examples/chardev "
+                                         "WORKLOAD=examples/chardev/workload.sh run")
+    causes = ["other: kbuild failed", f"{cfg.driver}: kbuild failed (make exit 2): x.c:1: error"]
+    assert checkjob.build_error(cfg, True, causes) == ""
+    assert checkjob.build_error(cfg, False, causes) == causes[1]
+    assert checkjob.build_error(cfg, False, causes[:1]) == \
+        "its build failed (the messages are above)"
