@@ -82,6 +82,16 @@ def _exports(symvers: Path) -> set[str]:
     return _EXPORTS[symvers]
 
 
+def outputs(build: Path, name: str, kernel: ProvisionedKernel | str) -> Path:
+    """Where scons puts a driver's outputs for a pinned kernel under BUILD_DIR=build:
+    build/<name> for the default kernel, build/<kernel>/<name> for another
+    (kedr_build.config.kernel_build_dir)."""
+    from kedr_build.kernel.descriptions import DEFAULT_KERNEL
+
+    kname = kernel if isinstance(kernel, str) else kernel_name(kernel)
+    return build / name if kname == DEFAULT_KERNEL else build / kname / name
+
+
 def run_scons(args: list[str], env_extra: dict[str, str] | None = None,
               check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run the project's scons (as a user would) and capture its output."""
@@ -107,7 +117,7 @@ def built_chardev(tmp_path_factory: pytest.TempPathFactory, kernel: ProvisionedK
     build = tmp_path_factory.mktemp("build-chardev")
     run_scons([f"MODULE={REPO / 'examples/chardev'}", f"BUILD_DIR={build}",
                f"KERNEL={kernel_name(kernel)}"])
-    return build / "chardev"
+    return outputs(build, "chardev", kernel)
 
 
 @pytest.fixture(scope="session")

@@ -266,6 +266,11 @@ def test_merge_refuses_overlapping_shards(tmp_path: Path, plugin_dir: Path) -> N
     (["DRIVERS=examples/chardev", "MODULE=examples/chardev"],
      "kedr-build: DRIVERS= and MODULE= exclude each other"),
     (["DRIVERS=@nosuch.txt"], "kedr-build: DRIVERS=@nosuch.txt: cannot read"),
+    # Found only after the build, once.
+    (["TEST=unknown,workload"], "kedr-build: TEST=unknown: not a test of pack 'basic' "
+                                "(its tests: load-unload, workload)"),
+    (["PACK=faults", "TEST=load-unload"], "kedr-build: TEST=load-unload: not a test of pack "
+                                          "'faults' (its tests: faults)"),
 ])
 def test_check_bad_input_is_one_line(args: list[str], message: str, tmp_path: Path,
                                      pinned_kernel: Any) -> None:
@@ -274,6 +279,7 @@ def test_check_bad_input_is_one_line(args: list[str], message: str, tmp_path: Pa
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert not list(tmp_path.glob("*/plan.json")), "refused after the build"
 
 
 def test_malformed_pack_stops_scons_with_its_line(tmp_path: Path, pinned_kernel: Any) -> None:
@@ -427,3 +433,40 @@ def test_reproduce_commands_are_typed_in_the_checkout(tmp_path: Path, pinned_ker
     assert checkjob.build_error(cfg, False, causes) == causes[1]
     assert checkjob.build_error(cfg, False, causes[:1]) == \
         "its build failed (the messages are above)"
+
+
+def test_jobs_capped_and_old_reports_cleared(tmp_path: Path, site_dir: Path,
+                                             monkeypatch: pytest.MonkeyPatch,
+                                             capfd: pytest.CaptureFixture[str]) -> None:
+    """JOBS=1000 once started 1000 xdist workers: capped at the session's (driver, test)
+    groups and the CPUs, saying so in one line. A new run leaves no report of an older
+    one (an old report.html once stayed beside a new junit.xml)."""
+    from kedr_build.packs import check, kinds
+
+    monkeypatch.setattr(kinds, "_REGISTRY", dict(kinds._REGISTRY))
+    monkeypatch.syspath_prepend(str(site_dir))
+    import cheapkind  # noqa: F401  (registers the cheap kind here too)
+
+    out = _session(tmp_path, "run", drivers=1)
+    session = Session.read(out / "session.json")
+    many = Session(**{**session.__dict__, "jobs": 1000})
+    assert check.groups(many) == 2
+    assert check.workers(many, cpus=64) == (2, "kedr-build: JOBS=1000: 2 at once (the session "
+                                            "has 2 driver-test groups, one VM each; this "
+                                            "machine has 64 CPUs)")
+    assert check.workers(Session(**{**session.__dict__, "jobs": 2}), cpus=1)[0] == 1
+    assert check.workers(Session(**{**session.__dict__, "jobs": 2}), cpus=8) == (2, "")
+    assert check.groups(Session(**{**session.__dict__, "shard": (2, 2)})) == 1
+    (out / report.HTML_NAME).write_text("an old report")
+    (out / "logs" / "gone").mkdir(parents=True)
+    monkeypatch.setenv("PYTHONPATH", f"{site_dir}{os.pathsep}{REPO}")
+    (site_dir / "sitecustomize.py").write_text("import cheapkind\n")
+    assert check.run_session(many) == 0
+    lines = capfd.readouterr().out.splitlines()
+    assert sum("JOBS=1000" in ln for ln in lines) == 1
+    assert any(ln.startswith("kedr-build: JOBS=1000: ") for ln in lines), lines
+    assert "an old report" not in (out / report.HTML_NAME).read_text()
+    assert not (out / "logs" / "gone").exists()
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["cheap.toml", "junit.xml", "logs", "pytest.ini", "report.html", "report.json",
+         "session.json"])
