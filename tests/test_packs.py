@@ -24,6 +24,7 @@ from kedr_build.packs import merge, pack, report
 from kedr_build.packs.session import DriverUnderTest, Session, parse_shard
 
 CHEAP_KIND = '''
+from kedr_build.checks.suppress import Suppressed
 from kedr_build.packs import kinds
 from kedr_build.packs.results import CheckResult, LeakGroupInfo, TestRun
 
@@ -36,8 +37,9 @@ def run(driver, test, logdir, session):
                    for c in test.checks)
     groups = (LeakGroupInfo(2, 64, "kmalloc", "leak_it+0x1c [x]", ("leak_it+0x1c [x]",
                                                                     "init+0x5 [x]")),) if bad else ()
+    hidden = (Suppressed("s:1: leak all", 2, "leak"),) if driver.name == "d1" else ()
     return TestRun(driver.name, test.name, test.kind, checks, leak_groups=groups,
-                   trace_calls={"kfree": 3, "__kmalloc": 4})
+                   trace_calls={"kfree": 3, "__kmalloc": 4}, suppressed=hidden)
 
 kinds.register(kinds.Kind("cheap", checks=("a", "b"), run=run,
                           params={"fail_on": kinds.Param(str, "")}))
@@ -137,7 +139,8 @@ def _pytest(out: Path, plugin_dir: Path, *extra: str) -> subprocess.CompletedPro
                            "-c", str(out / "pytest.ini"), "--rootdir", str(out), "-v",
                            "--kedr-session", str(out / "session.json"),
                            "--junitxml", str(out / report.JUNIT_NAME),
-                           "-o", "junit_family=xunit2", *extra, str(out.parent / "cheap.toml")],
+                           "-o", "junit_family=xunit2", "-o", "junit_logging=system-out",
+                           *extra, str(out.parent / "cheap.toml")],
                           capture_output=True, text=True, env=env, cwd=out)
 
 
@@ -170,6 +173,14 @@ def test_pack_session_reports_validate_and_shards_merge_to_the_same(
     assert f"reproduce: scons MODULE=drivers/d3 check PACK={tmp_path / 'cheap.toml'} TEST=one" \
         in proc.stdout
     assert "FAILED d3: 1 of 3 checks" in proc.stdout
+    # SUPPRESS= rules that hid findings are said in the verdict line and in JUnit.
+    said = "4 suppressed by SUPPRESS= (s:1: leak all: 4)"
+    assert f"PASSED d1: 3 checks; {said}" in proc.stdout, proc.stdout
+    outs = {c.get("name"): "".join(x.text or "" for x in c.iter("system-out"))
+            for c in ET.parse(whole / report.JUNIT_NAME).getroot().iter("testcase")}
+    assert "SUPPRESS: 2 suppressed by SUPPRESS= (s:1: leak all: 2)\n" in outs["one.a[d1]"]
+    assert "SUPPRESS: 2 suppressed by SUPPRESS= (s:1: leak all: 2)\n" in outs["two.a[d1]"]
+    assert "SUPPRESS" not in outs["one.a[d0]"], outs
 
     data = json.loads((whole / report.JSON_NAME).read_text())
     jsonschema.validate(data, json.loads(report.SCHEMA.read_text()))

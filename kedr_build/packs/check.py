@@ -33,6 +33,7 @@ def pytest_command(session_file: Path, pack_file: Path, report_dir: Path,
     return [sys.executable, "-m", "pytest", "-p", "kedr_build.packs.plugin",
             "-p", "no:cacheprovider", "-c", str(report_dir / "pytest.ini"),
             "--rootdir", str(report_dir), "-v", "--tb=no", "-o", "junit_family=xunit2",
+            "-o", "junit_logging=system-out",
             "-o", "console_output_style=classic",
             "--junitxml", str(report_dir / report.JUNIT_NAME),
             "--kedr-session", str(session_file), *extra, str(pack_file)]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from kedr_build.atomic import write_atomic
+from kedr_build.checks.suppress import Suppressed, describe
 from kedr_build.packs.results import PackReport
 
 SCHEMA = Path(__file__).resolve().parent / "schema" / "report-1.json"
@@ -57,8 +58,21 @@ def html(rep: PackReport) -> str:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
                              undefined=jinja2.StrictUndefined, autoescape=True,
                              trim_blocks=True, lstrip_blocks=True)
+    suppressed = {d: describe(s) for d, s in suppressed_by_driver(rep).items()}
     return str(env.get_template("report.html.j2").render(r=rep, charts=charts(rep),
-                                                         sweeps=sweep_pictures(rep)))
+                                                         sweeps=sweep_pictures(rep),
+                                                         suppressed=suppressed))
+
+
+def suppressed_by_driver(rep: PackReport) -> dict[str, tuple[Suppressed, ...]]:
+    """Per driver, each SUPPRESS= rule with the findings it hid in all its runs."""
+    out: dict[str, dict[str, Suppressed]] = {}
+    for run in rep.runs:
+        rules = out.setdefault(run.driver, {})
+        for s in run.suppressed:
+            had = rules.get(s.rule)
+            rules[s.rule] = Suppressed(s.rule, s.count + (had.count if had else 0), s.category)
+    return {d: tuple(rules.values()) for d, rules in out.items() if rules}
 
 
 def sweep_pictures(rep: PackReport) -> list[dict[str, Any]]:
@@ -101,13 +115,15 @@ def summary(rep: PackReport, directory: Path) -> list[str]:
     lines = [f"kedr-build pack {rep.pack} on {rep.kernel}: "
              f"{rep.verdict.upper()}"]
     drivers = list(dict.fromkeys(i.driver for i in rep.items))
+    suppressed = suppressed_by_driver(rep)
     for d in drivers:
         items = [i for i in rep.items if i.driver == d]
         bad = [i for i in items if i.outcome in ("failed", "error")]
+        said = f"; {describe(suppressed[d])}" if d in suppressed else ""
         if not bad:
-            lines.append(f"PASSED {d}: {len(items)} checks")
+            lines.append(f"PASSED {d}: {len(items)} checks{said}")
             continue
-        lines.append(f"FAILED {d}: {len(bad)} of {len(items)} checks")
+        lines.append(f"FAILED {d}: {len(bad)} of {len(items)} checks{said}")
         for i in bad:
             lines.append(f"  {i.test}.{i.check}: {i.message}")
             lines.append(f"      reproduce: {i.reproduce}")

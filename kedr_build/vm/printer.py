@@ -45,6 +45,10 @@ def format_report(report: RunReport, title: str) -> str:
         verdict = (f"FAILED: {len(report.leaks.leaks)} possible leaks, "
                    f"{report.leaks.totals.bad_frees} bad frees, "
                    f"{len(report.leaks.violations)} rule violations")
+    if report.suppressed and report.leaks is not None:
+        # Never a plain PASSED when SUPPRESS= rules hid findings.
+        total = sum(s.count for s in report.suppressed)
+        verdict += f" ({total} suppressed by SUPPRESS=, {len(report.suppressed)} rules)"
     out.append(f"kedr-build: {title}: {verdict} [{steps or 'no steps'}] "
                f"in {report.elapsed:.1f} s (logs: {report.logs})")
     return "\n".join(out)
