@@ -29,7 +29,8 @@ from conftest import REPO, checkout_env, copy_checkout
 PLACEHOLDERS = {
     "path/to/driver": "examples/chardev",
     "/usr/src/foo-1.0": "tests/drivers/dkms-hello",
-    "KO=prebuilt.ko": "KO=build/chardev/kedr_chardev.ko",        # built by an earlier command
+    # built by an earlier command; with its workload, which basic's workload test needs
+    "KO=prebuilt.ko": "KO=build/chardev/kedr_chardev.ko WORKLOAD=examples/chardev/workload.sh",
     "PACK=my-pack.toml": "PACK=kedr_build/packs/builtin/basic.toml",
     "DRIVERS=a,b,c check PACK=full": "DRIVERS=examples/chardev check PACK=full",
     "DRIVERS=a,b,c check": "DRIVERS=tests/drivers/leaker check",   # a failing check
