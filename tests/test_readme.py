@@ -181,7 +181,7 @@ def test_readme_commands_run_verbatim(tmp_path: Path) -> None:
                  "build/chardev/kedr_repl_chardev/kedr_repl_chardev.ko",
                  "build/debian-6.12/loop/run/leaks.txt",
                  "build/chardev/report/junit.xml", "build/chardev/report/report.json",
-                 "build/chardev/report/report.html", "build/report/report.html",
+                 "build/chardev/report/report.html", "build/leaker/report/report.json",
                  "build/faulty/report/report.json", "build/faulty/run/result.json",
                  "build/dkms-hello/patched"):
         assert (top / path).exists(), path
