@@ -106,6 +106,8 @@ class BuildConfig:
     shard: tuple[int, int] | None = None   # SHARD=k/N
     jobs: int = 1                      # JOBS=N
     arguments: tuple[tuple[str, str], ...] = ()   # the command line's VAR=value, as given
+    launch_dir: str = ""               # where scons was started: relative values are from here
+    top: str = ""                      # the checkout (SConstruct's directory)
 
     @property
     def dkms_tree(self) -> Path:
@@ -168,6 +170,10 @@ def from_arguments(args: Mapping[str, str], top: str, launch_dir: str,
         if var == "DKMS" and not is_dkms_tree(driver):
             raise KedrError(f"DKMS={module}: no dkms.conf there")
         _make_safe(f"{var}={module}", driver)
+    # TEST= is read, like PACK= and FAULTS= above, before anything is provisioned or built.
+    tests = _names(get("TEST"))
+    if tests:
+        _check_tests(tests, pack, get("PACK"))
     if get("KDIR"):
         kernel = descriptions.from_kdir(path(get("KDIR")))
     elif get("KERNEL") not in descriptions.available():
@@ -181,6 +187,7 @@ def from_arguments(args: Mapping[str, str], top: str, launch_dir: str,
         prebuilt = _prebuilt(ko, path(ko), kernel, offline)
     build_dir = str(path(get("BUILD_DIR")).resolve()) if get("BUILD_DIR") \
         else os.path.join(top, "build")
+    build_dir = kernel_build_dir(build_dir, kernel)
     _make_safe(f"BUILD_DIR={get('BUILD_DIR')}" if get("BUILD_DIR") else "build directory",
                Path(build_dir))
     make_args = _make_args(get("MAKE_ARGS"))
@@ -202,6 +209,9 @@ def from_arguments(args: Mapping[str, str], top: str, launch_dir: str,
         name = module_name(prebuilt)
         specs = ()
     workload = path(get("WORKLOAD")).resolve() if get("WORKLOAD") else None
+    if workload is not None and workload.is_dir():
+        raise KedrError(f"WORKLOAD={get('WORKLOAD')}: is a directory; give the script the "
+                        "guest runs (a file)")
     if workload is not None and not workload.is_file():
         raise KedrError(f"WORKLOAD={get('WORKLOAD')}: no such file")
     return BuildConfig(driver=driver, prebuilt=prebuilt, name=name, kernel=kernel,
@@ -214,11 +224,22 @@ def from_arguments(args: Mapping[str, str], top: str, launch_dir: str,
                        modprobe=_names(get("MODPROBE")), make_args=make_args, dkms=package,
                        vm_cpus=_cpus(get("VM_CPUS")),
                        suppress=_suppressions(path, get("SUPPRESS")),
-                       faults=faults, pack=pack,
-                       tests=_names(get("TEST")),
+                       faults=faults, pack=pack, tests=tests,
                        shard=_shard(get("SHARD")),
                        jobs=_jobs(get("JOBS")),
-                       arguments=tuple(sorted(args.items())))
+                       arguments=tuple(sorted(args.items())), launch_dir=launch_dir, top=top)
+
+
+def kernel_build_dir(root: str, kernel: ProvisionedKernel) -> str:
+    """Where a kernel's outputs go under the build directory ``root``: ``root`` itself for
+    the default pinned kernel and for KDIR= (a changed tree rebuilds in place),
+    ``root/<kernel>`` for another pinned kernel (build/debian-6.12/<name>/), so one
+    driver's outputs for each pinned kernel stay side by side and KERNEL= switches
+    between them without rebuilding or refusing."""
+    desc = kernel.description
+    if desc is None or desc.name == descriptions.DEFAULT_KERNEL:
+        return root
+    return os.path.join(root, desc.name)
 
 
 def batch_from_arguments(args: Mapping[str, str], top: str, launch_dir: str,
@@ -270,6 +291,17 @@ def _pack(text: str, launch_dir: str) -> Path:
     from kedr_build.packs.pack import load
 
     return load(text, Path(launch_dir)).path
+
+
+def _check_tests(tests: tuple[str, ...], pack: Path | None, spec: str) -> None:
+    """TEST=: every name a test of the pack, checked before anything builds."""
+    from kedr_build.packs.pack import load
+
+    loaded = load(str(pack) if pack is not None else spec)
+    unknown = [t for t in tests if t not in {k.name for k in loaded.tests}]
+    if unknown:
+        raise KedrError(f"TEST={','.join(unknown)}: not a test of pack {loaded.name!r} (its "
+                        f"tests: {', '.join(k.name for k in loaded.tests)})")
 
 
 def _jobs(text: str) -> int:

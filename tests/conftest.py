@@ -83,6 +83,16 @@ def _exports(symvers: Path) -> set[str]:
     return _EXPORTS[symvers]
 
 
+def outputs(build: Path, name: str, kernel: ProvisionedKernel | str) -> Path:
+    """Where scons puts a driver's outputs for a pinned kernel under BUILD_DIR=build:
+    build/<name> for the default kernel, build/<kernel>/<name> for another
+    (kedr_build.config.kernel_build_dir)."""
+    from kedr_build.kernel.descriptions import DEFAULT_KERNEL
+
+    kname = kernel if isinstance(kernel, str) else kernel_name(kernel)
+    return build / name if kname == DEFAULT_KERNEL else build / kname / name
+
+
 def run_scons(args: list[str], env_extra: dict[str, str] | None = None,
               check: bool = True) -> subprocess.CompletedProcess[str]:
     """Run the project's scons (as a user would) and capture its output."""
@@ -108,7 +118,7 @@ def built_chardev(tmp_path_factory: pytest.TempPathFactory, kernel: ProvisionedK
     build = tmp_path_factory.mktemp("build-chardev")
     run_scons([f"MODULE={REPO / 'examples/chardev'}", f"BUILD_DIR={build}",
                f"KERNEL={kernel_name(kernel)}"])
-    return build / "chardev"
+    return outputs(build, "chardev", kernel)
 
 
 @pytest.fixture(scope="session")
@@ -179,3 +189,30 @@ def _quick(item: pytest.Item) -> bool:
     if item.get_closest_marker("quick") is not None:
         return True
     return not any(item.get_closest_marker(m) for m in ("vm", "corpus", "dkms"))
+
+
+def copy_checkout(dest: Path) -> Path:
+    """A clean copy of this checkout in ``dest`` (the files git tracks or would track,
+    as they are now: no build/, no kbuild outputs), sharing .venv by symlink and the
+    kernel cache: what a user who just cloned it has."""
+    listed = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others",
+                             "--exclude-standard"], capture_output=True, check=True).stdout
+    for name in filter(None, listed.decode().split("\0")):
+        src = REPO / name
+        if not src.is_file():
+            continue        # deleted in the work tree, not yet in git
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dest / name)
+    (dest / ".venv").symlink_to((REPO / ".venv").resolve())
+    return dest
+
+
+def checkout_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a user's shell: none of this session's own settings
+    (PYTHONPATH names this checkout, not the copy)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "VIRTUAL_ENV") and not k.startswith(("PYTEST_", "KEDR_VENV"))}
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
+                                  if not p.startswith(str(REPO)) and "/.venv/" not in p)
+    env.update(extra or {})
+    return env

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, kernel_name, run_scons
+from conftest import REPO, kernel_name, outputs, run_scons
 from kedr_build import config
 from kedr_build.errors import KedrError
 from kedr_build.kernel.descriptions import ProvisionedKernel
@@ -290,7 +290,7 @@ def test_ko_xz_is_planned_and_patched(built_chardev: Path, tmp_path: Path,
                                  check=lzma.CHECK_CRC32))
     build = tmp_path / "build"
     run_scons([f"KO={xz}", f"BUILD_DIR={build}", f"KERNEL={kernel_name(kernel)}"])
-    out = build / "kedr_chardev"
+    out = outputs(build, "kedr_chardev", kernel)
     plan = (out / "plan.json").read_text()
     assert plan == (built_chardev / "plan.json").read_text().replace(
         "kedr_repl_chardev", "kedr_repl_kedr_chardev")

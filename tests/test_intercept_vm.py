@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, exported, kernel_name, run_scons
+from conftest import REPO, exported, kernel_name, outputs, run_scons
 from kedr_build.kernel import provision
 from kedr_build.kernel.descriptions import ProvisionedKernel
 from kedr_build.ko.patch import patch_module
@@ -128,7 +128,8 @@ def test_prebuilt_debian_module_is_patched_loaded_and_traced(
                       f"WORKLOAD={workload}", "VM_TIMEOUT=120", "run"], check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "kedr was here" in proc.stdout
-    result = json.loads((tmp_path / "vfat/run/result.json").read_text())
+    vfat = outputs(tmp_path, "vfat", kernel)
+    result = json.loads((vfat / "run/result.json").read_text())
     calls = result["trace_calls"]
     # Creating a file and a directory on vfat: lookups under the inode mutex and
     # the directory-entry buffers of vfat_add_entry.
@@ -136,9 +137,9 @@ def test_prebuilt_debian_module_is_patched_loaded_and_traced(
     # kmalloc of a constant size: kmalloc_trace up to 6.9, __kmalloc_cache_noprof since.
     kmalloc = exported(kernel, "kmalloc_trace", "__kmalloc_cache_noprof")
     assert calls[kmalloc] == calls["kfree"] > 0
-    manifest = json.loads((tmp_path / "vfat/patched/vfat.ko.json").read_text())
+    manifest = json.loads((vfat / "patched/vfat.ko.json").read_text())
     assert manifest["signature_stripped"] is True
-    trace = (tmp_path / "vfat/run/trace.txt").read_text()
+    trace = (vfat / "run/trace.txt").read_text()
     assert f"call_{kmalloc}: call_site=vfat_add_entry+0x" in trace
 
 
@@ -158,14 +159,15 @@ def test_prebuilt_loop_module_serves_io_traced(tmp_path: Path,
                       f"WORKLOAD={workload}", "VM_TIMEOUT=120", "run"], check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "through the loop" in proc.stdout
-    calls = json.loads((tmp_path / "loop/run/result.json").read_text())["trace_calls"]
+    loop = outputs(tmp_path, "loop", kernel)
+    calls = json.loads((loop / "run/result.json").read_text())["trace_calls"]
     # loop_add() at init: one zeroed kmalloc per loop device it creates
     # (CONFIG_BLK_DEV_LOOP_MIN_COUNT=8 in Debian), each freed at exit; every lock
     # taken is released. 6.12's lo_rw_aio_do_completion() also calls kfree(NULL)
     # per direct-I/O request, so the frees are matched by address.
     kmalloc = exported(kernel, "kmalloc_trace", "__kmalloc_cache_noprof")
     assert calls[kmalloc] == 8
-    trace = (tmp_path / "loop/run/trace.txt").read_text()
+    trace = (loop / "run/trace.txt").read_text()
     allocated = re.findall(rf"call_{kmalloc}: call_site=loop_add\+.* ret=(0x[0-9a-f]+)", trace)
     freed = [a for a in re.findall(r"call_kfree: .*objp=(0x[0-9a-f]+)", trace) if a != "0x0"]
     assert len(allocated) == 8 and sorted(allocated) == sorted(freed)
@@ -203,11 +205,11 @@ def test_module_of_another_kernel_is_refused_by_run_before_insmod(
     lines = [ln for ln in (proc.stdout + proc.stderr).splitlines()
              if ln.startswith("kedr-build:")]
     this = provision.ensure(booted)
-    assert lines == [f"kedr-build: {tmp_path}/loop/patched/loop.ko: built for kernel "
+    assert lines == [f"kedr-build: {outputs(tmp_path, 'loop', booted)}/patched/loop.ko: built for kernel "
                      f"{other.release} (vermagic), but the VM boots KERNEL={booted} "
                      f"({this.release}): rebuild it for {this.release} or run it with "
                      f"KERNEL={built_for}"], proc.stdout + proc.stderr
-    assert not (tmp_path / "loop/run/console.log").exists()     # no VM was booted
+    assert not (outputs(tmp_path, "loop", booted) / "run/console.log").exists()   # no VM booted
 
 
 def test_load_script_refuses_a_kernel_it_was_not_built_for(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ LAYERS = {
     "vm": 6,
     "faults": 7,
     "packs": 8,
-    "config": 9, "cli": 10, "commands": 10, "__main__": 11, "__init__": 11,
+    "config": 9, "cli": 10, "commands": 10, "checkjob": 10, "__main__": 11, "__init__": 11,
 }
 
 

@@ -24,6 +24,7 @@ from kedr_build.packs import merge, pack, report
 from kedr_build.packs.session import DriverUnderTest, Session, parse_shard
 
 CHEAP_KIND = '''
+from kedr_build.checks.suppress import Suppressed
 from kedr_build.packs import kinds
 from kedr_build.packs.results import CheckResult, LeakGroupInfo, TestRun
 
@@ -36,8 +37,9 @@ def run(driver, test, logdir, session):
                    for c in test.checks)
     groups = (LeakGroupInfo(2, 64, "kmalloc", "leak_it+0x1c [x]", ("leak_it+0x1c [x]",
                                                                     "init+0x5 [x]")),) if bad else ()
+    hidden = (Suppressed("s:1: leak all", 2, "leak"),) if driver.name == "d1" else ()
     return TestRun(driver.name, test.name, test.kind, checks, leak_groups=groups,
-                   trace_calls={"kfree": 3, "__kmalloc": 4})
+                   trace_calls={"kfree": 3, "__kmalloc": 4}, suppressed=hidden)
 
 kinds.register(kinds.Kind("cheap", checks=("a", "b"), run=run,
                           params={"fail_on": kinds.Param(str, "")}))
@@ -137,7 +139,8 @@ def _pytest(out: Path, plugin_dir: Path, *extra: str) -> subprocess.CompletedPro
                            "-c", str(out / "pytest.ini"), "--rootdir", str(out), "-v",
                            "--kedr-session", str(out / "session.json"),
                            "--junitxml", str(out / report.JUNIT_NAME),
-                           "-o", "junit_family=xunit2", *extra, str(out.parent / "cheap.toml")],
+                           "-o", "junit_family=xunit2", "-o", "junit_logging=system-out",
+                           *extra, str(out.parent / "cheap.toml")],
                           capture_output=True, text=True, env=env, cwd=out)
 
 
@@ -170,6 +173,14 @@ def test_pack_session_reports_validate_and_shards_merge_to_the_same(
     assert f"reproduce: scons MODULE=drivers/d3 check PACK={tmp_path / 'cheap.toml'} TEST=one" \
         in proc.stdout
     assert "FAILED d3: 1 of 3 checks" in proc.stdout
+    # SUPPRESS= rules that hid findings are said in the verdict line and in JUnit.
+    said = "4 suppressed by SUPPRESS= (s:1: leak all: 4)"
+    assert f"PASSED d1: 3 checks; {said}" in proc.stdout, proc.stdout
+    outs = {c.get("name"): "".join(x.text or "" for x in c.iter("system-out"))
+            for c in ET.parse(whole / report.JUNIT_NAME).getroot().iter("testcase")}
+    assert "SUPPRESS: 2 suppressed by SUPPRESS= (s:1: leak all: 2)\n" in outs["one.a[d1]"]
+    assert "SUPPRESS: 2 suppressed by SUPPRESS= (s:1: leak all: 2)\n" in outs["two.a[d1]"]
+    assert "SUPPRESS" not in outs["one.a[d0]"], outs
 
     data = json.loads((whole / report.JSON_NAME).read_text())
     jsonschema.validate(data, json.loads(report.SCHEMA.read_text()))
@@ -266,6 +277,11 @@ def test_merge_refuses_overlapping_shards(tmp_path: Path, plugin_dir: Path) -> N
     (["DRIVERS=examples/chardev", "MODULE=examples/chardev"],
      "kedr-build: DRIVERS= and MODULE= exclude each other"),
     (["DRIVERS=@nosuch.txt"], "kedr-build: DRIVERS=@nosuch.txt: cannot read"),
+    # Found only after the build, once.
+    (["TEST=unknown,workload"], "kedr-build: TEST=unknown: not a test of pack 'basic' "
+                                "(its tests: load-unload, workload)"),
+    (["PACK=faults", "TEST=load-unload"], "kedr-build: TEST=load-unload: not a test of pack "
+                                          "'faults' (its tests: faults)"),
 ])
 def test_check_bad_input_is_one_line(args: list[str], message: str, tmp_path: Path,
                                      pinned_kernel: Any) -> None:
@@ -274,6 +290,7 @@ def test_check_bad_input_is_one_line(args: list[str], message: str, tmp_path: Pa
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert not list(tmp_path.glob("*/plan.json")), "refused after the build"
 
 
 def test_malformed_pack_stops_scons_with_its_line(tmp_path: Path, pinned_kernel: Any) -> None:
@@ -322,3 +339,151 @@ def test_faults_kind_passes_a_driver_with_nothing_that_can_fail(
     monkeypatch.setattr(faultkind, "sweep", nothing("boot 1: nothing to sweep", KedrError))
     run = faultkind.run(driver, test, tmp_path, session)
     assert [c.passed for c in run.checks] == [False, False]
+
+
+CHEAP_ONE = '''
+[pack]
+name = "cheap"
+format = 1
+
+[[test]]
+name = "one"
+kind = "cheap"
+fail_on = "chardev"
+'''
+
+
+@pytest.fixture(scope="module")
+def site_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("cheapsite")
+    (d / "cheapkind.py").write_text(CHEAP_KIND)
+    return d
+
+
+@pytest.fixture(scope="module")
+def checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from conftest import copy_checkout
+
+    top = copy_checkout(tmp_path_factory.mktemp("checkout"))
+    (top / "cheap.toml").write_text(CHEAP_ONE)
+    return top
+
+
+def _user(top: Path, plugin_dir: Path, cwd: Path, command: str
+          ) -> subprocess.CompletedProcess[str]:
+    """A shell command typed in ``cwd`` of the checkout copy. Every Python started
+    registers the cheap kind (a sitecustomize beside it): scons reads the pack, the
+    check's pytest runs it."""
+    from conftest import checkout_env
+
+    (plugin_dir / "sitecustomize.py").write_text(
+        "try:\n    import cheapkind\nexcept ImportError:\n    pass\n")
+    env = checkout_env({"PYTHONPATH": str(plugin_dir)})
+    return subprocess.run(["sh", "-c", command], cwd=cwd, env=env, capture_output=True,
+                          text=True)
+
+
+def _reproduce(out: str) -> list[str]:
+    return list(dict.fromkeys(ln.split("reproduce: ", 1)[1].strip() for ln in out.splitlines()
+                              if "reproduce: " in ln))
+
+
+@pytest.mark.parametrize("where, command, reports", [
+    # The README's command shape, default BUILD_DIR (build/ in the checkout).
+    (".", "./kedr-env scons MODULE=examples/chardev check PACK=cheap.toml",
+     "build/chardev/report"),
+    (".", "./kedr-env scons MODULE=examples/chardev BUILD_DIR=out check PACK=cheap.toml",
+     "out/chardev/report"),
+    (".", "./kedr-env scons DRIVERS=examples/chardev,examples/multi BUILD_DIR=out2 check "
+          "PACK=cheap.toml", "out2/report"),
+    # Started in the driver's directory (scons -u finds the SConstruct above).
+    ("examples/chardev", "../../kedr-env scons -u MODULE=. check PACK=../../cheap.toml",
+     "build/chardev/report"),
+])
+def test_check_with_relative_paths_and_its_reproduce_commands(
+        checkout: Path, site_dir: Path, where: str, command: str, reports: str,
+        pinned_kernel: Any) -> None:
+    """Relative BUILD_DIR, the default one, a batch, a run from another directory: the
+    check runs (it once ended in a FileNotFoundError traceback: pytest ran in the report
+    directory with paths relative to the checkout) and every printed reproduce command
+    works verbatim from the checkout's top, failing the same check."""
+    proc = _user(checkout, site_dir, checkout / where, command)
+    out = proc.stdout + proc.stderr
+    # scons exits 2 when a target fails: here the check, as chardev fails check b.
+    assert proc.returncode == 2 and "Traceback" not in out, out
+    assert "one.b[chardev] FAILED" in out, out
+    data = json.loads((checkout / reports / report.JSON_NAME).read_text())
+    assert {(i["driver"], i["check"], i["outcome"]) for i in data["items"]
+            if i["driver"] == "chardev"} == {("chardev", "a", "passed"),
+                                             ("chardev", "b", "failed")}
+    assert (checkout / reports / report.JUNIT_NAME).is_file()
+    commands = _reproduce(proc.stdout)
+    assert len(commands) == 1 and commands[0].startswith("./kedr-env scons "), commands
+    assert "MODULE=examples/chardev" in commands[0].split(), commands
+    again = _user(checkout, site_dir, checkout, commands[0])
+    out = again.stdout + again.stderr
+    assert again.returncode == 2 and "Traceback" not in out, out
+    assert "one.b[chardev] FAILED" in out and _reproduce(again.stdout) == commands, out
+
+
+def test_reproduce_commands_are_typed_in_the_checkout(tmp_path: Path, pinned_kernel: Any) -> None:
+    """scons started in examples/ (scons -u): the commands a failure prints name every
+    path from the checkout's top, where ./kedr-env is; paths outside it stay absolute,
+    names (PACK=basic) as given."""
+    from kedr_build import checkjob, config
+
+    rules = tmp_path / "rules.supp"
+    rules.write_text("leak function=kstrdup\n")
+    cfg = config.from_arguments({"MODULE": "chardev", "WORKLOAD": "chardev/workload.sh",
+                                 "SUPPRESS": str(rules), "VM_TIMEOUT": "60"},
+                                str(REPO), str(REPO / "examples"), offline=True)
+    assert checkjob.command(cfg, "basic") == (
+        f"./kedr-env scons MODULE=examples/chardev SUPPRESS={rules} VM_TIMEOUT=60 "
+        "WORKLOAD=examples/chardev/workload.sh check PACK=basic")
+    cfg = config.from_arguments({"MODULE": "chardev"}, str(REPO), str(REPO / "examples"),
+                                offline=True)
+    # The driver's own workload.sh, when WORKLOAD= is not given.
+    assert checkjob.run_command(cfg) == ("./kedr-env scons MODULE=examples/chardev "
+                                         "WORKLOAD=examples/chardev/workload.sh run")
+    causes = ["other: kbuild failed", f"{cfg.driver}: kbuild failed (make exit 2): x.c:1: error"]
+    assert checkjob.build_error(cfg, True, causes) == ""
+    assert checkjob.build_error(cfg, False, causes) == causes[1]
+    assert checkjob.build_error(cfg, False, causes[:1]) == \
+        "its build failed (the messages are above)"
+
+
+def test_jobs_capped_and_old_reports_cleared(tmp_path: Path, site_dir: Path,
+                                             monkeypatch: pytest.MonkeyPatch,
+                                             capfd: pytest.CaptureFixture[str]) -> None:
+    """JOBS=1000 once started 1000 xdist workers: capped at the session's (driver, test)
+    groups and the CPUs, saying so in one line. A new run leaves no report of an older
+    one (an old report.html once stayed beside a new junit.xml)."""
+    from kedr_build.packs import check, kinds
+
+    monkeypatch.setattr(kinds, "_REGISTRY", dict(kinds._REGISTRY))
+    monkeypatch.syspath_prepend(str(site_dir))
+    import cheapkind  # noqa: F401  (registers the cheap kind here too)
+
+    out = _session(tmp_path, "run", drivers=1)
+    session = Session.read(out / "session.json")
+    many = Session(**{**session.__dict__, "jobs": 1000})
+    assert check.groups(many) == 2
+    assert check.workers(many, cpus=64) == (2, "kedr-build: JOBS=1000: 2 at once (the session "
+                                            "has 2 driver-test groups, one VM each; this "
+                                            "machine has 64 CPUs)")
+    assert check.workers(Session(**{**session.__dict__, "jobs": 2}), cpus=1)[0] == 1
+    assert check.workers(Session(**{**session.__dict__, "jobs": 2}), cpus=8) == (2, "")
+    assert check.groups(Session(**{**session.__dict__, "shard": (2, 2)})) == 1
+    (out / report.HTML_NAME).write_text("an old report")
+    (out / "logs" / "gone").mkdir(parents=True)
+    monkeypatch.setenv("PYTHONPATH", f"{site_dir}{os.pathsep}{REPO}")
+    (site_dir / "sitecustomize.py").write_text("import cheapkind\n")
+    assert check.run_session(many) == 0
+    lines = capfd.readouterr().out.splitlines()
+    assert sum("JOBS=1000" in ln for ln in lines) == 1
+    assert any(ln.startswith("kedr-build: JOBS=1000: ") for ln in lines), lines
+    assert "an old report" not in (out / report.HTML_NAME).read_text()
+    assert not (out / "logs" / "gone").exists()
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["cheap.toml", "junit.xml", "logs", "pytest.ini", "report.html", "report.json",
+         "session.json"])

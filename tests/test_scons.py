@@ -138,6 +138,9 @@ def test_compile_error_reaches_user_verbatim(tmp_path: Path,
     (["MODULE=examples/chardev", "KERNEL=debian-7"],
      "KERNEL=debian-7: unknown kernel; known: debian-6.1, debian-6.12"),
     (["MODULE=examples/chardev", "WORKLOAD=/nope.sh"], "WORKLOAD=/nope.sh: no such file"),
+    # It once said "no such file".
+    (["MODULE=examples/chardev", "WORKLOAD=examples"],
+     "WORKLOAD=examples: is a directory; give the script the guest runs (a file)"),
 ])
 def test_bad_input_is_one_clear_line(args: list[str], message: str,
                                      pinned_kernel: ProvisionedKernel) -> None:

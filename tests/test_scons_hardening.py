@@ -75,6 +75,35 @@ def test_same_name_other_driver_is_refused(tmp_path: Path,
     assert "up to date" in run_scons([f"MODULE={a}", f"BUILD_DIR={build}"]).stdout
 
 
+@pytest.mark.parametrize("source", ["KO=vfat", "MODULE"])
+def test_one_driver_moves_between_the_pinned_kernels(source: str, tmp_path: Path,
+                                                    pinned_kernel: ProvisionedKernel) -> None:
+    """KERNEL= switches: each pinned kernel keeps its own outputs of one driver name
+    (build/<name>/ for the default, build/<kernel>/<name>/ for another), so switching
+    back and forth neither refuses (KO=vfat once did: "holds the outputs of
+    .../debian-6.1/.../vfat.ko ... (two sources with the same name)") nor rebuilds."""
+    from conftest import outputs
+    from kedr_build.kernel import provision
+
+    provision.ensure("debian-6.12")
+    build = tmp_path / "build"
+    if source == "MODULE":
+        drv = copy_driver(REPO / "examples/chardev", tmp_path / "chardev")
+        arg, name, ko = f"MODULE={drv}", "chardev", "kedr_chardev.ko"
+    else:
+        arg, name, ko = source, "vfat", "vfat.ko"
+    for kernel in ("debian-6.1", "debian-6.12"):
+        proc = run_scons([arg, f"BUILD_DIR={build}", f"KERNEL={kernel}"], check=False)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        release = provision.ensure(kernel).release
+        patched = inspect_module(outputs(build, name, kernel) / "patched" / ko)
+        assert patched.modinfo_values("vermagic")[0].startswith(release + " ")
+    assert (build / name).is_dir() and (build / "debian-6.12" / name).is_dir()
+    for kernel in ("debian-6.1", "debian-6.12"):
+        again = run_scons([arg, f"BUILD_DIR={build}", f"KERNEL={kernel}"])
+        assert "up to date" in again.stdout, again.stdout
+
+
 def _build_dir_cases(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     """case -> (BUILD_DIR, expected part of the one error line)."""
     afile = tmp_path / "afile"

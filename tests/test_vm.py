@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, exported, kernel_name, run_scons
+from conftest import REPO, exported, kernel_name, outputs, run_scons
 from kedr_build.kernel.descriptions import ProvisionedKernel
 from kedr_build.vm.qemu import GuestJob, Verdict, run_guest
 
@@ -20,7 +20,7 @@ def scons_run(driver: Path, build: Path, kernel: ProvisionedKernel,
               *extra: str) -> tuple[int, str, dict[str, object]]:
     proc = run_scons([f"MODULE={driver}", f"BUILD_DIR={build}", f"KERNEL={kernel_name(kernel)}",
                       "VM_TIMEOUT=120", *extra, "run"], check=False)
-    result = build / driver.name / "run" / "result.json"
+    result = outputs(build, driver.name, kernel) / "run" / "result.json"
     out = proc.stdout + proc.stderr
     # Every test here expects a VM run: no result.json means scons failed before it.
     assert result.exists(), f"scons exited {proc.returncode} without a VM run:\n{out}"
@@ -51,7 +51,7 @@ def test_chardev_loads_serves_workload_and_unloads(tmp_path: Path,
     assert calls[kmalloc] == 2 and calls["kfree"] == 2
     assert calls["_copy_from_user"] == 1 and calls["mutex_lock"] == calls["mutex_unlock"]
     assert result["trace_lost"] == 0
-    trace = (tmp_path / "chardev" / "run" / "trace.txt").read_text()
+    trace = (outputs(tmp_path, "chardev", kernel) / "run" / "trace.txt").read_text()
     assert "call_kfree: call_site=chardev_buffer_free+0x" in trace
     assert "n=21 ret=0" in trace       # "hello from the guest\n" copied from user space
 

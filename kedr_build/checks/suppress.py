@@ -10,7 +10,10 @@ A suppressions file has one rule per line (``#`` starts a comment)::
 
 ``category`` is ``leak`` (leaks and resources still held), ``badfree`` or
 ``rule``. Every ``key=glob`` of a rule must match (shell-style globs,
-:mod:`fnmatch`):
+:mod:`fnmatch`). A rule with no key, or whose globs all match anything
+(``leak function=*``), would hide every finding of its category: it is refused,
+unless written as ``leak all`` (``badfree all``, ``rule all``), the explicit way
+to suppress a whole category:
 
 ``function``  the kernel function called (``kmalloc_trace``, ``kfree``, ``mutex_lock``)
 ``caller``    the function of the call site (frame 0, without ``+0x..`` and ``[module]``)
@@ -20,7 +23,8 @@ A suppressions file has one rule per line (``#`` starts a comment)::
               (``sleep-in-atomic``...)
 
 :func:`apply` returns the report without what matched, and how many findings
-each rule suppressed (a rule that matched nothing is listed with 0: stale).
+each rule suppressed (a rule that matched nothing is listed with 0: stale);
+every report says so (:func:`describe`).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from kedr_build.errors import KedrError
 
 CATEGORIES = ("leak", "badfree", "rule")
 KEYS = ("function", "caller", "frame", "kind")
+ALL = "all"          # `leak all`: every finding of the category, on purpose
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,20 @@ class Suppression:
 class Suppressed:
     rule: str          # the rule as written, "file:line: text"
     count: int
+    category: str = ""     # leak, badfree, rule
+
+
+def describe(suppressed: tuple[Suppressed, ...] | list[Suppressed],
+             categories: tuple[str, ...] = CATEGORIES) -> str:
+    """One line for a verdict: how many findings the rules of these categories
+    suppressed, with each rule and its count ("" when no such rule was given)."""
+    rules = [s for s in suppressed if not s.category or s.category in categories]
+    if not rules:
+        return ""
+    total = sum(s.count for s in rules)
+    each = "; ".join(f"{s.rule}: {s.count}" + ("" if s.count else " (matched nothing)")
+                     for s in rules)
+    return f"{total} suppressed by SUPPRESS= ({each})"
 
 
 def _symbol(where: str) -> str:
@@ -76,7 +95,11 @@ def parse(text: str, where: str) -> tuple[Suppression, ...]:
                             f"(one of {', '.join(CATEGORIES)})")
         if not specs:
             raise KedrError(f"{where} line {lineno}: {category} needs at least one key=glob "
-                            f"({', '.join(KEYS)}); it would suppress everything")
+                            f"({', '.join(KEYS)}); it would suppress everything (write "
+                            f"'{category} {ALL}' if that is meant)")
+        if specs == [ALL]:
+            rules.append(Suppression(category, (), lineno, f"{where}:{lineno}: {line}"))
+            continue
         patterns: list[tuple[str, str]] = []
         for spec in specs:
             key, sep, glob = spec.partition("=")
@@ -86,6 +109,10 @@ def parse(text: str, where: str) -> tuple[Suppression, ...]:
                 raise KedrError(f"{where} line {lineno}: unknown key {key!r} "
                                 f"(one of {', '.join(KEYS)})")
             patterns.append((key, glob))
+        if all(not glob.strip("*") for _, glob in patterns):
+            raise KedrError(f"{where} line {lineno}: {line!r} matches every {category} finding; "
+                            f"it would suppress everything (write '{category} {ALL}' if that "
+                            "is meant)")
         rules.append(Suppression(category, tuple(patterns), lineno, f"{where}:{lineno}: {line}"))
     return tuple(rules)
 
@@ -104,6 +131,7 @@ def apply(report: LeakReport, rules: tuple[Suppression, ...]
           ) -> tuple[LeakReport, tuple[Suppressed, ...]]:
     """The report without suppressed findings, and the count per rule."""
     counts = {r.text: 0 for r in rules}
+    category = {r.text: r.category for r in rules}
 
     def suppressed(category: str, function: str, kind: str, stack: tuple[str, ...],
                    caller: str) -> bool:
@@ -124,4 +152,4 @@ def apply(report: LeakReport, rules: tuple[Suppression, ...]
     kept = replace(report, leaks=tuple(leaks), bad_frees=tuple(bad),
                    violations=tuple(rules_left), totals=totals,
                    suppressed=sum(counts.values()))
-    return kept, tuple(Suppressed(text, n) for text, n in counts.items())
+    return kept, tuple(Suppressed(text, n, category[text]) for text, n in counts.items())

@@ -2,19 +2,28 @@
 pytest on the pack with the plugin (a subprocess: the caller, SCons, keeps its
 own modules and output), streaming pytest's per-test progress. Returns pytest's
 exit status: 0 when every check passed.
+
+Every path handed to pytest is absolute (the session's own paths are made so
+first): pytest runs in the report directory, whatever directory the caller is in.
+A new run starts from an empty report directory (the old one is moved aside in one
+rename, then removed), so an old report never sits beside a new one.
 """
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from kedr_build import interrupt
 from kedr_build.atomic import write_atomic
+from kedr_build.errors import KedrError
 from kedr_build.packs import report
+from kedr_build.packs.pack import parse
 from kedr_build.packs.session import Session
 
 SESSION_NAME = "session.json"
@@ -25,14 +34,74 @@ def pytest_command(session_file: Path, pack_file: Path, report_dir: Path,
     return [sys.executable, "-m", "pytest", "-p", "kedr_build.packs.plugin",
             "-p", "no:cacheprovider", "-c", str(report_dir / "pytest.ini"),
             "--rootdir", str(report_dir), "-v", "--tb=no", "-o", "junit_family=xunit2",
+            "-o", "junit_logging=system-out",
             "-o", "console_output_style=classic",
             "--junitxml", str(report_dir / report.JUNIT_NAME),
             "--kedr-session", str(session_file), *extra, str(pack_file)]
 
 
+def absolute(session: Session) -> Session:
+    """The session with every path in it absolute (relative ones are from the current
+    directory)."""
+    def ab(p: str) -> str:
+        return os.path.abspath(p)
+
+    drivers = tuple(replace(d, modules=tuple(ab(m) for m in d.modules),
+                            workload=ab(d.workload) if d.workload else None,
+                            suppress=ab(d.suppress) if d.suppress else None)
+                    for d in session.drivers)
+    return replace(session, pack=ab(session.pack), report_dir=ab(session.report_dir),
+                   drivers=drivers)
+
+
+def groups(session: Session) -> int:
+    """How many (driver, test) groups (VM boots) the session runs: what JOBS= can use."""
+    pack = parse(Path(session.pack).read_text(), Path(session.pack))
+    tests = [t for t in pack.tests if not session.tests or t.name in session.tests]
+    count = len(session.drivers) * len(tests)
+    if session.shard is not None:
+        k, n = session.shard
+        count = len(range(k - 1, count, n))
+    return count
+
+
+def workers(session: Session, cpus: int | None = None) -> tuple[int, str]:
+    """JOBS=N capped at the session's groups and the CPUs: the xdist workers to start, and
+    the line saying so when the cap applied ("" when it did not)."""
+    cpus = cpus or len(os.sched_getaffinity(0))
+    n = min(session.jobs, max(groups(session), 1), cpus)
+    if n == session.jobs:
+        return n, ""
+    return n, (f"kedr-build: JOBS={session.jobs}: {n} at once (the session has "
+               f"{groups(session)} driver-test groups, one VM each; this machine has "
+               f"{cpus} CPUs)")
+
+
+def fresh_dir(directory: Path) -> None:
+    """An empty ``directory``: an old one (an earlier run's reports) is moved aside in one
+    rename, then removed."""
+    if directory.exists():
+        aside = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+        try:
+            directory.rename(aside)
+        except OSError as e:
+            raise KedrError(f"{directory}: cannot move the old reports aside: "
+                            f"{e.strerror or e}") from None
+        shutil.rmtree(aside, ignore_errors=True)
+    directory.mkdir(parents=True, exist_ok=True)
+
+
 def run_session(session: Session) -> int:
+    session = absolute(session)
     report_dir = Path(session.report_dir)
-    report_dir.mkdir(parents=True, exist_ok=True)
+    pack_source = Path(session.pack)
+    if pack_source.resolve().parent == report_dir.resolve():
+        # The session of an earlier run, run again: keep its pack through the clean-up.
+        pack_text = pack_source.read_bytes()
+        fresh_dir(report_dir)
+        pack_source.write_bytes(pack_text)
+    else:
+        fresh_dir(report_dir)
     # The pack as run, beside its report: the session collects this copy.
     pack_copy = report_dir / Path(session.pack).name
     if Path(session.pack).resolve() != pack_copy.resolve():
@@ -44,7 +113,10 @@ def run_session(session: Session) -> int:
     write_atomic(report_dir / "pytest.ini", b"[pytest]\n")
     # JOBS=N: N pytest-xdist workers, each booting its own VMs (plugin.py keeps the
     # items of one boot on one worker).
-    jobs = ("-n", str(session.jobs)) if session.jobs > 1 else ()
+    n, capped = workers(session)
+    if capped:
+        print(capped, flush=True)
+    jobs = ("-n", str(n)) if n > 1 else ()
     cmd = pytest_command(report_dir / SESSION_NAME, pack_copy, report_dir, jobs)
     print(f"kedr-build: pack {Path(session.pack).stem}: {shlex.join(cmd)}", flush=True)
     return _run_pytest(cmd, report_dir)

@@ -39,6 +39,7 @@ from typing import Any
 import pytest
 
 from kedr_build import interrupt
+from kedr_build.checks.suppress import describe
 from kedr_build.errors import KedrError
 from kedr_build.packs import kinds, report
 from kedr_build.packs.pack import Pack, PackTest, parse
@@ -153,6 +154,12 @@ class PackSession:
                                 blocker=test.blocker)
             setattr(report, "kedr_item", asdict(result))
             run = self.runs.get(item.group)
+            if run is not None and run.suppressed:
+                # JUnit's <system-out> of the item (junit_logging=system-out; pytest writes
+                # it from the teardown report, which gathers the item's sections): what the
+                # run's SUPPRESS= rules hid, so a suppressed finding is never silent there.
+                item.add_report_section("call", "stdout",
+                                        f"SUPPRESS: {describe(run.suppressed)}\n")
             if run is not None and item.group not in self.sent:
                 self.sent.add(item.group)
                 setattr(report, "kedr_run", asdict(run))

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from kedr_build.atomic import write_atomic
+from kedr_build.checks.suppress import Suppressed, describe
 from kedr_build.packs.results import PackReport
 
 SCHEMA = Path(__file__).resolve().parent / "schema" / "report-2.json"
@@ -57,8 +58,21 @@ def html(rep: PackReport) -> str:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
                              undefined=jinja2.StrictUndefined, autoescape=True,
                              trim_blocks=True, lstrip_blocks=True)
+    suppressed = {d: describe(s) for d, s in suppressed_by_driver(rep).items()}
     return str(env.get_template("report.html.j2").render(r=rep, charts=charts(rep),
-                                                         sweeps=sweep_pictures(rep)))
+                                                         sweeps=sweep_pictures(rep),
+                                                         suppressed=suppressed))
+
+
+def suppressed_by_driver(rep: PackReport) -> dict[str, tuple[Suppressed, ...]]:
+    """Per driver, each SUPPRESS= rule with the findings it hid in all its runs."""
+    out: dict[str, dict[str, Suppressed]] = {}
+    for run in rep.runs:
+        rules = out.setdefault(run.driver, {})
+        for s in run.suppressed:
+            had = rules.get(s.rule)
+            rules[s.rule] = Suppressed(s.rule, s.count + (had.count if had else 0), s.category)
+    return {d: tuple(rules.values()) for d, rules in out.items() if rules}
 
 
 def sweep_pictures(rep: PackReport) -> list[dict[str, Any]]:
@@ -101,14 +115,16 @@ def summary(rep: PackReport, directory: Path) -> list[str]:
     lines = [f"kedr-build pack {rep.pack} on {rep.kernel}: "
              f"{rep.verdict.upper()}"]
     drivers = list(dict.fromkeys(i.driver for i in rep.items))
+    suppressed = suppressed_by_driver(rep)
     for d in drivers:
         items = [i for i in rep.items if i.driver == d]
         cut = [i for i in items if i.outcome == "interrupted"]
         bad = [i for i in items if i.blocks and i.outcome != "interrupted"]
+        said = f"; {describe(suppressed[d])}" if d in suppressed else ""
         # A not-run test of a non-blocker: said once per test, with why.
         idle = {i.test: i.message for i in items if i.outcome == "not-run" and not i.blocker}
         aside = "".join(f"; {t}: {len([i for i in items if i.test == t])} checks {m} "
-                        "(not a blocker)" for t, m in idle.items())
+                        "(not a blocker)" for t, m in idle.items()) + said
         if cut:
             lines.append(f"INTERRUPTED {d}: {len(cut)} of {len(items)} checks not run "
                          f"({cut[0].message.removeprefix('not run: ')})"

@@ -19,6 +19,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from kedr_build.checks.suppress import Suppressed
+
 SCHEMA_ID = "kedr-build/pack-report"
 SCHEMA_VERSION = 2
 OUTCOMES = ("passed", "failed", "error", "not-run", "interrupted")
@@ -72,6 +74,7 @@ class TestRun:
     trace_calls: dict[str, int] = field(default_factory=dict)
     taint: int | None = None
     sweep: tuple[SweepRow, ...] = ()
+    suppressed: tuple[Suppressed, ...] = ()   # SUPPRESS= rules and what each hid in this run
 
     def check(self, name: str) -> CheckResult:
         for c in self.checks:
@@ -139,6 +142,7 @@ def run_from_dict(data: dict[str, Any]) -> TestRun:
     r["leak_groups"] = tuple(LeakGroupInfo(**{**g, "stack": tuple(g["stack"])})
                              for g in r["leak_groups"])
     r["sweep"] = tuple(SweepRow(**s) for s in r["sweep"])
+    r["suppressed"] = tuple(Suppressed(**s) for s in r.get("suppressed", ()))
     for key in ("steps", "bad_frees", "violations", "problems"):
         r[key] = tuple(r[key])
     r["trace_calls"] = dict(r["trace_calls"])

@@ -60,7 +60,7 @@ def run(driver: DriverUnderTest, test: PackTest, logdir: Path, session: Session)
 
 
 def judge(driver: DriverUnderTest, test: PackTest, report: RunReport) -> TestRun:
-    checks = tuple(_CHECKS[c](report) for c in test.checks)
+    checks = tuple(_suppressed(_CHECKS[c](report), report) for c in test.checks)
     copies = test.params.get("copies", 1)
     if copies > 1:
         checks = tuple(CheckResult(c.check, c.passed, f"{copies} copies at once: {c.message}")
@@ -81,7 +81,22 @@ def judge(driver: DriverUnderTest, test: PackTest, report: RunReport) -> TestRun
                    steps=tuple(f"{s.action} {s.target} {s.status}" for s in report.steps),
                    leak_groups=groups, bad_frees=bad, violations=violations,
                    problems=tuple(str(p) for p in report.problems),
-                   trace_calls=dict(report.trace_calls), taint=report.taint)
+                   trace_calls=dict(report.trace_calls), taint=report.taint,
+                   suppressed=report.suppressed)
+
+
+# The suppression categories (kedr_build.checks.suppress) each check judges.
+_SUPPRESSED_BY = {"leaks": ("leak", "badfree"), "rules": ("rule",)}
+
+
+def _suppressed(result: CheckResult, r: RunReport) -> CheckResult:
+    """A check that SUPPRESS= rules judged says what they hid (a PASSED with every
+    finding suppressed must not read like a clean run)."""
+    said = suppress.describe(r.suppressed, _SUPPRESSED_BY.get(result.check, ()))
+    if not said or r.leaks is None:
+        return result
+    return CheckResult(result.check, result.passed, f"{result.message}; {said}",
+                       result.skipped, result.reproduce)
 
 
 def _loads(r: RunReport) -> CheckResult:

@@ -49,6 +49,10 @@ def format_report(report: RunReport, title: str) -> str:
                    f"{len(report.leaks.violations)} rule violations"
                    + (", report incomplete" if report.leaks.incomplete else ""))
     verdict += expected
+    if report.suppressed and report.leaks is not None:
+        # Never a plain PASSED when SUPPRESS= rules hid findings.
+        total = sum(s.count for s in report.suppressed)
+        verdict += f" ({total} suppressed by SUPPRESS=, {len(report.suppressed)} rules)"
     out.append(f"kedr-build: {title}: {verdict} [{steps or 'no steps'}] "
                f"in {report.elapsed:.1f} s (logs: {report.logs})")
     return "\n".join(out)
