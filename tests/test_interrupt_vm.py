@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import xmlschema
 
-from conftest import REPO, kernel_name, run_scons
+from conftest import REPO, kernel_name, outputs, run_scons
 from kedr_build.kernel.descriptions import ProvisionedKernel
 
 pytestmark = pytest.mark.vm
@@ -118,15 +118,15 @@ def leftovers(directory: Path) -> list[Path]:
     return [p for p in directory.rglob("*") if p.name.endswith((".tmp", ".part"))]
 
 
-def _report(build: Path) -> dict[str, object]:
-    report_dir = build / "chardev" / "report"
+def _report(out: Path) -> dict[str, object]:
+    report_dir = out / "report"
     assert leftovers(report_dir) == []
     data: dict[str, object] = json.loads((report_dir / "report.json").read_text())
     return data
 
 
-def _junit_interrupted(build: Path, junit_xsd: Path, name: str) -> None:
-    junit = build / "chardev" / "report" / "junit.xml"
+def _junit_interrupted(out: Path, junit_xsd: Path, name: str) -> None:
+    junit = out / "report" / "junit.xml"
     xmlschema.XMLSchema(str(junit_xsd)).validate(str(junit))
     text = junit.read_text()
     assert f'message="not run: interrupted by {name}"' in text, text
@@ -141,19 +141,19 @@ def test_ctrl_c_stops_check_and_every_report_says_interrupted(
     os.killpg(job.proc.pid, signal.SIGINT)
     assert job.finish() == 130, job.output
     assert children(built) == []
-    data = _report(built)
+    data = _report(outputs(built, "chardev", kernel))
     assert data["verdict"] == "interrupted", data
     items = data["items"]
     assert isinstance(items, list)
     assert {i["outcome"] for i in items} <= {"passed", "interrupted"}
     assert any(i["outcome"] == "interrupted" for i in items)
-    _junit_interrupted(built, junit_xsd, "SIGINT")
-    html = (built / "chardev" / "report" / "report.html").read_text()
+    _junit_interrupted(outputs(built, "chardev", kernel), junit_xsd, "SIGINT")
+    html = (outputs(built, "chardev", kernel) / "report" / "report.html").read_text()
     assert '<div id="verdict" class="interrupted">INTERRUPTED</div>' in html
     assert "kedr-build pack basic on " in job.output and ": INTERRUPTED" in job.output
     assert "kedr-build: chardev: INTERRUPTED by SIGINT" in job.output, job.output
     # The session stopped: the second test's VM never booted.
-    assert not (built / "chardev" / "report" / "logs" / "chardev" / "workload"
+    assert not (outputs(built, "chardev", kernel) / "report" / "logs" / "chardev" / "workload"
                 / "console.log").exists()
 
 
@@ -166,9 +166,9 @@ def test_sigkill_of_scons_takes_pytest_and_qemu_with_it(
     job.proc.kill()                     # scons alone, as the OOM killer or a CI runner
     assert job.finish() == -signal.SIGKILL
     wait_gone(built)
-    data = _report(built)
+    data = _report(outputs(built, "chardev", kernel))
     assert data["verdict"] == "interrupted", data
-    _junit_interrupted(built, junit_xsd, "SIGTERM")
+    _junit_interrupted(outputs(built, "chardev", kernel), junit_xsd, "SIGTERM")
 
 
 def test_ctrl_c_in_a_sweep_is_no_crash_and_stops_it(built: Path,
@@ -180,7 +180,7 @@ def test_ctrl_c_in_a_sweep_is_no_crash_and_stops_it(built: Path,
     os.killpg(job.proc.pid, signal.SIGINT)
     assert job.finish() == 130, job.output
     assert children(built) == []
-    sweep_dir = built / "chardev" / "sweep"
+    sweep_dir = outputs(built, "chardev", kernel) / "sweep"
     assert leftovers(sweep_dir) == []
     data = json.loads((sweep_dir / "sweep.json").read_text())
     assert data["interrupted"] == "SIGINT" and data["ok"] is False, data
@@ -197,7 +197,7 @@ def test_sigterm_stops_run_at_once(built: Path, kernel: ProvisionedKernel) -> No
     job.proc.terminate()
     assert job.finish() == 143, job.output
     assert children(built) == []
-    result = json.loads((built / "chardev" / "run" / "result.json").read_text())
+    result = json.loads((outputs(built, "chardev", kernel) / "run" / "result.json").read_text())
     assert result["verdict"] == "interrupted" and result["reason"] == "interrupted by SIGTERM"
     assert "kedr-build: chardev: INTERRUPTED by SIGTERM" in job.output, job.output
-    assert leftovers(built / "chardev" / "run") == []
+    assert leftovers(outputs(built, "chardev", kernel) / "run") == []

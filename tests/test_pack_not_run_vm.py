@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import xmlschema
 
-from conftest import kernel_name, run_scons
+from conftest import kernel_name, outputs, run_scons
 from kedr_build.kernel.descriptions import ProvisionedKernel
 
 pytestmark = pytest.mark.vm
@@ -26,7 +26,7 @@ def test_no_workload_is_not_run_and_basic_passes(tmp_path: Path, kernel: Provisi
                       "check", "PACK=basic"], check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
-    report_dir = tmp_path / "dummy" / "report"
+    report_dir = outputs(tmp_path, "dummy", kernel) / "report"
     data = json.loads((report_dir / "report.json").read_text())
     assert data["verdict"] == "passed"
     items = {(i["test"], i["check"]): (i["outcome"], i["message"], i["blocker"])
