@@ -135,8 +135,8 @@ def test_generated_module_fails_only_what_can_fail(tmp_path: Path) -> None:
         assert f'\t"{name}",\n' in c
     assert "kedr_fault(&kedr_fn_kfree" not in c
     assert ("kedr_fault(&kedr_fn_kmalloc_trace, true, (size_t)(size), true, "
-            "(__force unsigned long)flags, _RET_IP_)") in c
-    assert "kedr_fault(&kedr_fn_mutex_lock_interruptible, false, 0, false, 0, _RET_IP_)" in c
+            "(__force unsigned long)flags, kedr_ip)") in c
+    assert "kedr_fault(&kedr_fn_mutex_lock_interruptible, false, 0, false, 0, kedr_ip)" in c
     assert c.count("kedr_ret = -EINTR;\n\t\tgoto kedr_faulted;") == 1
     variadic = c[c.index("/* kedr-entry: kasprintf"):]
     assert variadic.index("kedr_fault(&kedr_fn_kasprintf") < variadic.index("va_start(")

@@ -60,9 +60,6 @@ NOT_HERE = {
 }
 # Command as run -> (exit status, why it fails).
 EXPECTED = {
-    "scons MODULE=tests/drivers/faulty run FAULTS='kmalloc: nth=2 pid=1; kstrdup: init'":
-        (2, "the kstrdup failure injected in faulty's init fails its insmod (ENOMEM): the "
-            "run fails, as the scenario asks"),
     "scons DRIVERS=tests/drivers/leaker check":
         (2, "tests/drivers/leaker leaks on purpose: the check fails, printing reproduce lines"),
 }
