@@ -216,3 +216,20 @@ def checkout_env(extra: dict[str, str] | None = None) -> dict[str, str]:
                                   if not p.startswith(str(REPO)) and "/.venv/" not in p)
     env.update(extra or {})
     return env
+
+
+def live_processes(marker: Path | str, program: str = "") -> list[str]:
+    """Live processes (zombies excluded) whose command line names ``marker`` (and
+    ``program``): QEMU names its log files, pytest its session file, both under it."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if str(marker) in cmd and program in cmd and state != "Z":
+            found.append(f"{proc.name}: {cmd[:300]}")
+    return found

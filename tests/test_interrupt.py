@@ -18,7 +18,7 @@ import jsonschema
 import pytest
 import xmlschema
 
-from conftest import REPO
+from conftest import REPO, live_processes
 from kedr_build.errors import KedrError
 from kedr_build.packs import pack, report
 from kedr_build.packs.session import DriverUnderTest, Session
@@ -80,22 +80,6 @@ def _env(tmp: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": f"{tmp}{os.pathsep}{REPO}"}
 
 
-def _processes_naming(marker: str) -> list[str]:
-    """Command lines of the live processes that name ``marker`` (zombies excluded)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if marker in cmd and state != "Z":
-            found.append(f"{proc.name}: {cmd}")
-    return found
-
-
 def _cases(junit: Path) -> dict[str, str]:
     return {c.get("name", ""): ",".join(f"{x.tag}:{x.get('message', '')}" for x in c)
             for c in ET.parse(junit).getroot().iter("testcase")}
@@ -135,7 +119,7 @@ def test_interrupted_session_says_so_everywhere(tmp_path: Path, how: str,
         proc.send_signal(signum)
     stdout, _ = proc.communicate()
     assert proc.returncode == pytest.ExitCode.INTERRUPTED, stdout
-    assert _processes_naming(str(out)) == []
+    assert live_processes(out) == []
     name = signal.Signals(signum).name
 
     data = json.loads((out / report.JSON_NAME).read_text())

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import xmlschema
 
-from conftest import REPO, kernel_name, outputs, run_scons
+from conftest import REPO, kernel_name, live_processes, outputs, run_scons
 from kedr_build.kernel.descriptions import ProvisionedKernel
 
 pytestmark = pytest.mark.vm
@@ -79,7 +79,7 @@ class Scons:
             time.sleep(0.2)
 
     def wait_for_vm(self) -> None:
-        self.wait_until("QEMU", lambda: bool(children(self.build, "qemu-system")))
+        self.wait_until("QEMU", lambda: bool(live_processes(self.build, "qemu-system")))
 
     def finish(self) -> int:
         status = self.proc.wait(timeout=LIMIT)
@@ -87,30 +87,13 @@ class Scons:
         return status
 
 
-def children(marker: Path, program: str = "") -> list[str]:
-    """Live processes (zombies excluded) whose command line names ``marker`` (and
-    ``program``): QEMU names its log files, pytest its session file, both under it."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if str(marker) in cmd and program in cmd and state != "Z":
-            found.append(f"{proc.name}: {cmd[:300]}")
-    return found
-
-
 def wait_gone(marker: Path) -> None:
     """Children orphaned by a SIGKILL take their signal from the kernel: wait for them
     to go (bounded), and say which stayed."""
     deadline = time.monotonic() + LIMIT
-    while children(marker) and time.monotonic() < deadline:
+    while live_processes(marker) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert children(marker) == []
+    assert live_processes(marker) == []
 
 
 def leftovers(directory: Path) -> list[Path]:
@@ -140,7 +123,7 @@ def test_ctrl_c_stops_check_and_every_report_says_interrupted(
     job.wait_for_vm()
     os.killpg(job.proc.pid, signal.SIGINT)
     assert job.finish() == 130, job.output
-    assert children(built) == []
+    assert live_processes(built) == []
     data = _report(outputs(built, "chardev", kernel))
     assert data["verdict"] == "interrupted", data
     items = data["items"]
@@ -179,7 +162,7 @@ def test_ctrl_c_in_a_sweep_is_no_crash_and_stops_it(built: Path,
     job.wait_until("a site's trial", lambda: "sweep: site " in job.output)
     os.killpg(job.proc.pid, signal.SIGINT)
     assert job.finish() == 130, job.output
-    assert children(built) == []
+    assert live_processes(built) == []
     sweep_dir = outputs(built, "chardev", kernel) / "sweep"
     assert leftovers(sweep_dir) == []
     data = json.loads((sweep_dir / "sweep.json").read_text())
@@ -196,7 +179,7 @@ def test_sigterm_stops_run_at_once(built: Path, kernel: ProvisionedKernel) -> No
     job.wait_for_vm()
     job.proc.terminate()
     assert job.finish() == 143, job.output
-    assert children(built) == []
+    assert live_processes(built) == []
     result = json.loads((outputs(built, "chardev", kernel) / "run" / "result.json").read_text())
     assert result["verdict"] == "interrupted" and result["reason"] == "interrupted by SIGTERM"
     assert "kedr-build: chardev: INTERRUPTED by SIGTERM" in job.output, job.output
