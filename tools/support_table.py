@@ -88,6 +88,21 @@ FEATURES = (
     Feature("fault scenarios exact, changed while the driver runs (VM)",
             ("test_faults_vm.py::",)),
     Feature("systematic fault sweep and seeded campaign (VM)", SWEEP_TESTS),
+    Feature("bad frees judged with certainty: error and interior pointers refused, reused "
+            "addresses, krealloc's window, pages, conditional acquires, kernel-released objects "
+            "(VM)", ("test_hooks_vm.py::",)),
+    Feature("judged for the targets only while unrelated modules come and go; timers and work "
+            "stopped for good; nothing waits under a lock (VM)", ("test_judge_vm.py::",)),
+    Feature("fault injection spares __GFP_NOFAIL, interrupts and NMI; exact prob (VM)",
+            ("test_faults_context_vm.py::",)),
+    Feature("FAULTS= run: a failed init's verdict names what it left behind (VM)",
+            ("test_faults_run_vm.py::",)),
+    Feature("tail calls reported at the driver's function, built and prebuilt (VM)",
+            ("test_tailcall_vm.py::",)),
+    Feature("Ctrl-C, SIGTERM, SIGKILL: prompt stop, 'interrupted' in every report, no child "
+            "left (VM)", ("test_interrupt_vm.py::",)),
+    Feature("a check that cannot run is 'not run'; the verdict rests on blockers (VM)",
+            ("test_pack_not_run_vm.py::",)),
     Feature("test pack basic: clean driver passes, leaker fails (VM)",
             ("test_packs_vm.py::test_clean_driver_passes_basic",
              "test_packs_vm.py::test_leaker_fails_basic_with_the_leak_diagnosis",
