@@ -76,7 +76,8 @@ def test_kernel_problem_is_a_failure_with_excerpt(driver: str, expected: str, tm
                                                   kernel: ProvisionedKernel) -> None:
     rc, out, result = scons_run(REPO / "tests/drivers" / driver, tmp_path, kernel)
     assert rc != 0
-    assert result["verdict"] == "kernel problem"
+    # The run's own words when it differs (a "lost" VM once under load on 6.12).
+    assert result["verdict"] == "kernel problem", (result["reason"], out[-4000:])
     assert expected in str(result["reason"])
     assert f"kedr-build: {driver}: FAILED: kernel reported: {expected}" in out
     assert "Call Trace:" in out          # the excerpt reaches the user
