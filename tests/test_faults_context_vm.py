@@ -15,13 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from kedr_build.intercept import catalog, generate
-from kedr_build.intercept.pipeline import select_functions
+from kedr_build.intercept.pipeline import InterceptRequest, intercept
 from kedr_build.kernel import kbuild
 from kedr_build.kernel.descriptions import ProvisionedKernel
-from kedr_build.ko.patch import patch_module
-from kedr_build.ko.plan import build_plan
-from kedr_build.ko.symvers import read_symvers
 from kedr_build.vm.qemu import GuestJob, run_guest
 
 pytestmark = pytest.mark.vm
@@ -88,16 +84,9 @@ def build_faultctx(kernel: ProvisionedKernel, work: Path) -> tuple[Path, Path]:
     specs = kbuild.discover(src, kernel.kdir)
     built = kbuild.build(kbuild.BuildRequest(driver=src, kdir=kernel.kdir,
                                              outdir=work / "driver", modules=tuple(specs)))
-    functions = select_functions([built[0]], kernel.symvers).functions
-    plan = build_plan(functions, kernel_exports=set(read_symvers(kernel.symvers)),
-                      replacement_module=REPL)
-    module = generate.generate(plan.mapping().items(), catalog.load(), kernel.symvers,
-                               work / "repl", REPL, driver="kedr_faultctx",
-                               kernel=kernel.release)
-    repl_ko = generate.build_replacement(module.directory, kernel.kdir)
-    patched = work / "kedr_faultctx.ko"
-    patch_module(built[0], patched, plan, module.symvers, manifest=False)
-    return repl_ko, patched
+    chain = intercept(InterceptRequest(modules=(built[0],), kernel=kernel, outdir=work / "out",
+                                       replacement_module=REPL, driver="kedr_faultctx"))
+    return chain.replacement, chain.patched[0]
 
 
 @pytest.fixture(scope="module")

@@ -19,13 +19,9 @@ from pathlib import Path
 import pytest
 
 from kedr_build.checks.leaks import LeakReport, parse, summary
-from kedr_build.intercept import catalog, generate
-from kedr_build.intercept.pipeline import select_functions
+from kedr_build.intercept.pipeline import InterceptRequest, intercept
 from kedr_build.kernel import kbuild
 from kedr_build.kernel.descriptions import ProvisionedKernel
-from kedr_build.ko.patch import patch_module
-from kedr_build.ko.plan import build_plan
-from kedr_build.ko.symvers import read_symvers
 from kedr_build.vm.qemu import GuestJob, run_guest
 
 from conftest import exported
@@ -87,15 +83,9 @@ def guest(kernel: ProvisionedKernel, tmp_path_factory: pytest.TempPathFactory) -
     specs = kbuild.discover(src, kernel.kdir)
     built = kbuild.build(kbuild.BuildRequest(driver=src, kdir=kernel.kdir,
                                              outdir=work / "driver", modules=tuple(specs)))
-    driver_ko = built[0]
-    functions = select_functions([driver_ko], kernel.symvers).functions
-    exports = read_symvers(kernel.symvers)
-    plan = build_plan(functions, kernel_exports=set(exports), replacement_module=REPL)
-    module = generate.generate(plan.mapping().items(), catalog.load(), kernel.symvers,
-                               work / "repl", REPL, driver="kedr_hooks", kernel=kernel.release)
-    repl_ko = generate.build_replacement(module.directory, kernel.kdir)
-    patched = work / "kedr_hooks.ko"
-    patch_module(driver_ko, patched, plan, module.symvers, manifest=False)
+    chain = intercept(InterceptRequest(modules=(built[0],), kernel=kernel, outdir=work / "out",
+                                       replacement_module=REPL, driver="kedr_hooks"))
+    repl_ko, patched = chain.replacement, chain.patched[0]
     job = GuestJob(script=GUEST_SCRIPT, files={"kedr_hooks.ko": patched, f"{REPL}.ko": repl_ko})
     vm = run_guest(kernel, job, workdir=work / "vm", timeout=400)
     # Each mode's test reads its own report; test_kernel_survives judges the guest.

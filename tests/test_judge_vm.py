@@ -21,13 +21,9 @@ from pathlib import Path
 import pytest
 
 from kedr_build.checks.leaks import LeakReport, parse, summary
-from kedr_build.intercept import catalog, generate
-from kedr_build.intercept.pipeline import select_functions
+from kedr_build.intercept.pipeline import InterceptRequest, intercept
 from kedr_build.kernel import kbuild
 from kedr_build.kernel.descriptions import ProvisionedKernel
-from kedr_build.ko.patch import patch_module
-from kedr_build.ko.plan import build_plan
-from kedr_build.ko.symvers import read_symvers
 from kedr_build.vm.qemu import GuestJob, VmResult, run_guest
 
 pytestmark = pytest.mark.vm
@@ -124,19 +120,12 @@ def guest(kernel: ProvisionedKernel, tmp_path_factory: pytest.TempPathFactory) -
     built = [ko for ko in kbuild.build(kbuild.BuildRequest(
         driver=src, kdir=kernel.kdir, outdir=work / "driver", modules=tuple(specs)))
         if ko.suffix == ".ko"]
-    functions = select_functions(built, kernel.symvers).functions
-    plan = build_plan(functions, kernel_exports=set(read_symvers(kernel.symvers)),
-                      replacement_module=REPL)
-    module = generate.generate(plan.mapping().items(), catalog.load(), kernel.symvers,
-                               work / "repl", REPL, driver="kedr_judged",
-                               kernel=kernel.release)
-    repl_ko = generate.build_replacement(module.directory, kernel.kdir)
-    files = {f"{REPL}.ko": repl_ko}
-    for ko in built:                # the driver's two modules, patched alike
-        files[ko.name] = work / ko.name
-        patch_module(ko, work / ko.name, plan, module.symvers, manifest=False)
+    # The driver's two modules, patched alike.
+    chain = intercept(InterceptRequest(modules=tuple(built), kernel=kernel, outdir=work / "out",
+                                       replacement_module=REPL, driver="kedr_judged"))
+    files = {f"{REPL}.ko": chain.replacement, **{ko.name: ko for ko in chain.patched}}
     assert sorted(files) == ["kedr_judged.ko", "kedr_judged_peer.ko", f"{REPL}.ko"], files
-    patched = work / "kedr_judged.ko"
+    patched = files["kedr_judged.ko"]
     job = GuestJob(script=GUEST_SCRIPT, files=files, intree_modules=("brd",))
     vm = run_guest(kernel, job, workdir=work / "vm", timeout=600)
     return sections(vm.output), vm, patched
