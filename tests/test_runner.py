@@ -1,5 +1,6 @@
 """Guest-script planning and the interpretation of recorded VM output."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -7,7 +8,8 @@ import pytest
 from kedr_build.vm.console import find_problems
 from kedr_build.errors import KedrError
 from kedr_build.vm.runner import driver_log, interpret, plan_run
-from kedr_build.vm.qemu import Verdict, VmResult, parse_status
+from kedr_build.vm.qemu import (CRASH_GRACE_FACTOR, CRASH_GRACE_MIN, Verdict, VmResult,
+                                crash_grace, parse_status)
 
 DATA = Path(__file__).parent / "data" / "console"
 
@@ -41,10 +43,35 @@ def test_oops_is_a_kernel_problem_even_with_status_zero() -> None:
     assert "NULL pointer dereference" in report.reason
 
 
-def test_panic_without_status_is_lost() -> None:
+def test_panic_without_status_is_a_kernel_problem_and_lost() -> None:
     report = interpret(recorded((DATA / "panic.log").read_text(), "", None))
-    assert report.verdict is Verdict.LOST
-    assert "deliberate panic" in report.reason
+    assert report.verdict is Verdict.KERNEL_PROBLEM and report.lost
+    assert report.reason == ("kernel reported: Kernel panic - not syncing: kedr_panic: deliberate panic "
+                             "(VM ended without a status)")
+
+
+def test_an_oops_then_a_hang_is_a_kernel_problem_not_lost() -> None:
+    """Whatever follows an oops (the 6.12 oops test once hung after it under load)."""
+    console = (DATA / "oops-null-deref.log").read_text()
+    hung = dataclasses.replace(recorded(console, "KEDR-STEP insmod kedr_oops 137\n", None),
+                               timed_out=True, elapsed=120.0)
+    report = interpret(hung)
+    assert report.verdict is Verdict.KERNEL_PROBLEM and report.lost
+    assert report.reason.startswith("kernel reported: BUG: kernel NULL pointer dereference")
+    assert report.reason.endswith("(VM hung: no status after 120 s)")
+    cut = dataclasses.replace(hung, timed_out=False, cut_after_crash=True, elapsed=41.0)
+    assert cut.reason().endswith("(then no status: the VM was stopped 41 s in)")
+
+
+def test_no_status_and_no_kernel_report_is_lost() -> None:
+    report = interpret(recorded((DATA / "chardev-ok.log").read_text(), "", None))
+    assert report.verdict is Verdict.LOST and report.lost
+    assert report.reason == "VM ended without a status"
+
+
+def test_the_grace_after_a_crash_grows_with_the_time_it_took() -> None:
+    assert crash_grace(2.0) == CRASH_GRACE_MIN
+    assert crash_grace(40.0) == 40.0 * CRASH_GRACE_FACTOR > CRASH_GRACE_MIN
 
 
 def test_status_channel_parsing() -> None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 from conftest import REPO, exported, kernel_name, outputs, run_scons
+from kedr_build.kernel import kbuild
 from kedr_build.kernel.descriptions import ProvisionedKernel
 from kedr_build.vm.qemu import GuestJob, Verdict, run_guest
 
@@ -99,6 +101,27 @@ def test_hang_is_cut_off_by_the_timeout(tmp_path: Path, kernel: ProvisionedKerne
     assert result.verdict is Verdict.LOST and result.timed_out
     assert result.output.strip() == "started"
     assert result.reason().startswith("VM hung: no status after")
+
+
+def test_a_vm_that_hangs_after_an_oops_is_a_kernel_problem_cut_short(
+        tmp_path: Path, kernel: ProvisionedKernel) -> None:
+    """What follows an oops may hang (the 6.12 oops test once ended "lost" under load):
+    the oops is the verdict, and the run waits only crash_grace() for the status."""
+    src = tmp_path / "oops"
+    shutil.copytree(REPO / "tests/drivers/oops", src)
+    ko = kbuild.build(kbuild.BuildRequest(driver=src, kdir=kernel.kdir,
+                                          outdir=tmp_path / "out",
+                                          modules=tuple(kbuild.discover(src, kernel.kdir))))[0]
+    job = GuestJob(script="insmod oops.ko; echo insmod $?; sleep 600\n",
+                   files={"oops.ko": ko})
+    result = run_guest(kernel, job, tmp_path / "vm", timeout=400, cut_after_crash=True)
+    assert result.verdict is Verdict.KERNEL_PROBLEM and result.lost, result.reason()
+    assert result.cut_after_crash and not result.timed_out
+    assert result.output.split() == ["Killed", "insmod", "137"]   # by the oops; then the sleep
+    assert result.elapsed < 300, result.elapsed         # well before the timeout
+    reason = result.reason()
+    assert reason.startswith("kernel reported: BUG: kernel NULL pointer dereference"), reason
+    assert "then no status: the VM was stopped" in reason
 
 
 def test_guest_status_comes_from_the_status_channel(tmp_path: Path,

@@ -100,7 +100,7 @@ def _suppressed(result: CheckResult, r: RunReport) -> CheckResult:
 
 
 def _loads(r: RunReport) -> CheckResult:
-    if r.verdict is Verdict.LOST:
+    if r.lost:
         return CheckResult("loads", False, r.reason)
     bad = [s for s in r.steps if s.action in ("insmod", "rmmod", "modprobe") and not s.ok]
     if bad:
@@ -116,7 +116,7 @@ def _loads(r: RunReport) -> CheckResult:
 
 def _workload(r: RunReport) -> CheckResult:
     steps = [s for s in r.steps if s.action == "workload"]
-    if not steps and r.verdict is Verdict.LOST:
+    if not steps and r.lost:
         return CheckResult("workload", False, r.reason)
     if not steps:
         return CheckResult("workload", False, "the workload did not run"
@@ -134,7 +134,7 @@ def _kernel(r: RunReport) -> CheckResult:
         return CheckResult("kernel", False, f"kernel {r.problems[0].kind.value}: "
                            f"{r.problems[0].line}" + (f" (+{len(r.problems) - 1} more)"
                                                       if len(r.problems) > 1 else ""))
-    if r.verdict is Verdict.LOST:
+    if r.lost:
         return CheckResult("kernel", False, r.reason)
     if r.taint is None:
         return CheckResult("kernel", False, "the guest did not report the kernel's taint")

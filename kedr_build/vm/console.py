@@ -62,7 +62,7 @@ def find_problems(console: str) -> list[KernelProblem]:
     problems: list[KernelProblem] = []
     i = 0
     while i < len(lines):
-        kind = _classify(lines[i])
+        kind = classify(lines[i])
         if kind is None:
             i += 1
             continue
@@ -74,7 +74,8 @@ def find_problems(console: str) -> list[KernelProblem]:
     return problems
 
 
-def _classify(line: str) -> ProblemKind | None:
+def classify(line: str) -> ProblemKind | None:
+    """The problem a line (printk prefix removed) starts the report of, if any."""
     for pattern, kind in _MARKERS:
         if pattern.match(line):
             return kind

@@ -12,6 +12,14 @@ one job each:
 The kernel boots with ``panic=-1`` and QEMU with ``-no-reboot``: a panic ends the
 VM at once, and a VM that ends without a status line is "lost" - a failure with
 the console excerpt that explains it. A hang is cut off by the timeout.
+
+An oops, BUG or panic on the console is a "kernel problem" whatever happens
+after it: the crashed kernel may then finish the job, hang (a lock the killed
+task held, a module stuck half-loaded) or die, and which one depends on timing
+(a 6.12 oops test once ended "lost" under load). With ``cut_after_crash`` the
+run waits only so long after such a report (:func:`crash_grace`: in proportion to
+how long the VM took to get there, so a slow host gets as much more) before it
+ends the VM.
 """
 
 from __future__ import annotations
@@ -29,7 +37,8 @@ from pathlib import Path
 from kedr_build import interrupt
 from kedr_build.kernel import hosttools
 from kedr_build.kernel import moddeps
-from kedr_build.vm.console import KernelProblem, find_problems
+from kedr_build.vm.console import (KernelProblem, ProblemKind, classify, find_problems,
+                                   strip_prefix)
 from kedr_build.errors import KedrError
 from kedr_build.vm.initramfs import Initramfs
 from kedr_build.kernel.descriptions import ProvisionedKernel
@@ -41,8 +50,25 @@ GUEST_DIR = "kedr"
 class Verdict(Enum):
     PASSED = "passed"
     FAILED = "failed"                  # the script exited non-zero
-    KERNEL_PROBLEM = "kernel problem"  # oops, BUG, WARNING... in the kernel log
-    LOST = "lost"                      # no status: panic, hang or QEMU died
+    KERNEL_PROBLEM = "kernel problem"  # oops, BUG, WARNING... in the kernel log, status or not
+    LOST = "lost"                      # no status and no kernel report: hang or QEMU died
+
+
+# Reports after which the kernel is damaged (a task killed in the middle, locks it
+# held never released): what follows them may hang. A WARNING or a lockup message
+# leaves the kernel running as it was.
+CRASHES = frozenset({ProblemKind.OOPS, ProblemKind.BUG, ProblemKind.GPF, ProblemKind.PANIC})
+CRASH_GRACE_MIN = 30.0      # seconds the guest is given after a crash report, at least
+CRASH_GRACE_FACTOR = 3.0    # ... or this many times as long as it took to get there
+
+
+def crash_grace(elapsed: float) -> float:
+    """How long a run waits for the guest's status after a crash report that came
+    ``elapsed`` seconds after QEMU started. In proportion: a host slowed down by load
+    slows both the way there and what the guest still does after it (unloading,
+    reading the reports: 2-8 s after the 6.12 oops test's report, at 2.4-6 s into
+    the run)."""
+    return max(CRASH_GRACE_MIN, CRASH_GRACE_FACTOR * elapsed)
 
 
 @dataclass(frozen=True)
@@ -65,13 +91,21 @@ class VmResult:
     command: tuple[str, ...]
     workdir: Path
     qemu_error: str = ""
+    cut_after_crash: bool = False      # ended by crash_grace(), not by the timeout
+
+    @property
+    def lost(self) -> bool:
+        """No status came back: the job's steps after some point are unknown."""
+        return self.status is None
 
     @property
     def verdict(self) -> Verdict:
-        if self.status is None:
-            return Verdict.LOST
+        # A kernel report is the finding, whether or not the VM got to its status
+        # after it (it may hang or die in what the crash left behind).
         if self.problems:
             return Verdict.KERNEL_PROBLEM
+        if self.status is None:
+            return Verdict.LOST
         return Verdict.PASSED if self.status == 0 else Verdict.FAILED
 
     @property
@@ -83,19 +117,21 @@ class VmResult:
         v = self.verdict
         if v is Verdict.PASSED:
             return ""
-        if v is Verdict.LOST:
-            if self.timed_out:
-                why = f"VM hung: no status after {self.elapsed:.0f} s"
-            elif self.qemu_error:
-                why = f"QEMU failed: {self.qemu_error}"
-            else:
-                why = "VM ended without a status"
-            if self.problems:
-                why += f" ({self.problems[0]})"
-            return why
         if v is Verdict.KERNEL_PROBLEM:
-            return f"kernel reported: {self.problems[0]}"
+            why = f"kernel reported: {self.problems[0]}"
+            return f"{why} ({self._lost_why()})" if self.lost else why
+        if v is Verdict.LOST:
+            return self._lost_why()
         return f"guest script exited with status {self.status}"
+
+    def _lost_why(self) -> str:
+        if self.cut_after_crash:
+            return f"then no status: the VM was stopped {self.elapsed:.0f} s in"
+        if self.timed_out:
+            return f"VM hung: no status after {self.elapsed:.0f} s"
+        if self.qemu_error:
+            return f"QEMU failed: {self.qemu_error}"
+        return "VM ended without a status"
 
 
 MAX_CPUS = 64
@@ -156,10 +192,13 @@ def build_initramfs(kernel: ProvisionedKernel, job: GuestJob) -> Initramfs:
 
 def run_guest(kernel: ProvisionedKernel, job: GuestJob, workdir: Path,
               timeout: float = 180.0, stream: Callable[[str], None] | None = None,
-              cpus: int | None = None, accel: str | None = None) -> VmResult:
+              cpus: int | None = None, accel: str | None = None,
+              cut_after_crash: bool = False) -> VmResult:
     """Boot, run ``job``, and return what happened; logs are kept in ``workdir``.
     ``accel`` replaces the kernel description's QEMU accelerator (e.g.
-    "tcg,thread=single"; KEDR_ACCEL in the environment still wins)."""
+    "tcg,thread=single"; KEDR_ACCEL in the environment still wins).
+    ``cut_after_crash``: after an oops, BUG or panic on the console, wait for the
+    status only :func:`crash_grace` longer (never past ``timeout``)."""
     workdir.mkdir(parents=True, exist_ok=True)
     initrd = workdir / "initramfs.cpio"
     build_initramfs(kernel, job).write(initrd)
@@ -174,13 +213,20 @@ def run_guest(kernel: ProvisionedKernel, job: GuestJob, workdir: Path,
     proc = interrupt.spawn(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE)
     timed_out = threading.Event()
+    cut = threading.Event()
 
     def kill_on_timeout() -> None:
         timed_out.set()
         proc.kill()
 
+    def kill_after_crash() -> None:
+        if proc.poll() is None and not timed_out.is_set():
+            cut.set()
+            proc.kill()
+
     timer = threading.Timer(timeout, kill_on_timeout)
     timer.start()
+    grace: threading.Timer | None = None
     stderr_chunks: list[bytes] = []
     err_thread = threading.Thread(target=lambda: stderr_chunks.append(
         proc.stderr.read() if proc.stderr else b""), daemon=True)
@@ -194,9 +240,17 @@ def run_guest(kernel: ProvisionedKernel, job: GuestJob, workdir: Path,
                 log.write(line + "\n")
                 if stream is not None:
                     stream(line)
+                if (cut_after_crash and grace is None
+                        and classify(strip_prefix(line)) in CRASHES):
+                    now = time.monotonic() - start
+                    if crash_grace(now) < timeout - now:
+                        grace = threading.Timer(crash_grace(now), kill_after_crash)
+                        grace.start()
         proc.wait()
     finally:
         timer.cancel()
+        if grace is not None:
+            grace.cancel()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
@@ -207,16 +261,17 @@ def run_guest(kernel: ProvisionedKernel, job: GuestJob, workdir: Path,
     elapsed = time.monotonic() - start
     console = "\n".join(console_lines) + ("\n" if console_lines else "")
     qemu_error = b"".join(stderr_chunks).decode("utf-8", "replace").strip()
-    if proc.returncode == 0 or timed_out.is_set():
+    if proc.returncode == 0 or timed_out.is_set() or cut.is_set():
         qemu_error = ""
     return result_from_logs(workdir, console, timed_out=timed_out.is_set(), elapsed=elapsed,
                             command=tuple(cmd),
-                            qemu_error=qemu_error.splitlines()[-1] if qemu_error else "")
+                            qemu_error=qemu_error.splitlines()[-1] if qemu_error else "",
+                            cut_after_crash=cut.is_set())
 
 
 def result_from_logs(workdir: Path, console: str | None = None, *, timed_out: bool = False,
                      elapsed: float = 0.0, command: tuple[str, ...] = (),
-                     qemu_error: str = "") -> VmResult:
+                     qemu_error: str = "", cut_after_crash: bool = False) -> VmResult:
     """A VmResult from a run directory's logs (also how a saved run is re-judged)."""
     if console is None:
         console = _read(workdir / "console.log")
@@ -231,6 +286,7 @@ def result_from_logs(workdir: Path, console: str | None = None, *, timed_out: bo
         command=command,
         workdir=workdir,
         qemu_error=qemu_error,
+        cut_after_crash=cut_after_crash,
     )
 
 

@@ -80,6 +80,7 @@ class RunReport:
     suppressed: tuple[suppress.Suppressed, ...] = ()   # per suppression rule: findings matched
     taint: int | None = None               # /proc/sys/kernel/tainted after the unload
     faults: dict[str, str] = field(default_factory=dict)  # point -> its scenario and counters
+    lost: bool = False                     # no status came back (steps after some point unknown)
 
     @property
     def ok(self) -> bool:
@@ -158,7 +159,10 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
     job = GuestJob(script=plan.script, files=files,
                    intree_modules=tuple(dict.fromkeys(plan.intree + intree)))
     try:
-        result = run_guest(kernel, job, logdir, timeout=timeout, stream=stream, cpus=cpus)
+        # After an oops the crashed kernel may hang in what follows (the unload, the
+        # reports): the verdict is "kernel problem" by then, and the wait is cut short.
+        result = run_guest(kernel, job, logdir, timeout=timeout, stream=stream, cpus=cpus,
+                           cut_after_crash=True)
     except interrupt.Interrupted as e:
         # No result: the run was stopped, and result.json says so (not an older run's).
         write_atomic(logdir / "result.json", json.dumps(
@@ -261,7 +265,7 @@ def interpret(result: VmResult, modules: Mapping[str, Path] | None = None,
                      trace_calls=dict(trace.calls()), trace_lost=trace.overruns,
                      trace_summary=tuple(summary(trace)) if trace_text else (),
                      leaks=leaks, leaks_error=leaks_error, suppressed=suppressed, taint=taint,
-                     faults=faults)
+                     faults=faults, lost=result.lost)
 
 
 def injected(faults: Mapping[str, str]) -> int:
