@@ -14,13 +14,14 @@ from pathlib import Path
 import pytest
 
 from kedr_build.intercept.tailcalls import find
-from kedr_build.kernel import kbuild
+from kedr_build.kernel import dkms, kbuild
 from kedr_build.kernel.descriptions import ProvisionedKernel
 from kedr_build.ko.callsites import SiteKind, import_sites
 from kedr_build.ko.container import read_module
 from kedr_build.ko.elf import ElfRel
 
 DRIVER = Path(__file__).resolve().parent / "drivers" / "tailcall"
+DKMS_HELLO = Path(__file__).resolve().parent / "drivers" / "dkms-hello"
 
 
 def objdump_sites(ko: Path) -> list[tuple[str, str, int, str]]:
@@ -91,3 +92,25 @@ def test_a_users_kcflags_is_kept() -> None:
     plain = kbuild.BuildRequest(driver=Path("/d"), kdir=Path("/k"), outdir=Path("/o"),
                                 modules=(), instrumented=False)
     assert not any(w.startswith("KCFLAGS=") for w in kbuild.make_command(plain))
+
+
+def test_a_dkms_build_leaves_no_jump(kernel: ProvisionedKernel, tmp_path: Path) -> None:
+    """A DKMS package is built with the flag too: dkms-hello's exit ends in kfree(),
+    a jump (the caller's caller would be reported) when gcc optimises sibling calls."""
+    tree = tmp_path / "dkms"
+    pkg = dkms.read_conf(DKMS_HELLO, kernel.release, kernel.kdir, tree)
+    kos = dkms.build(pkg, tree, kernel.release, kernel.kdir, tmp_path / "out")
+    hello = next(ko for ko in kos if ko.name == "dkms-hello.ko")
+    sites = objdump_sites(hello)
+    assert ("kfree", "call") in {(name, kind) for name, kind, _, _ in sites}
+    assert [s for s in sites if s[1] == "jump" and s[0] != "__x86_return_thunk"] == []
+
+
+def test_a_dkms_build_appends_to_the_users_kcflags(monkeypatch: pytest.MonkeyPatch,
+                                                   tmp_path: Path) -> None:
+    monkeypatch.setenv("KCFLAGS", "-DFOO ")
+    env = dkms.build_env(tmp_path, tmp_path / "build", tmp_path)
+    assert env["KCFLAGS"] == "-DFOO -fno-optimize-sibling-calls"
+    monkeypatch.delenv("KCFLAGS")
+    assert dkms.build_env(tmp_path, tmp_path / "build", tmp_path)["KCFLAGS"] == \
+        "-fno-optimize-sibling-calls"

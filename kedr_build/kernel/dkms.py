@@ -24,6 +24,7 @@ from pathlib import Path
 
 from kedr_build.errors import KedrError
 from kedr_build.kernel import hosttools
+from kedr_build.kernel.kbuild import INSTRUMENT_CFLAGS
 
 CONF = "dkms.conf"
 
@@ -173,6 +174,21 @@ def compiler_env(kdir: Path) -> dict[str, str]:
     return {}
 
 
+def build_env(kdir: Path, build_dir: Path, dkms_tree: Path) -> dict[str, str]:
+    """The environment of PRE_BUILD and MAKE: DKMS's (CC, PWD), with
+    INSTRUMENT_CFLAGS appended to KCFLAGS, as for a driver built from source
+    (kbuild.py: every call stays a call). Through the environment, not make's command
+    line: MAKE[0] is the package's own command (a script, a make in a subdirectory),
+    and make passes an environment variable on to every sub-make; a KCFLAGS= word in
+    the package's MAKE[0] replaces it (make's command line wins), as it would replace
+    a KCFLAGS the user exported for DKMS."""
+    kcflags = " ".join([os.environ.get("KCFLAGS", "").strip(), *INSTRUMENT_CFLAGS]).strip()
+    return {**os.environ, **compiler_env(kdir), "PWD": str(build_dir), "KCFLAGS": kcflags,
+            # A build that asks git for its version must not find the repository the
+            # build directory happens to sit in (DKMS builds under /var/lib/dkms).
+            "GIT_CEILING_DIRECTORIES": str(dkms_tree)}
+
+
 # In a private mount namespace: a tmpfs on /lib/modules holding only
 # <release>/build -> the kernel tree. The host's /lib/modules is untouched.
 _LIB_MODULES_VIEW = ('mount -t tmpfs kedr-build /lib/modules && mkdir -p "/lib/modules/$1" && '
@@ -211,10 +227,7 @@ def build(pkg: DkmsPackage, dkms_tree: Path, release: str, kdir: Path, outdir: P
         shutil.rmtree(build_dir)
     build_dir.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(pkg.source, build_dir, symlinks=True)
-    env = {**os.environ, **compiler_env(kdir), "PWD": str(build_dir),
-           # A build that asks git for its version must not find the repository the
-           # build directory happens to sit in (DKMS builds under /var/lib/dkms).
-           "GIT_CEILING_DIRECTORIES": str(dkms_tree)}
+    env = build_env(kdir, build_dir, dkms_tree)
     sys.stdout.flush()
     if pkg.pre_build:
         # DKMS: run="$build_dir/$pre_build"; [[ -x ${run%% *} ]] && (cd build; exec $run),
