@@ -74,6 +74,11 @@ def exported(kernel: ProvisionedKernel, *candidates: str) -> str:
     raise AssertionError(f"kernel {kernel.release} exports none of {candidates}")
 
 
+def has_export(kernel: ProvisionedKernel, name: str) -> bool:
+    """Does the kernel export ``name`` (its Module.symvers)?"""
+    return name in _exports(kernel.symvers)
+
+
 _EXPORTS: dict[Path, set[str]] = {}
 
 

@@ -90,7 +90,8 @@ def test_resource_hooks(cat: Catalog, tmp_path: Path) -> None:
     release is judged before the call (void or not: it is never refused); a variadic function with no
     va_list twin goes through the runtime's helper."""
     names = ["request_threaded_irq", "free_irq", "alloc_chrdev_region", "misc_deregister",
-             "alloc_workqueue", "_raw_spin_unlock"]
+             "alloc_workqueue", "_raw_spin_unlock", "netlink_broadcast",
+             "netlink_broadcast_filtered"]
     symvers = tmp_path / "Module.symvers"
     symvers.write_text("".join(f"0x{i:08x}\t{n}\tvmlinux\tEXPORT_SYMBOL\t\n"
                                for i, n in enumerate(names, 1)))
@@ -110,6 +111,14 @@ def test_resource_hooks(cat: Catalog, tmp_path: Path) -> None:
             "&kedr_fn_misc_deregister, KEDR_KIND_MISC, (unsigned long)(misc), 0, kedr_ip); "
             "if (likely(kedr_pass)) misc_deregister(misc);") in c
     assert "kedr_ret = kedr_alloc_workqueue_va(fmt, flags, max_active, kedr_va);" in c
+    # The skb is the kernel's from the call on, whatever it returns: released before it,
+    # with a filter or without (the filter, a function pointer, passed on as it is).
+    for fn, rest in (("netlink_broadcast", ""), ("netlink_broadcast_filtered",
+                                                 ", filter, filter_data")):
+        assert (f"if (kedr_on & KEDR_PAYLOAD_LEAKS) kedr_res_release(&kedr_fn_{fn}, "
+                f"KEDR_KIND_SKB, (unsigned long)(skb), 0, kedr_ip); "
+                f"kedr_ret = {fn}(ssk, skb, portid, group, allocation{rest});") in c
+    assert "int (*filter)(struct sock *, struct sk_buff *, void *)" in c
     assert ("kedr_pass = !(kedr_on & KEDR_PAYLOAD_LEAKS) || kedr_leak_free("
             "&kedr_fn__raw_spin_unlock, KEDR_FREE_SPIN_UNLOCK, (unsigned long)lock,") in c
 

@@ -30,8 +30,9 @@
  *   rcu       kfree_rcu() of a kmalloc'ed object (its rcu_head not first)
  *   skb       skbs handed to the kernel, which frees them: netlink_unicast()
  *             to no one, netlink_broadcast() to no listener (a kernel netlink
- *             socket of unit HOOKS_NETLINK), rtnl_unicast() to no one,
- *             dev_queue_xmit() on the loopback device
+ *             socket of unit HOOKS_NETLINK), netlink_broadcast_filtered()
+ *             likewise where the kernel exports it (6.12; Kbuild), rtnl_unicast()
+ *             to no one, dev_queue_xmit() on the loopback device
  * Every mode frees what it allocates: a correct payload reports nothing
  * but the bad frees of invalid and interior.
  */
@@ -249,6 +250,14 @@ static noinline void hooks_rcu(void)
 /* A netlink unit no kernel subsystem uses (include/uapi/linux/netlink.h: up to 22). */
 #define HOOKS_NETLINK	30
 
+#ifdef HOOKS_HAVE_NETLINK_BROADCAST_FILTERED
+/* A filter that skips every listener (there is none anyway). */
+static int hooks_no_listener(struct sock *dsk, struct sk_buff *skb, void *data)
+{
+	return 1;
+}
+#endif
+
 static noinline int hooks_skb(void)
 {
 	struct netlink_kernel_cfg cfg = {};
@@ -268,6 +277,13 @@ static noinline int hooks_skb(void)
 	if (skb)
 		pr_info("kedr_hooks: netlink_broadcast: %d\n",
 			netlink_broadcast(nl, skb, 0, 1, GFP_KERNEL));
+#ifdef HOOKS_HAVE_NETLINK_BROADCAST_FILTERED
+	skb = alloc_skb(64, GFP_KERNEL);
+	if (skb)
+		pr_info("kedr_hooks: netlink_broadcast_filtered: %d\n",
+			netlink_broadcast_filtered(nl, skb, 0, 1, GFP_KERNEL, hooks_no_listener,
+						   NULL));
+#endif
 	netlink_kernel_release(nl);
 	skb = alloc_skb(64, GFP_KERNEL);
 	if (skb)
