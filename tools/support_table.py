@@ -58,7 +58,8 @@ FEATURES = (
              "test_vm.py::test_refused_module_shows_the_kernels_reason",
              "test_vm.py::test_hang_is_cut_off_by_the_timeout",
              "test_vm.py::test_guest_status_comes_from_the_status_channel",
-             "test_vm.py::test_vm_that_does_not_boot_is_lost")),
+             "test_vm.py::test_vm_that_does_not_boot_is_lost",
+             "test_vm.py::test_a_vm_that_hangs_after_an_oops_is_a_kernel_problem_cut_short")),
     Feature("patched driver links to the replacement module; bad CRC refused",
             ("test_intercept_vm.py::test_wrong_crc_is_refused_as_the_kernel_says",
              "test_intercept_vm.py::test_patched_driver_needs_its_replacement_module",
@@ -93,6 +94,8 @@ FEATURES = (
             "(VM)", ("test_hooks_vm.py::",)),
     Feature("judged for the targets only while unrelated modules come and go; timers and work "
             "stopped for good; nothing waits under a lock (VM)", ("test_judge_vm.py::",)),
+    Feature("rule violations printed outside the payload's lock, through a console driver "
+            "that breaks the rule (VM)", ("test_rules_console_vm.py::",)),
     Feature("fault injection spares __GFP_NOFAIL, interrupts and NMI; exact prob (VM)",
             ("test_faults_context_vm.py::",)),
     Feature("FAULTS= run: a failed init's verdict names what it left behind (VM)",
