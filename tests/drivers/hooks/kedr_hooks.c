@@ -277,14 +277,6 @@ static noinline int hooks_skb(void)
 	if (skb)
 		pr_info("kedr_hooks: netlink_broadcast: %d\n",
 			netlink_broadcast(nl, skb, 0, 1, GFP_KERNEL));
-#ifdef HOOKS_HAVE_NETLINK_BROADCAST_FILTERED
-	skb = alloc_skb(64, GFP_KERNEL);
-	if (skb)
-		pr_info("kedr_hooks: netlink_broadcast_filtered: %d\n",
-			netlink_broadcast_filtered(nl, skb, 0, 1, GFP_KERNEL, hooks_no_listener,
-						   NULL));
-#endif
-	netlink_kernel_release(nl);
 	skb = alloc_skb(64, GFP_KERNEL);
 	if (skb)
 		pr_info("kedr_hooks: rtnl_unicast: %d\n", rtnl_unicast(skb, &init_net, 0x7ffffff0));
@@ -297,6 +289,16 @@ static noinline int hooks_skb(void)
 	}
 	if (lo)
 		dev_put(lo);
+#ifdef HOOKS_HAVE_NETLINK_BROADCAST_FILTERED
+	/* The last skb: no allocation after it may take its address (the payload
+	 * would then take it for freed, filtered or not). */
+	skb = alloc_skb(64, GFP_KERNEL);
+	if (skb)
+		pr_info("kedr_hooks: netlink_broadcast_filtered: %d\n",
+			netlink_broadcast_filtered(nl, skb, 0, 1, GFP_KERNEL, hooks_no_listener,
+						   NULL));
+#endif
+	netlink_kernel_release(nl);
 	return 0;
 }
 
