@@ -9,7 +9,8 @@ from kedr_build.vm.console import find_problems
 from kedr_build.errors import KedrError
 from kedr_build.vm.runner import driver_log, interpret, plan_run
 from kedr_build.vm.qemu import (CRASH_GRACE_FACTOR, CRASH_GRACE_MIN, Verdict, VmResult,
-                                crash_grace, parse_status)
+                                JOB_START, crash_grace, parse_status,
+                                result_from_logs)
 
 DATA = Path(__file__).parent / "data" / "console"
 
@@ -61,6 +62,23 @@ def test_an_oops_then_a_hang_is_a_kernel_problem_not_lost() -> None:
     assert report.reason.endswith("(VM hung: no status after 120 s)")
     cut = dataclasses.replace(hung, timed_out=False, cut_after_crash=True, elapsed=41.0)
     assert cut.reason().endswith("(then no status: the VM was stopped 41 s in)")
+
+
+def test_a_kernel_that_panics_before_the_job_is_lost_not_a_kernel_problem(
+        tmp_path: Path) -> None:
+    """6.12 at load 10 on 2 cores, before no_timer_check: the boot's timer test failed
+    and the kernel panicked; the job never ran, so no driver is blamed."""
+    console = (DATA / "ioapic-boot-panic.log").read_text()
+    assert not any(JOB_START in ln for ln in console.splitlines())
+    (tmp_path / "console.log").write_text(console)
+    result = result_from_logs(tmp_path)
+    assert not result.job_started and result.lost
+    assert result.verdict is Verdict.LOST
+    assert result.reason().startswith("VM did not boot: Kernel panic - not syncing: IO-APIC + "
+                                      "timer doesn't work!")
+    # The same panic once the job has started is the job's kernel problem.
+    (tmp_path / "console.log").write_text((DATA / "panic.log").read_text())
+    assert result_from_logs(tmp_path).verdict is Verdict.KERNEL_PROBLEM
 
 
 def test_no_status_and_no_kernel_report_is_lost() -> None:

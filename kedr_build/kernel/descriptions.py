@@ -76,7 +76,7 @@ class ProvisionedKernel:
 
 
 _DEFAULT_QEMU = QemuConfig(accel="tcg", cpu="max", memory_mb=512,
-                           cmdline="console=ttyS0 panic=-1 rdinit=/init loglevel=7")
+                           cmdline="console=ttyS0 panic=-1 rdinit=/init loglevel=7 no_timer_check")
 
 
 def available() -> list[str]:
