@@ -118,7 +118,7 @@ static struct kedr_fault_site kedr_fault_sites[KEDR_FAULT_SITES];
 static unsigned int kedr_fault_nsites;
 static bool kedr_fault_recording;
 static u64 kedr_fault_sites_dropped;
-/* The task running a module's init (MODULE_STATE_COMING until LIVE or GOING). */
+/* The task running a target's init (MODULE_STATE_COMING until LIVE or GOING). */
 static struct task_struct *kedr_fault_init_task;
 
 /*
@@ -661,13 +661,28 @@ static const struct file_operations kedr_fault_sites_fops = {
 
 /* --- the task running a module's init ------------------------------------------------ */
 
+/*
+ * A target's only (kedr_links_here(), kedr_judge.c): another module loading in
+ * the middle of a target's init (its request_module() runs modprobe, another
+ * task, whose COMING and LIVE come before the init goes on) neither takes the
+ * init over nor ends it. Ended by the same module's LIVE or GOING.
+ */
+static struct module *kedr_fault_init_mod;
+
 static int kedr_fault_module_event(struct notifier_block *nb, unsigned long state, void *data)
 {
+	struct module *mod = data;
+
 	/* load_module() calls the COMING notifiers and do_init_module() in the loader's task. */
-	if (state == MODULE_STATE_COMING)
-		WRITE_ONCE(kedr_fault_init_task, current);
-	else if (READ_ONCE(kedr_fault_init_task) == current)
+	if (state == MODULE_STATE_COMING) {
+		if (mod != THIS_MODULE && kedr_links_here(mod)) {
+			WRITE_ONCE(kedr_fault_init_mod, mod);
+			WRITE_ONCE(kedr_fault_init_task, current);
+		}
+	} else if (READ_ONCE(kedr_fault_init_mod) == mod) {
 		WRITE_ONCE(kedr_fault_init_task, NULL);
+		WRITE_ONCE(kedr_fault_init_mod, NULL);
+	}
 	return NOTIFY_DONE;
 }
 

@@ -11,12 +11,15 @@
  *           on the writer's CPU, so the interrupt lands on the writer's process)
  *   nmi     spin_trylock() in an NMI handler (an NMI sent to another CPU)
  * The init makes one "task" and one "irq" call; parameters/pattern reads their
- * outcome after the load (init succeeds either way).
+ * outcome after the load (init succeeds either way). With modprobe=NAME the init
+ * first loads the module NAME (request_module(): modprobe, in another task) and
+ * waits for it: another module's load in the middle of this one's init.
  */
 #include <linux/atomic.h>
 #include <linux/cpumask.h>
 #include <linux/delay.h>
 #include <linux/irq_work.h>
+#include <linux/kmod.h>
 #include <linux/module.h>
 #include <linux/slab.h>
 #include <linux/smp.h>
@@ -134,6 +137,8 @@ static int trigger_set(const char *val, const struct kernel_param *kp)
 static const struct kernel_param_ops trigger_ops = { .set = trigger_set };
 module_param_cb(trigger, &trigger_ops, NULL, 0200);
 module_param_string(pattern, pattern, sizeof(pattern), 0444);
+static char *modprobe;
+module_param(modprobe, charp, 0444);
 
 static int __init faultctx_init(void)
 {
@@ -144,6 +149,8 @@ static int __init faultctx_init(void)
 	err = register_nmi_handler(NMI_LOCAL, ctx_nmi, 0, "kedr_faultctx");
 	if (err)
 		return err;
+	if (modprobe && request_module("%s", modprobe))
+		pr_warn("kedr_faultctx: request_module(%s) failed\n", modprobe);
 	p = ctx_alloc(GFP_KERNEL);
 	pattern[0] = p ? '.' : 'F';
 	kfree(p);
