@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from kedr_build.filelock import locked
 from kedr_build.kernel import provision
 from kedr_build.kernel.descriptions import (DEFAULT_KERNEL, ProvisionedKernel, available,
                                             cache_dir)
@@ -32,19 +33,24 @@ def junit_xsd() -> Path:
     distribution of the installed pytest on PyPI, once, into the cache."""
     version = pytest.__version__
     xsd = cache_dir() / "schemas" / f"pytest-{version}-junit-10.xsd"
-    if not xsd.is_file():
-        download = xsd.parent / f"pytest-{version}-sdist"
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
-                        "--no-binary", ":all:", f"pytest=={version}", "-d", str(download)],
-                       check=True, capture_output=True)
-        (sdist,) = download.glob("pytest-*.tar.gz")
-        with tarfile.open(sdist) as tar:
-            member = tar.extractfile(f"pytest-{version}/testing/example_scripts/junit-10.xsd")
-            assert member is not None
-            tmp = xsd.with_name(xsd.name + ".tmp")
-            tmp.write_bytes(member.read())
-        tmp.rename(xsd)
+    with locked(xsd.parent / ".lock"):      # one xdist worker downloads it
+        if not xsd.is_file():
+            _download_xsd(version, xsd)
     return xsd
+
+
+def _download_xsd(version: str, xsd: Path) -> None:
+    download = xsd.parent / f"pytest-{version}-sdist"
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+                    "--no-binary", ":all:", f"pytest=={version}", "-d", str(download)],
+                   check=True, capture_output=True)
+    (sdist,) = download.glob("pytest-*.tar.gz")
+    with tarfile.open(sdist) as tar:
+        member = tar.extractfile(f"pytest-{version}/testing/example_scripts/junit-10.xsd")
+        assert member is not None
+        tmp = xsd.with_name(xsd.name + ".tmp")
+        tmp.write_bytes(member.read())
+    tmp.rename(xsd)
 
 
 # Every pinned kernel (kedr_build/kernel/pinned/*.toml), provisioned on first use:
@@ -124,6 +130,14 @@ def built_chardev(tmp_path_factory: pytest.TempPathFactory, kernel: ProvisionedK
     run_scons([f"MODULE={REPO / 'examples/chardev'}", f"BUILD_DIR={build}",
                f"KERNEL={kernel_name(kernel)}"])
     return outputs(build, "chardev", kernel)
+
+
+@pytest.fixture(scope="session")
+def dkms_builds(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One BUILD_DIR per DKMS package for the session (``<this>/<package>``): the corpus
+    test builds each package there, and the VM test's ``scons DKMS=... run`` finds it
+    built (SCons: up to date) instead of building it again."""
+    return tmp_path_factory.mktemp("dkms-builds")
 
 
 @pytest.fixture(scope="session")

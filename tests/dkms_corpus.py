@@ -10,10 +10,17 @@ with ``--sourcetree``/``--dkmstree`` pointing into scratch directories, which is
 the oracle kedr-build's DKMS mode is compared with.
 
 The oracle's outcome depends only on the package (its .deb, name and version),
-the kernel and the dkms version; it is kept in the cache under that key, so
-a run after the first compares kedr-build's build against Debian's recorded
-one instead of building every package twice (openafs alone takes 4.5 min a
-side). ``KEDR_DKMS_ORACLE=fresh`` rebuilds it.
+the kernel release and the dkms version. Debian's outcomes are recorded under that
+key in ``tests/data/dkms-oracle.json`` (real ``dkms build`` runs, recorded with
+``./kedr-env python tests/dkms_corpus.py record``), so a fresh machine compares
+kedr-build's build against them instead of building every package twice (openafs
+alone takes 4.5 min a side; the 30 packages took 12 min of the CI run).
+``tests/test_dkms_corpus.py`` rebuilds a SAMPLE of them live each run and checks the
+record against Debian's dkms. A key the record lacks (a newer .deb, kernel or dkms)
+is built live and kept in the cache; ``KEDR_DKMS_ORACLE=fresh`` builds every one
+live.
+
+    ./kedr-env python tests/dkms_corpus.py record    # re-record every package
 """
 
 from __future__ import annotations
@@ -23,14 +30,22 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from kedr_build.filelock import locked
 from kedr_build.kernel.descriptions import ProvisionedKernel, cache_dir
 from kedr_build.kernel.dkms import with_lib_modules
 
 LIST = Path(__file__).resolve().parent / "data" / "dkms-packages.txt"
+ORACLE = Path(__file__).resolve().parent / "data" / "dkms-oracle.json"
+# Rebuilt live by every run and compared with the record (test_dkms_corpus.py): the
+# quickest package dkms builds and the quickest one it refuses.
+SAMPLE = ("vpoll-dkms", "librem-ec-acpi-dkms")
+LOG_TAIL = 2000      # of a recorded log: the end, where dkms says why it failed
 
 
 def packages() -> list[str]:
@@ -62,7 +77,13 @@ def _root() -> Path:
 
 
 def provision() -> dict[str, Package]:
-    """Every package of the list, downloaded and unpacked once; the host tools installed."""
+    """Every package of the list, downloaded and unpacked once; the host tools installed
+    (one process at a time: apt and the unpacking are not for two xdist workers at once)."""
+    with locked(_root() / ".lock"):
+        return _provision()
+
+
+def _provision() -> dict[str, Package]:
     root = _root()
     debs = root / "debs"
     debs.mkdir(parents=True, exist_ok=True)
@@ -109,21 +130,74 @@ def _install(debian_packages: list[str]) -> None:
                    check=True, capture_output=True, env=env)
 
 
+def dkms_version() -> str:
+    return subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "dkms"],
+                          capture_output=True, text=True, check=True).stdout
+
+
+def oracle_key(pkg: Package, kernel: ProvisionedKernel, dkms: str) -> str:
+    return f"{pkg.debfile}+{kernel.release}+dkms{dkms}"
+
+
+def recorded() -> dict[str, Outcome]:
+    """Debian's dkms outcomes recorded in the repository, by :func:`oracle_key`."""
+    if not ORACLE.is_file():
+        return {}
+    data = json.loads(ORACLE.read_text())
+    return {key: _outcome(value) for key, value in data["outcomes"].items()}
+
+
+def _outcome(data: dict[str, object]) -> Outcome:
+    modules = data["modules"]
+    seconds = data["seconds"]
+    assert isinstance(modules, list) and isinstance(seconds, (int, float))
+    return Outcome(bool(data["ok"]), tuple(str(m) for m in modules), float(seconds),
+                   str(data["log"]))
+
+
+def _as_json(outcome: Outcome) -> dict[str, object]:
+    return {"ok": outcome.ok, "modules": list(outcome.modules),
+            "seconds": round(outcome.seconds, 1), "log": outcome.log[-LOG_TAIL:]}
+
+
 def dkms_outcome(pkg: Package, kernel: ProvisionedKernel, scratch: Path) -> Outcome:
-    """Debian's ``dkms build`` of the package: recorded, or built now and recorded."""
-    dkms_version = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "dkms"],
-                                  capture_output=True, text=True, check=True).stdout
-    record = _root() / "oracle" / f"{pkg.debfile}+{kernel.release}+dkms{dkms_version}.json"
-    if record.is_file() and os.environ.get("KEDR_DKMS_ORACLE") != "fresh":
-        data = json.loads(record.read_text())
-        return Outcome(data["ok"], tuple(data["modules"]), data["seconds"], data["log"])
+    """Debian's ``dkms build`` of the package: recorded (in the repository or the
+    cache), or built now and kept in the cache."""
+    key = oracle_key(pkg, kernel, dkms_version())
+    fresh = os.environ.get("KEDR_DKMS_ORACLE") == "fresh"
+    if not fresh and key in (repo := recorded()):
+        return repo[key]
+    record = _root() / "oracle" / f"{key}.json"
+    if record.is_file() and not fresh:
+        return _outcome(json.loads(record.read_text()))
     outcome = dkms_build(pkg, kernel, scratch)
     record.parent.mkdir(parents=True, exist_ok=True)
     tmp = record.with_name(record.name + ".tmp")
-    tmp.write_text(json.dumps({"ok": outcome.ok, "modules": list(outcome.modules),
-                               "seconds": outcome.seconds, "log": outcome.log}))
+    tmp.write_text(json.dumps(_as_json(outcome)))
     tmp.rename(record)
     return outcome
+
+
+def record_all(kernels: list[ProvisionedKernel]) -> Path:
+    """Build every package with Debian's dkms for each kernel and write the record
+    (temp, then renamed); outcomes of other keys already recorded are kept."""
+    corpus = provision()
+    dkms = dkms_version()
+    data = json.loads(ORACLE.read_text()) if ORACLE.is_file() else {"outcomes": {}}
+    data["about"] = ("Debian's own `dkms build` outcome per (.deb, kernel release, dkms "
+                     "version), recorded by `./kedr-env python tests/dkms_corpus.py record`")
+    for kernel in kernels:
+        for name, pkg in corpus.items():
+            with tempfile.TemporaryDirectory(prefix="kedr-dkms-oracle-") as scratch:
+                outcome = dkms_build(pkg, kernel, Path(scratch))
+            print(f"{name} on {kernel.release}: {'built' if outcome.ok else 'FAILED'} "
+                  f"{' '.join(outcome.modules)} ({outcome.seconds:.0f} s)", flush=True)
+            data["outcomes"][oracle_key(pkg, kernel, dkms)] = _as_json(outcome)
+    data["outcomes"] = dict(sorted(data["outcomes"].items()))
+    tmp = ORACLE.with_name(ORACLE.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.rename(ORACLE)
+    return ORACLE
 
 
 def dkms_build(pkg: Package, kernel: ProvisionedKernel, scratch: Path) -> Outcome:
@@ -154,3 +228,14 @@ def _name_version(conf: Path) -> tuple[str, str]:
                          cwd=conf.parent, capture_output=True, text=True,
                          env={**os.environ, "PWD": str(conf.parent)}).stdout.split("\n")
     return out[0], out[1]
+
+
+if __name__ == "__main__":
+    # ./kedr-env python tests/dkms_corpus.py record [KERNEL...]  (default: the default kernel)
+    from kedr_build.kernel import provision as kernels
+    from kedr_build.kernel.descriptions import DEFAULT_KERNEL
+
+    if len(sys.argv) < 2 or sys.argv[1] != "record":
+        sys.exit("usage: tests/dkms_corpus.py record [KERNEL...]")
+    names = sys.argv[2:] or [DEFAULT_KERNEL]
+    print(record_all([kernels.ensure(n) for n in names]))

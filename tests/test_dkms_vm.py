@@ -26,8 +26,9 @@ def corpus() -> dict[str, dkms_corpus.Package]:
     return dkms_corpus.provision()
 
 
-def _run(pkg: dkms_corpus.Package, tmp_path: Path) -> tuple[int, dict[str, object], str]:
-    build = tmp_path / "build"
+def _run(pkg: dkms_corpus.Package, build: Path) -> tuple[int, dict[str, object], str]:
+    """``scons DKMS=<source> run`` in the package's session build dir (built already by
+    test_dkms_corpus.py when it ran first, else built now)."""
     proc = run_scons([f"DKMS={pkg.source}", f"BUILD_DIR={build}", "VM_TIMEOUT=180", "run"],
                      check=False)
     result = build / pkg.source.name / "run" / "result.json"
@@ -44,25 +45,25 @@ def _record(deb: str, summary: str) -> None:
 def test_dkms_package_loads_traced_and_unloads(deb: str,
                                                corpus: dict[str, dkms_corpus.Package],
                                                pinned_kernel: ProvisionedKernel,
-                                               tmp_path: Path) -> None:
-    rc, data, out = _run(corpus[deb], tmp_path)
+                                               dkms_builds: Path) -> None:
+    rc, data, out = _run(corpus[deb], dkms_builds / deb)
     # Many make no catalogued call in init and exit alone (acpi_call registers a proc
     # file): what is asserted is that tracing and the leak check ran, not a count.
     calls = sum(dict(data.get("trace_calls", {})).values())  # type: ignore[call-overload]
     _record(deb, f"yes ({calls} calls traced)" if rc == 0 else "NO")
     assert rc == 0 and data["verdict"] == "passed", out[-3000:]
-    run = tmp_path / "build" / corpus[deb].source.name / "run"
+    run = dkms_builds / deb / corpus[deb].source.name / "run"
     assert (run / "trace.txt").is_file() and data["leaks"]["totals"]["live"] == 0
     assert [s["action"] for s in data["steps"]][-1] == "rmmod"
 
 
 def test_xt_chaos_oops_at_unload_is_found(corpus: dict[str, dkms_corpus.Package],
                                          pinned_kernel: ProvisionedKernel,
-                                         tmp_path: Path) -> None:
+                                         dkms_builds: Path) -> None:
     """xtables-addons 3.23's xt_CHAOS tests xt_request_find_target() for NULL, but it
     returns ERR_PTR(-ENOENT) when the REJECT target cannot be loaded: init succeeds
     and its exit does module_put(ERR_PTR(-2)->me), an oops at address 0x56."""
-    rc, data, out = _run(corpus["xtables-addons-dkms"], tmp_path)
+    rc, data, out = _run(corpus["xtables-addons-dkms"], dkms_builds / "xtables-addons-dkms")
     _record("xtables-addons-dkms", "oops in xt_CHAOS at unload (a bug of the package)")
     assert rc != 0 and data["verdict"] == "kernel problem", out[-3000:]
     problem = data["problems"][0]

@@ -26,6 +26,7 @@ from pathlib import Path
 from kedr_build.kernel import hosttools, vmlinux
 from kedr_build.atomic import write_atomic
 from kedr_build.errors import KedrError
+from kedr_build.filelock import locked
 from kedr_build.kernel.descriptions import (DEFAULT_KERNEL, KernelDescription, ProvisionedKernel,
                                             kernelrelease, cache_dir, describe)
 
@@ -67,6 +68,16 @@ def ensure_description(desc: KernelDescription, cache: Path | None = None,
     root = kernel_root(desc, cache)
     if (root / STAMP).is_file():
         return _with_vmlinux(layout(desc, root), log)
+    # Two processes provisioning the same kernel (the xdist workers of one test
+    # session) would each rename a tree over the other's: the second waits, then
+    # finds it provisioned.
+    with locked(root.parent / f".{desc.name}.lock"):
+        if (root / STAMP).is_file():
+            return _with_vmlinux(layout(desc, root), log)
+        return _provision(desc, root, log)
+
+
+def _provision(desc: KernelDescription, root: Path, log: bool) -> ProvisionedKernel:
     hosttools.require(["apt-get", "dpkg-deb", "depmod"])
     root.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{desc.name}.", dir=root.parent) as tmp:
