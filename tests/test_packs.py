@@ -18,7 +18,7 @@ import jsonschema
 import pytest
 import xmlschema
 
-from conftest import REPO, run_scons
+from conftest import REPO, kcidb_data, kcidb_statuses, run_scons
 from kedr_build.errors import KedrError
 from kedr_build.packs import merge, pack, report
 from kedr_build.packs.session import DriverUnderTest, Session, parse_shard
@@ -230,18 +230,11 @@ def test_pack_session_reports_validate_and_shards_merge_to_the_same(
 
 
 def _kcidb(directory: Path) -> dict[str, Any]:
-    """report/kcidb.json, validated by KernelCI's kcidb-io as its latest schema."""
-    import kcidb_io  # type: ignore[import-untyped]
-
-    data: dict[str, Any] = json.loads((directory / "kcidb.json").read_text())
-    kcidb_io.schema.LATEST.validate_exactly(data)
-    return data
+    return kcidb_data(directory)
 
 
 def _statuses(data: dict[str, Any]) -> dict[tuple[str, str], str]:
-    """(driver, test path) -> KCIDB status."""
-    drivers = {b["id"]: b["misc"]["driver"] for b in data["builds"]}
-    return {(drivers[t["build_id"]], t["path"]): t["status"] for t in data["tests"]}
+    return kcidb_statuses(data)
 
 
 def test_kcidb_statuses_roll_up_in_kcidb_order() -> None:
