@@ -605,5 +605,5 @@ def test_jobs_capped_and_old_reports_cleared(tmp_path: Path, site_dir: Path,
     assert "an old report" not in (out / report.HTML_NAME).read_text()
     assert not (out / "logs" / "gone").exists()
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["cheap.toml", "junit.xml", "logs", "pytest.ini", "report.html", "report.json",
-         "session.json"])
+        ["cheap.toml", "junit.xml", "kcidb.json", "logs", "pytest.ini", "report.html",
+         "report.json", "session.json"])
