@@ -263,6 +263,47 @@ def test_kcidb_statuses_roll_up_in_kcidb_order() -> None:
         kcidb.check_origin("My-Lab")
 
 
+def test_retry_judges_each_check_over_its_runs() -> None:
+    from kedr_build.packs import retry
+    from kedr_build.packs.results import CheckResult, TestRun
+
+    def run(*passed: bool, elapsed: float = 1.0) -> TestRun:
+        return TestRun("d", "t", "vm", tuple(CheckResult(c, p, f"{c} {'ok' if p else 'bad'}")
+                                             for c, p in zip("abc", passed)), elapsed=elapsed)
+
+    runs = [run(True, False, False), run(False, True, False), run(True, True, False)]
+    calls: list[int] = []
+
+    def once(attempt: int) -> TestRun:
+        calls.append(attempt)
+        return runs[attempt - 1]
+
+    got = retry.run_with_retries(once, 2)
+    assert calls == [1, 2, 3]           # c fails in every run: as many as RETRIES= allows
+    assert got.attempts == 3 and got.elapsed == 3.0
+    a, b, c = got.checks
+    # Passed in run 1, failed in run 2: flaky too (it is not deterministic), never passed.
+    assert (a.passed, a.flaky) == (True, "failed in run 2 of 3 (a bad), passed in runs 1, 3")
+    assert (b.passed, b.flaky) == (True, "failed in run 1 of 3 (b bad), passed in runs 2, 3")
+    assert (c.passed, c.flaky, c.message) == (False, "", "c bad (failed in each of 3 runs)")
+    calls.clear()
+    assert retry.run_with_retries(once, 0).attempts == 1 and calls == [1]
+    # Run 2 leaves no check failing in every run: no third run.
+    calls.clear()
+    runs[1] = run(False, True, True)
+    assert retry.run_with_retries(once, 5).attempts == 2 and calls == [1, 2]
+    # Nothing failing: one run, as without RETRIES=.
+    assert retry.run_with_retries(lambda k: run(True, True, True), 3).attempts == 1
+    # A driver that was not built is not run again.
+    unbuilt = TestRun("d", "t", "vm", (CheckResult("a", False, "not built: x"),),
+                      reason="not built: x")
+    assert retry.run_with_retries(lambda k: unbuilt, 3).attempts == 1
+    for bad in ("-1", "11", "two", "1.5"):
+        with pytest.raises(KedrError, match=f"RETRIES={re.escape(bad)}: expected"):
+            retry.parse_retries(bad)
+    assert retry.parse_retries("") == 0 and retry.parse_retries("10") == 10
+
+
 FLAKY_PACK = CHEAP_PACK.replace('fail_on = "d3"', 'fail_on = "d2"\nflaky_on = "d1"')
 
 
@@ -325,6 +366,12 @@ def test_retries_report_a_check_passed_on_retry_as_flaky_everywhere(
     # --kedr-retries overrides the session's, and a bad value is one line.
     again = _session(tmp_path, "again", drivers=3, pack_text=FLAKY_PACK)
     assert "one.b[d1] FLAKY" in _pytest(again, plugin_dir, "--kedr-retries", "1").stdout
+    # Two xdist workers: the same items, the worker's flaky result said by the controller.
+    para = _session(tmp_path, "para", drivers=3, retries=2, pack_text=FLAKY_PACK)
+    proc = _pytest(para, plugin_dir, "-n", "2")
+    assert re.search(r"FLAKY .*one\.b\[d1\]", proc.stdout), proc.stdout
+    two = json.loads((para / report.JSON_NAME).read_text())
+    assert _normal(two) == _normal(data)
     bad = _pytest(_session(tmp_path, "bad", drivers=1), plugin_dir, "--kedr-retries", "-1")
     assert bad.returncode == 4
     assert "kedr-build: RETRIES=-1: expected how many times a failed test runs again, " \

@@ -238,6 +238,15 @@ def test_a_driver_that_fails_to_build_is_a_failing_entry(tmp_path: Path,
     chardev = _items(data, "chardev")
     assert len(chardev) == 4 and all(i["outcome"] == "passed" for i in chardev.values()), chardev
     assert "basic.toml::load-unload.loads[broken] FAILED" in proc.stdout
+    # KCIDB: the broken driver's build FAILs with the compiler's cause; its checks did not
+    # run (MISS); the other driver's build and checks PASS.
+    kcidb = kcidb_data(tmp_path / "build" / "report")
+    builds = {b["misc"]["driver"]: b for b in kcidb["builds"]}
+    assert builds["broken"]["status"] == "FAIL" and builds["chardev"]["status"] == "PASS"
+    assert "this_identifier_does_not_exist" in builds["broken"]["log_excerpt"]
+    statuses = kcidb_statuses(kcidb)
+    assert {s for (d, _), s in statuses.items() if d == "broken"} == {"MISS"}
+    assert {s for (d, _), s in statuses.items() if d == "chardev"} == {"PASS"}
 
 
 def test_basic_on_the_612_kernel(tmp_path: Path) -> None:
