@@ -76,6 +76,11 @@ VARIABLES: dict[str, Variable] = {
     "JOBS": Variable("VMs the check target runs at once (pytest-xdist workers)", "1"),
     "SHARD": Variable("k/N: the check target runs only the k-th of N shards of the "
                       "session (python -m kedr_build.packs.merge joins their reports)"),
+    "RETRIES": Variable("the check target runs a pack test whose run failed a check again, "
+                        "up to N times (0 to 10); a check that then passes is reported "
+                        "flaky, never passed", "0"),
+    "KCIDB_ORIGIN": Variable("the KCIDB origin (CI system name) of report/kcidb.json's "
+                             "objects: lower-case letters, digits, '_'", "kedr"),
 }
 
 
@@ -105,6 +110,8 @@ class BuildConfig:
     tests: tuple[str, ...] = ()        # TEST=
     shard: tuple[int, int] | None = None   # SHARD=k/N
     jobs: int = 1                      # JOBS=N
+    retries: int = 0                   # RETRIES=N
+    kcidb_origin: str = "kedr"         # KCIDB_ORIGIN=
     arguments: tuple[tuple[str, str], ...] = ()   # the command line's VAR=value, as given
     launch_dir: str = ""               # where scons was started: relative values are from here
     top: str = ""                      # the checkout (SConstruct's directory)
@@ -148,6 +155,8 @@ def from_arguments(args: Mapping[str, str], top: str, launch_dir: str,
     # Values checked on their own, before anything is discovered or cached in BUILD_DIR:
     # a bad one leaves nothing behind.
     faults = _faults(get("FAULTS"))
+    retries = _retries(get("RETRIES"))
+    kcidb_origin = _kcidb_origin(get("KCIDB_ORIGIN"))
     pack = _pack(get("PACK"), launch_dir) if "PACK" in args else None
     module, ko = get("MODULE") or get("DKMS"), get("KO")
     if get("MODULE") and get("DKMS"):
@@ -226,7 +235,7 @@ def from_arguments(args: Mapping[str, str], top: str, launch_dir: str,
                        suppress=_suppressions(path, get("SUPPRESS")),
                        faults=faults, pack=pack, tests=tests,
                        shard=_shard(get("SHARD")),
-                       jobs=_jobs(get("JOBS")),
+                       jobs=_jobs(get("JOBS")), retries=retries, kcidb_origin=kcidb_origin,
                        arguments=tuple(sorted(args.items())), launch_dir=launch_dir, top=top)
 
 
@@ -310,6 +319,18 @@ def _jobs(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise KedrError(f"JOBS={text}: expected a number of VMs at once, 1 or more")
     return int(text)
+
+
+def _retries(text: str) -> int:
+    from kedr_build.packs.retry import parse_retries
+
+    return parse_retries(text)
+
+
+def _kcidb_origin(text: str) -> str:
+    from kedr_build.packs.kcidb import check_origin
+
+    return check_origin(text)
 
 
 def _shard(text: str) -> tuple[int, int] | None:

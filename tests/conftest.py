@@ -3,12 +3,15 @@ a test that needs it fails if it cannot be had)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -102,6 +105,41 @@ def outputs(build: Path, name: str, kernel: ProvisionedKernel | str) -> Path:
 
     kname = kernel if isinstance(kernel, str) else kernel_name(kernel)
     return build / name if kname == DEFAULT_KERNEL else build / kname / name
+
+
+@contextlib.contextmanager
+def headless_chromium() -> Iterator[Any]:
+    """Debian's chromium through selenium, headless: a report page as a browser renders it."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = "/usr/bin/chromium"
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(arg)
+    browser = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    try:
+        yield browser
+    finally:
+        browser.quit()
+
+
+def kcidb_data(report_dir: Path) -> dict[str, Any]:
+    """report/kcidb.json, validated by KernelCI's kcidb-io as its latest schema."""
+    import json
+
+    import kcidb_io  # type: ignore[import-untyped]
+
+    data: dict[str, Any] = json.loads((report_dir / "kcidb.json").read_text())
+    kcidb_io.schema.LATEST.validate_exactly(data)
+    return data
+
+
+def kcidb_statuses(data: dict[str, Any]) -> dict[tuple[str, str], str]:
+    """(driver, test path) -> KCIDB status, of a kcidb.json."""
+    drivers = {b["id"]: b["misc"]["driver"] for b in data["builds"]}
+    return {(drivers[t["build_id"]], t["path"]): t["status"] for t in data["tests"]}
 
 
 def run_scons(args: list[str], env_extra: dict[str, str] | None = None,

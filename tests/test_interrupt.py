@@ -18,7 +18,7 @@ import jsonschema
 import pytest
 import xmlschema
 
-from conftest import REPO, live_processes
+from conftest import REPO, kcidb_data, kcidb_statuses, live_processes
 from kedr_build.errors import KedrError
 from kedr_build.packs import pack, report
 from kedr_build.packs.session import DriverUnderTest, Session
@@ -141,7 +141,12 @@ def test_interrupted_session_says_so_everywhere(tmp_path: Path, how: str,
     assert cases == {f"one.{c}[{d}]": ("" if o == "passed" else f"skipped:{cut}")
                      for d, c, o, _ in outcomes}
     assert sorted(p.name for p in out.iterdir() if p.is_file()) == [
-        "junit.xml", "pytest.ini", "report.html", "report.json", "session.json"]
+        "junit.xml", "kcidb.json", "pytest.ini", "report.html", "report.json", "session.json"]
+    # KCIDB: interrupted is MISS (the harness stopped), and so is its roll-up.
+    statuses = kcidb_statuses(kcidb_data(out))
+    assert {statuses[d, f"kedr.slow.one.{c}"] for d, c, o, _ in outcomes
+            if o == "interrupted"} == {"MISS"}
+    assert statuses["d1", "kedr.slow.one"] == statuses["d1", "kedr.slow"] == "MISS"
 
     html = (out / report.HTML_NAME).read_text()
     assert '<div id="verdict" class="interrupted">INTERRUPTED</div>' in html
@@ -191,6 +196,12 @@ blocker = {blocker}
     assert cases["work.a[d0]"] == ""
     html = (out / report.HTML_NAME).read_text()
     assert "2 not run" in html and f'<div id="verdict" class="{verdict}">' in html
+    # KCIDB: a blocker not run is MISS (unknown, above PASS), a non-blocker SKIP.
+    statuses = kcidb_statuses(kcidb_data(out))
+    idle_status = "MISS" if blocker == "true" else "SKIP"
+    assert statuses["d1", "kedr.slow.work.a"] == statuses["d1", "kedr.slow.work"] == idle_status
+    assert statuses["d1", "kedr.slow"] == ("MISS" if blocker == "true" else "PASS")
+    assert statuses["d0", "kedr.slow"] == "PASS"
     if blocker == "false":
         assert ("PASSED d1: 2 checks; work: 2 checks not run: no workload (not a blocker)"
                 in proc.stdout), proc.stdout

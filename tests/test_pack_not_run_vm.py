@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import xmlschema
 
-from conftest import kernel_name, outputs, run_scons
+from conftest import (headless_chromium, kcidb_data, kcidb_statuses, kernel_name, outputs,
+                      run_scons)
 from kedr_build.kernel.descriptions import ProvisionedKernel
 
 pytestmark = pytest.mark.vm
@@ -43,3 +44,31 @@ def test_no_workload_is_not_run_and_basic_passes(tmp_path: Path, kernel: Provisi
     assert "5 not run" in html and html.count("not-run (not a blocker)") == 5
     assert "PASSED dummy: 4 checks; workload: 5 checks " + NO_WORKLOAD + " (not a blocker)" \
         in out, out
+    # KCIDB: a non-blocker that cannot run is SKIP (not applicable), rolled up under PASS.
+    statuses = kcidb_statuses(kcidb_data(report_dir))
+    assert statuses == {**{("dummy", f"kedr.basic.load-unload.{c}"): "PASS"
+                           for c in ("loads", "kernel", "leaks", "rules")},
+                        **{("dummy", f"kedr.basic.workload.{c}"): "SKIP"
+                           for c in ("loads", "workload", "kernel", "leaks", "rules")},
+                        ("dummy", "kedr.basic.load-unload"): "PASS",
+                        ("dummy", "kedr.basic.workload"): "SKIP", ("dummy", "kedr.basic"): "PASS"}
+    # The page as a browser renders it: each not-run check says so, in the not-run
+    # colours, never as passed.
+    from selenium.webdriver.common.by import By
+
+    with headless_chromium() as browser:
+        browser.get((report_dir / "report.html").as_uri())
+        assert browser.find_element(By.ID, "verdict").text == "PASSED"
+        assert browser.find_element(By.ID, "not-run").text == "5 not run"
+        cells = {row.get_attribute("data-check"): row.find_element(By.CSS_SELECTOR, "td.outcome")
+                 for row in browser.find_elements(By.CSS_SELECTOR,
+                                                  'tr.result[data-test="workload"]')}
+        assert sorted(cells) == ["kernel", "leaks", "loads", "rules", "workload"]
+        for cell in cells.values():
+            assert cell.is_displayed() and cell.text == "not-run (not a blocker)"
+            assert cell.value_of_css_property("background-color") == "rgba(238, 238, 238, 1)"
+        passed = browser.find_elements(By.CSS_SELECTOR,
+                                       'tr.result[data-test="load-unload"] td.outcome')
+        assert [c.text for c in passed] == ["passed"] * 4
+        assert passed[0].value_of_css_property("background-color") != \
+            "rgba(238, 238, 238, 1)"

@@ -18,7 +18,7 @@ import jsonschema
 import pytest
 import xmlschema
 
-from conftest import REPO, run_scons
+from conftest import REPO, kcidb_data, kcidb_statuses, run_scons
 from kedr_build.errors import KedrError
 from kedr_build.packs import merge, pack, report
 from kedr_build.packs.session import DriverUnderTest, Session, parse_shard
@@ -32,7 +32,10 @@ def run(driver, test, logdir, session):
     import os
     with open(logdir / "ran", "a") as f:       # which process ran the group (boot)
         f.write(os.environ.get("PYTEST_XDIST_WORKER", "main") + "\\n")
-    bad = driver.name in test.params["fail_on"].split(",")
+    # flaky_on: those drivers fail check b in their first run only (RETRIES= runs again).
+    bad = (driver.name in test.params["fail_on"].split(",")
+           or (driver.name in test.params["flaky_on"].split(",")
+               and session.env.get("KEDR_ATTEMPT") == "1"))
     checks = tuple(CheckResult(c, not (bad and c == "b"), f"{c} of {driver.name}")
                    for c in test.checks)
     groups = (LeakGroupInfo(2, 64, "kmalloc", "leak_it+0x1c [x]", ("leak_it+0x1c [x]",
@@ -42,7 +45,8 @@ def run(driver, test, logdir, session):
                    trace_calls={"kfree": 3, "__kmalloc": 4}, suppressed=hidden)
 
 kinds.register(kinds.Kind("cheap", checks=("a", "b"), run=run,
-                          params={"fail_on": kinds.Param(str, "")}))
+                          params={"fail_on": kinds.Param(str, ""),
+                                  "flaky_on": kinds.Param(str, "")}))
 '''
 
 CHEAP_PACK = '''
@@ -117,16 +121,17 @@ def test_shard_syntax() -> None:
             parse_shard(bad)
 
 
-def _session(tmp: Path, name: str, drivers: int, shard: tuple[int, int] | None = None) -> Path:
+def _session(tmp: Path, name: str, drivers: int, shard: tuple[int, int] | None = None,
+             retries: int = 0, pack_text: str = CHEAP_PACK) -> Path:
     out = tmp / name
     out.mkdir()
     pack_file = tmp / "cheap.toml"      # one pack file: the same commands in every shard
-    pack_file.write_text(CHEAP_PACK)
+    pack_file.write_text(pack_text)
     session = Session(pack=str(pack_file), kernel="debian-6.1", report_dir=str(out),
                       drivers=tuple(DriverUnderTest(
                           name=f"d{i}", modules=(), replacement=f"kedr_repl_d{i}",
                           command=f"scons MODULE=drivers/d{i} check PACK={pack_file}")
-                          for i in range(drivers)), shard=shard)
+                          for i in range(drivers)), shard=shard, retries=retries)
     (out / "session.json").write_text(session.to_json())
     return out
 
@@ -152,7 +157,7 @@ def plugin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _normal(rep: dict[str, Any]) -> dict[str, Any]:
-    rep = dict(rep, command="")
+    rep = dict(rep, command="", started="")
     rep["runs"] = [dict(r, elapsed=0) for r in rep["runs"]]
     return rep
 
@@ -212,6 +217,165 @@ def test_pack_session_reports_validate_and_shards_merge_to_the_same(
     assert _cases(merged_dir / report.JUNIT_NAME) == _cases(whole / report.JUNIT_NAME)
     suite = next(ET.parse(merged_dir / report.JUNIT_NAME).getroot().iter("testsuite"))
     assert (suite.get("tests"), suite.get("failures")) == ("15", "1")
+    # KCIDB: both validate with kcidb-io, with the same statuses (ids differ: each run's own).
+    whole_kcidb, merged_kcidb = (_kcidb(d) for d in (whole, merged_dir))
+    assert _statuses(merged_kcidb) == _statuses(whole_kcidb)
+    statuses = _statuses(whole_kcidb)
+    assert statuses["d3", "kedr.cheap.one.b"] == "FAIL"
+    assert statuses["d3", "kedr.cheap.one"] == statuses["d3", "kedr.cheap"] == "FAIL"
+    assert statuses["d3", "kedr.cheap.two"] == statuses["d3", "kedr.cheap.one.a"] == "PASS"
+    assert {s for (d, _), s in statuses.items() if d != "d3"} == {"PASS"}
+    assert len(statuses) == 5 * (3 + 2 + 1)     # per driver: 3 checks, 2 tests, the pack
+    assert [b["status"] for b in whole_kcidb["builds"]] == ["PASS"] * 5
+
+
+def _kcidb(directory: Path) -> dict[str, Any]:
+    return kcidb_data(directory)
+
+
+def _statuses(data: dict[str, Any]) -> dict[tuple[str, str], str]:
+    return kcidb_statuses(data)
+
+
+def test_kcidb_statuses_roll_up_in_kcidb_order() -> None:
+    from kedr_build.packs import kcidb
+    from kedr_build.packs.results import ItemResult
+
+    assert kcidb.rollup(["PASS", "SKIP", "DONE"]) == "PASS"
+    assert kcidb.rollup(["PASS", "MISS", "SKIP"]) == "MISS"
+    assert kcidb.rollup(["MISS", "ERROR", "PASS"]) == "ERROR"
+    assert kcidb.rollup(["ERROR", "FAIL", "SKIP", "PASS"]) == "FAIL"
+    assert kcidb.rollup(["SKIP", "DONE"]) == "DONE"
+    assert kcidb.rollup([]) == "SKIP"
+
+    def item(outcome: str, blocker: bool = True) -> ItemResult:
+        return ItemResult("d", "t", "c", outcome, "", "", blocker=blocker)
+
+    assert [kcidb.status_of(item(o)) for o in ("passed", "failed", "error", "not-run",
+                                               "interrupted", "flaky")] == [
+        "PASS", "FAIL", "ERROR", "MISS", "MISS", "PASS"]
+    assert kcidb.status_of(item("not-run", blocker=False)) == "SKIP"
+    assert kcidb.status_of(item("passed"), built=False) == "MISS"
+    assert kcidb.path_part("load-unload") == "load-unload"
+    assert kcidb.path_part("a.b c") == "a_b_c"
+    assert kcidb.check_origin("my_lab") == "my_lab"
+    with pytest.raises(KedrError, match="KCIDB_ORIGIN=My-Lab: a KCIDB origin is lower-case"):
+        kcidb.check_origin("My-Lab")
+
+
+def test_retry_judges_each_check_over_its_runs() -> None:
+    from kedr_build.packs import retry
+    from kedr_build.packs.results import CheckResult, TestRun
+
+    def run(*passed: bool, elapsed: float = 1.0) -> TestRun:
+        return TestRun("d", "t", "vm", tuple(CheckResult(c, p, f"{c} {'ok' if p else 'bad'}")
+                                             for c, p in zip("abc", passed)), elapsed=elapsed)
+
+    runs = [run(True, False, False), run(False, True, False), run(True, True, False)]
+    calls: list[int] = []
+
+    def once(attempt: int) -> TestRun:
+        calls.append(attempt)
+        return runs[attempt - 1]
+
+    got = retry.run_with_retries(once, 2)
+    assert calls == [1, 2, 3]           # c fails in every run: as many as RETRIES= allows
+    assert got.attempts == 3 and got.elapsed == 3.0
+    a, b, c = got.checks
+    # Passed in run 1, failed in run 2: flaky too (it is not deterministic), never passed.
+    assert (a.passed, a.flaky) == (True, "failed in run 2 of 3 (a bad), passed in runs 1, 3")
+    assert (b.passed, b.flaky) == (True, "failed in run 1 of 3 (b bad), passed in runs 2, 3")
+    assert (c.passed, c.flaky, c.message) == (False, "", "c bad (failed in each of 3 runs)")
+    calls.clear()
+    assert retry.run_with_retries(once, 0).attempts == 1 and calls == [1]
+    # Run 2 leaves no check failing in every run: no third run.
+    calls.clear()
+    runs[1] = run(False, True, True)
+    assert retry.run_with_retries(once, 5).attempts == 2 and calls == [1, 2]
+    # Nothing failing: one run, as without RETRIES=.
+    assert retry.run_with_retries(lambda k: run(True, True, True), 3).attempts == 1
+    # A driver that was not built is not run again.
+    unbuilt = TestRun("d", "t", "vm", (CheckResult("a", False, "not built: x"),),
+                      reason="not built: x")
+    assert retry.run_with_retries(lambda k: unbuilt, 3).attempts == 1
+    for bad in ("-1", "11", "two", "1.5"):
+        with pytest.raises(KedrError, match=f"RETRIES={re.escape(bad)}: expected"):
+            retry.parse_retries(bad)
+    assert retry.parse_retries("") == 0 and retry.parse_retries("10") == 10
+
+
+FLAKY_PACK = CHEAP_PACK.replace('fail_on = "d3"', 'fail_on = "d2"\nflaky_on = "d1"')
+
+
+def test_retries_report_a_check_passed_on_retry_as_flaky_everywhere(
+        tmp_path: Path, plugin_dir: Path) -> None:
+    """RETRIES=2: d1 fails check b in its first run only (flaky), d2 in every run
+    (failed after 3 runs), d0 never: flaky is said on the console, in the verdict line,
+    JUnit, JSON, HTML and KCIDB, never as a plain pass; the verdict is passed on d1."""
+    out = _session(tmp_path, "retry", drivers=3, retries=2, pack_text=FLAKY_PACK)
+    proc = _pytest(out, plugin_dir)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 1, text                   # d2 still fails
+    assert "::one.b[d1] FLAKY" in proc.stdout, text
+    assert "one.b[d1] PASSED" not in proc.stdout
+    assert "one.b[d2] FAILED" in proc.stdout
+    how = "failed in run 1 of 2 (b of d1), passed in run 2"
+    assert "kedr-build pack cheap on debian-6.1: FAILED (1 flaky: passed on retry)" in text
+    assert "PASSED d1: 3 checks, 1 flaky (passed on retry)" in text, text
+    assert f"  one.b: flaky: {how}; b of d1" in text
+    assert "FAILED d2: 1 of 3 checks" in text
+    # The runs: d1's test one twice, d2's three times (RETRIES=2), d0's once.
+    assert sorted(str(p.relative_to(out / "logs")) for p in (out / "logs").rglob("ran")) == [
+        "d0/one/ran", "d0/two/ran", "d1/one/ran", "d1/one/retry-1/ran", "d1/two/ran",
+        "d2/one/ran", "d2/one/retry-1/ran", "d2/one/retry-2/ran", "d2/two/ran"]
+
+    data = json.loads((out / report.JSON_NAME).read_text())
+    jsonschema.validate(data, json.loads(report.SCHEMA.read_text()))
+    items = {(i["driver"], i["test"], i["check"]): i for i in data["items"]}
+    assert items["d1", "one", "b"]["outcome"] == "flaky"
+    assert items["d1", "one", "b"]["message"] == f"flaky: {how}; b of d1"
+    assert items["d1", "one", "a"]["outcome"] == "passed"
+    assert items["d2", "one", "b"]["outcome"] == "failed"
+    assert items["d2", "one", "b"]["message"] == "b of d2 (failed in each of 3 runs)"
+    runs = {(r["driver"], r["test"]): r for r in data["runs"]}
+    assert (runs["d1", "one"]["attempts"], runs["d1", "one"]["retried"]) == (2, ["b: b of d1"])
+    assert runs["d2", "one"]["attempts"] == 3 and runs["d0", "one"]["attempts"] == 1
+
+    outs = {c.get("name"): "".join(x.text or "" for x in c.iter("system-out"))
+            for c in ET.parse(out / report.JUNIT_NAME).getroot().iter("testcase")}
+    assert f"FLAKY: {how}\n" in outs["one.b[d1]"], outs
+    assert "FLAKY" not in outs["one.a[d1]"] and "FLAKY" not in outs["one.b[d2]"]
+
+    html = (out / report.HTML_NAME).read_text()
+    assert '<span id="flaky">1 flaky (passed on retry)</span>' in html
+    assert html.count('class="outcome flaky">flaky<') == 1
+    assert "2 runs (RETRIES=)" in html and "3 runs (RETRIES=)" in html
+
+    statuses = _statuses(_kcidb(out))
+    assert statuses["d1", "kedr.cheap.one.b"] == "PASS"
+    assert statuses["d2", "kedr.cheap.one.b"] == "FAIL"
+    flaky = next(t for t in _kcidb(out)["tests"] if t["path"] == "kedr.cheap.one.b"
+                 and t["misc"]["driver"] == "d1")
+    assert flaky["misc"]["kedr_outcome"] == "flaky" and flaky["comment"].startswith("flaky: ")
+
+    # Without RETRIES= the same first run fails d1: what RETRIES= reports as flaky is
+    # the failure it would have been.
+    plain = _session(tmp_path, "plain", drivers=3, pack_text=FLAKY_PACK)
+    proc = _pytest(plain, plugin_dir)
+    assert "one.b[d1] FAILED" in proc.stdout, proc.stdout
+    # --kedr-retries overrides the session's, and a bad value is one line.
+    again = _session(tmp_path, "again", drivers=3, pack_text=FLAKY_PACK)
+    assert "one.b[d1] FLAKY" in _pytest(again, plugin_dir, "--kedr-retries", "1").stdout
+    # Two xdist workers: the same items, the worker's flaky result said by the controller.
+    para = _session(tmp_path, "para", drivers=3, retries=2, pack_text=FLAKY_PACK)
+    proc = _pytest(para, plugin_dir, "-n", "2")
+    assert re.search(r"FLAKY .*one\.b\[d1\]", proc.stdout), proc.stdout
+    two = json.loads((para / report.JSON_NAME).read_text())
+    assert _normal(two) == _normal(data)
+    bad = _pytest(_session(tmp_path, "bad", drivers=1), plugin_dir, "--kedr-retries", "-1")
+    assert bad.returncode == 4
+    assert "kedr-build: RETRIES=-1: expected how many times a failed test runs again, " \
+        "0 to 10" in bad.stderr, bad.stderr
 
 
 def test_two_workers_give_the_same_report(tmp_path: Path, plugin_dir: Path) -> None:
@@ -273,6 +437,9 @@ def test_merge_refuses_overlapping_shards(tmp_path: Path, plugin_dir: Path) -> N
     (["PACK=nosuch.toml"], "kedr-build: PACK=nosuch.toml: no such pack file"),
     (["SHARD=3/2"], "kedr-build: SHARD=3/2: expected k/N with 1 <= k <= N"),
     (["JOBS=two"], "kedr-build: JOBS=two: expected a number of VMs at once, 1 or more"),
+    (["RETRIES=11"], "kedr-build: RETRIES=11: expected how many times a failed test runs "
+                     "again, 0 to 10"),
+    (["KCIDB_ORIGIN=Lab 1"], "kedr-build: KCIDB_ORIGIN=Lab 1: a KCIDB origin is lower-case"),
     (["DRIVERS=examples/chardev,examples/chardev"], "both write"),
     (["DRIVERS=examples/chardev", "MODULE=examples/chardev"],
      "kedr-build: DRIVERS= and MODULE= exclude each other"),
@@ -485,5 +652,5 @@ def test_jobs_capped_and_old_reports_cleared(tmp_path: Path, site_dir: Path,
     assert "an old report" not in (out / report.HTML_NAME).read_text()
     assert not (out / "logs" / "gone").exists()
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["cheap.toml", "junit.xml", "logs", "pytest.ini", "report.html", "report.json",
-         "session.json"])
+        ["cheap.toml", "junit.xml", "kcidb.json", "logs", "pytest.ini", "report.html",
+         "report.json", "session.json"])

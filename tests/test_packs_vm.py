@@ -20,7 +20,7 @@ import jsonschema
 import pytest
 import xmlschema
 
-from conftest import REPO, run_scons
+from conftest import REPO, headless_chromium, kcidb_data, kcidb_statuses, run_scons
 from kedr_build.kernel.descriptions import ProvisionedKernel
 from kedr_build.packs import report
 
@@ -89,18 +89,31 @@ def test_reports_validate(batch: tuple[Path, Any], junit_xsd: Path) -> None:
     assert data["verdict"] == "failed" and data["kernel"] == "debian-6.1"
 
 
+def test_kcidb_json_validates_with_each_driver_s_statuses(batch: tuple[Path, Any]) -> None:
+    """report/kcidb.json of the batch: valid KCIDB (kcidb-io), a checkout and a build per
+    driver, the leaker's leak checks FAIL and roll up to FAIL, the clean driver PASS."""
+    data = kcidb_data(batch[0] / "build" / "report")
+    assert len(data["checkouts"]) == len(data["builds"]) == 2
+    assert {(b["misc"]["driver"], b["status"], b["architecture"], b["config_name"])
+            for b in data["builds"]} == {("leaker", "PASS", "x86_64", "debian-6.1"),
+                                         ("chardev", "PASS", "x86_64", "debian-6.1")}
+    statuses = kcidb_statuses(data)
+    checks = ("loads", "kernel", "leaks", "rules")
+    assert {p: s for (d, p), s in statuses.items() if d == "leaker" and s != "PASS"} == {
+        "kedr.basic.load-unload.leaks": "FAIL", "kedr.basic.workload.leaks": "FAIL",
+        "kedr.basic.load-unload": "FAIL", "kedr.basic.workload": "FAIL", "kedr.basic": "FAIL"}
+    chardev = {p: s for (d, p), s in statuses.items() if d == "chardev"}
+    assert chardev == {**{f"kedr.basic.load-unload.{c}": "PASS" for c in checks},
+                       **{f"kedr.basic.workload.{c}": "PASS" for c in (*checks, "workload")},
+                       "kedr.basic.load-unload": "PASS", "kedr.basic.workload": "PASS",
+                       "kedr.basic": "PASS"}
+    assert all(t["id"].startswith("kedr:") and t["origin"] == "kedr" for t in data["tests"])
+
+
 def test_rendered_html_shows_verdict_and_leak_stack(batch: tuple[Path, Any]) -> None:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
-    options = Options()
-    options.binary_location = "/usr/bin/chromium"
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
-        options.add_argument(arg)
-    browser = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-    try:
+    with headless_chromium() as browser:
         page = batch[0] / "build" / "report" / report.HTML_NAME
         browser.get(page.as_uri())
         verdict = browser.find_element(By.ID, "verdict")
@@ -117,8 +130,6 @@ def test_rendered_html_shows_verdict_and_leak_stack(batch: tuple[Path, Any]) -> 
         failed_rows = browser.find_elements(By.CSS_SELECTOR, "tr.result td.outcome.failed")
         assert len(failed_rows) == 2
         browser.save_screenshot(str(page.with_suffix(".png")))
-    finally:
-        browser.quit()
 
 
 def test_failure_reproduces_alone(batch: tuple[Path, Any]) -> None:
@@ -227,6 +238,15 @@ def test_a_driver_that_fails_to_build_is_a_failing_entry(tmp_path: Path,
     chardev = _items(data, "chardev")
     assert len(chardev) == 4 and all(i["outcome"] == "passed" for i in chardev.values()), chardev
     assert "basic.toml::load-unload.loads[broken] FAILED" in proc.stdout
+    # KCIDB: the broken driver's build FAILs with the compiler's cause; its checks did not
+    # run (MISS); the other driver's build and checks PASS.
+    kcidb = kcidb_data(tmp_path / "build" / "report")
+    builds = {b["misc"]["driver"]: b for b in kcidb["builds"]}
+    assert builds["broken"]["status"] == "FAIL" and builds["chardev"]["status"] == "PASS"
+    assert "this_identifier_does_not_exist" in builds["broken"]["log_excerpt"]
+    statuses = kcidb_statuses(kcidb)
+    assert {s for (d, _), s in statuses.items() if d == "broken"} == {"MISS"}
+    assert {s for (d, _), s in statuses.items() if d == "chardev"} == {"PASS"}
 
 
 def test_basic_on_the_612_kernel(tmp_path: Path) -> None:

@@ -106,6 +106,8 @@ FEATURES = (
             "left (VM)", ("test_interrupt_vm.py::",)),
     Feature("a check that cannot run is 'not run'; the verdict rests on blockers (VM)",
             ("test_pack_not_run_vm.py::",)),
+    Feature("RETRIES=: a check passing on retry is 'flaky' in every report, never "
+            "passed (VM)", ("test_pack_retries_vm.py::",)),
     Feature("test pack basic: clean driver passes, leaker fails (VM)",
             ("test_packs_vm.py::test_clean_driver_passes_basic",
              "test_packs_vm.py::test_leaker_fails_basic_with_the_leak_diagnosis",

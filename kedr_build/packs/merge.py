@@ -14,7 +14,7 @@ from pathlib import Path
 
 from kedr_build.atomic import write_atomic
 from kedr_build.errors import KedrError
-from kedr_build.packs import report
+from kedr_build.packs import kcidb, report
 from kedr_build.packs.results import PackReport, from_dict, verdict_of
 
 
@@ -33,8 +33,10 @@ def merge_reports(reports: list[PackReport]) -> PackReport:
     order = {g: n for n, g in enumerate(dict.fromkeys((i.driver, i.test) for i in items))}
     runs = tuple(sorted((run for r in reports for run in r.runs),
                         key=lambda run: order.get((run.driver, run.test), len(order))))
+    started = min((r.started for r in reports if r.started), default="")
     return PackReport(pack=first.pack, kernel=first.kernel, verdict=verdict_of(items),
-                      items=items, runs=runs, tools=first.tools, command=first.command)
+                      items=items, runs=runs, tools=first.tools, command=first.command,
+                      started=started)
 
 
 def merge_junit(files: list[Path], order: dict[str, int]) -> bytes:
@@ -73,7 +75,10 @@ def merge_dirs(out: Path, shards: list[Path]) -> PackReport:
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise KedrError(f"{d / report.JSON_NAME}: not a pack report ({e})") from None
     merged = merge_reports(reports)
-    report.write(out, merged)
+    shard_kcidb = shards[0] / kcidb.KCIDB_NAME
+    origin = (kcidb.origin_of(shard_kcidb.read_text()) if shard_kcidb.is_file()
+              else kcidb.DEFAULT_ORIGIN)
+    report.write(out, merged, origin)
     order = {f"{i.test}.{i.check}[{i.driver}]": i.index for i in merged.items}
     junit = [d / report.JUNIT_NAME for d in shards if (d / report.JUNIT_NAME).is_file()]
     if junit:

@@ -32,7 +32,8 @@ import os
 import signal
 import sys
 from collections.abc import Generator, Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +42,10 @@ import pytest
 from kedr_build import interrupt
 from kedr_build.checks.suppress import describe
 from kedr_build.errors import KedrError
-from kedr_build.packs import kinds, report
+from kedr_build.packs import kinds, report, retry
 from kedr_build.packs.pack import Pack, PackTest, parse
-from kedr_build.packs.results import (CheckResult, ItemResult, PackReport, TestRun, run_from_dict,
-                                      verdict_of)
+from kedr_build.packs.results import (NOT_BUILT, CheckResult, ItemResult, PackReport, TestRun,
+                                      run_from_dict, verdict_of)
 from kedr_build.packs.session import DriverUnderTest, Session, parse_shard
 
 
@@ -53,6 +54,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--kedr-session", metavar="FILE",
                     help="session.json: the drivers, kernel and pack to run")
     group.addoption("--kedr-shard", metavar="K/N", help="run only the K-th of N shards")
+    group.addoption("--kedr-retries", metavar="N",
+                    help="run a failed test again up to N times (default: the session's)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -63,6 +66,9 @@ def pytest_configure(config: pytest.Config) -> None:
         session = Session.read(Path(path))
         shard_text = config.getoption("--kedr-shard")
         shard = parse_shard(shard_text) if shard_text else session.shard
+        retries_text = config.getoption("--kedr-retries")
+        if retries_text is not None:
+            session = replace(session, retries=retry.parse_retries(retries_text))
         pack_path = Path(session.pack)
         pack = parse(pack_path.read_text(), pack_path)
     except (KedrError, OSError) as e:
@@ -92,6 +98,8 @@ class PackSession:
         self.results: dict[str, ItemResult] = {}
         self.sent: set[tuple[str, str]] = set()    # groups whose run went on a report
         self.started: dict[str, Any] = {}
+        self.flaky: dict[str, str] = {}             # node id -> how it was flaky
+        self.start_time = datetime.now(timezone.utc).isoformat(timespec="seconds")
 
     def pytest_collect_file(self, file_path: Path, parent: pytest.Collector) -> Any:
         if file_path.resolve() == Path(self.session.pack).resolve():
@@ -117,17 +125,26 @@ class PackSession:
     def run_group(self, driver: DriverUnderTest, test: PackTest) -> TestRun:
         key = (driver.name, test.name)
         if key not in self.runs:
-            logdir = Path(self.session.report_dir, "logs", driver.name, test.name)
-            logdir.mkdir(parents=True, exist_ok=True)
-            try:
-                if driver.build_error:
-                    raise KedrError(f"not built: {driver.build_error}")
-                run: TestRun = kinds.get(test.kind).runner()(driver, test, logdir, self.session)
-            except KedrError as e:
-                run = TestRun(driver.name, test.name, test.kind, reason=str(e),
-                              checks=tuple(CheckResult(c, False, str(e)) for c in test.checks))
-            self.runs[key] = run
+            self.runs[key] = retry.run_with_retries(
+                lambda attempt: self.run_once(driver, test, attempt), self.session.retries)
         return self.runs[key]
+
+    def run_once(self, driver: DriverUnderTest, test: PackTest, attempt: int) -> TestRun:
+        """One run of the test (attempt 2 and on: RETRIES=, logs in retry-<k>/)."""
+        logdir = Path(self.session.report_dir, "logs", driver.name, test.name)
+        if attempt > 1:
+            logdir = logdir / f"retry-{attempt - 1}"
+        logdir.mkdir(parents=True, exist_ok=True)
+        session = replace(self.session, env={**self.session.env,
+                                             retry.ATTEMPT_ENV: str(attempt)})
+        try:
+            if driver.build_error:
+                raise KedrError(f"{NOT_BUILT}{driver.build_error}")
+            run: TestRun = kinds.get(test.kind).runner()(driver, test, logdir, session)
+        except KedrError as e:
+            run = TestRun(driver.name, test.name, test.kind, reason=str(e),
+                          checks=tuple(CheckResult(c, False, str(e)) for c in test.checks))
+        return run
 
     def reproduce(self, driver: DriverUnderTest, test: PackTest) -> str:
         return f"{driver.command} TEST={test.name}"
@@ -143,10 +160,15 @@ class PackSession:
             return report
         index, driver, test, check = meta
         if report.when == "call" or (report.when == "setup" and not report.passed):
-            outcome = ("not-run" if report.skipped else
+            outcome: str = ("not-run" if report.skipped else
                        report.outcome if report.when == "call" else "error")
             message = self.messages.get(item.nodeid) or (
                 "" if report.passed else str(report.longrepr).splitlines()[-1])
+            flaky = self.flaky.get(item.nodeid, "")
+            if flaky and outcome == "passed":
+                # RETRIES=: failed in one run and passed in another; never a plain pass.
+                outcome, message = "flaky", f"flaky: {flaky}; {message}"
+                item.add_report_section("call", "stdout", f"FLAKY: {flaky}\n")
             result = ItemResult(driver=driver.name, test=test.name, check=check,
                                 outcome=outcome, message=message,
                                 reproduce=self.reproducers.get(item.nodeid)
@@ -186,7 +208,16 @@ class PackSession:
                                                 key=lambda kv: order.get(kv[0], len(order))))
         return PackReport(pack=self.pack.name, kernel=self.session.kernel,
                           verdict=verdict_of(items), items=items, runs=runs,
-                          tools=report.tool_versions(), command=" ".join(sys.argv))
+                          tools=report.tool_versions(), command=" ".join(sys.argv),
+                          started=self.start_time)
+
+    def pytest_report_teststatus(self, report: pytest.TestReport,
+                                 config: pytest.Config) -> Any:
+        """A flaky item is FLAKY on the console (and counted as such), never PASSED."""
+        item = getattr(report, "kedr_item", None)
+        if item is not None and item["outcome"] == "flaky" and report.when == "call":
+            return "flaky", "f", ("FLAKY", {"yellow": True})
+        return None
 
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         # pytest writes junit.xml in place: it goes to junit.xml.part, renamed once
@@ -209,7 +240,7 @@ class PackSession:
             self.report_interrupted(signum)
         if self.results:
             built = self.build_report()
-            report.write(Path(self.session.report_dir), built)
+            report.write(Path(self.session.report_dir), built, self.session.kcidb_origin)
             if built.verdict == "failed" and session.exitstatus == pytest.ExitCode.OK:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED   # a blocker not run
 
@@ -336,6 +367,8 @@ class CheckItem(pytest.Item):
         run = self.plugin.run_group(self.driver, self.test)
         result = run.check(self.check)
         self.plugin.messages[self.nodeid] = result.message
+        if result.flaky:
+            self.plugin.flaky[self.nodeid] = result.flaky
         if result.reproduce:
             self.plugin.reproducers[self.nodeid] = result.reproduce
         if result.skipped:

@@ -1,5 +1,6 @@
 """Write a pack session's reports: ``report.json`` (versioned; JSON Schema in
-``kedr_build/packs/schema/report-2.json``), ``report.html`` (one self-contained
+``kedr_build/packs/schema/report-2.json``), ``kcidb.json`` (KernelCI's KCIDB I/O
+format: :mod:`kedr_build.packs.kcidb`), ``report.html`` (one self-contained
 page: verdict first, per-test results, leak stacks grouped, violations, trace
 statistics as an inline SVG chart, the fault-sweep table), and the terminal
 summary. pytest writes ``junit.xml`` itself (``--junitxml``).
@@ -13,6 +14,7 @@ from typing import Any
 
 from kedr_build.atomic import write_atomic
 from kedr_build.checks.suppress import Suppressed, describe
+from kedr_build.packs import kcidb
 from kedr_build.packs.results import PackReport
 
 SCHEMA = Path(__file__).resolve().parent / "schema" / "report-2.json"
@@ -46,9 +48,11 @@ def _own_version() -> str:
         return "unknown"
 
 
-def write(directory: Path, rep: PackReport) -> None:
+def write(directory: Path, rep: PackReport, origin: str = kcidb.DEFAULT_ORIGIN) -> None:
+    """The report files (``origin``: the KCIDB origin of kcidb.json's objects)."""
     directory.mkdir(parents=True, exist_ok=True)
     write_atomic(directory / JSON_NAME, rep.to_json().encode())
+    write_atomic(directory / kcidb.KCIDB_NAME, kcidb.to_json(rep, origin).encode())
     write_atomic(directory / HTML_NAME, html(rep).encode())
 
 
@@ -112,8 +116,10 @@ def charts(rep: PackReport) -> list[dict[str, Any]]:
 def summary(rep: PackReport, directory: Path) -> list[str]:
     """The short text summary: the verdict per driver, each failed check with the
     command that reproduces it, and where the reports are."""
+    flaky = [i for i in rep.items if i.outcome == "flaky"]
     lines = [f"kedr-build pack {rep.pack} on {rep.kernel}: "
-             f"{rep.verdict.upper()}"]
+             f"{rep.verdict.upper()}"
+             + (f" ({len(flaky)} flaky: passed on retry)" if flaky else "")]
     drivers = list(dict.fromkeys(i.driver for i in rep.items))
     suppressed = suppressed_by_driver(rep)
     for d in drivers:
@@ -131,7 +137,11 @@ def summary(rep: PackReport, directory: Path) -> list[str]:
                          + (f", {len(bad)} failed" if bad else "") + aside)
         elif not bad:
             ran = len(items) - sum(1 for i in items if i.outcome == "not-run")
-            lines.append(f"PASSED {d}: {ran} checks" + aside)
+            shaky = [i for i in items if i.outcome == "flaky"]
+            lines.append(f"PASSED {d}: {ran} checks"
+                         + (f", {len(shaky)} flaky (passed on retry)" if shaky else "") + aside)
+            for i in shaky:
+                lines.append(f"  {i.test}.{i.check}: {i.message}")
             continue
         else:
             lines.append(f"FAILED {d}: {len(bad)} of {len(items)} checks" + aside)
@@ -139,5 +149,5 @@ def summary(rep: PackReport, directory: Path) -> list[str]:
             lines.append(f"  {i.test}.{i.check}: {i.message}")
             lines.append(f"      reproduce: {i.reproduce}")
     lines.append(f"reports: {directory / HTML_NAME}, {directory / JSON_NAME}, "
-                 f"{directory / JUNIT_NAME}")
+                 f"{directory / JUNIT_NAME}, {directory / kcidb.KCIDB_NAME}")
     return lines

@@ -6,11 +6,12 @@ behind them. A :class:`PackReport` is a whole session (or shards merged): it is
 what ``report.json`` holds (JSON Schema: ``kedr_build/packs/schema/report-2.json``).
 
 An item's outcome is ``passed``, ``failed``, ``error``, ``not-run`` (the test could
-not run, e.g. no workload: the message says why) or ``interrupted`` (the session was
-stopped by a signal before the item was judged). The verdict is ``interrupted`` when
+not run, e.g. no workload: the message says why), ``interrupted`` (the session was
+stopped by a signal before the item was judged) or ``flaky`` (with ``RETRIES=N``: it
+failed in one run of its test and passed in another; the message says which). The verdict is ``interrupted`` when
 any item is, else ``failed`` when any item failed or erred or a *blocker* test's item
 was not run (a pack test is a blocker unless its TOML says ``blocker = false``), else
-``passed``.
+``passed`` (flaky items do not fail it; every report says they were flaky).
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from kedr_build.checks.suppress import Suppressed
 
 SCHEMA_ID = "kedr-build/pack-report"
 SCHEMA_VERSION = 2
-OUTCOMES = ("passed", "failed", "error", "not-run", "interrupted")
+OUTCOMES = ("passed", "failed", "error", "not-run", "interrupted", "flaky")
+# The reason of a run whose driver was not built (a batch checks the others).
+NOT_BUILT = "not built: "
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class CheckResult:
     skipped: bool = False     # not judged (why: message); the run's other checks say why
     reproduce: str = ""       # the command reproducing this finding alone, when narrower
                               # than the test's (a fault site's scenario, a campaign seed)
+    flaky: str = ""           # RETRIES=: it failed in one run and passed in another (how)
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,8 @@ class TestRun:
     taint: int | None = None
     sweep: tuple[SweepRow, ...] = ()
     suppressed: tuple[Suppressed, ...] = ()   # SUPPRESS= rules and what each hid in this run
+    attempts: int = 1                      # runs of the test (RETRIES=: more after a failure)
+    retried: tuple[str, ...] = ()          # why each earlier attempt was run again
 
     def check(self, name: str) -> CheckResult:
         for c in self.checks:
@@ -112,6 +118,7 @@ class PackReport:
     runs: tuple[TestRun, ...]
     tools: dict[str, str] = field(default_factory=dict)
     command: str = ""
+    started: str = ""                     # when the session started (UTC, ISO 8601)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -132,7 +139,8 @@ def from_dict(data: dict[str, Any]) -> PackReport:
     return PackReport(pack=data["pack"], kernel=data["kernel"], verdict=data["verdict"],
                       items=tuple(ItemResult(**i) for i in data["items"]),
                       runs=tuple(run_from_dict(r) for r in data["runs"]),
-                      tools=dict(data.get("tools", {})), command=data.get("command", ""))
+                      tools=dict(data.get("tools", {})), command=data.get("command", ""),
+                      started=data.get("started", ""))
 
 
 def run_from_dict(data: dict[str, Any]) -> TestRun:
@@ -143,7 +151,8 @@ def run_from_dict(data: dict[str, Any]) -> TestRun:
                              for g in r["leak_groups"])
     r["sweep"] = tuple(SweepRow(**s) for s in r["sweep"])
     r["suppressed"] = tuple(Suppressed(**s) for s in r.get("suppressed", ()))
-    for key in ("steps", "bad_frees", "violations", "problems"):
+    r.setdefault("retried", ())
+    for key in ("steps", "bad_frees", "violations", "problems", "retried"):
         r[key] = tuple(r[key])
     r["trace_calls"] = dict(r["trace_calls"])
     return TestRun(**r)

@@ -38,6 +38,8 @@ class Session:
     shard: tuple[int, int] | None = None   # SHARD=k/N
     jobs: int = 1                     # JOBS=N: VMs at once (pytest-xdist workers)
     env: dict[str, str] = field(default_factory=dict)   # extra, for test kinds
+    retries: int = 0                  # RETRIES=N: runs of a failed test again, at most
+    kcidb_origin: str = "kedr"        # KCIDB_ORIGIN=: the origin of kcidb.json's objects
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)

@@ -103,12 +103,14 @@ class RunReport:
 def plan_run(modules: list[Path], workload: Path | None = None,
              trace_providers: tuple[str, ...] = (),
              faults: Mapping[str, str] | None = None, cycles: int = 1,
-             copies: int = 1) -> RunPlan:
+             copies: int = 1, attempt: int = 1) -> RunPlan:
     """Order the modules and write the guest script.
 
     ``cycles``: the drivers (not the trace providers) are loaded and unloaded that
     many times in the one boot, the workload running after the last load.
     ``copies``: that many copies of the workload run at once (a stress).
+    ``attempt``: which run of a pack test this is (RETRIES=), exported to the workload
+    as ``KEDR_ATTEMPT``.
 
     ``trace_providers``: modules that define trace events (replacement modules).
     Their event system is switched on right after they load, so the driver's
@@ -131,7 +133,7 @@ def plan_run(modules: list[Path], workload: Path | None = None,
         drivers=[m.name for m in ordered if m.name not in trace_providers], cycles=cycles,
         copies=copies,
         workload=workload.name if workload is not None else None, marks=marks,
-        tracefs=TRACEFS, faults=dict(faults or {}))
+        tracefs=TRACEFS, faults=dict(faults or {}), attempt=int(attempt))
     return RunPlan(tuple(ordered), tuple(intree), workload, script, trace_providers)
 
 
@@ -145,11 +147,11 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
                 intree: tuple[str, ...] = (), cpus: int | None = None,
                 suppressions: tuple[suppress.Suppression, ...] = (),
                 faults: Mapping[str, str] | None = None, cycles: int = 1,
-                copies: int = 1) -> RunReport:
+                copies: int = 1, attempt: int = 1) -> RunReport:
     """Run the modules in the VM; ``intree``: more in-tree modules the workload may modprobe;
     ``faults``: fault point -> scenario; ``cycles``: how many times the drivers are loaded
     and unloaded; ``copies``: of the workload at once (see :func:`plan_run`)."""
-    plan = plan_run(modules, workload, trace_providers, faults, cycles, copies)
+    plan = plan_run(modules, workload, trace_providers, faults, cycles, copies, attempt)
     check_releases(plan.modules, kernel)
     files = {f"modules/{m.name}.ko": m.path for m in plan.modules}
     if workload is not None:
