@@ -119,4 +119,5 @@ def session(drivers: Sequence[CheckedDriver], report_dir: str,
     return Session(pack=str(Path(pack_file).resolve()), kernel=first.kernel.description.name,
                    drivers=tuple(under_test), report_dir=os.path.abspath(report_dir),
                    vm_timeout=first.vm_timeout, vm_cpus=first.vm_cpus, tests=first.tests,
-                   shard=first.shard, jobs=first.jobs)
+                   shard=first.shard, jobs=first.jobs,
+                   env={k: v for k, v in first.arguments if k == "FUZZ_SEED"})

@@ -75,6 +75,9 @@ class TestRun:
     taint: int | None = None
     sweep: tuple[SweepRow, ...] = ()
     suppressed: tuple[Suppressed, ...] = ()   # SUPPRESS= rules and what each hid in this run
+    interfaces: str = ""                   # what the driver registered (fuzz, reload kinds)
+    fuzz: tuple[str, ...] = ()             # the fuzzer's lines: its seed, rate, last ops
+    cycles: tuple[str, ...] = ()           # reload: each cycle's leak totals, one line each
 
     def check(self, name: str) -> CheckResult:
         for c in self.checks:
@@ -145,5 +148,7 @@ def run_from_dict(data: dict[str, Any]) -> TestRun:
     r["suppressed"] = tuple(Suppressed(**s) for s in r.get("suppressed", ()))
     for key in ("steps", "bad_frees", "violations", "problems"):
         r[key] = tuple(r[key])
+    for key in ("fuzz", "cycles"):
+        r[key] = tuple(r.get(key, ()))
     r["trace_calls"] = dict(r["trace_calls"])
     return TestRun(**r)
