@@ -87,9 +87,7 @@ def run_fuzz(driver: DriverUnderTest, test: PackTest, logdir: Path,
     checks: list[CheckResult] = []
     for c in test.checks:
         result = _fuzz_check(report, found, plan) if c == "fuzz" else base.check(c)
-        if result.skipped and c != "fuzz":
-            pass
-        elif not result.passed:
+        if not result.passed and not result.skipped:
             result = CheckResult(result.check, False, f"{result.message} (fuzz seed {seed})",
                                  result.skipped, reproduce)
         checks.append(result)
