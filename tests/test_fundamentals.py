@@ -91,6 +91,12 @@ def test_guest_script_with_fuzz_and_cycles_is_valid_sh(built_chardev: Path,
     assert "run_workload() {" in plan.script
     assert plan.script.count("run_workload\n") == 2   # cycle 1, each later cycle
     assert "cycle_leaks $((cycle - 1))" in plan.script
+    chaos = plan_run(sorted(built_chardev.glob("*.ko")), workload=CHARDEV / "workload.sh",
+                     trace_providers=("kedr_repl_chardev",), per_cycle=True,
+                     chaos=FuzzPlan(seed=5, count=10**9, seconds=4, threads=2)).script
+    script.write_text(chaos)
+    subprocess.run(["sh", "-n", str(script)], check=True)
+    assert "/kedr/kfuzz -s 5 -n 1000000000 -t 4 -j 2 -r /tmp/kfuzz.rec $targets &" in chaos
 
 
 @pytest.mark.parametrize("text", ["abc", "-1", "18446744073709551616", "1.5", ""])
@@ -114,15 +120,15 @@ def test_bad_fuzz_pack_values(line: str, cause: str, tmp_path: Path) -> None:
     with pytest.raises(KedrError) as e:
         pack.parse(text, path)
     assert str(e.value).startswith(f"{path}:7: {cause}"), str(e.value)
-    with pytest.raises(KedrError, match=r"p.toml:6: \[\[test\]\] f: unknown test kind 'chaos'"):
-        pack.parse(text.replace('"fuzz"', '"chaos"').replace(line, ""), path)
+    with pytest.raises(KedrError, match=r"p.toml:6: \[\[test\]\] f: unknown test kind 'mayhem'"):
+        pack.parse(text.replace('"fuzz"', '"mayhem"').replace(line, ""), path)
 
 
 def test_fundamentals_pack_is_blocker_throughout() -> None:
     p = pack.load("fundamentals")
     assert [(t.name, t.kind, t.blocker) for t in p.tests] == [
         ("load-unload", "vm", True), ("workload", "vm", True), ("fuzz", "fuzz", True),
-        ("reload", "reload", True)]
+        ("reload", "reload", True), ("chaos", "chaos", True)]
 
 
 def test_scons_fuzz_seed_garbage_one_line(tmp_path: Path) -> None:

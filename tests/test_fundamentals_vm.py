@@ -1,15 +1,15 @@
 """The driver-fundamentals kinds (kedr_build/packs/fundkind.py) on real drivers in the
 VM, on both pinned kernels, through `scons ... check PACK=fundamentals`:
 
-* examples/chardev: its interfaces are discovered exactly, the fuzzer and five
-  load -> workload -> unload cycles find nothing (fuzz + reload pass);
+* examples/chardev: its interfaces are discovered exactly, the fuzzer, five
+  load -> workload -> unload cycles and chaos (all at once) find nothing;
 * tests/drivers/fuzzbugs: an ioctl copying the command's size into a 64-byte buffer
   (WARN) and a rare ioctl leaking: found by the fuzzer with FUZZ_SEED=7, and the
   reproducer the report gives (FUZZ_SEED=7) finds exactly the same again;
 * tests/drivers/cycleleak: one object leaked per cycle: reload's growth check;
 * KO=dummy: a net interface, no character device: fuzz is not run, and says why.
 
-Nine boots per kernel."""
+Seven boots per kernel."""
 
 from __future__ import annotations
 
@@ -45,14 +45,15 @@ def run_of(report: Any, test: str) -> Any:
 def test_chardev_interfaces_fuzz_and_reload_pass(tmp_path: Path,
                                                  kernel: ProvisionedKernel) -> None:
     report, items, out = check(tmp_path, [f"MODULE={REPO / 'examples/chardev'}"], kernel,
-                               "chardev", "TEST=fuzz,reload")
+                               "chardev", "TEST=fuzz,reload,chaos")
     assert report["verdict"] == "passed", out
     assert {k: i["outcome"] for k, i in items.items()} == {
         **{("fuzz", c): "passed" for c in ("fuzz", "loads", "kernel", "leaks", "rules")},
         **{("reload", c): "passed" for c in ("loads", "workload", "growth", "kernel",
-                                              "leaks", "rules")}}
+                                              "leaks", "rules")},
+        **{("chaos", c): "passed" for c in ("chaos", "loads", "kernel", "leaks", "rules")}}
     # Exactly what kedr_chardev registers: one misc device and its devtmpfs node.
-    for test in ("fuzz", "reload"):
+    for test in ("fuzz", "reload", "chaos"):
         assert run_of(report, test)["interfaces"] == \
             "misc: kedr_chardev; char nodes: /dev/kedr_chardev"
     assert re.fullmatch(r"20000 operations \(\d+ syscalls, \d+/s, \d+ ms, 2 threads, seed 1\) "
@@ -62,6 +63,15 @@ def test_chardev_interfaces_fuzz_and_reload_pass(tmp_path: Path,
     assert all(c.endswith("0 objects (0 bytes) still allocated after its unload")
                for c in cycles), cycles
     assert items["reload", "workload"]["message"] == "the workload exited 0 in each of 5 cycles"
+    # Fuzzing, the workload and reloads at once: each happened, nothing broke.
+    m = re.fullmatch(r"8 s: (\d+) fuzz operations \(2 threads, seed 1\), the workload (\d+) "
+                     r"times, (\d+) unloads \((\d+) loaded again\), (\d+) refused while in use",
+                     items["chaos", "chaos"]["message"])
+    assert m and int(m.group(1)) > 0 and int(m.group(2)) > 0, items["chaos", "chaos"]["message"]
+    # Every unload was followed by a load that succeeded; the loop ran (an unload refused
+    # while the fuzzer holds a file open is clean, counted).
+    assert m.group(3) == m.group(4) and int(m.group(3)) + int(m.group(5)) > 0, \
+        items["chaos", "chaos"]["message"]
 
 
 def _steady(message: str) -> str:

@@ -195,3 +195,69 @@ def cycle_lines(report: RunReport) -> tuple[list[str], CheckResult]:
                                   f"unload: {per} objects: grows by {step:g} per cycle")
     return lines, CheckResult("growth", True, f"still allocated after each cycle's unload: "
                               f"{per} objects: no growth over {len(held)} cycles")
+
+
+_CHAOS = re.compile(r"^KEDR-CHAOS unloads=(\d+) refused=(\d+) reloads=(\d+) failed=(\d+)$")
+_CHAOS_WORKLOAD = re.compile(r"^KEDR-CHAOS-WORKLOAD runs=(\d+) failed=(\d+)$")
+
+
+def run_chaos(driver: DriverUnderTest, test: PackTest, logdir: Path,
+              session: Session) -> TestRun:
+    seed = test.params["seed"]
+    if session.env.get("FUZZ_SEED"):
+        seed = fuzz_seed(session.env["FUZZ_SEED"])
+    plan = FuzzPlan(seed=seed, count=10**9, seconds=test.params["seconds"],
+                    threads=test.params["threads"])
+    workload = Path(driver.workload) if driver.workload else None
+    try:
+        report = _boot(driver, test, logdir, session, chaos=plan, workload=workload,
+                       per_cycle=True)
+    except KedrError as e:
+        return TestRun(driver.name, test.name, test.kind, reason=str(e), logs=str(logdir),
+                       checks=tuple(CheckResult(c, False, str(e)) for c in test.checks))
+    found = discover.parse(report.interfaces or ())
+    base = _judge(driver, test, report)
+    reproduce = f"{driver.command} TEST={test.name} FUZZ_SEED={seed}"
+    checks: list[CheckResult] = []
+    for c in test.checks:
+        result = _chaos_check(report, found, plan) if c == "chaos" else base.check(c)
+        if not result.passed and not result.skipped:
+            result = CheckResult(result.check, False, f"{result.message} (fuzz seed {seed})",
+                                 result.skipped, reproduce)
+        checks.append(result)
+    first = checks[0] if checks and checks[0].check == "chaos" else None
+    if first is not None and first.skipped:
+        return TestRun(driver.name, test.name, test.kind, reason=first.message,
+                       logs=str(report.logs), interfaces=found.describe(),
+                       checks=tuple(c if c.check == "chaos" else
+                                    CheckResult(c.check, False, first.message, True)
+                                    for c in checks))
+    return _with(base, tuple(checks), interfaces=found.describe(),
+                 fuzz=tuple(report.fuzz_output))
+
+
+def _chaos_check(report: RunReport, found: discover.Interfaces,
+                 plan: FuzzPlan) -> CheckResult:
+    step = next((s for s in report.steps if s.action == "chaos"), None)
+    if step is None:
+        return CheckResult("chaos", False, "the chaos run did not happen"
+                           + (f": {report.reason}" if report.reason else ""))
+    if step.status == NO_INTERFACE:
+        return CheckResult("chaos", False, f"not run: the driver registered no character "
+                           f"device to fuzz (found: {found.describe()})", skipped=True)
+    done = next((m for m in map(_DONE.match, report.fuzz_output) if m), None)
+    chaos = next((m for m in map(_CHAOS.match, report.fuzz_output) if m), None)
+    wl = next((m for m in map(_CHAOS_WORKLOAD.match, report.fuzz_output) if m), None)
+    if chaos is None or done is None:
+        return CheckResult("chaos", False, f"the chaos run ended with status {step.status} "
+                           "before it reported")
+    unloads, refused, reloads, failed = (int(g) for g in chaos.groups())
+    said = (f"{plan.seconds} s: {done.group(1)} fuzz operations ({plan.threads} threads, seed "
+            f"{plan.seed})" + (f", the workload {wl.group(1)} times" if wl else "")
+            + f", {unloads} unloads ({reloads} loaded again), {refused} refused while in use")
+    if failed:
+        return CheckResult("chaos", False, f"an insmod failed after an unload; {said}")
+    if step.status != 0:
+        return CheckResult("chaos", False, f"the fuzzer exited with status {step.status}; "
+                           f"{said}")
+    return CheckResult("chaos", True, said)

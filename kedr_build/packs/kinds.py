@@ -141,8 +141,25 @@ RELOAD = Kind(
     help="load, run the workload and unload the driver N times in one boot; what is still "
          "allocated after each unload must not grow")
 
+CHAOS = Kind(
+    name="chaos",
+    checks=("chaos", "loads", "kernel", "leaks", "rules"),
+    run="kedr_build.packs.fundkind:run_chaos",
+    params={
+        "seconds": Param(int, 10, "how long the fuzzer, the workload and the reloads race",
+                         minimum=1, maximum=3600),
+        "threads": Param(int, 2, "fuzzing threads at once", minimum=1, maximum=16),
+        "seed": Param(int, 1, "the fuzzer's seed (FUZZ_SEED= replaces it)", minimum=0,
+                      maximum=2**64 - 1),
+        "timeout": Param(int, 0, "seconds before the VM counts as hung (0: VM_TIMEOUT)",
+                         minimum=0, maximum=86400),
+    },
+    help="fuzz the driver's character devices while its workload runs over and over and it "
+         "is unloaded and loaded again; an unload refused while in use is clean, an oops "
+         "is not")
+
 _REGISTRY: dict[str, Kind] = {VM.name: VM, FAULTS.name: FAULTS, FUZZ.name: FUZZ,
-                              RELOAD.name: RELOAD}
+                              RELOAD.name: RELOAD, CHAOS.name: CHAOS}
 
 
 def register(kind: Kind) -> None:

@@ -135,7 +135,7 @@ def plan_run(modules: list[Path], workload: Path | None = None,
              trace_providers: tuple[str, ...] = (),
              faults: Mapping[str, str] | None = None, cycles: int = 1,
              copies: int = 1, discover: bool = False, fuzz: FuzzPlan | None = None,
-             per_cycle: bool = False) -> RunPlan:
+             per_cycle: bool = False, chaos: FuzzPlan | None = None) -> RunPlan:
     """Order the modules and write the guest script.
 
     ``cycles``: the drivers (not the trace providers) are loaded and unloaded that
@@ -151,6 +151,8 @@ def plan_run(modules: list[Path], workload: Path | None = None,
     ``fuzz``: then run the guest fuzzer on the new character devices (implies discover);
     ``per_cycle``: the workload runs in every cycle, and the leak report is read after
     each cycle's unload.
+    ``chaos``: the fuzzer for ``chaos.seconds``, the workload over and over and the
+    drivers unloaded and loaded again, all at once (implies discover).
     """
     if cycles < 1:
         raise KedrError(f"cycles={cycles}: a run loads its modules at least once")
@@ -169,8 +171,8 @@ def plan_run(modules: list[Path], workload: Path | None = None,
         drivers=[m.name for m in ordered if m.name not in trace_providers], cycles=cycles,
         copies=copies,
         workload=workload.name if workload is not None else None, marks=marks,
-        tracefs=TRACEFS, faults=dict(faults or {}), discover=discover or fuzz is not None,
-        fuzz=fuzz, per_cycle=per_cycle)
+        tracefs=TRACEFS, faults=dict(faults or {}), discover=discover or fuzz is not None or chaos is not None,
+        fuzz=fuzz, per_cycle=per_cycle, chaos=chaos)
     return RunPlan(tuple(ordered), tuple(intree), workload, script, trace_providers)
 
 
@@ -185,20 +187,20 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
                 suppressions: tuple[suppress.Suppression, ...] = (),
                 faults: Mapping[str, str] | None = None, cycles: int = 1,
                 copies: int = 1, discover: bool = False, fuzz: FuzzPlan | None = None,
-                per_cycle: bool = False, extra_files: Mapping[str, Path] | None = None
-                ) -> RunReport:
+                per_cycle: bool = False, extra_files: Mapping[str, Path] | None = None,
+                chaos: FuzzPlan | None = None) -> RunReport:
     """Run the modules in the VM; ``intree``: more in-tree modules the workload may modprobe;
     ``faults``: fault point -> scenario; ``cycles``: how many times the drivers are loaded
     and unloaded; ``copies``: of the workload at once (see :func:`plan_run`)."""
     plan = plan_run(modules, workload, trace_providers, faults, cycles, copies, discover,
-                    fuzz, per_cycle)
+                    fuzz, per_cycle, chaos)
     check_releases(plan.modules, kernel)
     files = {f"modules/{m.name}.ko": m.path for m in plan.modules}
     if workload is not None:
         if not workload.is_file():
             raise KedrError(f"WORKLOAD={workload}: no such file")
         files["workload.sh"] = workload
-    if fuzz is not None:
+    if fuzz is not None or chaos is not None:
         from kedr_build.vm import fuzzer
 
         files["kfuzz"] = fuzzer.build()
