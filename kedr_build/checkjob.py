@@ -120,4 +120,5 @@ def session(drivers: Sequence[CheckedDriver], report_dir: str,
                    drivers=tuple(under_test), report_dir=os.path.abspath(report_dir),
                    vm_timeout=first.vm_timeout, vm_cpus=first.vm_cpus, tests=first.tests,
                    shard=first.shard, jobs=first.jobs, retries=first.retries,
-                   kcidb_origin=first.kcidb_origin)
+                   kcidb_origin=first.kcidb_origin,
+                   env={k: v for k, v in first.arguments if k == "FUZZ_SEED"})

@@ -73,6 +73,8 @@ VARIABLES: dict[str, Variable] = {
     "DRIVERS": Variable("several drivers checked as one session: comma-separated driver "
                         "directories or .ko files, or @file listing one a line "
                         "(instead of MODULE=/KO=)"),
+    "FUZZ_SEED": Variable("the seed of the pack's fuzz tests (check target): replays a "
+                          "fuzz failure, e.g. FUZZ_SEED=1234"),
     "JOBS": Variable("VMs the check target runs at once (pytest-xdist workers)", "1"),
     "SHARD": Variable("k/N: the check target runs only the k-th of N shards of the "
                       "session (python -m kedr_build.packs.merge joins their reports)"),
@@ -157,6 +159,10 @@ def from_arguments(args: Mapping[str, str], top: str, launch_dir: str,
     faults = _faults(get("FAULTS"))
     retries = _retries(get("RETRIES"))
     kcidb_origin = _kcidb_origin(get("KCIDB_ORIGIN"))
+    if get("FUZZ_SEED"):
+        from kedr_build.packs.fundkind import fuzz_seed
+
+        fuzz_seed(get("FUZZ_SEED"))
     pack = _pack(get("PACK"), launch_dir) if "PACK" in args else None
     module, ko = get("MODULE") or get("DKMS"), get("KO")
     if get("MODULE") and get("DKMS"):

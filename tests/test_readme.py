@@ -56,7 +56,11 @@ NOT_HERE = {
                  "bench_smp.py         # tracked pairs/s with 1 and 2 kthreads",
                  "bench_sweep.py       # seconds per swept site vs one VM boot",
                  "bench_pack.py        # the basic pack end to end vs one VM boot",
-                 "bench_dkms.py        # DKMS mode vs dkms build")},
+                 "bench_dkms.py        # DKMS mode vs dkms build",
+                 "bench_fuzz.py        # the fuzzer's syscall rate, patched vs not")},
+    "scons MODULE=dir check PACK=fundamentals [TEST=fuzz] [FUZZ_SEED=1234]":
+        "four boots; tests/test_fundamentals_vm.py runs the pack on four drivers, both "
+        "kernels",
 }
 # Command as run -> (exit status, why it fails).
 EXPECTED = {

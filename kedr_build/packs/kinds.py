@@ -10,6 +10,7 @@ Built in: ``vm`` (load/unload cycles, the workload or N copies of it at once,
 leak/rule/kernel checks; :mod:`kedr_build.packs.vmkind`) and ``faults`` (the
 systematic fault sweep, then a seeded random campaign; :mod:`kedr_build.packs.faultkind`):
 its ``TestRun`` fills ``sweep`` with one row per site, which the reports show.
+``fuzz`` and ``reload`` (driver fundamentals: :mod:`kedr_build.packs.fundkind`).
 """
 
 from __future__ import annotations
@@ -105,7 +106,60 @@ FAULTS = Kind(
     help="fail each fault site of the driver once (init, workload, exit), then a seeded "
          "random campaign; judge what each left behind")
 
-_REGISTRY: dict[str, Kind] = {VM.name: VM, FAULTS.name: FAULTS}
+FUZZ = Kind(
+    name="fuzz",
+    checks=("fuzz", "loads", "kernel", "leaks", "rules"),
+    run="kedr_build.packs.fundkind:run_fuzz",
+    params={
+        "count": Param(int, 20000, "operations of all threads together (the budget)",
+                       minimum=1, maximum=10**8),
+        "seconds": Param(int, 0, "time budget in seconds (0: none; the first budget reached "
+                         "ends the run)", minimum=0, maximum=3600),
+        "threads": Param(int, 2, "fuzzing threads at once", minimum=1, maximum=16),
+        "seed": Param(int, 1, "the fuzzer's seed (FUZZ_SEED= replaces it)", minimum=0,
+                      maximum=2**64 - 1),
+        "workload": Param(str, "no", "also run the driver's WORKLOAD after the fuzzer",
+                          choices=("no", "yes")),
+        "timeout": Param(int, 0, "seconds before the VM counts as hung (0: VM_TIMEOUT)",
+                         minimum=0, maximum=86400),
+    },
+    help="find the driver's interfaces from the kernel, then fuzz its character devices "
+         "from a seed; judge what the fuzzing left behind")
+
+RELOAD = Kind(
+    name="reload",
+    checks=("loads", "workload", "growth", "kernel", "leaks", "rules"),
+    run="kedr_build.packs.fundkind:run_reload",
+    params={
+        "cycles": Param(int, 5, "load -> workload -> unload cycles in one boot", minimum=2,
+                        maximum=1000),
+        "workload": Param(str, "required", "the workload in each cycle",
+                          choices=("required",)),
+        "timeout": Param(int, 0, "seconds before the VM counts as hung (0: VM_TIMEOUT)",
+                         minimum=0, maximum=86400),
+    },
+    help="load, run the workload and unload the driver N times in one boot; what is still "
+         "allocated after each unload must not grow")
+
+CHAOS = Kind(
+    name="chaos",
+    checks=("chaos", "loads", "kernel", "leaks", "rules"),
+    run="kedr_build.packs.fundkind:run_chaos",
+    params={
+        "seconds": Param(int, 10, "how long the fuzzer, the workload and the reloads race",
+                         minimum=1, maximum=3600),
+        "threads": Param(int, 2, "fuzzing threads at once", minimum=1, maximum=16),
+        "seed": Param(int, 1, "the fuzzer's seed (FUZZ_SEED= replaces it)", minimum=0,
+                      maximum=2**64 - 1),
+        "timeout": Param(int, 0, "seconds before the VM counts as hung (0: VM_TIMEOUT)",
+                         minimum=0, maximum=86400),
+    },
+    help="fuzz the driver's character devices while its workload runs over and over and it "
+         "is unloaded and loaded again; an unload refused while in use is clean, an oops "
+         "is not")
+
+_REGISTRY: dict[str, Kind] = {VM.name: VM, FAULTS.name: FAULTS, FUZZ.name: FUZZ,
+                              RELOAD.name: RELOAD, CHAOS.name: CHAOS}
 
 
 def register(kind: Kind) -> None:

@@ -81,6 +81,9 @@ class TestRun:
     suppressed: tuple[Suppressed, ...] = ()   # SUPPRESS= rules and what each hid in this run
     attempts: int = 1                      # runs of the test (RETRIES=: more after a failure)
     retried: tuple[str, ...] = ()          # why each earlier attempt was run again
+    interfaces: str = ""                   # what the driver registered (fuzz, reload kinds)
+    fuzz: tuple[str, ...] = ()             # the fuzzer's lines: its seed, rate, last ops
+    cycles: tuple[str, ...] = ()           # reload: each cycle's leak totals, one line each
 
     def check(self, name: str) -> CheckResult:
         for c in self.checks:
@@ -154,5 +157,7 @@ def run_from_dict(data: dict[str, Any]) -> TestRun:
     r.setdefault("retried", ())
     for key in ("steps", "bad_frees", "violations", "problems", "retried"):
         r[key] = tuple(r[key])
+    for key in ("fuzz", "cycles"):
+        r[key] = tuple(r.get(key, ()))
     r["trace_calls"] = dict(r["trace_calls"])
     return TestRun(**r)

@@ -179,3 +179,4 @@ def _rules(r: RunReport) -> CheckResult:
 
 _CHECKS = {"loads": _loads, "workload": _workload, "kernel": _kernel, "leaks": _leaks,
            "rules": _rules}
+CHECKS = tuple(_CHECKS)     # the checks judge() judges (other kinds reuse them)

@@ -38,6 +38,12 @@ LEAKS_END = "--- end of leak report ---"
 FAULTS_BEGIN = "--- fault point "
 FAULTS_END = "--- end of fault points ---"
 END_MARK = "kedr-build: modules end"
+IFACE_BEGIN = "--- new interfaces ---"
+IFACE_END = "--- end of new interfaces ---"
+FUZZ_BEGIN = "--- fuzz ---"
+FUZZ_END = "--- end of fuzz ---"
+CYCLE_BEGIN = "--- cycle leak report "
+CYCLE_END = "--- end of cycle leak report ---"
 _STEP = re.compile(r"^KEDR-STEP (\S+) (\S+) (-?\d+)$")
 _TAINT = re.compile(r"^KEDR-TAINT (\d+)$")
 
@@ -51,6 +57,26 @@ class Step:
     @property
     def ok(self) -> bool:
         return self.status == 0
+
+
+@dataclass(frozen=True)
+class FuzzPlan:
+    """The guest fuzzer's run (replacements/guest/kfuzz.c): operations of all threads
+    together, a time budget in seconds (0: none), threads at once, the seed."""
+
+    seed: int
+    count: int
+    seconds: int = 0
+    threads: int = 2
+
+
+@dataclass(frozen=True)
+class CycleLeaks:
+    """The leak report read after one cycle's unload (the replacement module stays)."""
+
+    cycle: int
+    report: LeakReport | None
+    error: str = ""
 
 
 @dataclass(frozen=True)
@@ -81,6 +107,9 @@ class RunReport:
     taint: int | None = None               # /proc/sys/kernel/tainted after the unload
     faults: dict[str, str] = field(default_factory=dict)  # point -> its scenario and counters
     lost: bool = False                     # no status came back (steps after some point unknown)
+    interfaces: tuple[str, ...] | None = None  # new snapshot lines (discover=True), else None
+    fuzz_output: tuple[str, ...] = ()          # the fuzzer's KFUZZ lines
+    cycles: tuple[CycleLeaks, ...] = ()        # per_cycle=True: each cycle's leak report
 
     @property
     def ok(self) -> bool:
@@ -97,13 +126,18 @@ class RunReport:
         data["logs"] = str(self.logs)
         data["problems"] = [{"kind": p.kind.value, "line": p.line, "excerpt": p.excerpt}
                             for p in self.problems]
+        data["cycles"] = [{"cycle": c.cycle, "error": c.error,
+                           "leaks": len(c.report.leaks) if c.report else None}
+                          for c in self.cycles]
         return json.dumps(data, indent=2, default=str)
 
 
 def plan_run(modules: list[Path], workload: Path | None = None,
              trace_providers: tuple[str, ...] = (),
              faults: Mapping[str, str] | None = None, cycles: int = 1,
-             copies: int = 1, attempt: int = 1) -> RunPlan:
+             copies: int = 1, attempt: int = 1, discover: bool = False,
+             fuzz: FuzzPlan | None = None, per_cycle: bool = False,
+             chaos: FuzzPlan | None = None) -> RunPlan:
     """Order the modules and write the guest script.
 
     ``cycles``: the drivers (not the trace providers) are loaded and unloaded that
@@ -117,6 +151,12 @@ def plan_run(modules: list[Path], workload: Path | None = None,
     init is traced, and the trace is saved right before they unload.
     ``faults``: fault point -> scenario text, set in each provider right after it
     loads (kedr_faults.c), and read back with their counters before it unloads.
+    ``discover``: print the interfaces new after the load (:mod:`kedr_build.vm.discover`);
+    ``fuzz``: then run the guest fuzzer on the new character devices (implies discover);
+    ``per_cycle``: the workload runs in every cycle, and the leak report is read after
+    each cycle's unload.
+    ``chaos``: the fuzzer for ``chaos.seconds``, the workload over and over and the
+    drivers unloaded and loaded again, all at once (implies discover).
     """
     if cycles < 1:
         raise KedrError(f"cycles={cycles}: a run loads its modules at least once")
@@ -127,13 +167,16 @@ def plan_run(modules: list[Path], workload: Path | None = None,
              "stats_begin": STATS_BEGIN, "trace_end": TRACE_END,
              "kallsyms_begin": KALLSYMS_BEGIN, "kallsyms_end": KALLSYMS_END,
              "leaks_begin": LEAKS_BEGIN, "leaks_end": LEAKS_END,
-             "faults_begin": FAULTS_BEGIN, "faults_end": FAULTS_END}
+             "faults_begin": FAULTS_BEGIN, "faults_end": FAULTS_END,
+             "iface_begin": IFACE_BEGIN, "iface_end": IFACE_END, "fuzz_begin": FUZZ_BEGIN,
+             "fuzz_end": FUZZ_END, "cycle_begin": CYCLE_BEGIN, "cycle_end": CYCLE_END}
     script = template_env().get_template("guest-run.sh.j2").render(
         modules=[m.name for m in ordered], intree=intree, trace_providers=trace_providers,
         drivers=[m.name for m in ordered if m.name not in trace_providers], cycles=cycles,
         copies=copies,
         workload=workload.name if workload is not None else None, marks=marks,
-        tracefs=TRACEFS, faults=dict(faults or {}), attempt=int(attempt))
+        tracefs=TRACEFS, faults=dict(faults or {}), discover=discover or fuzz is not None or chaos is not None,
+        fuzz=fuzz, per_cycle=per_cycle, chaos=chaos, attempt=int(attempt))
     return RunPlan(tuple(ordered), tuple(intree), workload, script, trace_providers)
 
 
@@ -147,17 +190,25 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
                 intree: tuple[str, ...] = (), cpus: int | None = None,
                 suppressions: tuple[suppress.Suppression, ...] = (),
                 faults: Mapping[str, str] | None = None, cycles: int = 1,
-                copies: int = 1, attempt: int = 1) -> RunReport:
+                copies: int = 1, discover: bool = False, fuzz: FuzzPlan | None = None,
+                per_cycle: bool = False, extra_files: Mapping[str, Path] | None = None,
+                chaos: FuzzPlan | None = None, attempt: int = 1) -> RunReport:
     """Run the modules in the VM; ``intree``: more in-tree modules the workload may modprobe;
     ``faults``: fault point -> scenario; ``cycles``: how many times the drivers are loaded
     and unloaded; ``copies``: of the workload at once (see :func:`plan_run`)."""
-    plan = plan_run(modules, workload, trace_providers, faults, cycles, copies, attempt)
+    plan = plan_run(modules, workload, trace_providers, faults, cycles, copies, attempt,
+                    discover, fuzz, per_cycle, chaos)
     check_releases(plan.modules, kernel)
     files = {f"modules/{m.name}.ko": m.path for m in plan.modules}
     if workload is not None:
         if not workload.is_file():
             raise KedrError(f"WORKLOAD={workload}: no such file")
         files["workload.sh"] = workload
+    if fuzz is not None or chaos is not None:
+        from kedr_build.vm import fuzzer
+
+        files["kfuzz"] = fuzzer.build()
+    files.update(extra_files or {})
     job = GuestJob(script=plan.script, files=files,
                    intree_modules=tuple(dict.fromkeys(plan.intree + intree)))
     try:
@@ -261,13 +312,56 @@ def interpret(result: VmResult, modules: Mapping[str, Path] | None = None,
             leaks_error = str(e)
     if leaks is not None and suppressions:
         leaks, suppressed = suppress.apply(leaks, suppressions)
+    iface = _section(result.output, IFACE_BEGIN, IFACE_END)
+    cycles: list[CycleLeaks] = []
+    for number, text in split_cycles(result.output):
+        try:
+            cycles.append(CycleLeaks(number, parse_leaks(text, modules)))
+        except KedrError as e:
+            cycles.append(CycleLeaks(number, None, str(e)))
+    if leaks is not None and cycles:
+        # The last cycle's report is the one read before the replacement unloads.
+        cycles.append(CycleLeaks(cycles[-1].cycle + 1, leaks))
     return RunReport(verdict=verdict, reason=reason, steps=tuple(steps),
                      driver_log=tuple(log), workload_output="\n".join(workload),
                      problems=result.problems, elapsed=result.elapsed, logs=result.workdir,
                      trace_calls=dict(trace.calls()), trace_lost=trace.overruns,
                      trace_summary=tuple(summary(trace)) if trace_text else (),
                      leaks=leaks, leaks_error=leaks_error, suppressed=suppressed, taint=taint,
-                     faults=faults, lost=result.lost)
+                     faults=faults, lost=result.lost, interfaces=tuple(iface) if iface is not None else None,
+                     fuzz_output=tuple(_section(result.output, FUZZ_BEGIN, FUZZ_END) or ()),
+                     cycles=tuple(cycles))
+
+
+def _section(output: str, begin: str, end: str) -> list[str] | None:
+    """The lines between ``begin`` and ``end`` (None when ``begin`` never came)."""
+    lines: list[str] | None = None
+    inside = False
+    for line in output.splitlines():
+        if line == begin:
+            inside, lines = True, []
+        elif line == end:
+            inside = False
+        elif inside and lines is not None:
+            lines.append(line)
+    return lines
+
+
+def split_cycles(output: str) -> list[tuple[int, str]]:
+    """(cycle, leak report text) for each cycle's report read after its unload."""
+    out: list[tuple[int, list[str]]] = []
+    current: list[str] | None = None
+    for line in output.splitlines():
+        if line.startswith(CYCLE_BEGIN):
+            words = line[len(CYCLE_BEGIN):].split()
+            current = []
+            out.append((int(words[0]) if words and words[0].isdigit() else len(out) + 1,
+                        current))
+        elif line == CYCLE_END:
+            current = None
+        elif current is not None:
+            current.append(line)
+    return [(n, "\n".join(lines) + "\n") for n, lines in out]
 
 
 def injected(faults: Mapping[str, str]) -> int:
@@ -338,9 +432,11 @@ def _without_trace(output: str) -> str:
     kept: list[str] = []
     inside = False
     for line in output.splitlines():
-        if line.startswith((TRACE_BEGIN, LEAKS_BEGIN, FAULTS_BEGIN)) or line == KALLSYMS_BEGIN:
+        if (line.startswith((TRACE_BEGIN, LEAKS_BEGIN, FAULTS_BEGIN, CYCLE_BEGIN))
+                or line in (KALLSYMS_BEGIN, IFACE_BEGIN, FUZZ_BEGIN)):
             inside = True
-        elif line in (TRACE_END, KALLSYMS_END, LEAKS_END, FAULTS_END):
+        elif line in (TRACE_END, KALLSYMS_END, LEAKS_END, FAULTS_END, CYCLE_END, IFACE_END,
+                      FUZZ_END):
             inside = False
         elif not inside:
             kept.append(line)

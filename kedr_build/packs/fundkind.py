@@ -1,0 +1,263 @@
+"""The ``fuzz`` and ``reload`` test kinds (driver fundamentals, as Windows HLK's
+Device Fundamentals ask them of every driver). One boot each, judged with the
+``vm`` kind's checks (:mod:`kedr_build.packs.vmkind`) and one of their own:
+
+* ``fuzz``    the interfaces the driver registered are found from the kernel
+              (:mod:`kedr_build.vm.discover`), and the guest fuzzer
+              (``replacements/guest/kfuzz.c``) runs ``count`` operations (or
+              ``seconds``) of ``threads`` threads on its character devices, from
+              ``seed``; ``FUZZ_SEED=`` replaces the seed (a failure's reproducer
+              names it). A driver with no character device: the check is not run.
+* ``reload``  ``cycles`` times load -> workload -> unload in one boot; the leak report
+              is read after each unload, and what is still allocated must not grow
+              from cycle to cycle.
+
+Every check of a fuzz run that fails names the seed, and its ``reproduce`` is the
+check command with ``TEST=`` and ``FUZZ_SEED=``: each thread's operations depend on
+the seed and the thread's number only, so it replays them (the threads'
+interleaving is the scheduler's). The recorded sequence (each thread's last
+operations) is in the run's ``fuzz`` lines; it is not reduced.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from kedr_build.checks import suppress
+from kedr_build.errors import KedrError
+from kedr_build.kernel import provision
+from kedr_build.packs import vmkind
+from kedr_build.packs.pack import PackTest
+from kedr_build.packs.results import CheckResult, TestRun
+from kedr_build.packs.session import DriverUnderTest, Session
+from kedr_build.vm import discover
+from kedr_build.vm.runner import FuzzPlan, RunReport, run_modules
+
+SEED_MAX = 2**64 - 1
+NO_INTERFACE = 100          # the guest's "fuzz none" status: no character device found
+
+
+def fuzz_seed(text: str) -> int:
+    """FUZZ_SEED=: an integer from 0 to 2^64-1 (decimal or 0x...)."""
+    try:
+        value = int(text.strip(), 0)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= SEED_MAX:
+        raise KedrError(f"FUZZ_SEED={text}: not a seed (an integer from 0 to 2^64-1, "
+                        "e.g. FUZZ_SEED=1234)")
+    return value
+
+
+def _not_run(driver: DriverUnderTest, test: PackTest, message: str) -> TestRun:
+    return TestRun(driver.name, test.name, test.kind, reason=f"not run: {message}",
+                   checks=tuple(CheckResult(c, False, f"not run: {message}", skipped=True)
+                                for c in test.checks))
+
+
+def _boot(driver: DriverUnderTest, test: PackTest, logdir: Path, session: Session,
+          **kwargs: object) -> RunReport:
+    suppressions = suppress.load(Path(driver.suppress)) if driver.suppress else ()
+    timeout = float(test.params["timeout"]) or session.vm_timeout
+    kernel = provision.ensure(session.kernel)
+    return run_modules(kernel, [Path(m) for m in driver.modules], logdir, timeout=timeout,
+                       trace_providers=(driver.replacement,), intree=driver.modprobe,
+                       cpus=session.vm_cpus, suppressions=suppressions,
+                       **kwargs)  # type: ignore[arg-type]
+
+
+def run_fuzz(driver: DriverUnderTest, test: PackTest, logdir: Path,
+             session: Session) -> TestRun:
+    seed = test.params["seed"]
+    if session.env.get("FUZZ_SEED"):
+        seed = fuzz_seed(session.env["FUZZ_SEED"])
+    plan = FuzzPlan(seed=seed, count=test.params["count"], seconds=test.params["seconds"],
+                    threads=test.params["threads"])
+    workload = Path(driver.workload) if driver.workload else None
+    try:
+        report = _boot(driver, test, logdir, session, fuzz=plan,
+                       workload=workload if test.params["workload"] == "yes" else None)
+    except KedrError as e:
+        return TestRun(driver.name, test.name, test.kind, reason=str(e), logs=str(logdir),
+                       checks=tuple(CheckResult(c, False, str(e)) for c in test.checks))
+    found = discover.parse(report.interfaces or ())
+    base = _judge(driver, test, report)
+    reproduce = f"{driver.command} TEST={test.name} FUZZ_SEED={seed}"
+    checks: list[CheckResult] = []
+    for c in test.checks:
+        result = _fuzz_check(report, found, plan) if c == "fuzz" else base.check(c)
+        if not result.passed and not result.skipped:
+            result = CheckResult(result.check, False, f"{result.message} (fuzz seed {seed})",
+                                 result.skipped, reproduce)
+        checks.append(result)
+    fuzz_check = next((c for c in checks if c.check == "fuzz"), None)
+    if fuzz_check is not None and fuzz_check.skipped:
+        # No interface: nothing was fuzzed, so the other checks judged nothing either.
+        return TestRun(driver.name, test.name, test.kind, reason=fuzz_check.message,
+                       logs=str(report.logs), interfaces=found.describe(),
+                       checks=tuple(c if c.check == "fuzz" else
+                                    CheckResult(c.check, False, fuzz_check.message, True)
+                                    for c in checks))
+    return _with(base, tuple(checks), interfaces=found.describe(),
+                 fuzz=tuple(report.fuzz_output))
+
+
+def _judge(driver: DriverUnderTest, test: PackTest, report: RunReport) -> TestRun:
+    """The ``vm`` kind's checks of the run (this kind's own are judged here)."""
+    from dataclasses import replace
+
+    return vmkind.judge(driver, replace(test, checks=tuple(
+        c for c in test.checks if c in vmkind.CHECKS)), report)
+
+
+def _with(run: TestRun, checks: tuple[CheckResult, ...], **more: object) -> TestRun:
+    from dataclasses import replace
+
+    return replace(run, checks=checks, **more)  # type: ignore[arg-type]
+
+
+_DONE = re.compile(r"^KFUZZ done ops=(\d+) syscalls=(\d+) elapsed_ms=(\d+) rate=(\d+)$")
+
+
+def _fuzz_check(report: RunReport, found: discover.Interfaces, plan: FuzzPlan) -> CheckResult:
+    step = next((s for s in report.steps if s.action == "fuzz"), None)
+    if step is None:
+        return CheckResult("fuzz", False, "the fuzzer did not run"
+                           + (f": {report.reason}" if report.reason else ""))
+    if step.status == NO_INTERFACE:
+        return CheckResult("fuzz", False, f"not run: the driver registered no character "
+                           f"device to fuzz (found: {found.describe()})", skipped=True)
+    done = next((m for m in map(_DONE.match, report.fuzz_output) if m), None)
+    if step.status != 0 or done is None:
+        errors = [ln for ln in report.fuzz_output if ln.startswith("KFUZZ error")]
+        return CheckResult("fuzz", False, f"the fuzzer exited with status {step.status}"
+                           + (f": {errors[0]}" if errors else " before it finished"))
+    ops, calls, ms, rate = (int(g) for g in done.groups())
+    return CheckResult("fuzz", True, f"{ops} operations ({calls} syscalls, {rate}/s, "
+                       f"{ms} ms, {plan.threads} threads, seed {plan.seed}) on "
+                       f"{', '.join(found.char_nodes) or found.describe()}")
+
+
+def run_reload(driver: DriverUnderTest, test: PackTest, logdir: Path,
+               session: Session) -> TestRun:
+    workload = Path(driver.workload) if driver.workload else None
+    if test.params["workload"] == "required" and workload is None:
+        return _not_run(driver, test, "no workload: give WORKLOAD=script.sh (or put "
+                        "workload.sh in the driver)")
+    try:
+        report = _boot(driver, test, logdir, session, workload=workload, discover=True,
+                       cycles=test.params["cycles"], per_cycle=True)
+    except KedrError as e:
+        return TestRun(driver.name, test.name, test.kind, reason=str(e), logs=str(logdir),
+                       checks=tuple(CheckResult(c, False, str(e)) for c in test.checks))
+    base = _judge(driver, test, report)
+    lines, growth = cycle_lines(report)
+    checks = tuple(growth if c == "growth" else
+                   _all_workloads(report, base.check(c)) if c == "workload" else base.check(c)
+                   for c in test.checks)
+    found = discover.parse(report.interfaces or ())
+    return _with(base, checks, interfaces=found.describe(), cycles=tuple(lines))
+
+
+def _all_workloads(report: RunReport, last: CheckResult) -> CheckResult:
+    runs = [s for s in report.steps if s.action == "workload"]
+    bad = [i for i, s in enumerate(runs) if not s.ok]
+    if not runs or not last.passed:
+        return last
+    if bad:
+        return CheckResult("workload", False, f"the workload failed in cycle {bad[0] + 1} "
+                           f"(status {runs[bad[0]].status})")
+    return CheckResult("workload", True, f"the workload exited 0 in each of {len(runs)} cycles")
+
+
+def cycle_lines(report: RunReport) -> tuple[list[str], CheckResult]:
+    """One line per cycle (allocations, frees, still allocated after its unload) and the
+    ``growth`` check: what is still allocated must not grow across the cycles."""
+    lines: list[str] = []
+    held: list[int] = []
+    for c in report.cycles:
+        if c.report is None:
+            return lines, CheckResult("growth", False, f"cycle {c.cycle}: no leak report: "
+                                      f"{c.error}")
+        t = c.report.totals
+        n, nbytes = len(c.report.leaks), sum(x.size for x in c.report.leaks)
+        held.append(n)
+        lines.append(f"cycle {c.cycle}: {t.allocs} allocations, {t.frees} frees in all; "
+                     f"{n} objects ({nbytes} bytes) still allocated after its unload")
+    if len(held) < 2:
+        return lines, CheckResult("growth", False, "fewer than 2 cycles were judged"
+                                  + (f": {report.reason}" if report.reason else ""))
+    per = ", ".join(map(str, held))
+    if held[-1] > held[0]:
+        step = (held[-1] - held[0]) / (len(held) - 1)
+        return lines, CheckResult("growth", False, f"still allocated after each cycle's "
+                                  f"unload: {per} objects: grows by {step:g} per cycle")
+    return lines, CheckResult("growth", True, f"still allocated after each cycle's unload: "
+                              f"{per} objects: no growth over {len(held)} cycles")
+
+
+_CHAOS = re.compile(r"^KEDR-CHAOS unloads=(\d+) refused=(\d+) reloads=(\d+) failed=(\d+)$")
+_CHAOS_WORKLOAD = re.compile(r"^KEDR-CHAOS-WORKLOAD runs=(\d+) failed=(\d+)$")
+
+
+def run_chaos(driver: DriverUnderTest, test: PackTest, logdir: Path,
+              session: Session) -> TestRun:
+    seed = test.params["seed"]
+    if session.env.get("FUZZ_SEED"):
+        seed = fuzz_seed(session.env["FUZZ_SEED"])
+    plan = FuzzPlan(seed=seed, count=10**9, seconds=test.params["seconds"],
+                    threads=test.params["threads"])
+    workload = Path(driver.workload) if driver.workload else None
+    try:
+        report = _boot(driver, test, logdir, session, chaos=plan, workload=workload,
+                       per_cycle=True)
+    except KedrError as e:
+        return TestRun(driver.name, test.name, test.kind, reason=str(e), logs=str(logdir),
+                       checks=tuple(CheckResult(c, False, str(e)) for c in test.checks))
+    found = discover.parse(report.interfaces or ())
+    base = _judge(driver, test, report)
+    reproduce = f"{driver.command} TEST={test.name} FUZZ_SEED={seed}"
+    checks: list[CheckResult] = []
+    for c in test.checks:
+        result = _chaos_check(report, found, plan) if c == "chaos" else base.check(c)
+        if not result.passed and not result.skipped:
+            result = CheckResult(result.check, False, f"{result.message} (fuzz seed {seed})",
+                                 result.skipped, reproduce)
+        checks.append(result)
+    first = checks[0] if checks and checks[0].check == "chaos" else None
+    if first is not None and first.skipped:
+        return TestRun(driver.name, test.name, test.kind, reason=first.message,
+                       logs=str(report.logs), interfaces=found.describe(),
+                       checks=tuple(c if c.check == "chaos" else
+                                    CheckResult(c.check, False, first.message, True)
+                                    for c in checks))
+    return _with(base, tuple(checks), interfaces=found.describe(),
+                 fuzz=tuple(report.fuzz_output))
+
+
+def _chaos_check(report: RunReport, found: discover.Interfaces,
+                 plan: FuzzPlan) -> CheckResult:
+    step = next((s for s in report.steps if s.action == "chaos"), None)
+    if step is None:
+        return CheckResult("chaos", False, "the chaos run did not happen"
+                           + (f": {report.reason}" if report.reason else ""))
+    if step.status == NO_INTERFACE:
+        return CheckResult("chaos", False, f"not run: the driver registered no character "
+                           f"device to fuzz (found: {found.describe()})", skipped=True)
+    done = next((m for m in map(_DONE.match, report.fuzz_output) if m), None)
+    chaos = next((m for m in map(_CHAOS.match, report.fuzz_output) if m), None)
+    wl = next((m for m in map(_CHAOS_WORKLOAD.match, report.fuzz_output) if m), None)
+    if chaos is None or done is None:
+        return CheckResult("chaos", False, f"the chaos run ended with status {step.status} "
+                           "before it reported")
+    unloads, refused, reloads, failed = (int(g) for g in chaos.groups())
+    said = (f"{plan.seconds} s: {done.group(1)} fuzz operations ({plan.threads} threads, seed "
+            f"{plan.seed})" + (f", the workload {wl.group(1)} times" if wl else "")
+            + f", {unloads} unloads ({reloads} loaded again), {refused} refused while in use")
+    if failed:
+        return CheckResult("chaos", False, f"an insmod failed after an unload; {said}")
+    if step.status != 0:
+        return CheckResult("chaos", False, f"the fuzzer exited with status {step.status}; "
+                           f"{said}")
+    return CheckResult("chaos", True, said)

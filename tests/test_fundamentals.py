@@ -1,0 +1,142 @@
+"""The driver-fundamentals kinds without a VM: interface discovery's parsing, the
+guest fuzzer built with gcc -static and run on the host (its seed replays the same
+operations), the guest script they add, and bad input (FUZZ_SEED=, budgets, an
+unknown parameter): one line each (issue 20)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, run_scons
+from kedr_build.errors import KedrError
+from kedr_build.packs import pack
+from kedr_build.packs.fundkind import fuzz_seed
+from kedr_build.vm import discover, fuzzer
+from kedr_build.vm.runner import FuzzPlan, plan_run
+
+CHARDEV = REPO / "examples" / "chardev"
+
+
+def test_discover_parses_the_new_lines() -> None:
+    found = discover.parse(["chr 240 kedr_foo", "blk 254 kedr_blk", "misc kedr_b",
+                            "misc kedr_a", "node c /dev/kedr_a", "node b /dev/kedr_blk0",
+                            "block kedr_blk0", "net dummy0", "junk"])
+    assert found == discover.Interfaces(
+        char_majors=("240 kedr_foo",), block_majors=("254 kedr_blk",),
+        misc=("kedr_a", "kedr_b"), char_nodes=("/dev/kedr_a",),
+        block_nodes=("/dev/kedr_blk0",), block=("kedr_blk0",), net=("dummy0",))
+    assert found.describe() == (
+        "char majors: 240 kedr_foo; block majors: 254 kedr_blk; misc: kedr_a, kedr_b; "
+        "char nodes: /dev/kedr_a; block nodes: /dev/kedr_blk0; block devices: kedr_blk0; "
+        "net interfaces: dummy0")
+    assert discover.parse([]).empty and discover.parse([]).describe() == "no interface"
+
+
+@pytest.fixture(scope="module")
+def kfuzz() -> Path:
+    return fuzzer.build()
+
+
+def ops(kfuzz: Path, tmp: Path, seed: str, name: str) -> list[str]:
+    rec = tmp / f"{name}.rec"
+    run = subprocess.run([str(kfuzz), "-s", seed, "-n", "4000", "-j", "2", "-r", str(rec),
+                          "/dev/null", "/dev/zero"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert re.search(r"^KFUZZ done ops=4000 syscalls=\d+ elapsed_ms=\d+ rate=\d+$",
+                     run.stdout, re.M), run.stdout
+    dump = subprocess.run([str(kfuzz), "-D", str(rec), "-k", "20"], capture_output=True,
+                          text=True, check=True).stdout
+    # Results aside (fds are numbered per process, whichever thread opens first).
+    return [re.sub(r" ret=.*$", "", ln) for ln in dump.splitlines()]
+
+
+def test_kfuzz_is_static_and_its_seed_replays(kfuzz: Path, tmp_path: Path) -> None:
+    assert "statically linked" in subprocess.run(["file", str(kfuzz)], capture_output=True,
+                                                 text=True).stdout
+    assert fuzzer.build() == kfuzz      # cached by the source's hash
+    first, again = ops(kfuzz, tmp_path, "7", "a"), ops(kfuzz, tmp_path, "7", "b")
+    other = ops(kfuzz, tmp_path, "8", "c")
+    assert len(first) == 2 + 2 * 20 and first == again and first != other
+    kinds = {ln.split()[4] for ln in first if ln.startswith("KFUZZ op")}
+    assert kinds >= {"ioctl", "read", "write"}, kinds
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["-s", "seven"], "seed seven: not a number"),
+    (["-n", "-1"], "count -1: not a number"),
+    (["-n", "0"], "need a count and threads above 0"),
+    (["-t", "x"], "seconds x: not a number"),
+])
+def test_kfuzz_bad_arguments_one_line(kfuzz: Path, tmp_path: Path, args: list[str],
+                                      fragment: str) -> None:
+    run = subprocess.run([str(kfuzz), *args, "-r", str(tmp_path / "r"), "/dev/null"],
+                         capture_output=True, text=True)
+    assert run.returncode == 2
+    assert len(run.stderr.splitlines()) == 1 and fragment in run.stderr, run.stderr
+
+
+def test_guest_script_with_fuzz_and_cycles_is_valid_sh(built_chardev: Path,
+                                                       tmp_path: Path) -> None:
+    plan = plan_run(sorted(built_chardev.glob("*.ko")), workload=CHARDEV / "workload.sh",
+                    trace_providers=("kedr_repl_chardev",), cycles=3, per_cycle=True,
+                    fuzz=FuzzPlan(seed=5, count=100, seconds=2, threads=3))
+    script = tmp_path / "job.sh"
+    script.write_text(plan.script)
+    subprocess.run(["sh", "-n", str(script)], check=True)
+    assert "/kedr/kfuzz -s 5 -n 100 -t 2 -j 3 -r /tmp/kfuzz.rec $targets" in plan.script
+    assert "run_workload() {" in plan.script
+    assert plan.script.count("run_workload\n") == 2   # cycle 1, each later cycle
+    assert "cycle_leaks $((cycle - 1))" in plan.script
+    chaos = plan_run(sorted(built_chardev.glob("*.ko")), workload=CHARDEV / "workload.sh",
+                     trace_providers=("kedr_repl_chardev",), per_cycle=True,
+                     chaos=FuzzPlan(seed=5, count=10**9, seconds=4, threads=2)).script
+    script.write_text(chaos)
+    subprocess.run(["sh", "-n", str(script)], check=True)
+    assert "/kedr/kfuzz -s 5 -n 1000000000 -t 4 -j 2 -r /tmp/kfuzz.rec $targets &" in chaos
+
+
+@pytest.mark.parametrize("text", ["abc", "-1", "18446744073709551616", "1.5", ""])
+def test_fuzz_seed_garbage(text: str) -> None:
+    with pytest.raises(KedrError) as e:
+        fuzz_seed(text)
+    assert str(e.value) == (f"FUZZ_SEED={text}: not a seed (an integer from 0 to 2^64-1, "
+                            "e.g. FUZZ_SEED=1234)")
+    assert fuzz_seed("0x10") == 16 and fuzz_seed(" 18446744073709551615") == 2**64 - 1
+
+
+@pytest.mark.parametrize("line, cause", [
+    ("count = 0", "[[test]] f: count: 0 is below the minimum 1"),
+    ("count = -5", "[[test]] f: count: -5 is below the minimum 1"),
+    ("seconds = -1", "[[test]] f: seconds: -1 is below the minimum 0"),
+    ("speed = 3", "[[test]] f: unknown key 'speed' (known for kind 'fuzz': "),
+], ids=["count-0", "count-negative", "seconds-negative", "unknown-param"])
+def test_bad_fuzz_pack_values(line: str, cause: str, tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    text = f'[pack]\nname = "p"\n\n[[test]]\nname = "f"\nkind = "fuzz"\n{line}\n'
+    with pytest.raises(KedrError) as e:
+        pack.parse(text, path)
+    assert str(e.value).startswith(f"{path}:7: {cause}"), str(e.value)
+    with pytest.raises(KedrError, match=r"p.toml:6: \[\[test\]\] f: unknown test kind 'mayhem'"):
+        pack.parse(text.replace('"fuzz"', '"mayhem"').replace(line, ""), path)
+
+
+def test_fundamentals_pack_is_blocker_throughout() -> None:
+    p = pack.load("fundamentals")
+    assert [(t.name, t.kind, t.blocker) for t in p.tests] == [
+        ("load-unload", "vm", True), ("workload", "vm", True), ("fuzz", "fuzz", True),
+        ("reload", "reload", True), ("chaos", "chaos", True)]
+
+
+def test_scons_fuzz_seed_garbage_one_line(tmp_path: Path) -> None:
+    build = tmp_path / "build"
+    proc = run_scons([f"MODULE={CHARDEV}", f"BUILD_DIR={build}", "check",
+                      "PACK=fundamentals", "FUZZ_SEED=12ab"], check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stdout + proc.stderr
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+    assert lines == ["kedr-build: FUZZ_SEED=12ab: not a seed (an integer from 0 to 2^64-1, "
+                     "e.g. FUZZ_SEED=1234)"], lines
+    assert not build.exists() or not any(build.iterdir())

@@ -1,0 +1,142 @@
+"""The driver-fundamentals kinds (kedr_build/packs/fundkind.py) on real drivers in the
+VM, on both pinned kernels, through `scons ... check PACK=fundamentals`:
+
+* examples/chardev: its interfaces are discovered exactly, the fuzzer, five
+  load -> workload -> unload cycles and chaos (all at once) find nothing;
+* tests/drivers/fuzzbugs: an ioctl copying the command's size into a 64-byte buffer
+  (WARN) and a rare ioctl leaking: found by the fuzzer with FUZZ_SEED=7, and the
+  reproducer the report gives (FUZZ_SEED=7) finds exactly the same again;
+* tests/drivers/cycleleak: one object leaked per cycle: reload's growth check;
+* KO=dummy: a net interface, no character device: fuzz is not run, and says why.
+
+Seven boots per kernel."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import REPO, kernel_name, outputs, run_scons
+from kedr_build.kernel.descriptions import ProvisionedKernel
+
+pytestmark = pytest.mark.vm
+
+DRIVERS = Path(__file__).resolve().parent / "drivers"
+
+
+def check(build: Path, source: list[str], kernel: ProvisionedKernel, name: str,
+          *more: str) -> tuple[Any, dict[tuple[str, str], dict[str, Any]], str]:
+    proc = run_scons([*source, f"BUILD_DIR={build}", f"KERNEL={kernel_name(kernel)}", "check",
+                      "PACK=fundamentals", *more], check=False)
+    report = json.loads((outputs(build, name, kernel) / "report" / "report.json").read_text())
+    items = {(i["test"], i["check"]): i for i in report["items"]}
+    return report, items, proc.stdout + proc.stderr
+
+
+def run_of(report: Any, test: str) -> Any:
+    return next(r for r in report["runs"] if r["test"] == test)
+
+
+def test_chardev_interfaces_fuzz_and_reload_pass(tmp_path: Path,
+                                                 kernel: ProvisionedKernel) -> None:
+    report, items, out = check(tmp_path, [f"MODULE={REPO / 'examples/chardev'}"], kernel,
+                               "chardev", "TEST=fuzz,reload,chaos")
+    assert report["verdict"] == "passed", out
+    assert {k: i["outcome"] for k, i in items.items()} == {
+        **{("fuzz", c): "passed" for c in ("fuzz", "loads", "kernel", "leaks", "rules")},
+        **{("reload", c): "passed" for c in ("loads", "workload", "growth", "kernel",
+                                              "leaks", "rules")},
+        **{("chaos", c): "passed" for c in ("chaos", "loads", "kernel", "leaks", "rules")}}
+    # Exactly what kedr_chardev registers: one misc device and its devtmpfs node.
+    for test in ("fuzz", "reload", "chaos"):
+        assert run_of(report, test)["interfaces"] == \
+            "misc: kedr_chardev; char nodes: /dev/kedr_chardev"
+    assert re.fullmatch(r"20000 operations \(\d+ syscalls, \d+/s, \d+ ms, 2 threads, seed 1\) "
+                        r"on /dev/kedr_chardev", items["fuzz", "fuzz"]["message"])
+    cycles = run_of(report, "reload")["cycles"]
+    assert [c.split(":")[0] for c in cycles] == [f"cycle {n}" for n in range(1, 6)]
+    assert all(c.endswith("0 objects (0 bytes) still allocated after its unload")
+               for c in cycles), cycles
+    assert items["reload", "workload"]["message"] == "the workload exited 0 in each of 5 cycles"
+    # Fuzzing, the workload and reloads at once: each happened, nothing broke.
+    m = re.fullmatch(r"8 s: (\d+) fuzz operations \(2 threads, seed 1\), the workload (\d+) "
+                     r"times, (\d+) unloads \((\d+) loaded again\), (\d+) refused while in use",
+                     items["chaos", "chaos"]["message"])
+    assert m and int(m.group(1)) > 0 and int(m.group(2)) > 0, items["chaos", "chaos"]["message"]
+    # Every unload was followed by a load that succeeded; the loop ran (an unload refused
+    # while the fuzzer holds a file open is clean, counted).
+    assert m.group(3) == m.group(4) and int(m.group(3)) + int(m.group(5)) > 0, \
+        items["chaos", "chaos"]["message"]
+
+
+def _steady(message: str) -> str:
+    """A message without what changes from run to run: the rate, the time, which CPU
+    and PID (the operations, their syscalls, the findings and their counts stay)."""
+    return re.sub(r"CPU: \d+ PID: \d+", "CPU: _ PID: _",
+                  re.sub(r"\d+/s, \d+ ms", "_/s, _ ms", message))
+
+
+def _ops(run: Any) -> list[str]:
+    """The recorded operations, without their results (fds are numbered per process)."""
+    return [re.sub(r" ret=.*$", "", line) for line in run["fuzz"] if line.startswith("KFUZZ op")]
+
+
+def test_fuzzer_finds_ioctl_bugs_and_its_seed_replays(tmp_path: Path,
+                                                      kernel: ProvisionedKernel) -> None:
+    report, items, out = check(tmp_path, [f"MODULE={DRIVERS / 'fuzzbugs'}"], kernel,
+                               "fuzzbugs", "TEST=fuzz", "FUZZ_SEED=7")
+    assert report["verdict"] == "failed", out
+    run = run_of(report, "fuzz")
+    assert run["interfaces"] == ("misc: kedr_fz_copy, kedr_fz_rare; "
+                                 "char nodes: /dev/kedr_fz_copy, /dev/kedr_fz_rare")
+    assert {k[1]: i["outcome"] for k, i in items.items()} == {
+        "fuzz": "passed", "loads": "passed", "kernel": "failed", "leaks": "failed",
+        "rules": "passed"}, out
+    kernel_msg, leaks_msg = items["fuzz", "kernel"]["message"], items["fuzz", "leaks"]["message"]
+    # The copy past the 64-byte buffer: the kernel's copy_overflow() WARN; the rare
+    # command's leak, named at its allocation.
+    assert "__copy_overflow" in kernel_msg and kernel_msg.endswith("(fuzz seed 7)"), kernel_msg
+    assert "at fz_rare_alloc+" in leaks_msg and leaks_msg.endswith("(fuzz seed 7)"), leaks_msg
+    reproduce = items["fuzz", "kernel"]["reproduce"]
+    assert reproduce == items["fuzz", "leaks"]["reproduce"]
+    assert reproduce.endswith("check PACK=fundamentals TEST=fuzz FUZZ_SEED=7"), reproduce
+    # Replay: the reproducer's own command line, run as given.
+    args = shlex.split(reproduce)
+    assert args[:2] == ["./kedr-env", "scons"]
+    proc = run_scons([a for a in args[2:] if not a.startswith("MODULE=")]
+                     + [f"MODULE={DRIVERS / 'fuzzbugs'}"], check=False)
+    again = json.loads((outputs(tmp_path, "fuzzbugs", kernel) / "report"
+                        / "report.json").read_text())
+    again_items = {(i["test"], i["check"]): i for i in again["items"]}
+    assert {k: (i["outcome"], _steady(i["message"])) for k, i in again_items.items()} == \
+        {k: (i["outcome"], _steady(i["message"])) for k, i in items.items()}, proc.stdout
+    assert run_of(again, "fuzz")["leak_groups"] == run["leak_groups"]
+    assert _ops(run_of(again, "fuzz")) == _ops(run) and len(_ops(run)) == 16
+
+
+def test_reload_catches_a_leak_per_cycle_and_fuzz_without_a_device_is_not_run(
+        tmp_path: Path, kernel: ProvisionedKernel) -> None:
+    report, items, out = check(tmp_path / "a", [f"MODULE={DRIVERS / 'cycleleak'}"], kernel,
+                               "cycleleak", "TEST=reload")
+    assert report["verdict"] == "failed", out
+    assert items["reload", "growth"]["outcome"] == "failed"
+    assert items["reload", "growth"]["message"] == (
+        "still allocated after each cycle's unload: 1, 2, 3, 4, 5 objects: grows by 1 per "
+        "cycle")
+    assert [c.split(";")[1] for c in run_of(report, "reload")["cycles"]] == [
+        f" {n} objects ({23 * n} bytes) still allocated after its unload" for n in range(1, 6)]
+    assert items["reload", "workload"]["outcome"] == "passed"
+    # KO=dummy registers dummy0 and no character device: nothing to fuzz, not run, and a
+    # blocker in fundamentals.
+    report, items, out = check(tmp_path / "b", ["KO=dummy"], kernel, "dummy", "TEST=fuzz")
+    assert report["verdict"] == "failed", out
+    why = ("not run: the driver registered no character device to fuzz (found: net "
+           "interfaces: dummy0)")
+    assert items["fuzz", "fuzz"]["outcome"] == "not-run"
+    assert items["fuzz", "fuzz"]["message"] == why
+    assert {i["outcome"] for i in items.values()} == {"not-run"}
