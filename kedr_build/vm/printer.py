@@ -20,6 +20,9 @@ def format_report(report: RunReport, title: str) -> str:
     if report.workload_output:
         out.append("--- workload output ---")
         out.append(report.workload_output.rstrip("\n"))
+    if report.devices:
+        out.append(f"--- device bindings (DEVICES={report.devices}) ---")
+        out += [str(b) for b in report.bindings if b.module or b.bus == "pci"]
     if report.trace_summary:
         out.append(f"--- call trace (full trace: {report.logs}/trace.txt) ---")
         out += report.trace_summary

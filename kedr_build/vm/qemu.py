@@ -52,6 +52,7 @@ class GuestJob:
     script: str
     files: Mapping[str, Path] = field(default_factory=dict)  # path under /kedr -> host file
     intree_modules: Sequence[str] = ()   # shipped with their dependencies; modprobe works
+    qemu_args: Sequence[str] = ()        # more QEMU arguments: emulated devices (DEVICES=)
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,8 @@ def check_cpus(cpus: int, where: str = "VM_CPUS") -> int:
 
 
 def qemu_command(kernel: ProvisionedKernel, initrd: Path, workdir: Path,
-                 cpus: int | None = None, accel: str | None = None) -> list[str]:
+                 cpus: int | None = None, accel: str | None = None,
+                 extra: Sequence[str] = ()) -> list[str]:
     """The QEMU command line; ``cpus`` overrides the kernel description's guest CPUs,
     ``accel`` its accelerator (KEDR_ACCEL in the environment overrides both)."""
     image = kernel.boot_image
@@ -124,7 +126,7 @@ def qemu_command(kernel: ProvisionedKernel, initrd: Path, workdir: Path,
             "-kernel", str(image), "-initrd", str(initrd), "-append", cfg.cmdline,
             "-serial", "stdio",
             "-serial", f"file:{workdir / 'output.log'}",
-            "-serial", f"file:{workdir / 'status.log'}"]
+            "-serial", f"file:{workdir / 'status.log'}", *extra]
 
 
 def build_initramfs(kernel: ProvisionedKernel, job: GuestJob) -> Initramfs:
@@ -165,7 +167,7 @@ def run_guest(kernel: ProvisionedKernel, job: GuestJob, workdir: Path,
     build_initramfs(kernel, job).write(initrd)
     for name in ("console.log", "output.log", "status.log"):
         (workdir / name).unlink(missing_ok=True)
-    cmd = qemu_command(kernel, initrd, workdir, cpus, accel)
+    cmd = qemu_command(kernel, initrd, workdir, cpus, accel, job.qemu_args)
     (workdir / "qemu.cmd").write_text(shlex.join(cmd) + "\n")
 
     start = time.monotonic()

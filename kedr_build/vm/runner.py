@@ -18,6 +18,9 @@ from pathlib import Path
 from kedr_build import interrupt
 from kedr_build.atomic import write_atomic
 from kedr_build.checks import suppress
+from kedr_build.devices import binding
+from kedr_build.devices.attach import Attachment
+from kedr_build.devices.binding import Binding
 from kedr_build.checks.leaks import LeakReport, parse as parse_leaks, target_resolver
 from kedr_build.vm.console import KernelProblem, clean_lines
 from kedr_build.errors import KedrError
@@ -80,6 +83,8 @@ class RunReport:
     suppressed: tuple[suppress.Suppressed, ...] = ()   # per suppression rule: findings matched
     taint: int | None = None               # /proc/sys/kernel/tainted after the unload
     faults: dict[str, str] = field(default_factory=dict)  # point -> its scenario and counters
+    devices: str = ""                      # DEVICES= attached, comma-separated
+    bindings: tuple[Binding, ...] = ()     # which driver bound which device, after the load
 
     @property
     def ok(self) -> bool:
@@ -102,7 +107,7 @@ class RunReport:
 def plan_run(modules: list[Path], workload: Path | None = None,
              trace_providers: tuple[str, ...] = (),
              faults: Mapping[str, str] | None = None, cycles: int = 1,
-             copies: int = 1) -> RunPlan:
+             copies: int = 1, devices: Attachment | None = None) -> RunPlan:
     """Order the modules and write the guest script.
 
     ``cycles``: the drivers (not the trace providers) are loaded and unloaded that
@@ -120,17 +125,24 @@ def plan_run(modules: list[Path], workload: Path | None = None,
     if copies < 1:
         raise KedrError(f"copies={copies}: a workload runs at least once")
     ordered, intree = load_order(ModuleRef.read(m) for m in modules)
+    drivers = [m.name for m in ordered if m.name not in trace_providers]
+    if devices is not None:
+        # The devices' controllers and other drivers load first, like the drivers' own
+        # in-tree dependencies.
+        intree = list(dict.fromkeys([*intree, *devices.intree(drivers)]))
     marks = {"begin": BEGIN_MARK, "end": END_MARK, "trace_begin": TRACE_BEGIN,
              "stats_begin": STATS_BEGIN, "trace_end": TRACE_END,
              "kallsyms_begin": KALLSYMS_BEGIN, "kallsyms_end": KALLSYMS_END,
              "leaks_begin": LEAKS_BEGIN, "leaks_end": LEAKS_END,
              "faults_begin": FAULTS_BEGIN, "faults_end": FAULTS_END}
+    marks.update(bind_begin=binding.BIND_BEGIN, bind_end=binding.BIND_END)
     script = template_env().get_template("guest-run.sh.j2").render(
         modules=[m.name for m in ordered], intree=intree, trace_providers=trace_providers,
-        drivers=[m.name for m in ordered if m.name not in trace_providers], cycles=cycles,
+        drivers=drivers, cycles=cycles,
         copies=copies,
         workload=workload.name if workload is not None else None, marks=marks,
-        tracefs=TRACEFS, faults=dict(faults or {}))
+        tracefs=TRACEFS, faults=dict(faults or {}),
+        bindings=devices is not None and bool(devices.devices))
     return RunPlan(tuple(ordered), tuple(intree), workload, script, trace_providers)
 
 
@@ -144,19 +156,32 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
                 intree: tuple[str, ...] = (), cpus: int | None = None,
                 suppressions: tuple[suppress.Suppression, ...] = (),
                 faults: Mapping[str, str] | None = None, cycles: int = 1,
-                copies: int = 1) -> RunReport:
+                copies: int = 1, devices: Attachment | None = None) -> RunReport:
     """Run the modules in the VM; ``intree``: more in-tree modules the workload may modprobe;
     ``faults``: fault point -> scenario; ``cycles``: how many times the drivers are loaded
-    and unloaded; ``copies``: of the workload at once (see :func:`plan_run`)."""
-    plan = plan_run(modules, workload, trace_providers, faults, cycles, copies)
+    and unloaded; ``copies``: of the workload at once (see :func:`plan_run`);
+    ``devices``: emulated devices attached (DEVICES=): their in-tree drivers are loaded
+    unless one under test binds them, their default workloads run when ``workload`` is
+    None, and each driver under test must bind one of them."""
+    logdir.mkdir(parents=True, exist_ok=True)
+    if devices is not None and devices.devices and workload is None:
+        workload = logdir / "devices-workload.sh"
+        write_atomic(workload, devices.workload().encode())
+    plan = plan_run(modules, workload, trace_providers, faults, cycles, copies, devices)
     check_releases(plan.modules, kernel)
     files = {f"modules/{m.name}.ko": m.path for m in plan.modules}
     if workload is not None:
         if not workload.is_file():
             raise KedrError(f"WORKLOAD={workload}: no such file")
         files["workload.sh"] = workload
+    targets = [m.name for m in plan.modules if m.name not in trace_providers]
+    qemu_args: list[str] = []
+    if devices is not None:
+        devices.make_disks(logdir)
+        qemu_args = devices.qemu_args(logdir)
     job = GuestJob(script=plan.script, files=files,
-                   intree_modules=tuple(dict.fromkeys(plan.intree + intree)))
+                   intree_modules=tuple(dict.fromkeys(plan.intree + intree)),
+                   qemu_args=tuple(qemu_args))
     try:
         result = run_guest(kernel, job, logdir, timeout=timeout, stream=stream, cpus=cpus)
     except interrupt.Interrupted as e:
@@ -165,7 +190,9 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
             {"verdict": "interrupted", "reason": str(e), "logs": str(logdir)},
             indent=2).encode())
         raise
-    report = interpret(result, {m.name: m.path for m in plan.modules}, suppressions)
+    report = interpret(result, {m.name: m.path for m in plan.modules}, suppressions,
+                       devices=devices.names if devices is not None else "",
+                       targets=tuple(targets))
     if plan.trace_providers:
         trace_text, _ = split_trace(result.output, {m.name: m.path for m in plan.modules})
         (logdir / "trace.txt").write_text(trace_text)
@@ -196,9 +223,11 @@ def check_releases(modules: tuple[ModuleRef, ...], kernel: ProvisionedKernel) ->
 
 
 def interpret(result: VmResult, modules: Mapping[str, Path] | None = None,
-              suppressions: tuple[suppress.Suppression, ...] = ()) -> RunReport:
+              suppressions: tuple[suppress.Suppression, ...] = (), *, devices: str = "",
+              targets: tuple[str, ...] = ()) -> RunReport:
     """Judge a run; ``modules``: name -> .ko of the targets, to name their addresses;
-    ``suppressions``: findings to leave out of the leak report (counted)."""
+    ``suppressions``: findings to leave out of the leak report (counted); ``devices``:
+    DEVICES= attached, each of ``targets`` (drivers under test) must bind one of them."""
     steps: list[Step] = []
     other: list[str] = []
     workload: list[str] = []
@@ -243,6 +272,12 @@ def interpret(result: VmResult, modules: Mapping[str, Path] | None = None,
         verdict = Verdict.PASSED
         reason = (f"insmod {failed.target} failed (status {failed.status}) under the "
                   "injected fault")
+    bindings, listed = binding.parse(result.output)
+    unbound = binding.unbound_targets(targets, bindings) if devices and listed else []
+    if unbound and verdict in (Verdict.PASSED, Verdict.FAILED):
+        # Before a workload's failure: with no device bound, that is why it failed.
+        verdict = Verdict.FAILED
+        reason = f"no device for {', '.join(unbound)}: DEVICES={devices}"
     trace = parse_trace(trace_text, stats)
     leaks: LeakReport | None = None
     leaks_error = ""
@@ -261,7 +296,7 @@ def interpret(result: VmResult, modules: Mapping[str, Path] | None = None,
                      trace_calls=dict(trace.calls()), trace_lost=trace.overruns,
                      trace_summary=tuple(summary(trace)) if trace_text else (),
                      leaks=leaks, leaks_error=leaks_error, suppressed=suppressed, taint=taint,
-                     faults=faults)
+                     faults=faults, devices=devices, bindings=bindings)
 
 
 def injected(faults: Mapping[str, str]) -> int:
