@@ -58,6 +58,12 @@ NOT_HERE = {
                  "bench_pack.py        # the basic pack end to end vs one VM boot",
                  "bench_dkms.py        # DKMS mode vs dkms build")},
 }
+NOT_HERE.update({
+    "./kedr-env scons KO=e1000 DEVICES=e1000,nvme run":
+        "a VM run with devices: tests/test_devices_vm.py runs it on both kernels",
+    "./kedr-env scons MODULE=tests/drivers/edu DEVICES=edu sweep":
+        "a sweep with a device: tests/test_devices_vm.py sweeps edu on both kernels",
+})
 # Command as run -> (exit status, why it fails).
 EXPECTED = {
     "scons DRIVERS=tests/drivers/leaker check":
