@@ -1,6 +1,7 @@
 """VM tests of emulated devices (DEVICES=), on both pinned kernels: a NIC and an NVMe
 disk bound by their drivers (the NIC's Debian e1000.ko patched, so its probe, IRQ,
-DMA and remove are traced), and the fault sweep through the probe of our edu driver:
+DMA and remove are traced), the NIC hot-unplugged and plugged again through QMP at
+the guest's request (remove() and probe() run again), and the fault sweep through the probe of our edu driver:
 the clean one unwinds every failure, the leaky one is caught at request_irq."""
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from kedr_build.kernel.descriptions import ProvisionedKernel
 pytestmark = pytest.mark.vm
 
 
-def test_e1000_and_nvme_bind_probe_work_and_remove(tmp_path: Path,
-                                                    kernel: ProvisionedKernel) -> None:
+def test_e1000_and_nvme_bind_probe_unplug_replug_work_and_remove(
+        tmp_path: Path, kernel: ProvisionedKernel) -> None:
     proc = run_scons(["KO=e1000", "DEVICES=e1000,nvme", f"BUILD_DIR={tmp_path}",
-                      f"KERNEL={kernel_name(kernel)}", "VM_TIMEOUT=180", "run"], check=False)
+                      f"KERNEL={kernel_name(kernel)}", "VM_TIMEOUT=180",
+                      f"WORKLOAD={REPO / 'tests/workloads/devices-hotplug.sh'}", "run"],
+                     check=False)
     out = proc.stdout + proc.stderr
     result = json.loads((outputs(tmp_path, "e1000", kernel) / "run/result.json").read_text())
     assert proc.returncode == 0 and result["verdict"] == "passed", out
@@ -35,16 +38,25 @@ def test_e1000_and_nvme_bind_probe_work_and_remove(tmp_path: Path,
     assert "pci 0000:00:04.0 [pci:v00008086d0000100E" in out and ": e1000 (e1000)" in out
     # The patched driver's probe and remove ran: PCI enable, IRQ, DMA, and back.
     calls = result["trace_calls"]
-    for fn in ("pci_enable_device", "request_threaded_irq", "dma_alloc_attrs",
-               "register_netdev", "free_irq", "dma_free_attrs", "unregister_netdev",
-               "pci_disable_device"):
+    for fn in ("request_threaded_irq", "dma_alloc_attrs", "free_irq", "dma_free_attrs"):
         assert calls.get(fn, 0) >= 1, (fn, calls)
+    # probe() at the load and after each of two re-plugs; remove() at each of two
+    # hot-unplugs and at the unload.
+    for fn in ("pci_enable_device", "register_netdev", "unregister_netdev",
+               "pci_disable_device"):
+        assert calls.get(fn) == 3, (fn, calls)
+    events = [(e["request"], e["reply"].split(":")[0]) for e in result["device_events"]]
+    assert events[:4] == [("unplug e1001", "error"), ("unplug e1000", "ok"),
+                          ("plug e1000", "ok"), ("unplug e1000 0.001", "timeout")], events
+    assert events[-1] == ("plug e1000", "ok"), events
+    assert "kedr-device unplug e1001: error: no device 'e1001'; attached: e1000, nvme" in out
+    assert "e1000: bound again to e1000" in out
     assert result["leaks"]["leaks"] == []
     # The default workloads: a ping through the NIC, 64 KiB through the NVMe disk.
     assert "2 packets received" in result["workload_output"], result["workload_output"]
     assert "nvme: /dev/nvme0n1 wrote and read back 64 KiB" in result["workload_output"]
     steps = [(s["action"], s["target"], s["status"]) for s in result["steps"]]
-    assert ("workload", "devices-workload.sh", 0) in steps
+    assert ("workload", "devices-hotplug.sh", 0) in steps
 
 
 @pytest.fixture(scope="module")

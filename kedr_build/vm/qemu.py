@@ -16,8 +16,11 @@ the console excerpt that explains it. A hang is cut off by the timeout.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
+import shutil
+import tempfile
 import subprocess
 import threading
 import time
@@ -32,10 +35,12 @@ from kedr_build.kernel import moddeps
 from kedr_build.vm.console import KernelProblem, find_problems
 from kedr_build.errors import KedrError
 from kedr_build.vm.initramfs import Initramfs
+from kedr_build.vm.qmp import DeviceControl, DeviceEvent
 from kedr_build.kernel.descriptions import ProvisionedKernel
 from kedr_build.resources import template_env
 
 STATUS_MARK = "KEDR-STATUS "
+DEVICE_PORT = "/dev/ttyS3"    # the guest's device requests (kedr-device), when hot-plug is on
 GUEST_DIR = "kedr"
 
 class Verdict(Enum):
@@ -53,6 +58,9 @@ class GuestJob:
     files: Mapping[str, Path] = field(default_factory=dict)  # path under /kedr -> host file
     intree_modules: Sequence[str] = ()   # shipped with their dependencies; modprobe works
     qemu_args: Sequence[str] = ()        # more QEMU arguments: emulated devices (DEVICES=)
+    # QEMU id -> its device_add arguments: the devices the guest may unplug and plug
+    # again (``kedr-device unplug ID``, served over ttyS3 through QMP; vm/qmp.py)
+    hotplug: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -66,6 +74,7 @@ class VmResult:
     command: tuple[str, ...]
     workdir: Path
     qemu_error: str = ""
+    device_events: tuple[DeviceEvent, ...] = ()   # the guest's unplug/plug requests
 
     @property
     def verdict(self) -> Verdict:
@@ -136,6 +145,9 @@ def build_initramfs(kernel: ProvisionedKernel, job: GuestJob) -> Initramfs:
         guest_dir=GUEST_DIR, status_mark=STATUS_MARK)
     ramfs.add_bytes("init", init.encode(), 0o755)
     ramfs.add_bytes(f"{GUEST_DIR}/job.sh", job.script.encode(), 0o755)
+    if job.hotplug:
+        ramfs.add_bytes("bin/kedr-device", template_env().get_template(
+            "guest-kedr-device.sh.j2").render(port=DEVICE_PORT).encode(), 0o755)
     for dest, src in job.files.items():
         if not src.is_file():
             raise KedrError(f"{src}: guest file missing")
@@ -167,7 +179,17 @@ def run_guest(kernel: ProvisionedKernel, job: GuestJob, workdir: Path,
     build_initramfs(kernel, job).write(initrd)
     for name in ("console.log", "output.log", "status.log"):
         (workdir / name).unlink(missing_ok=True)
-    cmd = qemu_command(kernel, initrd, workdir, cpus, accel, job.qemu_args)
+    control: DeviceControl | None = None
+    extra = list(job.qemu_args)
+    sockets: Path | None = None
+    if job.hotplug:
+        # Unix socket paths are short (108 bytes): not under a deep workdir.
+        sockets = Path(tempfile.mkdtemp(prefix="kedr-qmp-"))
+        control = DeviceControl(sockets / "qmp.sock", sockets / "dev.sock", job.hotplug)
+        extra += ["-qmp", f"unix:{control.qmp_socket},server=on,wait=off",
+                  "-chardev", f"socket,id=kedrdev,path={control.serial_socket},server=on,wait=off",
+                  "-serial", "chardev:kedrdev"]
+    cmd = qemu_command(kernel, initrd, workdir, cpus, accel, extra)
     (workdir / "qemu.cmd").write_text(shlex.join(cmd) + "\n")
 
     start = time.monotonic()
@@ -187,6 +209,8 @@ def run_guest(kernel: ProvisionedKernel, job: GuestJob, workdir: Path,
     err_thread = threading.Thread(target=lambda: stderr_chunks.append(
         proc.stderr.read() if proc.stderr else b""), daemon=True)
     err_thread.start()
+    if control is not None:
+        control.start()
     try:
         assert proc.stdout is not None
         with (workdir / "console.log").open("w") as log:
@@ -203,6 +227,10 @@ def run_guest(kernel: ProvisionedKernel, job: GuestJob, workdir: Path,
             proc.kill()
             proc.wait()
         interrupt.release(proc)
+        if control is not None:
+            control.join()
+        if sockets is not None:
+            shutil.rmtree(sockets, ignore_errors=True)
     err_thread.join(timeout=5)
     # A VM that ended because the user interrupted the run is no result at all.
     interrupt.check()
@@ -211,9 +239,12 @@ def run_guest(kernel: ProvisionedKernel, job: GuestJob, workdir: Path,
     qemu_error = b"".join(stderr_chunks).decode("utf-8", "replace").strip()
     if proc.returncode == 0 or timed_out.is_set():
         qemu_error = ""
-    return result_from_logs(workdir, console, timed_out=timed_out.is_set(), elapsed=elapsed,
-                            command=tuple(cmd),
-                            qemu_error=qemu_error.splitlines()[-1] if qemu_error else "")
+    result = result_from_logs(workdir, console, timed_out=timed_out.is_set(), elapsed=elapsed,
+                              command=tuple(cmd),
+                              qemu_error=qemu_error.splitlines()[-1] if qemu_error else "")
+    if control is not None:
+        result = dataclasses.replace(result, device_events=tuple(control.events))
+    return result
 
 
 def result_from_logs(workdir: Path, console: str | None = None, *, timed_out: bool = False,

@@ -29,6 +29,7 @@ from kedr_build.ko.module import ModuleRef, load_order
 from kedr_build.resources import template_env
 from kedr_build.vm.trace import Symbolizer, parse_trace, summary
 from kedr_build.vm.qemu import GuestJob, Verdict, VmResult, run_guest
+from kedr_build.vm.qmp import DeviceEvent, device_args
 
 BEGIN_MARK = "kedr-build: modules begin"
 TRACE_BEGIN = "--- trace of "
@@ -85,6 +86,7 @@ class RunReport:
     faults: dict[str, str] = field(default_factory=dict)  # point -> its scenario and counters
     devices: str = ""                      # DEVICES= attached, comma-separated
     bindings: tuple[Binding, ...] = ()     # which driver bound which device, after the load
+    device_events: tuple[DeviceEvent, ...] = ()   # hot-unplug / re-plug the guest asked for
 
     @property
     def ok(self) -> bool:
@@ -164,9 +166,13 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
     unless one under test binds them, their default workloads run when ``workload`` is
     None, and each driver under test must bind one of them."""
     logdir.mkdir(parents=True, exist_ok=True)
-    if devices is not None and devices.devices and workload is None:
-        workload = logdir / "devices-workload.sh"
-        write_atomic(workload, devices.workload().encode())
+    devices_script: Path | None = None
+    if devices is not None and devices.devices:
+        # In the guest as /kedr/devices.sh, for a WORKLOAD to run too; the workload itself
+        # when none is given.
+        devices_script = logdir / "devices-workload.sh"
+        write_atomic(devices_script, devices.workload().encode())
+        workload = workload or devices_script
     plan = plan_run(modules, workload, trace_providers, faults, cycles, copies, devices)
     check_releases(plan.modules, kernel)
     files = {f"modules/{m.name}.ko": m.path for m in plan.modules}
@@ -174,14 +180,18 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
         if not workload.is_file():
             raise KedrError(f"WORKLOAD={workload}: no such file")
         files["workload.sh"] = workload
+    if devices_script is not None:
+        files["devices.sh"] = devices_script
     targets = [m.name for m in plan.modules if m.name not in trace_providers]
     qemu_args: list[str] = []
+    hotplug: dict[str, dict[str, str]] = {}
     if devices is not None:
         devices.make_disks(logdir)
         qemu_args = devices.qemu_args(logdir)
+        hotplug = device_args(qemu_args, {a.device.qemu_id for a in devices.devices})
     job = GuestJob(script=plan.script, files=files,
                    intree_modules=tuple(dict.fromkeys(plan.intree + intree)),
-                   qemu_args=tuple(qemu_args))
+                   qemu_args=tuple(qemu_args), hotplug=hotplug)
     try:
         result = run_guest(kernel, job, logdir, timeout=timeout, stream=stream, cpus=cpus)
     except interrupt.Interrupted as e:
@@ -296,7 +306,8 @@ def interpret(result: VmResult, modules: Mapping[str, Path] | None = None,
                      trace_calls=dict(trace.calls()), trace_lost=trace.overruns,
                      trace_summary=tuple(summary(trace)) if trace_text else (),
                      leaks=leaks, leaks_error=leaks_error, suppressed=suppressed, taint=taint,
-                     faults=faults, devices=devices, bindings=bindings)
+                     faults=faults, devices=devices, bindings=bindings,
+                     device_events=result.device_events)
 
 
 def injected(faults: Mapping[str, str]) -> int:
