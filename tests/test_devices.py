@@ -148,3 +148,29 @@ def test_qemu_refusing_a_device_is_its_message_in_one_line(pinned_kernel: Provis
     # No QEMU is left behind: none has this run's directory on its command line.
     out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(tmp_path) not in out
+
+
+def test_hotplug_arguments_come_from_the_command_line(kernel: ProvisionedKernel,
+                                                      tmp_path: Path) -> None:
+    from kedr_build.vm.qmp import device_args
+
+    att = attach(catalog.lookup("e1000,usb-storage"), kernel)
+    args = device_args(att.qemu_args(tmp_path), {"e1000", "usb_storage"})
+    assert args["e1000"] == {"driver": "e1000", "netdev": "e1000n", "id": "e1000",
+                             "addr": "0x04"}
+    # The USB stick, not its controller (whose id is usb_storagec).
+    assert args["usb_storage"]["driver"] == "usb-storage"
+    assert set(args) == {"e1000", "usb_storage"}
+
+
+def test_device_requests_are_checked_before_qmp(tmp_path: Path) -> None:
+    from kedr_build.vm.qmp import DeviceControl
+
+    control = DeviceControl(tmp_path / "q", tmp_path / "s", {"e1000": {"driver": "e1000"}})
+    # No QMP command is sent for a request that is not one (the monitor is never used).
+    monitor = object()
+    assert control._handle(monitor, "eject e1000").startswith("error: not a request")
+    assert control._handle(monitor, "unplug e1001") == \
+        "error: no device 'e1001'; attached: e1000"
+    assert control._handle(monitor, "unplug e1000 soon") == \
+        "error: 'soon': not a number of seconds"

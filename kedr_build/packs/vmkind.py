@@ -18,7 +18,7 @@ from kedr_build.errors import KedrError
 from kedr_build.kernel import provision
 from kedr_build.packs.pack import PackTest
 from kedr_build.packs.results import CheckResult, LeakGroupInfo, TestRun
-from kedr_build.packs.session import DriverUnderTest, Session
+from kedr_build.packs.session import DriverUnderTest, Session, attached
 from kedr_build.vm.qemu import Verdict
 from kedr_build.vm.runner import RunReport, run_modules
 
@@ -52,7 +52,8 @@ def run(driver: DriverUnderTest, test: PackTest, logdir: Path, session: Session)
                              workload=workload, timeout=timeout,
                              trace_providers=(driver.replacement,), intree=driver.modprobe,
                              cpus=session.vm_cpus, suppressions=suppressions,
-                             cycles=test.params["cycles"], copies=test.params["copies"])
+                             cycles=test.params["cycles"], copies=test.params["copies"],
+                             devices=attached(driver, kernel))
     except KedrError as e:
         return TestRun(driver.name, test.name, test.kind, reason=str(e), logs=str(logdir),
                        checks=tuple(CheckResult(c, False, str(e)) for c in test.checks))

@@ -90,7 +90,6 @@ class DeviceControl:
     def _handle(self, qmp: object, line: str) -> str:
         from qemu.qmp.legacy import QEMUMonitorProtocol
 
-        assert isinstance(qmp, QEMUMonitorProtocol)
         words = line.split()
         if not 2 <= len(words) <= 3 or words[0] not in ("unplug", "plug"):
             return f"error: not a request: {line!r} (unplug ID [SECONDS], plug ID)"
@@ -103,6 +102,7 @@ class DeviceControl:
                 return f"error: {words[2]!r}: not a number of seconds"
         if dev not in self.devices:
             return f"error: no device {dev!r}; attached: {', '.join(self.devices)}"
+        assert isinstance(qmp, QEMUMonitorProtocol)
         if verb == "plug":
             r = qmp.cmd_raw("device_add", dict(self.devices[dev]))
             return "ok" if "error" not in r else f"error: {r['error'].get('desc', r['error'])}"
