@@ -56,7 +56,8 @@ NOT_HERE = {
                  "bench_smp.py         # tracked pairs/s with 1 and 2 kthreads",
                  "bench_sweep.py       # seconds per swept site vs one VM boot",
                  "bench_pack.py        # the basic pack end to end vs one VM boot",
-                 "bench_dkms.py        # DKMS mode vs dkms build")},
+                 "bench_dkms.py        # DKMS mode vs dkms build",
+                 "bench_devices.py     # DEVICES= run, unplug/re-plug, sweep vs one VM boot")},
 }
 NOT_HERE.update({
     "./kedr-env scons KO=e1000 DEVICES=e1000,nvme run":
