@@ -174,3 +174,9 @@ def test_device_requests_are_checked_before_qmp(tmp_path: Path) -> None:
         "error: no device 'e1001'; attached: e1000"
     assert control._handle(monitor, "unplug e1000 soon") == \
         "error: 'soon': not a number of seconds"
+    # A PVH-booted guest would not come back from S3: refused before it suspends.
+    control.resumable = False
+    assert control._handle(monitor, "suspend").startswith(
+        "error: this guest was booted through the kernel's PVH entry")
+    control.resumable = True
+    assert control._handle(monitor, "suspend") == "ok"

@@ -1,7 +1,8 @@
 """VM tests of emulated devices (DEVICES=), on both pinned kernels: a NIC and an NVMe
 disk bound by their drivers (the NIC's Debian e1000.ko patched, so its probe, IRQ,
 DMA and remove are traced), the NIC hot-unplugged and plugged again through QMP at
-the guest's request (remove() and probe() run again), and the fault sweep through the probe of our edu driver:
+the guest's request (remove() and probe() run again), a suspend to RAM woken
+through QMP with both devices working after it, and the fault sweep through the probe of our edu driver:
 the clean one unwinds every failure, the leaky one is caught at request_irq."""
 
 from __future__ import annotations
@@ -41,14 +42,19 @@ def test_e1000_and_nvme_bind_probe_unplug_replug_work_and_remove(
     for fn in ("request_threaded_irq", "dma_alloc_attrs", "free_irq", "dma_free_attrs"):
         assert calls.get(fn, 0) >= 1, (fn, calls)
     # probe() at the load and after each of two re-plugs; remove() at each of two
-    # hot-unplugs and at the unload.
-    for fn in ("pci_enable_device", "register_netdev", "unregister_netdev",
-               "pci_disable_device"):
+    # hot-unplugs and at the unload; the suspend disables the device once more, the
+    # resume enables it (e1000's own suspend and resume).
+    for fn in ("register_netdev", "unregister_netdev"):
         assert calls.get(fn) == 3, (fn, calls)
+    for fn in ("pci_enable_device", "pci_disable_device"):
+        assert calls.get(fn) == 4, (fn, calls)
     events = [(e["request"], e["reply"].split(":")[0]) for e in result["device_events"]]
     assert events[:4] == [("unplug e1001", "error"), ("unplug e1000", "ok"),
                           ("plug e1000", "ok"), ("unplug e1000 0.001", "timeout")], events
-    assert events[-1] == ("plug e1000", "ok"), events
+    assert events[-2:] == [("plug e1000", "ok"), ("suspend", "ok")], events
+    assert "kedr-device suspend: resumed (status 0)" in out
+    assert out.count("nvme: /dev/nvme0n1 wrote and read back 64 KiB") == 2
+    assert "ACPI: PM: Waking up from system sleep state S3" in out
     assert "kedr-device unplug e1001: error: no device 'e1001'; attached: e1000, nvme" in out
     assert "e1000: bound again to e1000" in out
     assert result["leaks"]["leaks"] == []

@@ -61,6 +61,9 @@ class GuestJob:
     # QEMU id -> its device_add arguments: the devices the guest may unplug and plug
     # again (``kedr-device unplug ID``, served over ttyS3 through QMP; vm/qmp.py)
     hotplug: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # Boot vmlinuz, not vmlinux's PVH entry: the guest suspends to RAM (S3), and QEMU's
+    # resume does not return to a PVH-booted kernel (seen on 6.1 and 6.12, QEMU 7.2).
+    resumable: bool = False
 
 
 @dataclass(frozen=True)
@@ -119,10 +122,10 @@ def check_cpus(cpus: int, where: str = "VM_CPUS") -> int:
 
 def qemu_command(kernel: ProvisionedKernel, initrd: Path, workdir: Path,
                  cpus: int | None = None, accel: str | None = None,
-                 extra: Sequence[str] = ()) -> list[str]:
+                 extra: Sequence[str] = (), resumable: bool = False) -> list[str]:
     """The QEMU command line; ``cpus`` overrides the kernel description's guest CPUs,
     ``accel`` its accelerator (KEDR_ACCEL in the environment overrides both)."""
-    image = kernel.boot_image
+    image = kernel.vmlinuz if resumable and kernel.vmlinuz else kernel.boot_image
     if image is None:
         raise KedrError(f"kernel {kernel.release}: no kernel image to boot "
                         "(KDIR= builds only; the VM runs the pinned kernel)")
@@ -185,11 +188,12 @@ def run_guest(kernel: ProvisionedKernel, job: GuestJob, workdir: Path,
     if job.hotplug:
         # Unix socket paths are short (108 bytes): not under a deep workdir.
         sockets = Path(tempfile.mkdtemp(prefix="kedr-qmp-"))
-        control = DeviceControl(sockets / "qmp.sock", sockets / "dev.sock", job.hotplug)
+        control = DeviceControl(sockets / "qmp.sock", sockets / "dev.sock", job.hotplug,
+                                resumable=job.resumable)
         extra += ["-qmp", f"unix:{control.qmp_socket},server=on,wait=off",
                   "-chardev", f"socket,id=kedrdev,path={control.serial_socket},server=on,wait=off",
                   "-serial", "chardev:kedrdev"]
-    cmd = qemu_command(kernel, initrd, workdir, cpus, accel, extra)
+    cmd = qemu_command(kernel, initrd, workdir, cpus, accel, extra, job.resumable)
     (workdir / "qemu.cmd").write_text(shlex.join(cmd) + "\n")
 
     start = time.monotonic()

@@ -5,7 +5,9 @@ The guest's ``kedr-device unplug e1000`` writes one line on its fourth serial po
 serves them on a thread: ``unplug ID`` is QMP ``device_del`` followed by a wait for
 the ``DEVICE_DELETED`` event of that id (the guest ran the driver's remove() and
 ejected the device); ``plug ID`` is ``device_add`` with the device's arguments from
-the command line. QMP goes through ``qemu.qmp``, the QEMU project's own client.
+the command line; ``suspend`` is answered at once, then the guest is woken with
+``system_wakeup`` once QMP shows it suspended (S3: ``echo mem > /sys/power/state``
+in the guest returns after the wake-up). QMP goes through ``qemu.qmp``, the QEMU project's own client.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from pathlib import Path
 
 CONNECT_SECONDS = 20.0
 UNPLUG_SECONDS = 15.0
+SUSPEND_SECONDS = 30.0
+WAKE_DELAY = 1.0
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,7 @@ class DeviceControl:
     serial_socket: Path
     devices: Mapping[str, Mapping[str, str]]
     unplug_seconds: float = UNPLUG_SECONDS
+    resumable: bool = True      # the boot can resume from S3 (not the PVH entry)
     events: list[DeviceEvent] = field(default_factory=list)
     error: str = ""
     _thread: threading.Thread | None = None
@@ -77,8 +82,10 @@ class DeviceControl:
                         continue
                     start = time.monotonic()
                     reply = self._handle(qmp, line)
-                    self.events.append(DeviceEvent(line, reply, time.monotonic() - start))
                     serial.sendall(reply.encode() + b"\n")
+                    if line == "suspend" and reply == "ok":
+                        reply = self._wake(qmp)
+                    self.events.append(DeviceEvent(line, reply, time.monotonic() - start))
         except OSError:
             return                    # the VM went away mid-request
         except Exception as e:        # qemu.qmp's errors when QEMU ends mid-command
@@ -91,8 +98,15 @@ class DeviceControl:
         from qemu.qmp.legacy import QEMUMonitorProtocol
 
         words = line.split()
+        if words == ["suspend"]:
+            if not self.resumable:
+                return ("error: this guest was booted through the kernel's PVH entry, from "
+                        "which QEMU's S3 resume does not return; a WORKLOAD that names "
+                        "'kedr-device suspend' boots vmlinuz instead")
+            return "ok"       # the guest suspends next; _wake() wakes it (see _serve)
         if not 2 <= len(words) <= 3 or words[0] not in ("unplug", "plug"):
-            return f"error: not a request: {line!r} (unplug ID [SECONDS], plug ID)"
+            return (f"error: not a request: {line!r} (unplug ID [SECONDS], plug ID, "
+                    "suspend)")
         verb, dev = words[:2]
         wait = self.unplug_seconds
         if len(words) == 3:
@@ -120,6 +134,33 @@ class DeviceControl:
                     and ev.get("data", {}).get("device") == dev):
                 return "ok"
         return f"timeout: the guest did not release {dev} in {wait:g} s"
+
+
+    def _wake(self, qmp: object) -> str:
+        """Wait for the guest to enter S3 (QMP query-status: "suspended"), wake it with
+        system_wakeup, and wait until it runs again."""
+        from qemu.qmp.legacy import QEMUMonitorProtocol
+
+        assert isinstance(qmp, QEMUMonitorProtocol)
+
+        def status() -> str:
+            r = qmp.cmd_raw("query-status")
+            return str(r.get("return", {}).get("status", ""))
+        deadline = time.monotonic() + SUSPEND_SECONDS
+        while status() != "suspended":
+            if time.monotonic() > deadline:
+                return f"timeout: the guest did not suspend in {SUSPEND_SECONDS:.0f} s"
+            time.sleep(0.05)
+        slept = time.monotonic()
+        time.sleep(WAKE_DELAY)
+        r = qmp.cmd_raw("system_wakeup")
+        if "error" in r:
+            return f"error: system_wakeup: {r['error'].get('desc', r['error'])}"
+        while status() == "suspended":
+            if time.monotonic() > deadline + SUSPEND_SECONDS:
+                return "timeout: the guest did not wake up"
+            time.sleep(0.05)
+        return f"ok: suspended, woken by system_wakeup after {time.monotonic() - slept:.2f} s"
 
 
 def _retry(connect: object) -> None:

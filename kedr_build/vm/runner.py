@@ -149,6 +149,7 @@ def plan_run(modules: list[Path], workload: Path | None = None,
 
 
 TRACEFS = "/sys/kernel/tracing"
+SUSPEND_REQUEST = "kedr-device suspend"   # in a WORKLOAD: boot what can resume from S3
 
 
 def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
@@ -191,7 +192,9 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
         hotplug = device_args(qemu_args, {a.device.qemu_id for a in devices.devices})
     job = GuestJob(script=plan.script, files=files,
                    intree_modules=tuple(dict.fromkeys(plan.intree + intree)),
-                   qemu_args=tuple(qemu_args), hotplug=hotplug)
+                   qemu_args=tuple(qemu_args), hotplug=hotplug,
+                   resumable=bool(hotplug) and workload is not None
+                   and SUSPEND_REQUEST in workload.read_text(errors="replace"))
     try:
         result = run_guest(kernel, job, logdir, timeout=timeout, stream=stream, cpus=cpus)
     except interrupt.Interrupted as e:
