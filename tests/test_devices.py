@@ -180,3 +180,16 @@ def test_device_requests_are_checked_before_qmp(tmp_path: Path) -> None:
         "error: this guest was booted through the kernel's PVH entry")
     control.resumable = True
     assert control._handle(monitor, "suspend") == "ok"
+
+
+def test_a_failed_workload_is_not_explained_by_the_bindings_list() -> None:
+    """The recorded run again, its workload made to fail: the reason is the workload's
+    last line, not the bindings section the guest printed after the load."""
+    result = result_from_logs(DATA / "no-device")
+    output = result.output.replace("KEDR-STEP workload devices-workload.sh 0",
+                                   "KEDR-STEP workload devices-workload.sh 1")
+    assert output != result.output
+    failed = dataclasses.replace(result, output=output, status=4)
+    report = interpret(failed, targets=("e1000",))
+    assert report.reason.startswith("workload devices-workload.sh failed (status 1)")
+    assert "device bindings" not in report.reason, report.reason

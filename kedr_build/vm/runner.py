@@ -381,9 +381,10 @@ def _without_trace(output: str) -> str:
     kept: list[str] = []
     inside = False
     for line in output.splitlines():
-        if line.startswith((TRACE_BEGIN, LEAKS_BEGIN, FAULTS_BEGIN)) or line == KALLSYMS_BEGIN:
+        if (line.startswith((TRACE_BEGIN, LEAKS_BEGIN, FAULTS_BEGIN))
+                or line in (KALLSYMS_BEGIN, binding.BIND_BEGIN)):
             inside = True
-        elif line in (TRACE_END, KALLSYMS_END, LEAKS_END, FAULTS_END):
+        elif line in (TRACE_END, KALLSYMS_END, LEAKS_END, FAULTS_END, binding.BIND_END):
             inside = False
         elif not inside:
             kept.append(line)
