@@ -115,7 +115,8 @@ def session(drivers: Sequence[CheckedDriver], report_dir: str,
             replacement=cfg.replacement_module, command=command(cfg, pack_arg),
             run_command=run_command(cfg),
             workload=str(workload.resolve()) if workload else None, modprobe=cfg.modprobe,
-            suppress=str(cfg.suppress.resolve()) if cfg.suppress else None))
+            suppress=str(cfg.suppress.resolve()) if cfg.suppress else None,
+            devices=tuple(dev.name for dev in cfg.devices)))
     return Session(pack=str(Path(pack_file).resolve()), kernel=first.kernel.description.name,
                    drivers=tuple(under_test), report_dir=os.path.abspath(report_dir),
                    vm_timeout=first.vm_timeout, vm_cpus=first.vm_cpus, tests=first.tests,

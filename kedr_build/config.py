@@ -28,6 +28,7 @@ from kedr_build.ko.names import is_c_identifier, is_module_file, module_name
 from kedr_build.ko.plan import Naming
 
 if TYPE_CHECKING:
+    from kedr_build.devices.catalog import Device
     from kedr_build.faults.scenario import PointScenario
 
 
@@ -50,6 +51,8 @@ VARIABLES: dict[str, Variable] = {
     "KDIR": Variable("kernel build tree to build against (default: the pinned kernel)"),
     "KERNEL": Variable(f"pinned kernel to use (known: {', '.join(descriptions.available())})",
                        descriptions.DEFAULT_KERNEL),
+    "DEVICES": Variable("comma-separated emulated devices attached to the VM (e.g. "
+                        "e1000,nvme; catalog: kedr_build/devices/catalog.toml)"),
     "WORKLOAD": Variable("shell script run in the guest while the modules are loaded "
                          "(run target)"),
     "BUILD_DIR": Variable("where outputs go (default: build/ beside SConstruct)"),
@@ -103,6 +106,7 @@ class BuildConfig:
     suppress: Path | None = None
     naming: Naming = Naming("same-length")
     modprobe: tuple[str, ...] = ()
+    devices: tuple[Device, ...] = ()   # DEVICES=, looked up in the device catalog
     make_args: tuple[str, ...] = ()
     dkms: DkmsPackage | None = None    # the driver is a DKMS package
     # FAULTS=, parsed (kedr_build/faults/scenario.py); its points are checked against the
@@ -163,6 +167,7 @@ def from_arguments(args: Mapping[str, str], top: str, launch_dir: str,
         from kedr_build.packs.fundkind import fuzz_seed
 
         fuzz_seed(get("FUZZ_SEED"))
+    devices = _devices(get("DEVICES"))
     pack = _pack(get("PACK"), launch_dir) if "PACK" in args else None
     module, ko = get("MODULE") or get("DKMS"), get("KO")
     if get("MODULE") and get("DKMS"):
@@ -198,6 +203,9 @@ def from_arguments(args: Mapping[str, str], top: str, launch_dir: str,
         kernel = provision.layout(descriptions.describe(get("KERNEL")))
     else:
         kernel = provision.ensure(get("KERNEL"))
+    if devices and not offline:
+        from kedr_build.devices import kernelcheck
+        kernelcheck.check(devices, kernel, f"DEVICES={get('DEVICES')}")
     if ko:
         prebuilt = _prebuilt(ko, path(ko), kernel, offline)
     build_dir = str(path(get("BUILD_DIR")).resolve()) if get("BUILD_DIR") \
@@ -237,12 +245,21 @@ def from_arguments(args: Mapping[str, str], top: str, launch_dir: str,
                        functions=_names(get("FUNCTIONS")),
                        naming=_naming(get("NAMING")),
                        modprobe=_names(get("MODPROBE")), make_args=make_args, dkms=package,
+                       devices=devices,
                        vm_cpus=_cpus(get("VM_CPUS")),
                        suppress=_suppressions(path, get("SUPPRESS")),
                        faults=faults, pack=pack, tests=tests,
                        shard=_shard(get("SHARD")),
                        jobs=_jobs(get("JOBS")), retries=retries, kcidb_origin=kcidb_origin,
                        arguments=tuple(sorted(args.items())), launch_dir=launch_dir, top=top)
+
+
+def _devices(text: str) -> tuple[Device, ...]:
+    if not text.strip():
+        return ()
+    from kedr_build.devices import catalog
+
+    return catalog.lookup(text)
 
 
 def kernel_build_dir(root: str, kernel: ProvisionedKernel) -> str:

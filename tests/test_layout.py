@@ -21,7 +21,7 @@ LAYERS = {
     "errors": 0, "atomic": 1, "resources": 1, "interrupt": 1, "buildlock": 2,
     "ko": 3,
     "kernel": 4,
-    "intercept": 5, "checks": 5,
+    "intercept": 5, "checks": 5, "devices": 5,
     "vm": 6,
     "faults": 7,
     "packs": 8,

@@ -57,11 +57,18 @@ NOT_HERE = {
                  "bench_sweep.py       # seconds per swept site vs one VM boot",
                  "bench_pack.py        # the basic pack end to end vs one VM boot",
                  "bench_dkms.py        # DKMS mode vs dkms build",
-                 "bench_fuzz.py        # the fuzzer's syscall rate, patched vs not")},
+                 "bench_fuzz.py        # the fuzzer's syscall rate, patched vs not",
+                 "bench_devices.py     # DEVICES= run, unplug/re-plug, sweep vs one VM boot")},
     "scons MODULE=dir check PACK=fundamentals [TEST=fuzz] [FUZZ_SEED=1234]":
         "four boots; tests/test_fundamentals_vm.py runs the pack on four drivers, both "
         "kernels",
 }
+NOT_HERE.update({
+    "./kedr-env scons KO=e1000 DEVICES=e1000,nvme run":
+        "a VM run with devices: tests/test_devices_vm.py runs it on both kernels",
+    "./kedr-env scons MODULE=tests/drivers/edu DEVICES=edu sweep":
+        "a sweep with a device: tests/test_devices_vm.py sweeps edu on both kernels",
+})
 # Command as run -> (exit status, why it fails).
 EXPECTED = {
     "scons DRIVERS=tests/drivers/leaker check":

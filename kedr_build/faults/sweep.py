@@ -29,6 +29,7 @@ from pathlib import Path
 from kedr_build import interrupt
 from kedr_build.atomic import write_atomic
 from kedr_build.faults.errors import NoFaultPoint
+from kedr_build.devices.attach import Attachment
 from kedr_build.faults.trials import Outcome, Site, TrialRecord, TrialsRun, run_trials
 from kedr_build.intercept.faultpoints import POINTS_FILE, load_points
 from kedr_build.kernel.descriptions import ProvisionedKernel
@@ -83,7 +84,8 @@ class SweepResult:
 def sweep(kernel: ProvisionedKernel, replacement: Path, target: Path, logdir: Path, *,
           workload: Path | None = None, module_args: Sequence[str] = (),
           intree: Sequence[str] = (), site_timeout: float = 60.0,
-          progress: Callable[[str], None] | None = None) -> SweepResult:
+          progress: Callable[[str], None] | None = None,
+          devices: Attachment | None = None) -> SweepResult:
     """Discover the fault sites of ``target`` (patched against ``replacement``) and fail
     each once; writes ``logdir/sweep.json``. A driver that reaches no function that
     can fail is a NoFaultPoint error ("nothing to sweep")."""
@@ -94,7 +96,7 @@ def sweep(kernel: ProvisionedKernel, replacement: Path, target: Path, logdir: Pa
     try:
         run = run_trials(kernel, replacement, target, logdir, discover=True, workload=workload,
                          module_args=module_args, intree=intree, trial_timeout=site_timeout,
-                         progress=progress, what="sweep", unit="site")
+                         progress=progress, what="sweep", unit="site", devices=devices)
     except interrupt.Interrupted as e:
         # sweep.json says so, with the sites judged before the signal; the caller stops.
         if isinstance(e.partial, TrialsRun):

@@ -21,6 +21,7 @@ from enum import Enum
 from pathlib import Path
 
 from kedr_build import interrupt
+from kedr_build.atomic import write_atomic
 from kedr_build.checks.leaks import parse as parse_leaks, summary as leak_summary
 from kedr_build.errors import KedrError
 from kedr_build.faults.scenario import PointScenario, Scenario
@@ -28,6 +29,7 @@ from kedr_build.kernel.descriptions import ProvisionedKernel
 from kedr_build.ko.module import ModuleRef, load_order
 from kedr_build.resources import template_env
 from kedr_build.vm.console import find_problems, strip_prefix
+from kedr_build.devices.attach import Attachment
 from kedr_build.vm.qemu import GuestJob, result_from_logs, run_guest
 
 PROGRESS = "kedr-build: fault trial "
@@ -172,11 +174,24 @@ def run_trials(kernel: ProvisionedKernel, replacement: Path, target: Path, logdi
                intree: Sequence[str] = (), trial_timeout: float = 60.0,
                boot_timeout: float = 120.0, progress: Callable[[str], None] | None = None,
                what: str = "fault trials", unit: str = "trial",
-               max_boots: int = 50) -> TrialsRun:
-    """Run ``trials`` (or, with ``discover``, one per fault site found) on ``target``."""
+               max_boots: int = 50, devices: Attachment | None = None) -> TrialsRun:
+    """Run ``trials`` (or, with ``discover``, one per fault site found) on ``target``;
+    ``devices``: emulated devices attached to every boot (their other drivers loaded
+    first, their default workloads run when ``workload`` is None), so the target's
+    probe and remove are among the sites."""
     repl = ModuleRef.read(replacement)
     tgt = ModuleRef.read(target)
     _, needed = load_order([repl, tgt])         # in-tree modules they need (vfat: fat)
+    qemu_args: tuple[str, ...] = ()
+    if devices is not None and devices.devices:
+        needed = list(dict.fromkeys([*needed, *devices.intree([tgt.name])]))
+        logdir.mkdir(parents=True, exist_ok=True)
+        if workload is None:
+            workload = logdir / "devices-workload.sh"
+            write_atomic(workload, devices.workload().encode())
+        # One set of disk images for every boot: each boot's QEMU opens them afresh.
+        devices.make_disks(logdir)
+        qemu_args = tuple(devices.qemu_args(logdir))
     if workload is not None and not workload.is_file():
         raise KedrError(f"WORKLOAD={workload}: no such file")
     files = {f"modules/{repl.name}.ko": replacement, f"modules/{tgt.name}.ko": target}
@@ -232,7 +247,8 @@ def run_trials(kernel: ProvisionedKernel, replacement: Path, target: Path, logdi
 
         remaining = max(1, total - next_trial + 1) if not first else 50
         job = GuestJob(script=script, files=files,
-                       intree_modules=tuple(dict.fromkeys([*needed, *intree])))
+                       intree_modules=tuple(dict.fromkeys([*needed, *intree])),
+                       qemu_args=qemu_args)
         stalled = False
         try:
             vm = run_guest(kernel, job, workdir, timeout=boot_timeout + trial_timeout * remaining,

@@ -29,7 +29,7 @@ from kedr_build.faults.trials import site_fault
 from kedr_build.kernel import provision
 from kedr_build.packs.pack import PackTest
 from kedr_build.packs.results import CheckResult, SweepRow, TestRun
-from kedr_build.packs.session import DriverUnderTest, Session
+from kedr_build.packs.session import DriverUnderTest, Session, attached
 
 def faults_command(driver: DriverUnderTest, scenarios: tuple[PointScenario, ...]) -> str:
     """The scons command that runs the driver once with these fault scenarios."""
@@ -58,7 +58,8 @@ def run(driver: DriverUnderTest, test: PackTest, logdir: Path, session: Session)
         if "sweep" in test.checks:
             try:
                 swept = sweep(kernel, repl, targets[0], logdir / "sweep", workload=workload,
-                              intree=driver.modprobe, site_timeout=timeout)
+                              intree=driver.modprobe, site_timeout=timeout,
+                              devices=attached(driver, kernel))
             except NoFaultPoint as e:
                 checks["sweep"] = CheckResult("sweep", True, f"no fault site: {e}")
             else:

@@ -8,9 +8,13 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kedr_build.errors import KedrError
+
+if TYPE_CHECKING:
+    from kedr_build.devices.attach import Attachment
+    from kedr_build.kernel.descriptions import ProvisionedKernel
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,7 @@ class DriverUnderTest:
     suppress: str | None = None
     run_command: str = ""             # the scons command that runs it once (FAULTS= added)
     build_error: str = ""             # why it was not built (a batch checks the others)
+    devices: tuple[str, ...] = ()     # DEVICES=: emulated devices attached to its VMs
 
 
 @dataclass(frozen=True)
@@ -49,13 +54,24 @@ class Session:
         try:
             data: dict[str, Any] = json.loads(path.read_text())
             drivers = tuple(DriverUnderTest(**{**d, "modules": tuple(d["modules"]),
-                                               "modprobe": tuple(d.get("modprobe", ()))})
+                                               "modprobe": tuple(d.get("modprobe", ())),
+                                               "devices": tuple(d.get("devices", ()))})
                             for d in data.pop("drivers"))
             shard = data.pop("shard", None)
             return Session(drivers=drivers, tests=tuple(data.pop("tests", ())),
                            shard=(int(shard[0]), int(shard[1])) if shard else None, **data)
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise KedrError(f"{path}: not a pack session file ({e})") from None
+
+
+def attached(driver: DriverUnderTest, kernel: ProvisionedKernel) -> Attachment | None:
+    """The driver's DEVICES= on its slots, for a test kind that boots the VM."""
+    if not driver.devices:
+        return None
+    from kedr_build.devices import catalog
+    from kedr_build.devices.attach import attach
+
+    return attach(catalog.lookup(",".join(driver.devices)), kernel)
 
 
 def parse_shard(text: str) -> tuple[int, int]:

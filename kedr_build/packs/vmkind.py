@@ -19,7 +19,7 @@ from kedr_build.kernel import provision
 from kedr_build.packs import retry
 from kedr_build.packs.pack import PackTest
 from kedr_build.packs.results import CheckResult, LeakGroupInfo, TestRun
-from kedr_build.packs.session import DriverUnderTest, Session
+from kedr_build.packs.session import DriverUnderTest, Session, attached
 from kedr_build.vm.qemu import Verdict
 from kedr_build.vm.runner import RunReport, run_modules
 
@@ -54,7 +54,8 @@ def run(driver: DriverUnderTest, test: PackTest, logdir: Path, session: Session)
                              trace_providers=(driver.replacement,), intree=driver.modprobe,
                              cpus=session.vm_cpus, suppressions=suppressions,
                              cycles=test.params["cycles"], copies=test.params["copies"],
-                             attempt=int(session.env.get(retry.ATTEMPT_ENV, "1")))
+                             attempt=int(session.env.get(retry.ATTEMPT_ENV, "1")),
+                             devices=attached(driver, kernel))
     except KedrError as e:
         return TestRun(driver.name, test.name, test.kind, reason=str(e), logs=str(logdir),
                        checks=tuple(CheckResult(c, False, str(e)) for c in test.checks))

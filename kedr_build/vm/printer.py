@@ -20,6 +20,10 @@ def format_report(report: RunReport, title: str) -> str:
     if report.workload_output:
         out.append("--- workload output ---")
         out.append(report.workload_output.rstrip("\n"))
+    if report.devices:
+        out.append(f"--- device bindings (DEVICES={report.devices}) ---")
+        out += [str(b) for b in report.bindings if b.module or b.bus == "pci"]
+        out += [f"{e.request}: {e.reply} ({e.seconds:.2f} s)" for e in report.device_events]
     if report.trace_summary:
         out.append(f"--- call trace (full trace: {report.logs}/trace.txt) ---")
         out += report.trace_summary

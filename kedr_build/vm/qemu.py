@@ -27,8 +27,11 @@ ends the VM.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
+import shutil
+import tempfile
 import subprocess
 import threading
 import time
@@ -44,10 +47,12 @@ from kedr_build.vm.console import (KernelProblem, ProblemKind, classify, find_pr
                                    strip_prefix)
 from kedr_build.errors import KedrError
 from kedr_build.vm.initramfs import Initramfs
+from kedr_build.vm.qmp import DeviceControl, DeviceEvent
 from kedr_build.kernel.descriptions import ProvisionedKernel
 from kedr_build.resources import template_env
 
 STATUS_MARK = "KEDR-STATUS "
+DEVICE_PORT = "/dev/ttyS3"    # the guest's device requests (kedr-device), when hot-plug is on
 GUEST_DIR = "kedr"
 JOB_START = "kedr-build: job start"     # the guest's /init, in the kernel log
 
@@ -82,6 +87,13 @@ class GuestJob:
     script: str
     files: Mapping[str, Path] = field(default_factory=dict)  # path under /kedr -> host file
     intree_modules: Sequence[str] = ()   # shipped with their dependencies; modprobe works
+    qemu_args: Sequence[str] = ()        # more QEMU arguments: emulated devices (DEVICES=)
+    # QEMU id -> its device_add arguments: the devices the guest may unplug and plug
+    # again (``kedr-device unplug ID``, served over ttyS3 through QMP; vm/qmp.py)
+    hotplug: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # Boot vmlinuz, not vmlinux's PVH entry: the guest suspends to RAM (S3), and QEMU's
+    # resume does not return to a PVH-booted kernel (seen on 6.1 and 6.12, QEMU 7.2).
+    resumable: bool = False
 
 
 @dataclass(frozen=True)
@@ -102,6 +114,7 @@ class VmResult:
     def lost(self) -> bool:
         """No status came back: the job's steps after some point are unknown."""
         return self.status is None
+    device_events: tuple[DeviceEvent, ...] = ()   # the guest's unplug/plug requests
 
     @property
     def verdict(self) -> Verdict:
@@ -152,10 +165,11 @@ def check_cpus(cpus: int, where: str = "VM_CPUS") -> int:
 
 
 def qemu_command(kernel: ProvisionedKernel, initrd: Path, workdir: Path,
-                 cpus: int | None = None, accel: str | None = None) -> list[str]:
+                 cpus: int | None = None, accel: str | None = None,
+                 extra: Sequence[str] = (), resumable: bool = False) -> list[str]:
     """The QEMU command line; ``cpus`` overrides the kernel description's guest CPUs,
     ``accel`` its accelerator (KEDR_ACCEL in the environment overrides both)."""
-    image = kernel.boot_image
+    image = kernel.vmlinuz if resumable and kernel.vmlinuz else kernel.boot_image
     if image is None:
         raise KedrError(f"kernel {kernel.release}: no kernel image to boot "
                         "(KDIR= builds only; the VM runs the pinned kernel)")
@@ -168,7 +182,7 @@ def qemu_command(kernel: ProvisionedKernel, initrd: Path, workdir: Path,
             "-kernel", str(image), "-initrd", str(initrd), "-append", cfg.cmdline,
             "-serial", "stdio",
             "-serial", f"file:{workdir / 'output.log'}",
-            "-serial", f"file:{workdir / 'status.log'}"]
+            "-serial", f"file:{workdir / 'status.log'}", *extra]
 
 
 def build_initramfs(kernel: ProvisionedKernel, job: GuestJob) -> Initramfs:
@@ -178,6 +192,9 @@ def build_initramfs(kernel: ProvisionedKernel, job: GuestJob) -> Initramfs:
         guest_dir=GUEST_DIR, status_mark=STATUS_MARK, job_start=JOB_START)
     ramfs.add_bytes("init", init.encode(), 0o755)
     ramfs.add_bytes(f"{GUEST_DIR}/job.sh", job.script.encode(), 0o755)
+    if job.hotplug:
+        ramfs.add_bytes("bin/kedr-device", template_env().get_template(
+            "guest-kedr-device.sh.j2").render(port=DEVICE_PORT).encode(), 0o755)
     for dest, src in job.files.items():
         if not src.is_file():
             raise KedrError(f"{src}: guest file missing")
@@ -212,7 +229,18 @@ def run_guest(kernel: ProvisionedKernel, job: GuestJob, workdir: Path,
     build_initramfs(kernel, job).write(initrd)
     for name in ("console.log", "output.log", "status.log"):
         (workdir / name).unlink(missing_ok=True)
-    cmd = qemu_command(kernel, initrd, workdir, cpus, accel)
+    control: DeviceControl | None = None
+    extra = list(job.qemu_args)
+    sockets: Path | None = None
+    if job.hotplug:
+        # Unix socket paths are short (108 bytes): not under a deep workdir.
+        sockets = Path(tempfile.mkdtemp(prefix="kedr-qmp-"))
+        control = DeviceControl(sockets / "qmp.sock", sockets / "dev.sock", job.hotplug,
+                                resumable=job.resumable)
+        extra += ["-qmp", f"unix:{control.qmp_socket},server=on,wait=off",
+                  "-chardev", f"socket,id=kedrdev,path={control.serial_socket},server=on,wait=off",
+                  "-serial", "chardev:kedrdev"]
+    cmd = qemu_command(kernel, initrd, workdir, cpus, accel, extra, job.resumable)
     (workdir / "qemu.cmd").write_text(shlex.join(cmd) + "\n")
 
     start = time.monotonic()
@@ -239,6 +267,8 @@ def run_guest(kernel: ProvisionedKernel, job: GuestJob, workdir: Path,
     err_thread = threading.Thread(target=lambda: stderr_chunks.append(
         proc.stderr.read() if proc.stderr else b""), daemon=True)
     err_thread.start()
+    if control is not None:
+        control.start()
     try:
         assert proc.stdout is not None
         with (workdir / "console.log").open("w") as log:
@@ -263,6 +293,10 @@ def run_guest(kernel: ProvisionedKernel, job: GuestJob, workdir: Path,
             proc.kill()
             proc.wait()
         interrupt.release(proc)
+        if control is not None:
+            control.join()
+        if sockets is not None:
+            shutil.rmtree(sockets, ignore_errors=True)
     err_thread.join(timeout=5)
     # A VM that ended because the user interrupted the run is no result at all.
     interrupt.check()
@@ -271,10 +305,13 @@ def run_guest(kernel: ProvisionedKernel, job: GuestJob, workdir: Path,
     qemu_error = b"".join(stderr_chunks).decode("utf-8", "replace").strip()
     if proc.returncode == 0 or timed_out.is_set() or cut.is_set():
         qemu_error = ""
-    return result_from_logs(workdir, console, timed_out=timed_out.is_set(), elapsed=elapsed,
-                            command=tuple(cmd),
-                            qemu_error=qemu_error.splitlines()[-1] if qemu_error else "",
-                            cut_after_crash=cut.is_set())
+    result = result_from_logs(workdir, console, timed_out=timed_out.is_set(), elapsed=elapsed,
+                              command=tuple(cmd),
+                              qemu_error=qemu_error.splitlines()[-1] if qemu_error else "",
+                              cut_after_crash=cut.is_set())
+    if control is not None:
+        result = dataclasses.replace(result, device_events=tuple(control.events))
+    return result
 
 
 def result_from_logs(workdir: Path, console: str | None = None, *, timed_out: bool = False,

@@ -18,6 +18,9 @@ from pathlib import Path
 from kedr_build import interrupt
 from kedr_build.atomic import write_atomic
 from kedr_build.checks import suppress
+from kedr_build.devices import binding
+from kedr_build.devices.attach import Attachment
+from kedr_build.devices.binding import Binding
 from kedr_build.checks.leaks import LeakReport, parse as parse_leaks, target_resolver
 from kedr_build.vm.console import KernelProblem, clean_lines
 from kedr_build.errors import KedrError
@@ -26,6 +29,7 @@ from kedr_build.ko.module import ModuleRef, load_order
 from kedr_build.resources import template_env
 from kedr_build.vm.trace import Symbolizer, parse_trace, summary
 from kedr_build.vm.qemu import GuestJob, Verdict, VmResult, run_guest
+from kedr_build.vm.qmp import DeviceEvent, device_args
 
 BEGIN_MARK = "kedr-build: modules begin"
 TRACE_BEGIN = "--- trace of "
@@ -110,6 +114,9 @@ class RunReport:
     interfaces: tuple[str, ...] | None = None  # new snapshot lines (discover=True), else None
     fuzz_output: tuple[str, ...] = ()          # the fuzzer's KFUZZ lines
     cycles: tuple[CycleLeaks, ...] = ()        # per_cycle=True: each cycle's leak report
+    devices: str = ""                      # DEVICES= attached, comma-separated
+    bindings: tuple[Binding, ...] = ()     # which driver bound which device, after the load
+    device_events: tuple[DeviceEvent, ...] = ()   # hot-unplug / re-plug the guest asked for
 
     @property
     def ok(self) -> bool:
@@ -137,7 +144,8 @@ def plan_run(modules: list[Path], workload: Path | None = None,
              faults: Mapping[str, str] | None = None, cycles: int = 1,
              copies: int = 1, attempt: int = 1, discover: bool = False,
              fuzz: FuzzPlan | None = None, per_cycle: bool = False,
-             chaos: FuzzPlan | None = None) -> RunPlan:
+             chaos: FuzzPlan | None = None,
+             devices: Attachment | None = None) -> RunPlan:
     """Order the modules and write the guest script.
 
     ``cycles``: the drivers (not the trace providers) are loaded and unloaded that
@@ -163,6 +171,11 @@ def plan_run(modules: list[Path], workload: Path | None = None,
     if copies < 1:
         raise KedrError(f"copies={copies}: a workload runs at least once")
     ordered, intree = load_order(ModuleRef.read(m) for m in modules)
+    drivers = [m.name for m in ordered if m.name not in trace_providers]
+    if devices is not None:
+        # The devices' controllers and other drivers load first, like the drivers' own
+        # in-tree dependencies.
+        intree = list(dict.fromkeys([*intree, *devices.intree(drivers)]))
     marks = {"begin": BEGIN_MARK, "end": END_MARK, "trace_begin": TRACE_BEGIN,
              "stats_begin": STATS_BEGIN, "trace_end": TRACE_END,
              "kallsyms_begin": KALLSYMS_BEGIN, "kallsyms_end": KALLSYMS_END,
@@ -170,17 +183,20 @@ def plan_run(modules: list[Path], workload: Path | None = None,
              "faults_begin": FAULTS_BEGIN, "faults_end": FAULTS_END,
              "iface_begin": IFACE_BEGIN, "iface_end": IFACE_END, "fuzz_begin": FUZZ_BEGIN,
              "fuzz_end": FUZZ_END, "cycle_begin": CYCLE_BEGIN, "cycle_end": CYCLE_END}
+    marks.update(bind_begin=binding.BIND_BEGIN, bind_end=binding.BIND_END)
     script = template_env().get_template("guest-run.sh.j2").render(
         modules=[m.name for m in ordered], intree=intree, trace_providers=trace_providers,
-        drivers=[m.name for m in ordered if m.name not in trace_providers], cycles=cycles,
+        drivers=drivers, cycles=cycles,
         copies=copies,
         workload=workload.name if workload is not None else None, marks=marks,
         tracefs=TRACEFS, faults=dict(faults or {}), discover=discover or fuzz is not None or chaos is not None,
-        fuzz=fuzz, per_cycle=per_cycle, chaos=chaos, attempt=int(attempt))
+        fuzz=fuzz, per_cycle=per_cycle, chaos=chaos, attempt=int(attempt),
+        bindings=devices is not None and bool(devices.devices))
     return RunPlan(tuple(ordered), tuple(intree), workload, script, trace_providers)
 
 
 TRACEFS = "/sys/kernel/tracing"
+SUSPEND_REQUEST = "kedr-device suspend"   # in a WORKLOAD: boot what can resume from S3
 
 
 def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
@@ -192,12 +208,24 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
                 faults: Mapping[str, str] | None = None, cycles: int = 1,
                 copies: int = 1, discover: bool = False, fuzz: FuzzPlan | None = None,
                 per_cycle: bool = False, extra_files: Mapping[str, Path] | None = None,
-                chaos: FuzzPlan | None = None, attempt: int = 1) -> RunReport:
+                chaos: FuzzPlan | None = None, attempt: int = 1,
+                devices: Attachment | None = None) -> RunReport:
     """Run the modules in the VM; ``intree``: more in-tree modules the workload may modprobe;
     ``faults``: fault point -> scenario; ``cycles``: how many times the drivers are loaded
-    and unloaded; ``copies``: of the workload at once (see :func:`plan_run`)."""
+    and unloaded; ``copies``: of the workload at once (see :func:`plan_run`);
+    ``devices``: emulated devices attached (DEVICES=): their in-tree drivers are loaded
+    unless one under test binds them, their default workloads run when ``workload`` is
+    None, and each driver under test must bind one of them."""
+    logdir.mkdir(parents=True, exist_ok=True)
+    devices_script: Path | None = None
+    if devices is not None and devices.devices:
+        # In the guest as /kedr/devices.sh, for a WORKLOAD to run too; the workload itself
+        # when none is given.
+        devices_script = logdir / "devices-workload.sh"
+        write_atomic(devices_script, devices.workload().encode())
+        workload = workload or devices_script
     plan = plan_run(modules, workload, trace_providers, faults, cycles, copies, attempt,
-                    discover, fuzz, per_cycle, chaos)
+                    discover, fuzz, per_cycle, chaos, devices)
     check_releases(plan.modules, kernel)
     files = {f"modules/{m.name}.ko": m.path for m in plan.modules}
     if workload is not None:
@@ -209,8 +237,20 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
 
         files["kfuzz"] = fuzzer.build()
     files.update(extra_files or {})
+    if devices_script is not None:
+        files["devices.sh"] = devices_script
+    targets = [m.name for m in plan.modules if m.name not in trace_providers]
+    qemu_args: list[str] = []
+    hotplug: dict[str, dict[str, str]] = {}
+    if devices is not None:
+        devices.make_disks(logdir)
+        qemu_args = devices.qemu_args(logdir)
+        hotplug = device_args(qemu_args, {a.device.qemu_id for a in devices.devices})
     job = GuestJob(script=plan.script, files=files,
-                   intree_modules=tuple(dict.fromkeys(plan.intree + intree)))
+                   intree_modules=tuple(dict.fromkeys(plan.intree + intree)),
+                   qemu_args=tuple(qemu_args), hotplug=hotplug,
+                   resumable=bool(hotplug) and workload is not None
+                   and SUSPEND_REQUEST in workload.read_text(errors="replace"))
     try:
         # After an oops the crashed kernel may hang in what follows (the unload, the
         # reports): the verdict is "kernel problem" by then, and the wait is cut short.
@@ -222,7 +262,9 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
             {"verdict": "interrupted", "reason": str(e), "logs": str(logdir)},
             indent=2).encode())
         raise
-    report = interpret(result, {m.name: m.path for m in plan.modules}, suppressions)
+    report = interpret(result, {m.name: m.path for m in plan.modules}, suppressions,
+                       devices=devices.names if devices is not None else "",
+                       targets=tuple(targets))
     if plan.trace_providers:
         trace_text, _ = split_trace(result.output, {m.name: m.path for m in plan.modules})
         (logdir / "trace.txt").write_text(trace_text)
@@ -253,9 +295,11 @@ def check_releases(modules: tuple[ModuleRef, ...], kernel: ProvisionedKernel) ->
 
 
 def interpret(result: VmResult, modules: Mapping[str, Path] | None = None,
-              suppressions: tuple[suppress.Suppression, ...] = ()) -> RunReport:
+              suppressions: tuple[suppress.Suppression, ...] = (), *, devices: str = "",
+              targets: tuple[str, ...] = ()) -> RunReport:
     """Judge a run; ``modules``: name -> .ko of the targets, to name their addresses;
-    ``suppressions``: findings to leave out of the leak report (counted)."""
+    ``suppressions``: findings to leave out of the leak report (counted); ``devices``:
+    DEVICES= attached, each of ``targets`` (drivers under test) must bind one of them."""
     steps: list[Step] = []
     other: list[str] = []
     workload: list[str] = []
@@ -300,6 +344,12 @@ def interpret(result: VmResult, modules: Mapping[str, Path] | None = None,
         verdict = Verdict.PASSED
         reason = (f"insmod {failed.target} failed (status {failed.status}) under the "
                   "injected fault")
+    bindings, listed = binding.parse(result.output)
+    unbound = binding.unbound_targets(targets, bindings) if devices and listed else []
+    if unbound and verdict in (Verdict.PASSED, Verdict.FAILED):
+        # Before a workload's failure: with no device bound, that is why it failed.
+        verdict = Verdict.FAILED
+        reason = f"no device for {', '.join(unbound)}: DEVICES={devices}"
     trace = parse_trace(trace_text, stats)
     leaks: LeakReport | None = None
     leaks_error = ""
@@ -330,7 +380,8 @@ def interpret(result: VmResult, modules: Mapping[str, Path] | None = None,
                      leaks=leaks, leaks_error=leaks_error, suppressed=suppressed, taint=taint,
                      faults=faults, lost=result.lost, interfaces=tuple(iface) if iface is not None else None,
                      fuzz_output=tuple(_section(result.output, FUZZ_BEGIN, FUZZ_END) or ()),
-                     cycles=tuple(cycles))
+                     cycles=tuple(cycles), devices=devices, bindings=bindings,
+                     device_events=result.device_events)
 
 
 def _section(output: str, begin: str, end: str) -> list[str] | None:
@@ -433,10 +484,11 @@ def _without_trace(output: str) -> str:
     inside = False
     for line in output.splitlines():
         if (line.startswith((TRACE_BEGIN, LEAKS_BEGIN, FAULTS_BEGIN, CYCLE_BEGIN))
-                or line in (KALLSYMS_BEGIN, IFACE_BEGIN, FUZZ_BEGIN)):
+                or line in (KALLSYMS_BEGIN, IFACE_BEGIN, FUZZ_BEGIN,
+                                binding.BIND_BEGIN)):
             inside = True
         elif line in (TRACE_END, KALLSYMS_END, LEAKS_END, FAULTS_END, CYCLE_END, IFACE_END,
-                      FUZZ_END):
+                      FUZZ_END, binding.BIND_END):
             inside = False
         elif not inside:
             kept.append(line)

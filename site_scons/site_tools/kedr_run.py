@@ -38,11 +38,17 @@ def _run(target: list[Any], source: list[Any], env: Any) -> int:
     if cfg.faults:
         # Resolved by _faults, a node of its own the run depends on.
         faults = json.loads((Path(str(target[0])).parent / FAULTS_FILE).read_text())
+    devices = None
+    if cfg.devices:
+        from kedr_build.devices.attach import attach
+
+        devices = attach(cfg.devices, cfg.kernel)
     report = run_modules(cfg.kernel, modules, Path(str(target[0])).parent,
                          workload=cfg.workload, timeout=cfg.vm_timeout,
                          stream=print if cfg.verbose else None,
                          trace_providers=(cfg.replacement_module,), intree=cfg.modprobe,
-                         cpus=cfg.vm_cpus, suppressions=suppressions, faults=faults)
+                         cpus=cfg.vm_cpus, suppressions=suppressions, faults=faults,
+                         devices=devices)
     print(format_report(report, cfg.name))
     # Leaks and bad frees fail the run too: the driver has a bug to fix.
     return 0 if report.ok and report.checks_ok else 1

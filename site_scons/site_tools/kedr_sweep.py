@@ -31,8 +31,13 @@ def _sweep(target: list[Any], source: list[Any], env: Any) -> int:
     if len(drivers) != 1:
         raise KedrError(f"sweep: {len(drivers)} driver modules ({', '.join(p.name for p in drivers)})"
                         "; the sweep fails the sites of one module")
+    devices = None
+    if cfg.devices:
+        from kedr_build.devices.attach import attach
+
+        devices = attach(cfg.devices, cfg.kernel)
     result = sweep(cfg.kernel, repl, drivers[0], Path(str(target[0])).parent,
-                   workload=cfg.workload, intree=cfg.modprobe,
+                   workload=cfg.workload, intree=cfg.modprobe, devices=devices,
                    site_timeout=min(cfg.vm_timeout, 60.0),
                    progress=lambda line: print(line, flush=True))
     print("\n".join(table(result)))

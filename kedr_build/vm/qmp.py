@@ -1,0 +1,197 @@
+"""Device requests from the guest, carried out through QMP (hot-unplug, re-plug).
+
+The guest's ``kedr-device unplug e1000`` writes one line on its fourth serial port
+(ttyS3, a Unix socket on the host) and reads one line back. :class:`DeviceControl`
+serves them on a thread: ``unplug ID`` is QMP ``device_del`` followed by a wait for
+the ``DEVICE_DELETED`` event of that id (the guest ran the driver's remove() and
+ejected the device); ``plug ID`` is ``device_add`` with the device's arguments from
+the command line; ``suspend`` is answered at once, then the guest is woken with
+``system_wakeup`` once QMP shows it suspended (S3: ``echo mem > /sys/power/state``
+in the guest returns after the wake-up). QMP goes through ``qemu.qmp``, the QEMU project's own client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CONNECT_SECONDS = 20.0
+UNPLUG_SECONDS = 15.0
+SUSPEND_SECONDS = 30.0
+WAKE_DELAY = 1.0
+
+
+@dataclass(frozen=True)
+class DeviceEvent:
+    request: str          # "unplug e1000"
+    reply: str            # "ok", "timeout ...", "error ..."
+    seconds: float
+
+
+@dataclass
+class DeviceControl:
+    """Serves the guest's device requests for one VM; ``devices``: QEMU id -> the
+    device_add arguments (driver, id, bus address, backend...)."""
+
+    qmp_socket: Path
+    serial_socket: Path
+    devices: Mapping[str, Mapping[str, str]]
+    unplug_seconds: float = UNPLUG_SECONDS
+    resumable: bool = True      # the boot can resume from S3 (not the PVH entry)
+    events: list[DeviceEvent] = field(default_factory=list)
+    error: str = ""
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def join(self, timeout: float = 5.0) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _serve(self) -> None:
+        from qemu.qmp.legacy import QEMUMonitorProtocol
+
+        try:
+            serial = _connect(self.serial_socket)
+            qmp = QEMUMonitorProtocol(str(self.qmp_socket))
+            _retry(qmp.connect)
+        except OSError as e:
+            self.error = f"device control: cannot connect to QEMU ({e})"
+            return
+        except Exception as e:     # a QMP handshake that failed
+            self.error = f"device control: QMP: {e}"
+            return
+        try:
+            buf = b""
+            while True:
+                data = serial.recv(4096)
+                if not data:
+                    return            # QEMU ended
+                buf += data
+                while b"\n" in buf:
+                    raw, buf = buf.split(b"\n", 1)
+                    line = raw.decode("utf-8", "replace").strip()
+                    if not line:
+                        continue
+                    start = time.monotonic()
+                    reply = self._handle(qmp, line)
+                    serial.sendall(reply.encode() + b"\n")
+                    if line == "suspend" and reply == "ok":
+                        reply = self._wake(qmp)
+                    self.events.append(DeviceEvent(line, reply, time.monotonic() - start))
+        except OSError:
+            return                    # the VM went away mid-request
+        except Exception as e:        # qemu.qmp's errors when QEMU ends mid-command
+            self.error = f"device control: QMP: {e}"
+        finally:
+            serial.close()
+            qmp.close()
+
+    def _handle(self, qmp: object, line: str) -> str:
+        from qemu.qmp.legacy import QEMUMonitorProtocol
+
+        words = line.split()
+        if words == ["suspend"]:
+            if not self.resumable:
+                return ("error: this guest was booted through the kernel's PVH entry, from "
+                        "which QEMU's S3 resume does not return; a WORKLOAD that names "
+                        "'kedr-device suspend' boots vmlinuz instead")
+            return "ok"       # the guest suspends next; _wake() wakes it (see _serve)
+        if not 2 <= len(words) <= 3 or words[0] not in ("unplug", "plug"):
+            return (f"error: not a request: {line!r} (unplug ID [SECONDS], plug ID, "
+                    "suspend)")
+        verb, dev = words[:2]
+        wait = self.unplug_seconds
+        if len(words) == 3:
+            try:
+                wait = float(words[2])
+            except ValueError:
+                return f"error: {words[2]!r}: not a number of seconds"
+        if dev not in self.devices:
+            return f"error: no device {dev!r}; attached: {', '.join(self.devices)}"
+        assert isinstance(qmp, QEMUMonitorProtocol)
+        if verb == "plug":
+            r = qmp.cmd_raw("device_add", dict(self.devices[dev]))
+            return "ok" if "error" not in r else f"error: {r['error'].get('desc', r['error'])}"
+        qmp.clear_events()
+        r = qmp.cmd_raw("device_del", {"id": dev})
+        if "error" in r:
+            return f"error: {r['error'].get('desc', r['error'])}"
+        deadline = time.monotonic() + wait
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                ev = qmp.pull_event(wait=float(left))
+            except asyncio.TimeoutError:
+                break
+            if (ev and ev.get("event") == "DEVICE_DELETED"
+                    and ev.get("data", {}).get("device") == dev):
+                return "ok"
+        return f"timeout: the guest did not release {dev} in {wait:g} s"
+
+
+    def _wake(self, qmp: object) -> str:
+        """Wait for the guest to enter S3 (QMP query-status: "suspended"), wake it with
+        system_wakeup, and wait until it runs again."""
+        from qemu.qmp.legacy import QEMUMonitorProtocol
+
+        assert isinstance(qmp, QEMUMonitorProtocol)
+
+        def status() -> str:
+            r = qmp.cmd_raw("query-status")
+            return str(r.get("return", {}).get("status", ""))
+        deadline = time.monotonic() + SUSPEND_SECONDS
+        while status() != "suspended":
+            if time.monotonic() > deadline:
+                return f"timeout: the guest did not suspend in {SUSPEND_SECONDS:.0f} s"
+            time.sleep(0.05)
+        slept = time.monotonic()
+        time.sleep(WAKE_DELAY)
+        r = qmp.cmd_raw("system_wakeup")
+        if "error" in r:
+            return f"error: system_wakeup: {r['error'].get('desc', r['error'])}"
+        while status() == "suspended":
+            if time.monotonic() > deadline + SUSPEND_SECONDS:
+                return "timeout: the guest did not wake up"
+            time.sleep(0.05)
+        return f"ok: suspended, woken by system_wakeup after {time.monotonic() - slept:.2f} s"
+
+
+def _retry(connect: object) -> None:
+    """QEMU makes its sockets a moment after it starts: try until it has."""
+    assert callable(connect)
+    deadline = time.monotonic() + CONNECT_SECONDS
+    while True:
+        try:
+            connect()
+            return
+        except Exception as e:   # OSError, or qemu.qmp's ConnectError wrapping one
+            if time.monotonic() > deadline:
+                raise OSError(str(e)) from None
+            time.sleep(0.05)
+
+
+def _connect(path: Path) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    _retry(lambda: s.connect(str(path)))
+    return s
+
+
+def device_args(qemu_args: list[str], ids: set[str]) -> dict[str, dict[str, str]]:
+    """From a QEMU command line, each ``-device`` whose id is in ``ids``, as
+    device_add arguments: "e1000,netdev=n,id=e1000,addr=0x04" -> {"driver": "e1000", ...}."""
+    out: dict[str, dict[str, str]] = {}
+    for flag, value in zip(qemu_args, qemu_args[1:]):
+        if flag != "-device":
+            continue
+        driver, *props = value.split(",")
+        kv = dict(p.split("=", 1) for p in props if "=" in p)
+        if kv.get("id") in ids:
+            out[kv["id"]] = {"driver": driver, **kv}
+    return out
