@@ -43,7 +43,8 @@ class HotSite:
     offset: int            # of the instruction (the e8/e9 byte) in that section
     kind: str              # "call" or "jmp"
     function: str          # the intercepted import
-    where: str             # function+0xoff, for people
+    where: str             # function+0xoff, for people (a call: its return address)
+    probe: str             # function+0xoff of the instruction itself, as kprobes names it
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,9 @@ def find_sites(ko: Path, functions: Collection[str]) -> AttachSites:
                 continue
             sites.append(HotSite(section=s.section, offset=s.start,
                                  kind="call" if s.kind is SiteKind.CALL else "jmp",
-                                 function=s.name, where=s.where))
+                                 function=s.name, where=s.where,
+                                 probe=f"{s.function}+0x{s.start - s.function_start:x}"
+                                 if s.function else f"{s.section}+0x{s.start:x}"))
         elif s.kind is SiteKind.JUMP:
             unreached.append(f"{s.name}: conditional jump at {s.where}")
         else:
@@ -133,7 +136,8 @@ def prepare(req: AttachRequest) -> AttachResult:
     write_atomic(out / "attach.json", (json.dumps({
         "target": sites.module, "ko": str(req.ko), "build_id": sites.build_id,
         "sites": [{"section": s.section, "offset": s.offset, "kind": s.kind,
-                   "function": s.function, "where": s.where} for s in sites.sites],
+                   "function": s.function, "where": s.where, "probe": s.probe}
+                  for s in sites.sites],
         "unreached": list(sites.unreached)}, indent=2) + "\n").encode())
     context = {"replacement": req.replacement_module, "target": sites.module,
                "release": req.kernel.release, "sites": sites.sites, "build_id": sites.build_id,
