@@ -200,3 +200,32 @@ def test_attach_detach_reattach(tmp_path: Path, kernel: ProvisionedKernel) -> No
     loop_totals = _counts(re.search(r"^totals (.*)$", s["loop"], re.M).group(1))  # type: ignore[union-attr]
     assert loop_totals["bad_frees"] == 0 and not re.search(r"^violation ", s["loop"], re.M)
     assert "rc=0" in s["loop-detached"] and _status(s["loop-detached"]) == traced
+
+
+# The chardev workload's calls after init and before exit (CHARDEV_CALLS of
+# test_intercept_vm.py without the buffer made at init and freed at exit, and without
+# misc_register/misc_deregister, which init and exit call).
+WINDOW_CALLS = {"mutex_lock": 3, "mutex_unlock": 3, "__kmalloc": 1, "kfree": 1,
+                "_copy_from_user": 1, "_copy_to_user": 1}
+
+
+def test_scons_attach_runs_the_plain_driver_attached_in_the_middle(
+        tmp_path: Path, kernel: ProvisionedKernel) -> None:
+    build = tmp_path / "build"
+    proc = run_scons([f"MODULE={REPO / 'examples/chardev'}", f"BUILD_DIR={build}",
+                      f"KERNEL={kernel_name(kernel)}",
+                      f"WORKLOAD={REPO / 'examples/chardev/workload.sh'}", "VM_TIMEOUT=200",
+                      "attach"], check=False)
+    out = outputs(build, "chardev", kernel) / "attach"
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads((out / "run" / "result.json").read_text())
+    assert result["verdict"] == "passed", result["reason"]
+    calls = {("__kmalloc" if "kmalloc" in f else f): n for f, n in result["calls"].items()}
+    assert calls == WINDOW_CALLS
+    assert list(result["times"]) == ["load", "before", "attach", "window", "detach", "after",
+                                     "unload", "done"]
+    assert result["output"].count("workload rc=0") == 3
+    assert "attach PASSED" in proc.stdout and "--- attached window: kedr_chardev, " in proc.stdout
+    # The driver itself was never patched: the guest loaded the kbuild output as it is.
+    assert not (out / "patched").exists()
+    assert (out / "attach.sh").is_file() and (out / "detach.sh").is_file()
