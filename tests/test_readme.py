@@ -46,6 +46,8 @@ NOT_HERE = {
                                  "whole suite, which holds every test of it",
     "./kedr-env python tools/support_table.py build/junit.xml --write README.md":
         "needs the JUnit file of a whole run, and rewrites README.md",
+    "python -m kedr_build attach KO -o DIR [--kernel K] [--functions F,G]  # hot patching files":
+        "a synopsis; the README's `python -m kedr_build attach loop` runs attach",
     "python -m kedr_build patch IN.ko -o OUT.ko …  # cold-patch imports (see --help)":
         "a synopsis with its options elided (…); tests/test_patch.py runs patch",
     **{f"./kedr-env python bench/{b}": "a benchmark: minutes of timing on an idle machine, "

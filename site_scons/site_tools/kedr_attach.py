@@ -5,7 +5,7 @@ module for attaching and the attach scripts into ``outdir/attach/``
 (:func:`kedr_build.intercept.attach.prepare`), then boots the VM: the plain
 module is loaded, runs the workload, is attached to, runs it again, is detached
 from, runs it a third time and is unloaded
-(:mod:`kedr_build.intercept.attachrun`). Always built, as ``run`` is.
+(:mod:`kedr_build.vm.attachrun`). Always built, as ``run`` is.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from kedr_scons import action, vm_job
 def _attach(target: list[Any], source: list[Any], env: Any) -> int:
     from kedr_build.errors import KedrError
     from kedr_build.intercept.attach import AttachRequest, prepare
-    from kedr_build.intercept.attachrun import format_attach, run_attach
+    from kedr_build.vm.attachrun import format_attach, run_attach
 
     cfg: BuildConfig = env["KEDR"]
     kos = [Path(str(s)) for s in source if ".ko" in Path(str(s)).name]
