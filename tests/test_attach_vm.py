@@ -49,7 +49,23 @@ step leaks; cat $R/leaks
 step detach; sh a/detach.sh; echo "rc=$?"; cmd churn; cmd churn
 step status-detached; cat $R/status
 step reattach; sh a/attach.sh; echo "rc=$?"; cmd churn; cat $R/status
-sh a/detach.sh --unload; echo "rc=$?"
+sh a/detach.sh; echo "rc=$?"
+step switching
+echo "before $(cat $D/counts)"
+( while [ ! -f /tmp/stop ]; do echo churn > $D/cmd; done ) &
+bg=$!
+i=0; ok=0
+while [ $i -lt 6 ]; do
+	sh a/attach.sh >/dev/null && ok=$((ok + 1))
+	usleep 100000
+	sh a/detach.sh >/dev/null
+	i=$((i + 1))
+done
+touch /tmp/stop; wait $bg
+echo "switches=$ok"
+echo "after $(cat $D/counts)"
+cat $R/status
+rmmod kedr_repl_kedr_attachee; echo "rmmod=$?"
 step wrong-site
 insmod a/kedr_repl_kedr_attachee/kedr_repl_kedr_attachee.ko
 text=$(cat /sys/module/kedr_attachee/sections/.text)
@@ -176,6 +192,21 @@ def test_attach_detach_reattach(tmp_path: Path, kernel: ProvisionedKernel) -> No
     assert _status(s["status-detached"]) == seen
     reattached = _status(s["reattach"])
     assert "rc=0" in s["reattach"] and reattached["kfree"] == seen["kfree"] + 1
+
+    # Switching while the driver's workload loops: six windows, no call doubled (the
+    # replacements saw no more than the driver made), none lost inside a window (a
+    # lock/unlock or alloc/free pair is split only at a window's edge: two per window).
+    sw = s["switching"]
+    assert "switches=6" in sw and "rmmod=0" in sw, sw
+    d0 = _counts(re.search(r"^before (.*)$", sw, re.M).group(1))  # type: ignore[union-attr]
+    d1 = _counts(re.search(r"^after (.*)$", sw, re.M).group(1))  # type: ignore[union-attr]
+    s0, s1 = reattached, _status(sw)
+    made = {"mutex_lock": "lock", "mutex_unlock": "unlock", alloc: "alloc", "kfree": "free"}
+    seen_sw = {f: s1[f] - s0[f] for f in made}
+    for f, k in made.items():
+        assert 0 < seen_sw[f] <= d1[k] - d0[k], (f, seen_sw, d0, d1)
+    assert abs(seen_sw["mutex_lock"] - seen_sw["mutex_unlock"]) <= 12, seen_sw
+    assert abs(seen_sw[alloc] - seen_sw["kfree"]) <= 12, seen_sw
 
     # Refusals: one line each, the target left running.
     assert "rc=1" in s["wrong-site"]

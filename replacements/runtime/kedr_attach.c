@@ -39,6 +39,10 @@
  * unlock of a lock taken before is not "not held"). The leak report starts
  * with an "attached" line (kedr_hot_report()).
  *
+ * The window opens once every site is armed and closes before any is disarmed
+ * (kedr_hot_gate): a call pair (lock/unlock, alloc/free) is split only by the
+ * window's two edges, never by the order the sites are armed in.
+ *
  * Lifetime: while attached the replacement module holds a reference to
  * itself (rmmod: "in use") and to the target (rmmod of the target: "in use";
  * detach first). Every entry through a kprobe counts one call in flight
@@ -77,6 +81,13 @@ static char kedr_hot_name[MODULE_NAME_LEN];
 static unsigned long kedr_hot_mod_addr;
 static struct module *kedr_hot_target;	/* referenced while attached */
 static bool kedr_hot_attached;
+/*
+ * The gate: kprobes are armed one site at a time (register_kprobes() arms each in
+ * turn, unregister_kprobes() disarms each in turn), so the window opens after
+ * every site is armed and closes before any is disarmed. Closed, a hit runs the
+ * original instruction (pre-handler 0: kprobes single-steps or emulates it).
+ */
+static bool kedr_hot_gate;
 static unsigned int kedr_hot_attaches;
 static u64 kedr_hot_since_ns, kedr_hot_until_ns;
 static char kedr_hot_err[KEDR_HOT_ERR_LEN];
@@ -91,6 +102,8 @@ static int kedr_hot_pre(struct kprobe *p, struct pt_regs *regs)
 {
 	struct kedr_hot_site *s = container_of(p, struct kedr_hot_site, kp);
 
+	if (!READ_ONCE(kedr_hot_gate))
+		return 0;
 	atomic_inc(&kedr_hot_inflight);
 	/* regs->ip is past the int3 here (kprobe_int3_handler()), as the emulators expect. */
 	if (s->jmp)
@@ -256,6 +269,7 @@ static int kedr_hot_attach(void)
 				    kedr_hot_nsites, kedr_hot_name, err);
 		goto put;
 	}
+	WRITE_ONCE(kedr_hot_gate, true);
 	kedr_hot_target = mod;
 	kedr_hot_attached = true;
 	kedr_hot_attaches++;
@@ -273,6 +287,7 @@ static int kedr_hot_detach(void)
 {
 	if (!kedr_hot_attached)
 		return kedr_hot_fail(-EINVAL, "detach: not attached");
+	WRITE_ONCE(kedr_hot_gate, false);
 	/* Waits a grace period: no pre-handler runs or will run after it returns. */
 	unregister_kprobes(kedr_hot_probes, kedr_hot_nsites);
 	/* The calls that entered before: they return through KEDR_HOT_SCOPE. */
@@ -351,14 +366,14 @@ static int kedr_hot_show(struct seq_file *m, void *unused)
 	return 0;
 }
 
-static int kedr_hot_open(struct inode *inode, struct file *file)
+static int kedr_hot_file_open(struct inode *inode, struct file *file)
 {
 	return single_open(file, kedr_hot_show, NULL);
 }
 
 static const struct file_operations kedr_hot_fops = {
 	.owner = THIS_MODULE,
-	.open = kedr_hot_open,
+	.open = kedr_hot_file_open,
 	.read = seq_read,
 	.write = kedr_hot_write,
 	.llseek = seq_lseek,
