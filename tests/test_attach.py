@@ -66,3 +66,49 @@ def test_cli_bad_input_is_one_line(tmp_path: Path, pinned_kernel: ProvisionedKer
         assert proc.returncode == 1 and proc.stdout == ""
         assert len(proc.stderr.splitlines()) == 1 and cause in proc.stderr, proc.stderr
         assert proc.stderr.startswith("kedr-build: ")
+
+
+_RUN = """step load 3.10
+step before 3.20
+workload rc=0
+step attach 3.30
+attach.sh: kedr_repl_x attached to x (4 sites)
+step window 3.50
+workload rc=0
+== status
+# enabled=1
+# function replacement trace calls unrecorded
+kfree Kfree 1 2 2
+mutex_lock Mutex_lock 1 0 0
+== leaks
+kedr-leaks 1
+attached target=x state=attached attaches=1 since_ns=1 until_ns=2 now_ns=2
+object fn=__kmalloc kind=kmalloc ptr=0x1 size=64 caller=0xffffffffc0001000 stack=1 pid=5 comm=sh
+totals allocs=3 frees=2 live=1 live_bytes=64 bad_frees=0 untracked_frees=1 gap=1
+end
+== end
+step detach 3.60
+step after 3.70
+step unload 3.80
+step done 3.90
+"""
+
+
+def test_attach_report_reads_the_window_and_judges_it() -> None:
+    from kedr_build.vm.attachrun import format_attach, interpret
+
+    r = interpret(_RUN, "x", 4, 0, [], False)
+    assert r.verdict == "passed" and r.calls == {"kfree": 2}
+    assert r.totals["untracked_frees"] == 1 and r.live == ["__kmalloc 64 bytes caller=0xffffffffc0001000"]
+    lines = format_attach(r, Path("logs"))
+    assert lines[0] == ("--- attached window: x, 4 sites, attached at 3.500 s, detached at "
+                        "3.600 s (guest uptime) ---")
+    assert lines[-1] == "kedr-build: x: attach PASSED (logs: logs)"
+    bad = interpret(_RUN.replace("bad_frees=0", "bad_frees=2"), "x", 4, 0, [], False)
+    assert bad.verdict == "failed" and bad.reason == "2 bad frees in the attached window"
+    refused = interpret("step load 1.0\nstep before 1.1\nstep attach 1.2\n"
+                        "attach.sh: module x is not loaded\nfailed: attach\n", "x", 4, 1, [],
+                        False)
+    assert refused.reason == "attach (attach.sh: module x is not loaded)"
+    oops = interpret(_RUN, "x", 4, 0, ["oops"], False)
+    assert oops.reason == "kernel oops"

@@ -39,8 +39,10 @@ insmod kedr_attachee.ko || exit 1
 cmd keep; cmd keep; cmd churn
 step attach; sh a/attach.sh; echo "rc=$?"; cat $R/attach
 echo "before $(cat $D/counts)"
-cmd drop; cmd keep; cmd churn; cmd churn; cmd churn
+echo 1 > /sys/kernel/tracing/events/kedr_repl_kedr_attachee/call_kfree/enable
+cmd drop; cmd keep; cmd churn; cmd churn; cmd churn; cmd tail
 echo "after $(cat $D/counts)"
+grep -o "call_site=tail_free+0x[0-9a-f]*" /sys/kernel/tracing/trace
 step twice; sh a/attach.sh; echo "rc=$?"
 step rmmod-replacement; rmmod kedr_repl_kedr_attachee 2>&1; echo "rc=$?"
 step rmmod-target; rmmod kedr_attachee 2>&1; echo "rc=$?"
@@ -110,11 +112,7 @@ def _prepare(ko: Path, kernel: ProvisionedKernel, out: Path, name: str) -> Attac
 
 
 def _files(res: AttachResult, prefix: str) -> dict[str, Path]:
-    out = res.attach_sh.parent
-    files = {f"{prefix}/{p.name}": p for p in (res.attach_sh, res.detach_sh,
-                                               out / "attach.sites")}
-    files[f"{prefix}/{res.replacement.parent.name}/{res.replacement.name}"] = res.replacement
-    return files
+    return res.guest_files(prefix)
 
 
 def _steps(output: str) -> dict[str, str]:
@@ -148,7 +146,8 @@ def test_attach_detach_reattach(tmp_path: Path, kernel: ProvisionedKernel) -> No
     loop = _prepare(_loop_ko(kernel), kernel, tmp_path / "attach-loop", "kedr_repl_loop")
     assert {s.kind for s in loop.sites.sites} == {"call", "jmp"}   # tail calls too
     sites = json.loads((tmp_path / "attach-mine" / "attach.json").read_text())["sites"]
-    kfree = next(s for s in sites if s["function"] == "kfree")
+    kfree = next(s for s in sites if s["function"] == "kfree" and s["kind"] == "call")
+    tail = next(s for s in sites if s["function"] == "kfree" and s["kind"] == "jmp")
     script = (f"WRONG_OFFSET=0x{kfree['offset'] + 1:x}\n"
               f"IN_THE_WAY={kfree['probe']}\n" + GUEST)
     job = GuestJob(script=script, files={"kedr_attachee.ko": ko, **_files(mine, "a"),
@@ -161,17 +160,19 @@ def test_attach_detach_reattach(tmp_path: Path, kernel: ProvisionedKernel) -> No
     assert "end" in s, out
 
     assert s["not-loaded"] == "attach.sh: module kedr_attachee is not loaded\nrc=1\n"
-    assert "attached to kedr_attachee (5 sites)\nrc=0\nstate attached" in s["attach"]
+    assert "attached to kedr_attachee (6 sites)\nrc=0\nstate attached" in s["attach"]
     before = _counts(re.search(r"^before (.*)$", s["attach"], re.M).group(1))  # type: ignore[union-attr]
     after = _counts(re.search(r"^after (.*)$", s["attach"], re.M).group(1))  # type: ignore[union-attr]
     # Exact: what the driver counted itself in the attached window, no call lost or doubled.
     seen = _status(s["status"])
     alloc = next(f for f in seen if "kmalloc" in f)
-    assert seen[alloc] == after["alloc"] - before["alloc"] == 4
-    assert seen["kfree"] == after["free"] - before["free"] == 4
-    assert seen["mutex_lock"] == after["lock"] - before["lock"] == 5
-    assert seen["mutex_unlock"] == after["unlock"] - before["unlock"] == 5
-    assert seen["_copy_from_user"] == 5
+    assert seen[alloc] == after["alloc"] - before["alloc"] == 5
+    assert seen["kfree"] == after["free"] - before["free"] == 5   # the tail call's too
+    assert seen["mutex_lock"] == after["lock"] - before["lock"] == 6
+    assert seen["mutex_unlock"] == after["unlock"] - before["unlock"] == 6
+    assert seen["_copy_from_user"] == 6
+    # The kfree reached by a jmp is reported at the jump, not at the caller's caller.
+    assert f"call_site={tail['where']}" in s["attach"].splitlines(), s["attach"]
     assert s["twice"] == ("attach.sh: kedr_repl_kedr_attachee is already attached to "
                           "kedr_attachee\nrc=1\n")
     assert "rc=1" in s["rmmod-replacement"] and "rc=1" in s["rmmod-target"]

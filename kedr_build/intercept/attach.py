@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from kedr_build.kernel.descriptions import ProvisionedKernel
 
 SITES_FILE = "attach.sites"
+SECTIONS_FILE = "attach.sections"   # "<index> <name>": sections the tail-call table needs
 BUILD_ID_SECTION = ".note.gnu.build-id"
 
 
@@ -105,12 +106,24 @@ class AttachResult:
     detach_sh: Path
     warnings: tuple[str, ...]
 
+    def guest_files(self, prefix: str) -> dict[str, Path]:
+        """What attach.sh needs beside it, as guest path (under ``prefix``) -> file."""
+        out = self.attach_sh.parent
+        files = {f"{prefix}/{p.name}": p for p in (self.attach_sh, self.detach_sh,
+                                                   out / SITES_FILE, out / SECTIONS_FILE)}
+        files[f"{prefix}/{self.replacement.parent.name}/{self.replacement.name}"] = \
+            self.replacement
+        return files
+
 
 def prepare(req: AttachRequest) -> AttachResult:
     """Plan, generate and build the hot replacement module, list the sites, write the
     scripts: what ``attach`` needs in the guest beside the target's plain ``.ko``."""
     from kedr_build.intercept import catalog as catalog_mod
+    from kedr_build.intercept import tailcalls
     from kedr_build.intercept.generate import build_replacement, generate
+    from kedr_build.ko.container import read_module
+    from kedr_build.ko.elf import ElfRel
     from kedr_build.intercept.pipeline import make_plan
     from kedr_build.ko.plan import load_plan
     from kedr_build.resources import template_env
@@ -122,10 +135,17 @@ def prepare(req: AttachRequest) -> AttachResult:
     plan = load_plan(plan_path, allow_empty=True)
     if not plan.renames:
         raise KedrError(f"{req.ko}: imports no function to intercept: nothing to attach")
+    # The jumps to intercepted functions: their calls are reported at the jump
+    # (kedr_tailcall.c), the jumps' sections located at attach (attach.sections).
+    tails = tailcalls.find([req.ko], set(plan.mapping()))
     generated = generate(plan.mapping().items(), catalog_mod.load(), req.kernel.symvers,
                          out / req.replacement_module, req.replacement_module,
                          driver=req.ko.name, kernel=req.kernel.release, allow_empty=True,
-                         hot=True)
+                         tail_calls=tails, hot=True)
+    elf = ElfRel(read_module(req.ko).elf, str(req.ko))
+    shndx = sorted({j.shndx for site in tails.sites.values() for j in site.jumps})
+    write_atomic(out / SECTIONS_FILE, "".join(
+        f"{i} {elf.sections[i].name}\n" for i in shndx).encode())
     replacement = build_replacement(generated.directory, req.kernel.kdir, jobs=req.jobs)
     sites = find_sites(req.ko, set(plan.mapping()))
     if not sites.sites:
@@ -141,7 +161,7 @@ def prepare(req: AttachRequest) -> AttachResult:
         "unreached": list(sites.unreached)}, indent=2) + "\n").encode())
     context = {"replacement": req.replacement_module, "target": sites.module,
                "release": req.kernel.release, "sites": sites.sites, "build_id": sites.build_id,
-               "ko": req.ko.name, "sites_file": SITES_FILE,
+               "ko": req.ko.name, "sites_file": SITES_FILE, "sections_file": SECTIONS_FILE,
                "replacement_path": os.path.relpath(replacement, out)}
     env = template_env()
     scripts = []

@@ -70,11 +70,7 @@ def run_attach(kernel: ProvisionedKernel, prepared: AttachResult, ko: Path, intr
     from kedr_build.vm.qemu import GuestJob, run_guest
 
     logdir.mkdir(parents=True, exist_ok=True)
-    out = prepared.attach_sh.parent
-    files = {f"attach/{p.name}": p for p in (prepared.attach_sh, prepared.detach_sh,
-                                             out / "attach.sites")}
-    files[f"attach/{prepared.replacement.parent.name}/{prepared.replacement.name}"] = \
-        prepared.replacement
+    files = prepared.guest_files("attach")
     if not intree:
         plain = logdir / "target.ko"      # decompressed: busybox insmod takes an ELF
         write_atomic(plain, read_module(ko).elf)

@@ -28,11 +28,18 @@
  *       target <name> <address of its struct module>
  *             (/sys/module/<name>/sections/.gnu.linkonce.this_module)
  *       site <section address> <offset> call|jmp <function>
+ *       section <index> <address>   where a section with tail calls was loaded
  *       attach      check every site, register every kprobe, or none
  *       detach      unregister them, wait for the calls in flight
  *       reset       forget the staged target and sites
  *     read: "state attached|detached target=<name> sites=<n> attaches=<n>",
  *     then "error <why>" for the last refused command.
+ *
+ * Tail calls: the replacement entered from a jmp site sees the return address
+ * of the jumping function's caller; the tail-call table (kedr_tailcall.c, from
+ * the .ko's relocations) reports it at the jump, once "section" lines gave the
+ * addresses its jumps' sections were loaded at (a cold-patched module's are
+ * read at MODULE_STATE_COMING instead, long past for a module attached to).
  *
  * Honest late start: what the target allocated before "attach" is unknown,
  * so attach opens a leak gap (kedr_leak_gap: its frees are untracked, an
@@ -91,6 +98,30 @@ static bool kedr_hot_gate;
 static unsigned int kedr_hot_attaches;
 static u64 kedr_hot_since_ns, kedr_hot_until_ns;
 static char kedr_hot_err[KEDR_HOT_ERR_LEN];
+#define KEDR_HOT_MAX_SECTIONS	64
+static struct { unsigned int shndx; unsigned long addr; } kedr_hot_sections[KEDR_HOT_MAX_SECTIONS];
+static unsigned int kedr_hot_nsections;
+
+/* The tail-call table's jumps of the target (its only module: index 0). */
+static void kedr_hot_tail_bases(struct module *mod)
+{
+	unsigned int i, j, k;
+
+	for (i = 0; kedr_tail_sites[i]; i++) {
+		for (j = 0; j < kedr_tail_sites[i]->njumps; j++) {
+			struct kedr_tail_jump *jump = &kedr_tail_sites[i]->jumps[j];
+			unsigned long base = 0;
+
+			for (k = 0; mod && k < kedr_hot_nsections; k++)
+				if (kedr_hot_sections[k].shndx == jump->shndx)
+					base = kedr_hot_sections[k].addr;
+			if (jump->target == 0)
+				WRITE_ONCE(jump->base, base);
+		}
+	}
+	if (kedr_tail_targets[0].name)
+		WRITE_ONCE(kedr_tail_targets[0].mod, mod);
+}
 
 static void kedr_hot_leave(int *unused)
 {
@@ -269,6 +300,7 @@ static int kedr_hot_attach(void)
 				    kedr_hot_nsites, kedr_hot_name, err);
 		goto put;
 	}
+	kedr_hot_tail_bases(mod);
 	WRITE_ONCE(kedr_hot_gate, true);
 	kedr_hot_target = mod;
 	kedr_hot_attached = true;
@@ -292,6 +324,7 @@ static int kedr_hot_detach(void)
 	unregister_kprobes(kedr_hot_probes, kedr_hot_nsites);
 	/* The calls that entered before: they return through KEDR_HOT_SCOPE. */
 	wait_event(kedr_hot_wq, atomic_read(&kedr_hot_inflight) == 0);
+	kedr_hot_tail_bases(NULL);
 	module_put(kedr_hot_target);
 	kedr_hot_target = NULL;
 	kedr_hot_attached = false;
@@ -305,6 +338,7 @@ static int kedr_hot_command(char *line)
 {
 	char name[MODULE_NAME_LEN], kind[8], fn[KSYM_NAME_LEN];
 	unsigned long a, b;
+	unsigned int n;
 
 	if (!strcmp(line, "attach"))
 		return kedr_hot_attach();
@@ -315,13 +349,22 @@ static int kedr_hot_command(char *line)
 				     kedr_hot_name);
 	if (!strcmp(line, "reset")) {
 		kedr_hot_nsites = 0;
+		kedr_hot_nsections = 0;
 		kedr_hot_name[0] = '\0';
+		return 0;
+	}
+	if (sscanf(line, "section %u %lx", &n, &a) == 2) {
+		if (kedr_hot_nsections == KEDR_HOT_MAX_SECTIONS)
+			return kedr_hot_fail(-E2BIG, "more than %d sections", KEDR_HOT_MAX_SECTIONS);
+		kedr_hot_sections[kedr_hot_nsections].shndx = n;
+		kedr_hot_sections[kedr_hot_nsections++].addr = a;
 		return 0;
 	}
 	if (sscanf(line, "target %55s %lx", name, &a) == 2) {
 		strscpy(kedr_hot_name, name, sizeof(kedr_hot_name));
 		kedr_hot_mod_addr = a;
 		kedr_hot_nsites = 0;
+		kedr_hot_nsections = 0;
 		return 0;
 	}
 	if (sscanf(line, "site %lx %lx %7s %127s", &a, &b, kind, fn) == 4)

@@ -8,6 +8,8 @@
  *   echo keep  > /sys/kernel/debug/kedr_attachee/cmd   kmalloc an object, keep it
  *   echo drop  > .../cmd                                kfree the oldest kept object
  *   echo churn > .../cmd                                kmalloc and kfree one
+ *   echo tail  > .../cmd                                the same, kfree as a tail call
+ *                                                       (a jmp: tail_free() ends in it)
  *   cat .../counts         "alloc=N free=N lock=N unlock=N kept=N"
  *
  * Each command runs under a mutex (mutex_lock/mutex_unlock, counted too).
@@ -59,6 +61,16 @@ static noinline void free_one(struct kept *k)
 	kfree(k);
 }
 
+/*
+ * kedr-build builds with -fno-optimize-sibling-calls; this one function is a tail
+ * call anyway (a jmp to kfree), as a module built elsewhere has them.
+ */
+static noinline __attribute__((optimize("optimize-sibling-calls"))) void tail_free(struct kept *k)
+{
+	n_free++;
+	kfree(k);
+}
+
 static ssize_t cmd_write(struct file *f, const char __user *ubuf, size_t len, loff_t *pos)
 {
 	char buf[16] = {};
@@ -81,6 +93,10 @@ static ssize_t cmd_write(struct file *f, const char __user *ubuf, size_t len, lo
 			n_kept--;
 			free_one(k);
 		}
+	} else if (!strcmp(buf, "tail")) {
+		k = alloc_one();
+		if (k)
+			tail_free(k);
 	} else if (!strcmp(buf, "churn")) {
 		k = alloc_one();
 		if (k)
