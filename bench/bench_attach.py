@@ -121,8 +121,9 @@ def main() -> int:
         print(f"  {k:10} {ns[k]:9.1f} ns/call  ({ns[k] / ns['native']:.2f}x native)")
     for m in re.finditer(r"^TIME (\w+) ([0-9.]+) ([0-9.]+)$", result.output, re.M):
         print(f"  {m.group(1)}.sh: {float(m.group(3)) - float(m.group(2)):.2f} s")
-    print(f"  per-call overhead, hot over cold: off {(ns['hot_off'] - ns['native']) / max(ns['cold_off'] - ns['native'], 0.1):.0f}x, "
-          f"trace {(ns['hot_trace'] - ns['native']) / max(ns['cold_trace'] - ns['native'], 0.1):.1f}x")
+    over = {k: ns[k] - ns["native"] for k in ORDER}
+    print("  overhead per call over native: " + ", ".join(
+        f"{k} {over[k]:+.0f} ns" for k in ("cold_off", "hot_off", "cold_trace", "hot_trace")))
     print("  callers outside the target: no cost (only the target's call sites are probed)")
     return 0
 

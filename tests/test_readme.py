@@ -58,7 +58,8 @@ NOT_HERE = {
                  "bench_smp.py         # tracked pairs/s with 1 and 2 kthreads",
                  "bench_sweep.py       # seconds per swept site vs one VM boot",
                  "bench_pack.py        # the basic pack end to end vs one VM boot",
-                 "bench_dkms.py        # DKMS mode vs dkms build")},
+                 "bench_dkms.py        # DKMS mode vs dkms build",
+                 "bench_attach.py      # hot vs cold patching per call, attach time")},
 }
 # Command as run -> (exit status, why it fails).
 EXPECTED = {
