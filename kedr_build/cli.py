@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from kedr_build.errors import KedrError
 
-COMMANDS = ("kernel", "inspect", "patch", "parse")
+COMMANDS = ("kernel", "inspect", "patch", "parse", "attach")
 
 
 def build_parser() -> argparse.ArgumentParser:

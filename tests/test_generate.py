@@ -57,7 +57,7 @@ def test_generates_only_what_is_asked(cat: Catalog, symvers: Path, tmp_path: Pat
     module = generate.generate(PAIRS, cat, symvers, tmp_path / "out", "kedr_repl_hello",
                                driver="hello", kernel="6.1.0-56-amd64")
     files = sorted(p.name for p in module.directory.iterdir())
-    assert files == ["Kbuild", "fault_points.json", "kedr_control.c", "kedr_faults.c",
+    assert files == ["Kbuild", "fault_points.json", "kedr_attach.c", "kedr_control.c", "kedr_faults.c",
                      "kedr_judge.c", "kedr_leak.c", "kedr_objects.c", "kedr_repl_hello.c",
                      "kedr_repl_hello_trace.h", "kedr_report.c", "kedr_rules.c",
                      "kedr_runtime.h", "kedr_tailcall.c", "kedr_tailcall.h",

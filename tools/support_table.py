@@ -115,6 +115,9 @@ FEATURES = (
     Feature("whole module corpus patched, both naming modes",
             ("test_patch_corpus.py::test_patch_whole_corpus",
              "test_patch_corpus_612.py::test_patch_whole_compressed_corpus")),
+    Feature("hot patching: attach to a loaded, unpatched module (ours, loop), exact counts "
+            "in the window, detach/re-attach while it runs, refusals; scons attach (VM)",
+            ("test_attach_vm.py::",)),
     Feature("module of the other kernel refused before insmod",
             ("test_intercept_vm.py::test_module_of_another_kernel_is_refused_by_run_before_insmod",
              "test_intercept_vm.py::test_load_script_refuses_a_kernel_it_was_not_built_for")),

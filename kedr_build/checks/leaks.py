@@ -338,6 +338,8 @@ def parse(text: str, modules: Mapping[str, Path] | None = None) -> LeakReport:
             ended = True
         elif kind == "module":
             module = rest.strip()
+        elif kind == "attached":
+            pass    # a hot-patching module's window (kedr_attach.c); the totals cover it
         elif kind == "config":
             config = {k: int(v) for k, v in _fields(rest.split(), lineno, kind).items()
                       if v.isdigit()}

@@ -102,10 +102,12 @@ def plan_replacements(pairs: Iterable[tuple[str, str]], catalog: Catalog,
 
 def generate(pairs: Iterable[tuple[str, str]], catalog: Catalog, symvers: Path, outdir: Path,
              module_name: str, *, driver: str = "", kernel: str = "",
-             allow_empty: bool = False, tail_calls: TailCalls | None = None) -> ReplacementModule:
+             allow_empty: bool = False, tail_calls: TailCalls | None = None,
+             hot: bool = False) -> ReplacementModule:
     """Write the replacement module's source directory; files whose text is unchanged
     are left alone, so kbuild and SCons see nothing to rebuild. ``tail_calls``: where
-    the driver's modules jump to intercepted functions (prebuilt modules only)."""
+    the driver's modules jump to intercepted functions (prebuilt modules only). ``hot``:
+    a module that attaches to a loaded, unpatched one (``replacements/runtime/kedr_attach.c``)."""
     if not is_c_identifier(module_name) or len(module_name) > NAME_MAX:
         raise KedrError(f"replacement module name {module_name!r}: must be a C identifier "
                         f"of at most {NAME_MAX} characters")
@@ -136,6 +138,7 @@ def generate(pairs: Iterable[tuple[str, str]], catalog: Catalog, symvers: Path, 
             "jumps": [{**asdict(j), "target": targets.index(j.module)} for j in site.jumps]})
     headers = sorted({h for r in replacements for h in r.entry.headers})
     context: dict[str, Any] = {
+        "hot": hot,
         "tail_targets": targets,
         "tail_sites": tail_sites,
         "module": module_name,

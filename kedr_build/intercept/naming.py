@@ -16,7 +16,8 @@ from kedr_build.ko.names import NAME_MAX, REPLACEMENT_MODULE_PREFIX as MODULE_PR
 # The C runtime copied next to the generated source (replacements/runtime/).
 RUNTIME_FILES = ("kedr_runtime.h", "kedr_trace.h", "kedr_objects.c", "kedr_leak.c",
                  "kedr_report.c", "kedr_judge.c", "kedr_rules.c",
-                 "kedr_faults.c", "kedr_control.c", "kedr_tailcall.h", "kedr_tailcall.c")
+                 "kedr_faults.c", "kedr_control.c", "kedr_tailcall.h", "kedr_tailcall.c",
+                 "kedr_attach.c")
 
 
 def module_name_for(driver: str) -> str:

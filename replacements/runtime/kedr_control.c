@@ -241,6 +241,9 @@ static void kedr_control_init(void)
 		}
 	}
 	kedr_faults_init(kedr_module_dir);
+#ifdef KEDR_HOT
+	kedr_hot_init(kedr_module_dir);		/* kedr_attach.c */
+#endif
 }
 
 static void kedr_control_exit(void)

@@ -63,6 +63,9 @@ static int kedr_leaks_show(struct seq_file *m, void *unused)
 
 	seq_printf(m, "kedr-leaks %d\n", KEDR_LEAK_FORMAT);
 	seq_printf(m, "module %s\n", KEDR_MODULE_NAME);
+#ifdef KEDR_HOT
+	kedr_hot_report(m);	/* kedr_attach.c: the window this report covers */
+#endif
 	seq_printf(m, "config stack_depth=%u free_stacks=%d max_objects=%u max_stacks=%u\n",
 		   kedr_stack_depth, kedr_free_stacks, kedr_max_objects, kedr_max_stacks);
 	mutex_lock(&kedr_targets_lock);

@@ -1,0 +1,114 @@
+"""Hot patching on the host: the call sites read from real modules' relocations, and
+``python -m kedr_build attach`` (its outputs; bad input as one line)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import REPO
+from kedr_build.intercept.attach import find_sites
+from kedr_build.kernel.descriptions import ProvisionedKernel
+from kedr_build.ko.container import read_module
+from kedr_build.ko.elf import ElfRel
+
+
+def _loop(kernel: ProvisionedKernel) -> Path:
+    assert kernel.modules_dir is not None
+    return sorted(kernel.modules_dir.rglob("loop.ko*"))[0]
+
+
+def test_sites_are_the_calls_and_jumps_outside_init_and_exit(
+        pinned_kernel: ProvisionedKernel) -> None:
+    ko = _loop(pinned_kernel)
+    found = find_sites(ko, {"mutex_lock", "mutex_unlock", "kfree", "misc_register"})
+    assert found.module == "loop" and len(found.build_id) > 40
+    elf = ElfRel(read_module(ko).elf, str(ko))
+    for s in found.sites:
+        sec = elf.section(s.section)
+        assert sec is not None and not s.section.startswith((".init", ".exit"))
+        assert elf.section_bytes(sec)[s.offset] == (0xE8 if s.kind == "call" else 0xE9)
+    kinds = {(s.function, s.kind) for s in found.sites}
+    assert ("mutex_unlock", "jmp") in kinds and ("mutex_lock", "call") in kinds
+    # misc_register is called from loop_init only: freed after init, not attachable.
+    assert "misc_register" not in {s.function for s in found.sites}
+    assert any(u.startswith("misc_register: loop_init+") and ".init.text" in u
+               for u in found.unreached)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "kedr_build", "attach", *args], cwd=REPO,
+                          capture_output=True, text=True)
+
+
+def test_cli_writes_the_module_sites_and_scripts(tmp_path: Path,
+                                                 pinned_kernel: ProvisionedKernel) -> None:
+    out = tmp_path / "a"
+    proc = _cli("loop", "-o", str(out), "--functions", "mutex_lock,mutex_unlock")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("kedr-build: loop: ") and " jmp sites of 2 functions" in proc.stdout
+    assert (out / "kedr_repl_loop" / "kedr_repl_loop.ko").is_file()
+    lines = (out / "attach.sites").read_text().splitlines()
+    assert lines and all(line.split()[3] in ("mutex_lock", "mutex_unlock") for line in lines)
+    meta = json.loads((out / "attach.json").read_text())
+    assert meta["target"] == "loop" and len(meta["sites"]) == len(lines)
+    script = (out / "attach.sh").read_text()
+    assert pinned_kernel.release in script and meta["build_id"] in script
+    assert "#define KEDR_HOT 1" in (out / "kedr_repl_loop" / "kedr_repl_loop.c").read_text()
+
+
+def test_cli_bad_input_is_one_line(tmp_path: Path, pinned_kernel: ProvisionedKernel) -> None:
+    for args, cause in ((("no_such_module",), "no module 'no_such_module'"),
+                        (("loop", "--functions", "no_such_fn"), "no_such_fn")):
+        proc = _cli(*args, "-o", str(tmp_path / "x"))
+        assert proc.returncode == 1 and proc.stdout == ""
+        assert len(proc.stderr.splitlines()) == 1 and cause in proc.stderr, proc.stderr
+        assert proc.stderr.startswith("kedr-build: ")
+
+
+_RUN = """step load 3.10
+step before 3.20
+workload rc=0
+step attach 3.30
+attach.sh: kedr_repl_x attached to x (4 sites)
+step window 3.50
+workload rc=0
+== status
+# enabled=1
+# function replacement trace calls unrecorded
+kfree Kfree 1 2 2
+mutex_lock Mutex_lock 1 0 0
+== leaks
+kedr-leaks 1
+attached target=x state=attached attaches=1 since_ns=1 until_ns=2 now_ns=2
+object fn=__kmalloc kind=kmalloc ptr=0x1 size=64 caller=0xffffffffc0001000 stack=1 pid=5 comm=sh
+totals allocs=3 frees=2 live=1 live_bytes=64 bad_frees=0 untracked_frees=1 gap=1
+end
+== end
+step detach 3.60
+step after 3.70
+step unload 3.80
+step done 3.90
+"""
+
+
+def test_attach_report_reads_the_window_and_judges_it() -> None:
+    from kedr_build.vm.attachrun import format_attach, interpret
+
+    r = interpret(_RUN, "x", 4, 0, [], False)
+    assert r.verdict == "passed" and r.calls == {"kfree": 2}
+    assert r.totals["untracked_frees"] == 1 and r.live == ["__kmalloc 64 bytes caller=0xffffffffc0001000"]
+    lines = format_attach(r, Path("logs"))
+    assert lines[0] == ("--- attached window: x, 4 sites, attached at 3.500 s, detached at "
+                        "3.600 s (guest uptime) ---")
+    assert lines[-1] == "kedr-build: x: attach PASSED (logs: logs)"
+    bad = interpret(_RUN.replace("bad_frees=0", "bad_frees=2"), "x", 4, 0, [], False)
+    assert bad.verdict == "failed" and bad.reason == "2 bad frees in the attached window"
+    refused = interpret("step load 1.0\nstep before 1.1\nstep attach 1.2\n"
+                        "attach.sh: module x is not loaded\nfailed: attach\n", "x", 4, 1, [],
+                        False)
+    assert refused.reason == "attach (attach.sh: module x is not loaded)"
+    oops = interpret(_RUN, "x", 4, 0, ["oops"], False)
+    assert oops.reason == "kernel oops"
