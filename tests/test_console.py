@@ -54,3 +54,19 @@ def test_printk_prefix_is_stripped() -> None:
     assert strip_prefix("<4>[ 12.5] WARNING: x") == "WARNING: x"
     assert strip_prefix("no prefix") == "no prefix"
     assert "kedr_initfail: no such device here" in clean_lines(read("initfail.log"))
+
+
+def test_warnings_of_two_cpus_interleaved_are_two_problems() -> None:
+    # Two WARNs of the fuzzer's two threads (recorded on 6.12, CPU 0 then CPU 1). A
+    # loaded host can stop one vCPU in the middle of its report, and the other CPU's
+    # lines then come between them, a whole line at a time: interleave them so.
+    lines = read("two-warnings-6.12.log").splitlines()
+    warnings = [strip_prefix(ln) for ln in lines if "WARNING: CPU" in ln]
+    assert len(warnings) == 2 and warnings[0] != warnings[1]
+    assert [p.line for p in find_problems("\n".join(lines))] == warnings
+    start = next(i for i, ln in enumerate(lines) if "cut here" in ln)
+    cut = next(i for i, ln in enumerate(lines) if "end trace" in ln) + 1
+    first, second = lines[start:cut], lines[cut:]
+    for at in (3, 10, len(first) - 1):
+        mixed = first[:at] + second + first[at:]
+        assert [p.line for p in find_problems("\n".join(mixed))] == warnings, at

@@ -18,7 +18,7 @@ from conftest import REPO
 PACKAGE = REPO / "kedr_build"
 # Height of each folder (or top-level module) of kedr_build.
 LAYERS = {
-    "errors": 0, "atomic": 1, "resources": 1, "interrupt": 1, "buildlock": 2,
+    "errors": 0, "atomic": 1, "resources": 1, "interrupt": 1, "filelock": 1, "buildlock": 2,
     "ko": 3,
     "kernel": 4,
     "intercept": 5, "checks": 5, "devices": 5,

@@ -37,6 +37,7 @@ _MARKERS: tuple[tuple[re.Pattern[str], ProblemKind], ...] = (
 )
 
 EXCERPT_LINES = 40
+_NEXT_REPORT = re.compile(r"^(?:WARNING: |-+\[ cut here \]-+$)")
 
 
 @dataclass(frozen=True)
@@ -87,5 +88,10 @@ def _report_end(lines: list[str], start: int) -> int:
     for j in range(start + 1, limit):
         if lines[j].startswith("---[ end trace") or lines[j].startswith("---[ end Kernel panic"):
             return j + 1
+        # Two CPUs warning at once interleave their reports line by line (printk keeps
+        # only lines whole): a WARNING report has one marker line, so the next one is
+        # another report, not part of this one (seen with 2 fuzzer threads on 6.12).
+        if _NEXT_REPORT.match(lines[j]):
+            return j
     return limit
 
