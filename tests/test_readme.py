@@ -46,6 +46,9 @@ NOT_HERE = {
                                  "whole suite, which holds every test of it",
     "./kedr-env python tools/support_table.py build/junit.xml --write README.md":
         "needs the JUnit file of a whole run, and rewrites README.md",
+    "./kedr-env python bench/attach_reach.py --write README.md":
+        "reads every module of both pinned kernels (2 min) and rewrites README.md; "
+        "tests/test_reach.py checks the classifier and the table on a real module",
     "python -m kedr_build attach KO -o DIR [--kernel K] [--functions F,G]  # hot patching files":
         "a synopsis; the README's `python -m kedr_build attach loop` runs attach",
     "python -m kedr_build patch IN.ko -o OUT.ko …  # cold-patch imports (see --help)":
@@ -61,7 +64,8 @@ NOT_HERE = {
                  "bench_dkms.py        # DKMS mode vs dkms build",
                  "bench_fuzz.py        # the fuzzer's syscall rate, patched vs not",
                  "bench_devices.py     # DEVICES= run, unplug/re-plug, sweep vs one VM boot",
-                 "bench_attach.py      # hot vs cold patching per call, attach time")},
+                 "bench_attach.py      # hot vs cold patching per call, attach time",
+                 "attach_reach.py      # import uses each mechanism reaches, whole corpus")},
     "scons MODULE=dir check PACK=fundamentals [TEST=fuzz] [FUZZ_SEED=1234]":
         "four boots; tests/test_fundamentals_vm.py runs the pack on four drivers, both "
         "kernels",
