@@ -10,10 +10,19 @@ with ktime_get_ns(). Configurations, each --rounds times (median):
              pre-handler emulating the call into the replacement), payloads off
   hot_trace  attached, tracing on, leaks off
   detached   the same module after detach: back to native
+  ftrace     hot patching mechanism (b): bench/drivers/kedr_ftrace_hook, an ftrace_ops
+             with IPMODIFY on kfree and the allocator that sends a call to a
+             pass-through replacement when its return address is in the target's .text
 
-Also attach.sh and detach.sh wall time (guest /proc/uptime, 10 ms resolution).
-Callers outside the target pay nothing while it is attached: only the target's
-call sites are probed. Absolute ns are TCG's, not a real CPU's; the ratios compare
+and the cost imposed on an unrelated caller (kedr_bench_other: the same loop in
+another module, never patched nor attached to) while the target is attached:
+
+  other_native   nothing attached
+  other_hot      the target attached by (a): only its call sites are probed
+  other_ftrace   (b) loaded: every kfree/kmalloc in the system enters its callback
+
+Also attach.sh and detach.sh wall time, and (b)'s insmod/rmmod (guest /proc/uptime,
+10 ms resolution). Absolute ns are TCG's, not a real CPU's; the ratios compare
 configurations of the same run.
 
     ./kedr-env python bench/bench_attach.py [--pairs 20000] [--rounds 5] [--kernel debian-6.12]
@@ -23,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -34,40 +44,53 @@ sys.path.insert(0, str(REPO))
 
 from kedr_build.intercept.attach import AttachRequest, prepare  # noqa: E402
 from kedr_build.kernel import provision  # noqa: E402
+from kedr_build.kernel.descriptions import ProvisionedKernel  # noqa: E402
+from kedr_build.ko.container import read_module  # noqa: E402
+from kedr_build.ko.elf import ElfRel  # noqa: E402
 from kedr_build.vm.qemu import GuestJob, run_guest  # noqa: E402
 
 DRIVER = REPO / "bench" / "drivers" / "kedr_bench"
+HOOK = REPO / "bench" / "drivers" / "kedr_ftrace_hook"
 REPL = "kedr_repl_kedr_bench"
 
 _SCRIPT = """
 set -e
 T=/sys/kernel/tracing
 P=/sys/module/kedr_bench/parameters
+O=/sys/module/kedr_bench_other/parameters
 D=/sys/kernel/debug/kedr_build/{repl}
 up() {{ cut -d' ' -f1 /proc/uptime; }}
-measure() {{
-  for i in $(seq {rounds}); do
-    echo {pairs} > $P/run
-    echo "RESULT $1 $(cat $P/last_ns)"
-  done
-}}
+one() {{ echo {pairs} > $P/run; echo "RESULT $1 $(cat $P/last_ns)"; }}
+other() {{ echo {pairs} > $O/run; echo "RESULT $1 $(cat $O/last_ns)"; }}
+measure() {{ for i in $(seq {rounds}); do one $1; done; }}
+timed() {{ n=$1; shift; t0=$(up); "$@" >/dev/null; t1=$(up); echo "TIME $n $t0 $t1"; }}
 payloads() {{ for f in $D/functions/*; do echo $1 > $f/trace; [ ! -f $f/leaks ] || echo 0 > $f/leaks; done; }}
 echo 8192 > $T/buffer_size_kb
 
 insmod native/kedr_bench.ko
-measure native
-
+insmod other/kedr_bench_other.ko
+# Warm up (the first runs fill the slab caches): not measured.
+echo {pairs} > $P/run; echo {pairs} > $O/run
 insmod hot/{repl}/{repl}.ko enabled=0
-t0=$(up); sh hot/attach.sh >/dev/null; t1=$(up)
-echo "TIME attach $t0 $t1"
-measure hot_off
+# Interleaved, a round each: nothing, (a) attached, (b) loaded. TCG's speed drifts
+# with the host's load; a round's three states see the same drift.
+for i in $(seq {rounds}); do
+  one native; other other_native
+  timed attach sh hot/attach.sh
+  one hot_off; other other_hot
+  timed detach sh hot/detach.sh
+  timed ftrace_insmod insmod ftrace/kedr_ftrace_hook.ko text_start=$(cat /sys/module/kedr_bench/sections/.text) text_size={text_size}
+  one ftrace; other other_ftrace
+  echo "REDIRECTED $(cat /sys/module/kedr_ftrace_hook/parameters/redirected)"
+  timed ftrace_rmmod rmmod kedr_ftrace_hook
+done
+sh hot/attach.sh >/dev/null
 payloads 1; echo 1 > $T/events/{repl}/enable; echo 1 > $D/enabled
 measure hot_trace
 echo 0 > $D/enabled; echo 0 > $T/events/{repl}/enable
-t0=$(up); sh hot/detach.sh --unload >/dev/null; t1=$(up)
-echo "TIME detach $t0 $t1"
+sh hot/detach.sh --unload >/dev/null
 measure detached
-rmmod kedr_bench
+rmmod kedr_bench kedr_bench_other
 
 insmod cold/{repl}.ko enabled=0
 insmod cold/kedr_bench.ko
@@ -79,13 +102,26 @@ rmmod {repl}
 echo BENCH-END
 """
 
-ORDER = ("native", "cold_off", "cold_trace", "hot_off", "hot_trace", "detached")
+ORDER = ("native", "cold_off", "cold_trace", "hot_off", "hot_trace", "detached", "ftrace")
+OTHER = ("other_native", "other_hot", "other_ftrace")
+
+
+def _plain(src: Path, name: str, kernel: ProvisionedKernel, tmp: Path) -> Path:
+    """Build ``src`` with plain kbuild under the module name ``name``."""
+    out = tmp / name
+    shutil.copytree(src, out)
+    if src.name != name:
+        (out / f"{src.name}.c").rename(out / f"{name}.c")
+        (out / "Kbuild").write_text(f"obj-m := {name}.o\n")
+    subprocess.run(["make", "-C", str(kernel.kdir), f"M={out}", "modules"], check=True,
+                   stdout=subprocess.DEVNULL)
+    return out / f"{name}.ko"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=20000)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--kernel", default=None)
     args = parser.parse_args()
     kernel = provision.ensure(args.kernel) if args.kernel else provision.ensure()
@@ -98,13 +134,19 @@ def main() -> int:
         out = next(build.rglob("kedr_bench/kedr_bench.ko")).parent
         hot = prepare(AttachRequest(ko=out / "kedr_bench.ko", kernel=kernel,
                                     outdir=Path(tmp) / "hot", replacement_module=REPL))
+        native = out / "kedr_bench.ko"
+        text = ElfRel(read_module(native).elf, str(native)).section(".text")
+        assert text is not None
         files = {
-            "native/kedr_bench.ko": out / "kedr_bench.ko",
+            "native/kedr_bench.ko": native,
+            "other/kedr_bench_other.ko": _plain(DRIVER, "kedr_bench_other", kernel, Path(tmp)),
+            "ftrace/kedr_ftrace_hook.ko": _plain(HOOK, "kedr_ftrace_hook", kernel, Path(tmp)),
             "cold/kedr_bench.ko": out / "patched" / "kedr_bench.ko",
             f"cold/{REPL}.ko": out / REPL / f"{REPL}.ko",
             **hot.guest_files("hot"),
         }
-        script = _SCRIPT.format(pairs=args.pairs, rounds=args.rounds, repl=REPL)
+        script = _SCRIPT.format(pairs=args.pairs, rounds=args.rounds, repl=REPL,
+                                text_size=text.size)
         result = run_guest(kernel, GuestJob(script=script, files=files), Path(tmp) / "vm",
                            timeout=1800)
     if "BENCH-END" not in result.output:
@@ -119,12 +161,22 @@ def main() -> int:
           f"median ns per call (TCG guest), {len(hot.sites.sites)} sites attached:")
     for k in ORDER:
         print(f"  {k:10} {ns[k]:9.1f} ns/call  ({ns[k] / ns['native']:.2f}x native)")
+    for k in OTHER:
+        print(f"  {k:12} {ns[k]:9.1f} ns/call  ({ns[k] / ns['other_native']:.2f}x "
+              "other_native)")
+    redirected = sorted(set(re.findall(r"^REDIRECTED (\d+)$", result.output, re.M)))
+    print(f"  ftrace redirected {'/'.join(redirected)} calls a round (the target's: {calls})")
+    took: dict[str, list[float]] = {}
     for m in re.finditer(r"^TIME (\w+) ([0-9.]+) ([0-9.]+)$", result.output, re.M):
-        print(f"  {m.group(1)}.sh: {float(m.group(3)) - float(m.group(2)):.2f} s")
+        took.setdefault(m.group(1), []).append(float(m.group(3)) - float(m.group(2)))
+    print("  median wall time: " + ", ".join(f"{k} {statistics.median(v):.2f} s"
+                                              for k, v in took.items()))
     over = {k: ns[k] - ns["native"] for k in ORDER}
     print("  overhead per call over native: " + ", ".join(
-        f"{k} {over[k]:+.0f} ns" for k in ("cold_off", "hot_off", "cold_trace", "hot_trace")))
-    print("  callers outside the target: no cost (only the target's call sites are probed)")
+        f"{k} {over[k]:+.0f} ns" for k in ("cold_off", "hot_off", "ftrace", "cold_trace",
+                                            "hot_trace")))
+    print("  unrelated callers, per call over other_native: " + ", ".join(
+        f"{k} {ns[k] - ns['other_native']:+.0f} ns" for k in ("other_hot", "other_ftrace")))
     return 0
 
 
