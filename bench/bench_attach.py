@@ -74,27 +74,31 @@ echo {pairs} > $P/run; echo {pairs} > $O/run
 insmod hot/{repl}/{repl}.ko enabled=0
 # Interleaved, a round each: nothing, (a) attached, (b) loaded. TCG's speed drifts
 # with the host's load; a round's three states see the same drift.
+# After each change of kernel text (kprobes armed or disarmed, ftrace sites
+# patched) TCG retranslates what it had cached: a warm-up run of each loop, not
+# measured, keeps that cost out of the state measured next.
+warm() {{ one warm; other warm; }}
 for i in $(seq {rounds}); do
-  one native; other other_native
+  warm; one native; other other_native
   timed attach sh hot/attach.sh
-  one hot_off; other other_hot
+  warm; one hot_off; other other_hot
   timed detach sh hot/detach.sh
   timed ftrace_insmod insmod ftrace/kedr_ftrace_hook.ko text_start=$(cat /sys/module/kedr_bench/sections/.text) text_size={text_size}
-  one ftrace; other other_ftrace
+  warm; one ftrace; other other_ftrace
   echo "REDIRECTED $(cat /sys/module/kedr_ftrace_hook/parameters/redirected)"
   timed ftrace_rmmod rmmod kedr_ftrace_hook
 done
 sh hot/attach.sh >/dev/null
 payloads 1; echo 1 > $T/events/{repl}/enable; echo 1 > $D/enabled
-measure hot_trace
+one warm; measure hot_trace
 echo 0 > $D/enabled; echo 0 > $T/events/{repl}/enable
 sh hot/detach.sh --unload >/dev/null
-measure detached
+one warm; measure detached
 rmmod kedr_bench kedr_bench_other
 
 insmod cold/{repl}.ko enabled=0
 insmod cold/kedr_bench.ko
-measure cold_off
+one warm; measure cold_off
 payloads 1; echo 1 > $T/events/{repl}/enable; echo 1 > $D/enabled
 measure cold_trace
 rmmod kedr_bench
@@ -165,7 +169,8 @@ def main() -> int:
         print(f"  {k:12} {ns[k]:9.1f} ns/call  ({ns[k] / ns['other_native']:.2f}x "
               "other_native)")
     redirected = sorted(set(re.findall(r"^REDIRECTED (\d+)$", result.output, re.M)))
-    print(f"  ftrace redirected {'/'.join(redirected)} calls a round (the target's: {calls})")
+    print(f"  ftrace redirected {'/'.join(redirected)} calls a round (the target's, warm-up "
+          f"and measured: {2 * calls})")
     took: dict[str, list[float]] = {}
     for m in re.finditer(r"^TIME (\w+) ([0-9.]+) ([0-9.]+)$", result.output, re.M):
         took.setdefault(m.group(1), []).append(float(m.group(3)) - float(m.group(2)))
@@ -175,8 +180,15 @@ def main() -> int:
     print("  overhead per call over native: " + ", ".join(
         f"{k} {over[k]:+.0f} ns" for k in ("cold_off", "hot_off", "ftrace", "cold_trace",
                                             "hot_trace")))
-    print("  unrelated callers, per call over other_native: " + ", ".join(
-        f"{k} {ns[k] - ns['other_native']:+.0f} ns" for k in ("other_hot", "other_ftrace")))
+    # The interleaved states, paired round by round (the same drift): median of the
+    # per-round differences.
+    def paired(state: str, base: str) -> float:
+        return float(statistics.median([a - b for a, b in zip(times[state], times[base])])) / int(calls)
+    print("  paired by round, per call: target hot_off {:+.0f} ns, ftrace {:+.0f} ns over "
+          "native; unrelated caller other_hot {:+.0f} ns, other_ftrace {:+.0f} ns over "
+          "other_native".format(paired("hot_off", "native"), paired("ftrace", "native"),
+                                paired("other_hot", "other_native"),
+                                paired("other_ftrace", "other_native")))
     return 0
 
 
