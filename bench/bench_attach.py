@@ -25,7 +25,7 @@ Also attach.sh and detach.sh wall time, and (b)'s insmod/rmmod (guest /proc/upti
 10 ms resolution). Absolute ns are TCG's, not a real CPU's; the ratios compare
 configurations of the same run.
 
-    ./kedr-env python bench/bench_attach.py [--pairs 20000] [--rounds 5] [--kernel debian-6.12]
+    ./kedr-env python bench/bench_attach.py [--pairs 20000] [--rounds 9] [--kernel debian-6.12]
 """
 
 from __future__ import annotations
