@@ -30,9 +30,11 @@
  *       site <section address> <offset> call|jmp <function>
  *       section <index> <address>   where a section with tail calls was loaded
  *       attach      check every site, register every kprobe, or none
- *       detach      unregister them, wait for the calls in flight
+ *       detach      unregister them, wait for the calls in flight (at most
+ *                   detach_timeout_ms, interruptibly; then "detaching": again)
  *       reset       forget the staged target and sites
- *     read: "state attached|detached target=<name> sites=<n> attaches=<n>",
+ *     read: "state attached|detaching|detached target=<name> sites=<n>
+ *     attaches=<n> inflight=<n>",
  *     then "error <why>" for the last refused command.
  *
  * Tail calls: the replacement entered from a jmp site sees the return address
@@ -88,6 +90,7 @@ static char kedr_hot_name[MODULE_NAME_LEN];
 static unsigned long kedr_hot_mod_addr;
 static struct module *kedr_hot_target;	/* referenced while attached */
 static bool kedr_hot_attached;
+static bool kedr_hot_disarmed;		/* attached, sites disarmed: detach waits on */
 /*
  * The gate: kprobes are armed one site at a time (register_kprobes() arms each in
  * turn, unregister_kprobes() disarms each in turn), so the window opens after
@@ -315,23 +318,59 @@ put:
 	return err;
 }
 
+/*
+ * Detach: disarm every site (the window closes), then wait for the calls in
+ * flight, at most detach_timeout_ms and interruptibly. A call can be blocked
+ * for long inside a replacement (a sleep, a lock another task holds): the
+ * module cannot go while one is, since it returns through the replacement.
+ * Then detach fails with one line and the state is "detaching" (disarmed, both
+ * references kept); "detach" again waits on.
+ */
+static unsigned int kedr_hot_detach_timeout_ms = 10000;
+module_param_named(detach_timeout_ms, kedr_hot_detach_timeout_ms, uint, 0644);
+MODULE_PARM_DESC(detach_timeout_ms, "how long detach waits for calls in flight (ms)");
+
 static int kedr_hot_detach(void)
 {
+	unsigned int ms = READ_ONCE(kedr_hot_detach_timeout_ms);
+	long left;
+
 	if (!kedr_hot_attached)
 		return kedr_hot_fail(-EINVAL, "detach: not attached");
-	WRITE_ONCE(kedr_hot_gate, false);
-	/* Waits a grace period: no pre-handler runs or will run after it returns. */
-	unregister_kprobes(kedr_hot_probes, kedr_hot_nsites);
+	if (!kedr_hot_disarmed) {
+		WRITE_ONCE(kedr_hot_gate, false);
+		/* Waits a grace period: no pre-handler runs or will run after it returns. */
+		unregister_kprobes(kedr_hot_probes, kedr_hot_nsites);
+		kedr_hot_disarmed = true;
+		kedr_hot_until_ns = ktime_get_ns();
+	}
 	/* The calls that entered before: they return through KEDR_HOT_SCOPE. */
-	wait_event(kedr_hot_wq, atomic_read(&kedr_hot_inflight) == 0);
+	left = wait_event_interruptible_timeout(kedr_hot_wq,
+						atomic_read(&kedr_hot_inflight) == 0,
+						msecs_to_jiffies(ms));
+	if (left <= 0)
+		return kedr_hot_fail(left < 0 ? -EINTR : -EBUSY,
+				     "detach: %d calls still in flight in the replacements of %s "
+				     "after %s%u ms (blocked in one?); the sites are disarmed: "
+				     "detach again to wait on",
+				     atomic_read(&kedr_hot_inflight), kedr_hot_name,
+				     left < 0 ? "a signal, at most " : "", ms);
 	kedr_hot_tail_bases(NULL);
 	module_put(kedr_hot_target);
 	kedr_hot_target = NULL;
 	kedr_hot_attached = false;
-	kedr_hot_until_ns = ktime_get_ns();
+	kedr_hot_disarmed = false;
+	kedr_hot_err[0] = '\0';
 	pr_info("%s: detached from %s\n", KEDR_MODULE_NAME, kedr_hot_name);
 	module_put(THIS_MODULE);
 	return 0;
+}
+
+static const char *kedr_hot_state(void)
+{
+	if (!kedr_hot_attached)
+		return "detached";
+	return kedr_hot_disarmed ? "detaching" : "attached";
 }
 
 static int kedr_hot_command(char *line)
@@ -400,9 +439,10 @@ static ssize_t kedr_hot_write(struct file *file, const char __user *ubuf, size_t
 static int kedr_hot_show(struct seq_file *m, void *unused)
 {
 	mutex_lock(&kedr_hot_lock);
-	seq_printf(m, "state %s target=%s sites=%u attaches=%u\n",
-		   kedr_hot_attached ? "attached" : "detached",
-		   kedr_hot_name[0] ? kedr_hot_name : "-", kedr_hot_nsites, kedr_hot_attaches);
+	seq_printf(m, "state %s target=%s sites=%u attaches=%u inflight=%d\n",
+		   kedr_hot_state(),
+		   kedr_hot_name[0] ? kedr_hot_name : "-", kedr_hot_nsites, kedr_hot_attaches,
+		   atomic_read(&kedr_hot_inflight));
 	if (kedr_hot_err[0])
 		seq_printf(m, "error %s\n", kedr_hot_err);
 	mutex_unlock(&kedr_hot_lock);
@@ -431,8 +471,8 @@ static void kedr_hot_report(struct seq_file *m)
 	mutex_lock(&kedr_hot_lock);
 	seq_printf(m, "attached target=%s state=%s attaches=%u since_ns=%llu until_ns=%llu "
 		   "now_ns=%llu\n", kedr_hot_name[0] ? kedr_hot_name : "-",
-		   kedr_hot_attached ? "attached" : "detached", kedr_hot_attaches,
-		   kedr_hot_since_ns, kedr_hot_attached ? now : kedr_hot_until_ns, now);
+		   kedr_hot_state(), kedr_hot_attaches, kedr_hot_since_ns,
+		   kedr_hot_attached && !kedr_hot_disarmed ? now : kedr_hot_until_ns, now);
 	mutex_unlock(&kedr_hot_lock);
 }
 

@@ -10,12 +10,16 @@
  *   echo churn > .../cmd                                kmalloc and kfree one
  *   echo tail  > .../cmd                                the same, kfree as a tail call
  *                                                       (a jmp: tail_free() ends in it)
+ *   echo nap   > .../cmd                                msleep_interruptible(60 s), outside
+ *                                                       the mutex: a call that stays in flight
+ *                                                       until the writer gets a signal
  *   cat .../counts         "alloc=N free=N lock=N unlock=N kept=N"
  *
  * Each command runs under a mutex (mutex_lock/mutex_unlock, counted too).
  * Objects still kept at unload are freed by the exit function.
  */
 #include <linux/debugfs.h>
+#include <linux/delay.h>
 #include <linux/fs.h>
 #include <linux/list.h>
 #include <linux/module.h>
@@ -79,6 +83,10 @@ static ssize_t cmd_write(struct file *f, const char __user *ubuf, size_t len, lo
 	if (copy_from_user(buf, ubuf, min(len, sizeof(buf) - 1)))
 		return -EFAULT;
 	strim(buf);
+	if (!strcmp(buf, "nap")) {
+		msleep_interruptible(60000);
+		return len;
+	}
 	locked();
 	if (!strcmp(buf, "keep")) {
 		k = alloc_one();
