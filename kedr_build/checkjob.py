@@ -27,7 +27,7 @@ from kedr_build.packs.session import DriverUnderTest, Session
 # reproducing command. (PACK and TEST are set by the command itself; DRIVERS and
 # SHARD never reach a single driver's command.)
 REPRODUCE = ("MODULE", "DKMS", "KO", "KERNEL", "KDIR", "WORKLOAD", "MODPROBE", "BUILD_DIR",
-             "FUNCTIONS", "NAMING", "MAKE_ARGS", "VM_TIMEOUT", "VM_CPUS", "SUPPRESS")
+             "FUNCTIONS", "NAMING", "MAKE_ARGS", "DEVICES", "VM_TIMEOUT", "VM_CPUS", "SUPPRESS")
 # Variables whose value may be a path (relative to where scons was started).
 PATHS = ("MODULE", "DKMS", "KO", "KDIR", "WORKLOAD", "BUILD_DIR", "SUPPRESS", "PACK")
 

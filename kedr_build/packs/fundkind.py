@@ -30,7 +30,7 @@ from kedr_build.kernel import provision
 from kedr_build.packs import vmkind
 from kedr_build.packs.pack import PackTest
 from kedr_build.packs.results import CheckResult, TestRun
-from kedr_build.packs.session import DriverUnderTest, Session
+from kedr_build.packs.session import DriverUnderTest, Session, attached
 from kedr_build.vm import discover
 from kedr_build.vm.runner import FuzzPlan, RunReport, run_modules
 
@@ -64,7 +64,7 @@ def _boot(driver: DriverUnderTest, test: PackTest, logdir: Path, session: Sessio
     return run_modules(kernel, [Path(m) for m in driver.modules], logdir, timeout=timeout,
                        trace_providers=(driver.replacement,), intree=driver.modprobe,
                        cpus=session.vm_cpus, suppressions=suppressions,
-                       **kwargs)  # type: ignore[arg-type]
+                       devices=attached(driver, kernel), **kwargs)  # type: ignore[arg-type]
 
 
 def run_fuzz(driver: DriverUnderTest, test: PackTest, logdir: Path,
@@ -142,7 +142,8 @@ def _fuzz_check(report: RunReport, found: discover.Interfaces, plan: FuzzPlan) -
 def run_reload(driver: DriverUnderTest, test: PackTest, logdir: Path,
                session: Session) -> TestRun:
     workload = Path(driver.workload) if driver.workload else None
-    if test.params["workload"] == "required" and workload is None:
+    # With DEVICES= and no WORKLOAD=, the devices' own workloads run (vm.runner).
+    if test.params["workload"] == "required" and workload is None and not driver.devices:
         return _not_run(driver, test, "no workload: give WORKLOAD=script.sh (or put "
                         "workload.sh in the driver)")
     try:

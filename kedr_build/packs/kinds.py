@@ -11,6 +11,8 @@ leak/rule/kernel checks; :mod:`kedr_build.packs.vmkind`) and ``faults`` (the
 systematic fault sweep, then a seeded random campaign; :mod:`kedr_build.packs.faultkind`):
 its ``TestRun`` fills ``sweep`` with one row per site, which the reports show.
 ``fuzz`` and ``reload`` (driver fundamentals: :mod:`kedr_build.packs.fundkind`).
+``device`` (a hardware driver with its device attached: probe, rebind, hot-unplug,
+suspend; :mod:`kedr_build.packs.devkind`).
 """
 
 from __future__ import annotations
@@ -158,8 +160,24 @@ CHAOS = Kind(
          "is unloaded and loaded again; an unload refused while in use is clean, an oops "
          "is not")
 
+DEVICE = Kind(
+    name="device",
+    checks=("device", "loads", "kernel", "leaks", "rules"),
+    run="kedr_build.packs.devkind:run",
+    params={
+        "step": Param(str, "probe", "what is done to the device between the load and the "
+                      "unload", choices=("probe", "rebind", "hotplug", "suspend")),
+        "cycles": Param(int, 3, "unbind/bind or unplug/re-plug cycles (rebind, hotplug)",
+                        minimum=1, maximum=100),
+        "timeout": Param(int, 0, "seconds before the VM counts as hung (0: VM_TIMEOUT)",
+                         minimum=0, maximum=86400),
+    },
+    help="with the driver's device attached (DEVICES=): probe -> workload -> remove; "
+         "unbind/bind through sysfs; hot-unplug/re-plug with the workload running; "
+         "suspend/resume; judge what each left behind")
+
 _REGISTRY: dict[str, Kind] = {VM.name: VM, FAULTS.name: FAULTS, FUZZ.name: FUZZ,
-                              RELOAD.name: RELOAD, CHAOS.name: CHAOS}
+                              RELOAD.name: RELOAD, CHAOS.name: CHAOS, DEVICE.name: DEVICE}
 
 
 def register(kind: Kind) -> None:

@@ -14,6 +14,8 @@
     cycles = 3                    # the kind's own parameters
     blocker = true                # (the default) a check of it not run fails the verdict;
                                   # false: reported as not run (with why), verdict unchanged
+    devices = "required"          # not run (with why) when the driver has no DEVICES=
+                                  # (the default, "optional": run either way)
 
 The built-in packs are ``kedr_build/packs/builtin/<name>.toml``; ``PACK=`` takes one
 of their names or a path. A malformed pack is one :class:`KedrError` line naming
@@ -34,7 +36,7 @@ from kedr_build.packs import kinds
 FORMAT = 1
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_COMMON = {"name", "kind", "checks", "description", "blocker"}
+_COMMON = {"name", "kind", "checks", "description", "blocker", "devices"}
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,7 @@ class PackTest:
     params: dict[str, Any] = field(default_factory=dict)   # the kind's parameters
     description: str = ""
     blocker: bool = True          # not run (no workload, ...) fails the verdict
+    devices: str = "optional"     # "required": not run without DEVICES=
 
 
 @dataclass(frozen=True)
@@ -163,9 +166,12 @@ def _test(raw: dict[str, Any], index: int, where: _Locator, seen: set[str]) -> P
     blocker = raw.get("blocker", True)
     if not isinstance(blocker, bool):
         raise error(f"blocker: {blocker!r} is not true or false", "blocker")
+    devices = raw.get("devices", "optional")
+    if devices not in ("optional", "required"):
+        raise error(f"devices: {devices!r} is not \"optional\" or \"required\"", "devices")
     return PackTest(name=name, kind=kind_name, checks=tuple(dict.fromkeys(checks)),
                     params=params, description=str(raw.get("description", "")),
-                    blocker=blocker)
+                    blocker=blocker, devices=devices)
 
 
 class _Locator:

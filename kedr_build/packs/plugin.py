@@ -45,7 +45,7 @@ from kedr_build.errors import KedrError
 from kedr_build.packs import kinds, report, retry
 from kedr_build.packs.pack import Pack, PackTest, parse
 from kedr_build.packs.results import (NOT_BUILT, CheckResult, ItemResult, PackReport, TestRun,
-                                      run_from_dict, verdict_of)
+                                      not_run, run_from_dict, verdict_of)
 from kedr_build.packs.session import DriverUnderTest, Session, parse_shard
 
 
@@ -140,6 +140,10 @@ class PackSession:
         try:
             if driver.build_error:
                 raise KedrError(f"{NOT_BUILT}{driver.build_error}")
+            if test.devices == "required" and not driver.devices:
+                return not_run(driver.name, test.name, test.kind, test.checks,
+                               f"no device: test {test.name} needs the driver's device: "
+                               "give DEVICES= (kedr_build/devices/catalog.toml)")
             run: TestRun = kinds.get(test.kind).runner()(driver, test, logdir, session)
         except KedrError as e:
             run = TestRun(driver.name, test.name, test.kind, reason=str(e),

@@ -40,6 +40,14 @@ class CheckResult:
     flaky: str = ""           # RETRIES=: it failed in one run and passed in another (how)
 
 
+def not_run(driver: str, test: str, kind: str, checks: tuple[str, ...],
+            message: str) -> TestRun:
+    """A run that did not happen (no workload, no device...): each check not run, why."""
+    return TestRun(driver, test, kind, reason=f"not run: {message}",
+                   checks=tuple(CheckResult(c, False, f"not run: {message}", skipped=True)
+                                for c in checks))
+
+
 @dataclass(frozen=True)
 class LeakGroupInfo:
     count: int

@@ -9,7 +9,8 @@
  *        RAM by DMA, each waited for by its interrupt; read: "ok" or "mismatch"
  * mode=clean (default) unwinds every probe failure; mode=leaky leaves the DMA buffer
  * behind when request_irq() fails (the error path jumps one label too far), the bug
- * the fault sweep must find at that call.
+ * the fault sweep must find at that call. The default comes from the build
+ * (MAKE_ARGS='EDU_MODE=leaky'; Kbuild), so a pack check can test the leaky one.
  */
 #include <linux/completion.h>
 #include <linux/dma-mapping.h>
@@ -38,7 +39,7 @@
 #define EDU_IRQ_DMA	0x100
 #define BUF_SIZE	4096
 
-static char *mode = "clean";
+static char *mode = EDU_MODE;
 module_param(mode, charp, 0444);
 
 struct edu {
