@@ -15,7 +15,7 @@ from conftest import REPO, run_scons
 from kedr_build.errors import KedrError
 from kedr_build.packs import pack
 from kedr_build.packs.fundkind import fuzz_seed
-from kedr_build.vm import discover, fuzzer
+from kedr_build.vm import discover, fuzzer, reduction
 from kedr_build.vm.runner import FuzzPlan, plan_run
 
 CHARDEV = REPO / "examples" / "chardev"
@@ -83,11 +83,13 @@ def test_guest_script_with_fuzz_and_cycles_is_valid_sh(built_chardev: Path,
                                                        tmp_path: Path) -> None:
     plan = plan_run(sorted(built_chardev.glob("*.ko")), workload=CHARDEV / "workload.sh",
                     trace_providers=("kedr_repl_chardev",), cycles=3, per_cycle=True,
-                    fuzz=FuzzPlan(seed=5, count=100, seconds=2, threads=3))
+                    fuzz=FuzzPlan(seed=5, count=100, seconds=2, threads=3, reduce=50))
     script = tmp_path / "job.sh"
     script.write_text(plan.script)
     subprocess.run(["sh", "-n", str(script)], check=True)
     assert "/kedr/kfuzz -s 5 -n 100 -t 2 -j 3 -r /tmp/kfuzz.rec $targets" in plan.script
+    assert ("/kedr/kfuzz -M /tmp/kfuzz.rec -o /tmp/kfuzz-$cls.seq -a 50 -c "
+            "/tmp/kedr-oracle.sh") in plan.script
     assert "run_workload() {" in plan.script
     assert plan.script.count("run_workload\n") == 2   # cycle 1, each later cycle
     assert "cycle_leaks $((cycle - 1))" in plan.script
@@ -140,3 +142,93 @@ def test_scons_fuzz_seed_garbage_one_line(tmp_path: Path) -> None:
     assert lines == ["kedr-build: FUZZ_SEED=12ab: not a seed (an integer from 0 to 2^64-1, "
                      "e.g. FUZZ_SEED=1234)"], lines
     assert not build.exists() or not any(build.iterdir())
+
+
+# An oracle for kfuzz -M on the host: the sequence "fails" when an ioctl with _IOC_NR 3
+# and a size above 64 is made on a file the same thread's slot opened (what
+# tests/drivers/fuzzbugs's WARN needs). Fields: op THREAD INDEX KIND SLOT PATH SHAPE
+# MISALIGN SIZE OFFSET CMD FLAG EXTRA (replacements/guest/kfuzz.c).
+ORACLE = r"""awk '$1 == "op" { key = $2 " " $5
+  if ($4 == 0) open[key] = 1
+  if ($4 == 1) delete open[key]
+  if ($4 == 5 && (key in open) && $11 % 256 == 3 && int($11 / 65536) % 16384 > 64) hit = 1 }
+  END { exit hit ? 0 : 1 }' "$1"
+"""
+
+
+def test_kfuzz_reduces_a_recorded_run_and_replays_it(kfuzz: Path, tmp_path: Path) -> None:
+    rec, seq, oracle = tmp_path / "r.rec", tmp_path / "r.seq", tmp_path / "oracle.sh"
+    oracle.write_text(ORACLE)
+    subprocess.run([str(kfuzz), "-s", "7", "-n", "4000", "-j", "2", "-r", str(rec),
+                    "/dev/null", "/dev/zero"], capture_output=True, check=True)
+    out = subprocess.run([str(kfuzz), "-M", str(rec), "-o", str(seq), "-a", "200", "-c",
+                          str(oracle)], capture_output=True, text=True, check=True).stdout
+    lines = out.splitlines()
+    assert lines[0] == "KFUZZ reduce-start ops=4000", out
+    assert re.fullmatch(r"KFUZZ reduced ops=2 attempts=\d+ minimal", lines[1]), out
+    assert re.fullmatch(r"KFUZZ op thread=(\d) index=\d+ open path=/dev/\w+ fd=(\d) ret=.*",
+                        lines[2]), out
+    assert re.fullmatch(r"KFUZZ op thread=\d index=\d+ ioctl fd=\d cmd=0x[0-9a-f]{6}03 "
+                        r"arg=\w+ size=\d+ ret=.*", lines[3]), out
+    # The sequence file replays (no PRNG) and still fails; the oracle tells.
+    assert subprocess.run(["sh", str(oracle), str(seq)]).returncode == 0
+    replayed = subprocess.run([str(kfuzz), "-p", str(seq)], capture_output=True, text=True)
+    assert replayed.stdout == "KFUZZ replayed ops=2\n"
+    # Parsed for the report.
+    red = reduction.parse(["KFUZZ reduce class=kernel", *lines,
+                           "KFUZZ replay class=kernel fails=3 of 3"])["kernel"]
+    assert red.reduced and red.recorded == 4000 and len(red.ops) == 2
+    assert red.describe().startswith("shortest failing sequence: 2 of 4000 operations "
+                                     "(ddmin, "), red.describe()
+    # A budget too small: the shortest failing sequence so far, said so.
+    out = subprocess.run([str(kfuzz), "-M", str(rec), "-o", str(seq), "-a", "3", "-c",
+                          str(oracle)], capture_output=True, text=True, check=True).stdout
+    assert re.search(r"^KFUZZ reduced ops=\d+ attempts=3 budget-reached$", out, re.M), out
+    # An oracle that never fails: nothing to reduce (a race, in the guest).
+    oracle.write_text("exit 1\n")
+    out = subprocess.run([str(kfuzz), "-M", str(rec), "-o", str(tmp_path / "n.seq"), "-a",
+                          "9", "-c", str(oracle)], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.splitlines()[-1] == ("KFUZZ reduce-none ops=4000 attempts=1 "
+                                    "why=replayed-in-one-thread-it-passes"), out
+    bad = tmp_path / "bad.seq"
+    bad.write_text("kfuzz-seq seed=1\npath 0 /dev/null\nop 0 1 99 0 0 0 0 0 0 0 0 0\n")
+    run = subprocess.run([str(kfuzz), "-p", str(bad)], capture_output=True, text=True)
+    assert run.returncode == 2 and run.stdout.startswith(f"KFUZZ error: {bad}: bad line: ")
+
+
+def test_reduction_parse_truncated_and_not_reduced() -> None:
+    got = reduction.parse(["KFUZZ reduce class=leaks", "KFUZZ reduce-start ops=20000",
+                           "KFUZZ reduce-none ops=20000 attempts=1 "
+                           "why=replayed-in-one-thread-it-passes",
+                           "KFUZZ reduce class=kernel", "KFUZZ reduce-start ops=20000"])
+    assert got["leaks"].describe() == (
+        "not reduced (the recorded operations replayed in one thread do not fail (a race, "
+        "or ops older than the record); 1 attempts over 20000 recorded operations)")
+    assert got["kernel"].describe() == ("not reduced (cut short; 0 attempts over 20000 "
+                                        "recorded operations)")
+    assert reduction.parse(["junk", "KFUZZ op thread=0 index=1 open path=/x fd=0"]) == {}
+
+
+def test_html_shows_interfaces_fuzz_numbers_reduction_and_cycles() -> None:
+    """Before: report.html showed none of these (only report.json had them)."""
+    from kedr_build.packs import report
+    from kedr_build.packs.results import CheckResult, PackReport, TestRun
+
+    fuzz = TestRun("d", "fuzz", "fuzz", (CheckResult("fuzz", True, "20000 operations "
+                                                     "(106840 syscalls, 89249/s, seed 7)"),),
+                   interfaces="misc: kedr_x; char nodes: /dev/kedr_x",
+                   fuzz=("KFUZZ start seed=7 count=20000", "KFUZZ op thread=0 index=1",
+                         "KFUZZ done ops=20000 syscalls=106840"),
+                   reduced=("kernel: shortest failing sequence: 2 of 20000 operations",))
+    reload = TestRun("d", "reload", "reload", (), cycles=("cycle 1: 3 allocations",
+                                                          "cycle 2: 6 allocations"))
+    html = report.html(PackReport("fundamentals", "debian-6.1", "failed", (), (fuzz, reload)))
+    assert '<p class="interfaces">interfaces found: misc: kedr_x; char nodes: /dev/kedr_x' \
+        in html
+    assert "<li>fuzz: 20000 operations (106840 syscalls, 89249/s, seed 7)</li>" in html
+    assert "<li><code>KFUZZ done ops=20000 syscalls=106840</code></li>" in html
+    assert "KFUZZ op thread" not in html
+    assert "<li>kernel: shortest failing sequence: 2 of 20000 operations</li>" in html
+    assert ('<ol class="cycles"><li>cycle 1: 3 allocations</li><li>cycle 2: 6 allocations'
+            '</li></ol>') in html

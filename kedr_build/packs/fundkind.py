@@ -15,8 +15,12 @@ Device Fundamentals ask them of every driver). One boot each, judged with the
 Every check of a fuzz run that fails names the seed, and its ``reproduce`` is the
 check command with ``TEST=`` and ``FUZZ_SEED=``: each thread's operations depend on
 the seed and the thread's number only, so it replays them (the threads'
-interleaving is the scheduler's). The recorded sequence (each thread's last
-operations) is in the run's ``fuzz`` lines; it is not reduced.
+interleaving is the scheduler's). A failing ``kernel`` or ``leaks`` check also
+carries the shortest sequence that still fails: after the judged run the guest
+reduces the recorded operations (delta debugging, ``reduce`` attempts at most, each
+a replay in one thread in a fresh load of the driver) and replays the result three
+times (:mod:`kedr_build.vm.reduction`); a failure that needs two threads at once is
+said not to reduce.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from kedr_build.packs import vmkind
 from kedr_build.packs.pack import PackTest
 from kedr_build.packs.results import CheckResult, TestRun
 from kedr_build.packs.session import DriverUnderTest, Session, attached
-from kedr_build.vm import discover
+from kedr_build.vm import discover, reduction
 from kedr_build.vm.runner import FuzzPlan, RunReport, run_modules
 
 SEED_MAX = 2**64 - 1
@@ -73,7 +77,7 @@ def run_fuzz(driver: DriverUnderTest, test: PackTest, logdir: Path,
     if session.env.get("FUZZ_SEED"):
         seed = fuzz_seed(session.env["FUZZ_SEED"])
     plan = FuzzPlan(seed=seed, count=test.params["count"], seconds=test.params["seconds"],
-                    threads=test.params["threads"])
+                    threads=test.params["threads"], reduce=test.params["reduce"])
     workload = Path(driver.workload) if driver.workload else None
     try:
         report = _boot(driver, test, logdir, session, fuzz=plan,
@@ -84,11 +88,17 @@ def run_fuzz(driver: DriverUnderTest, test: PackTest, logdir: Path,
     found = discover.parse(report.interfaces or ())
     base = _judge(driver, test, report)
     reproduce = f"{driver.command} TEST={test.name} FUZZ_SEED={seed}"
+    reduced = reduction.parse(report.reduction)
     checks: list[CheckResult] = []
     for c in test.checks:
         result = _fuzz_check(report, found, plan) if c == "fuzz" else base.check(c)
         if not result.passed and not result.skipped:
-            result = CheckResult(result.check, False, f"{result.message} (fuzz seed {seed})",
+            said = f"fuzz seed {seed}"
+            if c in reduction.CHECKS and plan.reduce:
+                r = reduced.get(c)
+                said += f"; {r.describe()}" if r else ("; not reduced: the guest saw no "
+                                                      "failure of this kind to reduce")
+            result = CheckResult(result.check, False, f"{result.message} ({said})",
                                  result.skipped, reproduce)
         checks.append(result)
     fuzz_check = next((c for c in checks if c.check == "fuzz"), None)
@@ -100,7 +110,8 @@ def run_fuzz(driver: DriverUnderTest, test: PackTest, logdir: Path,
                                     CheckResult(c.check, False, fuzz_check.message, True)
                                     for c in checks))
     return _with(base, tuple(checks), interfaces=found.describe(),
-                 fuzz=tuple(report.fuzz_output))
+                 fuzz=tuple(report.fuzz_output),
+                 reduced=tuple(f"{c}: {r.describe()}" for c, r in sorted(reduced.items())))
 
 
 def _judge(driver: DriverUnderTest, test: PackTest, report: RunReport) -> TestRun:

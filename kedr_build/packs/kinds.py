@@ -122,6 +122,9 @@ FUZZ = Kind(
                       maximum=2**64 - 1),
         "workload": Param(str, "no", "also run the driver's WORKLOAD after the fuzzer",
                           choices=("no", "yes")),
+        "reduce": Param(int, 200, "attempts at reducing a failure's recorded operations to "
+                        "the shortest sequence that still fails (0: not reduced)", minimum=0,
+                        maximum=10000),
         "timeout": Param(int, 0, "seconds before the VM counts as hung (0: VM_TIMEOUT)",
                          minimum=0, maximum=86400),
     },

@@ -92,6 +92,7 @@ class TestRun:
     interfaces: str = ""                   # what the driver registered (fuzz, reload kinds)
     fuzz: tuple[str, ...] = ()             # the fuzzer's lines: its seed, rate, last ops
     cycles: tuple[str, ...] = ()           # reload: each cycle's leak totals, one line each
+    reduced: tuple[str, ...] = ()          # fuzz: each failure's shortest failing sequence
 
     def check(self, name: str) -> CheckResult:
         for c in self.checks:
@@ -165,7 +166,7 @@ def run_from_dict(data: dict[str, Any]) -> TestRun:
     r.setdefault("retried", ())
     for key in ("steps", "bad_frees", "violations", "problems", "retried"):
         r[key] = tuple(r[key])
-    for key in ("fuzz", "cycles"):
+    for key in ("fuzz", "cycles", "reduced"):
         r[key] = tuple(r.get(key, ()))
     r["trace_calls"] = dict(r["trace_calls"])
     return TestRun(**r)

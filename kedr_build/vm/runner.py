@@ -46,6 +46,8 @@ IFACE_BEGIN = "--- new interfaces ---"
 IFACE_END = "--- end of new interfaces ---"
 FUZZ_BEGIN = "--- fuzz ---"
 FUZZ_END = "--- end of fuzz ---"
+REDUCE_BEGIN = "--- fuzz reduction ---"
+REDUCE_END = "--- end of fuzz reduction ---"
 CYCLE_BEGIN = "--- cycle leak report "
 CYCLE_END = "--- end of cycle leak report ---"
 _STEP = re.compile(r"^KEDR-STEP (\S+) (\S+) (-?\d+)$")
@@ -72,6 +74,7 @@ class FuzzPlan:
     count: int
     seconds: int = 0
     threads: int = 2
+    reduce: int = 0         # attempts to reduce a failure's sequence (0: not reduced)
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,7 @@ class RunReport:
     lost: bool = False                     # no status came back (steps after some point unknown)
     interfaces: tuple[str, ...] | None = None  # new snapshot lines (discover=True), else None
     fuzz_output: tuple[str, ...] = ()          # the fuzzer's KFUZZ lines
+    reduction: tuple[str, ...] = ()            # kfuzz -M's lines (after the judged run)
     cycles: tuple[CycleLeaks, ...] = ()        # per_cycle=True: each cycle's leak report
     devices: str = ""                      # DEVICES= attached, comma-separated
     bindings: tuple[Binding, ...] = ()     # which driver bound which device, after the load
@@ -182,7 +186,8 @@ def plan_run(modules: list[Path], workload: Path | None = None,
              "leaks_begin": LEAKS_BEGIN, "leaks_end": LEAKS_END,
              "faults_begin": FAULTS_BEGIN, "faults_end": FAULTS_END,
              "iface_begin": IFACE_BEGIN, "iface_end": IFACE_END, "fuzz_begin": FUZZ_BEGIN,
-             "fuzz_end": FUZZ_END, "cycle_begin": CYCLE_BEGIN, "cycle_end": CYCLE_END}
+             "fuzz_end": FUZZ_END,
+             "reduce_begin": REDUCE_BEGIN, "reduce_end": REDUCE_END, "cycle_begin": CYCLE_BEGIN, "cycle_end": CYCLE_END}
     marks.update(bind_begin=binding.BIND_BEGIN, bind_end=binding.BIND_END)
     script = template_env().get_template("guest-run.sh.j2").render(
         modules=[m.name for m in ordered], intree=intree, trace_providers=trace_providers,
@@ -380,6 +385,7 @@ def interpret(result: VmResult, modules: Mapping[str, Path] | None = None,
                      leaks=leaks, leaks_error=leaks_error, suppressed=suppressed, taint=taint,
                      faults=faults, lost=result.lost, interfaces=tuple(iface) if iface is not None else None,
                      fuzz_output=tuple(_section(result.output, FUZZ_BEGIN, FUZZ_END) or ()),
+                     reduction=tuple(_section(result.output, REDUCE_BEGIN, REDUCE_END) or ()),
                      cycles=tuple(cycles), devices=devices, bindings=bindings,
                      device_events=result.device_events)
 
@@ -484,11 +490,11 @@ def _without_trace(output: str) -> str:
     inside = False
     for line in output.splitlines():
         if (line.startswith((TRACE_BEGIN, LEAKS_BEGIN, FAULTS_BEGIN, CYCLE_BEGIN))
-                or line in (KALLSYMS_BEGIN, IFACE_BEGIN, FUZZ_BEGIN,
+                or line in (KALLSYMS_BEGIN, IFACE_BEGIN, FUZZ_BEGIN, REDUCE_BEGIN,
                                 binding.BIND_BEGIN)):
             inside = True
         elif line in (TRACE_END, KALLSYMS_END, LEAKS_END, FAULTS_END, CYCLE_END, IFACE_END,
-                      FUZZ_END, binding.BIND_END):
+                      FUZZ_END, REDUCE_END, binding.BIND_END):
             inside = False
         elif not inside:
             kept.append(line)

@@ -6,6 +6,15 @@
  *
  *   kfuzz -s SEED -n COUNT -t SECONDS -j THREADS -r RECORD PATH...
  *   kfuzz -D RECORD [-k LAST]      print what RECORD holds (the last ops of each thread)
+ *   kfuzz -p SEQUENCE              replay a sequence file in one thread (one op a line,
+ *                                  as -M writes them), no PRNG
+ *   kfuzz -M RECORD -o SEQUENCE -a ATTEMPTS -c ORACLE
+ *                                  reduce RECORD's operations (all threads', in thread
+ *                                  order) to a short sequence that still fails: delta
+ *                                  debugging (ddmin), each attempt written to SEQUENCE.try
+ *                                  and judged by `sh ORACLE SEQUENCE.try` (status 0:
+ *                                  still fails, 1: passes, other: stop), at most ATTEMPTS
+ *                                  of them; the shortest failing one goes to SEQUENCE
  *
  * Each of THREADS threads draws its operations from its own PRNG seeded from
  * (SEED, thread number): open/close storms, read/write of random sizes and
@@ -19,6 +28,8 @@
  *
  * Every operation is recorded, before it is made, in RECORD: a file mapped
  * shared (a tmpfs file), so it outlives the process when an oops kills a thread.
+ * Each thread's last LOG operations are kept, every random choice of each written
+ * out (fd slot, open mode, ...), so -M can replay any subset of them exactly.
  * Output lines start with "KFUZZ ".
  */
 #define _GNU_SOURCE
@@ -38,7 +49,7 @@
 
 #define MAX_THREADS 16
 #define MAX_PATHS 32
-#define RING 64
+#define LOG 32768		/* operations kept per thread */
 #define FDS 4
 #define BUF_SIZE (1 << 16)
 
@@ -55,11 +66,15 @@ struct op {
 	uint32_t kind, shape, path, cmd;
 	uint64_t size, offset;
 	int64_t ret;		/* -errno; INT64_MIN: not returned (yet) */
+	uint32_t slot;		/* which of the thread's FDS files */
+	uint32_t flag;		/* open: mode index; mmap: read-only; lseek: whence */
+	uint32_t misalign;	/* SH_MISALIGNED: bytes past the buffer's start */
+	uint32_t extra;		/* storm: how many opens */
 };
 
 struct slot {
 	uint64_t done;
-	struct op ring[RING];
+	struct op ring[LOG];
 };
 
 struct record {
@@ -67,8 +82,13 @@ struct record {
 	uint64_t seed;
 	uint32_t threads, npaths;
 	char paths[MAX_PATHS][64];
-	struct slot slots[MAX_THREADS];
+	struct slot slots[];	/* threads of them */
 };
+
+static size_t record_size(uint64_t threads)
+{
+	return sizeof(struct record) + threads * sizeof(struct slot);
+}
 
 static struct record *rec;
 static const char *paths[MAX_PATHS];
@@ -117,15 +137,15 @@ static uint64_t pick_size(struct thread *t)
 	return sizes[rnd(t, sizeof(sizes) / sizeof(sizes[0]))];
 }
 
-static void *pick_arg(struct thread *t, uint32_t shape)
+static void *op_arg(struct thread *t, const struct op *o)
 {
-	switch (shape) {
+	switch (o->shape) {
 	case SH_VALID: return t->buf;
 	case SH_ZERO: return t->buf;
 	case SH_NULL: return NULL;
 	case SH_UNMAPPED: return unmapped;
 	case SH_KERNEL: return (void *)0xffffffff81000000ull;
-	default: return t->buf + 1 + rnd(t, 7);
+	default: return t->buf + o->misalign;
 	}
 }
 
@@ -152,33 +172,52 @@ static int64_t result(long r)
 	return r < 0 ? -errno : r;
 }
 
-static void one(struct thread *t, struct op *o)
+/*
+ * Draw the operation's every random choice into *o (in the order the first
+ * versions of kfuzz drew them, so a seed keeps its sequence), then make it.
+ */
+static void draw(struct thread *t, struct op *o)
 {
-	int s = fd_slot(t), fd = t->fds[s];
-	void *arg;
-
+	o->slot = (uint32_t)fd_slot(t);
 	o->path = (uint32_t)rnd(t, (uint64_t)npaths);
 	o->shape = (uint32_t)rnd(t, SH_SHAPES);
 	o->size = pick_size(t);
 	o->offset = rnd(t, 4) ? 0 : rnd(t, 1 << 20);
 	o->cmd = pick_cmd(t);
-	arg = pick_arg(t, o->shape);
+	if (o->shape == SH_MISALIGNED)
+		o->misalign = 1 + (uint32_t)rnd(t, 7);
 	if (o->shape == SH_ZERO)
 		o->size = 0;
-	if (fd < 0 && o->kind != OP_STORM)
+	if (t->fds[o->slot] < 0 && o->kind != OP_STORM)
 		o->kind = OP_OPEN;
+	switch (o->kind) {
+	case OP_OPEN: o->flag = (uint32_t)rnd(t, 3); break;
+	case OP_STORM: o->extra = 8 + (uint32_t)rnd(t, 24); break;
+	case OP_MMAP: o->flag = (uint32_t)rnd(t, 2); break;
+	case OP_LSEEK: o->flag = (uint32_t)rnd(t, 3); break;
+	default: break;
+	}
+	if (o->kind == OP_IOCTL)
+		o->size = (o->cmd >> 16) & 0x3fff;
+}
+
+static void run(struct thread *t, struct op *o)
+{
+	int s = (int)(o->slot % (MAX_THREADS * FDS)), fd = t->fds[s];
+	void *arg = op_arg(t, o);
+
 	__atomic_store_n(&o->ret, INT64_MIN, __ATOMIC_RELEASE);
 	t->syscalls++;
 	switch (o->kind) {
 	case OP_OPEN: {
 		static const int modes[] = { O_RDONLY, O_WRONLY, O_RDWR };
-		int flags = modes[rnd(t, 3)] | O_NONBLOCK | O_CLOEXEC;
+		int flags = modes[o->flag % 3] | O_NONBLOCK | O_CLOEXEC;
 
 		if (fd >= 0) {
 			close(fd);
 			t->syscalls++;
 		}
-		t->fds[s] = open(paths[o->path], flags);
+		t->fds[s] = open(paths[o->path % MAX_PATHS], flags);
 		o->ret = result(t->fds[s]);
 		break;
 	}
@@ -187,10 +226,10 @@ static void one(struct thread *t, struct op *o)
 		t->fds[s] = -1;
 		break;
 	case OP_STORM: {
-		int i, n = 8 + (int)rnd(t, 24);
+		uint32_t i;
 
-		for (i = 0; i < n; i++) {
-			int f = open(paths[o->path], O_RDWR | O_NONBLOCK | O_CLOEXEC);
+		for (i = 0; i < o->extra; i++) {
+			int f = open(paths[o->path % MAX_PATHS], O_RDWR | O_NONBLOCK | O_CLOEXEC);
 
 			t->syscalls++;
 			if (f >= 0) {
@@ -210,7 +249,6 @@ static void one(struct thread *t, struct op *o)
 				   : result(write(fd, arg, o->size));
 		break;
 	case OP_IOCTL:
-		o->size = (o->cmd >> 16) & 0x3fff;
 		o->ret = result(ioctl(fd, o->cmd, arg));
 		break;
 	case OP_POLL: {
@@ -221,7 +259,7 @@ static void one(struct thread *t, struct op *o)
 	}
 	case OP_MMAP: {
 		size_t len = (size_t)(o->size ? o->size : 4096);
-		void *m = mmap(NULL, len, rnd(t, 2) ? PROT_READ : PROT_READ | PROT_WRITE,
+		void *m = mmap(NULL, len, o->flag ? PROT_READ : PROT_READ | PROT_WRITE,
 			       MAP_SHARED, fd, (off_t)(o->offset & ~4095ull));
 
 		o->ret = m == MAP_FAILED ? -errno : 0;
@@ -232,7 +270,7 @@ static void one(struct thread *t, struct op *o)
 		break;
 	}
 	default:
-		o->ret = result((long)lseek(fd, (off_t)o->offset, (int)rnd(t, 3)));
+		o->ret = result((long)lseek(fd, (off_t)o->offset, (int)(o->flag % 3)));
 		break;
 	}
 }
@@ -244,13 +282,14 @@ static void *worker(void *p)
 	uint64_t i;
 
 	for (i = 1; i <= per_thread && !stop; i++) {
-		struct op *o = &slot->ring[i % RING];
+		struct op *o = &slot->ring[i % LOG];
 
 		memset(o, 0, sizeof(*o));
 		o->index = i;
 		o->kind = (uint32_t)rnd(t, OP_KINDS);
 		__atomic_store_n(&slot->done, i, __ATOMIC_RELEASE);
-		one(t, o);
+		draw(t, o);
+		run(t, o);
 		t->ops++;
 		if (deadline_ns && (i & 63) == 0 && now_ns() > deadline_ns)
 			break;
@@ -259,6 +298,25 @@ static void *worker(void *p)
 		if (t->fds[i] >= 0)
 			close(t->fds[i]);
 	return NULL;
+}
+
+/* Thread id's PRNG and buffer (its bytes are what write and ioctl pass), from the seed. */
+static int thread_init(struct thread *t, int id)
+{
+	uint64_t x = seed ^ ((uint64_t)(id + 1) * 0xd1b54a32d192ed03ull);
+	int f;
+
+	t->id = id;
+	t->rng = splitmix(&x);
+	t->ops = t->syscalls = 0;
+	for (f = 0; f < FDS; f++)
+		t->fds[f] = -1;
+	t->buf = aligned_alloc(4096, BUF_SIZE);
+	if (!t->buf)
+		return -1;
+	for (f = 0; f < BUF_SIZE; f++)
+		t->buf[f] = (unsigned char)splitmix(&x);
+	return 0;
 }
 
 static int number(const char *text, const char *what, uint64_t *out, uint64_t max)
@@ -288,8 +346,12 @@ static void describe(int t, const struct op *o)
 		snprintf(ret, sizeof(ret), "none (did not return)");
 	else
 		snprintf(ret, sizeof(ret), "%lld", (long long)o->ret);
-	printf("KFUZZ op thread=%d index=%llu %s path=%s", t, (unsigned long long)o->index,
-	       op_names[o->kind % OP_KINDS], rec->paths[o->path % MAX_PATHS]);
+	printf("KFUZZ op thread=%d index=%llu %s", t, (unsigned long long)o->index,
+	       op_names[o->kind % OP_KINDS]);
+	/* open and storm name a path; the others act on what the slot's last open opened */
+	if (o->kind == OP_OPEN || o->kind == OP_STORM)
+		printf(" path=%s", rec ? rec->paths[o->path % MAX_PATHS] : paths[o->path % MAX_PATHS]);
+	printf(" fd=%u", o->slot);
 	if (o->kind == OP_IOCTL)
 		printf(" cmd=0x%08x", o->cmd);
 	if (o->kind == OP_READ || o->kind == OP_WRITE || o->kind == OP_IOCTL)
@@ -301,6 +363,21 @@ static void describe(int t, const struct op *o)
 	printf(" ret=%s\n", ret);
 }
 
+static int map_record(const char *file, int fd)
+{
+	struct stat st;
+
+	rec = MAP_FAILED;
+	if (!fstat(fd, &st) && (size_t)st.st_size >= sizeof(*rec))
+		rec = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+	if (rec == MAP_FAILED || memcmp(rec->magic, "kfuzz2", 7) || rec->threads > MAX_THREADS
+	    || (size_t)st.st_size < record_size(rec->threads)) {
+		printf("KFUZZ error: %s: not a kfuzz record\n", file);
+		return 1;
+	}
+	return 0;
+}
+
 static int dump(const char *file, int last)
 {
 	int fd = open(file, O_RDONLY);
@@ -310,48 +387,300 @@ static int dump(const char *file, int last)
 		printf("KFUZZ error: %s: %s\n", file, strerror(errno));
 		return 1;
 	}
-	rec = mmap(NULL, sizeof(*rec), PROT_READ, MAP_SHARED, fd, 0);
-	if (rec == MAP_FAILED || memcmp(rec->magic, "kfuzz1", 7)) {
-		printf("KFUZZ error: %s: not a kfuzz record\n", file);
+	if (map_record(file, fd))
 		return 1;
-	}
-	for (t = 0; t < rec->threads && t < MAX_THREADS; t++) {
+	for (t = 0; t < rec->threads; t++) {
 		const struct slot *s = &rec->slots[t];
 		uint64_t i, from = s->done > (uint64_t)last ? s->done - (uint64_t)last + 1 : 1;
 
 		printf("KFUZZ thread=%u ops=%llu\n", t, (unsigned long long)s->done);
 		for (i = from; i <= s->done; i++)
-			describe((int)t, &s->ring[i % RING]);
+			describe((int)t, &s->ring[i % LOG]);
 	}
+	return 0;
+}
+
+/*
+ * Sequence files: what -M writes and -p replays.
+ *   kfuzz-seq seed=SEED
+ *   path N NAME
+ *   op THREAD INDEX KIND SLOT PATH SHAPE MISALIGN SIZE OFFSET CMD FLAG EXTRA
+ */
+struct entry {
+	uint32_t thread;
+	struct op op;
+};
+
+static int write_seq(const char *file, const struct entry *e, size_t n)
+{
+	FILE *f = fopen(file, "w");
+	size_t i;
+	int p;
+
+	if (!f)
+		return -1;
+	fprintf(f, "kfuzz-seq seed=%llu\n", (unsigned long long)seed);
+	for (p = 0; p < npaths; p++)
+		fprintf(f, "path %d %s\n", p, paths[p]);
+	for (i = 0; i < n; i++) {
+		const struct op *o = &e[i].op;
+
+		fprintf(f, "op %u %llu %u %u %u %u %u %llu %llu %u %u %u\n", e[i].thread,
+			(unsigned long long)o->index, o->kind, o->slot, o->path, o->shape,
+			o->misalign, (unsigned long long)o->size, (unsigned long long)o->offset,
+			o->cmd, o->flag, o->extra);
+	}
+	return fclose(f);
+}
+
+static char path_names[MAX_PATHS][64];
+
+/* Read a sequence file into *out (malloc'ed); -1 and a KFUZZ error line if it is not one. */
+static long read_seq(const char *file, struct entry **out)
+{
+	FILE *f = fopen(file, "r");
+	char line[256];
+	size_t n = 0, cap = 0;
+	struct entry *e = NULL;
+	unsigned long long sd;
+
+	if (!f || !fgets(line, sizeof(line), f) || sscanf(line, "kfuzz-seq seed=%llu", &sd) != 1) {
+		printf("KFUZZ error: %s: not a kfuzz sequence\n", file);
+		return -1;
+	}
+	seed = sd;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long idx, size, off;
+		struct entry x = { 0 };
+		int p;
+
+		if (sscanf(line, "path %d %63s", &p, path_names[npaths % MAX_PATHS]) == 2 &&
+		    p == npaths && npaths < MAX_PATHS) {
+			paths[npaths] = path_names[npaths];
+			npaths++;
+			continue;
+		}
+		if (sscanf(line, "op %u %llu %u %u %u %u %u %llu %llu %u %u %u", &x.thread, &idx,
+			   &x.op.kind, &x.op.slot, &x.op.path, &x.op.shape, &x.op.misalign, &size,
+			   &off, &x.op.cmd, &x.op.flag, &x.op.extra) != 12 ||
+		    x.thread >= MAX_THREADS || x.op.kind >= OP_KINDS || x.op.slot >= FDS ||
+		    x.op.path >= (uint32_t)npaths || x.op.shape >= SH_SHAPES || x.op.misalign > 8 ||
+		    size > BUF_SIZE) {
+			printf("KFUZZ error: %s: bad line: %s", file, line);
+			free(e);
+			return -1;
+		}
+		x.op.index = idx;
+		x.op.size = size;
+		x.op.offset = off;
+		if (n == cap) {
+			cap = cap ? 2 * cap : 64;
+			e = realloc(e, cap * sizeof(*e));
+			if (!e)
+				return -1;
+		}
+		e[n++] = x;
+	}
+	fclose(f);
+	*out = e;
+	return (long)n;
+}
+
+/* -p: make the sequence's operations in order, in this one thread; each original
+ * thread keeps its own files and buffer. */
+static int replay(const char *file)
+{
+	static struct thread ts[MAX_THREADS];
+	struct entry *e;
+	long n = read_seq(file, &e), i;
+	uint32_t t;
+
+	if (n < 0)
+		return 2;
+	unmapped = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	for (t = 0; t < MAX_THREADS; t++)
+		ts[t].buf = NULL;
+	for (i = 0; i < n; i++) {
+		struct thread *th = &ts[e[i].thread];
+
+		if (!th->buf && thread_init(th, (int)e[i].thread))
+			return 2;
+		run(th, &e[i].op);
+		th->ops++;
+	}
+	printf("KFUZZ replayed ops=%ld\n", n);
+	return 0;
+}
+
+static int attempts, max_attempts;
+static const char *oracle;
+static const char *stopped = "minimal";
+
+/* 1: the entries still fail (the oracle said so), 0: they pass, -1: stop. */
+static int fails(const char *out, const struct entry *e, size_t n)
+{
+	char try[256], cmd[512];
+	int st;
+
+	if (attempts >= max_attempts) {
+		stopped = "budget-reached";
+		return -1;
+	}
+	attempts++;
+	snprintf(try, sizeof(try), "%s.try", out);
+	if (write_seq(try, e, n))
+		return -1;
+	snprintf(cmd, sizeof(cmd), "sh %s %s", oracle, try);
+	fflush(stdout);
+	st = system(cmd);
+	if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) > 1) {
+		printf("KFUZZ reduce-error oracle status %d on attempt %d\n",
+		       WIFEXITED(st) ? WEXITSTATUS(st) : -1, attempts);
+		stopped = "oracle-failed";
+		return -1;
+	}
+	return WEXITSTATUS(st) == 0;
+}
+
+/*
+ * -M: ddmin (Zeller and Hildebrandt, "Simplifying and isolating failure-inducing
+ * input", 2002) over the recorded operations: try each of n chunks, then each
+ * complement; keep the first that still fails; else split finer. It ends with
+ * a 1-minimal sequence (removing any one operation makes it pass) or when the
+ * attempts run out (the shortest failing one so far is kept).
+ */
+static int minimize(const char *file, const char *out)
+{
+	struct entry *c, *sub;
+	size_t n = 0, k, len, gran = 2, i;
+	uint32_t t;
+	int fd = open(file, O_RDONLY), r = 0, whole;
+
+	if (fd < 0) {
+		printf("KFUZZ error: %s: %s\n", file, strerror(errno));
+		return 2;
+	}
+	if (map_record(file, fd))
+		return 2;
+	seed = rec->seed;
+	npaths = (int)rec->npaths;
+	for (i = 0; i < (size_t)npaths && i < MAX_PATHS; i++)
+		paths[i] = rec->paths[i];
+	for (t = 0; t < rec->threads; t++)
+		n += rec->slots[t].done < LOG ? rec->slots[t].done : LOG - 1;
+	c = calloc(n ? n : 1, sizeof(*c));
+	sub = calloc(n ? n : 1, sizeof(*c));
+	if (!c || !sub)
+		return 2;
+	len = 0;
+	for (t = 0; t < rec->threads; t++) {
+		const struct slot *s = &rec->slots[t];
+		uint64_t from = s->done < LOG ? 1 : s->done - LOG + 2, x;
+
+		for (x = from; x <= s->done; x++) {
+			c[len].thread = t;
+			c[len].op = s->ring[x % LOG];
+			len++;
+		}
+	}
+	printf("KFUZZ reduce-start ops=%zu\n", len);
+	whole = fails(out, c, len);
+	if (whole != 1) {
+		printf("KFUZZ reduce-none ops=%zu attempts=%d why=%s\n", len, attempts,
+		       whole == 0 ? "replayed-in-one-thread-it-passes" : stopped);
+		return 0;
+	}
+	while (len >= 2) {
+		size_t chunk = (len + gran - 1) / gran, start;
+		int found = 0;
+
+		for (start = 0; start < len && !found; start += chunk) {
+			k = start + chunk > len ? len - start : chunk;
+			r = fails(out, c + start, k);
+			if (r < 0)
+				goto done;
+			if (r) {
+				memmove(c, c + start, k * sizeof(*c));
+				len = k;
+				gran = 2;
+				found = 1;
+			}
+		}
+		for (start = 0; start < len && !found && gran > 2; start += chunk) {
+			size_t end = start + chunk > len ? len : start + chunk;
+
+			memcpy(sub, c, start * sizeof(*c));
+			memcpy(sub + start, c + end, (len - end) * sizeof(*c));
+			k = len - (end - start);
+			r = fails(out, sub, k);
+			if (r < 0)
+				goto done;
+			if (r) {
+				memcpy(c, sub, k * sizeof(*c));
+				len = k;
+				gran = gran - 1 > 2 ? gran - 1 : 2;
+				found = 1;
+			}
+		}
+		if (!found) {
+			if (gran >= len)
+				break;
+			gran = 2 * gran < len ? 2 * gran : len;
+		}
+	}
+done:
+	if (write_seq(out, c, len))
+		return 2;
+	printf("KFUZZ reduced ops=%zu attempts=%d %s\n", len, attempts, stopped);
+	for (i = 0; i < len; i++)
+		describe((int)c[i].thread, &c[i].op);
 	return 0;
 }
 
 int main(int argc, char **argv)
 {
 	uint64_t count = 10000, seconds = 0, threads = 2, last = 8;
-	const char *record = "/tmp/kfuzz.rec", *show = NULL;
+	const char *record = "/tmp/kfuzz.rec", *show = NULL, *reduce = NULL, *seqfile = NULL;
+	const char *out = "/tmp/kfuzz.seq";
+	uint64_t budget = 100;
 	struct thread ts[MAX_THREADS];
 	pthread_t ids[MAX_THREADS];
 	uint64_t start, elapsed, ops = 0, calls = 0;
 	int c, fd;
 	uint64_t i;
 
-	while ((c = getopt(argc, argv, "s:n:t:j:r:D:k:")) != -1) {
+	while ((c = getopt(argc, argv, "s:n:t:j:r:D:k:p:M:o:a:c:")) != -1) {
 		switch (c) {
 		case 's': if (number(optarg, "seed", &seed, UINT64_MAX)) return 2; break;
 		case 'n': if (number(optarg, "count", &count, 1ull << 40)) return 2; break;
 		case 't': if (number(optarg, "seconds", &seconds, 86400)) return 2; break;
 		case 'j': if (number(optarg, "threads", &threads, MAX_THREADS)) return 2; break;
-		case 'k': if (number(optarg, "last", &last, RING - 1)) return 2; break;
+		case 'k': if (number(optarg, "last", &last, LOG - 1)) return 2; break;
 		case 'r': record = optarg; break;
 		case 'D': show = optarg; break;
+		case 'p': seqfile = optarg; break;
+		case 'M': reduce = optarg; break;
+		case 'o': out = optarg; break;
+		case 'c': oracle = optarg; break;
+		case 'a': if (number(optarg, "attempts", &budget, 100000)) return 2; break;
 		default: fprintf(stderr, "KFUZZ error: usage: kfuzz -s SEED -n COUNT -t SECONDS "
-				 "-j THREADS -r RECORD PATH... | kfuzz -D RECORD\n");
+				 "-j THREADS -r RECORD PATH... | kfuzz -D RECORD | kfuzz -p SEQUENCE | "
+				 "kfuzz -M RECORD -o SEQUENCE -a ATTEMPTS -c ORACLE\n");
 			return 2;
 		}
 	}
 	if (show)
 		return dump(show, (int)last);
+	if (seqfile)
+		return replay(seqfile);
+	if (reduce) {
+		if (!oracle) {
+			fprintf(stderr, "KFUZZ error: -M needs -c ORACLE\n");
+			return 2;
+		}
+		max_attempts = (int)budget;
+		return minimize(reduce, out);
+	}
 	if (!count || !threads || optind >= argc || argc - optind > MAX_PATHS) {
 		fprintf(stderr, "KFUZZ error: need a count and threads above 0 and 1 to %d "
 			"paths\n", MAX_PATHS);
@@ -359,17 +688,17 @@ int main(int argc, char **argv)
 	}
 	npaths = argc - optind;
 	fd = open(record, O_RDWR | O_CREAT | O_TRUNC, 0600);
-	if (fd < 0 || ftruncate(fd, sizeof(*rec))) {
+	if (fd < 0 || ftruncate(fd, (off_t)record_size(threads))) {
 		fprintf(stderr, "KFUZZ error: %s: %s\n", record, strerror(errno));
 		return 2;
 	}
-	rec = mmap(NULL, sizeof(*rec), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	rec = mmap(NULL, record_size(threads), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	unmapped = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (rec == MAP_FAILED || unmapped == MAP_FAILED) {
 		fprintf(stderr, "KFUZZ error: mmap: %s\n", strerror(errno));
 		return 2;
 	}
-	memcpy(rec->magic, "kfuzz1", 7);
+	memcpy(rec->magic, "kfuzz2", 7);
 	rec->seed = seed;
 	rec->threads = (uint32_t)threads;
 	rec->npaths = (uint32_t)npaths;
@@ -385,19 +714,8 @@ int main(int argc, char **argv)
 	start = now_ns();
 	deadline_ns = seconds ? start + seconds * 1000000000ull : 0;
 	for (i = 0; i < threads; i++) {
-		uint64_t x = seed ^ ((i + 1) * 0xd1b54a32d192ed03ull);
-		int f;
-
-		ts[i].id = (int)i;
-		ts[i].rng = splitmix(&x);
-		ts[i].ops = ts[i].syscalls = 0;
-		for (f = 0; f < FDS; f++)
-			ts[i].fds[f] = -1;
-		ts[i].buf = aligned_alloc(4096, BUF_SIZE);
-		if (!ts[i].buf)
+		if (thread_init(&ts[i], (int)i))
 			return 2;
-		for (f = 0; f < BUF_SIZE; f++)
-			ts[i].buf[f] = (unsigned char)splitmix(&x);
 		pthread_create(&ids[i], NULL, worker, &ts[i]);
 	}
 	for (i = 0; i < threads; i++) {

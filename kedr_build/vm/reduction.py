@@ -1,0 +1,91 @@
+"""What ``kfuzz -M`` said (``replacements/guest/kfuzz.c``): the shortest sequence of a
+fuzz run's recorded operations that still fails, for each kind of failure the guest
+saw (``kernel``: a WARN/BUG/oops in the kernel log; ``leaks``: objects the replacement
+module still holds after the driver's unload), and how its three replays went.
+
+The lines come from the run's fuzz reduction section (after the judged run)::
+
+    KFUZZ reduce class=kernel
+    KFUZZ reduce-start ops=20000
+    KFUZZ reduced ops=2 attempts=54 minimal
+    KFUZZ op thread=0 index=1461 open path=/dev/x fd=2 ret=6
+    KFUZZ op thread=0 index=1470 ioctl fd=2 cmd=0x81003303 arg=valid size=256 ret=0
+    KFUZZ replay class=kernel fails=3 of 3
+
+A truncated section (the guest died) gives what came before the cut; never an error.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+CHECKS = ("kernel", "leaks")     # the pack checks a reduction is made for
+
+_CLASS = re.compile(r"^KFUZZ reduce class=(\w+)$")
+_START = re.compile(r"^KFUZZ reduce-start ops=(\d+)$")
+_DONE = re.compile(r"^KFUZZ reduced ops=(\d+) attempts=(\d+) ([\w-]+)$")
+_NONE = re.compile(r"^KFUZZ reduce-none ops=(\d+) attempts=(\d+) why=([\w-]+)$")
+_OP = re.compile(r"^KFUZZ op thread=(\d+) index=(\d+) (.*?)(?: ret=.*)?$")
+_REPLAY = re.compile(r"^KFUZZ replay class=(\w+) fails=(\d+) of (\d+)$")
+
+_HOW = {"minimal": "1-minimal", "budget-reached": "the attempt budget ran out",
+        "oracle-failed": "stopped: a driver would not load or unload",
+        "replayed-in-one-thread-it-passes":
+            "the recorded operations replayed in one thread do not fail (a race, or ops "
+            "older than the record)"}
+
+
+@dataclass(frozen=True)
+class Reduction:
+    check: str                  # the check it reduces for: "kernel" or "leaks"
+    recorded: int = 0           # operations in the record (all threads)
+    ops: tuple[str, ...] = ()   # the shortest failing sequence, "t0#1461 open path=... fd=2"
+    attempts: int = 0
+    outcome: str = ""           # minimal, budget-reached, oracle-failed, or why not reduced
+    reduced: bool = False       # a sequence that fails was found (ops)
+    replays: int = 0            # replays of it in fresh loads...
+    replay_fails: int = 0       # ... and how many failed again
+
+    def describe(self) -> str:
+        how = _HOW.get(self.outcome, self.outcome or "cut short")
+        if not self.reduced:
+            return (f"not reduced ({how}; {self.attempts} attempts over {self.recorded} "
+                    "recorded operations)")
+        said = (f"shortest failing sequence: {len(self.ops)} of {self.recorded} operations "
+                f"(ddmin, {self.attempts} attempts, {how}")
+        if self.replays:
+            said += f"; replayed {self.replays} times in fresh loads: failed {self.replay_fails}"
+        return f"{said}): {'; '.join(self.ops)}"
+
+
+def parse(lines: Iterable[str]) -> dict[str, Reduction]:
+    """check -> its reduction."""
+    out: dict[str, Reduction] = {}
+    cur: dict[str, object] | None = None
+    ops: list[str] = []
+
+    def close() -> None:
+        if cur is not None:
+            out[str(cur["check"])] = Reduction(ops=tuple(ops), **cur)  # type: ignore[arg-type]
+
+    for line in lines:
+        line = line.strip()
+        if m := _CLASS.match(line):
+            close()
+            cur, ops = {"check": m.group(1)}, []
+        elif cur is None:
+            continue
+        elif m := _START.match(line):
+            cur["recorded"] = int(m.group(1))
+        elif m := _DONE.match(line):
+            cur.update(attempts=int(m.group(2)), outcome=m.group(3), reduced=True)
+        elif m := _NONE.match(line):
+            cur.update(attempts=int(m.group(2)), outcome=m.group(3))
+        elif (m := _OP.match(line)) and cur.get("reduced"):
+            ops.append(f"t{m.group(1)}#{m.group(2)} {m.group(3)}")
+        elif (m := _REPLAY.match(line)) and m.group(1) == cur["check"]:
+            cur.update(replay_fails=int(m.group(2)), replays=int(m.group(3)))
+    close()
+    return out
