@@ -7,7 +7,8 @@ allocator's tracking was switched off), nor when krealloc's old address is
 allocated again before krealloc returns; the two ways of naming pages meet;
 conditional acquires (trylocks, refcount_dec_and_lock, ...) released are not
 "unlock of a lock not held"; objects the kernel frees for the driver
-(kfree_rcu, skbs handed on) are not leaks. One boot per kernel, one load per mode.
+(kfree_rcu, skbs handed on) are not leaks; a driver freeing badly in a loop
+does not flood the console. One boot per kernel, one load per mode.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ pytestmark = pytest.mark.vm
 DRIVER = Path(__file__).resolve().parent / "drivers" / "hooks"
 REPL = "kedr_repl_hooks"
 # The modes whose frees would crash an unprotected kernel last.
-MODES = ("reuse", "realloc", "pages", "trylock", "rcu", "skb", "interior", "invalid")
+MODES = ("reuse", "realloc", "pages", "trylock", "rcu", "skb", "interior", "invalid", "flood")
+FLOOD_N = 20000             # tests/drivers/hooks: kfree(ERR_PTR) in a loop
+BAD_FREES_KEPT = 64         # KEDR_BAD_FREES in replacements/runtime/kedr_objects.c
 # kmalloc(64) compiles to this on 6.1 / 6.12: the allocator mode=toggle switches off.
 KMALLOC_CONST = ("kmalloc_trace", "__kmalloc_cache_noprof")
 
@@ -58,6 +61,7 @@ for mode in {' '.join(MODES)}; do
   echo "== report $mode"; cat $D/leaks
   rmmod {REPL} || exit 1
   echo "== dmesg $mode"; dmesg | grep 'kedr_hooks:'
+  echo "== bad free lines $mode"; dmesg -c | grep -c -e ' free: ' -e 'bad frees: '
 done
 echo "== alive"
 echo ok
@@ -117,6 +121,18 @@ def test_error_pointers_are_bad_frees_not_passed_on(guest: Guest) -> None:
     assert "krealloc(ERR_PTR) returned 0000000000000000" in out["dmesg invalid"]
     assert "free of an invalid pointer (an error pointer or an address in the first page): " \
         "kfree(0xfffffffffffffff4) at hooks_invalid+0x" in text
+
+
+def test_bad_frees_in_a_loop_are_counted_not_printed_each(guest: Guest) -> None:
+    rep = report(guest, "flood")
+    text = "\n".join(summary(rep))
+    assert rep.totals.bad_frees == FLOOD_N, text
+    assert len(rep.bad_frees) == BAD_FREES_KEPT, text
+    assert f"... {FLOOD_N - BAD_FREES_KEPT} more bad frees (not kept)" in text, text
+    out = guest[0]
+    # The kept ones and one line saying the rest are counted (before: a line
+    # each, 20000, as many as the kernel's log buffer held).
+    assert int(out["bad free lines flood"].split()[0]) == BAD_FREES_KEPT + 1, out
 
 
 def test_interior_pointer_frees_are_bad_frees_not_passed_on(guest: Guest) -> None:

@@ -192,12 +192,16 @@ static void kedr_report_bad(unsigned int what, const struct kedr_function *fn, u
 {
 	struct kedr_bad_free *b;
 	unsigned long flags;
+	bool kept, first_unkept = false;
 
 	kedr_count(bad_frees);
-	pr_err("%s: %s free: %s(%px) from %pS%s\n", KEDR_MODULE_NAME, kedr_bad_names[what],
-	       fn->name, (void *)ptr, (void *)ip, passed ? "" : " (not passed on)");
 	spin_lock_irqsave(&kedr_bad_lock, flags);
-	if (kedr_nbad < KEDR_BAD_FREES) {
+	kept = kedr_nbad < KEDR_BAD_FREES;
+	if (!kept && !kedr_bad_unkept) {
+		kedr_bad_unkept = true;
+		first_unkept = true;
+	}
+	if (kept) {
 		b = &kedr_bad[kedr_nbad++];
 		b->what = what;
 		b->fn = fn->index;
@@ -212,6 +216,18 @@ static void kedr_report_bad(unsigned int what, const struct kedr_function *fn, u
 			b->obj = *o;
 	}
 	spin_unlock_irqrestore(&kedr_bad_lock, flags);
+	/*
+	 * The console gets what the report keeps, then one line: a driver freeing
+	 * badly in a loop would otherwise flood it (a serial console under TCG
+	 * prints a few thousand lines a second, stalling the task that frees).
+	 */
+	if (kept)
+		pr_err("%s: %s free: %s(%px) from %pS%s\n", KEDR_MODULE_NAME,
+		       kedr_bad_names[what], fn->name, (void *)ptr, (void *)ip,
+		       passed ? "" : " (not passed on)");
+	else if (first_unkept)
+		pr_err("%s: more than %d bad frees: the rest are counted (totals bad_frees=), "
+		       "not printed\n", KEDR_MODULE_NAME, KEDR_BAD_FREES);
 }
 
 /* A free of memory (not a lock, timer, work item or resource). */

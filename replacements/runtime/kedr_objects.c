@@ -336,6 +336,7 @@ static bool kedr_leak_gap;
 static DEFINE_SPINLOCK(kedr_bad_lock);
 static struct kedr_bad_free kedr_bad[KEDR_BAD_FREES];
 static unsigned int kedr_nbad;
+static bool kedr_bad_unkept;		/* a bad free was not kept: said once */
 
 static DEFINE_MUTEX(kedr_targets_lock);
 static LIST_HEAD(kedr_targets);

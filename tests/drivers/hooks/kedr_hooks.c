@@ -33,8 +33,10 @@
  *             socket of unit HOOKS_NETLINK), netlink_broadcast_filtered()
  *             likewise where the kernel exports it (6.12; Kbuild), rtnl_unicast()
  *             to no one, dev_queue_xmit() on the loopback device
+ *   flood     kfree(ERR_PTR(-ENOMEM)) FLOOD_N times: the console must not
+ *             get a line for each
  * Every mode frees what it allocates: a correct payload reports nothing
- * but the bad frees of invalid and interior.
+ * but the bad frees of invalid, flood and interior.
  */
 #include <linux/atomic.h>
 #include <linux/err.h>
@@ -81,6 +83,16 @@ static noinline void hooks_invalid(void)
 	kfree(NULL);
 	kfree(ZERO_SIZE_PTR);
 	vfree(NULL);
+}
+
+#define FLOOD_N 20000
+
+static noinline void hooks_flood(void)
+{
+	int i;
+
+	for (i = 0; i < FLOOD_N; i++)
+		kfree(ERR_PTR(bad_errno));
 }
 
 static noinline void hooks_interior(void)
@@ -321,6 +333,8 @@ static int __init hooks_init(void)
 {
 	if (!strcmp(mode, "invalid"))
 		hooks_invalid();
+	else if (!strcmp(mode, "flood"))
+		hooks_flood();
 	else if (!strcmp(mode, "interior"))
 		hooks_interior();
 	else if (!strcmp(mode, "reuse"))
