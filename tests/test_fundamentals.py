@@ -93,6 +93,19 @@ def test_guest_script_with_fuzz_and_cycles_is_valid_sh(built_chardev: Path,
     assert "run_workload() {" in plan.script
     assert plan.script.count("run_workload\n") == 2   # cycle 1, each later cycle
     assert "cycle_leaks $((cycle - 1))" in plan.script
+    params = plan_run(sorted(built_chardev.glob("*.ko")), workload=CHARDEV / "workload.sh",
+                      trace_providers=("kedr_repl_chardev",), cycles=3, per_cycle=True,
+                      cycle_params=("debug=1 size=4", "")).script
+    script.write_text(params)
+    subprocess.run(["sh", "-n", str(script)], check=True)
+    assert "insmod /kedr/modules/kedr_chardev.ko $(cycle_params 1)\n" in params
+    assert "insmod /kedr/modules/$m.ko $(cycle_params $cycle); rc=$?" in params
+    # The function itself, run by sh: cycle i gets entry (i - 1) mod 2.
+    func = params[params.index("cycle_params() {"):params.index("\n}\n", params.index(
+        "cycle_params() {")) + 3]
+    got = subprocess.run(["sh", "-c", func + "for c in 1 2 3; do echo \"[$(cycle_params $c)]\"; "
+                          "done"], capture_output=True, text=True, check=True).stdout
+    assert got == "[debug=1 size=4]\n[]\n[debug=1 size=4]\n"
     chaos = plan_run(sorted(built_chardev.glob("*.ko")), workload=CHARDEV / "workload.sh",
                      trace_providers=("kedr_repl_chardev",), per_cycle=True,
                      chaos=FuzzPlan(seed=5, count=10**9, seconds=4, threads=2)).script
@@ -115,15 +128,23 @@ def test_fuzz_seed_garbage(text: str) -> None:
     ("count = -5", "[[test]] f: count: -5 is below the minimum 1"),
     ("seconds = -1", "[[test]] f: seconds: -1 is below the minimum 0"),
     ("speed = 3", "[[test]] f: unknown key 'speed' (known for kind 'fuzz': "),
-], ids=["count-0", "count-negative", "seconds-negative", "unknown-param"])
+    ("reduce = -1", "[[test]] f: reduce: -1 is below the minimum 0"),
+    ('module_params = "debug=1"', "[[test]] f: module_params: 'debug=1' is not a list of "
+                                  "strings"),
+    ('module_params = ["debug=1; reboot"]', "[[test]] f: module_params: 'debug=1; reboot' "
+                                            "is not NAME=VALUE pairs"),
+    ('module_params = ["debug"]', "[[test]] f: module_params: 'debug' is not NAME=VALUE"),
+], ids=["count-0", "count-negative", "seconds-negative", "unknown-param", "reduce-negative",
+        "params-not-list", "params-shell", "params-no-value"])
 def test_bad_fuzz_pack_values(line: str, cause: str, tmp_path: Path) -> None:
     path = tmp_path / "p.toml"
-    text = f'[pack]\nname = "p"\n\n[[test]]\nname = "f"\nkind = "fuzz"\n{line}\n'
+    kind = "reload" if line.startswith("module_params") else "fuzz"
+    text = f'[pack]\nname = "p"\n\n[[test]]\nname = "f"\nkind = "{kind}"\n{line}\n'
     with pytest.raises(KedrError) as e:
         pack.parse(text, path)
     assert str(e.value).startswith(f"{path}:7: {cause}"), str(e.value)
     with pytest.raises(KedrError, match=r"p.toml:6: \[\[test\]\] f: unknown test kind 'mayhem'"):
-        pack.parse(text.replace('"fuzz"', '"mayhem"').replace(line, ""), path)
+        pack.parse(text.replace(f'"{kind}"', '"mayhem"').replace(line, ""), path)
 
 
 def test_fundamentals_pack_is_blocker_throughout() -> None:

@@ -34,10 +34,24 @@ pytestmark = pytest.mark.vm
 DRIVERS = Path(__file__).resolve().parent / "drivers"
 
 
+PARAMS_PACK = """[pack]
+name = "reload-params"
+format = 1
+
+[[test]]
+name = "reload"
+kind = "reload"
+cycles = 5
+module_params = ["label=a", "label=abc", ""]
+checks = ["loads", "workload", "growth", "kernel", "leaks", "rules"]
+"""
+
+
 def check(build: Path, source: list[str], kernel: ProvisionedKernel, name: str,
-          *more: str) -> tuple[Any, dict[tuple[str, str], dict[str, Any]], str]:
+          *more: str, pack: str = "fundamentals") -> tuple[Any, dict[tuple[str, str],
+                                                                 dict[str, Any]], str]:
     proc = run_scons([*source, f"BUILD_DIR={build}", f"KERNEL={kernel_name(kernel)}", "check",
-                      "PACK=fundamentals", *more], check=False)
+                      f"PACK={pack}", *more], check=False)
     report = json.loads((outputs(build, name, kernel) / "report" / "report.json").read_text())
     items = {(i["test"], i["check"]): i for i in report["items"]}
     return report, items, proc.stdout + proc.stderr
@@ -140,15 +154,27 @@ def test_fuzzer_finds_ioctl_bugs_and_its_seed_replays(tmp_path: Path,
 
 def test_reload_catches_a_leak_per_cycle_and_fuzz_without_a_device_is_not_run(
         tmp_path: Path, kernel: ProvisionedKernel) -> None:
+    # A reload test with module parameters per cycle: cycleleak leaks its label (the
+    # `label` parameter; default "kedr_cycleleak session", 23 bytes) once per load.
+    own = tmp_path / "reload-params.toml"
+    own.write_text(PARAMS_PACK)
     report, items, out = check(tmp_path / "a", [f"MODULE={DRIVERS / 'cycleleak'}"], kernel,
-                               "cycleleak", "TEST=reload")
+                               "cycleleak", "TEST=reload", pack=str(own))
     assert report["verdict"] == "failed", out
     assert items["reload", "growth"]["outcome"] == "failed"
     assert items["reload", "growth"]["message"] == (
         "still allocated after each cycle's unload: 1, 2, 3, 4, 5 objects: grows by 1 per "
         "cycle")
-    assert [c.split(";")[1] for c in run_of(report, "reload")["cycles"]] == [
-        f" {n} objects ({23 * n} bytes) still allocated after its unload" for n in range(1, 6)]
+    # Each cycle's parameters (entries cycled through), and what they did: labels of
+    # 2 ("a"), 4 ("abc") and 23 bytes (the default) left by each load.
+    given = ["label=a", "label=abc", "none", "label=a", "label=abc"]
+    held = [2, 6, 29, 31, 35]
+    cycles = run_of(report, "reload")["cycles"]
+    assert len(cycles) == 5, cycles
+    for n, line in enumerate(cycles, 1):
+        assert re.fullmatch(rf"cycle {n} \(module parameters: {given[n - 1]}\): \d+ "
+                            rf"allocations, \d+ frees in all; {n} objects \({held[n - 1]} "
+                            r"bytes\) still allocated after its unload", line), cycles
     assert items["reload", "workload"]["outcome"] == "passed"
     # KO=dummy registers dummy0 and no character device: nothing to fuzz, not run, and a
     # blocker in fundamentals.

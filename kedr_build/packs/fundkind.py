@@ -10,7 +10,8 @@ Device Fundamentals ask them of every driver). One boot each, judged with the
               names it). A driver with no character device: the check is not run.
 * ``reload``  ``cycles`` times load -> workload -> unload in one boot; the leak report
               is read after each unload, and what is still allocated must not grow
-              from cycle to cycle.
+              from cycle to cycle; ``module_params`` gives the drivers' insmod
+              arguments of each cycle (cycled through), shown in each cycle's line.
 
 Every check of a fuzz run that fails names the seed, and its ``reproduce`` is the
 check command with ``TEST=`` and ``FUZZ_SEED=``: each thread's operations depend on
@@ -159,12 +160,13 @@ def run_reload(driver: DriverUnderTest, test: PackTest, logdir: Path,
                         "workload.sh in the driver)")
     try:
         report = _boot(driver, test, logdir, session, workload=workload, discover=True,
-                       cycles=test.params["cycles"], per_cycle=True)
+                       cycles=test.params["cycles"], per_cycle=True,
+                       cycle_params=tuple(test.params["module_params"]))
     except KedrError as e:
         return TestRun(driver.name, test.name, test.kind, reason=str(e), logs=str(logdir),
                        checks=tuple(CheckResult(c, False, str(e)) for c in test.checks))
     base = _judge(driver, test, report)
-    lines, growth = cycle_lines(report)
+    lines, growth = cycle_lines(report, tuple(test.params["module_params"]))
     checks = tuple(growth if c == "growth" else
                    _all_workloads(report, base.check(c)) if c == "workload" else base.check(c)
                    for c in test.checks)
@@ -183,9 +185,11 @@ def _all_workloads(report: RunReport, last: CheckResult) -> CheckResult:
     return CheckResult("workload", True, f"the workload exited 0 in each of {len(runs)} cycles")
 
 
-def cycle_lines(report: RunReport) -> tuple[list[str], CheckResult]:
-    """One line per cycle (allocations, frees, still allocated after its unload) and the
-    ``growth`` check: what is still allocated must not grow across the cycles."""
+def cycle_lines(report: RunReport,
+                params: tuple[str, ...] = ()) -> tuple[list[str], CheckResult]:
+    """One line per cycle (its module parameters, allocations, frees, still allocated
+    after its unload) and the ``growth`` check: what is still allocated must not grow
+    across the cycles."""
     lines: list[str] = []
     held: list[int] = []
     for c in report.cycles:
@@ -195,7 +199,9 @@ def cycle_lines(report: RunReport) -> tuple[list[str], CheckResult]:
         t = c.report.totals
         n, nbytes = len(c.report.leaks), sum(x.size for x in c.report.leaks)
         held.append(n)
-        lines.append(f"cycle {c.cycle}: {t.allocs} allocations, {t.frees} frees in all; "
+        given = f" (module parameters: {params[(c.cycle - 1) % len(params)] or 'none'})" \
+            if params else ""
+        lines.append(f"cycle {c.cycle}{given}: {t.allocs} allocations, {t.frees} frees in all; "
                      f"{n} objects ({nbytes} bytes) still allocated after its unload")
     if len(held) < 2:
         return lines, CheckResult("growth", False, "fewer than 2 cycles were judged"
