@@ -16,7 +16,10 @@ from kedr_build.errors import KedrError
 from kedr_build.packs import pack
 from kedr_build.packs.fundkind import fuzz_seed
 from kedr_build.vm import discover, fuzzer, reduction
-from kedr_build.vm.runner import FuzzPlan, plan_run
+from kedr_build.devices.attach import Attached, Attachment
+from kedr_build.devices.catalog import lookup
+from kedr_build.packs.fundkind import chaos_check
+from kedr_build.vm.runner import FuzzPlan, RunReport, Step, Verdict, plan_run
 
 CHARDEV = REPO / "examples" / "chardev"
 
@@ -112,6 +115,49 @@ def test_guest_script_with_fuzz_and_cycles_is_valid_sh(built_chardev: Path,
     script.write_text(chaos)
     subprocess.run(["sh", "-n", str(script)], check=True)
     assert "/kedr/kfuzz -s 5 -n 1000000000 -t 4 -j 2 -r /tmp/kfuzz.rec $targets &" in chaos
+    assert "kedr-device" not in chaos and "step chaos none 100" in chaos
+    # With DEVICES=: the devices' loop joins in, and a driver with no character device
+    # is not "not run" (the reloads, the workload and the devices race for the time).
+    edu = Attachment((Attached(lookup("edu")[0], 5),), None)
+    chaos = plan_run(sorted(built_chardev.glob("*.ko")), workload=CHARDEV / "workload.sh",
+                     trace_providers=("kedr_repl_chardev",), per_cycle=True, devices=edu,
+                     chaos=FuzzPlan(seed=5, count=10**9, seconds=4, threads=2)).script
+    script.write_text(chaos)
+    subprocess.run(["sh", "-n", str(script)], check=True)
+    assert "step chaos none 100" not in chaos
+    assert "for d in edu,edu,0000:00:05.0; do" in chaos
+    assert 'case " kedr_chardev " in' in chaos
+    assert "kedr-device unplug $qid" in chaos and "kedr-device suspend" in chaos
+
+
+def _chaos_report(*lines: str, status: int = 0) -> RunReport:
+    return RunReport(Verdict.PASSED, "", (Step("chaos", "kfuzz", status),), (), "", (), 1.0,
+                     Path("/nonexistent"), fuzz_output=lines)
+
+
+def test_chaos_summary_counts_the_devices() -> None:
+    plan = FuzzPlan(seed=1, count=10**9, seconds=8, threads=2)
+    found = discover.Interfaces()
+    chaos = "KEDR-CHAOS unloads=5 refused=0 reloads=5 failed=0"
+    dev = "KEDR-CHAOS-DEVICES names=edu unplugs=3 plugs=3 suspends=2 failed=none"
+    r = chaos_check(_chaos_report("KEDR-CHAOS-NOFUZZ", "KEDR-CHAOS-WORKLOAD runs=9 failed=4",
+                                   dev, chaos), found, plan, devices=True)
+    assert r.passed and r.message == (
+        "8 s: nothing fuzzed (no character device; found: no interface), the workload 9 times, 5 "
+        "unloads (5 loaded again), 0 refused while in use, 3 hot-unplugs of edu (3 plugged "
+        "in again), 2 suspends to RAM (each resumed)"), r.message
+    failed = dev.replace("suspends=2 failed=none", "suspends=1 failed=the suspend to RAM or "
+                         "the resume failed (round 2)")
+    r = chaos_check(_chaos_report("KEDR-CHAOS-NOFUZZ", failed, chaos), found, plan, True)
+    assert not r.passed and r.message.startswith(
+        "the suspend to RAM or the resume failed (round 2); 8 s: nothing fuzzed"), r.message
+    r = chaos_check(_chaos_report("KEDR-CHAOS-NOFUZZ", dev, "KEDR-CHAOS-UNBOUND edu", chaos),
+                     found, plan, True)
+    assert not r.passed and r.message.startswith(
+        "not bound to its driver again after the chaos: edu; 8 s:"), r.message
+    # DEVICES= given, and the guest's device loop never reported: not a pass.
+    r = chaos_check(_chaos_report("KEDR-CHAOS-NOFUZZ", chaos), found, plan, True)
+    assert not r.passed and "before it reported" in r.message
 
 
 @pytest.mark.parametrize("text", ["abc", "-1", "18446744073709551616", "1.5", ""])

@@ -205,3 +205,24 @@ def test_fuzz_threads_find_release_racing_with_ioctl(tmp_path: Path,
     assert "(fuzz seed 1; not reduced (the recorded operations replayed in one thread do " \
         "not fail (a race, " in leaks["message"], leaks["message"]
     assert leaks["reproduce"].endswith("TEST=fuzz FUZZ_SEED=1")
+
+
+def test_chaos_with_devices_hot_unplugs_and_suspends(tmp_path: Path,
+                                                      kernel: ProvisionedKernel) -> None:
+    """fundamentals' chaos with DEVICES=edu: our edu driver has no character device, so
+    nothing is fuzzed, but its device is hot-unplugged and plugged in again and the
+    guest suspended and resumed, round after round, while the devices' workload runs
+    over and over and the driver is unloaded and loaded again (one boot)."""
+    report, items, out = check(tmp_path, [f"MODULE={DRIVERS / 'edu'}"], kernel, "edu",
+                               "TEST=chaos", "DEVICES=edu", "VM_TIMEOUT=240")
+    assert report["verdict"] == "passed", out
+    msg = items["chaos", "chaos"]["message"]
+    m = re.fullmatch(r"8 s: nothing fuzzed \(no character device; found: no interface\), "
+                     r"the workload (\d+) times, (\d+) unloads \((\d+) loaded again\), \d+ "
+                     r"refused while in use, (\d+) hot-unplugs of edu \((\d+) plugged in "
+                     r"again\), (\d+) suspends to RAM \(each resumed\)", msg)
+    assert m, msg
+    runs, unloads, reloads, unplugs, plugs, suspends = (int(g) for g in m.groups())
+    assert runs > 0 and unloads > 0 and unloads == reloads, msg
+    assert unplugs >= 1 and unplugs == plugs and suspends >= 1, msg
+    assert {i["outcome"] for i in items.values()} == {"passed"}, items

@@ -176,8 +176,9 @@ CHAOS = Kind(
                          minimum=0, maximum=86400),
     },
     help="fuzz the driver's character devices while its workload runs over and over and it "
-         "is unloaded and loaded again; an unload refused while in use is clean, an oops "
-         "is not")
+         "is unloaded and loaded again (with DEVICES=: its devices hot-unplugged and "
+         "plugged in again and the guest suspended and resumed too); an unload refused "
+         "while in use is clean, an oops is not")
 
 DEVICE = Kind(
     name="device",

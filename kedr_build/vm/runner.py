@@ -169,7 +169,9 @@ def plan_run(modules: list[Path], workload: Path | None = None,
     ``per_cycle``: the workload runs in every cycle, and the leak report is read after
     each cycle's unload.
     ``chaos``: the fuzzer for ``chaos.seconds``, the workload over and over and the
-    drivers unloaded and loaded again, all at once (implies discover).
+    drivers unloaded and loaded again, all at once (implies discover); with ``devices``,
+    their hot-unplug and re-plug and a suspend to RAM too, round after round (then a
+    driver without a character device runs chaos unfuzzed).
     ``cycle_params``: insmod arguments of the drivers (not the replacements) in each
     cycle, cycled through: cycle i uses entry (i - 1) mod N.
     """
@@ -200,7 +202,9 @@ def plan_run(modules: list[Path], workload: Path | None = None,
         tracefs=TRACEFS, faults=dict(faults or {}), discover=discover or fuzz is not None or chaos is not None,
         fuzz=fuzz, per_cycle=per_cycle, chaos=chaos, attempt=int(attempt),
         bindings=devices is not None and bool(devices.devices),
-        cycle_params=list(cycle_params))
+        cycle_params=list(cycle_params),
+        chaos_devices=[f"{a.device.name},{a.device.qemu_id},{a.pci_address}"
+                       for a in devices.devices] if chaos is not None and devices else [])
     return RunPlan(tuple(ordered), tuple(intree), workload, script, trace_providers)
 
 
@@ -259,8 +263,9 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
     job = GuestJob(script=plan.script, files=files,
                    intree_modules=tuple(dict.fromkeys(plan.intree + intree)),
                    qemu_args=tuple(qemu_args), hotplug=hotplug,
-                   resumable=bool(hotplug) and workload is not None
-                   and SUSPEND_REQUEST in workload.read_text(errors="replace"))
+                   resumable=bool(hotplug) and (chaos is not None or (
+                       workload is not None
+                       and SUSPEND_REQUEST in workload.read_text(errors="replace"))))
     try:
         # After an oops the crashed kernel may hang in what follows (the unload, the
         # reports): the verdict is "kernel problem" by then, and the wait is cut short.
