@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from conftest import REPO, kernel_name, outputs, run_scons
+from conftest import REPO, headless_chromium, kernel_name, outputs, run_scons
 from kedr_build.kernel.descriptions import ProvisionedKernel
 
 pytestmark = pytest.mark.vm
@@ -82,6 +82,13 @@ def test_chardev_interfaces_fuzz_and_reload_pass(tmp_path: Path,
     assert all(c.endswith("0 objects (0 bytes) still allocated after its unload")
                for c in cycles), cycles
     assert items["reload", "workload"]["message"] == "the workload exited 0 in each of 5 cycles"
+    # report.html, as a browser renders it, has each cycle's totals (not only report.json).
+    from selenium.webdriver.common.by import By
+
+    with headless_chromium() as browser:
+        browser.get((outputs(tmp_path, "chardev", kernel) / "report" / "report.html").as_uri())
+        shown = browser.find_elements(By.CSS_SELECTOR, "#run-chardev-reload ol.cycles li")
+        assert [li.text for li in shown] == cycles
     # Fuzzing, the workload and reloads at once: each happened, nothing broke.
     m = re.fullmatch(r"8 s: (\d+) fuzz operations \(2 threads, seed 1\), the workload (\d+) "
                      r"times, (\d+) unloads \((\d+) loaded again\), (\d+) refused while in use",
@@ -134,6 +141,20 @@ def test_fuzzer_finds_ioctl_bugs_and_its_seed_replays(tmp_path: Path,
         assert int(m.group(6), 16) & 0xff == nr, msg
         assert nr == 9 or int(m.group(7)) > 64, msg
     assert [r.split(":")[0] for r in run["reduced"]] == ["kernel", "leaks"]
+    # The page as a browser renders it: interfaces, fuzz numbers, the reduced sequences.
+    from selenium.webdriver.common.by import By
+
+    with headless_chromium() as browser:
+        browser.get((outputs(tmp_path, "fuzzbugs", kernel) / "report" / "report.html").as_uri())
+        section = browser.find_element(By.ID, "run-fuzzbugs-fuzz")
+        assert section.find_element(By.CLASS_NAME, "interfaces").text == \
+            "interfaces found: " + run["interfaces"]
+        numbers = [li.text for li in section.find_elements(By.CSS_SELECTOR,
+                                                           "ul.fuzz-numbers li")]
+        assert numbers[0] == "fuzz: " + items["fuzz", "fuzz"]["message"], numbers
+        assert numbers[1].startswith("KFUZZ start seed=7 count=20000"), numbers
+        shown = [li.text for li in section.find_elements(By.CSS_SELECTOR, "ul.reduced li")]
+        assert shown == list(run["reduced"]) and all(li for li in shown), shown
     reproduce = items["fuzz", "kernel"]["reproduce"]
     assert reproduce == items["fuzz", "leaks"]["reproduce"]
     assert reproduce.endswith("check PACK=fundamentals TEST=fuzz FUZZ_SEED=7"), reproduce
