@@ -16,7 +16,10 @@ from kedr_build.errors import KedrError
 from kedr_build.packs import pack
 from kedr_build.packs.fundkind import fuzz_seed
 from kedr_build.vm import discover, fuzzer, reduction
-from kedr_build.vm.runner import FuzzPlan, plan_run
+from kedr_build.devices.attach import Attached, Attachment
+from kedr_build.devices.catalog import lookup
+from kedr_build.packs.fundkind import chaos_check
+from kedr_build.vm.runner import FuzzPlan, RunReport, Step, Verdict, plan_run
 
 CHARDEV = REPO / "examples" / "chardev"
 
@@ -93,12 +96,68 @@ def test_guest_script_with_fuzz_and_cycles_is_valid_sh(built_chardev: Path,
     assert "run_workload() {" in plan.script
     assert plan.script.count("run_workload\n") == 2   # cycle 1, each later cycle
     assert "cycle_leaks $((cycle - 1))" in plan.script
+    params = plan_run(sorted(built_chardev.glob("*.ko")), workload=CHARDEV / "workload.sh",
+                      trace_providers=("kedr_repl_chardev",), cycles=3, per_cycle=True,
+                      cycle_params=("debug=1 size=4", "")).script
+    script.write_text(params)
+    subprocess.run(["sh", "-n", str(script)], check=True)
+    assert "insmod /kedr/modules/kedr_chardev.ko $(cycle_params 1)\n" in params
+    assert "insmod /kedr/modules/$m.ko $(cycle_params $cycle); rc=$?" in params
+    # The function itself, run by sh: cycle i gets entry (i - 1) mod 2.
+    func = params[params.index("cycle_params() {"):params.index("\n}\n", params.index(
+        "cycle_params() {")) + 3]
+    got = subprocess.run(["sh", "-c", func + "for c in 1 2 3; do echo \"[$(cycle_params $c)]\"; "
+                          "done"], capture_output=True, text=True, check=True).stdout
+    assert got == "[debug=1 size=4]\n[]\n[debug=1 size=4]\n"
     chaos = plan_run(sorted(built_chardev.glob("*.ko")), workload=CHARDEV / "workload.sh",
                      trace_providers=("kedr_repl_chardev",), per_cycle=True,
                      chaos=FuzzPlan(seed=5, count=10**9, seconds=4, threads=2)).script
     script.write_text(chaos)
     subprocess.run(["sh", "-n", str(script)], check=True)
     assert "/kedr/kfuzz -s 5 -n 1000000000 -t 4 -j 2 -r /tmp/kfuzz.rec $targets &" in chaos
+    assert "kedr-device" not in chaos and "step chaos none 100" in chaos
+    # With DEVICES=: the devices' loop joins in, and a driver with no character device
+    # is not "not run" (the reloads, the workload and the devices race for the time).
+    edu = Attachment((Attached(lookup("edu")[0], 5),), None)
+    chaos = plan_run(sorted(built_chardev.glob("*.ko")), workload=CHARDEV / "workload.sh",
+                     trace_providers=("kedr_repl_chardev",), per_cycle=True, devices=edu,
+                     chaos=FuzzPlan(seed=5, count=10**9, seconds=4, threads=2)).script
+    script.write_text(chaos)
+    subprocess.run(["sh", "-n", str(script)], check=True)
+    assert "step chaos none 100" not in chaos
+    assert "for d in edu,edu,0000:00:05.0; do" in chaos
+    assert 'case " kedr_chardev " in' in chaos
+    assert "kedr-device unplug $qid" in chaos and "kedr-device suspend" in chaos
+
+
+def _chaos_report(*lines: str, status: int = 0) -> RunReport:
+    return RunReport(Verdict.PASSED, "", (Step("chaos", "kfuzz", status),), (), "", (), 1.0,
+                     Path("/nonexistent"), fuzz_output=lines)
+
+
+def test_chaos_summary_counts_the_devices() -> None:
+    plan = FuzzPlan(seed=1, count=10**9, seconds=8, threads=2)
+    found = discover.Interfaces()
+    chaos = "KEDR-CHAOS unloads=5 refused=0 reloads=5 failed=0"
+    dev = "KEDR-CHAOS-DEVICES names=edu unplugs=3 plugs=3 suspends=2 failed=none"
+    r = chaos_check(_chaos_report("KEDR-CHAOS-NOFUZZ", "KEDR-CHAOS-WORKLOAD runs=9 failed=4",
+                                   dev, chaos), found, plan, devices=True)
+    assert r.passed and r.message == (
+        "8 s: nothing fuzzed (no character device; found: no interface), the workload 9 times, 5 "
+        "unloads (5 loaded again), 0 refused while in use, 3 hot-unplugs of edu (3 plugged "
+        "in again), 2 suspends to RAM (each resumed)"), r.message
+    failed = dev.replace("suspends=2 failed=none", "suspends=1 failed=the suspend to RAM or "
+                         "the resume failed (round 2)")
+    r = chaos_check(_chaos_report("KEDR-CHAOS-NOFUZZ", failed, chaos), found, plan, True)
+    assert not r.passed and r.message.startswith(
+        "the suspend to RAM or the resume failed (round 2); 8 s: nothing fuzzed"), r.message
+    r = chaos_check(_chaos_report("KEDR-CHAOS-NOFUZZ", dev, "KEDR-CHAOS-UNBOUND edu", chaos),
+                     found, plan, True)
+    assert not r.passed and r.message.startswith(
+        "not bound to its driver again after the chaos: edu; 8 s:"), r.message
+    # DEVICES= given, and the guest's device loop never reported: not a pass.
+    r = chaos_check(_chaos_report("KEDR-CHAOS-NOFUZZ", chaos), found, plan, True)
+    assert not r.passed and "before it reported" in r.message
 
 
 @pytest.mark.parametrize("text", ["abc", "-1", "18446744073709551616", "1.5", ""])
@@ -115,15 +174,23 @@ def test_fuzz_seed_garbage(text: str) -> None:
     ("count = -5", "[[test]] f: count: -5 is below the minimum 1"),
     ("seconds = -1", "[[test]] f: seconds: -1 is below the minimum 0"),
     ("speed = 3", "[[test]] f: unknown key 'speed' (known for kind 'fuzz': "),
-], ids=["count-0", "count-negative", "seconds-negative", "unknown-param"])
+    ("reduce = -1", "[[test]] f: reduce: -1 is below the minimum 0"),
+    ('module_params = "debug=1"', "[[test]] f: module_params: 'debug=1' is not a list of "
+                                  "strings"),
+    ('module_params = ["debug=1; reboot"]', "[[test]] f: module_params: 'debug=1; reboot' "
+                                            "is not NAME=VALUE pairs"),
+    ('module_params = ["debug"]', "[[test]] f: module_params: 'debug' is not NAME=VALUE"),
+], ids=["count-0", "count-negative", "seconds-negative", "unknown-param", "reduce-negative",
+        "params-not-list", "params-shell", "params-no-value"])
 def test_bad_fuzz_pack_values(line: str, cause: str, tmp_path: Path) -> None:
     path = tmp_path / "p.toml"
-    text = f'[pack]\nname = "p"\n\n[[test]]\nname = "f"\nkind = "fuzz"\n{line}\n'
+    kind = "reload" if line.startswith("module_params") else "fuzz"
+    text = f'[pack]\nname = "p"\n\n[[test]]\nname = "f"\nkind = "{kind}"\n{line}\n'
     with pytest.raises(KedrError) as e:
         pack.parse(text, path)
     assert str(e.value).startswith(f"{path}:7: {cause}"), str(e.value)
     with pytest.raises(KedrError, match=r"p.toml:6: \[\[test\]\] f: unknown test kind 'mayhem'"):
-        pack.parse(text.replace('"fuzz"', '"mayhem"').replace(line, ""), path)
+        pack.parse(text.replace(f'"{kind}"', '"mayhem"').replace(line, ""), path)
 
 
 def test_fundamentals_pack_is_blocker_throughout() -> None:

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from conftest import REPO, kernel_name, outputs, run_scons
+from conftest import REPO, headless_chromium, kernel_name, outputs, run_scons
 from kedr_build.kernel.descriptions import ProvisionedKernel
 
 pytestmark = pytest.mark.vm
@@ -34,10 +34,24 @@ pytestmark = pytest.mark.vm
 DRIVERS = Path(__file__).resolve().parent / "drivers"
 
 
+PARAMS_PACK = """[pack]
+name = "reload-params"
+format = 1
+
+[[test]]
+name = "reload"
+kind = "reload"
+cycles = 5
+module_params = ["label=a", "label=abc", ""]
+checks = ["loads", "workload", "growth", "kernel", "leaks", "rules"]
+"""
+
+
 def check(build: Path, source: list[str], kernel: ProvisionedKernel, name: str,
-          *more: str) -> tuple[Any, dict[tuple[str, str], dict[str, Any]], str]:
+          *more: str, pack: str = "fundamentals") -> tuple[Any, dict[tuple[str, str],
+                                                                 dict[str, Any]], str]:
     proc = run_scons([*source, f"BUILD_DIR={build}", f"KERNEL={kernel_name(kernel)}", "check",
-                      "PACK=fundamentals", *more], check=False)
+                      f"PACK={pack}", *more], check=False)
     report = json.loads((outputs(build, name, kernel) / "report" / "report.json").read_text())
     items = {(i["test"], i["check"]): i for i in report["items"]}
     return report, items, proc.stdout + proc.stderr
@@ -68,6 +82,13 @@ def test_chardev_interfaces_fuzz_and_reload_pass(tmp_path: Path,
     assert all(c.endswith("0 objects (0 bytes) still allocated after its unload")
                for c in cycles), cycles
     assert items["reload", "workload"]["message"] == "the workload exited 0 in each of 5 cycles"
+    # report.html, as a browser renders it, has each cycle's totals (not only report.json).
+    from selenium.webdriver.common.by import By
+
+    with headless_chromium() as browser:
+        browser.get((outputs(tmp_path, "chardev", kernel) / "report" / "report.html").as_uri())
+        shown = browser.find_elements(By.CSS_SELECTOR, "#run-chardev-reload ol.cycles li")
+        assert [li.text for li in shown] == cycles
     # Fuzzing, the workload and reloads at once: each happened, nothing broke.
     m = re.fullmatch(r"8 s: (\d+) fuzz operations \(2 threads, seed 1\), the workload (\d+) "
                      r"times, (\d+) unloads \((\d+) loaded again\), (\d+) refused while in use",
@@ -120,6 +141,20 @@ def test_fuzzer_finds_ioctl_bugs_and_its_seed_replays(tmp_path: Path,
         assert int(m.group(6), 16) & 0xff == nr, msg
         assert nr == 9 or int(m.group(7)) > 64, msg
     assert [r.split(":")[0] for r in run["reduced"]] == ["kernel", "leaks"]
+    # The page as a browser renders it: interfaces, fuzz numbers, the reduced sequences.
+    from selenium.webdriver.common.by import By
+
+    with headless_chromium() as browser:
+        browser.get((outputs(tmp_path, "fuzzbugs", kernel) / "report" / "report.html").as_uri())
+        section = browser.find_element(By.ID, "run-fuzzbugs-fuzz")
+        assert section.find_element(By.CLASS_NAME, "interfaces").text == \
+            "interfaces found: " + run["interfaces"]
+        numbers = [li.text for li in section.find_elements(By.CSS_SELECTOR,
+                                                           "ul.fuzz-numbers li")]
+        assert numbers[0] == "fuzz: " + items["fuzz", "fuzz"]["message"], numbers
+        assert numbers[1].startswith("KFUZZ start seed=7 count=20000"), numbers
+        shown = [li.text for li in section.find_elements(By.CSS_SELECTOR, "ul.reduced li")]
+        assert shown == list(run["reduced"]) and all(li for li in shown), shown
     reproduce = items["fuzz", "kernel"]["reproduce"]
     assert reproduce == items["fuzz", "leaks"]["reproduce"]
     assert reproduce.endswith("check PACK=fundamentals TEST=fuzz FUZZ_SEED=7"), reproduce
@@ -140,15 +175,27 @@ def test_fuzzer_finds_ioctl_bugs_and_its_seed_replays(tmp_path: Path,
 
 def test_reload_catches_a_leak_per_cycle_and_fuzz_without_a_device_is_not_run(
         tmp_path: Path, kernel: ProvisionedKernel) -> None:
+    # A reload test with module parameters per cycle: cycleleak leaks its label (the
+    # `label` parameter; default "kedr_cycleleak session", 23 bytes) once per load.
+    own = tmp_path / "reload-params.toml"
+    own.write_text(PARAMS_PACK)
     report, items, out = check(tmp_path / "a", [f"MODULE={DRIVERS / 'cycleleak'}"], kernel,
-                               "cycleleak", "TEST=reload")
+                               "cycleleak", "TEST=reload", pack=str(own))
     assert report["verdict"] == "failed", out
     assert items["reload", "growth"]["outcome"] == "failed"
     assert items["reload", "growth"]["message"] == (
         "still allocated after each cycle's unload: 1, 2, 3, 4, 5 objects: grows by 1 per "
         "cycle")
-    assert [c.split(";")[1] for c in run_of(report, "reload")["cycles"]] == [
-        f" {n} objects ({23 * n} bytes) still allocated after its unload" for n in range(1, 6)]
+    # Each cycle's parameters (entries cycled through), and what they did: labels of
+    # 2 ("a"), 4 ("abc") and 23 bytes (the default) left by each load.
+    given = ["label=a", "label=abc", "none", "label=a", "label=abc"]
+    held = [2, 6, 29, 31, 35]
+    cycles = run_of(report, "reload")["cycles"]
+    assert len(cycles) == 5, cycles
+    for n, line in enumerate(cycles, 1):
+        assert re.fullmatch(rf"cycle {n} \(module parameters: {given[n - 1]}\): \d+ "
+                            rf"allocations, \d+ frees in all; {n} objects \({held[n - 1]} "
+                            r"bytes\) still allocated after its unload", line), cycles
     assert items["reload", "workload"]["outcome"] == "passed"
     # KO=dummy registers dummy0 and no character device: nothing to fuzz, not run, and a
     # blocker in fundamentals.
@@ -179,3 +226,24 @@ def test_fuzz_threads_find_release_racing_with_ioctl(tmp_path: Path,
     assert "(fuzz seed 1; not reduced (the recorded operations replayed in one thread do " \
         "not fail (a race, " in leaks["message"], leaks["message"]
     assert leaks["reproduce"].endswith("TEST=fuzz FUZZ_SEED=1")
+
+
+def test_chaos_with_devices_hot_unplugs_and_suspends(tmp_path: Path,
+                                                      kernel: ProvisionedKernel) -> None:
+    """fundamentals' chaos with DEVICES=edu: our edu driver has no character device, so
+    nothing is fuzzed, but its device is hot-unplugged and plugged in again and the
+    guest suspended and resumed, round after round, while the devices' workload runs
+    over and over and the driver is unloaded and loaded again (one boot)."""
+    report, items, out = check(tmp_path, [f"MODULE={DRIVERS / 'edu'}"], kernel, "edu",
+                               "TEST=chaos", "DEVICES=edu", "VM_TIMEOUT=240")
+    assert report["verdict"] == "passed", out
+    msg = items["chaos", "chaos"]["message"]
+    m = re.fullmatch(r"8 s: nothing fuzzed \(no character device; found: no interface\), "
+                     r"the workload (\d+) times, (\d+) unloads \((\d+) loaded again\), \d+ "
+                     r"refused while in use, (\d+) hot-unplugs of edu \((\d+) plugged in "
+                     r"again\), (\d+) suspends to RAM \(each resumed\)", msg)
+    assert m, msg
+    runs, unloads, reloads, unplugs, plugs, suspends = (int(g) for g in m.groups())
+    assert runs > 0 and unloads > 0 and unloads == reloads, msg
+    assert unplugs >= 1 and unplugs == plugs and suspends >= 1, msg
+    assert {i["outcome"] for i in items.values()} == {"passed"}, items

@@ -1,5 +1,5 @@
-"""The ``fuzz`` and ``reload`` test kinds (driver fundamentals, as Windows HLK's
-Device Fundamentals ask them of every driver). One boot each, judged with the
+"""The ``fuzz``, ``reload`` and ``chaos`` test kinds (driver fundamentals, as Windows
+HLK's Device Fundamentals ask them of every driver). One boot each, judged with the
 ``vm`` kind's checks (:mod:`kedr_build.packs.vmkind`) and one of their own:
 
 * ``fuzz``    the interfaces the driver registered are found from the kernel
@@ -10,7 +10,13 @@ Device Fundamentals ask them of every driver). One boot each, judged with the
               names it). A driver with no character device: the check is not run.
 * ``reload``  ``cycles`` times load -> workload -> unload in one boot; the leak report
               is read after each unload, and what is still allocated must not grow
-              from cycle to cycle.
+              from cycle to cycle; ``module_params`` gives the drivers' insmod
+              arguments of each cycle (cycled through), shown in each cycle's line.
+* ``chaos``   the fuzzer, the workload over and over and the driver unloaded and
+              loaded again, all at once for ``seconds``; with DEVICES=, its devices
+              hot-unplugged and plugged in again and the guest suspended and resumed
+              meanwhile too (then a driver with no character device is not fuzzed, the
+              rest runs).
 
 Every check of a fuzz run that fails names the seed, and its ``reproduce`` is the
 check command with ``TEST=`` and ``FUZZ_SEED=``: each thread's operations depend on
@@ -159,12 +165,13 @@ def run_reload(driver: DriverUnderTest, test: PackTest, logdir: Path,
                         "workload.sh in the driver)")
     try:
         report = _boot(driver, test, logdir, session, workload=workload, discover=True,
-                       cycles=test.params["cycles"], per_cycle=True)
+                       cycles=test.params["cycles"], per_cycle=True,
+                       cycle_params=tuple(test.params["module_params"]))
     except KedrError as e:
         return TestRun(driver.name, test.name, test.kind, reason=str(e), logs=str(logdir),
                        checks=tuple(CheckResult(c, False, str(e)) for c in test.checks))
     base = _judge(driver, test, report)
-    lines, growth = cycle_lines(report)
+    lines, growth = cycle_lines(report, tuple(test.params["module_params"]))
     checks = tuple(growth if c == "growth" else
                    _all_workloads(report, base.check(c)) if c == "workload" else base.check(c)
                    for c in test.checks)
@@ -183,9 +190,11 @@ def _all_workloads(report: RunReport, last: CheckResult) -> CheckResult:
     return CheckResult("workload", True, f"the workload exited 0 in each of {len(runs)} cycles")
 
 
-def cycle_lines(report: RunReport) -> tuple[list[str], CheckResult]:
-    """One line per cycle (allocations, frees, still allocated after its unload) and the
-    ``growth`` check: what is still allocated must not grow across the cycles."""
+def cycle_lines(report: RunReport,
+                params: tuple[str, ...] = ()) -> tuple[list[str], CheckResult]:
+    """One line per cycle (its module parameters, allocations, frees, still allocated
+    after its unload) and the ``growth`` check: what is still allocated must not grow
+    across the cycles."""
     lines: list[str] = []
     held: list[int] = []
     for c in report.cycles:
@@ -195,7 +204,9 @@ def cycle_lines(report: RunReport) -> tuple[list[str], CheckResult]:
         t = c.report.totals
         n, nbytes = len(c.report.leaks), sum(x.size for x in c.report.leaks)
         held.append(n)
-        lines.append(f"cycle {c.cycle}: {t.allocs} allocations, {t.frees} frees in all; "
+        given = f" (module parameters: {params[(c.cycle - 1) % len(params)] or 'none'})" \
+            if params else ""
+        lines.append(f"cycle {c.cycle}{given}: {t.allocs} allocations, {t.frees} frees in all; "
                      f"{n} objects ({nbytes} bytes) still allocated after its unload")
     if len(held) < 2:
         return lines, CheckResult("growth", False, "fewer than 2 cycles were judged"
@@ -211,6 +222,10 @@ def cycle_lines(report: RunReport) -> tuple[list[str], CheckResult]:
 
 _CHAOS = re.compile(r"^KEDR-CHAOS unloads=(\d+) refused=(\d+) reloads=(\d+) failed=(\d+)$")
 _CHAOS_WORKLOAD = re.compile(r"^KEDR-CHAOS-WORKLOAD runs=(\d+) failed=(\d+)$")
+_CHAOS_DEVICES = re.compile(r"^KEDR-CHAOS-DEVICES names=(\S*) unplugs=(\d+) plugs=(\d+) "
+                            r"suspends=(\d+) failed=(.*)$")
+_CHAOS_UNBOUND = "KEDR-CHAOS-UNBOUND "
+_CHAOS_NOFUZZ = "KEDR-CHAOS-NOFUZZ"
 
 
 def run_chaos(driver: DriverUnderTest, test: PackTest, logdir: Path,
@@ -232,7 +247,8 @@ def run_chaos(driver: DriverUnderTest, test: PackTest, logdir: Path,
     reproduce = f"{driver.command} TEST={test.name} FUZZ_SEED={seed}"
     checks: list[CheckResult] = []
     for c in test.checks:
-        result = _chaos_check(report, found, plan) if c == "chaos" else base.check(c)
+        result = (chaos_check(report, found, plan, bool(driver.devices)) if c == "chaos"
+                  else base.check(c))
         if not result.passed and not result.skipped:
             result = CheckResult(result.check, False, f"{result.message} (fuzz seed {seed})",
                                  result.skipped, reproduce)
@@ -248,8 +264,10 @@ def run_chaos(driver: DriverUnderTest, test: PackTest, logdir: Path,
                  fuzz=tuple(report.fuzz_output))
 
 
-def _chaos_check(report: RunReport, found: discover.Interfaces,
-                 plan: FuzzPlan) -> CheckResult:
+def chaos_check(report: RunReport, found: discover.Interfaces, plan: FuzzPlan,
+                 devices: bool = False) -> CheckResult:
+    """``devices``: DEVICES= was given, so the guest drove them too (hot-unplug, re-plug,
+    suspend) and must say so."""
     step = next((s for s in report.steps if s.action == "chaos"), None)
     if step is None:
         return CheckResult("chaos", False, "the chaos run did not happen"
@@ -257,18 +275,34 @@ def _chaos_check(report: RunReport, found: discover.Interfaces,
     if step.status == NO_INTERFACE:
         return CheckResult("chaos", False, f"not run: the driver registered no character "
                            f"device to fuzz (found: {found.describe()})", skipped=True)
-    done = next((m for m in map(_DONE.match, report.fuzz_output) if m), None)
-    chaos = next((m for m in map(_CHAOS.match, report.fuzz_output) if m), None)
-    wl = next((m for m in map(_CHAOS_WORKLOAD.match, report.fuzz_output) if m), None)
-    if chaos is None or done is None:
+    out = report.fuzz_output
+    fuzzed = _CHAOS_NOFUZZ not in out
+    done = next((m for m in map(_DONE.match, out) if m), None)
+    chaos = next((m for m in map(_CHAOS.match, out) if m), None)
+    wl = next((m for m in map(_CHAOS_WORKLOAD.match, out) if m), None)
+    dev = next((m for m in map(_CHAOS_DEVICES.match, out) if m), None)
+    if chaos is None or (fuzzed and done is None) or (devices and dev is None):
         return CheckResult("chaos", False, f"the chaos run ended with status {step.status} "
                            "before it reported")
     unloads, refused, reloads, failed = (int(g) for g in chaos.groups())
-    said = (f"{plan.seconds} s: {done.group(1)} fuzz operations ({plan.threads} threads, seed "
-            f"{plan.seed})" + (f", the workload {wl.group(1)} times" if wl else "")
+    said = (f"{plan.seconds} s: "
+            + (f"{done.group(1)} fuzz operations ({plan.threads} threads, seed {plan.seed})"
+               if done else f"nothing fuzzed (no character device; found: "
+               f"{found.describe()})")
+            + (f", the workload {wl.group(1)} times" if wl else "")
             + f", {unloads} unloads ({reloads} loaded again), {refused} refused while in use")
+    if dev:
+        said += (f", {dev.group(2)} hot-unplugs of {dev.group(1) or 'no device'} "
+                 f"({dev.group(3)} plugged in again), {dev.group(4)} suspends to RAM "
+                 "(each resumed)")
     if failed:
         return CheckResult("chaos", False, f"an insmod failed after an unload; {said}")
+    if dev and dev.group(5) != "none":
+        return CheckResult("chaos", False, f"{dev.group(5)}; {said}")
+    unbound = [ln[len(_CHAOS_UNBOUND):] for ln in out if ln.startswith(_CHAOS_UNBOUND)]
+    if unbound:
+        return CheckResult("chaos", False, f"not bound to its driver again after the chaos: "
+                           f"{', '.join(unbound)}; {said}")
     if step.status != 0:
         return CheckResult("chaos", False, f"the fuzzer exited with status {step.status}; "
                            f"{said}")

@@ -41,6 +41,14 @@ class Param:
         """Why the value does not fit ("" when it does)."""
         if self.type is int and (isinstance(value, bool) or not isinstance(value, int)):
             return f"{value!r} is not an integer"
+        if self.type is list:
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                return f"{value!r} is not a list of strings"
+            if self.maximum is not None and len(value) > self.maximum:
+                return f"{len(value)} entries: at most {self.maximum}"
+            bad = [v for v in value if self.pattern and not re.fullmatch(self.pattern, v)]
+            return f"{bad[0]!r} is not {self.shape or 'of the form ' + self.pattern}" if bad \
+                else ""
         if not isinstance(value, self.type):
             return f"{value!r} is not a {self.type.__name__}"
         if self.choices and value not in self.choices:
@@ -140,6 +148,14 @@ RELOAD = Kind(
                         maximum=1000),
         "workload": Param(str, "required", "the workload in each cycle",
                           choices=("required",)),
+        # insmod's arguments: no shell metacharacter can reach the guest script.
+        "module_params": Param(list, [], "module parameters for each cycle, cycled through "
+                               "(cycle i uses entry (i-1) mod N), given to each driver under "
+                               "test: [\"\", \"debug=1 size=4096\"]", maximum=100,
+                               pattern=r"([A-Za-z_][A-Za-z0-9_.]*=[A-Za-z0-9_.,:/+-]*"
+                                       r"( [A-Za-z_][A-Za-z0-9_.]*=[A-Za-z0-9_.,:/+-]*)*)?",
+                               shape="NAME=VALUE pairs separated by single spaces (values "
+                                     "of letters, digits and _.,:/+-)"),
         "timeout": Param(int, 0, "seconds before the VM counts as hung (0: VM_TIMEOUT)",
                          minimum=0, maximum=86400),
     },
@@ -160,8 +176,9 @@ CHAOS = Kind(
                          minimum=0, maximum=86400),
     },
     help="fuzz the driver's character devices while its workload runs over and over and it "
-         "is unloaded and loaded again; an unload refused while in use is clean, an oops "
-         "is not")
+         "is unloaded and loaded again (with DEVICES=: its devices hot-unplugged and "
+         "plugged in again and the guest suspended and resumed too); an unload refused "
+         "while in use is clean, an oops is not")
 
 DEVICE = Kind(
     name="device",

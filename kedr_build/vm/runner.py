@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -149,7 +149,8 @@ def plan_run(modules: list[Path], workload: Path | None = None,
              copies: int = 1, attempt: int = 1, discover: bool = False,
              fuzz: FuzzPlan | None = None, per_cycle: bool = False,
              chaos: FuzzPlan | None = None,
-             devices: Attachment | None = None) -> RunPlan:
+             devices: Attachment | None = None,
+             cycle_params: Sequence[str] = ()) -> RunPlan:
     """Order the modules and write the guest script.
 
     ``cycles``: the drivers (not the trace providers) are loaded and unloaded that
@@ -168,7 +169,11 @@ def plan_run(modules: list[Path], workload: Path | None = None,
     ``per_cycle``: the workload runs in every cycle, and the leak report is read after
     each cycle's unload.
     ``chaos``: the fuzzer for ``chaos.seconds``, the workload over and over and the
-    drivers unloaded and loaded again, all at once (implies discover).
+    drivers unloaded and loaded again, all at once (implies discover); with ``devices``,
+    their hot-unplug and re-plug and a suspend to RAM too, round after round (then a
+    driver without a character device runs chaos unfuzzed).
+    ``cycle_params``: insmod arguments of the drivers (not the replacements) in each
+    cycle, cycled through: cycle i uses entry (i - 1) mod N.
     """
     if cycles < 1:
         raise KedrError(f"cycles={cycles}: a run loads its modules at least once")
@@ -196,7 +201,10 @@ def plan_run(modules: list[Path], workload: Path | None = None,
         workload=workload.name if workload is not None else None, marks=marks,
         tracefs=TRACEFS, faults=dict(faults or {}), discover=discover or fuzz is not None or chaos is not None,
         fuzz=fuzz, per_cycle=per_cycle, chaos=chaos, attempt=int(attempt),
-        bindings=devices is not None and bool(devices.devices))
+        bindings=devices is not None and bool(devices.devices),
+        cycle_params=list(cycle_params),
+        chaos_devices=[f"{a.device.name},{a.device.qemu_id},{a.pci_address}"
+                       for a in devices.devices] if chaos is not None and devices else [])
     return RunPlan(tuple(ordered), tuple(intree), workload, script, trace_providers)
 
 
@@ -214,7 +222,8 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
                 copies: int = 1, discover: bool = False, fuzz: FuzzPlan | None = None,
                 per_cycle: bool = False, extra_files: Mapping[str, Path] | None = None,
                 chaos: FuzzPlan | None = None, attempt: int = 1,
-                devices: Attachment | None = None) -> RunReport:
+                devices: Attachment | None = None,
+                cycle_params: Sequence[str] = ()) -> RunReport:
     """Run the modules in the VM; ``intree``: more in-tree modules the workload may modprobe;
     ``faults``: fault point -> scenario; ``cycles``: how many times the drivers are loaded
     and unloaded; ``copies``: of the workload at once (see :func:`plan_run`);
@@ -230,7 +239,7 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
         write_atomic(devices_script, devices.workload().encode())
         workload = workload or devices_script
     plan = plan_run(modules, workload, trace_providers, faults, cycles, copies, attempt,
-                    discover, fuzz, per_cycle, chaos, devices)
+                    discover, fuzz, per_cycle, chaos, devices, cycle_params)
     check_releases(plan.modules, kernel)
     files = {f"modules/{m.name}.ko": m.path for m in plan.modules}
     if workload is not None:
@@ -254,8 +263,9 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
     job = GuestJob(script=plan.script, files=files,
                    intree_modules=tuple(dict.fromkeys(plan.intree + intree)),
                    qemu_args=tuple(qemu_args), hotplug=hotplug,
-                   resumable=bool(hotplug) and workload is not None
-                   and SUSPEND_REQUEST in workload.read_text(errors="replace"))
+                   resumable=bool(hotplug) and (chaos is not None or (
+                       workload is not None
+                       and SUSPEND_REQUEST in workload.read_text(errors="replace"))))
     try:
         # After an oops the crashed kernel may hang in what follows (the unload, the
         # reports): the verdict is "kernel problem" by then, and the wait is cut short.
