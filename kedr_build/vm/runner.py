@@ -112,6 +112,9 @@ class RunReport:
     leaks_error: str = ""                  # why it could not be read
     suppressed: tuple[suppress.Suppressed, ...] = ()   # per suppression rule: findings matched
     taint: int | None = None               # /proc/sys/kernel/tainted after the unload
+    taint_before: int | None = None        # ... before the load (a real machine: TARGET=)
+    target: str = ""                       # TARGET= other than qemu: where it ran
+    left_as_found: str = ""                # a real machine: how it was left (cleanup)
     faults: dict[str, str] = field(default_factory=dict)  # point -> its scenario and counters
     lost: bool = False                     # no status came back (steps after some point unknown)
     interfaces: tuple[str, ...] | None = None  # new snapshot lines (discover=True), else None
@@ -149,8 +152,11 @@ def plan_run(modules: list[Path], workload: Path | None = None,
              copies: int = 1, attempt: int = 1, discover: bool = False,
              fuzz: FuzzPlan | None = None, per_cycle: bool = False,
              chaos: FuzzPlan | None = None,
-             devices: Attachment | None = None) -> RunPlan:
+             devices: Attachment | None = None, root: str = "/kedr") -> RunPlan:
     """Order the modules and write the guest script.
+
+    ``root``: the directory the script finds its files in (modules/NAME.ko,
+    workload.sh, kfuzz): /kedr in the QEMU guest, a fresh directory on a real machine.
 
     ``cycles``: the drivers (not the trace providers) are loaded and unloaded that
     many times in the one boot, the workload running after the last load.
@@ -196,7 +202,7 @@ def plan_run(modules: list[Path], workload: Path | None = None,
         workload=workload.name if workload is not None else None, marks=marks,
         tracefs=TRACEFS, faults=dict(faults or {}), discover=discover or fuzz is not None or chaos is not None,
         fuzz=fuzz, per_cycle=per_cycle, chaos=chaos, attempt=int(attempt),
-        bindings=devices is not None and bool(devices.devices))
+        bindings=devices is not None and bool(devices.devices), root=root)
     return RunPlan(tuple(ordered), tuple(intree), workload, script, trace_providers)
 
 
@@ -267,9 +273,20 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
             {"verdict": "interrupted", "reason": str(e), "logs": str(logdir)},
             indent=2).encode())
         raise
+    report = conclude(result, plan, logdir, suppressions,
+                      devices=devices.names if devices is not None else "",
+                      targets=tuple(targets))
+    write_atomic(logdir / "result.json", report.to_json().encode())
+    return report
+
+
+def conclude(result: VmResult, plan: RunPlan, logdir: Path,
+             suppressions: tuple[suppress.Suppression, ...] = (), *, devices: str = "",
+             targets: tuple[str, ...] = ()) -> RunReport:
+    """Judge what came back from the job script (:func:`interpret`) and keep its
+    trace and leak report in ``logdir``: the same for the VM and a real machine."""
     report = interpret(result, {m.name: m.path for m in plan.modules}, suppressions,
-                       devices=devices.names if devices is not None else "",
-                       targets=tuple(targets))
+                       devices=devices, targets=targets)
     if plan.trace_providers:
         trace_text, _ = split_trace(result.output, {m.name: m.path for m in plan.modules})
         (logdir / "trace.txt").write_text(trace_text)
@@ -278,7 +295,6 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
             (logdir / "leaks.txt").write_text(leaks_text)
         if report.leaks is not None:
             write_atomic(logdir / "leaks.json", report.leaks.to_json().encode())
-    write_atomic(logdir / "result.json", report.to_json().encode())
     return report
 
 
