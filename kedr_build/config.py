@@ -85,9 +85,9 @@ VARIABLES: dict[str, Variable] = {
     "RETRIES": Variable("the check target runs a pack test whose run failed a check again, "
                         "up to N times (0 to 10); a check that then passes is reported "
                         "flaky, never passed", "0"),
-    "TARGET": Variable("where run happens: qemu (the pinned kernel in QEMU), "
+    "TARGET": Variable("where run and check happen: qemu (the pinned kernel in QEMU), "
                        "ssh://[user@]host[:port] (a machine running the kernel the build is "
-                       "for), labgrid:ENV.yaml[:place]", "qemu"),
+                       "for), labgrid:ENV.yaml[:place] (not run yet)", "qemu"),
     "SSH_CONFIG": Variable("ssh client configuration file for TARGET=ssh:// (ssh -F; "
                            "default: ssh's own, ~/.ssh/config)"),
     "I_KNOW_THIS_MAY_CRASH": Variable("1: let FAULTS= or sweep fail kernel calls on a real "
@@ -180,6 +180,9 @@ def from_arguments(args: Mapping[str, str], top: str, launch_dir: str,
 
         fuzz_seed(get("FUZZ_SEED"))
     devices = _devices(get("DEVICES"))
+    if devices and target.real:
+        raise KedrError(f"DEVICES={get('DEVICES')}: emulated devices are QEMU's; TARGET={target} "
+                        "uses the machine's own hardware (drop DEVICES=)")
     pack = _pack(get("PACK"), launch_dir) if "PACK" in args else None
     module, ko = get("MODULE") or get("DKMS"), get("KO")
     if get("MODULE") and get("DKMS"):
@@ -434,8 +437,9 @@ FAULTS_TARGETS = ("run",)
 
 
 # What each TARGET= kind can do so far (issue 21): the QEMU guest everything, a machine
-# over SSH the run target; a labgrid place nothing yet.
-SSH_TARGETS = ("run",)
+# over SSH run and check (packs of the vm test kind: checkjob refuses the others); a
+# labgrid place nothing yet.
+SSH_TARGETS = ("run", "check")
 VM_TARGETS = ("run", "sweep", "check", "attach")
 
 

@@ -11,8 +11,9 @@ runner's own :func:`conclude` judges it, so the verdict is the one TARGET=qemu
 gives for the same output.
 
 Afterwards the machine is left as it was found: our modules and the in-tree
-ones the job loaded are unloaded, debugfs/tracefs unmounted if we mounted them,
-the directory removed; what could not be is said in the report
+ones the job loaded are unloaded, the trace buffer's size put back, debugfs/tracefs
+unmounted if we mounted them, the directory removed (the trace buffer's old content
+is not kept: the job empties it); what could not be is said in the report
 (``left_as_found``).
 """
 
@@ -39,7 +40,8 @@ from kedr_build.ko.module import ModuleRef
 from kedr_build.targets.spec import SshTarget
 from kedr_build.vm.console import find_problems
 from kedr_build.vm.qemu import JOB_START, STATUS_MARK, Verdict, VmResult, parse_status
-from kedr_build.vm.runner import RunPlan, RunReport, conclude, plan_run
+from kedr_build.vm.runner import TRACEFS, RunPlan, RunReport, conclude, plan_run
+from kedr_build.vm.taint import ALLOWED_TAINT, taint_letters
 
 # No password prompt (BatchMode): a machine that wants one is refused in one line.
 # ServerAlive: a machine that crashed mid-run ends the session within a minute.
@@ -125,6 +127,10 @@ for fs in debugfs:/sys/kernel/debug tracefs:/sys/kernel/tracing; do
   grep -q " $d $t " /proc/mounts && continue
   mount -t $t $t $d && echo $d >> {root}/mounted || echo "kedr-build: cannot mount $t on $d" >&2
 done
+# The job sets the trace buffer's size: its size now ("7 (expanded: 1408)" before
+# anything traced: 1408) is put back afterwards.
+read kb rest < {TRACEFS}/buffer_size_kb && case $rest in
+  *expanded:*) kb=${{rest##*expanded: }}; kb=${{kb%)}};; esac && echo $kb > {root}/tracebuf
 echo "{JOB_START} {token}" > /dev/kmsg
 echo "{TAINT_BEFORE}$(cat /proc/sys/kernel/tainted)" >&2
 sh {root}/job.sh </dev/null 2>&1
@@ -132,16 +138,19 @@ echo "{STATUS_MARK}$?" >&2
 """
 
 
-def _cleanup(root: str, plan: RunPlan, loaded_before: frozenset[str]) -> str:
-    """Unload what is still loaded of ours and of the in-tree modules the job loaded,
-    unmount what the wrapper mounted, remove the directory; say what is left."""
+def _cleanup(root: str, plan: RunPlan, loaded_before: frozenset[str],
+             extra: tuple[str, ...] = ()) -> str:
+    """Unload what is still loaded of ours and of the in-tree modules the job (or its
+    workload: ``extra``, MODPROBE=) loaded, unmount what the wrapper mounted, remove the
+    directory; say what is left."""
     ours = [m.name for m in reversed(plan.modules)]
-    intree = [n.replace("-", "_") for n in reversed(plan.intree)
+    intree = [n.replace("-", "_") for n in reversed((*plan.intree, *extra))
               if n.replace("-", "_") not in loaded_before]
     names = " ".join(shlex.quote(n) for n in ours + intree)
-    return f"""for m in {names}; do
-  grep -q "^$m " /proc/modules && rmmod $m
+    return f"""for pass in 1 2; do
+  for m in {names}; do grep -q "^$m " /proc/modules && rmmod $m 2>/dev/null; done
 done
+[ -f {root}/tracebuf ] && cat {root}/tracebuf > {TRACEFS}/buffer_size_kb
 [ -f {root}/mounted ] && for d in $(cat {root}/mounted); do umount $d; done
 rm -rf {root}
 for m in {names}; do grep -q "^$m " /proc/modules && echo "KEDR-LEFT module $m"; done
@@ -155,18 +164,30 @@ def run_over_ssh(target: SshTarget, modules: list[Path], logdir: Path,
                  trace_providers: tuple[str, ...] = (),
                  suppressions: tuple[suppress.Suppression, ...] = (),
                  faults: Mapping[str, str] | None = None,
-                 config: Path | None = None) -> RunReport:
+                 config: Path | None = None, intree: tuple[str, ...] = (),
+                 cycles: int = 1, copies: int = 1, attempt: int = 1) -> RunReport:
     """Load, exercise and unload the modules on the machine; the same RunReport as
-    :func:`kedr_build.vm.runner.run_modules` gives for the VM."""
+    :func:`kedr_build.vm.runner.run_modules` gives for the VM (``intree``, ``cycles``,
+    ``copies``, ``attempt``: as there; the in-tree modules come from the machine's own
+    /lib/modules through its modprobe, and those the run loaded are unloaded after)."""
     logdir.mkdir(parents=True, exist_ok=True)
     conn = Connection(target, config)
     token = secrets.token_hex(6)
     root = f"/tmp/kedr-build-{token}"
-    plan = plan_run(modules, workload, trace_providers, faults, root=root)
+    plan = plan_run(modules, workload, trace_providers, faults, cycles=cycles, copies=copies,
+                    attempt=attempt, root=root)
     if workload is not None and not workload.is_file():
         raise KedrError(f"WORKLOAD={workload}: no such file")
     state = probe(conn)
     check_release(plan.modules, state, target)
+    extra = state.taint & ~ALLOWED_TAINT
+    if extra:
+        # A machine an earlier run (or anything else) left tainted is not reused
+        # silently: its kernel check would judge someone else's WARNING.
+        raise KedrError(f"TARGET={target}: its kernel is already tainted "
+                        f"{taint_letters(state.taint)} ({state.taint}), "
+                        f"{taint_letters(extra)} beyond out-of-tree/unsigned; nothing was "
+                        "copied: reboot it first")
     busy = [m.name for m in plan.modules if m.name in state.modules]
     if busy:
         raise KedrError(f"TARGET={target}: {busy[0]} is already loaded there; nothing was "
@@ -178,12 +199,19 @@ def run_over_ssh(target: SshTarget, modules: list[Path], logdir: Path,
     files["wrapper.sh"] = _wrapper(root, token).encode()
     (logdir / "ssh.cmd").write_text(shlex.join(conn.argv(f"sh {root}/wrapper.sh")) + "\n")
     start = time.monotonic()
+    left: str | None = None
     try:
         conn.check(f"mkdir {root} && tar -x -f - -C {root}", f"copying the files to {root}",
                    _tar(files))
         result = _run_job(conn, root, token, logdir, timeout, start)
+    except KedrError as e:
+        # A copy that failed (a full disk) or a machine that stopped answering: the one
+        # line says how the machine was left too.
+        left = _leave(conn, root, plan, state.modules, intree)
+        raise KedrError(f"{e} ({left or 'the machine was left as found'})") from None
     finally:
-        left = _leave(conn, root, plan, state.modules)
+        if left is None:
+            left = _leave(conn, root, plan, state.modules, intree)
     report = conclude(result, plan, logdir, suppressions,
                       targets=tuple(m.name for m in plan.modules
                                     if m.name not in trace_providers))
@@ -223,10 +251,11 @@ def _run_job(conn: Connection, root: str, token: str, logdir: Path, timeout: flo
                     job_started=True)
 
 
-def _leave(conn: Connection, root: str, plan: RunPlan, loaded_before: frozenset[str]) -> str:
+def _leave(conn: Connection, root: str, plan: RunPlan, loaded_before: frozenset[str],
+           intree: tuple[str, ...] = ()) -> str:
     """Clean up; "" when the machine is as it was found, else what is left and why."""
     try:
-        proc = conn.run(_cleanup(root, plan, loaded_before))
+        proc = conn.run(_cleanup(root, plan, loaded_before, intree))
     except KedrError as e:
         return f"not cleaned up: {e}"
     if proc.returncode != 0:

@@ -136,6 +136,11 @@ class RunReport:
 
     def to_json(self) -> str:
         data = asdict(self)
+        if not self.target:
+            # The QEMU guest's result.json as it always was: the real machine's part only
+            # where there is one.
+            for key in ("taint_before", "target", "left_as_found"):
+                del data[key]
         data["verdict"] = self.verdict.value
         data["logs"] = str(self.logs)
         data["problems"] = [{"kind": p.kind.value, "line": p.line, "excerpt": p.excerpt}

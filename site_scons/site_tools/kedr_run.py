@@ -50,7 +50,8 @@ def _run(target: list[Any], source: list[Any], env: Any) -> int:
         report = run_over_ssh(cfg.target, modules, Path(str(target[0])).parent,
                               workload=cfg.workload, timeout=cfg.vm_timeout,
                               trace_providers=(cfg.replacement_module,),
-                              suppressions=suppressions, faults=faults, config=cfg.ssh_config)
+                              suppressions=suppressions, faults=faults, config=cfg.ssh_config,
+                              intree=cfg.modprobe)
         print(format_report(report, cfg.name))
         return 0 if report.ok and report.checks_ok else 1
     report = run_modules(cfg.kernel, modules, Path(str(target[0])).parent,
