@@ -45,3 +45,14 @@ def test_bad_target(args: list[str], fragments: tuple[str, ...], tmp_path: Path,
     build = tmp_path / "build"
     proc = run_scons([f"MODULE={CHARDEV}", f"BUILD_DIR={build}", *args], check=False)
     refused(proc, build, *fragments)
+
+
+def test_check_on_a_real_machine_needs_a_pinned_kernel(tmp_path: Path,
+                                                       pinned_kernel: ProvisionedKernel) -> None:
+    proc = run_scons([f"MODULE={CHARDEV}", f"BUILD_DIR={tmp_path / 'build'}",
+                      f"KDIR={pinned_kernel.kdir}", f"TARGET={HOST}", "check"], check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stdout + proc.stderr
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("kedr-build: ")]
+    assert len(lines) == 1 and lines[0].endswith(
+        f": check on TARGET={HOST} needs a pinned KERNEL= so far (run takes KDIR=)"), lines
+    assert not list((tmp_path / "build").rglob("*.ko"))
