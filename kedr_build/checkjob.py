@@ -27,9 +27,11 @@ from kedr_build.packs.session import DriverUnderTest, Session
 # reproducing command. (PACK and TEST are set by the command itself; DRIVERS and
 # SHARD never reach a single driver's command.)
 REPRODUCE = ("MODULE", "DKMS", "KO", "KERNEL", "KDIR", "WORKLOAD", "MODPROBE", "BUILD_DIR",
-             "FUNCTIONS", "NAMING", "MAKE_ARGS", "DEVICES", "VM_TIMEOUT", "VM_CPUS", "SUPPRESS")
+             "FUNCTIONS", "NAMING", "MAKE_ARGS", "DEVICES", "VM_TIMEOUT", "VM_CPUS", "SUPPRESS",
+             "TARGET", "SSH_CONFIG", "I_KNOW_THIS_MAY_CRASH")
 # Variables whose value may be a path (relative to where scons was started).
-PATHS = ("MODULE", "DKMS", "KO", "KDIR", "WORKLOAD", "BUILD_DIR", "SUPPRESS", "PACK")
+PATHS = ("MODULE", "DKMS", "KO", "KDIR", "WORKLOAD", "BUILD_DIR", "SUPPRESS", "PACK",
+         "SSH_CONFIG")
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,8 @@ def session(drivers: Sequence[CheckedDriver], report_dir: str,
     if first.kernel.description is None:
         raise KedrError(f"KDIR={first.kernel.kdir}: check boots a pinned kernel: drop KDIR=")
     pack_file = first.pack or packs.resolve("basic")
+    if first.target.real:
+        _vm_kind_only(first, Path(pack_file))
     pack_arg = dict(first.arguments).get("PACK", "basic")
     under_test = []
     for d in drivers:
@@ -122,4 +126,17 @@ def session(drivers: Sequence[CheckedDriver], report_dir: str,
                    vm_timeout=first.vm_timeout, vm_cpus=first.vm_cpus, tests=first.tests,
                    shard=first.shard, jobs=first.jobs, retries=first.retries,
                    kcidb_origin=first.kcidb_origin,
-                   env={k: v for k, v in first.arguments if k == "FUZZ_SEED"})
+                   env={k: v for k, v in first.arguments if k == "FUZZ_SEED"},
+                   target=str(first.target) if first.target.real else "",
+                   ssh_config=str(first.ssh_config) if first.ssh_config else "")
+
+
+def _vm_kind_only(cfg: BuildConfig, pack_file: Path) -> None:
+    """A real machine runs the ``vm`` test kind only so far (basic's tests): a pack with
+    another kind (faults, fundamentals, device) is refused before anything runs."""
+    pack = packs.parse(pack_file.read_text(), pack_file)
+    other = [t for t in pack.tests if t.kind != "vm" and (not cfg.tests or t.name in cfg.tests)]
+    if other:
+        raise KedrError(f"TARGET={cfg.target}: pack {pack.name} test {other[0].name} is of "
+                        f"kind {other[0].kind}, which runs in QEMU only so far (the vm kind, "
+                        "as in PACK=basic, runs on this target)")

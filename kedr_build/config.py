@@ -26,6 +26,7 @@ from kedr_build.kernel.descriptions import ProvisionedKernel
 from kedr_build.kernel.dkms import DkmsPackage, is_dkms_tree, read_conf
 from kedr_build.ko.names import is_c_identifier, is_module_file, module_name
 from kedr_build.ko.plan import Naming
+from kedr_build.targets.spec import QemuTarget, SshTarget, Target, check_consent, parse_target
 
 if TYPE_CHECKING:
     from kedr_build.devices.catalog import Device
@@ -84,6 +85,13 @@ VARIABLES: dict[str, Variable] = {
     "RETRIES": Variable("the check target runs a pack test whose run failed a check again, "
                         "up to N times (0 to 10); a check that then passes is reported "
                         "flaky, never passed", "0"),
+    "TARGET": Variable("where run and check happen: qemu (the pinned kernel in QEMU), "
+                       "ssh://[user@]host[:port] (a machine running the kernel the build is "
+                       "for), labgrid:ENV.yaml[:place] (not run yet)", "qemu"),
+    "SSH_CONFIG": Variable("ssh client configuration file for TARGET=ssh:// (ssh -F; "
+                           "default: ssh's own, ~/.ssh/config)"),
+    "I_KNOW_THIS_MAY_CRASH": Variable("1: let FAULTS= or sweep fail kernel calls on a real "
+                                      "machine (TARGET=ssh://, labgrid:), which may crash it"),
     "KCIDB_ORIGIN": Variable("the KCIDB origin (CI system name) of report/kcidb.json's "
                              "objects: lower-case letters, digits, '_'", "kedr"),
 }
@@ -121,6 +129,8 @@ class BuildConfig:
     arguments: tuple[tuple[str, str], ...] = ()   # the command line's VAR=value, as given
     launch_dir: str = ""               # where scons was started: relative values are from here
     top: str = ""                      # the checkout (SConstruct's directory)
+    target: Target = QemuTarget()      # TARGET=: where run happens
+    ssh_config: Path | None = None     # SSH_CONFIG=: ssh -F for TARGET=ssh://
 
     @property
     def dkms_tree(self) -> Path:
@@ -161,6 +171,8 @@ def from_arguments(args: Mapping[str, str], top: str, launch_dir: str,
     # Values checked on their own, before anything is discovered or cached in BUILD_DIR:
     # a bad one leaves nothing behind.
     faults = _faults(get("FAULTS"))
+    target = parse_target(get("TARGET"), launch_dir)
+    ssh_config = _ssh_config(path, get("SSH_CONFIG"), target)
     retries = _retries(get("RETRIES"))
     kcidb_origin = _kcidb_origin(get("KCIDB_ORIGIN"))
     if get("FUZZ_SEED"):
@@ -168,6 +180,9 @@ def from_arguments(args: Mapping[str, str], top: str, launch_dir: str,
 
         fuzz_seed(get("FUZZ_SEED"))
     devices = _devices(get("DEVICES"))
+    if devices and target.real:
+        raise KedrError(f"DEVICES={get('DEVICES')}: emulated devices are QEMU's; TARGET={target} "
+                        "uses the machine's own hardware (drop DEVICES=)")
     pack = _pack(get("PACK"), launch_dir) if "PACK" in args else None
     module, ko = get("MODULE") or get("DKMS"), get("KO")
     if get("MODULE") and get("DKMS"):
@@ -251,7 +266,8 @@ def from_arguments(args: Mapping[str, str], top: str, launch_dir: str,
                        faults=faults, pack=pack, tests=tests,
                        shard=_shard(get("SHARD")),
                        jobs=_jobs(get("JOBS")), retries=retries, kcidb_origin=kcidb_origin,
-                       arguments=tuple(sorted(args.items())), launch_dir=launch_dir, top=top)
+                       arguments=tuple(sorted(args.items())), launch_dir=launch_dir, top=top,
+                       target=target, ssh_config=ssh_config)
 
 
 def _devices(text: str) -> tuple[Device, ...]:
@@ -420,14 +436,48 @@ def _faults(text: str) -> tuple[PointScenario, ...]:
 FAULTS_TARGETS = ("run",)
 
 
-def check_targets(args: Mapping[str, str], targets: Sequence[str]) -> None:
+# What each TARGET= kind can do so far (issue 21): the QEMU guest everything, a machine
+# over SSH run and check (packs of the vm test kind: checkjob refuses the others); a
+# labgrid place nothing yet.
+SSH_TARGETS = ("run", "check")
+VM_TARGETS = ("run", "sweep", "check", "attach")
+
+
+def check_targets(args: Mapping[str, str], targets: Sequence[str],
+                  launch_dir: str = ".") -> None:
     """Refuse a variable given to a target that would ignore it (FAULTS= to sweep, check),
-    before anything is discovered or written."""
+    and a real machine (TARGET=) asked for what it cannot do or may crash of without
+    I_KNOW_THIS_MAY_CRASH=1, before anything is discovered or written."""
     ignored = [t for t in targets if t in ("sweep", "check")]
     if ignored and args.get("FAULTS", "").strip():
         from kedr_build.faults.scenario import FaultsError
         raise FaultsError(f"FAULTS= applies to {', '.join(FAULTS_TARGETS)} only: {ignored[0]} "
                           "fails the driver's fault sites itself (drop FAULTS=, or use run)")
+    target = parse_target(args.get("TARGET", ""), launch_dir)
+    if not target.real:
+        return
+    consent = args.get("I_KNOW_THIS_MAY_CRASH", "")
+    if "sweep" in targets:
+        check_consent(target, "sweep", consent)
+    if "run" in targets and args.get("FAULTS", "").strip():
+        check_consent(target, "FAULTS=", consent)
+    can = SSH_TARGETS if isinstance(target, SshTarget) else ()
+    wanted = [t for t in targets if t in VM_TARGETS and t not in can]
+    if wanted:
+        raise KedrError(f"TARGET={target}: the {wanted[0]} target runs in QEMU only so far "
+                        + (f"({', '.join(can)} works on this target)" if can else
+                           "(labgrid targets run nothing yet)"))
+
+
+def _ssh_config(path: Callable[[str], Path], text: str, target: Target) -> Path | None:
+    if not text:
+        return None
+    if not isinstance(target, SshTarget):
+        raise KedrError(f"SSH_CONFIG={text}: applies to TARGET=ssh:// only")
+    file = path(text).resolve()
+    if not file.is_file():
+        raise KedrError(f"SSH_CONFIG={text}: no such file")
+    return file
 
 
 def _cpus(text: str) -> int | None:

@@ -23,6 +23,7 @@ LAYERS = {
     "kernel": 4,
     "intercept": 5, "checks": 5, "devices": 5,
     "vm": 6,
+    "targets": 7,
     "faults": 7,
     "packs": 8,
     "config": 9, "cli": 10, "commands": 10, "checkjob": 10, "__main__": 11, "__init__": 11,

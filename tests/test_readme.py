@@ -71,6 +71,13 @@ NOT_HERE = {
         "kernels",
 }
 NOT_HERE.update({
+    "scons MODULE=path/to/driver KDIR=/path/to/its/kernel/headers TARGET=ssh://root@lab-host run":
+        "needs a lab machine: tests/test_target_ssh_vm.py runs over ssh on a QEMU guest "
+        "playing one, both kernels",
+    "scons MODULE=path/to/driver KERNEL=debian-6.1 TARGET=ssh://root@lab-host:2222 "
+    "SSH_CONFIG=lab.ssh check PACK=basic":
+        "needs a lab machine: tests/test_target_ssh_vm.py checks PACK=basic over ssh on a "
+        "QEMU guest playing one, both kernels",
     "./kedr-env scons KO=e1000 DEVICES=e1000,nvme run":
         "a VM run with devices: tests/test_devices_vm.py runs it on both kernels",
     "./kedr-env scons MODULE=tests/drivers/edu DEVICES=edu sweep":

@@ -35,6 +35,11 @@ PACKAGES: dict[str, str] = {
     # browser (tests/test_packs_vm.py) driven through selenium; PyPI cannot fetch one.
     "chromium": "chromium",
     "chromedriver": "chromium-driver",
+    # TARGET=ssh:// reaches a real machine with the OpenSSH client; the tests make a
+    # QEMU guest play that machine with Dropbear's server (tests/labmachine.py).
+    "ssh": "openssh-client",
+    "ssh-keygen": "openssh-client",
+    "dropbear": "dropbear-bin",
 }
 
 # The static busybox goes into the guest; a dynamic one would need its libc.

@@ -45,9 +45,15 @@ class Session:
     env: dict[str, str] = field(default_factory=dict)   # extra, for test kinds
     retries: int = 0                  # RETRIES=N: runs of a failed test again, at most
     kcidb_origin: str = "kedr"        # KCIDB_ORIGIN=: the origin of kcidb.json's objects
+    target: str = ""                  # TARGET= a real machine (ssh://...): "" the VM
+    ssh_config: str = ""              # SSH_CONFIG=: ssh -F for it
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+        data = asdict(self)
+        if not self.target:
+            # The QEMU guest's session.json as it always was.
+            del data["target"], data["ssh_config"]
+        return json.dumps(data, indent=2)
 
     @staticmethod
     def read(path: Path) -> Session:

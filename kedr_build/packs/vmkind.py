@@ -11,6 +11,7 @@ the workload, unloads them, and judges every check from that one run:
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from kedr_build.checks import suppress
@@ -22,17 +23,7 @@ from kedr_build.packs.results import CheckResult, LeakGroupInfo, TestRun
 from kedr_build.packs.session import DriverUnderTest, Session, attached
 from kedr_build.vm.qemu import Verdict
 from kedr_build.vm.runner import RunReport, run_modules
-
-# Taint flags a patched out-of-tree driver always sets (include/linux/panic.h,
-# Documentation/admin-guide/tainted-kernels.rst): O = TAINT_OOT_MODULE (bit 12),
-# E = TAINT_UNSIGNED_MODULE (bit 13). Any other flag is a finding.
-ALLOWED_TAINT = (1 << 12) | (1 << 13)
-TAINT_LETTERS = "PFSRMBUDAWCIOELKXTN"
-
-
-def taint_letters(value: int) -> str:
-    return "".join(c for i, c in enumerate(TAINT_LETTERS) if value >> i & 1)
-
+from kedr_build.vm.taint import ALLOWED_TAINT, taint_letters
 
 def run(driver: DriverUnderTest, test: PackTest, logdir: Path, session: Session) -> TestRun:
     workload = Path(driver.workload) if driver.workload else None
@@ -49,6 +40,9 @@ def run(driver: DriverUnderTest, test: PackTest, logdir: Path, session: Session)
     suppressions = suppress.load(Path(driver.suppress)) if driver.suppress else ()
     timeout = float(test.params["timeout"]) or session.vm_timeout
     try:
+        if session.target:
+            return judge(driver, test, _over_ssh(driver, test, logdir, session, workload,
+                                                 timeout, suppressions))
         kernel = provision.ensure(session.kernel)
         report = run_modules(kernel, [Path(m) for m in driver.modules], logdir,
                              workload=workload, timeout=timeout,
@@ -61,6 +55,31 @@ def run(driver: DriverUnderTest, test: PackTest, logdir: Path, session: Session)
         return TestRun(driver.name, test.name, test.kind, reason=str(e), logs=str(logdir),
                        checks=tuple(CheckResult(c, False, str(e)) for c in test.checks))
     return judge(driver, test, report)
+
+
+def _over_ssh(driver: DriverUnderTest, test: PackTest, logdir: Path, session: Session,
+              workload: Path | None, timeout: float,
+              suppressions: tuple[suppress.Suppression, ...]) -> RunReport:
+    """The same run on a real machine (TARGET=ssh://): no boot, the machine's kernel."""
+    from kedr_build.targets.spec import SshTarget, parse_target
+    from kedr_build.targets.ssh import run_over_ssh
+
+    target = parse_target(session.target)
+    if not isinstance(target, SshTarget):
+        raise KedrError(f"TARGET={session.target}: the vm test kind runs in QEMU or over "
+                        "ssh only so far")
+    report = run_over_ssh(target, [Path(m) for m in driver.modules], logdir,
+                          workload=workload, timeout=timeout,
+                          trace_providers=(driver.replacement,), intree=driver.modprobe,
+                          suppressions=suppressions, cycles=test.params["cycles"],
+                          copies=test.params["copies"],
+                          attempt=int(session.env.get(retry.ATTEMPT_ENV, "1")),
+                          config=Path(session.ssh_config) if session.ssh_config else None)
+    if report.left_as_found:
+        # Not a check of the driver, but never silent: the test's reason says it.
+        report = dataclasses.replace(report, reason="; ".join(
+            r for r in (report.reason, f"TARGET={target} {report.left_as_found}") if r))
+    return report
 
 
 def judge(driver: DriverUnderTest, test: PackTest, report: RunReport) -> TestRun:

@@ -43,6 +43,12 @@ def format_report(report: RunReport, title: str) -> str:
     for problem in report.problems:
         out.append(f"--- kernel {problem.kind.value} ---")
         out.append(problem.excerpt)
+    if report.target:
+        out.append(f"--- target {report.target} ---")
+        out.append(f"kernel taint (/proc/sys/kernel/tainted) before {report.taint_before}, "
+                   f"after {report.taint}")
+        out.append("left as found (modules unloaded, files removed)" if not report.left_as_found
+                   else f"NOT left as found: {report.left_as_found}")
     steps = ", ".join(f"{s.action} {s.target}{'' if s.ok else ' FAILED'}" for s in report.steps)
     verdict = "PASSED" if report.ok else f"FAILED: {report.reason}"
     # A passed run with a failed step: an init failed under an injected fault (runner).

@@ -112,6 +112,9 @@ class RunReport:
     leaks_error: str = ""                  # why it could not be read
     suppressed: tuple[suppress.Suppressed, ...] = ()   # per suppression rule: findings matched
     taint: int | None = None               # /proc/sys/kernel/tainted after the unload
+    taint_before: int | None = None        # ... before the load (a real machine: TARGET=)
+    target: str = ""                       # TARGET= other than qemu: where it ran
+    left_as_found: str = ""                # a real machine: how it was left (cleanup)
     faults: dict[str, str] = field(default_factory=dict)  # point -> its scenario and counters
     lost: bool = False                     # no status came back (steps after some point unknown)
     interfaces: tuple[str, ...] | None = None  # new snapshot lines (discover=True), else None
@@ -133,6 +136,11 @@ class RunReport:
 
     def to_json(self) -> str:
         data = asdict(self)
+        if not self.target:
+            # The QEMU guest's result.json as it always was: the real machine's part only
+            # where there is one.
+            for key in ("taint_before", "target", "left_as_found"):
+                del data[key]
         data["verdict"] = self.verdict.value
         data["logs"] = str(self.logs)
         data["problems"] = [{"kind": p.kind.value, "line": p.line, "excerpt": p.excerpt}
@@ -150,8 +158,11 @@ def plan_run(modules: list[Path], workload: Path | None = None,
              fuzz: FuzzPlan | None = None, per_cycle: bool = False,
              chaos: FuzzPlan | None = None,
              devices: Attachment | None = None,
-             cycle_params: Sequence[str] = ()) -> RunPlan:
+             cycle_params: Sequence[str] = (), root: str = "/kedr") -> RunPlan:
     """Order the modules and write the guest script.
+
+    ``root``: the directory the script finds its files in (modules/NAME.ko,
+    workload.sh, kfuzz): /kedr in the QEMU guest, a fresh directory on a real machine.
 
     ``cycles``: the drivers (not the trace providers) are loaded and unloaded that
     many times in the one boot, the workload running after the last load.
@@ -204,7 +215,8 @@ def plan_run(modules: list[Path], workload: Path | None = None,
         bindings=devices is not None and bool(devices.devices),
         cycle_params=list(cycle_params),
         chaos_devices=[f"{a.device.name},{a.device.qemu_id},{a.pci_address}"
-                       for a in devices.devices] if chaos is not None and devices else [])
+                       for a in devices.devices] if chaos is not None and devices else [],
+        root=root)
     return RunPlan(tuple(ordered), tuple(intree), workload, script, trace_providers)
 
 
@@ -277,9 +289,20 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
             {"verdict": "interrupted", "reason": str(e), "logs": str(logdir)},
             indent=2).encode())
         raise
+    report = conclude(result, plan, logdir, suppressions,
+                      devices=devices.names if devices is not None else "",
+                      targets=tuple(targets))
+    write_atomic(logdir / "result.json", report.to_json().encode())
+    return report
+
+
+def conclude(result: VmResult, plan: RunPlan, logdir: Path,
+             suppressions: tuple[suppress.Suppression, ...] = (), *, devices: str = "",
+             targets: tuple[str, ...] = ()) -> RunReport:
+    """Judge what came back from the job script (:func:`interpret`) and keep its
+    trace and leak report in ``logdir``: the same for the VM and a real machine."""
     report = interpret(result, {m.name: m.path for m in plan.modules}, suppressions,
-                       devices=devices.names if devices is not None else "",
-                       targets=tuple(targets))
+                       devices=devices, targets=targets)
     if plan.trace_providers:
         trace_text, _ = split_trace(result.output, {m.name: m.path for m in plan.modules})
         (logdir / "trace.txt").write_text(trace_text)
@@ -288,7 +311,6 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
             (logdir / "leaks.txt").write_text(leaks_text)
         if report.leaks is not None:
             write_atomic(logdir / "leaks.json", report.leaks.to_json().encode())
-    write_atomic(logdir / "result.json", report.to_json().encode())
     return report
 
 

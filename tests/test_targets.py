@@ -1,0 +1,61 @@
+"""TARGET= units (issue 21): the QEMU guest's files stay as they were, a real machine's
+part is kept where there is one, and the consent and release checks refuse in one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kedr_build.errors import KedrError
+from kedr_build.packs.session import DriverUnderTest, Session
+from kedr_build.targets.spec import QemuTarget, SshTarget, check_consent, parse_target
+from kedr_build.vm.qemu import Verdict
+from kedr_build.vm.runner import RunReport
+
+
+def _report(**kw: object) -> RunReport:
+    return RunReport(verdict=Verdict.PASSED, reason="", steps=(), driver_log=(),
+                     workload_output="", problems=(), elapsed=1.0, logs=Path("/x"),
+                     **kw)  # type: ignore[arg-type]
+
+
+def test_the_vm_result_json_has_no_target_part() -> None:
+    # TARGET=qemu's result.json has the keys it had before real machines (byte for byte).
+    assert not {"target", "taint_before", "left_as_found"} & set(json.loads(_report().to_json()))
+    real = json.loads(_report(target="ssh://root@lab", taint_before=0,
+                              left_as_found="left behind: module kedr_x").to_json())
+    assert (real["target"], real["taint_before"], real["left_as_found"]) == (
+        "ssh://root@lab", 0, "left behind: module kedr_x")
+
+
+def test_session_keeps_the_target_and_the_vm_session_is_unchanged(tmp_path: Path) -> None:
+    driver = DriverUnderTest(name="d", modules=("a.ko",), replacement="r", command="c")
+    vm = Session(pack="p", kernel="debian-6.1", drivers=(driver,), report_dir="r")
+    assert not {"target", "ssh_config"} & set(json.loads(vm.to_json()))
+    real = Session(pack="p", kernel="debian-6.1", drivers=(driver,), report_dir="r",
+                   target="ssh://root@lab:2222", ssh_config="/c")
+    (tmp_path / "s.json").write_text(real.to_json())
+    assert Session.read(tmp_path / "s.json") == real
+    (tmp_path / "v.json").write_text(vm.to_json())
+    assert Session.read(tmp_path / "v.json") == vm
+
+
+@pytest.mark.parametrize("text, target", [
+    ("", QemuTarget()), ("qemu", QemuTarget()),
+    ("ssh://lab", SshTarget("lab")),
+    ("ssh://me@10.0.0.7:2222", SshTarget("10.0.0.7", "me", 2222)),
+    ("ssh://root@[fe80::1]:22", SshTarget("fe80::1")),
+])
+def test_parse_target(text: str, target: object) -> None:
+    assert parse_target(text) == target
+    assert not parse_target("qemu").real and parse_target("ssh://lab").real
+
+
+def test_consent_is_asked_on_a_real_machine_only() -> None:
+    check_consent(QemuTarget(), "sweep", "")
+    check_consent(SshTarget("lab"), "sweep", "1")
+    with pytest.raises(KedrError, match=r"^TARGET=ssh://root@lab: sweep fails the driver's "
+                                        r"kernel calls on purpose .* I_KNOW_THIS_MAY_CRASH=1"):
+        check_consent(SshTarget("lab"), "sweep", "yes")
