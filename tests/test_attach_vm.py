@@ -68,6 +68,14 @@ kill $nap; wait $nap
 sh a/detach.sh; echo "rc=$?"
 grep "^state" $R/attach
 echo 10000 > /sys/module/kedr_repl_kedr_attachee/parameters/detach_timeout_ms
+step held-across
+cmd hold
+sh a/attach.sh >/dev/null; echo "rc=$?"
+echo "status0"; cat $R/status
+cmd release; cmd churn
+echo "status1"; cat $R/status
+grep -E "^(totals|violation)" $R/leaks
+sh a/detach.sh >/dev/null; echo "rc=$?"
 step switching
 echo "before $(cat $D/counts)"
 ( while [ ! -f /tmp/stop ]; do echo churn > $D/cmd; done ) &
@@ -231,6 +239,15 @@ def test_attach_detach_reattach(tmp_path: Path, kernel: ProvisionedKernel) -> No
     assert busy[-3:] == ["detach.sh: kedr_repl_kedr_attachee detached from kedr_attachee",
                          "rc=0", "state detached target=kedr_attachee sites=7 attaches=3 "
                                  "inflight=0"], busy
+
+    # A mutex taken before attach and unlocked in the window: the unlock reaches the
+    # replacement (counted) and is passed on, never an "unlock-not-held" violation.
+    held = s["held-across"]
+    assert held.startswith("rc=0\n") and held.endswith("rc=0\n"), held
+    st0, st1 = (_status(part) for part in held.split("status1\n"))
+    assert st1["mutex_unlock"] - st0["mutex_unlock"] == 2, held   # release, churn's
+    assert st1["mutex_lock"] - st0["mutex_lock"] == 1, held       # churn's
+    assert "\ntotals " in held and "\nviolation " not in held, held
 
     # Switching while the driver's workload loops: six windows, no call doubled (the
     # replacements saw no more than the driver made), none lost inside a window (a
