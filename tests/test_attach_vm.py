@@ -325,3 +325,25 @@ def test_scons_attach_runs_the_plain_driver_attached_in_the_middle(
     # The driver itself was never patched: the guest loaded the kbuild output as it is.
     assert not (out / "patched").exists()
     assert (out / "attach.sh").is_file() and (out / "detach.sh").is_file()
+
+
+def test_scons_attach_ko_attaches_to_the_kernels_own_module(
+        tmp_path: Path, kernel: ProvisionedKernel) -> None:
+    """``scons KO=loop attach``: the in-tree loop modprobed as shipped, attached to in
+    the middle of its workload (README: "KO=loop modprobes the kernel's own")."""
+    build = tmp_path / "build"
+    proc = run_scons(["KO=loop", f"BUILD_DIR={build}", f"KERNEL={kernel_name(kernel)}",
+                      f"WORKLOAD={REPO / 'tests/workloads/loop-file.sh'}", "VM_TIMEOUT=200",
+                      "attach"], check=False)
+    out = outputs(build, "loop", kernel) / "attach"
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads((out / "run" / "result.json").read_text())
+    assert result["verdict"] == "passed", result["reason"]
+    assert result["sites"] == len(json.loads((out / "attach.json").read_text())["sites"]) > 0
+    assert result["output"].count("workload rc=0") == 3
+    assert "attach.sh: kedr_repl_loop attached to loop (" in result["output"]
+    calls = result["calls"]
+    assert calls["mutex_unlock"] > 0 and calls["queue_work_on"] > 0
+    assert calls["_raw_spin_lock_irq"] == calls["_raw_spin_unlock_irq"] > 0
+    assert result["totals"]["bad_frees"] == 0
+    assert not (out / "run" / "target.ko").exists()     # modprobed, not a copy insmodded
