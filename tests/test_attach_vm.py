@@ -127,6 +127,21 @@ sh l/detach.sh; echo "rc=$?"
 work
 cat $L/status
 rmmod kedr_repl_loop; echo "rc=$?"
+step loop-switching
+( while [ ! -f /tmp/stop-loop ]; do work; done ) &
+bg=$!
+i=0; ok=0
+while [ $i -lt 4 ]; do
+	sh l/attach.sh >/dev/null && ok=$((ok + 1))
+	usleep 200000
+	sh l/detach.sh >/dev/null && ok=$((ok + 1))
+	i=$((i + 1))
+done
+touch /tmp/stop-loop; wait $bg
+echo "ok=$ok"
+cat $L/status
+grep -E "^(attached|totals|violation|badfree)" $L/leaks
+rmmod kedr_repl_loop; echo "rc=$?"
 step end
 """
 
@@ -296,6 +311,16 @@ def test_attach_detach_reattach(tmp_path: Path, kernel: ProvisionedKernel) -> No
     loop_totals = _counts(re.search(r"^totals (.*)$", s["loop"], re.M).group(1))  # type: ignore[union-attr]
     assert loop_totals["bad_frees"] == 0 and not re.search(r"^violation ", s["loop"], re.M)
     assert "rc=0" in s["loop-detached"] and _status(s["loop-detached"]) == traced
+
+    # Attached and detached 4 times while loop's workload loops: every switch works,
+    # calls are seen, a pair split by a window's edge is neither a bad free nor an
+    # unlock-not-held, and the replacement module unloads after.
+    sw = s["loop-switching"]
+    assert "ok=8" in sw and sw.endswith("rc=0\n"), sw
+    assert _status(sw)["mutex_unlock"] > 0, sw
+    assert re.search(r"^attached target=loop state=detached attaches=4 ", sw, re.M), sw
+    assert _counts(re.search(r"^totals (.*)$", sw, re.M).group(1))["bad_frees"] == 0  # type: ignore[union-attr]
+    assert not re.search(r"^(violation|badfree) ", sw, re.M), sw
 
 
 # The chardev workload's calls after init and before exit (CHARDEV_CALLS of
