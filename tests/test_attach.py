@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from conftest import REPO
 from kedr_build.intercept.attach import find_sites
@@ -162,3 +165,47 @@ def test_attach_sh_refuses_another_kernel_and_a_user_in_one_line(tmp_path: Path)
                                   capture_output=True, text=True, timeout=30)
             assert (proc.returncode, proc.stdout, proc.stderr) == (1, "", why + "\n"), shell
             assert "insmod" not in log.read_text()     # nothing loaded, nothing touched
+
+
+def test_pack_kind_attach_judges_each_check_from_the_run(tmp_path: Path) -> None:
+    from kedr_build.errors import KedrError
+    from kedr_build.packs import kinds
+    from kedr_build.packs.attachkind import judge, plain_module
+    from kedr_build.packs.pack import PackTest
+    from kedr_build.packs.session import DriverUnderTest
+    from kedr_build.vm.attachrun import interpret
+
+    kind = kinds.get("attach")
+    test = PackTest("attached", "attach", kind.checks, {"workload": "required", "timeout": 0})
+    run = _RUN.replace("step after 3.70\n", "step after 3.70\nworkload rc=0\n")
+    ok = judge("x", test, interpret(run, "x", 4, 0, [], False), tmp_path)
+    assert [(c.check, c.passed) for c in ok.checks] == [(c, True) for c in kind.checks], ok
+    assert ok.check("attach").message.endswith("2 calls in the window, 4 sites")
+    bad = judge("x", test, interpret(run.replace("bad_frees=0", "bad_frees=2").replace(
+        "totals ", "violation rule=unlock-not-held fn=mutex_unlock\ntotals "), "x", 4, 0,
+        ["oops"], False), tmp_path)
+    assert {c.check: c.passed for c in bad.checks} == {
+        "attach": True, "workload": True, "kernel": False, "leaks": False, "rules": False}
+    assert bad.check("leaks").message.startswith("2 bad frees in the window")
+    refused = judge("x", test, interpret("step load 1.0\nstep before 1.1\nworkload rc=0\n"
+                                         "step attach 1.2\nattach.sh: module x is not loaded\n"
+                                         "failed: attach\n", "x", 4, 1, [], False), tmp_path)
+    assert not refused.check("attach").passed and refused.check("attach").message == "attach"
+    assert not refused.check("workload").passed and not refused.check("leaks").passed
+
+    # The plain module is the patched one's source (its manifest); one module only.
+    patched = tmp_path / "patched" / "x.ko"
+    patched.parent.mkdir()
+    patched.write_bytes(b"")
+    source = tmp_path / "x.ko"
+    source.write_bytes(b"")
+    driver = DriverUnderTest("x", (str(tmp_path / "kedr_repl_x.ko"), str(patched)),
+                             "kedr_repl_x", "scons ...")
+    with pytest.raises(KedrError, match=rf"^{re.escape(str(patched))}\.json: no source module "
+                       "in the patch manifest"):
+        plain_module(driver)
+    (tmp_path / "patched" / "x.ko.json").write_text(json.dumps({"source": str(source)}))
+    assert plain_module(driver) == source
+    two = DriverUnderTest("x", (*driver.modules, str(tmp_path / "y.ko")), "kedr_repl_x", "")
+    with pytest.raises(KedrError, match="^x: 2 modules; attach takes one$"):
+        plain_module(two)

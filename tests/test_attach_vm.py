@@ -372,3 +372,38 @@ def test_scons_attach_ko_attaches_to_the_kernels_own_module(
     assert calls["_raw_spin_lock_irq"] == calls["_raw_spin_unlock_irq"] > 0
     assert result["totals"]["bad_frees"] == 0
     assert not (out / "run" / "target.ko").exists()     # modprobed, not a copy insmodded
+
+
+HOT_PACK = """[pack]
+name = "hot"
+format = 1
+description = "hot patching: the plain driver attached to while its workload runs"
+
+[[test]]
+name = "attached"
+kind = "attach"
+description = "loaded plain, attached between two workload runs, detached"
+checks = ["attach", "workload", "kernel", "leaks", "rules"]
+"""
+
+
+def test_pack_test_of_kind_attach(tmp_path: Path, kernel: ProvisionedKernel) -> None:
+    """A pack test of kind ``attach`` (kedr_build/packs/attachkind.py): ``scons ... check``
+    runs the attach flow on the driver's plain module and judges each check."""
+    pack = tmp_path / "hot.toml"
+    pack.write_text(HOT_PACK)
+    build = tmp_path / "build"
+    proc = run_scons([f"MODULE={REPO / 'examples/chardev'}", f"BUILD_DIR={build}",
+                      f"KERNEL={kernel_name(kernel)}", "check", f"PACK={pack}"], check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = outputs(build, "chardev", kernel) / "report"
+    data = json.loads((report / "report.json").read_text())
+    assert data["verdict"] == "passed"
+    items = {i["check"]: (i["outcome"], i["message"]) for i in data["items"]}
+    assert {c: o for c, (o, _) in items.items()} == {
+        c: "passed" for c in ("attach", "workload", "kernel", "leaks", "rules")}
+    sites = len(json.loads(next(report.rglob("attach/attach.json")).read_text())["sites"])
+    assert items["attach"][1] == ("loaded, attached, detached, unloaded; "
+                                  f"{sum(WINDOW_CALLS.values())} calls in the window, "
+                                  f"{sites} sites")
+    assert items["workload"][1] == "workload exit statuses 0, 0, 0 (before, attached, after)"
