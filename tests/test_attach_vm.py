@@ -27,6 +27,7 @@ set -u
 D=/sys/kernel/debug/kedr_attachee
 R=/sys/kernel/debug/kedr_build/kedr_repl_kedr_attachee
 L=/sys/kernel/debug/kedr_build/kedr_repl_loop
+B=/sys/kernel/debug/kedr_build/kedr_repl_attachee_b
 cmd() { echo "$1" > $D/cmd; }
 step() { echo "== $*"; }
 calls() { awk -v f="$2" '$1 == f { print $4 }' "$1/status"; }
@@ -142,6 +143,18 @@ echo "ok=$ok"
 cat $L/status
 grep -E "^(attached|totals|violation|badfree)" $L/leaks
 rmmod kedr_repl_loop; echo "rc=$?"
+step other-payloads
+insmod kedr_attachee.ko || exit 1
+sh a/attach.sh >/dev/null; echo "rc=$?"
+sh b/attach.sh; echo "rc=$?"
+cmd churn
+sh a/detach.sh --unload >/dev/null; echo "rc=$?"
+sh b/attach.sh; echo "rc=$?"
+cmd churn; cmd churn
+step b-status
+cat $B/status
+sh b/detach.sh --unload >/dev/null; echo "rc=$?"
+rmmod kedr_attachee; echo "rmmod=$?"
 step end
 """
 
@@ -188,6 +201,10 @@ def test_attach_detach_reattach(tmp_path: Path, kernel: ProvisionedKernel) -> No
     ko = outputs(build, "attachee", kernel) / "kedr_attachee.ko"
     mine = _prepare(ko, kernel, tmp_path / "attach-mine", "kedr_repl_kedr_attachee")
     loop = _prepare(_loop_ko(kernel), kernel, tmp_path / "attach-loop", "kedr_repl_loop")
+    # Other payloads: a second replacement module for the same driver, kfree only.
+    other = prepare(AttachRequest(ko=ko, kernel=kernel, outdir=tmp_path / "attach-b",
+                                  replacement_module="kedr_repl_attachee_b",
+                                  functions=("kfree",)))
     assert {s.kind for s in loop.sites.sites} == {"call", "jmp"}   # tail calls too
     sites = json.loads((tmp_path / "attach-mine" / "attach.json").read_text())["sites"]
     kfree = next(s for s in sites if s["function"] == "kfree" and s["kind"] == "call")
@@ -195,7 +212,7 @@ def test_attach_detach_reattach(tmp_path: Path, kernel: ProvisionedKernel) -> No
     script = (f"WRONG_OFFSET=0x{kfree['offset'] + 1:x}\n"
               f"IN_THE_WAY={kfree['probe']}\n" + GUEST)
     job = GuestJob(script=script, files={"kedr_attachee.ko": ko, **_files(mine, "a"),
-                                         **_files(loop, "l")},
+                                         **_files(loop, "l"), **_files(other, "b")},
                    intree_modules=("loop",))
     result = run_guest(kernel, job, tmp_path / "vm", timeout=300)
     out = result.output
@@ -291,6 +308,8 @@ def test_attach_detach_reattach(tmp_path: Path, kernel: ProvisionedKernel) -> No
     assert "kp=0" in way and "rc=1" in way and "state detached" in way, way
     refusal = [line for line in way.splitlines() if line.startswith("attach.sh:")]
     assert len(refusal) == 1 and "free_one" in refusal[0], way
+    # One line: attach.sh's, not the shell's "write error" of the refused write as well.
+    assert way.splitlines()[1:3] == [refusal[0], "rc=1"], way
     assert "target still runs" in way and "rmmod rc=0" in way
 
     # The in-tree loop driver, loaded at boot and not patched: its calls traced, its
@@ -321,6 +340,20 @@ def test_attach_detach_reattach(tmp_path: Path, kernel: ProvisionedKernel) -> No
     assert re.search(r"^attached target=loop state=detached attaches=4 ", sw, re.M), sw
     assert _counts(re.search(r"^totals (.*)$", sw, re.M).group(1))["bad_frees"] == 0  # type: ignore[union-attr]
     assert not re.search(r"^(violation|badfree) ", sw, re.M), sw
+
+    # Other payloads on the same running driver: a second replacement module is
+    # refused while the first is attached (its sites are probed: one line), attaches
+    # once the first is detached and unloaded, and sees only its own function.
+    op = s["other-payloads"].splitlines()
+    assert op[0] == "rc=0" and op[-1] == "rc=0", op
+    assert op[1].startswith("attach.sh: site ") and op[1].endswith(
+        ": already probed (int3): another kprobe user is in the way"), op
+    assert op[2:4] == ["rc=1", "rc=0"], op
+    assert op[4] == f"attach.sh: kedr_repl_attachee_b attached to kedr_attachee " \
+                    f"({len(other.sites.sites)} sites)", op
+    assert {x.function for x in other.sites.sites} == {"kfree"}
+    assert _status(s["b-status"]) == {"kfree": 2}, s["b-status"]
+    assert s["b-status"].endswith("rc=0\nrmmod=0\n"), s["b-status"]
 
 
 # The chardev workload's calls after init and before exit (CHARDEV_CALLS of
