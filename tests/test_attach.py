@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from conftest import REPO
 from kedr_build.intercept.attach import find_sites
@@ -112,3 +115,97 @@ def test_attach_report_reads_the_window_and_judges_it() -> None:
     assert refused.reason == "attach (attach.sh: module x is not loaded)"
     oops = interpret(_RUN, "x", 4, 0, ["oops"], False)
     assert oops.reason == "kernel oops"
+
+
+# attach.sh's refusals before it touches anything, run by dash and busybox sh with
+# stub uname/id/insmod and a fake /sys (KEDR_SYSFS): the VM test covers the ones that
+# need a loaded target (not loaded, another build, twice, a probe in the way).
+_ATTACH_STUB = """#!/bin/sh
+tool=$(basename "$0")
+echo "$tool $*" >> "$STUB_LOG"
+case $tool in
+uname) echo "$FAKE_RELEASE" ;;
+id) echo "$FAKE_UID" ;;
+esac
+exit 0
+"""
+
+
+def test_attach_sh_refuses_another_kernel_and_a_user_in_one_line(tmp_path: Path) -> None:
+    from kedr_build.resources import template_env
+    from kedr_build.intercept.attach import HotSite
+
+    site = HotSite(section=".text", offset=0x10, kind="call", function="kfree",
+                   where="f+0x15", probe="f+0x10")
+    script = tmp_path / "attach.sh"
+    script.write_text(template_env().get_template("attach.sh.j2").render(
+        replacement="kedr_repl_x", target="x", release="6.1.0-56-amd64", sites=[site],
+        build_id="", ko="x.ko", sites_file="attach.sites", sections_file="attach.sections",
+        replacement_path="kedr_repl_x/kedr_repl_x.ko"))
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    for tool in ("uname", "id", "insmod"):
+        (stubs / tool).write_text(_ATTACH_STUB)
+        (stubs / tool).chmod(0o755)
+    sysfs = tmp_path / "sys"
+    (sysfs / "module" / "x").mkdir(parents=True)
+    (sysfs / "module" / "x" / "initstate").write_text("live\n")
+    log = tmp_path / "calls.log"
+    shadow = "; ".join(f'{t}() {{ "{stubs}/{t}" "$@"; }}' for t in ("uname", "id", "insmod"))
+    for shell in (["dash"], ["busybox", "sh"]):
+        for release, uid, why in (
+                ("6.12.117+deb12-amd64", "0", "attach.sh: kedr_repl_x is built for kernel "
+                 "6.1.0-56-amd64; this is 6.12.117+deb12-amd64"),
+                ("6.1.0-56-amd64", "1000", "attach.sh: run as root")):
+            log.write_text("")
+            env = {"PATH": f"{stubs}:/usr/bin:/bin", "STUB_LOG": str(log),
+                   "KEDR_SYSFS": str(sysfs), "KEDR_DEBUGFS": str(tmp_path / "debug"),
+                   "FAKE_RELEASE": release, "FAKE_UID": uid}
+            proc = subprocess.run([*shell, "-c", f'{shadow}; . "$0"', str(script)], env=env,
+                                  capture_output=True, text=True, timeout=30)
+            assert (proc.returncode, proc.stdout, proc.stderr) == (1, "", why + "\n"), shell
+            assert "insmod" not in log.read_text()     # nothing loaded, nothing touched
+
+
+def test_pack_kind_attach_judges_each_check_from_the_run(tmp_path: Path) -> None:
+    from kedr_build.errors import KedrError
+    from kedr_build.packs import kinds
+    from kedr_build.packs.attachkind import judge, plain_module
+    from kedr_build.packs.pack import PackTest
+    from kedr_build.packs.session import DriverUnderTest
+    from kedr_build.vm.attachrun import interpret
+
+    kind = kinds.get("attach")
+    test = PackTest("attached", "attach", kind.checks, {"workload": "required", "timeout": 0})
+    run = _RUN.replace("step after 3.70\n", "step after 3.70\nworkload rc=0\n")
+    ok = judge("x", test, interpret(run, "x", 4, 0, [], False), tmp_path)
+    assert [(c.check, c.passed) for c in ok.checks] == [(c, True) for c in kind.checks], ok
+    assert ok.check("attach").message.endswith("2 calls in the window, 4 sites")
+    bad = judge("x", test, interpret(run.replace("bad_frees=0", "bad_frees=2").replace(
+        "totals ", "violation rule=unlock-not-held fn=mutex_unlock\ntotals "), "x", 4, 0,
+        ["oops"], False), tmp_path)
+    assert {c.check: c.passed for c in bad.checks} == {
+        "attach": True, "workload": True, "kernel": False, "leaks": False, "rules": False}
+    assert bad.check("leaks").message.startswith("2 bad frees in the window")
+    refused = judge("x", test, interpret("step load 1.0\nstep before 1.1\nworkload rc=0\n"
+                                         "step attach 1.2\nattach.sh: module x is not loaded\n"
+                                         "failed: attach\n", "x", 4, 1, [], False), tmp_path)
+    assert not refused.check("attach").passed and refused.check("attach").message == "attach"
+    assert not refused.check("workload").passed and not refused.check("leaks").passed
+
+    # The plain module is the patched one's source (its manifest); one module only.
+    patched = tmp_path / "patched" / "x.ko"
+    patched.parent.mkdir()
+    patched.write_bytes(b"")
+    source = tmp_path / "x.ko"
+    source.write_bytes(b"")
+    driver = DriverUnderTest("x", (str(tmp_path / "kedr_repl_x.ko"), str(patched)),
+                             "kedr_repl_x", "scons ...")
+    with pytest.raises(KedrError, match=rf"^{re.escape(str(patched))}\.json: no source module "
+                       "in the patch manifest"):
+        plain_module(driver)
+    (tmp_path / "patched" / "x.ko.json").write_text(json.dumps({"source": str(source)}))
+    assert plain_module(driver) == source
+    two = DriverUnderTest("x", (*driver.modules, str(tmp_path / "y.ko")), "kedr_repl_x", "")
+    with pytest.raises(KedrError, match="^x: 2 modules; attach takes one$"):
+        plain_module(two)

@@ -27,6 +27,7 @@ set -u
 D=/sys/kernel/debug/kedr_attachee
 R=/sys/kernel/debug/kedr_build/kedr_repl_kedr_attachee
 L=/sys/kernel/debug/kedr_build/kedr_repl_loop
+B=/sys/kernel/debug/kedr_build/kedr_repl_attachee_b
 cmd() { echo "$1" > $D/cmd; }
 step() { echo "== $*"; }
 calls() { awk -v f="$2" '$1 == f { print $4 }' "$1/status"; }
@@ -68,6 +69,14 @@ kill $nap; wait $nap
 sh a/detach.sh; echo "rc=$?"
 grep "^state" $R/attach
 echo 10000 > /sys/module/kedr_repl_kedr_attachee/parameters/detach_timeout_ms
+step held-across
+cmd hold
+sh a/attach.sh >/dev/null; echo "rc=$?"
+echo "status0"; cat $R/status
+cmd release; cmd churn
+echo "status1"; cat $R/status
+grep -E "^(totals|violation)" $R/leaks
+sh a/detach.sh >/dev/null; echo "rc=$?"
 step switching
 echo "before $(cat $D/counts)"
 ( while [ ! -f /tmp/stop ]; do echo churn > $D/cmd; done ) &
@@ -119,6 +128,33 @@ sh l/detach.sh; echo "rc=$?"
 work
 cat $L/status
 rmmod kedr_repl_loop; echo "rc=$?"
+step loop-switching
+( while [ ! -f /tmp/stop-loop ]; do work; done ) &
+bg=$!
+i=0; ok=0
+while [ $i -lt 4 ]; do
+	sh l/attach.sh >/dev/null && ok=$((ok + 1))
+	usleep 200000
+	sh l/detach.sh >/dev/null && ok=$((ok + 1))
+	i=$((i + 1))
+done
+touch /tmp/stop-loop; wait $bg
+echo "ok=$ok"
+cat $L/status
+grep -E "^(attached|totals|violation|badfree)" $L/leaks
+rmmod kedr_repl_loop; echo "rc=$?"
+step other-payloads
+insmod kedr_attachee.ko || exit 1
+sh a/attach.sh >/dev/null; echo "rc=$?"
+sh b/attach.sh; echo "rc=$?"
+cmd churn
+sh a/detach.sh --unload >/dev/null; echo "rc=$?"
+sh b/attach.sh; echo "rc=$?"
+cmd churn; cmd churn
+step b-status
+cat $B/status
+sh b/detach.sh --unload >/dev/null; echo "rc=$?"
+rmmod kedr_attachee; echo "rmmod=$?"
 step end
 """
 
@@ -165,6 +201,10 @@ def test_attach_detach_reattach(tmp_path: Path, kernel: ProvisionedKernel) -> No
     ko = outputs(build, "attachee", kernel) / "kedr_attachee.ko"
     mine = _prepare(ko, kernel, tmp_path / "attach-mine", "kedr_repl_kedr_attachee")
     loop = _prepare(_loop_ko(kernel), kernel, tmp_path / "attach-loop", "kedr_repl_loop")
+    # Other payloads: a second replacement module for the same driver, kfree only.
+    other = prepare(AttachRequest(ko=ko, kernel=kernel, outdir=tmp_path / "attach-b",
+                                  replacement_module="kedr_repl_attachee_b",
+                                  functions=("kfree",)))
     assert {s.kind for s in loop.sites.sites} == {"call", "jmp"}   # tail calls too
     sites = json.loads((tmp_path / "attach-mine" / "attach.json").read_text())["sites"]
     kfree = next(s for s in sites if s["function"] == "kfree" and s["kind"] == "call")
@@ -172,7 +212,7 @@ def test_attach_detach_reattach(tmp_path: Path, kernel: ProvisionedKernel) -> No
     script = (f"WRONG_OFFSET=0x{kfree['offset'] + 1:x}\n"
               f"IN_THE_WAY={kfree['probe']}\n" + GUEST)
     job = GuestJob(script=script, files={"kedr_attachee.ko": ko, **_files(mine, "a"),
-                                         **_files(loop, "l")},
+                                         **_files(loop, "l"), **_files(other, "b")},
                    intree_modules=("loop",))
     result = run_guest(kernel, job, tmp_path / "vm", timeout=300)
     out = result.output
@@ -232,6 +272,15 @@ def test_attach_detach_reattach(tmp_path: Path, kernel: ProvisionedKernel) -> No
                          "rc=0", "state detached target=kedr_attachee sites=7 attaches=3 "
                                  "inflight=0"], busy
 
+    # A mutex taken before attach and unlocked in the window: the unlock reaches the
+    # replacement (counted) and is passed on, never an "unlock-not-held" violation.
+    held = s["held-across"]
+    assert held.startswith("rc=0\n") and held.endswith("rc=0\n"), held
+    st0, st1 = (_status(part) for part in held.split("status1\n"))
+    assert st1["mutex_unlock"] - st0["mutex_unlock"] == 2, held   # release, churn's
+    assert st1["mutex_lock"] - st0["mutex_lock"] == 1, held       # churn's
+    assert "\ntotals " in held and "\nviolation " not in held, held
+
     # Switching while the driver's workload loops: six windows, no call doubled (the
     # replacements saw no more than the driver made), none lost inside a window (a
     # lock/unlock or alloc/free pair is split only at a window's edge: two per window).
@@ -259,6 +308,8 @@ def test_attach_detach_reattach(tmp_path: Path, kernel: ProvisionedKernel) -> No
     assert "kp=0" in way and "rc=1" in way and "state detached" in way, way
     refusal = [line for line in way.splitlines() if line.startswith("attach.sh:")]
     assert len(refusal) == 1 and "free_one" in refusal[0], way
+    # One line: attach.sh's, not the shell's "write error" of the refused write as well.
+    assert way.splitlines()[1:3] == [refusal[0], "rc=1"], way
     assert "target still runs" in way and "rmmod rc=0" in way
 
     # The in-tree loop driver, loaded at boot and not patched: its calls traced, its
@@ -279,6 +330,30 @@ def test_attach_detach_reattach(tmp_path: Path, kernel: ProvisionedKernel) -> No
     loop_totals = _counts(re.search(r"^totals (.*)$", s["loop"], re.M).group(1))  # type: ignore[union-attr]
     assert loop_totals["bad_frees"] == 0 and not re.search(r"^violation ", s["loop"], re.M)
     assert "rc=0" in s["loop-detached"] and _status(s["loop-detached"]) == traced
+
+    # Attached and detached 4 times while loop's workload loops: every switch works,
+    # calls are seen, a pair split by a window's edge is neither a bad free nor an
+    # unlock-not-held, and the replacement module unloads after.
+    sw = s["loop-switching"]
+    assert "ok=8" in sw and sw.endswith("rc=0\n"), sw
+    assert _status(sw)["mutex_unlock"] > 0, sw
+    assert re.search(r"^attached target=loop state=detached attaches=4 ", sw, re.M), sw
+    assert _counts(re.search(r"^totals (.*)$", sw, re.M).group(1))["bad_frees"] == 0  # type: ignore[union-attr]
+    assert not re.search(r"^(violation|badfree) ", sw, re.M), sw
+
+    # Other payloads on the same running driver: a second replacement module is
+    # refused while the first is attached (its sites are probed: one line), attaches
+    # once the first is detached and unloaded, and sees only its own function.
+    op = s["other-payloads"].splitlines()
+    assert op[0] == "rc=0" and op[-1] == "rc=0", op
+    assert op[1].startswith("attach.sh: site ") and op[1].endswith(
+        ": already probed (int3): another kprobe user is in the way"), op
+    assert op[2:4] == ["rc=1", "rc=0"], op
+    assert op[4] == f"attach.sh: kedr_repl_attachee_b attached to kedr_attachee " \
+                    f"({len(other.sites.sites)} sites)", op
+    assert {x.function for x in other.sites.sites} == {"kfree"}
+    assert _status(s["b-status"]) == {"kfree": 2}, s["b-status"]
+    assert s["b-status"].endswith("rc=0\nrmmod=0\n"), s["b-status"]
 
 
 # The chardev workload's calls after init and before exit (CHARDEV_CALLS of
@@ -308,3 +383,60 @@ def test_scons_attach_runs_the_plain_driver_attached_in_the_middle(
     # The driver itself was never patched: the guest loaded the kbuild output as it is.
     assert not (out / "patched").exists()
     assert (out / "attach.sh").is_file() and (out / "detach.sh").is_file()
+
+
+def test_scons_attach_ko_attaches_to_the_kernels_own_module(
+        tmp_path: Path, kernel: ProvisionedKernel) -> None:
+    """``scons KO=loop attach``: the in-tree loop modprobed as shipped, attached to in
+    the middle of its workload (README: "KO=loop modprobes the kernel's own")."""
+    build = tmp_path / "build"
+    proc = run_scons(["KO=loop", f"BUILD_DIR={build}", f"KERNEL={kernel_name(kernel)}",
+                      f"WORKLOAD={REPO / 'tests/workloads/loop-file.sh'}", "VM_TIMEOUT=200",
+                      "attach"], check=False)
+    out = outputs(build, "loop", kernel) / "attach"
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads((out / "run" / "result.json").read_text())
+    assert result["verdict"] == "passed", result["reason"]
+    assert result["sites"] == len(json.loads((out / "attach.json").read_text())["sites"]) > 0
+    assert result["output"].count("workload rc=0") == 3
+    assert "attach.sh: kedr_repl_loop attached to loop (" in result["output"]
+    calls = result["calls"]
+    assert calls["mutex_unlock"] > 0 and calls["queue_work_on"] > 0
+    assert calls["_raw_spin_lock_irq"] == calls["_raw_spin_unlock_irq"] > 0
+    assert result["totals"]["bad_frees"] == 0
+    assert not (out / "run" / "target.ko").exists()     # modprobed, not a copy insmodded
+
+
+HOT_PACK = """[pack]
+name = "hot"
+format = 1
+description = "hot patching: the plain driver attached to while its workload runs"
+
+[[test]]
+name = "attached"
+kind = "attach"
+description = "loaded plain, attached between two workload runs, detached"
+checks = ["attach", "workload", "kernel", "leaks", "rules"]
+"""
+
+
+def test_pack_test_of_kind_attach(tmp_path: Path, kernel: ProvisionedKernel) -> None:
+    """A pack test of kind ``attach`` (kedr_build/packs/attachkind.py): ``scons ... check``
+    runs the attach flow on the driver's plain module and judges each check."""
+    pack = tmp_path / "hot.toml"
+    pack.write_text(HOT_PACK)
+    build = tmp_path / "build"
+    proc = run_scons([f"MODULE={REPO / 'examples/chardev'}", f"BUILD_DIR={build}",
+                      f"KERNEL={kernel_name(kernel)}", "check", f"PACK={pack}"], check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = outputs(build, "chardev", kernel) / "report"
+    data = json.loads((report / "report.json").read_text())
+    assert data["verdict"] == "passed"
+    items = {i["check"]: (i["outcome"], i["message"]) for i in data["items"]}
+    assert {c: o for c, (o, _) in items.items()} == {
+        c: "passed" for c in ("attach", "workload", "kernel", "leaks", "rules")}
+    sites = len(json.loads(next(report.rglob("attach/attach.json")).read_text())["sites"])
+    assert items["attach"][1] == ("loaded, attached, detached, unloaded; "
+                                  f"{sum(WINDOW_CALLS.values())} calls in the window, "
+                                  f"{sites} sites")
+    assert items["workload"][1] == "workload exit statuses 0, 0, 0 (before, attached, after)"

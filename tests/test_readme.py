@@ -65,7 +65,11 @@ NOT_HERE = {
                  "bench_fuzz.py        # the fuzzer's syscall rate, patched vs not",
                  "bench_devices.py     # DEVICES= run, unplug/re-plug, sweep vs one VM boot",
                  "bench_attach.py      # hot vs cold patching per call, attach time",
-                 "attach_reach.py      # import uses each mechanism reaches, whole corpus")},
+                 "attach_reach.py      # import uses each mechanism reaches, whole corpus",
+                 "attach_calls.py      # calls cold and hot patching each saw in the VM")},
+    "./kedr-env python bench/attach_calls.py --write README.md":
+        "two boots of 2.5 min and rewrites README.md; tests/test_attach_calls.py checks "
+        "its reading and its explanations on a recorded guest run",
     "scons MODULE=dir check PACK=fundamentals [TEST=fuzz] [FUZZ_SEED=1234]":
         "four boots; tests/test_fundamentals_vm.py runs the pack on four drivers, both "
         "kernels",

@@ -13,6 +13,8 @@ its ``TestRun`` fills ``sweep`` with one row per site, which the reports show.
 ``fuzz`` and ``reload`` (driver fundamentals: :mod:`kedr_build.packs.fundkind`).
 ``device`` (a hardware driver with its device attached: probe, rebind, hot-unplug,
 suspend; :mod:`kedr_build.packs.devkind`).
+``attach`` (hot patching: the plain driver attached to while it runs;
+:mod:`kedr_build.packs.attachkind`).
 """
 
 from __future__ import annotations
@@ -196,8 +198,22 @@ DEVICE = Kind(
          "unbind/bind through sysfs; hot-unplug/re-plug with the workload running; "
          "suspend/resume; judge what each left behind")
 
+ATTACH = Kind(
+    name="attach",
+    checks=("attach", "workload", "kernel", "leaks", "rules"),
+    run="kedr_build.packs.attachkind:run",
+    params={
+        "workload": Param(str, "required", "the workload, before, during and after the "
+                          "attached window", choices=("required",)),
+        "timeout": Param(int, 0, "seconds before the VM counts as hung (0: VM_TIMEOUT)",
+                         minimum=0, maximum=86400),
+    },
+    help="hot patching: load the plain driver, run the workload, attach, run it again "
+         "(the attached window, judged), detach, run it a third time, unload")
+
 _REGISTRY: dict[str, Kind] = {VM.name: VM, FAULTS.name: FAULTS, FUZZ.name: FUZZ,
-                              RELOAD.name: RELOAD, CHAOS.name: CHAOS, DEVICE.name: DEVICE}
+                              RELOAD.name: RELOAD, CHAOS.name: CHAOS, DEVICE.name: DEVICE,
+                              ATTACH.name: ATTACH}
 
 
 def register(kind: Kind) -> None:

@@ -10,6 +10,9 @@
  *   echo churn > .../cmd                                kmalloc and kfree one
  *   echo tail  > .../cmd                                the same, kfree as a tail call
  *                                                       (a jmp: tail_free() ends in it)
+ *   echo hold  > .../cmd                                take the mutex and return holding it
+ *   echo release > .../cmd                              unlock the mutex "hold" took (a lock
+ *                                                       taken before attach, unlocked after)
  *   echo nap   > .../cmd                                msleep_interruptible(60 s), outside
  *                                                       the mutex: a call that stays in flight
  *                                                       until the writer gets a signal
@@ -85,6 +88,15 @@ static ssize_t cmd_write(struct file *f, const char __user *ubuf, size_t len, lo
 	strim(buf);
 	if (!strcmp(buf, "nap")) {
 		msleep_interruptible(60000);
+		return len;
+	}
+	/* The same call sites as every command's lock and unlock: no new site. */
+	if (!strcmp(buf, "hold")) {
+		locked();
+		return len;
+	}
+	if (!strcmp(buf, "release")) {
+		unlocked();
 		return len;
 	}
 	locked();
