@@ -80,13 +80,13 @@ def rows(uses: Uses, scope: set[str] | None) -> list[list[str]]:
         kind["hot_b_mis"] += n * (r.hot_b == "misattributed")
     out = []
     for k in KINDS:
-        c = by_kind[k]
-        s = c["sites"]
-        b = _cell(c["hot_b"], s)
-        if c["hot_b_mis"]:
-            b += f"; {_cell(c['hot_b_mis'], s)} at the caller's caller"
-        out.append([KIND_NAMES[k], str(s), _cell(c["init/exit"], s), _cell(c["cold"], s),
-                    _cell(c["hot_a"], s), b])
+        t = by_kind[k]
+        s = t["sites"]
+        b = _cell(t["hot_b"], s)
+        if t["hot_b_mis"]:
+            b += f"; {_cell(t['hot_b_mis'], s)} at the caller's caller"
+        out.append([KIND_NAMES[k], str(s), _cell(t["init/exit"], s), _cell(t["cold"], s),
+                    _cell(t["hot_a"], s), b])
     all_ = [sum(c[x] for c in by_kind.values())
             for x in ("sites", "init/exit", "cold", "hot_a", "hot_b")]
     out.append(["**all uses**", str(all_[0]), _cell(all_[1], all_[0]), _cell(all_[2], all_[0]),
