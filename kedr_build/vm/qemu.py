@@ -47,7 +47,7 @@ from kedr_build.vm.console import (KernelProblem, ProblemKind, classify, find_pr
                                    strip_prefix)
 from kedr_build.errors import KedrError
 from kedr_build.vm.initramfs import Initramfs
-from kedr_build.vm.qmp import DeviceControl, DeviceEvent
+from kedr_build.vm.qmp import DeviceControl, DeviceEvent, drive_args
 from kedr_build.kernel.descriptions import ProvisionedKernel
 from kedr_build.resources import template_env
 
@@ -245,6 +245,7 @@ def run_guest(kernel: ProvisionedKernel, job: GuestJob, workdir: Path,
         # Unix socket paths are short (108 bytes): not under a deep workdir.
         sockets = Path(tempfile.mkdtemp(prefix="kedr-qmp-"))
         control = DeviceControl(sockets / "qmp.sock", sockets / "dev.sock", job.hotplug,
+                                drives=drive_args(list(job.qemu_args)),
                                 resumable=job.resumable)
         extra += ["-qmp", f"unix:{control.qmp_socket},server=on,wait=off",
                   "-chardev", f"socket,id=kedrdev,path={control.serial_socket},server=on,wait=off",
