@@ -35,6 +35,14 @@ DRIVERS = {"e1000": ("e1000", "e1000_probe", "e1000_remove"),
            "nvme": ("nvme", "nvme_probe", "nvme_dev_disable")}
 
 
+# What the sweep finds, per driver and pinned kernel (observed 2026-12-06, not yet
+# traced to its cause, so not called a driver bug): on debian-6.12, e1000's probe
+# failing at either kmalloc of e1000_sw_init's queues unwinds into a WARNING in
+# iounmap (arch/x86/mm/ioremap.c:461, from e1000_probe); debian-6.1 unwinds cleanly.
+SWEEP_FINDINGS = {("e1000", "debian-6.12"): ("kmalloc", "e1000_probe",
+                                             "at arch/x86/mm/ioremap.c:461 iounmap")}
+
+
 def reduced_pack(path: Path) -> Path:
     """The built-in device pack with fewer cycles (its tests and checks unchanged)."""
     text = (BUILTIN_DIR / "device.toml").read_text()
@@ -72,7 +80,17 @@ def test_hardware_driver_through_the_device_pack(
     report = json.loads((report_dir / "report.json").read_text())
     items = {(i["test"], i["check"]): i for i in report["items"]}
     failed = {k: i["message"] for k, i in items.items() if i["outcome"] != "passed"}
-    assert proc.returncode == 0 and report["verdict"] == "passed", (failed, out[-3000:])
+    finding = SWEEP_FINDINGS.get((name, kernel_name(kernel)))
+    if finding is None:
+        assert proc.returncode == 0 and report["verdict"] == "passed", (failed, out[-3000:])
+    else:
+        # Only the sweep fails, and only at the sites of the finding.
+        assert proc.returncode != 0 and set(failed) == {("faults", "sweep")}, failed
+        bad = [r for run in report["runs"] for r in run.get("sweep", []) if r["bad"]]
+        function, caller, evidence = finding
+        assert bad and all(re.fullmatch(rf"\w*{function}\w* at {caller}\+0x[0-9a-f]+",
+                                        r["site"]) and evidence in r["detail"]
+                           for r in bad), bad
     assert {t for t, _ in items} == {"probe", "rebind", "hotplug", "suspend", "reload",
                                      "faults"}
     assert items[("rebind", "device")]["message"].startswith(f"1 unbind/bind cycles of {device}")

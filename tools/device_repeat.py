@@ -73,8 +73,9 @@ def main() -> int:
         shutil.rmtree(work)
     work.mkdir(parents=True)
     repl = f"kedr_repl_{a.ko.replace('-', '_')}"
+    providers: tuple[str, ...] = ()
     if a.stock:
-        modules, providers = [stock], ()
+        modules = [stock]
     else:
         chain = intercept(InterceptRequest(modules=(stock,), kernel=k, outdir=work / "out",
                                            replacement_module=repl))
