@@ -163,6 +163,21 @@ def test_hotplug_arguments_come_from_the_command_line(kernel: ProvisionedKernel,
     assert set(args) == {"e1000", "usb_storage"}
 
 
+def test_a_disk_is_re_plugged_with_a_node_for_its_drive(kernel: ProvisionedKernel,
+                                                       tmp_path: Path) -> None:
+    from kedr_build.vm.qmp import device_args, drive_args
+
+    att = attach(catalog.lookup("nvme,e1000"), kernel)
+    qemu_args = att.qemu_args(tmp_path)
+    drives = drive_args(qemu_args)
+    # The -drive if=none that QEMU deletes with the nvme, as a blockdev-add node of the
+    # name its device_add arguments give and the same image; the NIC has none.
+    assert device_args(qemu_args, {"nvme"})["nvme"]["drive"] == "nvmed"
+    assert drives == {"nvmed": {"driver": "raw", "node-name": "nvmed",
+                                "file": {"driver": "file",
+                                         "filename": str(tmp_path / "nvme.img")}}}
+
+
 def test_device_requests_are_checked_before_qmp(tmp_path: Path) -> None:
     from kedr_build.vm.qmp import DeviceControl
 

@@ -64,6 +64,7 @@ NOT_HERE = {
                  "bench_dkms.py        # DKMS mode vs dkms build",
                  "bench_fuzz.py        # the fuzzer's syscall rate, patched vs not",
                  "bench_devices.py     # DEVICES= run, unplug/re-plug, sweep vs one VM boot",
+                 "bench_device.py      # the device pack on e1000, its sweep, a re-plug vs one boot",
                  "bench_attach.py      # hot vs cold patching per call, attach time",
                  "attach_reach.py      # import uses each mechanism reaches, whole corpus",
                  "attach_calls.py      # calls cold and hot patching each saw in the VM")},
@@ -86,6 +87,10 @@ NOT_HERE.update({
         "a VM run with devices: tests/test_devices_vm.py runs it on both kernels",
     "./kedr-env scons MODULE=tests/drivers/edu DEVICES=edu sweep":
         "a sweep with a device: tests/test_devices_vm.py sweeps edu on both kernels",
+    "./kedr-env python tools/device_repeat.py debian-6.1 10 [--stock] [--toggle] "
+    "[--accel tcg,thread=single]":
+        "a synopsis; 10 boots of the suspend step per setting (minutes), run by hand for "
+        "the counts the README quotes",
 })
 # Command as run -> (exit status, why it fails).
 EXPECTED = {

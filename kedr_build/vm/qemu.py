@@ -47,7 +47,7 @@ from kedr_build.vm.console import (KernelProblem, ProblemKind, classify, find_pr
                                    strip_prefix)
 from kedr_build.errors import KedrError
 from kedr_build.vm.initramfs import Initramfs
-from kedr_build.vm.qmp import DeviceControl, DeviceEvent
+from kedr_build.vm.qmp import DeviceControl, DeviceEvent, drive_args
 from kedr_build.kernel.descriptions import ProvisionedKernel
 from kedr_build.resources import template_env
 
@@ -164,6 +164,15 @@ def check_cpus(cpus: int, where: str = "VM_CPUS") -> int:
     return cpus
 
 
+def single_threaded(accel: str) -> str:
+    """``accel`` with one host thread for all vCPUs when it is multi-threaded TCG (the
+    pinned kernels' ``tcg``): there QEMU 7.2 sometimes runs a stale translation of kernel
+    text the guest has just live-patched (text_poke_bp), an int3 that is no longer in
+    memory (replacements/runtime/README.md, "Known issue"). Any other accelerator is
+    returned as it is."""
+    return "tcg,thread=single" if accel == "tcg" else accel
+
+
 def qemu_command(kernel: ProvisionedKernel, initrd: Path, workdir: Path,
                  cpus: int | None = None, accel: str | None = None,
                  extra: Sequence[str] = (), resumable: bool = False) -> list[str]:
@@ -236,6 +245,7 @@ def run_guest(kernel: ProvisionedKernel, job: GuestJob, workdir: Path,
         # Unix socket paths are short (108 bytes): not under a deep workdir.
         sockets = Path(tempfile.mkdtemp(prefix="kedr-qmp-"))
         control = DeviceControl(sockets / "qmp.sock", sockets / "dev.sock", job.hotplug,
+                                drives=drive_args(list(job.qemu_args)),
                                 resumable=job.resumable)
         extra += ["-qmp", f"unix:{control.qmp_socket},server=on,wait=off",
                   "-chardev", f"socket,id=kedrdev,path={control.serial_socket},server=on,wait=off",

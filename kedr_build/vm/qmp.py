@@ -5,7 +5,9 @@ The guest's ``kedr-device unplug e1000`` writes one line on its fourth serial po
 serves them on a thread: ``unplug ID`` is QMP ``device_del`` followed by a wait for
 the ``DEVICE_DELETED`` event of that id (the guest ran the driver's remove() and
 ejected the device); ``plug ID`` is ``device_add`` with the device's arguments from
-the command line; ``suspend`` is answered at once, then the guest is woken with
+the command line (a disk's ``-drive if=none``, when QEMU deleted it with its device, is
+added again first as a ``blockdev-add`` node of the same name and image, which
+outlives the next unplug and is then reused); ``suspend`` is answered at once, then the guest is woken with
 ``system_wakeup`` once QMP shows it suspended (S3: ``echo mem > /sys/power/state``
 in the guest returns after the wake-up). QMP goes through ``qemu.qmp``, the QEMU project's own client.
 """
@@ -41,6 +43,7 @@ class DeviceControl:
     qmp_socket: Path
     serial_socket: Path
     devices: Mapping[str, Mapping[str, str]]
+    drives: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
     unplug_seconds: float = UNPLUG_SECONDS
     resumable: bool = True      # the boot can resume from S3 (not the PVH entry)
     events: list[DeviceEvent] = field(default_factory=list)
@@ -118,6 +121,16 @@ class DeviceControl:
             return f"error: no device {dev!r}; attached: {', '.join(self.devices)}"
         assert isinstance(qmp, QEMUMonitorProtocol)
         if verb == "plug":
+            drive = self.devices[dev].get("drive", "")
+            if drive in self.drives:
+                # Still there as the -drive (a device that keeps it) or as our node?
+                backends = qmp.cmd_raw("query-block").get("return", [])
+                nodes = qmp.cmd_raw("query-named-block-nodes").get("return", [])
+                if not (any(b.get("device") == drive for b in backends)
+                        or any(n.get("node-name") == drive for n in nodes)):
+                    r = qmp.cmd_raw("blockdev-add", dict(self.drives[drive]))
+                    if "error" in r:
+                        return f"error: blockdev-add {drive}: {r['error'].get('desc', r['error'])}"
             r = qmp.cmd_raw("device_add", dict(self.devices[dev]))
             return "ok" if "error" not in r else f"error: {r['error'].get('desc', r['error'])}"
         qmp.clear_events()
@@ -194,4 +207,20 @@ def device_args(qemu_args: list[str], ids: set[str]) -> dict[str, dict[str, str]
         kv = dict(p.split("=", 1) for p in props if "=" in p)
         if kv.get("id") in ids:
             out[kv["id"]] = {"driver": driver, **kv}
+    return out
+
+
+def drive_args(qemu_args: list[str]) -> dict[str, dict[str, object]]:
+    """From a QEMU command line, each ``-drive if=none`` with an image file, as the
+    blockdev-add arguments of a node that stands in for it after QEMU deleted it with
+    its device: "if=none,id=d,file=x.img,format=raw" -> {"driver": "raw", "node-name":
+    "d", "file": {"driver": "file", "filename": "x.img"}}."""
+    out: dict[str, dict[str, object]] = {}
+    for flag, value in zip(qemu_args, qemu_args[1:]):
+        if flag != "-drive":
+            continue
+        kv = dict(p.split("=", 1) for p in value.split(",") if "=" in p)
+        if kv.get("if") == "none" and "id" in kv and "file" in kv:
+            out[kv["id"]] = {"driver": kv.get("format", "raw"), "node-name": kv["id"],
+                             "file": {"driver": "file", "filename": kv["file"]}}
     return out

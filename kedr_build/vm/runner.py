@@ -235,13 +235,14 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
                 per_cycle: bool = False, extra_files: Mapping[str, Path] | None = None,
                 chaos: FuzzPlan | None = None, attempt: int = 1,
                 devices: Attachment | None = None,
-                cycle_params: Sequence[str] = ()) -> RunReport:
+                cycle_params: Sequence[str] = (), accel: str | None = None) -> RunReport:
     """Run the modules in the VM; ``intree``: more in-tree modules the workload may modprobe;
     ``faults``: fault point -> scenario; ``cycles``: how many times the drivers are loaded
     and unloaded; ``copies``: of the workload at once (see :func:`plan_run`);
     ``devices``: emulated devices attached (DEVICES=): their in-tree drivers are loaded
     unless one under test binds them, their default workloads run when ``workload`` is
-    None, and each driver under test must bind one of them."""
+    None, and each driver under test must bind one of them; ``accel``: QEMU's
+    accelerator instead of the kernel description's (see :func:`run_guest`)."""
     logdir.mkdir(parents=True, exist_ok=True)
     devices_script: Path | None = None
     if devices is not None and devices.devices:
@@ -282,7 +283,7 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
         # After an oops the crashed kernel may hang in what follows (the unload, the
         # reports): the verdict is "kernel problem" by then, and the wait is cut short.
         result = run_guest(kernel, job, logdir, timeout=timeout, stream=stream, cpus=cpus,
-                           cut_after_crash=True)
+                           accel=accel, cut_after_crash=True)
     except interrupt.Interrupted as e:
         # No result: the run was stopped, and result.json says so (not an older run's).
         write_atomic(logdir / "result.json", json.dumps(

@@ -1,0 +1,103 @@
+"""The device pack on e1000: the whole pack end to end, one unplug/replug cycle and the
+sweep's seconds per site, each next to one bare VM boot of the same run.
+
+    ./kedr-env python bench/bench_device.py [--kernel debian-6.1] [--cycles 5]
+
+Prints: one VM boot to power-off (the floor of every test of the pack); `scons KO=e1000
+DEVICES=e1000 check PACK=device` end to end (build, patch, the six tests: probe,
+rebind x3, hotplug x3, suspend, reload x3, the sweep), with each test's seconds; one
+unplug + re-plug cycle of the bound, patched e1000 (the guest's clock: QMP device_del
+until DEVICE_DELETED, device_add, probe until the interface is back; median of
+--cycles in one boot); the pack's sweep: its sites, boots, and seconds per site after
+the first boot's discovery. Goals (issue 18): the pack <= 60 s, a cycle <= 2 s, a
+sweep site <= 1 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from conftest import outputs, run_scons  # type: ignore[import-not-found]  # noqa: E402
+from kedr_build.devices import catalog  # noqa: E402
+from kedr_build.devices.attach import attach  # noqa: E402
+from kedr_build.kernel import provision  # noqa: E402
+from kedr_build.vm.qemu import GuestJob, run_guest  # noqa: E402
+from kedr_build.vm.runner import run_modules  # noqa: E402
+
+CYCLE = """pci=/sys/bus/pci/devices/0000:00:04.0
+n=0
+while [ $n -lt {cycles} ]; do
+  t0=$(cut -d' ' -f1 /proc/uptime)
+  kedr-device unplug e1000 >/dev/null || exit 1
+  kedr-device plug e1000 >/dev/null || exit 1
+  i=0; while [ ! -d $pci/net ] && [ $i -lt 200 ]; do sleep 0.01; i=$((i + 1)); done
+  [ -d $pci/net ] || exit 1
+  echo "cycle $t0 $(cut -d' ' -f1 /proc/uptime)"
+  n=$((n + 1))
+done
+"""
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--kernel", default="debian-6.1")
+    ap.add_argument("--cycles", type=int, default=5)
+    args = ap.parse_args()
+    kernel = provision.ensure(args.kernel)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        start = time.perf_counter()
+        vm = run_guest(kernel, GuestJob(script="true\n"), work / "boot", timeout=120)
+        boot = time.perf_counter() - start
+        assert vm.ok, vm.reason()
+        print(f"kernel {kernel.release}: one VM boot to power-off: {boot:.2f} s", flush=True)
+
+        start = time.perf_counter()
+        proc = run_scons(["KO=e1000", "DEVICES=e1000", f"BUILD_DIR={work}",
+                          f"KERNEL={args.kernel}", "check", "PACK=device"], check=False)
+        whole = time.perf_counter() - start
+        out = outputs(work, "e1000", args.kernel)
+        report = json.loads((out / "report/report.json").read_text())
+        print(f"KO=e1000 DEVICES=e1000 check PACK=device, end to end: {whole:.1f} s "
+              f"= {whole / boot:.1f} x boot (verdict {report['verdict']})")
+        tests: dict[str, float] = {}
+        for case in ET.parse(out / "report/junit.xml").iter("testcase"):
+            test = case.get("name", "").split(".")[0]
+            tests[test] = tests.get(test, 0.0) + float(case.get("time", "0"))
+        for test, secs in tests.items():
+            print(f"  {test:8} {secs:6.1f} s = {secs / boot:5.1f} x boot")
+        sw = json.loads((out / "report/logs/e1000/faults/sweep/sweep.json").read_text())
+        print(f"the pack's sweep: {len(sw['results'])} sites, {sw['boots']} boot(s), first "
+              f"boot to first site {sw['discovery_seconds']:.1f} s, then "
+              f"{sw['seconds_per_site']:.2f} s per site = "
+              f"{sw['seconds_per_site'] / boot:.2f} x boot", flush=True)
+
+        modules = [out / "kedr_repl_e1000/kedr_repl_e1000.ko", out / "patched/e1000.ko"]
+        script = work / "cycles.sh"
+        script.write_text(CYCLE.format(cycles=args.cycles))
+        run = run_modules(kernel, modules, work / "cycles", workload=script,
+                          devices=attach(catalog.lookup("e1000"), kernel),
+                          trace_providers=("kedr_repl_e1000",))
+        assert run.ok, run.reason
+        cycles = [float(b) - float(a) for a, b in
+                  re.findall(r"^cycle (\S+) (\S+)$", run.workload_output, re.M)]
+        print(f"one unplug + re-plug of the bound e1000: median "
+              f"{statistics.median(cycles):.2f} s of {len(cycles)} (max {max(cycles):.2f} s) "
+              f"= {statistics.median(cycles) / boot:.2f} x boot")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
