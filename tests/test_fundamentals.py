@@ -299,3 +299,45 @@ def test_html_shows_interfaces_fuzz_numbers_reduction_and_cycles() -> None:
     assert "<li>kernel: shortest failing sequence: 2 of 20000 operations</li>" in html
     assert ('<ol class="cycles"><li>cycle 1: 3 allocations</li><li>cycle 2: 6 allocations'
             '</li></ol>') in html
+
+
+def test_failures_that_do_not_reduce_say_why() -> None:
+    """A failed check of a fuzz run without a reduced sequence says why (issue 20: every
+    failure carries the seed and the shortest sequence, or the reason it cannot)."""
+    assert reduction.CHECKS == ("kernel", "leaks", "rules")
+    hang = reduction.why_not("kernel", lost=True, unload_failed=False, kernel_lines=False)
+    assert hang.startswith("not reduced: a hang or a guest that died cannot be reduced in a "
+                           "bounded time"), hang
+    stuck = reduction.why_not("loads", lost=False, unload_failed=True, kernel_lines=False)
+    assert stuck == ("not reduced: a driver did not unload, so there is no fresh load to "
+                     "replay the operations in")
+    taint = reduction.why_not("kernel", lost=False, unload_failed=False, kernel_lines=False)
+    assert "taint with no WARN/BUG line" in taint, taint
+    assert reduction.why_not("kernel", False, False, True) == \
+        reduction.why_not("rules", False, False, False) == \
+        "not reduced: the guest saw no failure of this kind to reduce"
+
+
+def test_rules_oracle_counts_violations_by_their_counts(built_chardev: Path,
+                                                        tmp_path: Path) -> None:
+    """The guest's reduction oracle for `rules`: the sum of the violations' counts (one
+    line per call site, so a repeat only raises its count) and the dropped ones."""
+    script = plan_run(sorted(built_chardev.glob("*.ko")), workload=CHARDEV / "workload.sh",
+                      trace_providers=("kedr_repl_chardev",),
+                      fuzz=FuzzPlan(seed=5, count=100, seconds=2, threads=3,
+                                    reduce=50)).script
+    assert "for cls in kernel leaks rules; do" in script
+    found = script[script.index("found() {"):script.index("\n}\n", script.index(
+        "found() {")) + 3]
+    leaks = tmp_path / "kedr_repl_chardev" / "leaks"
+    leaks.parent.mkdir()
+    leaks.write_text("violation rule=unlock-not-held fn=mutex_unlock caller=0x1 stack=2 "
+                     "count=3 context=task preempt_count=0x0 irqs_off=0 pid=1 comm=x\n"
+                     "violation rule=sleep-in-atomic fn=kmalloc caller=0x2 stack=3 count=4 "
+                     "context=task preempt_count=0x0 irqs_off=0 pid=1 comm=x\n"
+                     "object addr=0x5 size=8\nrules dropped_violations=2\n")
+    found = found.replace("/sys/kernel/debug/kedr_build", str(tmp_path))
+    got = {cls: subprocess.run(["sh", "-c", found + "found"], capture_output=True, text=True,
+                               check=True, env={"KEDR_CLASS": cls, "PATH": "/usr/bin:/bin"}
+                               ).stdout for cls in ("rules", "leaks")}
+    assert got == {"rules": "9\n", "leaks": "1\n"}

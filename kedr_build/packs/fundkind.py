@@ -21,12 +21,13 @@ HLK's Device Fundamentals ask them of every driver). One boot each, judged with 
 Every check of a fuzz run that fails names the seed, and its ``reproduce`` is the
 check command with ``TEST=`` and ``FUZZ_SEED=``: each thread's operations depend on
 the seed and the thread's number only, so it replays them (the threads'
-interleaving is the scheduler's). A failing ``kernel`` or ``leaks`` check also
-carries the shortest sequence that still fails: after the judged run the guest
+interleaving is the scheduler's). A failing ``kernel``, ``leaks`` or ``rules`` check
+also carries the shortest sequence that still fails: after the judged run the guest
 reduces the recorded operations (delta debugging, ``reduce`` attempts at most, each
 a replay in one thread in a fresh load of the driver) and replays the result three
-times (:mod:`kedr_build.vm.reduction`); a failure that needs two threads at once is
-said not to reduce.
+times (:mod:`kedr_build.vm.reduction`); a failure that needs two threads at once, a
+hang, a failed unload and a taint without a WARN/BUG line are said not to reduce,
+and why.
 """
 
 from __future__ import annotations
@@ -100,10 +101,13 @@ def run_fuzz(driver: DriverUnderTest, test: PackTest, logdir: Path,
         result = _fuzz_check(report, found, plan) if c == "fuzz" else base.check(c)
         if not result.passed and not result.skipped:
             said = f"fuzz seed {seed}"
-            if c in reduction.CHECKS and plan.reduce:
-                r = reduced.get(c)
-                said += f"; {r.describe()}" if r else ("; not reduced: the guest saw no "
-                                                      "failure of this kind to reduce")
+            r = reduced.get(c)
+            if r and plan.reduce:
+                said += f"; {r.describe()}"
+            elif plan.reduce and (c in reduction.CHECKS or c == "loads"):
+                said += "; " + reduction.why_not(
+                    c, report.lost, any(s.action == "rmmod" and not s.ok
+                                        for s in report.steps), bool(report.problems))
             result = CheckResult(result.check, False, f"{result.message} ({said})",
                                  result.skipped, reproduce)
         checks.append(result)
