@@ -86,11 +86,12 @@ def test_guest_script_with_fuzz_and_cycles_is_valid_sh(built_chardev: Path,
                                                        tmp_path: Path) -> None:
     plan = plan_run(sorted(built_chardev.glob("*.ko")), workload=CHARDEV / "workload.sh",
                     trace_providers=("kedr_repl_chardev",), cycles=3, per_cycle=True,
-                    fuzz=FuzzPlan(seed=5, count=100, seconds=2, threads=3, reduce=50))
+                    fuzz=FuzzPlan(seed=5, count=100, seconds=2, threads=3, reduce=50,
+                                  sweep=8192))
     script = tmp_path / "job.sh"
     script.write_text(plan.script)
     subprocess.run(["sh", "-n", str(script)], check=True)
-    assert "/kedr/kfuzz -s 5 -n 100 -t 2 -j 3 -r /tmp/kfuzz.rec $targets" in plan.script
+    assert "/kedr/kfuzz -s 5 -n 100 -t 2 -j 3 -r /tmp/kfuzz.rec -S 8192 $targets" in plan.script
     assert ("/kedr/kfuzz -M /tmp/kfuzz.rec -o /tmp/kfuzz-$cls.seq -a 50 -c "
             "/tmp/kedr-oracle.sh") in plan.script
     assert "run_workload() {" in plan.script
@@ -341,3 +342,47 @@ def test_rules_oracle_counts_violations_by_their_counts(built_chardev: Path,
                                check=True, env={"KEDR_CLASS": cls, "PATH": "/usr/bin:/bin"}
                                ).stdout for cls in ("rules", "leaks")}
     assert got == {"rules": "9\n", "leaks": "1\n"}
+
+
+def test_ioctl_sweep_lines_read_back() -> None:
+    lines = ("KFUZZ start seed=7 count=20000 seconds=0 threads=2 paths=3",
+             "KFUZZ sweep path=/dev/a ioctls=8192 answered=256 cmds=0x**03",
+             "KFUZZ sweep path=/dev/b ioctls=8192 answered=0 cmds=",
+             "KFUZZ sweep path=/dev/c ioctls=8192 answered=2 cmds=0x6b01,0x6b02")
+    assert discover.ioctl_commands(lines) == (
+        "ioctl commands answered (8192 _IO(type, nr) tried a node, every type of nr 0 up): "
+        "/dev/a: 0x**03; /dev/c: 0x6b01, 0x6b02")
+    assert discover.ioctl_commands(lines[:1] + lines[2:3]) == ""
+
+
+def test_kfuzz_sweep_finds_answered_commands_and_favours_them(kfuzz: Path,
+                                                               tmp_path: Path) -> None:
+    """kfuzz -S on the host: a regular file answers some of the kernel's file ioctls
+    (FIBMAP, FS_IOC_*, FIONREAD: whichever this host's filesystem does), /dev/null only
+    the generic ones every file answers (left out); about half the fuzzer's ioctls then
+    use an answered type and nr, against almost none without the sweep."""
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"x" * 4096)
+
+    def run(*sweep: str) -> tuple[list[str], float]:
+        rec = tmp_path / "s.rec"
+        out = subprocess.run([str(kfuzz), "-s", "7", "-n", "4000", "-j", "2", "-r", str(rec),
+                              *sweep, "/dev/null", str(plain)], capture_output=True,
+                             text=True, check=True).stdout
+        sweeps = [ln for ln in out.splitlines() if ln.startswith("KFUZZ sweep")]
+        dump = subprocess.run([str(kfuzz), "-D", str(rec), "-k", "2000"], capture_output=True,
+                              text=True, check=True).stdout
+        cmds = [int(c, 16) & 0xffff for c in re.findall(r" ioctl fd=\d cmd=0x(\w+)", dump)]
+        return sweeps, sum(c in answered for c in cmds) / len(cmds)
+
+    answered: set[int] = set()
+    sweeps, _ = run("-S", "8192")
+    assert sweeps[0] == "KFUZZ sweep path=/dev/null ioctls=8192 answered=0 cmds=", sweeps
+    m = re.fullmatch(rf"KFUZZ sweep path={plain} ioctls=8192 answered=(\d+) cmds=(\S+)",
+                     sweeps[1])
+    assert m and int(m.group(1)) > 0, sweeps
+    answered = {int(c, 16) for c in m.group(2).split(",")}
+    _, favoured = run("-S", "8192")
+    none, unfavoured = run()
+    assert not none
+    assert 0.35 < favoured < 0.65 and unfavoured < 0.05, (favoured, unfavoured)

@@ -3,7 +3,8 @@ VM, on both pinned kernels, through `scons ... check PACK=fundamentals`:
 
 * examples/chardev: its interfaces are discovered exactly, the fuzzer, five
   load -> workload -> unload cycles and chaos (all at once) find nothing;
-* tests/drivers/fuzzbugs: an ioctl copying the command's size into a 64-byte buffer
+* tests/drivers/fuzzbugs: the ioctl commands each node answers found by the sweep
+  before fuzzing; an ioctl copying the command's size into a 64-byte buffer
   (WARN), a rare ioctl leaking and another unlocking a mutex it never took (rule
   unlock-not-held): found by the fuzzer with FUZZ_SEED=7, each reduced to the two
   operations that still fail (open, then the ioctl) and replayed 3 times in fresh
@@ -119,8 +120,13 @@ def test_fuzzer_finds_ioctl_bugs_and_its_seed_replays(tmp_path: Path,
                                "fuzzbugs", "TEST=fuzz", "FUZZ_SEED=7")
     assert report["verdict"] == "failed", out
     run = run_of(report, "fuzz")
+    # Its interfaces, and the ioctl commands the sweep before fuzzing found answered
+    # (nr 3 of any type on one node, nr 6 and 9 on the other: exactly what it answers).
     assert run["interfaces"] == ("misc: kedr_fz_copy, kedr_fz_rare; "
-                                 "char nodes: /dev/kedr_fz_copy, /dev/kedr_fz_rare")
+                                 "char nodes: /dev/kedr_fz_copy, /dev/kedr_fz_rare; "
+                                 "ioctl commands answered (8192 _IO(type, nr) tried a node, "
+                                 "every type of nr 0 up): /dev/kedr_fz_copy: 0x**03; "
+                                 "/dev/kedr_fz_rare: 0x**06, 0x**09")
     assert {k[1]: i["outcome"] for k, i in items.items()} == {
         "fuzz": "passed", "loads": "passed", "kernel": "failed", "leaks": "failed",
         "rules": "failed"}, out

@@ -78,13 +78,19 @@ def _boot(driver: DriverUnderTest, test: PackTest, logdir: Path, session: Sessio
                        devices=attached(driver, kernel), **kwargs)  # type: ignore[arg-type]
 
 
+# The ioctls kfuzz -S tries on each node before fuzzing: nr 0-31 of every _IOC type
+# (the commands answered are listed with the interfaces, and favoured by the fuzzer).
+SWEEP = 32 * 256
+
+
 def run_fuzz(driver: DriverUnderTest, test: PackTest, logdir: Path,
              session: Session) -> TestRun:
     seed = test.params["seed"]
     if session.env.get("FUZZ_SEED"):
         seed = fuzz_seed(session.env["FUZZ_SEED"])
     plan = FuzzPlan(seed=seed, count=test.params["count"], seconds=test.params["seconds"],
-                    threads=test.params["threads"], reduce=test.params["reduce"])
+                    threads=test.params["threads"], reduce=test.params["reduce"],
+                    sweep=SWEEP)
     workload = Path(driver.workload) if driver.workload else None
     try:
         report = _boot(driver, test, logdir, session, fuzz=plan,
@@ -93,6 +99,7 @@ def run_fuzz(driver: DriverUnderTest, test: PackTest, logdir: Path,
         return TestRun(driver.name, test.name, test.kind, reason=str(e), logs=str(logdir),
                        checks=tuple(CheckResult(c, False, str(e)) for c in test.checks))
     found = discover.parse(report.interfaces or ())
+    ioctls = discover.ioctl_commands(report.fuzz_output)
     base = _judge(driver, test, report)
     reproduce = f"{driver.command} TEST={test.name} FUZZ_SEED={seed}"
     reduced = reduction.parse(report.reduction)
@@ -119,7 +126,8 @@ def run_fuzz(driver: DriverUnderTest, test: PackTest, logdir: Path,
                        checks=tuple(c if c.check == "fuzz" else
                                     CheckResult(c.check, False, fuzz_check.message, True)
                                     for c in checks))
-    return _with(base, tuple(checks), interfaces=found.describe(),
+    return _with(base, tuple(checks), interfaces="; ".join(
+                     s for s in (found.describe(), ioctls) if s),
                  fuzz=tuple(report.fuzz_output),
                  reduced=tuple(f"{c}: {r.describe()}" for c, r in sorted(reduced.items())))
 
