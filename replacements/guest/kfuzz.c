@@ -21,8 +21,8 @@
  * offsets, ioctl with random _IOC commands (direction, type, nr and size drawn
  * over the whole space) and argument shapes (a valid buffer of the encoded
  * size, zero, NULL, an unmapped page, a kernel address, misaligned), poll, mmap,
- * lseek. Thread t's sequence depends only on SEED and t: the same seed replays
- * the same sequences (their interleaving is the scheduler's). COUNT is the
+ * lseek. Thread t's sequence depends only on SEED, t and the commands -S found
+ * answered: the same seed replays the same sequences (their interleaving is the scheduler's). COUNT is the
  * operations of all threads together, SECONDS a time budget (0: none); the
  * first reached ends the run.
  *
