@@ -86,11 +86,12 @@ def test_guest_script_with_fuzz_and_cycles_is_valid_sh(built_chardev: Path,
                                                        tmp_path: Path) -> None:
     plan = plan_run(sorted(built_chardev.glob("*.ko")), workload=CHARDEV / "workload.sh",
                     trace_providers=("kedr_repl_chardev",), cycles=3, per_cycle=True,
-                    fuzz=FuzzPlan(seed=5, count=100, seconds=2, threads=3, reduce=50))
+                    fuzz=FuzzPlan(seed=5, count=100, seconds=2, threads=3, reduce=50,
+                                  sweep=8192))
     script = tmp_path / "job.sh"
     script.write_text(plan.script)
     subprocess.run(["sh", "-n", str(script)], check=True)
-    assert "/kedr/kfuzz -s 5 -n 100 -t 2 -j 3 -r /tmp/kfuzz.rec $targets" in plan.script
+    assert "/kedr/kfuzz -s 5 -n 100 -t 2 -j 3 -r /tmp/kfuzz.rec -S 8192 $targets" in plan.script
     assert ("/kedr/kfuzz -M /tmp/kfuzz.rec -o /tmp/kfuzz-$cls.seq -a 50 -c "
             "/tmp/kedr-oracle.sh") in plan.script
     assert "run_workload() {" in plan.script
@@ -299,3 +300,89 @@ def test_html_shows_interfaces_fuzz_numbers_reduction_and_cycles() -> None:
     assert "<li>kernel: shortest failing sequence: 2 of 20000 operations</li>" in html
     assert ('<ol class="cycles"><li>cycle 1: 3 allocations</li><li>cycle 2: 6 allocations'
             '</li></ol>') in html
+
+
+def test_failures_that_do_not_reduce_say_why() -> None:
+    """A failed check of a fuzz run without a reduced sequence says why (issue 20: every
+    failure carries the seed and the shortest sequence, or the reason it cannot)."""
+    assert reduction.CHECKS == ("kernel", "leaks", "rules")
+    hang = reduction.why_not("kernel", lost=True, unload_failed=False, kernel_lines=False)
+    assert hang.startswith("not reduced: a hang or a guest that died cannot be reduced in a "
+                           "bounded time"), hang
+    stuck = reduction.why_not("loads", lost=False, unload_failed=True, kernel_lines=False)
+    assert stuck == ("not reduced: a driver did not unload, so there is no fresh load to "
+                     "replay the operations in")
+    taint = reduction.why_not("kernel", lost=False, unload_failed=False, kernel_lines=False)
+    assert "taint with no WARN/BUG line" in taint, taint
+    assert reduction.why_not("kernel", False, False, True) == \
+        reduction.why_not("rules", False, False, False) == \
+        "not reduced: the guest saw no failure of this kind to reduce"
+
+
+def test_rules_oracle_counts_violations_by_their_counts(built_chardev: Path,
+                                                        tmp_path: Path) -> None:
+    """The guest's reduction oracle for `rules`: the sum of the violations' counts (one
+    line per call site, so a repeat only raises its count) and the dropped ones."""
+    script = plan_run(sorted(built_chardev.glob("*.ko")), workload=CHARDEV / "workload.sh",
+                      trace_providers=("kedr_repl_chardev",),
+                      fuzz=FuzzPlan(seed=5, count=100, seconds=2, threads=3,
+                                    reduce=50)).script
+    assert "for cls in kernel leaks rules; do" in script
+    found = script[script.index("found() {"):script.index("\n}\n", script.index(
+        "found() {")) + 3]
+    leaks = tmp_path / "kedr_repl_chardev" / "leaks"
+    leaks.parent.mkdir()
+    leaks.write_text("violation rule=unlock-not-held fn=mutex_unlock caller=0x1 stack=2 "
+                     "count=3 context=task preempt_count=0x0 irqs_off=0 pid=1 comm=x\n"
+                     "violation rule=sleep-in-atomic fn=kmalloc caller=0x2 stack=3 count=4 "
+                     "context=task preempt_count=0x0 irqs_off=0 pid=1 comm=x\n"
+                     "object addr=0x5 size=8\nrules dropped_violations=2\n")
+    found = found.replace("/sys/kernel/debug/kedr_build", str(tmp_path))
+    got = {cls: subprocess.run(["sh", "-c", found + "found"], capture_output=True, text=True,
+                               check=True, env={"KEDR_CLASS": cls, "PATH": "/usr/bin:/bin"}
+                               ).stdout for cls in ("rules", "leaks")}
+    assert got == {"rules": "9\n", "leaks": "1\n"}
+
+
+def test_ioctl_sweep_lines_read_back() -> None:
+    lines = ("KFUZZ start seed=7 count=20000 seconds=0 threads=2 paths=3",
+             "KFUZZ sweep path=/dev/a ioctls=8192 answered=256 cmds=0x**03",
+             "KFUZZ sweep path=/dev/b ioctls=8192 answered=0 cmds=",
+             "KFUZZ sweep path=/dev/c ioctls=8192 answered=2 cmds=0x6b01,0x6b02")
+    assert discover.ioctl_commands(lines) == (
+        "ioctl commands answered (8192 _IO(type, nr) tried a node, every type of nr 0 up): "
+        "/dev/a: 0x**03; /dev/c: 0x6b01, 0x6b02")
+    assert discover.ioctl_commands(lines[:1] + lines[2:3]) == ""
+
+
+def test_kfuzz_sweep_finds_answered_commands_and_favours_them(kfuzz: Path,
+                                                               tmp_path: Path) -> None:
+    """kfuzz -S on the host: a regular file answers some of the kernel's file ioctls
+    (FIBMAP, FS_IOC_*, FIONREAD: whichever this host's filesystem does), /dev/null only
+    the generic ones every file answers (left out); about half the fuzzer's ioctls then
+    use an answered type and nr, against almost none without the sweep."""
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"x" * 4096)
+
+    def run(*sweep: str) -> tuple[list[str], float]:
+        rec = tmp_path / "s.rec"
+        out = subprocess.run([str(kfuzz), "-s", "7", "-n", "4000", "-j", "2", "-r", str(rec),
+                              *sweep, "/dev/null", str(plain)], capture_output=True,
+                             text=True, check=True).stdout
+        sweeps = [ln for ln in out.splitlines() if ln.startswith("KFUZZ sweep")]
+        dump = subprocess.run([str(kfuzz), "-D", str(rec), "-k", "2000"], capture_output=True,
+                              text=True, check=True).stdout
+        cmds = [int(c, 16) & 0xffff for c in re.findall(r" ioctl fd=\d cmd=0x(\w+)", dump)]
+        return sweeps, sum(c in answered for c in cmds) / len(cmds)
+
+    answered: set[int] = set()
+    sweeps, _ = run("-S", "8192")
+    assert sweeps[0] == "KFUZZ sweep path=/dev/null ioctls=8192 answered=0 cmds=", sweeps
+    m = re.fullmatch(rf"KFUZZ sweep path={plain} ioctls=8192 answered=(\d+) cmds=(\S+)",
+                     sweeps[1])
+    assert m and int(m.group(1)) > 0, sweeps
+    answered = {int(c, 16) for c in m.group(2).split(",")}
+    _, favoured = run("-S", "8192")
+    none, unfavoured = run()
+    assert not none
+    assert 0.35 < favoured < 0.65 and unfavoured < 0.05, (favoured, unfavoured)

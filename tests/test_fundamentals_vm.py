@@ -3,11 +3,13 @@ VM, on both pinned kernels, through `scons ... check PACK=fundamentals`:
 
 * examples/chardev: its interfaces are discovered exactly, the fuzzer, five
   load -> workload -> unload cycles and chaos (all at once) find nothing;
-* tests/drivers/fuzzbugs: an ioctl copying the command's size into a 64-byte buffer
-  (WARN) and a rare ioctl leaking: found by the fuzzer with FUZZ_SEED=7, each reduced
-  to the two operations that still fail (open, then the ioctl) and replayed 3 times in
-  fresh loads; the reproducer the report gives (FUZZ_SEED=7) finds and reduces
-  exactly the same again;
+* tests/drivers/fuzzbugs: the ioctl commands each node answers found by the sweep
+  before fuzzing; an ioctl copying the command's size into a 64-byte buffer
+  (WARN), a rare ioctl leaking and another unlocking a mutex it never took (rule
+  unlock-not-held): found by the fuzzer with FUZZ_SEED=7, each reduced to the two
+  operations that still fail (open, then the ioctl) and replayed 3 times in fresh
+  loads; the reproducer the report gives (FUZZ_SEED=7) finds and reduces exactly the
+  same again;
 * tests/drivers/racefree: release() racing with an ioctl on another file: two fuzz
   threads find the double free; it does not reduce (replayed in one thread it passes),
   and the report says so;
@@ -118,20 +120,31 @@ def test_fuzzer_finds_ioctl_bugs_and_its_seed_replays(tmp_path: Path,
                                "fuzzbugs", "TEST=fuzz", "FUZZ_SEED=7")
     assert report["verdict"] == "failed", out
     run = run_of(report, "fuzz")
+    # Its interfaces, and the ioctl commands the sweep before fuzzing found answered
+    # (nr 3 of any type on one node, nr 6 and 9 on the other: exactly what it answers).
     assert run["interfaces"] == ("misc: kedr_fz_copy, kedr_fz_rare; "
-                                 "char nodes: /dev/kedr_fz_copy, /dev/kedr_fz_rare")
+                                 "char nodes: /dev/kedr_fz_copy, /dev/kedr_fz_rare; "
+                                 "ioctl commands answered (8192 _IO(type, nr) tried a node, "
+                                 "every type of nr 0 up): /dev/kedr_fz_copy: 0x**03; "
+                                 "/dev/kedr_fz_rare: 0x**06, 0x**09")
     assert {k[1]: i["outcome"] for k, i in items.items()} == {
         "fuzz": "passed", "loads": "passed", "kernel": "failed", "leaks": "failed",
-        "rules": "passed"}, out
+        "rules": "failed"}, out
     kernel_msg, leaks_msg = items["fuzz", "kernel"]["message"], items["fuzz", "leaks"]["message"]
+    rules_msg = items["fuzz", "rules"]["message"]
     # The copy past the 64-byte buffer: the kernel's copy_overflow() WARN; the rare
     # command's leak, named at its allocation.
     assert "__copy_overflow" in kernel_msg and "(fuzz seed 7; " in kernel_msg, kernel_msg
     assert "at fz_rare_alloc+" in leaks_msg and "(fuzz seed 7; " in leaks_msg, leaks_msg
+    # The mutex unlocked while not held: a rule violation, at its call site.
+    assert rules_msg.startswith("1 rule violations; first: unlock-not-held: mutex_unlock"), \
+        rules_msg
+    assert "fz_rare_unlock+" in rules_msg and "(fuzz seed 7; " in rules_msg, rules_msg
     # Each failure reduced to the shortest sequence that still fails: the open of the
-    # device, then the ioctl (nr 3 with a size above 64; nr 9), replayed 3 times.
+    # device, then the ioctl (nr 3 with a size above 64; nr 9; nr 6), replayed 3 times.
     for msg, path, nr in ((kernel_msg, "/dev/kedr_fz_copy", 3),
-                          (leaks_msg, "/dev/kedr_fz_rare", 9)):
+                          (leaks_msg, "/dev/kedr_fz_rare", 9),
+                          (rules_msg, "/dev/kedr_fz_rare", 6)):
         m = re.search(r"shortest failing sequence: 2 of 20000 operations \(ddmin, \d+ "
                       r"attempts, 1-minimal; replayed 3 times in fresh loads: failed 3\): "
                       r"t(\d)#\d+ open path=(\S+) fd=(\d); t(\d)#\d+ ioctl fd=(\d) "
@@ -140,7 +153,7 @@ def test_fuzzer_finds_ioctl_bugs_and_its_seed_replays(tmp_path: Path,
         assert (m.group(1), m.group(2), m.group(3)) == (m.group(4), path, m.group(5)), msg
         assert int(m.group(6), 16) & 0xff == nr, msg
         assert nr == 9 or int(m.group(7)) > 64, msg
-    assert [r.split(":")[0] for r in run["reduced"]] == ["kernel", "leaks"]
+    assert [r.split(":")[0] for r in run["reduced"]] == ["kernel", "leaks", "rules"]
     # The page as a browser renders it: interfaces, fuzz numbers, the reduced sequences.
     from selenium.webdriver.common.by import By
 
@@ -156,7 +169,7 @@ def test_fuzzer_finds_ioctl_bugs_and_its_seed_replays(tmp_path: Path,
         shown = [li.text for li in section.find_elements(By.CSS_SELECTOR, "ul.reduced li")]
         assert shown == list(run["reduced"]) and all(li for li in shown), shown
     reproduce = items["fuzz", "kernel"]["reproduce"]
-    assert reproduce == items["fuzz", "leaks"]["reproduce"]
+    assert reproduce == items["fuzz", "leaks"]["reproduce"] == items["fuzz", "rules"]["reproduce"]
     assert reproduce.endswith("check PACK=fundamentals TEST=fuzz FUZZ_SEED=7"), reproduce
     # Replay: the reproducer's own command line, run as given.
     args = shlex.split(reproduce)

@@ -21,12 +21,13 @@ HLK's Device Fundamentals ask them of every driver). One boot each, judged with 
 Every check of a fuzz run that fails names the seed, and its ``reproduce`` is the
 check command with ``TEST=`` and ``FUZZ_SEED=``: each thread's operations depend on
 the seed and the thread's number only, so it replays them (the threads'
-interleaving is the scheduler's). A failing ``kernel`` or ``leaks`` check also
-carries the shortest sequence that still fails: after the judged run the guest
+interleaving is the scheduler's). A failing ``kernel``, ``leaks`` or ``rules`` check
+also carries the shortest sequence that still fails: after the judged run the guest
 reduces the recorded operations (delta debugging, ``reduce`` attempts at most, each
 a replay in one thread in a fresh load of the driver) and replays the result three
-times (:mod:`kedr_build.vm.reduction`); a failure that needs two threads at once is
-said not to reduce.
+times (:mod:`kedr_build.vm.reduction`); a failure that needs two threads at once, a
+hang, a failed unload and a taint without a WARN/BUG line are said not to reduce,
+and why.
 """
 
 from __future__ import annotations
@@ -77,13 +78,19 @@ def _boot(driver: DriverUnderTest, test: PackTest, logdir: Path, session: Sessio
                        devices=attached(driver, kernel), **kwargs)  # type: ignore[arg-type]
 
 
+# The ioctls kfuzz -S tries on each node before fuzzing: nr 0-31 of every _IOC type
+# (the commands answered are listed with the interfaces, and favoured by the fuzzer).
+SWEEP = 32 * 256
+
+
 def run_fuzz(driver: DriverUnderTest, test: PackTest, logdir: Path,
              session: Session) -> TestRun:
     seed = test.params["seed"]
     if session.env.get("FUZZ_SEED"):
         seed = fuzz_seed(session.env["FUZZ_SEED"])
     plan = FuzzPlan(seed=seed, count=test.params["count"], seconds=test.params["seconds"],
-                    threads=test.params["threads"], reduce=test.params["reduce"])
+                    threads=test.params["threads"], reduce=test.params["reduce"],
+                    sweep=SWEEP)
     workload = Path(driver.workload) if driver.workload else None
     try:
         report = _boot(driver, test, logdir, session, fuzz=plan,
@@ -92,6 +99,7 @@ def run_fuzz(driver: DriverUnderTest, test: PackTest, logdir: Path,
         return TestRun(driver.name, test.name, test.kind, reason=str(e), logs=str(logdir),
                        checks=tuple(CheckResult(c, False, str(e)) for c in test.checks))
     found = discover.parse(report.interfaces or ())
+    ioctls = discover.ioctl_commands(report.fuzz_output)
     base = _judge(driver, test, report)
     reproduce = f"{driver.command} TEST={test.name} FUZZ_SEED={seed}"
     reduced = reduction.parse(report.reduction)
@@ -100,10 +108,13 @@ def run_fuzz(driver: DriverUnderTest, test: PackTest, logdir: Path,
         result = _fuzz_check(report, found, plan) if c == "fuzz" else base.check(c)
         if not result.passed and not result.skipped:
             said = f"fuzz seed {seed}"
-            if c in reduction.CHECKS and plan.reduce:
-                r = reduced.get(c)
-                said += f"; {r.describe()}" if r else ("; not reduced: the guest saw no "
-                                                      "failure of this kind to reduce")
+            r = reduced.get(c)
+            if r and plan.reduce:
+                said += f"; {r.describe()}"
+            elif plan.reduce and (c in reduction.CHECKS or c == "loads"):
+                said += "; " + reduction.why_not(
+                    c, report.lost, any(s.action == "rmmod" and not s.ok
+                                        for s in report.steps), bool(report.problems))
             result = CheckResult(result.check, False, f"{result.message} ({said})",
                                  result.skipped, reproduce)
         checks.append(result)
@@ -115,7 +126,8 @@ def run_fuzz(driver: DriverUnderTest, test: PackTest, logdir: Path,
                        checks=tuple(c if c.check == "fuzz" else
                                     CheckResult(c.check, False, fuzz_check.message, True)
                                     for c in checks))
-    return _with(base, tuple(checks), interfaces=found.describe(),
+    return _with(base, tuple(checks), interfaces="; ".join(
+                     s for s in (found.describe(), ioctls) if s),
                  fuzz=tuple(report.fuzz_output),
                  reduced=tuple(f"{c}: {r.describe()}" for c, r in sorted(reduced.items())))
 

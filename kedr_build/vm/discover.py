@@ -6,6 +6,7 @@ them back."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -49,3 +50,23 @@ def parse(lines: list[str] | tuple[str, ...]) -> Interfaces:
                       misc=tuple(sorted(got["misc"])), char_nodes=tuple(sorted(got["node c"])),
                       block_nodes=tuple(sorted(got["node b"])), block=tuple(sorted(got["block"])),
                       net=tuple(sorted(got["net"])))
+
+
+_SWEEP = re.compile(r"^KFUZZ sweep path=(\S+) ioctls=(\d+) answered=(\d+) cmds=(\S*)$")
+
+
+def ioctl_commands(fuzz_lines: tuple[str, ...]) -> str:
+    """The ioctl commands the fuzzer's sweep (``kfuzz -S``) found each node answers:
+    ``ioctl commands answered (8192 _IO(type, nr) tried a node, every type of nr 0
+    up): /dev/x: 0x**03; /dev/y: 0x6b01`` (0x**NN: nr NN of every type; all: every command
+    swept; nodes by path); empty when no node answered any."""
+    found, tried = [], ""
+    for line in fuzz_lines:
+        if m := _SWEEP.match(line.strip()):
+            tried = m.group(2)
+            if int(m.group(3)):
+                found.append(f"{m.group(1)}: {m.group(4).replace(',', ', ')}")
+    if not found:
+        return ""
+    return (f"ioctl commands answered ({tried} _IO(type, nr) tried a node, every type of "
+            f"nr 0 up): {'; '.join(sorted(found))}")

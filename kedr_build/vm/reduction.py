@@ -1,7 +1,9 @@
 """What ``kfuzz -M`` said (``replacements/guest/kfuzz.c``): the shortest sequence of a
 fuzz run's recorded operations that still fails, for each kind of failure the guest
 saw (``kernel``: a WARN/BUG/oops in the kernel log; ``leaks``: objects the replacement
-module still holds after the driver's unload), and how its three replays went.
+module still holds after the driver's unload, or bad frees; ``rules``: rule violations,
+counted), and how its three replays went. :func:`why_not` says why the other failures
+of a fuzz run carry no sequence.
 
 The lines come from the run's fuzz reduction section (after the judged run)::
 
@@ -21,7 +23,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-CHECKS = ("kernel", "leaks")     # the pack checks a reduction is made for
+CHECKS = ("kernel", "leaks", "rules")     # the pack checks a reduction is made for
 
 _CLASS = re.compile(r"^KFUZZ reduce class=(\w+)$")
 _START = re.compile(r"^KFUZZ reduce-start ops=(\d+)$")
@@ -39,7 +41,7 @@ _HOW = {"minimal": "1-minimal", "budget-reached": "the attempt budget ran out",
 
 @dataclass(frozen=True)
 class Reduction:
-    check: str                  # the check it reduces for: "kernel" or "leaks"
+    check: str                  # the check it reduces for: one of CHECKS
     recorded: int = 0           # operations in the record (all threads)
     ops: tuple[str, ...] = ()   # the shortest failing sequence, "t0#1461 open path=... fd=2"
     attempts: int = 0
@@ -89,3 +91,21 @@ def parse(lines: Iterable[str]) -> dict[str, Reduction]:
             cur.update(replay_fails=int(m.group(2)), replays=int(m.group(3)))
     close()
     return out
+
+
+def why_not(check: str, lost: bool, unload_failed: bool, kernel_lines: bool) -> str:
+    """Why a failed ``check`` of a fuzz run has no reduction: ``lost``, the guest hung or
+    died (no bounded reduction: each attempt would need a fresh boot and a timeout);
+    ``unload_failed``, a driver did not unload (no fresh load to replay in);
+    ``kernel_lines``, the log had a WARN/BUG line (without one, the kernel check failed
+    on the taint alone: taint flags are sticky for the boot)."""
+    if lost:
+        return ("not reduced: a hang or a guest that died cannot be reduced in a bounded "
+                "time (each attempt would need a fresh boot and a timeout)")
+    if unload_failed:
+        return ("not reduced: a driver did not unload, so there is no fresh load to "
+                "replay the operations in")
+    if check == "kernel" and not kernel_lines:
+        return ("not reduced: a taint with no WARN/BUG line in the log cannot be judged "
+                "by a replay (taint flags stay set for the rest of the boot)")
+    return "not reduced: the guest saw no failure of this kind to reduce"

@@ -75,6 +75,7 @@ class FuzzPlan:
     seconds: int = 0
     threads: int = 2
     reduce: int = 0         # attempts to reduce a failure's sequence (0: not reduced)
+    sweep: int = 0          # ioctls a node to find the commands it answers (0: none)
 
 
 @dataclass(frozen=True)

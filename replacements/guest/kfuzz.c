@@ -4,7 +4,7 @@
  * Built on the host with `gcc -static` (kedr_build/vm/fuzzer.py); the guest has
  * busybox and no Python.
  *
- *   kfuzz -s SEED -n COUNT -t SECONDS -j THREADS -r RECORD PATH...
+ *   kfuzz -s SEED -n COUNT -t SECONDS -j THREADS -r RECORD [-S SWEEP] PATH...
  *   kfuzz -D RECORD [-k LAST]      print what RECORD holds (the last ops of each thread)
  *   kfuzz -p SEQUENCE              replay a sequence file in one thread (one op a line,
  *                                  as -M writes them), no PRNG
@@ -21,10 +21,21 @@
  * offsets, ioctl with random _IOC commands (direction, type, nr and size drawn
  * over the whole space) and argument shapes (a valid buffer of the encoded
  * size, zero, NULL, an unmapped page, a kernel address, misaligned), poll, mmap,
- * lseek. Thread t's sequence depends only on SEED and t: the same seed replays
- * the same sequences (their interleaving is the scheduler's). COUNT is the
+ * lseek. Thread t's sequence depends only on SEED, t and the commands -S found
+ * answered: the same seed replays the same sequences (their interleaving is the scheduler's). COUNT is the
  * operations of all threads together, SECONDS a time budget (0: none); the
  * first reached ends the run.
+ *
+ * -S SWEEP: before fuzzing, at most SWEEP ioctls on each PATH sweep the _IOC
+ * (type, nr) space: _IO(type, nr) with a zero argument, nr 0 to 31 for every
+ * type (nr-major: the low numbers drivers start at first). A command answered
+ * (neither -ENOTTY, which is also what the kernel makes of -ENOIOCTLCMD in
+ * vfs_ioctl(), nor -EINVAL, many drivers' "unknown command") and not answered
+ * the same by /dev/null (the kernel's generic file ioctls, do_vfs_ioctl()) is
+ * printed ("KFUZZ sweep": 0xTTNN, or 0x**NN when nr NN answered for every type;
+ * "all" when every command swept was), and the fuzzer then draws half its
+ * commands' type and nr from those answered (direction and size still random).
+ * A driver that answers nothing, or everything, keeps its seed's sequence.
  *
  * Every operation is recorded, before it is made, in RECORD: a file mapped
  * shared (a tmpfs file), so it outlives the process when an oops kills a thread.
@@ -93,6 +104,10 @@ static size_t record_size(uint64_t threads)
 static struct record *rec;
 static const char *paths[MAX_PATHS];
 static int npaths;
+
+#define SWEEP_NR 32		/* nr 0 .. SWEEP_NR - 1 of every type */
+static uint32_t answered[MAX_PATHS * SWEEP_NR * 256];
+static uint64_t nanswered;
 static uint64_t seed, per_thread, deadline_ns;
 static volatile int stop;
 static unsigned char *unmapped;
@@ -154,6 +169,8 @@ static uint32_t pick_cmd(struct thread *t)
 	uint32_t dir = (uint32_t)rnd(t, 4), type = (uint32_t)rnd(t, 256);
 	uint32_t nr = (uint32_t)rnd(t, 256), size = (uint32_t)pick_size(t) & 0x3fff;
 
+	if (nanswered && rnd(t, 2) == 0)	/* a command the sweep found answered */
+		return (dir << 30) | (size << 16) | (answered[rnd(t, nanswered)] & 0xffff);
 	switch (rnd(t, 8)) {
 	case 0: return (uint32_t)splitmix(&t->rng);	/* anything at all */
 	case 1: nr = (uint32_t)rnd(t, 16); break;	/* the low numbers drivers start at */
@@ -637,19 +654,92 @@ done:
 	return 0;
 }
 
+static int open_any(const char *path)
+{
+	int fd = open(path, O_RDWR | O_NONBLOCK);
+
+	if (fd < 0)
+		fd = open(path, O_RDONLY | O_NONBLOCK);
+	if (fd < 0)
+		fd = open(path, O_WRONLY | O_NONBLOCK);
+	return fd;
+}
+
+static int sweep_answers(int fd, uint32_t cmd)
+{
+	return ioctl(fd, cmd, 0UL) >= 0 || (errno != ENOTTY && errno != EINVAL);
+}
+
+/* The commands of -S: printed, and kept in answered[] for pick_cmd(). */
+static void sweep(uint64_t budget)
+{
+	static unsigned char generic[SWEEP_NR * 256], ans[SWEEP_NR * 256];
+	uint64_t k, n = budget < SWEEP_NR * 256 ? budget : SWEEP_NR * 256;
+	int fd = open("/dev/null", O_RDWR), p;
+
+	for (k = 0; fd >= 0 && k < n; k++)
+		generic[k] = (unsigned char)sweep_answers(fd, (uint32_t)(((k % 256) << 8) | (k / 256)));
+	if (fd >= 0)
+		close(fd);
+	for (p = 0; p < npaths; p++) {
+		uint64_t found = 0, nr, type;
+		const char *sep = "";
+
+		fd = open_any(paths[p]);
+		if (fd < 0) {
+			printf("KFUZZ sweep path=%s error=%d\n", paths[p], errno);
+			continue;
+		}
+		for (k = 0; k < n; k++) {
+			ans[k] = !generic[k] &&
+				 sweep_answers(fd, (uint32_t)(((k % 256) << 8) | (k / 256)));
+			found += ans[k];
+		}
+		close(fd);
+		printf("KFUZZ sweep path=%s ioctls=%llu answered=%llu cmds=", paths[p],
+		       (unsigned long long)n, (unsigned long long)found);
+		if (found && found == n) {
+			printf("all\n");	/* answers anything: nothing to favour */
+			continue;
+		}
+		for (nr = 0; nr * 256 < n; nr++) {
+			uint64_t types = 0;
+
+			for (type = 0; type < 256 && nr * 256 + type < n; type++)
+				types += ans[nr * 256 + type];
+			if (types == 256) {
+				printf("%s0x**%02llx", sep, (unsigned long long)nr);
+				sep = ",";
+			}
+			for (type = 0; type < 256 && nr * 256 + type < n; type++) {
+				if (!ans[nr * 256 + type])
+					continue;
+				answered[nanswered++] = (uint32_t)((type << 8) | nr);
+				if (types < 256) {
+					printf("%s0x%02llx%02llx", sep, (unsigned long long)type,
+					       (unsigned long long)nr);
+					sep = ",";
+				}
+			}
+		}
+		printf("\n");
+		fflush(stdout);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	uint64_t count = 10000, seconds = 0, threads = 2, last = 8;
 	const char *record = "/tmp/kfuzz.rec", *show = NULL, *reduce = NULL, *seqfile = NULL;
 	const char *out = "/tmp/kfuzz.seq";
-	uint64_t budget = 100;
+	uint64_t budget = 100, sweep_budget = 0;
 	struct thread ts[MAX_THREADS];
 	pthread_t ids[MAX_THREADS];
 	uint64_t start, elapsed, ops = 0, calls = 0;
 	int c, fd;
 	uint64_t i;
 
-	while ((c = getopt(argc, argv, "s:n:t:j:r:D:k:p:M:o:a:c:")) != -1) {
+	while ((c = getopt(argc, argv, "s:n:t:j:r:D:k:p:M:o:a:c:S:")) != -1) {
 		switch (c) {
 		case 's': if (number(optarg, "seed", &seed, UINT64_MAX)) return 2; break;
 		case 'n': if (number(optarg, "count", &count, 1ull << 40)) return 2; break;
@@ -663,6 +753,7 @@ int main(int argc, char **argv)
 		case 'o': out = optarg; break;
 		case 'c': oracle = optarg; break;
 		case 'a': if (number(optarg, "attempts", &budget, 100000)) return 2; break;
+		case 'S': if (number(optarg, "sweep", &sweep_budget, 1ull << 20)) return 2; break;
 		default: fprintf(stderr, "KFUZZ error: usage: kfuzz -s SEED -n COUNT -t SECONDS "
 				 "-j THREADS -r RECORD PATH... | kfuzz -D RECORD | kfuzz -p SEQUENCE | "
 				 "kfuzz -M RECORD -o SEQUENCE -a ATTEMPTS -c ORACLE\n");
@@ -711,6 +802,8 @@ int main(int argc, char **argv)
 	       (unsigned long long)seed, (unsigned long long)count,
 	       (unsigned long long)seconds, (unsigned long long)threads, npaths);
 	fflush(stdout);
+	if (sweep_budget)
+		sweep(sweep_budget);
 	start = now_ns();
 	deadline_ns = seconds ? start + seconds * 1000000000ull : 0;
 	for (i = 0; i < threads; i++) {

@@ -8,15 +8,20 @@
  *                      user into a 64-byte kmalloc'ed buffer: a size above 64 is a
  *                      heap overflow (hardened usercopy stops it with a BUG)
  *   /dev/kedr_fz_rare  ioctl with _IOC_NR(cmd) == 9 allocates a 48-byte object and
- *                      forgets it: one leak per call of that rare command
+ *                      forgets it: one leak per call of that rare command;
+ *                      _IOC_NR(cmd) == 6 unlocks a mutex it never took (the rule
+ *                      unlock-not-held; harmless to the kernel without
+ *                      CONFIG_DEBUG_MUTEXES: nobody else takes that mutex)
  */
 #include <linux/fs.h>
 #include <linux/miscdevice.h>
 #include <linux/module.h>
+#include <linux/mutex.h>
 #include <linux/slab.h>
 #include <linux/uaccess.h>
 
 static char last[32];
+static DEFINE_MUTEX(fz_rare_lock);
 
 static ssize_t fz_read(struct file *f, char __user *to, size_t n, loff_t *pos)
 {
@@ -59,9 +64,22 @@ static noinline long fz_rare_alloc(void)
 	return obj ? 0 : -ENOMEM;
 }
 
+static noinline long fz_rare_unlock(void)
+{
+	/* The bug: a rare command's cleanup path unlocks what it never locked. */
+	mutex_unlock(&fz_rare_lock);
+	return 0;
+}
+
 static long fz_rare_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 {
-	return _IOC_NR(cmd) == 9 ? fz_rare_alloc() : -ENOTTY;
+	switch (_IOC_NR(cmd)) {
+	case 9:
+		return fz_rare_alloc();
+	case 6:
+		return fz_rare_unlock();
+	}
+	return -ENOTTY;
 }
 
 static const struct file_operations fz_copy_fops = {
