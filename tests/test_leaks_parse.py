@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kedr_build.checks.leaks import LeakReport, parse, summary
+from kedr_build.checks.leaks import LeakReport, Violation, parse, summary
 from kedr_build.errors import KedrError
 
 DATA = Path(__file__).resolve().parent / "data" / "leaks"
@@ -148,3 +148,10 @@ def test_an_incomplete_report_fails_the_run_and_the_leaks_check(tmp_path: Path) 
         "report incomplete [" in text
     check = _leaks(run)
     assert not check.passed and "report incomplete" in check.message
+
+
+def test_an_unlock_not_held_is_not_described_as_atomic_context() -> None:
+    v = Violation(rule="unlock-not-held", function="mutex_unlock", caller="fz_ioctl+0x3c",
+                  stack=(), count=2, context="task", preempt_count=0, pid=1, comm="kfuzz")
+    assert v.describe() == ("unlock-not-held: mutex_unlock() at fz_ioctl+0x3c released a lock "
+                            "that was not held, 2 times")

@@ -133,6 +133,9 @@ class Violation:
         if self.rule == "lock-held-at-return":
             return (f"{self.rule}: a lock taken by {self.function}() at {self.caller} still "
                     f"held when the target's init returned, {times}")
+        if self.rule == "unlock-not-held":
+            return (f"{self.rule}: {self.function}() at {self.caller} released a lock "
+                    f"that was not held, {times}")
         return (f"{self.rule}: {self.function}() at {self.caller} in atomic context "
                 f"({self.context}, preempt_count=0x{self.preempt_count:x}), {times}")
 
