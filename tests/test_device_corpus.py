@@ -37,6 +37,26 @@ def test_a_report_is_one_row_each_test_passed_or_its_first_failed_check() -> Non
                                       "when request_threaded_irq at e1000_request_irq+0x126")
 
 
+def test_a_failed_test_names_its_first_failed_check_with_its_message() -> None:
+    # nvme on debian-6.1: the rules check of hotplug and suspend failed (a lock held by
+    # the reset work when init returned), and the sweep found a leak at one site
+    r = device_corpus.parse_report(_report("nvme-debian-6.1"), "nvme", 438.0)
+    hotplug = r.outcome("hotplug")
+    assert hotplug is not None and not hotplug.passed and hotplug.check == "rules"
+    assert hotplug.message.startswith("failed: 1 rule violations; first: lock-held-at-return: "
+                                      "a lock taken by mutex_lock() at nvme_reset_work+0x7f")
+    assert [t.test for t in r.tests if not t.passed] == ["hotplug", "suspend"]
+    assert r.sweep == {"clean": 15, "leak": 1, "not reached": 1}
+    text = device_corpus.table({"debian-6.1": {"nvme": r}}, {"debian-6.1": {"nvme": "nvme"}},
+                               {"debian-6.1 nvme suspend": "the same as [1]"})
+    assert "| debian-6.1 | nvme | nvme | pass | pass | **FAIL** (rules) [1] | **FAIL** (rules) " \
+        "[2] | pass | **FAIL** 17 sites: 15 clean, 1 leak, 1 not reached [3] | 438 s |" in text
+    assert "[1] debian-6.1 nvme hotplug: rules: failed: 1 rule violations; first: " in text
+    assert "[2] debian-6.1 nvme suspend: rules: failed: " in text and "— the same as [1]" in text
+    assert "[3] debian-6.1 nvme faults: failed: 1 of 17 fault sites not handled; first: leak " \
+        "when ioremap at nvme_remap_bar+0x68" in text
+
+
 def test_the_table_has_every_device_of_every_kernel_and_says_which_were_not_run() -> None:
     ok = device_corpus.parse_report(_report("e1000e-debian-6.1"), "e1000e", 405.0)
     results = {"debian-6.1": {"e1000e": ok}}
