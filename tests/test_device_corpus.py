@@ -135,8 +135,10 @@ def test_the_reduced_pack_is_the_device_pack_with_one_cycle(tmp_path: Path) -> N
         {"rebind": 1, "hotplug": 1, "reload": 2}   # reload's minimum is 2
     assert {t.name: t.params["cycles"] for t in full.tests if t.name in looped} == \
         {"rebind": 3, "hotplug": 3, "reload": 3}
-    assert [t.params for t in reduced.tests if t.name not in looped] == \
-        [t.params for t in full.tests if t.name not in looped]
+    assert reduced.test("faults").params["timeout"] == device_corpus.SITE_TIMEOUT == 120
+    assert full.test("faults").params["timeout"] == 0
+    assert [t.params for t in reduced.tests if t.name not in looped + ("faults",)] == \
+        [t.params for t in full.tests if t.name not in looped + ("faults",)]
 
 
 def test_the_readme_table_is_the_generated_one() -> None:
