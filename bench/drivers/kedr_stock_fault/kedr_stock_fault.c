@@ -11,6 +11,10 @@
  *
  *   request_threaded_irq  handler and thread_fn NULL: -EINVAL (kernel/irq/manage.c)
  *   ioremap               size 0: NULL (arch/x86/mm/ioremap.c, __ioremap_caller)
+ *   dma_map_page_attrs    size 1 TiB, beyond any 32/64-bit device's reach from low
+ *                         memory: DMA_MAPPING_ERROR (kernel/dma/direct.h,
+ *                         dma_direct_map_page: dma_capable() fails; with no swiotlb
+ *                         it first says "DMA addr ... overflow" once, a WARNING)
  */
 #include <linux/kallsyms.h>
 #include <linux/kprobes.h>
@@ -40,8 +44,10 @@ static int before(struct kprobe *p, struct pt_regs *regs)
 	if (!strcmp(fn, "request_threaded_irq")) {
 		regs->si = 0;
 		regs->dx = 0;
-	} else {	/* ioremap */
+	} else if (!strcmp(fn, "ioremap")) {
 		regs->si = 0;
+	} else {	/* dma_map_page_attrs(dev, page, offset, size, ...) */
+		regs->cx = 1UL << 40;
 	}
 	return 0;
 }
@@ -50,8 +56,10 @@ static struct kprobe probe = { .pre_handler = before };
 
 static int __init stock_fault_init(void)
 {
-	if (strcmp(fn, "request_threaded_irq") && strcmp(fn, "ioremap")) {
-		pr_err("kedr_stock_fault: fn=%s: only request_threaded_irq, ioremap\n", fn);
+	if (strcmp(fn, "request_threaded_irq") && strcmp(fn, "ioremap") &&
+	    strcmp(fn, "dma_map_page_attrs")) {
+		pr_err("kedr_stock_fault: fn=%s: only request_threaded_irq, ioremap, "
+		       "dma_map_page_attrs\n", fn);
 		return -EINVAL;
 	}
 	probe.symbol_name = fn;
