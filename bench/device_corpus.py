@@ -141,7 +141,7 @@ def save_results(path: Path, results: dict[str, dict[str, DeviceResult]]) -> Non
 def load_notes(path: Path) -> dict[str, str]:
     """What each investigated failure is: ``"<kernel> <device> <test>" = "..."`` under
     ``[notes]``, written by hand (the test is ``faults`` for the sweep, ``run`` for a
-    run without a report)."""
+    run without a report, ``*`` for every failed test of the device without its own)."""
     if not path.exists():
         return {}
     try:
@@ -236,7 +236,10 @@ def table(results: dict[str, dict[str, DeviceResult]],
 
 
 def _detail(number: int, key: str, message: str, notes: dict[str, str]) -> str:
-    note = notes.get(key, "not investigated")
+    """A numbered failure with its note: the test's own, else the device's
+    (``"<kernel> <device> *"``), else "not investigated"."""
+    kernel, device, _ = key.split(" ", 2)
+    note = notes.get(key) or notes.get(f"{kernel} {device} *") or "not investigated"
     return f"[{number}] {key}: {message} — {note}  "
 
 

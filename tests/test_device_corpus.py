@@ -76,8 +76,10 @@ def test_the_table_has_every_device_of_every_kernel_and_says_which_were_not_run(
     assert "— a driver bug: reproduced on the stock module" in text
     assert "1 of 4 device × kernel runs recorded; not run on debian-6.1: nvme; not run on " \
         "debian-6.12: e1000e, nvme." in text
-    # without a note, a failure says it was not investigated
+    # without a note, a failure says it was not investigated; "*" is the device's note
     assert "— not investigated" in device_corpus.table(results, devices, {})
+    assert "— the device's" in device_corpus.table(results, devices,
+                                                   {"debian-6.1 e1000e *": "the device's"})
 
 
 def test_a_run_without_a_report_is_a_row_that_says_why() -> None:
