@@ -1,0 +1,9 @@
+# Bring the NIC at 00:04.0 up (its open: a fault armed there fails it), then unbind it
+# from its stock driver, so its remove() runs in this boot (the runner unloads only
+# the driver under test, here kedr_stock_fault).
+a=0000:00:04.0
+p=/sys/bus/pci/devices/$a
+ifc=$(ls $p/net)
+ip link set "$ifc" up && echo "link up: ok" || echo "link up: failed"
+drv=$(basename "$(readlink $p/driver)")
+echo $a > /sys/bus/pci/drivers/$drv/unbind && echo "unbound from $drv"
