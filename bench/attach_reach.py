@@ -26,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from kedr_build.atomic import write_atomic  # noqa: E402
+from kedr_build.atomic import write_section  # noqa: E402
 from kedr_build.errors import KedrError  # noqa: E402
 from kedr_build.ko.reach import KINDS, UseClass, classify, reach  # noqa: E402
 
@@ -109,12 +109,7 @@ def table(results: dict[str, tuple[str, int, Uses]], catalog: set[str]) -> str:
 
 
 def write_readme(readme: Path, text: str) -> None:
-    old = readme.read_text()
-    if BEGIN not in old or END not in old:
-        raise KedrError(f"{readme}: no attach-reach markers ({BEGIN!r} ... {END!r})")
-    head, rest = old.split(BEGIN, 1)
-    tail = rest.split(END, 1)[1]
-    write_atomic(readme, (head + BEGIN + "\n" + text + END + tail).encode())
+    write_section(readme, BEGIN, END, text, "attach-reach")
 
 
 def main() -> int:

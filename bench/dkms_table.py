@@ -16,7 +16,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent.parent / "build" / "test-results"
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from kedr_build.atomic import write_section  # noqa: E402
+
+RESULTS = REPO / "build" / "test-results"
 
 
 def _cell(side: dict[str, Any]) -> str:
@@ -38,10 +42,7 @@ def main() -> int:
     if write is None or status:
         print("\n".join(out))
         return status
-    readme = Path(write)
-    text = readme.read_text()
-    head, rest = text.split(BEGIN, 1)
-    readme.write_text(head + BEGIN + "\n" + "\n".join(out) + "\n" + END + rest.split(END, 1)[1])
+    write_section(Path(write), BEGIN, END, "\n".join(out) + "\n", "dkms-table")
     return 0
 
 

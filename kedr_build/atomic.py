@@ -80,6 +80,17 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = 0o644) -
     write_atomic_group([(path, data)], mode)
 
 
+def write_section(path: Path, begin: str, end: str, body: str, what: str) -> None:
+    """Put ``body`` between the marker lines ``begin`` and ``end`` of a text file (a
+    table generated into README.md), all or nothing; ``what`` names the markers in
+    the one-line error for a file without them."""
+    text = path.read_text()
+    head, found, rest = text.partition(begin)
+    if not found or end not in rest:
+        raise KedrError(f"{path}: no {what} markers ({begin!r} ... {end!r})")
+    write_atomic(path, (head + begin + "\n" + body + end + rest.split(end, 1)[1]).encode())
+
+
 def write_atomic_group(files: Sequence[tuple[str | os.PathLike[str], bytes]],
                        mode: int = 0o644) -> None:
     """Write several files all or nothing (e.g. a module and its manifest).

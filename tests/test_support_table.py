@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "tools"))
@@ -36,6 +38,17 @@ def test_table_from_a_real_junit_run(tmp_path: Path) -> None:
     assert row.endswith("| yes (2/2) | **FAILS** (1/2) |")
     assert "| provisioning: image, modules, headers agree; modprobe deps | not run | not run |" \
         in text
+    # --write puts the table between the markers, all or nothing; no markers: one line.
+    readme = tmp_path / "README.md"
+    readme.write_text(f"a\n{support_table.BEGIN}\nold\n{support_table.END}\nb\n")
+    assert support_table.main([str(junit), "--write", str(readme)]) == 0
+    written = readme.read_text()
+    assert written.startswith(f"a\n{support_table.BEGIN}\n| feature |"), written
+    assert written.endswith(f" |\n{support_table.END}\nb\n") and "old" not in written
+    readme.write_text("no markers\n")
+    with pytest.raises(SystemExit, match="^support_table: .*README.md: no support-table markers"):
+        support_table.main([str(junit), "--write", str(readme)])
+    assert readme.read_text() == "no markers\n"
 
 
 def test_kernel_words_do_not_match_inside_longer_names() -> None:

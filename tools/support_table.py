@@ -194,16 +194,10 @@ def table(results: list[Result], kernels: list[str]) -> str:
     return "\n".join(rows)
 
 
-def replace_between_markers(text: str, body: str) -> str:
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"support_table: the markers are missing:\n{BEGIN}\n{END}")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{BEGIN}\n{body}\n{END}{tail}"
-
-
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from kedr_build.atomic import write_section
+    from kedr_build.errors import KedrError
     from kedr_build.kernel.descriptions import available
 
     ap = argparse.ArgumentParser(description=__doc__,
@@ -216,7 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.write is None:
         print(body)
         return 0
-    args.write.write_text(replace_between_markers(args.write.read_text(), body))
+    try:
+        write_section(args.write, BEGIN, END, body + "\n", "support-table")
+    except KedrError as e:
+        raise SystemExit(f"support_table: {e}") from None
     return 0
 
 
