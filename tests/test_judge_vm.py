@@ -55,6 +55,12 @@ echo "fires after brd: $f then $(fired_since $f)"
 rmmod kedr_judged || exit 1
 echo "== report rearm"; cat $D/leaks
 rmmod {REPL} || exit 1
+echo "== held-by-thread"; echo "kedr-judge-test: heldbythread" > /dev/kmsg
+insmod ./{REPL}.ko || exit 1
+insmod ./kedr_judged.ko mode=rearm hold_at_init=1 || exit 1
+rmmod kedr_judged || exit 1
+echo "== report held-by-thread"; cat $D/leaks
+rmmod {REPL} || exit 1
 echo "== multi"; echo "kedr-judge-test: multi" > /dev/kmsg
 Q=/sys/module/kedr_judged_peer/parameters
 insmod ./{REPL}.ko || exit 1
@@ -158,6 +164,16 @@ def test_unrelated_module_coming_and_going_leaves_the_target_alone(guest: Guest)
     # The timer fired after brd went (it was not deleted).
     m = re.search(r"fires after brd: (\d+) then (\d+)", out["rearm"])
     assert m and int(m[2]) > int(m[1]), out["rearm"]
+
+
+def test_a_lock_a_thread_of_the_target_holds_when_init_returns_is_not_inits(
+        guest: Guest) -> None:
+    # Init started a thread and returned once it held its mutex (like nvme's reset
+    # work on probe): not "lock-held-at-return" (before: reported at judged_hold_fn).
+    rep = report(guest, "held-by-thread")
+    text = "\n".join(summary(rep))
+    assert not rep.violations and not rep.leaks, text
+    assert "lock-held-at-return" not in console(guest, "heldbythread"), text
 
 
 def test_a_module_of_the_driver_going_leaves_the_other_modules_timer_alone(

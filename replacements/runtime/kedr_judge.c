@@ -297,6 +297,7 @@ static void kedr_rule_violation_at(unsigned int fn, unsigned int rule, unsigned 
 
 struct kedr_held {
 	struct module *mod;
+	pid_t pid;			/* the task that ran init */
 	unsigned int n;
 	struct kedr_obj lock[KEDR_BATCH / 2];
 };
@@ -307,7 +308,7 @@ static int kedr_visit_held(struct kedr_obj *o, void *arg)
 
 	if (o->state != KEDR_OBJ_LIVE ||
 	    (o->kind != KEDR_KIND_MUTEX && o->kind != KEDR_KIND_SPINLOCK) ||
-	    !within_module(o->caller, h->mod))
+	    !within_module(o->caller, h->mod) || o->pid != h->pid)
 		return KEDR_WALK_GO;
 	h->lock[h->n++] = *o;
 	return h->n == ARRAY_SIZE(h->lock) ? KEDR_WALK_STOP : KEDR_WALK_GO;
@@ -317,12 +318,15 @@ static int kedr_visit_held(struct kedr_obj *o, void *arg)
  * MODULE_STATE_LIVE: @mod's init returned to the kernel. A mutex or a
  * spinlock it took (the call is in @mod: its .init.text is still there) and
  * still holds is the rule "lock-held-at-return" (reported with the stack of
- * the lock; the lock stays as it is).
+ * the lock; the lock stays as it is). do_init_module() calls the LIVE
+ * notifiers in the task that ran init (kernel/module/main.c, 6.1 and 6.12), so
+ * only locks that task took count: a thread or work item of @mod holding a
+ * lock of its own at that instant (nvme's reset work on probe) is not init's.
  */
 static void kedr_locks_at_return(struct module *mod)
 {
 	struct kedr_walk w = {};
-	struct kedr_held h = { .mod = mod };
+	struct kedr_held h = { .mod = mod, .pid = task_pid_nr(current) };
 	bool more;
 	unsigned int i;
 

@@ -6,7 +6,9 @@
  *   rearm   clean: a self-re-arming timer in a kmalloc'ed object (every
  *           HZ/50 jiffies, counted in the read-only parameter "fires"),
  *           deleted at exit; writing 1 to the parameter "hold" starts a
- *           thread that holds a mutex until the module goes. Unrelated modules
+ *           thread that holds a mutex until the module goes (hold_at_init=1:
+ *           started by init, which returns once the thread holds it: not a
+ *           lock init holds at return). Unrelated modules
  *           loading and unloading meanwhile must not touch it: the timer keeps
  *           firing, nothing is reported.
  *   reuse   a timer in a kmalloc'ed object is armed and deleted unseen, the
@@ -103,6 +105,9 @@ static const struct kernel_param_ops judged_hold_ops = {
 	.set = judged_hold_set,
 };
 module_param_cb(hold, &judged_hold_ops, NULL, 0200);
+
+static bool hold_at_init;
+module_param(hold_at_init, bool, 0444);
 
 /* --- reuse ------------------------------------------------------------------------- */
 
@@ -219,8 +224,18 @@ static noinline void left_timer(void)
 
 static int __init judged_init(void)
 {
-	if (!strcmp(mode, "rearm"))
-		return rearm_timer();
+	if (!strcmp(mode, "rearm")) {
+		int err = rearm_timer();
+
+		if (!err && hold_at_init) {
+			err = judged_hold_set("1", NULL);
+			if (err) {
+				del_timer_sync(&judged_ticker->timer);
+				kfree(judged_ticker);
+			}
+		}
+		return err;
+	}
 	if (!strcmp(mode, "modload")) {
 		INIT_WORK(&judged_work, judged_modload_fn);
 		schedule_work(&judged_work);
