@@ -129,3 +129,33 @@ def test_parse_command_rejudges_a_saved_run(tmp_path: Path,
     assert last.startswith("kedr-build: initfail: FAILED: insmod kedr_initfail failed")
     assert main(["parse", str(tmp_path)]) == 1
     assert "not a run directory (no console.log)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("dies_twice", [False, True])
+def test_a_kernel_dying_before_the_job_is_booted_once_more(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dies_twice: bool) -> None:
+    """The job never ran, so that boot is no result: run_guest boots once more (the
+    QEMU boots are stood in for by the recorded IO-APIC boot panic), and only once."""
+    from kedr_build.vm import qemu
+
+    boots: list[str] = []
+
+    def boot(kernel: object, job: object, workdir: Path, *rest: object) -> VmResult:
+        boots.append((workdir / "console.log").read_text()
+                     if (workdir / "console.log").exists() else "")
+        (workdir / "console.log").write_text((DATA / "ioapic-boot-panic.log").read_text())
+        died = result_from_logs(workdir)
+        if len(boots) == 1 or dies_twice:
+            return died
+        return dataclasses.replace(died, problems=(), job_started=True, status=0)
+
+    monkeypatch.setattr(qemu, "_boot", boot)
+    result = qemu.run_guest(None, None, tmp_path)  # type: ignore[arg-type]
+    assert len(boots) == 2 and boots[1] == ""          # the first console moved aside
+    assert (tmp_path / "console-first-boot.log").read_text().endswith(
+        (DATA / "ioapic-boot-panic.log").read_text()[-200:])
+    assert (tmp_path / qemu.BOOT_RETRY_LOG).read_text().startswith(
+        "the kernel died before the job started (Kernel panic - not syncing: IO-APIC")
+    assert result.ok is not dies_twice
+    if dies_twice:
+        assert result.reason().startswith("VM did not boot: ")

@@ -224,6 +224,9 @@ def build_initramfs(kernel: ProvisionedKernel, job: GuestJob) -> Initramfs:
     return ramfs
 
 
+BOOT_RETRY_LOG = "boot-retry.log"
+
+
 def run_guest(kernel: ProvisionedKernel, job: GuestJob, workdir: Path,
               timeout: float = 180.0, stream: Callable[[str], None] | None = None,
               cpus: int | None = None, accel: str | None = None,
@@ -232,7 +235,25 @@ def run_guest(kernel: ProvisionedKernel, job: GuestJob, workdir: Path,
     ``accel`` replaces the kernel description's QEMU accelerator (e.g.
     "tcg,thread=single"; KEDR_ACCEL in the environment still wins).
     ``cut_after_crash``: after an oops, BUG or panic on the console, wait for the
-    status only :func:`crash_grace` longer (never past ``timeout``)."""
+    status only :func:`crash_grace` longer (never past ``timeout``).
+
+    A kernel that dies before the guest's /init gets to the job has run nothing of
+    the job: that boot is tried once more, and the first one's console is kept as
+    console-first-boot.log with a line in boot-retry.log. (Seen on a loaded host:
+    6.12 oopsing on an int3 at boot whose bytes in memory were already the nop, the
+    stale translation of multi-threaded TCG in replacements/runtime/README.md.)"""
+    result = _boot(kernel, job, workdir, timeout, stream, cpus, accel, cut_after_crash)
+    if result.job_started or not result.problems:
+        return result
+    (workdir / "console.log").replace(workdir / "console-first-boot.log")
+    (workdir / BOOT_RETRY_LOG).write_text(
+        f"the kernel died before the job started ({result.problems[0].line}): booted again\n")
+    return _boot(kernel, job, workdir, timeout, stream, cpus, accel, cut_after_crash)
+
+
+def _boot(kernel: ProvisionedKernel, job: GuestJob, workdir: Path, timeout: float,
+          stream: Callable[[str], None] | None, cpus: int | None, accel: str | None,
+          cut_after_crash: bool) -> VmResult:
     workdir.mkdir(parents=True, exist_ok=True)
     initrd = workdir / "initramfs.cpio"
     build_initramfs(kernel, job).write(initrd)
