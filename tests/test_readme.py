@@ -91,7 +91,7 @@ NOT_HERE.update({
     "./kedr-env scons MODULE=tests/drivers/edu DEVICES=edu sweep":
         "a sweep with a device: tests/test_devices_vm.py sweeps edu on both kernels",
     "./kedr-env python tools/device_repeat.py debian-6.1 10 [--stock] [--toggle] "
-    "[--accel tcg,thread=single]":
+    "[--accel tcg]":
         "a synopsis; 10 boots of the suspend step per setting (minutes), run by hand for "
         "the counts the README quotes",
 })

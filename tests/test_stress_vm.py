@@ -5,7 +5,7 @@ and off and reads the leak report. The payload's totals must equal the
 driver's own counts exactly, with nothing leaked, dropped or reported bad, and
 no oops or WARN.
 
-The guest runs on single-threaded TCG (ACCEL): the 2 vCPUs are interleaved
+The guest runs on single-threaded TCG (the pinned kernels' accel): the 2 vCPUs are interleaved
 (preempted at translation-block boundaries, interrupts and IPIs between them)
 rather than run on 2 host threads. Multi-threaded TCG (QEMU 7.2) sometimes
 keeps executing a stale translation of kernel text that another vCPU has just
@@ -38,7 +38,6 @@ pytestmark = pytest.mark.vm
 DRIVER = Path(__file__).resolve().parent / "drivers" / "stress"
 REPL = "kedr_repl_stress"
 THREADS, OPS = 4, 25000
-ACCEL = "tcg,thread=single"
 
 GUEST_SCRIPT = """
 D=/sys/kernel/debug/kedr_build/{repl}
@@ -92,8 +91,7 @@ def test_exact_totals_under_concurrency_on_smp(kernel: ProvisionedKernel,
             "kmem_cache_free"} <= set(chain.plan.mapping())
     repl_ko, patched = chain.replacement, chain.patched[0]
     vm = run_guest(kernel, GuestJob(script=guest_script(kernel), files={
-        "kedr_stress.ko": patched, f"{REPL}.ko": repl_ko}), tmp_path / "vm", timeout=900,
-        accel=ACCEL)
+        "kedr_stress.ko": patched, f"{REPL}.ko": repl_ko}), tmp_path / "vm", timeout=900)
     assert vm.ok, f"status {vm.status}, problems {vm.problems}\n{vm.output[-3000:]}"
     out = sections(vm.output)
     assert out["cpus"].split() == ["2"]

@@ -75,7 +75,7 @@ class ProvisionedKernel:
         return self.description.qemu
 
 
-_DEFAULT_QEMU = QemuConfig(accel="tcg", cpu="max", memory_mb=512,
+_DEFAULT_QEMU = QemuConfig(accel="tcg,thread=single", cpu="max", memory_mb=512,
                            cmdline="console=ttyS0 panic=-1 rdinit=/init loglevel=7 no_timer_check")
 
 

@@ -164,15 +164,6 @@ def check_cpus(cpus: int, where: str = "VM_CPUS") -> int:
     return cpus
 
 
-def single_threaded(accel: str) -> str:
-    """``accel`` with one host thread for all vCPUs when it is multi-threaded TCG (the
-    pinned kernels' ``tcg``): there QEMU 7.2 sometimes runs a stale translation of kernel
-    text the guest has just live-patched (text_poke_bp), an int3 that is no longer in
-    memory (replacements/runtime/README.md, "Known issue"). Any other accelerator is
-    returned as it is."""
-    return "tcg,thread=single" if accel == "tcg" else accel
-
-
 def qemu_command(kernel: ProvisionedKernel, initrd: Path, workdir: Path,
                  cpus: int | None = None, accel: str | None = None,
                  extra: Sequence[str] = (), resumable: bool = False) -> list[str]:
