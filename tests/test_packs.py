@@ -654,3 +654,39 @@ def test_jobs_capped_and_old_reports_cleared(tmp_path: Path, site_dir: Path,
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["cheap.toml", "junit.xml", "kcidb.json", "logs", "pytest.ini", "report.html",
          "report.json", "session.json"])
+
+
+def test_reports_say_where_the_pack_ran(tmp_path: Path) -> None:
+    """TARGET= is in report.json, the summary, the HTML and kcidb.json's environment (a
+    real machine's run used to say "QEMU guest" there); shards of two targets are not one
+    session. The QEMU guest's reports are as they were."""
+    from dataclasses import replace
+
+    import kcidb_io  # type: ignore[import-untyped]
+
+    from kedr_build.packs import kcidb
+    from kedr_build.packs.results import (CheckResult, ItemResult, PackReport, TestRun,
+                                          from_dict)
+
+    item = ItemResult("d", "load-unload", "loads", "passed", "", "")
+    run = TestRun("d", "load-unload", "vm", (CheckResult("loads", True, "ok"),))
+    lab = PackReport("basic", "debian-6.1", "passed", (item,), (run,),
+                     started="2026-12-06T23:00:00+00:00", target="ssh://root@lab1")
+    qemu = PackReport("basic", "debian-6.1", "passed", (item,), (run,),
+                      started="2026-12-06T23:00:00+00:00")
+    for rep, where in ((lab, "machine ssh://root@lab1, Debian 12"), (qemu, "QEMU guest, ")):
+        data = json.loads(rep.to_json())
+        jsonschema.validate(data, json.loads(report.SCHEMA.read_text()))
+        assert from_dict(json.loads(rep.to_json())) == rep
+        doc = kcidb.document(rep)
+        kcidb_io.schema.LATEST.validate_exactly(doc)
+        assert {t["environment"]["comment"][:len(where)] for t in doc["tests"]} == {where}
+        assert doc["tests"][0]["environment"]["misc"].get("target") == (rep.target or None)
+    assert report.summary(lab, tmp_path)[0] == \
+        "kedr-build pack basic on debian-6.1 at ssh://root@lab1: PASSED"
+    assert report.summary(qemu, tmp_path)[0] == "kedr-build pack basic on debian-6.1: PASSED"
+    with pytest.raises(KedrError, match="on debian-6.1 in the QEMU guest vs pack basic on "
+                                        "debian-6.1 at ssh://root@lab1"):
+        merge.merge_reports([lab, qemu])
+    other = replace(lab, items=(replace(item, index=1),))
+    assert merge.merge_reports([lab, other]).target == "ssh://root@lab1"

@@ -103,8 +103,9 @@ def document(rep: PackReport, origin: str = DEFAULT_ORIGIN) -> dict[str, Any]:
     run = run_id(rep)
     kernel = _kernel(rep.kernel)
     pack = path_part(rep.pack)
-    environment = {"comment": f"QEMU guest, {kernel.get('summary', rep.kernel)}",
-                   "misc": {"kernel": kernel}}
+    where = f"machine {rep.target}" if rep.target else "QEMU guest"
+    environment = {"comment": f"{where}, {kernel.get('summary', rep.kernel)}",
+                   "misc": {"kernel": kernel, **({"target": rep.target} if rep.target else {})}}
     checkouts: list[dict[str, Any]] = []
     builds: list[dict[str, Any]] = []
     tests: list[dict[str, Any]] = []

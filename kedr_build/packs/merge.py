@@ -23,9 +23,10 @@ def merge_reports(reports: list[PackReport]) -> PackReport:
         raise KedrError("no shard reports to merge")
     first = reports[0]
     for r in reports[1:]:
-        if (r.pack, r.kernel) != (first.pack, first.kernel):
+        if (r.pack, r.kernel, r.target) != (first.pack, first.kernel, first.target):
             raise KedrError(f"shards of different sessions: pack {r.pack} on {r.kernel} "
-                            f"vs pack {first.pack} on {first.kernel}")
+                            f"{_where(r.target)} vs pack {first.pack} on {first.kernel} "
+                            f"{_where(first.target)}")
     items = tuple(sorted((i for r in reports for i in r.items), key=lambda i: i.index))
     indexes = [i.index for i in items]
     if len(set(indexes)) != len(indexes):
@@ -36,7 +37,11 @@ def merge_reports(reports: list[PackReport]) -> PackReport:
     started = min((r.started for r in reports if r.started), default="")
     return PackReport(pack=first.pack, kernel=first.kernel, verdict=verdict_of(items),
                       items=items, runs=runs, tools=first.tools, command=first.command,
-                      started=started)
+                      started=started, target=first.target)
+
+
+def _where(target: str) -> str:
+    return f"at {target}" if target else "in the QEMU guest"
 
 
 def merge_junit(files: list[Path], order: dict[str, int]) -> bytes:

@@ -213,7 +213,7 @@ class PackSession:
         return PackReport(pack=self.pack.name, kernel=self.session.kernel,
                           verdict=verdict_of(items), items=items, runs=runs,
                           tools=report.tool_versions(), command=" ".join(sys.argv),
-                          started=self.start_time)
+                          started=self.start_time, target=self.session.target)
 
     def pytest_report_teststatus(self, report: pytest.TestReport,
                                  config: pytest.Config) -> Any:

@@ -117,7 +117,8 @@ def summary(rep: PackReport, directory: Path) -> list[str]:
     """The short text summary: the verdict per driver, each failed check with the
     command that reproduces it, and where the reports are."""
     flaky = [i for i in rep.items if i.outcome == "flaky"]
-    lines = [f"kedr-build pack {rep.pack} on {rep.kernel}: "
+    where = f" at {rep.target}" if rep.target else ""
+    lines = [f"kedr-build pack {rep.pack} on {rep.kernel}{where}: "
              f"{rep.verdict.upper()}"
              + (f" ({len(flaky)} flaky: passed on retry)" if flaky else "")]
     drivers = list(dict.fromkeys(i.driver for i in rep.items))

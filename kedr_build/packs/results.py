@@ -131,6 +131,7 @@ class PackReport:
     tools: dict[str, str] = field(default_factory=dict)
     command: str = ""
     started: str = ""                     # when the session started (UTC, ISO 8601)
+    target: str = ""                      # TARGET= where it ran: "" the QEMU guest
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -152,7 +153,7 @@ def from_dict(data: dict[str, Any]) -> PackReport:
                       items=tuple(ItemResult(**i) for i in data["items"]),
                       runs=tuple(run_from_dict(r) for r in data["runs"]),
                       tools=dict(data.get("tools", {})), command=data.get("command", ""),
-                      started=data.get("started", ""))
+                      started=data.get("started", ""), target=data.get("target", ""))
 
 
 def run_from_dict(data: dict[str, Any]) -> TestRun:
