@@ -42,7 +42,8 @@ static unsigned long kedr_tail_callee_site(const struct kedr_tail_site *site, un
  * is one. Any context, NMI included: no lock, faulting reads of the text; a
  * module's memory is freed only after an RCU-sched grace period (free_module()).
  */
-static unsigned long kedr_tail_caller(const struct kedr_tail_site *site, unsigned long ip)
+static __maybe_unused unsigned long kedr_tail_caller(const struct kedr_tail_site *site,
+						   unsigned long ip)
 {
 	bool inside = false;
 	unsigned long where;
