@@ -35,6 +35,18 @@ static void kedr_fill_task(pid_t *pid, char *comm, size_t len)
 	strscpy(comm, current->comm, len);
 }
 
+static void kedr_obj_forget(struct kedr_obj_shard *sh, unsigned int bucket, struct kedr_obj *o);
+
+/*
+ * Is @lock held by the current task? (__mutex_owner() of kernel/locking/
+ * mutex.c: the owner word without its MUTEX_FLAGS, 0x07, on both pinned
+ * kernels; a PREEMPT_RT mutex has no such word, and this does not compile.)
+ */
+static bool kedr_mutex_held_by_current(const struct mutex *lock)
+{
+	return (atomic_long_read(&lock->owner) & ~0x07L) == (long)current;
+}
+
 /* --- the hooks the generated replacements call ----------------------------------------- */
 
 static void kedr_leak_alloc(const struct kedr_function *fn, unsigned int kind, unsigned long ptr,
@@ -59,6 +71,17 @@ static void kedr_leak_alloc(const struct kedr_function *fn, unsigned int kind, u
 
 	spin_lock_irqsave(&sh->lock, flags);
 	o = kedr_obj_find(sh, bucket, ptr, NULL);
+	if (o && o->state == KEDR_OBJ_LENT) {
+		/*
+		 * The target takes back a mutex it released for the task's
+		 * caller (kedr_leak_lend()): the caller holds it again, and
+		 * releases it, not the target. Counted as taken and released.
+		 */
+		kedr_obj_forget(sh, bucket, o);
+		spin_unlock_irqrestore(&sh->lock, flags);
+		kedr_count(frees);
+		return;
+	}
 	if (o) {
 		/*
 		 * A freed address allocated again, or a live one we missed the
@@ -93,6 +116,54 @@ static void kedr_leak_alloc(const struct kedr_function *fn, unsigned int kind, u
 	o->aux = aux;
 	o->caller = ip;
 	o->stack = stack;
+	o->free_stack = 0;
+	kedr_fill_task(&o->pid, o->comm, sizeof(o->comm));
+	spin_unlock_irqrestore(&sh->lock, flags);
+}
+
+/*
+ * Before the target unlocks @lock, which this task holds but the target did
+ * not take (kedr_leak_judge()): a LENT record, so that the target's relock
+ * gives the lock back (kedr_leak_alloc()) instead of making it the target's.
+ */
+static void kedr_leak_lend(const struct kedr_function *fn, unsigned long lock, unsigned long ip)
+{
+	unsigned long key = kedr_key(true, lock), flags;
+	struct kedr_obj_shard *sh;
+	struct kedr_obj *o;
+	unsigned int bucket;
+	u32 id;
+
+	sh = &kedr_obj_shards[kedr_obj_shard_of(key, &bucket)];
+	spin_lock_irqsave(&sh->lock, flags);
+	o = kedr_obj_find(sh, bucket, key, NULL);
+	if (o) {
+		/* A FREED record of the lock (the target took and released it before). */
+		kedr_quarantine_unlink(sh, o - kedr_objs);	/* (a LENT one is in none) */
+	} else {
+		id = sh->free_list;
+		if (id)
+			sh->free_list = kedr_obj_at(id)->next;
+		else
+			id = kedr_quarantine_evict(sh);
+		if (!id) {
+			spin_unlock_irqrestore(&sh->lock, flags);
+			kedr_count(dropped_objects);
+			WRITE_ONCE(kedr_leak_gap, true);
+			return;
+		}
+		o = kedr_obj_at(id);
+		o->ptr = key;
+		o->next = sh->heads[bucket];
+		sh->heads[bucket] = id;
+	}
+	o->state = KEDR_OBJ_LENT;
+	o->kind = KEDR_KIND_MUTEX;
+	o->fn = fn->index;
+	o->size = 0;
+	o->aux = 0;
+	o->caller = ip;
+	o->stack = 0;
 	o->free_stack = 0;
 	kedr_fill_task(&o->pid, o->comm, sizeof(o->comm));
 	spin_unlock_irqrestore(&sh->lock, flags);
@@ -424,6 +495,20 @@ static bool kedr_leak_judge(const struct kedr_function *fn, unsigned int op, uns
 		 */
 		spin_unlock_irqrestore(&sh->lock, flags);
 		kedr_count(untracked_frees);
+		return true;
+	}
+	if (op == KEDR_FREE_MUTEX_UNLOCK &&
+	    (!o || o->state == KEDR_OBJ_FREED || o->state == KEDR_OBJ_LENT) &&
+	    kedr_mutex_held_by_current((struct mutex *)ptr)) {
+		/*
+		 * Held, by this task, not taken by the target: its caller's lock,
+		 * which the target drops for a while (azx_remove() drops the
+		 * device lock the driver core holds around remove(), and takes
+		 * it again). Neither a violation nor, once taken again, the
+		 * target's lock.
+		 */
+		spin_unlock_irqrestore(&sh->lock, flags);
+		kedr_leak_lend(fn, ptr, ip);
 		return true;
 	}
 	if ((op == KEDR_FREE_MUTEX_UNLOCK || op == KEDR_FREE_SPIN_UNLOCK) &&

@@ -216,10 +216,13 @@ MODULE_PARM_DESC(max_stacks, "Distinct stacks kept (256-1048576)");
  * been handed out again by an allocation we did not see). HELD: in the
  * quarantine, the real free not called yet (kedr_quarantine_hold()): the
  * address cannot have been reused, so a second free of it is certainly a
- * double free.
+ * double free. LENT: a mutex the task that called the target holds, which
+ * the target unlocked without having locked it (kedr_leak_lend()): its
+ * relock by the target gives it back to that holder, and is no lock of the
+ * target's.
  */
 enum kedr_obj_state { KEDR_OBJ_UNUSED, KEDR_OBJ_LIVE, KEDR_OBJ_FREED, KEDR_OBJ_BLOCKED,
-		      KEDR_OBJ_HELD };
+		      KEDR_OBJ_HELD, KEDR_OBJ_LENT };
 #define kedr_obj_freed(o)	((o)->state == KEDR_OBJ_FREED || (o)->state == KEDR_OBJ_HELD)
 
 /*
