@@ -10,7 +10,7 @@ labgrid as it would on a lab machine. The same steps as TARGET=ssh://
 * a module built for the other pinned kernel is refused before anything is copied, in
   one line naming both releases (run in this process, on its own labgrid guest: its
   /tmp and loaded modules are compared before and after);
-* an environment file that is not YAML, one without the target ``main``, one whose
+* an environment file that is not YAML, one that is not text, one without the target ``main``, one whose
   target has no command driver, and a coordinator place: one line each, nothing built.
 """
 
@@ -121,20 +121,22 @@ def test_other_kernel_refused_before_copying(lab: tuple[Path, Path],
 
 @pytest.mark.parametrize("text, fragment", [
     ("targets: [main\n", ": not a labgrid environment: "),
+    (b"targets:\xff\xfe\n", ": not a labgrid environment: "),
     ("targets:\n  other:\n    drivers: {}\n", ": no target 'main' in it (it has other)"),
     ("targets:\n  main:\n    drivers:\n      ShellStrategy: {}\n", ": target 'main': "),
     ("targets:\n  main:\n    resources:\n      RawSerialPort:\n        port: /dev/null\n",
      ": target 'main' has no command driver (ShellDriver or SSHDriver): "),
-], ids=["not-yaml", "no-main", "strategy-without-drivers", "no-command-driver"])
-def test_bad_environment_one_line(text: str, fragment: str, tmp_path: Path,
+], ids=["not-yaml", "not-text", "no-main", "strategy-without-drivers", "no-command-driver"])
+def test_bad_environment_one_line(text: str | bytes, fragment: str, tmp_path: Path,
                                   pinned_kernel: ProvisionedKernel) -> None:
     env = tmp_path / "lab.yaml"
-    env.write_text(text)
+    data = text if isinstance(text, bytes) else text.encode()
+    env.write_bytes(data)
     build = tmp_path / "build"
     proc = run_scons([f"MODULE={REPO / 'examples' / 'chardev'}", f"BUILD_DIR={build}",
                       f"TARGET=labgrid:{env}", "run"], check=False)
     line = refused(proc, build, f"TARGET=labgrid:{env}: {env}{fragment}")
-    assert env.read_text() == text, line
+    assert env.read_bytes() == data, line
 
 
 def test_place_not_yet(tmp_path: Path, pinned_kernel: ProvisionedKernel) -> None:

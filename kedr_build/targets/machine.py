@@ -25,7 +25,9 @@ import io
 import re
 import secrets
 import shlex
+import subprocess
 import tarfile
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,6 +37,7 @@ from typing import Protocol
 from kedr_build.atomic import write_atomic
 from kedr_build.checks import suppress
 from kedr_build.errors import KedrError
+from kedr_build.kernel import hosttools
 from kedr_build.kernel.descriptions import by_release
 from kedr_build.ko.module import ModuleRef
 from kedr_build.vm.console import find_problems
@@ -76,6 +79,11 @@ class Transport(Protocol):
 
     def command_line(self, command: str) -> list[str]:
         """How a user would run ``command`` there by hand (recorded, never parsed)."""
+        ...
+
+    @property
+    def slow(self) -> bool:
+        """A link of a few KiB/s (a serial console): modules go without debug info."""
         ...
 
     def run(self, command: str, data: bytes | None = None,
@@ -198,7 +206,8 @@ def run_on_machine(conn: Transport, modules: list[Path], logdir: Path,
     if busy:
         raise KedrError(f"TARGET={conn}: {busy[0]} is already loaded there; nothing was "
                         "copied (unload it first)")
-    files = {f"modules/{m.name}.ko": m.path.read_bytes() for m in plan.modules}
+    files = {f"modules/{m.name}.ko": (_without_debug_info(m.path) if conn.slow
+                                      else m.path.read_bytes()) for m in plan.modules}
     if workload is not None:
         files["workload.sh"] = workload.read_bytes()
     files["job.sh"] = plan.script.encode()
@@ -288,6 +297,22 @@ def _tar(files: Mapping[str, bytes]) -> bytes:
             info.size, info.mode = len(data), 0o755 if name.endswith(".sh") else 0o644
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
+
+
+def _without_debug_info(ko: Path) -> bytes:
+    """The module as ``make INSTALL_MOD_STRIP=1`` installs it (objcopy --strip-debug,
+    into a temporary file: the build's .ko is not touched). The kernel never reads
+    .debug_* sections; the symbol table the reports' stack frames name stays: the
+    leaker's replacement module goes from 2.9 MiB to a fraction of it."""
+    objcopy = hosttools.require(["objcopy"])["objcopy"]
+    with tempfile.TemporaryDirectory(prefix="kedr-strip-") as tmp:
+        out = Path(tmp) / ko.name
+        proc = subprocess.run([objcopy, "--strip-debug", str(ko), str(out)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise KedrError(f"{ko}: objcopy --strip-debug failed: "
+                            f"{last_line(proc.stderr.encode())}")
+        return out.read_bytes()
 
 
 def last_line(data: bytes) -> str:

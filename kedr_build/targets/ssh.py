@@ -36,6 +36,10 @@ class Connection:
     def log_name(self) -> str:
         return "ssh.cmd"
 
+    @property
+    def slow(self) -> bool:
+        return False
+
     def command_line(self, command: str) -> list[str]:
         ssh = hosttools.require(["ssh"])["ssh"]
         return [ssh, *(["-F", str(self.config)] if self.config else []), *SSH_OPTIONS,
