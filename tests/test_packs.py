@@ -140,7 +140,7 @@ def _pytest(out: Path, plugin_dir: Path, *extra: str) -> subprocess.CompletedPro
     env = {**os.environ, "PYTHONPATH": f"{plugin_dir}{os.pathsep}{REPO}"}
     (out / "pytest.ini").write_text("[pytest]\n")
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "cheapkind", "-p",
-                           "kedr_build.packs.plugin", "-p", "no:cacheprovider", "-p", "no:labgrid",
+                           "kedr_build.packs.plugin", "-p", "no:cacheprovider",
                            "-c", str(out / "pytest.ini"), "--rootdir", str(out), "-v",
                            "--kedr-session", str(out / "session.json"),
                            "--junitxml", str(out / report.JUNIT_NAME),
