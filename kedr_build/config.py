@@ -26,7 +26,8 @@ from kedr_build.kernel.descriptions import ProvisionedKernel
 from kedr_build.kernel.dkms import DkmsPackage, is_dkms_tree, read_conf
 from kedr_build.ko.names import is_c_identifier, is_module_file, module_name
 from kedr_build.ko.plan import Naming
-from kedr_build.targets.spec import QemuTarget, SshTarget, Target, check_consent, parse_target
+from kedr_build.targets.spec import (LabgridTarget, QemuTarget, SshTarget, Target, check_consent,
+                                     parse_target)
 
 if TYPE_CHECKING:
     from kedr_build.devices.catalog import Device
@@ -87,7 +88,7 @@ VARIABLES: dict[str, Variable] = {
                         "flaky, never passed", "0"),
     "TARGET": Variable("where run and check happen: qemu (the pinned kernel in QEMU), "
                        "ssh://[user@]host[:port] (a machine running the kernel the build is "
-                       "for), labgrid:ENV.yaml[:place] (not run yet)", "qemu"),
+                       "for), labgrid:ENV.yaml (the target main of a labgrid environment)", "qemu"),
     "SSH_CONFIG": Variable("ssh client configuration file for TARGET=ssh:// (ssh -F; "
                            "default: ssh's own, ~/.ssh/config)"),
     "I_KNOW_THIS_MAY_CRASH": Variable("1: let FAULTS= or sweep fail kernel calls on a real "
@@ -173,6 +174,12 @@ def from_arguments(args: Mapping[str, str], top: str, launch_dir: str,
     faults = _faults(get("FAULTS"))
     target = parse_target(get("TARGET"), launch_dir)
     ssh_config = _ssh_config(path, get("SSH_CONFIG"), target)
+    if isinstance(target, LabgridTarget):
+        # Its target and drivers made (no machine touched): a bad environment file is
+        # one line before anything is built.
+        from kedr_build.targets.labgrid import labgrid_target
+
+        labgrid_target(target)
     retries = _retries(get("RETRIES"))
     kcidb_origin = _kcidb_origin(get("KCIDB_ORIGIN"))
     if get("FUZZ_SEED"):
@@ -437,9 +444,9 @@ FAULTS_TARGETS = ("run",)
 
 
 # What each TARGET= kind can do so far (issue 21): the QEMU guest everything, a machine
-# over SSH run and check (packs of the vm test kind: checkjob refuses the others); a
-# labgrid place nothing yet.
-SSH_TARGETS = ("run", "check")
+# over SSH or through labgrid run and check (packs of the vm test kind: checkjob refuses
+# the others).
+MACHINE_TARGETS = ("run", "check")
 VM_TARGETS = ("run", "sweep", "check", "attach")
 
 
@@ -461,12 +468,10 @@ def check_targets(args: Mapping[str, str], targets: Sequence[str],
         check_consent(target, "sweep", consent)
     if "run" in targets and args.get("FAULTS", "").strip():
         check_consent(target, "FAULTS=", consent)
-    can = SSH_TARGETS if isinstance(target, SshTarget) else ()
-    wanted = [t for t in targets if t in VM_TARGETS and t not in can]
+    wanted = [t for t in targets if t in VM_TARGETS and t not in MACHINE_TARGETS]
     if wanted:
         raise KedrError(f"TARGET={target}: the {wanted[0]} target runs in QEMU only so far "
-                        + (f"({', '.join(can)} works on this target)" if can else
-                           "(labgrid targets run nothing yet)"))
+                        f"({', '.join(MACHINE_TARGETS)} works on this target)")
 
 
 def _ssh_config(path: Callable[[str], Path], text: str, target: Target) -> Path | None:

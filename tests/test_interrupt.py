@@ -70,7 +70,8 @@ def _session(tmp: Path, pack_text: str, drivers: int = 3) -> Path:
 
 def _command(out: Path) -> list[str]:
     return [sys.executable, "-m", "pytest", "-p", "slowkind", "-p", "kedr_build.packs.plugin",
-            "-p", "no:cacheprovider", "-c", str(out / "pytest.ini"), "--rootdir", str(out),
+            "-p", "no:cacheprovider", "-p", "no:labgrid", "-c", str(out / "pytest.ini"),
+            "--rootdir", str(out),
             "-v", "--kedr-session", str(out / "session.json"),
             "--junitxml", str(out / report.JUNIT_NAME), "-o", "junit_family=xunit2",
             str(out.parent / "slow.toml")]

@@ -83,6 +83,9 @@ NOT_HERE.update({
     "SSH_CONFIG=lab.ssh check PACK=basic":
         "needs a lab machine: tests/test_target_ssh_vm.py checks PACK=basic over ssh on a "
         "QEMU guest playing one, both kernels",
+    "scons MODULE=path/to/driver KERNEL=debian-6.1 TARGET=labgrid:lab.yaml check PACK=basic":
+        "needs a lab's labgrid environment: tests/test_target_labgrid_vm.py checks "
+        "PACK=basic through labgrid on a QEMUDriver guest playing one",
     "./kedr-env python bench/device_corpus.py --kernel debian-6.1 --write README.md":
         "the device corpus: 21 devices through the device pack, over an hour of VM runs, "
         "and rewrites README.md; tests/test_device_corpus.py checks its parsing and table",

@@ -355,6 +355,10 @@ def session_items(s: Session, pack: Pack) -> Iterator[tuple[int, DriverUnderTest
 
 
 class CheckItem(pytest.Item):
+    # No fixtures; said, because other plugins read it of every item (labgrid's
+    # pytest_runtest_setup does: without it each item was an AttributeError).
+    fixturenames: tuple[str, ...] = ()
+
     def __init__(self, *, plugin: PackSession, driver: DriverUnderTest, test: PackTest,
                  check: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)

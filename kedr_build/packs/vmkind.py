@@ -41,7 +41,7 @@ def run(driver: DriverUnderTest, test: PackTest, logdir: Path, session: Session)
     timeout = float(test.params["timeout"]) or session.vm_timeout
     try:
         if session.target:
-            return judge(driver, test, _over_ssh(driver, test, logdir, session, workload,
+            return judge(driver, test, _on_machine(driver, test, logdir, session, workload,
                                                  timeout, suppressions))
         kernel = provision.ensure(session.kernel)
         report = run_modules(kernel, [Path(m) for m in driver.modules], logdir,
@@ -57,24 +57,26 @@ def run(driver: DriverUnderTest, test: PackTest, logdir: Path, session: Session)
     return judge(driver, test, report)
 
 
-def _over_ssh(driver: DriverUnderTest, test: PackTest, logdir: Path, session: Session,
+def _on_machine(driver: DriverUnderTest, test: PackTest, logdir: Path, session: Session,
               workload: Path | None, timeout: float,
               suppressions: tuple[suppress.Suppression, ...]) -> RunReport:
-    """The same run on a real machine (TARGET=ssh://): no boot, the machine's kernel."""
-    from kedr_build.targets.spec import SshTarget, parse_target
-    from kedr_build.targets.ssh import run_over_ssh
+    """The same run on a real machine (TARGET=ssh://, labgrid:): its own kernel, no boot
+    of ours (a labgrid environment's strategy may power it on)."""
+    from kedr_build.targets.connect import connect
+    from kedr_build.targets.machine import run_on_machine
+    from kedr_build.targets.spec import parse_target
 
     target = parse_target(session.target)
-    if not isinstance(target, SshTarget):
-        raise KedrError(f"TARGET={session.target}: the vm test kind runs in QEMU or over "
-                        "ssh only so far")
-    report = run_over_ssh(target, [Path(m) for m in driver.modules], logdir,
-                          workload=workload, timeout=timeout,
-                          trace_providers=(driver.replacement,), intree=driver.modprobe,
-                          suppressions=suppressions, cycles=test.params["cycles"],
-                          copies=test.params["copies"],
-                          attempt=int(session.env.get(retry.ATTEMPT_ENV, "1")),
-                          config=Path(session.ssh_config) if session.ssh_config else None)
+    if not target.real:
+        raise KedrError(f"TARGET={session.target}: not a real machine")
+    report = run_on_machine(connect(target, Path(session.ssh_config) if session.ssh_config
+                                    else None),
+                            [Path(m) for m in driver.modules], logdir,
+                            workload=workload, timeout=timeout,
+                            trace_providers=(driver.replacement,), intree=driver.modprobe,
+                            suppressions=suppressions, cycles=test.params["cycles"],
+                            copies=test.params["copies"],
+                            attempt=int(session.env.get(retry.ATTEMPT_ENV, "1")))
     if report.left_as_found:
         # Not a check of the driver, but never silent: the test's reason says it.
         report = dataclasses.replace(report, reason="; ".join(

@@ -1,56 +1,25 @@
-"""Run built modules on a real machine over SSH: the QEMU guest's steps and evidence.
+"""TARGET=ssh://: the machine's shell over ssh, for the steps of targets/machine.py.
 
-The machine must already run the kernel the modules are built for: its release
-(``uname -r``) is compared with each module's vermagic before anything is
-copied. Then the same job script the QEMU guest runs (:func:`plan_run`, rooted
-in a fresh directory under /tmp), the modules and the workload are copied in
-one tar stream, the job runs with its output coming back on ssh's stdout and
-its exit status on stderr (``KEDR-STATUS n``: never read from the output), and
-the kernel log since the job's start marker is read with ``dmesg``. The
-runner's own :func:`conclude` judges it, so the verdict is the one TARGET=qemu
-gives for the same output.
-
-Afterwards the machine is left as it was found: our modules and the in-tree
-ones the job loaded are unloaded, the trace buffer's size put back, debugfs/tracefs
-unmounted if we mounted them, the directory removed (the trace buffer's old content
-is not kept: the job empties it); what could not be is said in the report
-(``left_as_found``).
+The job's output comes back on ssh's stdout and its exit status on stderr
+(``KEDR-STATUS n``): both are streamed into the run's logs as they come.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import io
-import re
-import secrets
-import shlex
 import subprocess
-import tarfile
-import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from kedr_build.atomic import write_atomic
-from kedr_build.checks import suppress
 from kedr_build.errors import KedrError
 from kedr_build.kernel import hosttools
-from kedr_build.kernel.descriptions import by_release
-from kedr_build.ko.module import ModuleRef
+from kedr_build.targets.machine import PROBE_TIMEOUT, Answer, JobEnd, last_line
 from kedr_build.targets.spec import SshTarget
-from kedr_build.vm.console import find_problems
-from kedr_build.vm.qemu import JOB_START, STATUS_MARK, Verdict, VmResult, parse_status
-from kedr_build.vm.runner import TRACEFS, RunPlan, RunReport, conclude, plan_run
-from kedr_build.vm.taint import ALLOWED_TAINT, taint_letters
 
 # No password prompt (BatchMode): a machine that wants one is refused in one line.
 # ServerAlive: a machine that crashed mid-run ends the session within a minute.
 SSH_OPTIONS = ("-o", "BatchMode=yes", "-o", "ConnectTimeout=20",
                "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4")
 UNREACHABLE = 255          # ssh's own exit status: no connection, or it broke
-PROBE_TIMEOUT = 120.0      # seconds for each short command (a slow lab machine)
-TAINT_BEFORE = "KEDR-TAINT-BEFORE "
-_LEFT = re.compile(r"^KEDR-LEFT (\S+) (.+)$")
 
 
 @dataclass(frozen=True)
@@ -60,234 +29,50 @@ class Connection:
     target: SshTarget
     config: Path | None = None
 
-    def argv(self, command: str) -> list[str]:
+    def __str__(self) -> str:
+        return str(self.target)
+
+    @property
+    def log_name(self) -> str:
+        return "ssh.cmd"
+
+    @property
+    def slow(self) -> bool:
+        return False
+
+    def command_line(self, command: str) -> list[str]:
         ssh = hosttools.require(["ssh"])["ssh"]
         return [ssh, *(["-F", str(self.config)] if self.config else []), *SSH_OPTIONS,
                 "-p", str(self.target.port), "-l", self.target.user, self.target.host,
                 "--", command]
 
     def run(self, command: str, data: bytes | None = None,
-            timeout: float = PROBE_TIMEOUT) -> subprocess.CompletedProcess[bytes]:
+            timeout: float = PROBE_TIMEOUT) -> Answer:
         try:
-            return subprocess.run(self.argv(command), input=data, capture_output=True,
+            proc = subprocess.run(self.command_line(command), input=data, capture_output=True,
                                   timeout=timeout)
         except subprocess.TimeoutExpired:
             raise KedrError(f"TARGET={self.target}: no answer in {timeout:.0f} s") from None
+        return Answer(proc.returncode, proc.stdout, proc.stderr)
 
     def check(self, command: str, what: str, data: bytes | None = None) -> str:
-        """Run ``command``; its stdout, or one line saying why not (``what`` failed)."""
         proc = self.run(command, data)
         if proc.returncode == UNREACHABLE:
             raise KedrError(f"TARGET={self.target}: cannot reach it over ssh: "
-                            f"{_last_line(proc.stderr) or 'ssh failed'}")
+                            f"{last_line(proc.stderr) or 'ssh failed'}")
         if proc.returncode != 0:
             raise KedrError(f"TARGET={self.target}: {what} failed (status {proc.returncode}): "
-                            f"{_last_line(proc.stderr) or _last_line(proc.stdout)}")
+                            f"{last_line(proc.stderr) or last_line(proc.stdout)}")
         return proc.stdout.decode("utf-8", "replace")
 
+    def run_job(self, command: str, out: Path, err: Path, timeout: float,
+                workdir: str) -> JobEnd:
+        with out.open("wb") as stdout, err.open("wb") as stderr:
+            try:
+                proc = subprocess.run(self.command_line(command), stdin=subprocess.DEVNULL,
+                                      stdout=stdout, stderr=stderr, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                return JobEnd(timed_out=True)
+        return JobEnd(lost="the ssh session ended without a status"
+                      if proc.returncode == UNREACHABLE else "")
 
-@dataclass(frozen=True)
-class MachineState:
-    release: str                  # uname -r
-    taint: int                    # /proc/sys/kernel/tainted
-    modules: frozenset[str]       # loaded, as /proc/modules names them
-
-
-PROBE = "uname -r; cat /proc/sys/kernel/tainted; cut -d' ' -f1 /proc/modules"
-
-
-def probe(conn: Connection) -> MachineState:
-    lines = conn.check(PROBE, "reading its kernel release").splitlines()
-    if len(lines) < 2 or not lines[1].strip().isdigit():
-        raise KedrError(f"TARGET={conn.target}: unexpected answer to {PROBE!r}: "
-                        f"{' / '.join(lines[:2])}")
-    return MachineState(release=lines[0].strip(), taint=int(lines[1]),
-                        modules=frozenset(ln.strip() for ln in lines[2:] if ln.strip()))
-
-
-def check_release(modules: tuple[ModuleRef, ...], state: MachineState,
-                  target: SshTarget) -> None:
-    """Refuse modules built for another kernel than the machine runs (before copying)."""
-    for m in modules:
-        if m.release is not None and m.release != state.release:
-            pinned = by_release(state.release)
-            fix = (f"KERNEL={pinned}" if pinned else "KDIR= the headers of its kernel")
-            raise KedrError(f"TARGET={target}: the machine runs kernel {state.release}, but "
-                            f"{m.path.name} is built for {m.release} (vermagic); nothing was "
-                            f"copied: build it for the machine ({fix})")
-
-
-def _wrapper(root: str, token: str) -> str:
-    """Mount debugfs and tracefs if they are not (remembering which, to unmount them
-    again), mark the job's start in the kernel log, run the job script, and write its
-    status on stderr."""
-    return f"""cd {root} || exit 100
-for fs in debugfs:/sys/kernel/debug tracefs:/sys/kernel/tracing; do
-  t=${{fs%%:*}}; d=${{fs#*:}}
-  grep -q " $d $t " /proc/mounts && continue
-  mount -t $t $t $d && echo $d >> {root}/mounted || echo "kedr-build: cannot mount $t on $d" >&2
-done
-# The job sets the trace buffer's size: its size now ("7 (expanded: 1408)" before
-# anything traced: 1408) is put back afterwards.
-read kb rest < {TRACEFS}/buffer_size_kb && case $rest in
-  *expanded:*) kb=${{rest##*expanded: }}; kb=${{kb%)}};; esac && echo $kb > {root}/tracebuf
-echo "{JOB_START} {token}" > /dev/kmsg
-echo "{TAINT_BEFORE}$(cat /proc/sys/kernel/tainted)" >&2
-sh {root}/job.sh </dev/null 2>&1
-echo "{STATUS_MARK}$?" >&2
-"""
-
-
-def _cleanup(root: str, plan: RunPlan, loaded_before: frozenset[str],
-             extra: tuple[str, ...] = ()) -> str:
-    """Unload what is still loaded of ours and of the in-tree modules the job (or its
-    workload: ``extra``, MODPROBE=) loaded, unmount what the wrapper mounted, remove the
-    directory; say what is left."""
-    ours = [m.name for m in reversed(plan.modules)]
-    intree = [n.replace("-", "_") for n in reversed((*plan.intree, *extra))
-              if n.replace("-", "_") not in loaded_before]
-    names = " ".join(shlex.quote(n) for n in ours + intree)
-    return f"""for pass in 1 2; do
-  for m in {names}; do grep -q "^$m " /proc/modules && rmmod $m 2>/dev/null; done
-done
-[ -f {root}/tracebuf ] && cat {root}/tracebuf > {TRACEFS}/buffer_size_kb
-[ -f {root}/mounted ] && for d in $(cat {root}/mounted); do umount $d; done
-rm -rf {root}
-for m in {names}; do grep -q "^$m " /proc/modules && echo "KEDR-LEFT module $m"; done
-[ -e {root} ] && echo "KEDR-LEFT directory {root}"
-exit 0
-"""
-
-
-def run_over_ssh(target: SshTarget, modules: list[Path], logdir: Path,
-                 workload: Path | None = None, timeout: float = 300.0,
-                 trace_providers: tuple[str, ...] = (),
-                 suppressions: tuple[suppress.Suppression, ...] = (),
-                 faults: Mapping[str, str] | None = None,
-                 config: Path | None = None, intree: tuple[str, ...] = (),
-                 cycles: int = 1, copies: int = 1, attempt: int = 1) -> RunReport:
-    """Load, exercise and unload the modules on the machine; the same RunReport as
-    :func:`kedr_build.vm.runner.run_modules` gives for the VM (``intree``, ``cycles``,
-    ``copies``, ``attempt``: as there; the in-tree modules come from the machine's own
-    /lib/modules through its modprobe, and those the run loaded are unloaded after)."""
-    logdir.mkdir(parents=True, exist_ok=True)
-    conn = Connection(target, config)
-    token = secrets.token_hex(6)
-    root = f"/tmp/kedr-build-{token}"
-    plan = plan_run(modules, workload, trace_providers, faults, cycles=cycles, copies=copies,
-                    attempt=attempt, root=root)
-    if workload is not None and not workload.is_file():
-        raise KedrError(f"WORKLOAD={workload}: no such file")
-    state = probe(conn)
-    check_release(plan.modules, state, target)
-    extra = state.taint & ~ALLOWED_TAINT
-    if extra:
-        # A machine an earlier run (or anything else) left tainted is not reused
-        # silently: its kernel check would judge someone else's WARNING.
-        raise KedrError(f"TARGET={target}: its kernel is already tainted "
-                        f"{taint_letters(state.taint)} ({state.taint}), "
-                        f"{taint_letters(extra)} beyond out-of-tree/unsigned; nothing was "
-                        "copied: reboot it first")
-    busy = [m.name for m in plan.modules if m.name in state.modules]
-    if busy:
-        raise KedrError(f"TARGET={target}: {busy[0]} is already loaded there; nothing was "
-                        "copied (unload it first)")
-    files = {f"modules/{m.name}.ko": m.path.read_bytes() for m in plan.modules}
-    if workload is not None:
-        files["workload.sh"] = workload.read_bytes()
-    files["job.sh"] = plan.script.encode()
-    files["wrapper.sh"] = _wrapper(root, token).encode()
-    (logdir / "ssh.cmd").write_text(shlex.join(conn.argv(f"sh {root}/wrapper.sh")) + "\n")
-    start = time.monotonic()
-    left: str | None = None
-    try:
-        conn.check(f"mkdir {root} && tar -x -f - -C {root}", f"copying the files to {root}",
-                   _tar(files))
-        result = _run_job(conn, root, token, logdir, timeout, start)
-    except KedrError as e:
-        # A copy that failed (a full disk) or a machine that stopped answering: the one
-        # line says how the machine was left too.
-        left = _leave(conn, root, plan, state.modules, intree)
-        raise KedrError(f"{e} ({left or 'the machine was left as found'})") from None
-    finally:
-        if left is None:
-            left = _leave(conn, root, plan, state.modules, intree)
-    report = conclude(result, plan, logdir, suppressions,
-                      targets=tuple(m.name for m in plan.modules
-                                    if m.name not in trace_providers))
-    before = next((int(ln[len(TAINT_BEFORE):]) for ln in
-                   (logdir / "status.log").read_text().splitlines()
-                   if ln.startswith(TAINT_BEFORE) and ln[len(TAINT_BEFORE):].isdigit()), None)
-    report = dataclasses.replace(report, target=str(target), taint_before=before,
-                                 left_as_found=left)
-    if result.lost:
-        report = dataclasses.replace(report, reason=_lost_reason(result, target, timeout))
-    write_atomic(logdir / "result.json", report.to_json().encode())
-    return report
-
-
-def _run_job(conn: Connection, root: str, token: str, logdir: Path, timeout: float,
-             start: float) -> VmResult:
-    timed_out = False
-    with (logdir / "output.log").open("wb") as out, (logdir / "status.log").open("wb") as err:
-        try:
-            proc = subprocess.run(conn.argv(f"sh {root}/wrapper.sh"), stdin=subprocess.DEVNULL,
-                                  stdout=out, stderr=err, timeout=timeout)
-            code: int | None = proc.returncode
-        except subprocess.TimeoutExpired:
-            timed_out, code = True, None
-    elapsed = time.monotonic() - start
-    dmesg = conn.run(f"dmesg | sed -n '/{JOB_START} {token}/,$p'")
-    console = dmesg.stdout.decode("utf-8", "replace") if dmesg.returncode == 0 else ""
-    write_atomic(logdir / "console.log", console.encode())
-    status = parse_status((logdir / "status.log").read_text(errors="replace"))
-    return VmResult(status=status,
-                    output=(logdir / "output.log").read_text(errors="replace"),
-                    console=console, problems=tuple(find_problems(console)),
-                    timed_out=timed_out, elapsed=elapsed,
-                    command=tuple(conn.argv(f"sh {root}/wrapper.sh")), workdir=logdir,
-                    qemu_error=("ssh session lost" if code == UNREACHABLE and status is None
-                                else ""),
-                    job_started=True)
-
-
-def _leave(conn: Connection, root: str, plan: RunPlan, loaded_before: frozenset[str],
-           intree: tuple[str, ...] = ()) -> str:
-    """Clean up; "" when the machine is as it was found, else what is left and why."""
-    try:
-        proc = conn.run(_cleanup(root, plan, loaded_before, intree))
-    except KedrError as e:
-        return f"not cleaned up: {e}"
-    if proc.returncode != 0:
-        return (f"not cleaned up: ssh failed ({_last_line(proc.stderr) or proc.returncode}); "
-                f"{root} and the modules may still be there")
-    left = [f"{m.group(1)} {m.group(2)}" for ln in proc.stdout.decode(errors="replace")
-            .splitlines() if (m := _LEFT.match(ln.strip()))]
-    return f"left behind: {', '.join(left)}" if left else ""
-
-
-def _lost_reason(result: VmResult, target: SshTarget, timeout: float) -> str:
-    why = (f"no status after {timeout:.0f} s" if result.timed_out
-           else "the ssh session ended without a status")
-    if result.verdict is Verdict.KERNEL_PROBLEM and result.problems:
-        return f"kernel reported: {result.problems[0]} ({why})"
-    return f"TARGET={target}: {why}"
-
-
-def _tar(files: Mapping[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for name in ("modules",):
-            info = tarfile.TarInfo(name)
-            info.type, info.mode = tarfile.DIRTYPE, 0o755
-            tar.addfile(info)
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), 0o755 if name.endswith(".sh") else 0o644
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-def _last_line(data: bytes) -> str:
-    lines = [ln.strip() for ln in data.decode("utf-8", "replace").splitlines() if ln.strip()]
-    return lines[-1] if lines else ""

@@ -18,7 +18,6 @@ import SCons.Builder
 
 import kedr_scons
 from kedr_build.config import BuildConfig
-from kedr_build.targets.spec import SshTarget
 from kedr_scons import action, signature, vm_job
 
 LOGS = ("console.log", "output.log", "status.log", "qemu.cmd", "initramfs.cpio")
@@ -44,14 +43,15 @@ def _run(target: list[Any], source: list[Any], env: Any) -> int:
         from kedr_build.devices.attach import attach
 
         devices = attach(cfg.devices, cfg.kernel)
-    if isinstance(cfg.target, SshTarget):
-        from kedr_build.targets.ssh import run_over_ssh
+    if cfg.target.real:
+        from kedr_build.targets.connect import connect
+        from kedr_build.targets.machine import run_on_machine
 
-        report = run_over_ssh(cfg.target, modules, Path(str(target[0])).parent,
-                              workload=cfg.workload, timeout=cfg.vm_timeout,
-                              trace_providers=(cfg.replacement_module,),
-                              suppressions=suppressions, faults=faults, config=cfg.ssh_config,
-                              intree=cfg.modprobe)
+        report = run_on_machine(connect(cfg.target, cfg.ssh_config), modules,
+                                Path(str(target[0])).parent,
+                                workload=cfg.workload, timeout=cfg.vm_timeout,
+                                trace_providers=(cfg.replacement_module,),
+                                suppressions=suppressions, faults=faults, intree=cfg.modprobe)
         print(format_report(report, cfg.name))
         return 0 if report.ok and report.checks_ok else 1
     report = run_modules(cfg.kernel, modules, Path(str(target[0])).parent,

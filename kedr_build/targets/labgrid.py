@@ -1,0 +1,231 @@
+"""TARGET=labgrid:ENV.yaml: a machine of a labgrid environment, for the steps of
+targets/machine.py.
+
+labgrid (https://labgrid.readthedocs.io) gives the lab: the environment file names
+the target ``main`` and its drivers, its strategy (``ShellStrategy``: power the
+machine on or cycle it, log in on the serial console) brings it to a shell, and its
+command driver (``ShellDriver`` over a serial console, or ``SSHDriver``) runs
+commands there. We add what a run needs beyond a command: files go in as gzip'ed
+base64 lines, 8 a command, appended to a file (a serial console carries text, a line at most
+1 KiB: busybox's line editor), stdout and stderr are kept apart in files on the
+machine and come back base64'ed (a serial console merges them and rewrites line
+ends; both ways gzip'ed), modules go without their debug info (objcopy
+--strip-debug, as INSTALL_MOD_STRIP=1 installs them: the link carries a few KiB/s),
+and a console that stops answering is a lost machine.
+
+The environment is opened once per process and kept: its QEMUDriver's guest (a
+QEMU that plays the machine) lives as long as the process, so a pack's runs in one
+pytest worker share one boot. A coordinator place (``labgrid:ENV.yaml:place``) is
+refused in one line: not done yet.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import gzip
+import secrets
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kedr_build.errors import KedrError
+from kedr_build.targets.machine import PROBE_TIMEOUT, Answer, JobEnd, last_line
+from kedr_build.targets.spec import LabgridTarget
+
+ROLE = "main"            # the target labgrid's own tools use when none is named
+STATE = "shell"          # the strategy state with a shell (ShellStrategy's)
+# base64 characters a command line: busybox's line editor (an interactive ash, the
+# shell of many a lab machine) keeps 1024 characters of a line
+# (CONFIG_FEATURE_EDITING_MAX_LEN); ShellDriver adds ~100 around the command.
+CHUNK = 760
+# Lines a command: the shell reads them one by one (its line editor's limit is per
+# line), and fewer round trips halve the time (8: 151 KB of /bin/ls in 7.6 s, 1: 13.9 s).
+LINES = 8
+_SEPARATOR = "--"        # between two base64 files in one answer (not base64)
+
+
+@dataclass
+class LabgridShell:
+    """The command driver of the environment's target, logged in."""
+
+    target: LabgridTarget
+    driver: Any            # labgrid's CommandProtocol driver (ShellDriver, SSHDriver)
+
+    def __str__(self) -> str:
+        return str(self.target)
+
+    @property
+    def log_name(self) -> str:
+        return "labgrid.cmd"
+
+    @property
+    def slow(self) -> bool:
+        return True
+
+    def command_line(self, command: str) -> list[str]:
+        return ["sh", "-c", command]
+
+    def _shell(self, command: str, timeout: float) -> tuple[list[str], int]:
+        from pexpect import TIMEOUT
+
+        try:
+            out, _, code = self.driver.run(command, timeout=timeout, decodeerrors="replace")
+        except TIMEOUT:
+            raise KedrError(f"TARGET={self.target}: no answer in {timeout:.0f} s") from None
+        except Exception as e:  # labgrid's and pexpect's own: the console or session broke
+            raise KedrError(f"TARGET={self.target}: lost its shell: "
+                            f"{type(e).__name__}: {_one_line(e)}") from None
+        return list(out), int(code)
+
+    def _put(self, data: bytes, path: str, timeout: float) -> None:
+        text = base64.b64encode(gzip.compress(data, mtime=0)).decode()
+        lines = [text[i:i + CHUNK] for i in range(0, len(text), CHUNK)]
+        out, code = self._shell(f": > {path}", timeout)
+        for i in range(0, len(lines), LINES):
+            if code != 0:
+                break
+            body = "\n".join(lines[i:i + LINES])
+            out, code = self._shell(f"printf '%s\\n' '{body}' >> {path}", timeout)
+        if code != 0:
+            self._shell(f"rm -f {path}", timeout)
+            raise KedrError(f"TARGET={self.target}: writing {path} failed (status {code}): "
+                            f"{out[-1] if out else ''}")
+
+    def _fetch(self, spool: str, timeout: float) -> tuple[bytes, bytes]:
+        lines, _ = self._shell(f"gzip -c {spool}.out | base64; echo {_SEPARATOR}; "
+                               f"gzip -c {spool}.err | base64; "
+                               f"rm -f {spool}.out {spool}.err", timeout)
+        if _SEPARATOR not in lines:
+            raise KedrError(f"TARGET={self.target}: unexpected answer reading {spool}.out: "
+                            f"{' / '.join(lines[:2])}")
+        i = lines.index(_SEPARATOR)
+        try:
+            return (gzip.decompress(base64.b64decode("".join(ln.strip() for ln in lines[:i]))),
+                    gzip.decompress(base64.b64decode("".join(ln.strip()
+                                                             for ln in lines[i + 1:]))))
+        except (ValueError, OSError, EOFError) as e:
+            raise KedrError(f"TARGET={self.target}: reading {spool}.out back failed: "
+                            f"{e}") from None
+
+    def run(self, command: str, data: bytes | None = None,
+            timeout: float = PROBE_TIMEOUT) -> Answer:
+        spool = f"/tmp/.kedr-labgrid-{secrets.token_hex(6)}"
+        feed = "</dev/null"
+        if data is not None:
+            self._put(data, f"{spool}.in", timeout)
+            feed = f"< {spool}.in"
+            command = f"base64 -d | gzip -dc | {{ {command}\n}}"
+        _, code = self._shell(f"sh -c {shlex.quote(command)} {feed} >{spool}.out "
+                              f"2>{spool}.err", timeout)
+        out, err = self._fetch(spool, timeout)
+        if data is not None:
+            self._shell(f"rm -f {spool}.in", timeout)
+        return Answer(code, out, err)
+
+    def check(self, command: str, what: str, data: bytes | None = None) -> str:
+        proc = self.run(command, data)
+        if proc.returncode != 0:
+            raise KedrError(f"TARGET={self.target}: {what} failed (status {proc.returncode}): "
+                            f"{last_line(proc.stderr) or last_line(proc.stdout)}")
+        return proc.stdout.decode("utf-8", "replace")
+
+    def run_job(self, command: str, out: Path, err: Path, timeout: float,
+                workdir: str) -> JobEnd:
+        spool = f"{workdir}/.job"
+        end = JobEnd()
+        try:
+            self._shell(f"sh -c {shlex.quote(command)} </dev/null >{spool}.out "
+                        f"2>{spool}.err", timeout)
+            stdout, stderr = self._fetch(spool, PROBE_TIMEOUT)
+        except KedrError as e:
+            # The job's output stays on the machine: its console no longer answers.
+            stdout, stderr = b"", b""
+            end = (JobEnd(timed_out=True) if ": no answer in " in str(e)
+                   else JobEnd(lost=str(e)))
+        out.write_bytes(stdout)
+        err.write_bytes(stderr)
+        return end
+
+
+def _one_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[0] if lines else ""
+
+
+_OPEN: dict[LabgridTarget, Any] = {}      # the labgrid target of each environment, per process
+_SHELLS: dict[LabgridTarget, LabgridShell] = {}
+
+
+def labgrid_target(target: LabgridTarget) -> Any:
+    """The environment's target ``main`` with its drivers made (nothing activated, no
+    machine touched); one line naming the file and the cause when it is not one."""
+    if target in _OPEN:
+        return _OPEN[target]
+    if target.place is not None:
+        raise KedrError(f"TARGET={target}: coordinator places are not supported yet; "
+                        "use labgrid:ENV.yaml with the place's resources in it")
+    try:
+        from labgrid import Environment
+    except ImportError as e:
+        raise KedrError(f"TARGET={target}: labgrid is not installed ({e}): ./kedr-env "
+                        "installs it") from None
+    where = f"TARGET={target}: {target.environment}"
+    try:
+        env = Environment(config_file=str(target.environment))
+        targets = env.config.get_targets()
+    except Exception as e:  # labgrid's config errors, YAML's, an unreadable file
+        raise KedrError(f"{where}: not a labgrid environment: {_one_line(e)}") from None
+    if not isinstance(targets, dict) or ROLE not in targets:
+        names = ", ".join(sorted(targets)) if isinstance(targets, dict) else ""
+        raise KedrError(f"{where}: no target {ROLE!r} in it"
+                        + (f" (it has {names})" if names else ""))
+    try:
+        made = env.get_target(ROLE)
+    except Exception as e:  # a driver or resource labgrid refuses, or one it does not know
+        raise KedrError(f"{where}: target {ROLE!r}: {_one_line(e)}") from None
+    from labgrid.protocol import CommandProtocol
+
+    try:
+        made.get_driver(CommandProtocol, activate=False)
+    except Exception as e:
+        raise KedrError(f"{where}: target {ROLE!r} has no command driver (ShellDriver "
+                        f"or SSHDriver): {_one_line(e)}") from None
+    # Before labgrid's own exit handlers (atexit runs the last registered first): they
+    # kill a QEMUDriver's QEMU and then fail to quit it, printing a traceback.
+    atexit.register(_cleanup, made)
+    _OPEN[target] = made
+    return made
+
+
+def _cleanup(made: Any) -> None:
+    """Deactivate the target's drivers (a QEMUDriver quits its QEMU)."""
+    try:
+        made.cleanup()
+    except Exception:  # at exit, nothing is left to tell
+        pass
+
+
+def open_shell(target: LabgridTarget) -> LabgridShell:
+    """A shell on the machine: its strategy (if it has one) brought to state ``shell``
+    (ShellStrategy powers it on and logs in), else its command driver activated."""
+    if target in _SHELLS:
+        return _SHELLS[target]
+    made = labgrid_target(target)
+    from labgrid.exceptions import NoStrategyFoundError
+    from labgrid.protocol import CommandProtocol
+
+    try:
+        try:
+            strategy = made.get_strategy()
+        except NoStrategyFoundError:
+            strategy = None
+        if strategy is not None:
+            strategy.transition(STATE)
+        driver = made.get_driver(CommandProtocol)
+    except Exception as e:  # the machine did not come up, or its console did not log in
+        raise KedrError(f"TARGET={target}: cannot get a shell on it through labgrid: "
+                        f"{type(e).__name__}: {_one_line(e)}") from None
+    _SHELLS[target] = LabgridShell(target, driver)
+    return _SHELLS[target]

@@ -1,0 +1,320 @@
+"""Run built modules on a real machine: the QEMU guest's steps and evidence, over any
+:class:`Transport` (ssh: targets/ssh.py; a labgrid target: targets/labgrid.py).
+
+The machine must already run the kernel the modules are built for: its release
+(``uname -r``) is compared with each module's vermagic before anything is
+copied. Then the same job script the QEMU guest runs (:func:`plan_run`, rooted
+in a fresh directory under /tmp), the modules and the workload are copied in
+one tar stream, the job runs with its output and its exit status kept apart
+(``KEDR-STATUS n`` on the job's stderr: never read from the output), and the
+kernel log since the job's start marker is read with ``dmesg``. The runner's own
+:func:`conclude` judges it, so the verdict is the one TARGET=qemu gives for the
+same output.
+
+Afterwards the machine is left as it was found: our modules and the in-tree
+ones the job loaded are unloaded, the trace buffer's size put back, debugfs/tracefs
+unmounted if we mounted them, the directory removed (the trace buffer's old content
+is not kept: the job empties it); what could not be is said in the report
+(``left_as_found``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import re
+import secrets
+import shlex
+import subprocess
+import tarfile
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from kedr_build.atomic import write_atomic
+from kedr_build.checks import suppress
+from kedr_build.errors import KedrError
+from kedr_build.kernel import hosttools
+from kedr_build.kernel.descriptions import by_release
+from kedr_build.ko.module import ModuleRef
+from kedr_build.vm.console import find_problems
+from kedr_build.vm.qemu import JOB_START, STATUS_MARK, Verdict, VmResult, parse_status
+from kedr_build.vm.runner import TRACEFS, RunPlan, RunReport, conclude, plan_run
+from kedr_build.vm.taint import ALLOWED_TAINT, taint_letters
+
+PROBE_TIMEOUT = 120.0      # seconds for each short command (a slow lab machine)
+TAINT_BEFORE = "KEDR-TAINT-BEFORE "
+_LEFT = re.compile(r"^KEDR-LEFT (\S+) (.+)$")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One shell command's end on the machine."""
+
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+
+@dataclass(frozen=True)
+class JobEnd:
+    timed_out: bool = False
+    lost: str = ""              # why the machine stopped answering mid-job ("" if it did not)
+
+
+class Transport(Protocol):
+    """How commands reach the machine: all the steps need is a shell there."""
+
+    def __str__(self) -> str:
+        """TARGET='s value, for messages."""
+        ...
+
+    @property
+    def log_name(self) -> str:
+        """The file in the run's log directory that records how the job was started."""
+        ...
+
+    def command_line(self, command: str) -> list[str]:
+        """How a user would run ``command`` there by hand (recorded, never parsed)."""
+        ...
+
+    @property
+    def slow(self) -> bool:
+        """A link of a few KiB/s (a serial console): modules go without debug info."""
+        ...
+
+    def run(self, command: str, data: bytes | None = None,
+            timeout: float = PROBE_TIMEOUT) -> Answer:
+        """Run ``command`` with ``data`` on its stdin; KedrError when the machine does
+        not answer in ``timeout`` seconds."""
+        ...
+
+    def check(self, command: str, what: str, data: bytes | None = None) -> str:
+        """Run ``command``; its stdout, or one line saying why not (``what`` failed)."""
+        ...
+
+    def run_job(self, command: str, out: Path, err: Path, timeout: float,
+                workdir: str) -> JobEnd:
+        """Run the (long) job ``command``, its stdout into ``out``, its stderr into
+        ``err`` (``workdir``: a directory of ours on the machine for spooling them)."""
+        ...
+
+
+@dataclass(frozen=True)
+class MachineState:
+    release: str                  # uname -r
+    taint: int                    # /proc/sys/kernel/tainted
+    modules: frozenset[str]       # loaded, as /proc/modules names them
+
+
+PROBE = "uname -r; cat /proc/sys/kernel/tainted; cut -d' ' -f1 /proc/modules"
+
+
+def probe(conn: Transport) -> MachineState:
+    lines = conn.check(PROBE, "reading its kernel release").splitlines()
+    if len(lines) < 2 or not lines[1].strip().isdigit():
+        raise KedrError(f"TARGET={conn}: unexpected answer to {PROBE!r}: "
+                        f"{' / '.join(lines[:2])}")
+    return MachineState(release=lines[0].strip(), taint=int(lines[1]),
+                        modules=frozenset(ln.strip() for ln in lines[2:] if ln.strip()))
+
+
+def check_release(modules: tuple[ModuleRef, ...], state: MachineState, target: object) -> None:
+    """Refuse modules built for another kernel than the machine runs (before copying)."""
+    for m in modules:
+        if m.release is not None and m.release != state.release:
+            pinned = by_release(state.release)
+            fix = (f"KERNEL={pinned}" if pinned else "KDIR= the headers of its kernel")
+            raise KedrError(f"TARGET={target}: the machine runs kernel {state.release}, but "
+                            f"{m.path.name} is built for {m.release} (vermagic); nothing was "
+                            f"copied: build it for the machine ({fix})")
+
+
+def _wrapper(root: str, token: str) -> str:
+    """Mount debugfs and tracefs if they are not (remembering which, to unmount them
+    again), mark the job's start in the kernel log, run the job script, and write its
+    status on stderr."""
+    return f"""cd {root} || exit 100
+for fs in debugfs:/sys/kernel/debug tracefs:/sys/kernel/tracing; do
+  t=${{fs%%:*}}; d=${{fs#*:}}
+  grep -q " $d $t " /proc/mounts && continue
+  mount -t $t $t $d && echo $d >> {root}/mounted || echo "kedr-build: cannot mount $t on $d" >&2
+done
+# The job sets the trace buffer's size: its size now ("7 (expanded: 1408)" before
+# anything traced: 1408) is put back afterwards.
+read kb rest < {TRACEFS}/buffer_size_kb && case $rest in
+  *expanded:*) kb=${{rest##*expanded: }}; kb=${{kb%)}};; esac && echo $kb > {root}/tracebuf
+echo "{JOB_START} {token}" > /dev/kmsg
+echo "{TAINT_BEFORE}$(cat /proc/sys/kernel/tainted)" >&2
+sh {root}/job.sh </dev/null 2>&1
+echo "{STATUS_MARK}$?" >&2
+"""
+
+
+def _cleanup(root: str, plan: RunPlan, loaded_before: frozenset[str],
+             extra: tuple[str, ...] = ()) -> str:
+    """Unload what is still loaded of ours and of the in-tree modules the job (or its
+    workload: ``extra``, MODPROBE=) loaded, unmount what the wrapper mounted, remove the
+    directory; say what is left."""
+    ours = [m.name for m in reversed(plan.modules)]
+    intree = [n.replace("-", "_") for n in reversed((*plan.intree, *extra))
+              if n.replace("-", "_") not in loaded_before]
+    names = " ".join(shlex.quote(n) for n in ours + intree)
+    return f"""for pass in 1 2; do
+  for m in {names}; do grep -q "^$m " /proc/modules && rmmod $m 2>/dev/null; done
+done
+[ -f {root}/tracebuf ] && cat {root}/tracebuf > {TRACEFS}/buffer_size_kb
+[ -f {root}/mounted ] && for d in $(cat {root}/mounted); do umount $d; done
+rm -rf {root}
+for m in {names}; do grep -q "^$m " /proc/modules && echo "KEDR-LEFT module $m"; done
+[ -e {root} ] && echo "KEDR-LEFT directory {root}"
+exit 0
+"""
+
+
+def run_on_machine(conn: Transport, modules: list[Path], logdir: Path,
+                   workload: Path | None = None, timeout: float = 300.0,
+                   trace_providers: tuple[str, ...] = (),
+                   suppressions: tuple[suppress.Suppression, ...] = (),
+                   faults: Mapping[str, str] | None = None, intree: tuple[str, ...] = (),
+                   cycles: int = 1, copies: int = 1, attempt: int = 1) -> RunReport:
+    """Load, exercise and unload the modules on the machine; the same RunReport as
+    :func:`kedr_build.vm.runner.run_modules` gives for the VM (``intree``, ``cycles``,
+    ``copies``, ``attempt``: as there; the in-tree modules come from the machine's own
+    /lib/modules through its modprobe, and those the run loaded are unloaded after)."""
+    logdir.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_hex(6)
+    root = f"/tmp/kedr-build-{token}"
+    plan = plan_run(modules, workload, trace_providers, faults, cycles=cycles, copies=copies,
+                    attempt=attempt, root=root)
+    if workload is not None and not workload.is_file():
+        raise KedrError(f"WORKLOAD={workload}: no such file")
+    state = probe(conn)
+    check_release(plan.modules, state, conn)
+    extra = state.taint & ~ALLOWED_TAINT
+    if extra:
+        # A machine an earlier run (or anything else) left tainted is not reused
+        # silently: its kernel check would judge someone else's WARNING.
+        raise KedrError(f"TARGET={conn}: its kernel is already tainted "
+                        f"{taint_letters(state.taint)} ({state.taint}), "
+                        f"{taint_letters(extra)} beyond out-of-tree/unsigned; nothing was "
+                        "copied: reboot it first")
+    busy = [m.name for m in plan.modules if m.name in state.modules]
+    if busy:
+        raise KedrError(f"TARGET={conn}: {busy[0]} is already loaded there; nothing was "
+                        "copied (unload it first)")
+    files = {f"modules/{m.name}.ko": (_without_debug_info(m.path) if conn.slow
+                                      else m.path.read_bytes()) for m in plan.modules}
+    if workload is not None:
+        files["workload.sh"] = workload.read_bytes()
+    files["job.sh"] = plan.script.encode()
+    files["wrapper.sh"] = _wrapper(root, token).encode()
+    (logdir / conn.log_name).write_text(shlex.join(conn.command_line(f"sh {root}/wrapper.sh"))
+                                        + "\n")
+    start = time.monotonic()
+    left: str | None = None
+    try:
+        conn.check(f"mkdir {root} && tar -x -f - -C {root}", f"copying the files to {root}",
+                   _tar(files))
+        result = _run_job(conn, root, token, logdir, timeout, start)
+    except KedrError as e:
+        # A copy that failed (a full disk) or a machine that stopped answering: the one
+        # line says how the machine was left too.
+        left = _leave(conn, root, plan, state.modules, intree)
+        raise KedrError(f"{e} ({left or 'the machine was left as found'})") from None
+    finally:
+        if left is None:
+            left = _leave(conn, root, plan, state.modules, intree)
+    report = conclude(result, plan, logdir, suppressions,
+                      targets=tuple(m.name for m in plan.modules
+                                    if m.name not in trace_providers))
+    before = next((int(ln[len(TAINT_BEFORE):]) for ln in
+                   (logdir / "status.log").read_text().splitlines()
+                   if ln.startswith(TAINT_BEFORE) and ln[len(TAINT_BEFORE):].isdigit()), None)
+    report = dataclasses.replace(report, target=str(conn), taint_before=before,
+                                 left_as_found=left)
+    if result.lost:
+        report = dataclasses.replace(report, reason=_lost_reason(result, conn, timeout))
+    write_atomic(logdir / "result.json", report.to_json().encode())
+    return report
+
+
+def _run_job(conn: Transport, root: str, token: str, logdir: Path, timeout: float,
+             start: float) -> VmResult:
+    end = conn.run_job(f"sh {root}/wrapper.sh", logdir / "output.log", logdir / "status.log",
+                       timeout, root)
+    elapsed = time.monotonic() - start
+    console = ""
+    if not end.lost:
+        dmesg = conn.run(f"dmesg | sed -n '/{JOB_START} {token}/,$p'")
+        console = dmesg.stdout.decode("utf-8", "replace") if dmesg.returncode == 0 else ""
+    write_atomic(logdir / "console.log", console.encode())
+    status = parse_status((logdir / "status.log").read_text(errors="replace"))
+    return VmResult(status=status,
+                    output=(logdir / "output.log").read_text(errors="replace"),
+                    console=console, problems=tuple(find_problems(console)),
+                    timed_out=end.timed_out, elapsed=elapsed,
+                    command=tuple(conn.command_line(f"sh {root}/wrapper.sh")), workdir=logdir,
+                    qemu_error=end.lost if status is None else "",
+                    job_started=True)
+
+
+def _leave(conn: Transport, root: str, plan: RunPlan, loaded_before: frozenset[str],
+           intree: tuple[str, ...] = ()) -> str:
+    """Clean up; "" when the machine is as it was found, else what is left and why."""
+    try:
+        proc = conn.run(_cleanup(root, plan, loaded_before, intree))
+    except KedrError as e:
+        return f"not cleaned up: {e}"
+    if proc.returncode != 0:
+        return (f"not cleaned up: {conn} failed ({last_line(proc.stderr) or proc.returncode}); "
+                f"{root} and the modules may still be there")
+    left = [f"{m.group(1)} {m.group(2)}" for ln in proc.stdout.decode(errors="replace")
+            .splitlines() if (m := _LEFT.match(ln.strip()))]
+    return f"left behind: {', '.join(left)}" if left else ""
+
+
+def _lost_reason(result: VmResult, conn: Transport, timeout: float) -> str:
+    why = (f"no status after {timeout:.0f} s" if result.timed_out
+           else result.qemu_error or "the session ended without a status")
+    if result.verdict is Verdict.KERNEL_PROBLEM and result.problems:
+        return f"kernel reported: {result.problems[0]} ({why})"
+    return f"TARGET={conn}: {why}"
+
+
+def _tar(files: Mapping[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name in ("modules",):
+            info = tarfile.TarInfo(name)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o755 if name.endswith(".sh") else 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _without_debug_info(ko: Path) -> bytes:
+    """The module as ``make INSTALL_MOD_STRIP=1`` installs it (objcopy --strip-debug,
+    into a temporary file: the build's .ko is not touched). The kernel never reads
+    .debug_* sections; the symbol table the reports' stack frames name stays: the
+    leaker's replacement module goes from 2.9 MiB to a fraction of it."""
+    objcopy = hosttools.require(["objcopy"])["objcopy"]
+    with tempfile.TemporaryDirectory(prefix="kedr-strip-") as tmp:
+        out = Path(tmp) / ko.name
+        proc = subprocess.run([objcopy, "--strip-debug", str(ko), str(out)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise KedrError(f"{ko}: objcopy --strip-debug failed: "
+                            f"{last_line(proc.stderr.encode())}")
+        return out.read_bytes()
+
+
+def last_line(data: bytes) -> str:
+    lines = [ln.strip() for ln in data.decode("utf-8", "replace").splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
