@@ -49,7 +49,7 @@ USER_WORKLOAD = "user-workload.sh"
 # The guest side: which devices the drivers under test hold behind the attached ones,
 # and the workload. A driver under test may hold the PCI function itself (e1000), or a
 # device behind it on another bus: virtio_net the virtio device (virtio0) behind the
-# function virtio_pci holds, usb_storage the USB interface (1-1:1.0) behind the xHCI
+# function virtio_pci holds, usb_storage the USB interface (2-1:1.0) behind the xHCI
 # controller. Each held device is one line "name/qid/addr/bus/device/driver", split on
 # '/', which no sysfs name holds: a driver's name may hold spaces ("i6300ESB timer",
 # drivers/watchdog/i6300esb.c ESB_MODULE_NAME), so it is the last field and quoted.
@@ -113,7 +113,7 @@ echo "{mark}probed $names ($(what)); the workload passed; the unload removes it"
 """
 
 # Unbind and bind on the held device's own bus: /sys/bus/virtio/drivers/virtio_net/
-# unbind with "virtio0", /sys/bus/usb/drivers/usb-storage/unbind with "1-1:1.0".
+# unbind with "virtio0", /sys/bus/usb/drivers/usb-storage/unbind with "2-1:1.0".
 _REBIND = r"""
 rebound=$(what)
 n=1
