@@ -111,7 +111,7 @@ T=/sys/kernel/tracing
 echo "p:kedr_test/inway kedr_attachee:$IN_THE_WAY" > $T/kprobe_events &&
 	echo 1 > $T/events/kedr_test/inway/enable; echo "kp=$?"
 sh a/attach.sh; echo "rc=$?"; cat $R/attach
-echo 0 > $T/events/kedr_test/inway/enable; echo "-:kedr_test/inway" > $T/kprobe_events
+echo 0 > $T/events/kedr_test/inway/enable; echo "-:kedr_test/inway" >> $T/kprobe_events; echo "unkp=$?"
 cmd churn; echo "target still runs: $(cat $D/counts)"
 rmmod kedr_repl_kedr_attachee; rmmod kedr_attachee; echo "rmmod rc=$?"
 
@@ -305,7 +305,7 @@ def test_attach_detach_reattach(tmp_path: Path, kernel: ProvisionedKernel) -> No
                              "from kedr_attachee.ko's: another build of kedr_attachee; "
                              "attach with its own .ko\nrc=1\n")
     way = s["probe-in-the-way"]
-    assert "kp=0" in way and "rc=1" in way and "state detached" in way, way
+    assert "kp=0" in way and "unkp=0" in way and "rc=1" in way and "state detached" in way, way
     refusal = [line for line in way.splitlines() if line.startswith("attach.sh:")]
     assert len(refusal) == 1 and "free_one" in refusal[0], way
     # One line: attach.sh's, not the shell's "write error" of the refused write as well.

@@ -1,9 +1,12 @@
 """The device pack as data (no VM): every test needs DEVICES=, a bad ``devices`` value
 is one line, and the guest script of each step drives the devices a driver under test
-bound (PCI addresses hold ':', so the fields are split on ',')."""
+holds (PCI addresses hold ':', so the attached devices' fields are split on ','; a held
+device's on '/', since a driver's name may hold spaces: "i6300ESB timer"). The steps
+in a guest: tests/test_device_steps_vm.py, tests/test_device_pack_hw_vm.py."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,7 @@ import pytest
 from kedr_build.devices.attach import Attached, Attachment
 from kedr_build.devices.catalog import lookup
 from kedr_build.errors import KedrError
+from kedr_build.kernel.hosttools import static_busybox
 from kedr_build.packs import devkind, pack
 
 
@@ -40,3 +44,14 @@ def test_step_script_names_each_device_with_its_address(step: str) -> None:
     assert ("kedr-device suspend" in script) == (step == "suspend")
     with pytest.raises(KedrError, match="not one of probe, rebind"):
         devkind.step_script("reboot", devs, [], 1)
+
+
+@pytest.mark.parametrize("step", devkind.STEPS)
+def test_step_script_is_sh_the_guest_shell_parses(step: str, tmp_path: Path) -> None:
+    devs = Attachment(tuple(Attached(d, 4 + i) for i, d in enumerate(
+        lookup("virtio-net,i6300esb"))), None)
+    script = tmp_path / "step.sh"
+    script.write_text(devkind.step_script(step, devs, ["virtio_net", "i6300esb"], 1))
+    proc = subprocess.run([str(static_busybox()), "sh", "-n", str(script)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
