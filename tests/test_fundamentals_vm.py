@@ -260,3 +260,20 @@ def test_chaos_with_devices_hot_unplugs_and_suspends(tmp_path: Path,
     assert runs > 0 and unloads > 0 and unloads == reloads, msg
     assert unplugs >= 1 and unplugs == plugs and suspends >= 1, msg
     assert {i["outcome"] for i in items.values()} == {"passed"}, items
+
+
+def test_chaos_unplugs_the_function_behind_which_the_driver_holds_a_device(
+        tmp_path: Path, kernel: ProvisionedKernel) -> None:
+    """chaos with KO=virtio_net DEVICES=virtio-net: virtio_net holds virtio0, behind the
+    PCI function virtio_pci holds. Chaos unplugs and re-plugs that function (before, it
+    drove only functions whose own driver was under test: "no attached device is bound
+    by a driver under test")."""
+    report, items, out = check(tmp_path, ["KO=virtio_net"], kernel, "virtio_net",
+                               "TEST=chaos", "DEVICES=virtio-net", "VM_TIMEOUT=240")
+    msg = items["chaos", "chaos"]["message"]
+    m = re.search(r", (\d+) hot-unplugs of virtio-net \((\d+) plugged in again\), (\d+) "
+                  r"suspends to RAM \(each resumed\)$", msg)
+    assert m, (msg, out[-3000:])
+    unplugs, plugs, suspends = (int(g) for g in m.groups())
+    assert unplugs >= 1 and unplugs == plugs and suspends >= 1, msg
+    assert items["chaos", "chaos"]["outcome"] == "passed", msg
