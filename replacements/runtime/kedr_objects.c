@@ -276,6 +276,7 @@ struct kedr_leak_counters {
 				 * gap), and second frees of an address whose memory the quarantine
 				 * no longer held (maybe reused by an allocation we did not see) */
 	u64 nmi_skipped;	/* calls in NMI context, not tracked */
+	u64 unwinds;		/* stacks unwound (stack_trace_save()): most of the payload's cost */
 };
 static DEFINE_PER_CPU(struct kedr_leak_counters, kedr_leak_counters);
 
@@ -382,6 +383,7 @@ static unsigned int kedr_save_stack(unsigned long *frames, unsigned long ip)
 		frames[0] = ip;
 		return 1;
 	}
+	kedr_count(unwinds);
 	n = stack_trace_save(raw, kedr_stack_depth + KEDR_SKIP_MAX, 0);
 	for (i = 0; i < n && i < KEDR_SKIP_MAX; i++) {
 		if (raw[i] == ip) {
