@@ -261,6 +261,9 @@ def test_mutex_held_at_unload_and_unlock_not_held(
     # stack) and the first unlock-not-held; none for the 2 unlocks and the 2 cache
     # destroys, whose stacks no report ever shows (before: allocs + 6).
     assert (rep.totals.allocs, rep.totals.unwinds) == (5, 7), text
+    # Each from the driver's own frame (found through the replacement module's frame
+    # pointers), none walking the module's frames first: 7 before it did.
+    assert rep.totals.full_unwinds == 0, text
 
 
 def test_timer_pending_at_unload(guest: Guest) -> None:

@@ -44,7 +44,7 @@ MEMORY_KINDS = frozenset({"kmalloc", "cache", "vmalloc", "kvmalloc", "pages", "p
 
 _TOTAL_KEYS = ("allocs", "frees", "live", "live_bytes", "bad_frees", "dropped_objects",
                "dropped_stacks", "untracked_frees", "nmi_skipped", "gap", "dropped_targets",
-               "unwinds")
+               "unwinds", "full_unwinds")
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,10 @@ class Totals:
     # Stacks unwound (allocations, frees that may be held, first rule violations): what
     # the payload's cost grows with. Older reports: 0.
     unwinds: int = 0
+    # Of those, the ones unwound from the replacement module's own frames up (the
+    # target's frame not found through our frame pointers: a moved tail-call site,
+    # an interrupt stack, an attached module). Older reports: 0.
+    full_unwinds: int = 0
 
 
 @dataclass(frozen=True)
