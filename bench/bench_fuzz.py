@@ -165,14 +165,16 @@ def main() -> int:
           f"leaks, rules on; {points.group(1) if points else '?'} fault points evaluated; "
           f"{calls.group(1) if calls else '?'} calls intercepted, {per:.2f} per syscall)")
     print(f"  patched / native = {patched / native:.2f} (goal >= 0.33)")
-    totals = re.search(r"^totals allocs=(\d+) frees=(\d+) .*?(?:unwinds=(\d+))?\s*$",
-                       result.output, re.M)
+    totals = re.search(r"^totals .*$", result.output, re.M)
     if totals and syscalls["patched"][0]:
         n = syscalls["patched"][0]
-        allocs, frees = int(totals.group(1)) / n, int(totals.group(2)) / n
-        unwinds = f"{int(totals.group(3)) / n:.2f}" if totals.group(3) else "?"
-        print(f"  leak payload, round 1, per patched syscall: {allocs:.2f} allocations and "
-              f"{frees:.2f} frees tracked, {unwinds} stacks unwound")
+        fields = dict(f.split("=", 1) for f in totals.group(0).split()[1:] if "=" in f)
+
+        def each(key: str) -> str:
+            return f"{int(fields[key]) / n:.2f}" if fields.get(key, "").isdigit() else "?"
+        print(f"  leak payload, round 1, per patched syscall: {each('allocs')} allocations and "
+              f"{each('frees')} frees tracked, {each('unwinds')} stacks unwound "
+              f"({each('full_unwinds')} of them through the replacement module's frames)")
     if args.baseline:
         base_rates = rates["variant baseline:"]
         ratios = [p / b for p, b in zip(rates["patched"], base_rates)]

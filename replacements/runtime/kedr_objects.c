@@ -25,9 +25,11 @@
  *    certainly a double free, reported with both stacks and not passed on.
  *  - NMI context takes no lock: allocations there are forbidden anyway; a call
  *    seen in NMI is only counted (nmi_skipped).
- *  - Stacks: stack_trace_save() (kernel/stacktrace.c, EXPORT_SYMBOL_GPL since
- *    2.6.x; ORC unwinder on x86_64), trimmed so that frame 0 is the call site
- *    in the target.
+ *  - Stacks: the kernel's unwinder (ORC on x86_64) started at the target's
+ *    frame (kedr_save_stack_at(): our frames are found through this module's
+ *    frame pointers; __unwind_start(), unwind_next_frame(), EXPORT_SYMBOL_GPL),
+ *    else stack_trace_save() (kernel/stacktrace.c) trimmed so that frame 0 is
+ *    the call site in the target.
  *  - Sections of the target: a module notifier (register_module_notifier)
  *    records, at MODULE_STATE_COMING, the run-time address of each section
  *    symbol (STT_SECTION) in the target's kallsyms symbol table (struct
