@@ -256,6 +256,14 @@ def test_mutex_held_at_unload_and_unlock_not_held(
     # object: locking, unlocking and freeing it is clean.
     assert not rep.bad_frees and rep.totals.bad_frees == 0, text
     assert "still held: a mutex taken by mutex_lock at locks_held_at_unload+0x" in text
+    # A stack is unwound for each of the 5 allocations (2 caches, the object, 2 mutex
+    # locks), the kfree (a kmalloc'ed object is held: a double free would show the
+    # stack) and the first unlock-not-held; none for the 2 unlocks and the 2 cache
+    # destroys, whose stacks no report ever shows (before: allocs + 6).
+    assert (rep.totals.allocs, rep.totals.unwinds) == (5, 7), text
+    # Each from the driver's own frame (found through the replacement module's frame
+    # pointers), none walking the module's frames first: 7 before it did.
+    assert rep.totals.full_unwinds == 0, text
 
 
 def test_timer_pending_at_unload(guest: Guest) -> None:

@@ -43,7 +43,8 @@ MEMORY_KINDS = frozenset({"kmalloc", "cache", "vmalloc", "kvmalloc", "pages", "p
                           "pages_exact", "kmem_cache", "skb", "dma_coherent"})
 
 _TOTAL_KEYS = ("allocs", "frees", "live", "live_bytes", "bad_frees", "dropped_objects",
-               "dropped_stacks", "untracked_frees", "nmi_skipped", "gap", "dropped_targets")
+               "dropped_stacks", "untracked_frees", "nmi_skipped", "gap", "dropped_targets",
+               "unwinds", "full_unwinds")
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,13 @@ class Totals:
     # Target modules the payload could not record (no memory for the entry): their
     # judgments at init's return and at unload were not made. Older reports: 0.
     dropped_targets: int = 0
+    # Stacks unwound (allocations, frees that may be held, first rule violations): what
+    # the payload's cost grows with. Older reports: 0.
+    unwinds: int = 0
+    # Of those, the ones unwound from the replacement module's own frames up (the
+    # target's frame not found through our frame pointers: a moved tail-call site,
+    # an interrupt stack, an attached module). Older reports: 0.
+    full_unwinds: int = 0
 
 
 @dataclass(frozen=True)

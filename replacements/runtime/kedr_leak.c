@@ -325,6 +325,18 @@ static bool kedr_free_noop(unsigned int op, unsigned long ptr)
 }
 
 /*
+ * May a free of kind @op be held by the quarantine (kedr_holdable(), for some
+ * object)? Only then is the stack of the free ever shown: a held record is the
+ * one a double free is judged against (kedr_report.c prints free_stack only
+ * for it); a record merely FREED is forgotten at a second free, so the stack of
+ * an unlock, a timer or work cancel, a resource release, a vfree or a
+ * kmem_cache_free would be unwound for nothing (a bad free's own stack is
+ * unwound when it is reported).
+ */
+#define kedr_op_holds(op)	((op) == KEDR_FREE_KFREE || (op) == KEDR_FREE_KFREE_CONST || \
+				 (op) == KEDR_FREE_KVFREE)
+
+/*
  * Slab memory the target freed with kfree()/kvfree(): the quarantine keeps
  * it allocated (kedr_quarantine_hold()) so that its address is not reused
  * while the record says "freed". Not a kmem_cache object (its cache may be
@@ -335,7 +347,7 @@ static bool kedr_free_noop(unsigned int op, unsigned long ptr)
  */
 static bool kedr_holdable(unsigned int op, const struct kedr_obj *o)
 {
-	return (op == KEDR_FREE_KFREE || op == KEDR_FREE_KFREE_CONST || op == KEDR_FREE_KVFREE) &&
+	return kedr_op_holds(op) &&
 	       (o->kind == KEDR_KIND_KMALLOC ||
 		(o->kind == KEDR_KIND_KVMALLOC && !is_vmalloc_addr((void *)o->ptr)));
 }
@@ -459,7 +471,8 @@ static bool kedr_leak_judge(const struct kedr_function *fn, unsigned int op, uns
 		return true;
 	}
 	key = kedr_key(kedr_op_tagged(op), ptr);
-	stack = kedr_free_stacks ? kedr_current_stack(ip) : 0;
+	/* (@detach: nothing is held; kedr_leak_realloc() unwinds if it is freed.) */
+	stack = kedr_free_stacks && kedr_op_holds(op) && !detach ? kedr_current_stack(ip) : 0;
 	sh = &kedr_obj_shards[kedr_obj_shard_of(key, &bucket)];
 
 	spin_lock_irqsave(&sh->lock, flags);
@@ -620,7 +633,6 @@ static void __maybe_unused kedr_leak_realloc(const struct kedr_function *fn, uns
 		unsigned int bucket;
 		struct kedr_obj_shard *sh = &kedr_obj_shards[kedr_obj_shard_of(o->ptr, &bucket)];
 		bool gone = kedr_leak_valid(ret) || size == 0;
-		u32 stack = gone && kedr_free_stacks ? kedr_current_stack(ip) : 0;
 		unsigned long flags;
 
 		spin_lock_irqsave(&sh->lock, flags);
@@ -629,7 +641,8 @@ static void __maybe_unused kedr_leak_realloc(const struct kedr_function *fn, uns
 			o->next = sh->heads[bucket];
 			sh->heads[bucket] = detached;
 			if (gone) {
-				kedr_quarantine_add(sh, o, ip, stack);
+				/* FREED, never held: its free's stack is never shown. */
+				kedr_quarantine_add(sh, o, ip, 0);
 				kedr_count(frees);
 			}
 		} else {

@@ -25,9 +25,11 @@
  *    certainly a double free, reported with both stacks and not passed on.
  *  - NMI context takes no lock: allocations there are forbidden anyway; a call
  *    seen in NMI is only counted (nmi_skipped).
- *  - Stacks: stack_trace_save() (kernel/stacktrace.c, EXPORT_SYMBOL_GPL since
- *    2.6.x; ORC unwinder on x86_64), trimmed so that frame 0 is the call site
- *    in the target.
+ *  - Stacks: the kernel's unwinder (ORC on x86_64) started at the target's
+ *    frame (kedr_save_stack_at(): our frames are found through this module's
+ *    frame pointers; __unwind_start(), unwind_next_frame(), EXPORT_SYMBOL_GPL),
+ *    else stack_trace_save() (kernel/stacktrace.c) trimmed so that frame 0 is
+ *    the call site in the target.
  *  - Sections of the target: a module notifier (register_module_notifier)
  *    records, at MODULE_STATE_COMING, the run-time address of each section
  *    symbol (STT_SECTION) in the target's kallsyms symbol table (struct
@@ -49,6 +51,8 @@
 #include <linux/slab.h>
 #include <linux/spinlock.h>
 #include <linux/stacktrace.h>
+#include <linux/sched/task_stack.h>
+#include <asm/unwind.h>
 #include <linux/string.h>
 #include <linux/timer.h>
 #include <linux/vmalloc.h>
@@ -279,6 +283,8 @@ struct kedr_leak_counters {
 				 * gap), and second frees of an address whose memory the quarantine
 				 * no longer held (maybe reused by an allocation we did not see) */
 	u64 nmi_skipped;	/* calls in NMI context, not tracked */
+	u64 unwinds;		/* stacks unwound: most of the payload's cost */
+	u64 full_unwinds;	/* ... of which from this module's own frames up (stack_trace_save()) */
 };
 static DEFINE_PER_CPU(struct kedr_leak_counters, kedr_leak_counters);
 
@@ -376,6 +382,68 @@ static inline unsigned int kedr_obj_shard_of(unsigned long ptr, unsigned int *bu
  */
 #define KEDR_SKIP_MAX	8
 
+#ifndef KEDR_HOT
+/*
+ * The stack from the target's frame up, unwinding none of ours: the
+ * replacement module is built with frame pointers (Kbuild.j2), so the frames
+ * from here to the replacement the target called are an rbp chain; the frame
+ * whose return address is @ip (the replacement's) gives the target's stack
+ * pointer and rbp at the call, from which the kernel's unwinder (ORC, the same
+ * one stack_trace_save() uses; __unwind_start() with registers, as for an
+ * interrupted context) goes on. Without this every stack walked 4-5 frames of
+ * ours first, each an ORC lookup in a module. 0 when @ip is not found in the
+ * chain within KEDR_SKIP_MAX frames on the task's stack (a tail call whose site
+ * kedr_tail_caller() moved, an interrupt stack): the caller then unwinds it all.
+ */
+static unsigned int kedr_save_stack_at(unsigned long *frames, unsigned long ip)
+{
+	unsigned long *fp = __builtin_frame_address(0), *next;
+	struct unwind_state state;
+	struct pt_regs regs = {};
+	unsigned int n, i;
+
+	for (i = 0; i < KEDR_SKIP_MAX; i++, fp = next) {
+		if (!object_is_on_stack(fp) || !object_is_on_stack(fp + 1))
+			return 0;
+		if (fp[1] == ip)
+			break;
+		next = (unsigned long *)fp[0];
+		if (next <= fp)
+			return 0;
+	}
+	if (i == KEDR_SKIP_MAX || !object_is_on_stack(fp + 2))
+		return 0;
+	/*
+	 * The call site's state: sp past the return address, rbp as the target
+	 * left it (saved by our prologue). ip - 1, inside the call, finds the
+	 * call's ORC entry even when the call ends its function (what the
+	 * unwinder does for a return address; a register state is taken as is).
+	 */
+	regs.ip = ip - 1;
+	regs.sp = (unsigned long)(fp + 2);
+	regs.bp = fp[0];
+	regs.cs = __KERNEL_CS;
+	frames[0] = ip;
+	n = 1;
+	/* As arch_stack_walk(): __unwind_start() with registers is at their caller already. */
+	for (unwind_start(&state, current, &regs, NULL);
+	     n < kedr_stack_depth && !unwind_done(&state); unwind_next_frame(&state)) {
+		unsigned long addr = unwind_get_return_address(&state);
+
+		if (!addr)
+			break;
+		frames[n++] = addr;
+	}
+	return n;
+}
+#else
+/* Attached (kedr_attach.c): the replacement is reached through ftrace, not a call. */
+static unsigned int kedr_save_stack_at(unsigned long *frames, unsigned long ip)
+{
+	return 0;
+}
+#endif
+
 static unsigned int kedr_save_stack(unsigned long *frames, unsigned long ip)
 {
 	unsigned long raw[KEDR_MAX_DEPTH + KEDR_SKIP_MAX];
@@ -385,6 +453,11 @@ static unsigned int kedr_save_stack(unsigned long *frames, unsigned long ip)
 		frames[0] = ip;
 		return 1;
 	}
+	kedr_count(unwinds);
+	n = kedr_save_stack_at(frames, ip);
+	if (n)
+		return n;
+	kedr_count(full_unwinds);
 	n = stack_trace_save(raw, kedr_stack_depth + KEDR_SKIP_MAX, 0);
 	for (i = 0; i < n && i < KEDR_SKIP_MAX; i++) {
 		if (raw[i] == ip) {

@@ -116,12 +116,15 @@ static int kedr_leaks_show(struct seq_file *m, void *unused)
 		sum.dropped_stacks += c->dropped_stacks;
 		sum.untracked_frees += c->untracked_frees;
 		sum.nmi_skipped += c->nmi_skipped;
+		sum.unwinds += c->unwinds;
+		sum.full_unwinds += c->full_unwinds;
 	}
 	seq_printf(m, "totals allocs=%llu frees=%llu live=%lu live_bytes=%lu bad_frees=%llu "
 		   "dropped_objects=%llu dropped_stacks=%llu untracked_frees=%llu nmi_skipped=%llu "
-		   "gap=%d dropped_targets=%u\n", sum.allocs, sum.frees, r.live, r.live_bytes,
-		   sum.bad_frees, sum.dropped_objects, sum.dropped_stacks, sum.untracked_frees,
-		   sum.nmi_skipped, READ_ONCE(kedr_leak_gap), dropped_targets);
+		   "gap=%d dropped_targets=%u unwinds=%llu full_unwinds=%llu\n", sum.allocs, sum.frees, r.live,
+		   r.live_bytes, sum.bad_frees, sum.dropped_objects, sum.dropped_stacks,
+		   sum.untracked_frees, sum.nmi_skipped, READ_ONCE(kedr_leak_gap), dropped_targets,
+		   sum.unwinds, sum.full_unwinds);
 
 	/* Stacks are written once and never change: no lock needed to print them. */
 	for (s = 0; kedr_leak_ready && s < KEDR_STACK_SHARDS; s++) {
