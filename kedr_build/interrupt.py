@@ -37,7 +37,11 @@ PR_SET_PDEATHSIG = 1            # include/uapi/linux/prctl.h
 
 # Loaded before any fork: the child of a fork must not import or dlopen anything.
 _libc = ctypes.CDLL(None, use_errno=True)
-_lock = threading.Lock()
+# Re-entrant: the signal handler takes it (_forward) in the main thread, which may hold
+# it already, in spawn() or release(), or in _forward() itself when a second signal
+# comes (Ctrl-C reaches the pack's pytest as the group's SIGINT, then as the SIGTERM
+# scons forwards): with a plain Lock that pytest waited on itself forever.
+_lock = threading.RLock()
 _children: dict[int, tuple[subprocess.Popen[bytes], int]] = {}
 _received: list[int] = []       # the first signal, once one came
 

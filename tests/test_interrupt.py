@@ -224,3 +224,28 @@ def test_basic_workload_test_is_not_a_blocker() -> None:
     basic = pack.load("basic")
     assert [(t.name, t.blocker) for t in basic.tests] == [("load-unload", True),
                                                           ("workload", False)]
+
+
+SIGNAL_UNDER_THE_LOCK = '''
+import os, signal, sys, time
+from kedr_build import interrupt
+interrupt.install()
+child = interrupt.spawn([sys.executable, "-c", "import time; time.sleep(120)"])
+with interrupt._lock:                   # as spawn(), release() or the handler hold it
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.2)                     # the handler runs here, in this thread
+child.wait()
+print("received", interrupt.received(), "child", child.returncode)
+'''
+
+
+def test_a_signal_while_the_lock_is_held_does_not_deadlock(tmp_path: Path) -> None:
+    """A second signal came while the first one's handler held the children's lock
+    (Ctrl-C reaches a pack's pytest as the group's SIGINT, then as the SIGTERM scons
+    forwards): with a plain Lock the handler waited on its own thread forever, and CI
+    found that pytest still waiting 25 minutes later (py-spy: _forward inside
+    handle inside _forward). The handler must take it again and go on."""
+    proc = subprocess.run([sys.executable, "-c", SIGNAL_UNDER_THE_LOCK], env=_env(tmp_path),
+                          capture_output=True, text=True, timeout=60)
+    assert (proc.returncode, proc.stdout.strip()) == (
+        0, f"received {int(signal.SIGTERM)} child {-signal.SIGKILL}"), proc.stderr
