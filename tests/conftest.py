@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -290,3 +291,12 @@ def live_processes(marker: Path | str, program: str = "") -> list[str]:
         if str(marker) in cmd and program in cmd and state != "Z":
             found.append(f"{proc.name}: {cmd[:300]}")
     return found
+
+
+def sequence(trace: str, probe: str, remove: str) -> str:
+    """The traced calls made from ``probe`` (P) and ``remove`` (R) in time order, each
+    run of consecutive ones as one letter: "PRPR" is probe, remove, probe, remove."""
+    calls = sorted((float(m.group(1)), "P" if m.group(2) == probe else "R")
+                   for m in re.finditer(rf"\s([0-9]+\.[0-9]+): call_\w+: "
+                                        rf"call_site=({probe}|{remove})\+", trace))
+    return re.sub(r"(.)\1+", r"\1", "".join(k for _, k in calls))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import has_export, kernel_name, outputs, run_scons
+from conftest import has_export, kernel_name, outputs, run_scons, sequence
 from kedr_build.kernel.descriptions import ProvisionedKernel
 from kedr_build.packs.pack import BUILTIN_DIR
 
@@ -56,15 +56,6 @@ def reduced_pack(path: Path) -> Path:
     assert text.count("cycles = 1") == 2 and "cycles = 2" in text, text
     path.write_text(text)
     return path
-
-
-def sequence(trace: str, probe: str, remove: str) -> str:
-    """The traced calls made from ``probe`` (P) and ``remove`` (R) in time order, each
-    run of consecutive ones as one letter: "PRPR" is probe, remove, probe, remove."""
-    calls = sorted((float(m.group(1)), "P" if m.group(2) == probe else "R")
-                   for m in re.finditer(rf"\s([0-9]+\.[0-9]+): call_\w+: "
-                                        rf"call_site=({probe}|{remove})\+", trace))
-    return re.sub(r"(.)\1+", r"\1", "".join(k for _, k in calls))
 
 
 @pytest.mark.parametrize("name", sorted(DRIVERS))

@@ -17,12 +17,11 @@ with "unbind from i6300ESB failed" (the driver's name split at its space)."""
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
 
-from conftest import kernel_name, outputs, run_scons
+from conftest import kernel_name, outputs, run_scons, sequence
 from kedr_build.kernel.descriptions import ProvisionedKernel
 
 pytestmark = pytest.mark.vm
@@ -45,15 +44,6 @@ def steps_pack(path: Path, steps: tuple[str, ...]) -> Path:
     path.write_text(f'[pack]\nname = "device-steps"\nformat = 1\n'
                     f'description = "{", ".join(steps)}, one cycle"\n{tests}')
     return path
-
-
-def sequence(trace: str, probe: str, remove: str) -> str:
-    """The traced calls made from ``probe`` (P) and ``remove`` (R) in time order, each
-    run of consecutive ones as one letter: "PRPR" is probe, remove, probe, remove."""
-    calls = sorted((float(m.group(1)), "P" if m.group(2) == probe else "R")
-                   for m in re.finditer(rf"\s([0-9]+\.[0-9]+): call_\w+: "
-                                        rf"call_site=({probe}|{remove})\+", trace))
-    return re.sub(r"(.)\1+", r"\1", "".join(k for _, k in calls))
 
 
 @pytest.mark.parametrize("name", sorted(DRIVERS))
