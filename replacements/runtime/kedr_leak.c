@@ -47,6 +47,29 @@ static bool kedr_mutex_held_by_current(const struct mutex *lock)
 	return (atomic_long_read(&lock->owner) & ~0x07L) == (long)current;
 }
 
+/*
+ * A new record for @ptr, linked into @bucket of @sh, whose lock is held: from the
+ * free list, else the oldest quarantined one; NULL when there is none.
+ */
+static struct kedr_obj *kedr_obj_take(struct kedr_obj_shard *sh, unsigned int bucket,
+				      unsigned long ptr)
+{
+	struct kedr_obj *o;
+	u32 id = sh->free_list;
+
+	if (id)
+		sh->free_list = kedr_obj_at(id)->next;
+	else
+		id = kedr_quarantine_evict(sh);
+	if (!id)
+		return NULL;
+	o = kedr_obj_at(id);
+	o->ptr = ptr;
+	o->next = sh->heads[bucket];
+	sh->heads[bucket] = id;
+	return o;
+}
+
 /* --- the hooks the generated replacements call ----------------------------------------- */
 
 static void kedr_leak_alloc(const struct kedr_function *fn, unsigned int kind, unsigned long ptr,
@@ -56,7 +79,7 @@ static void kedr_leak_alloc(const struct kedr_function *fn, unsigned int kind, u
 	struct kedr_obj *o;
 	unsigned int bucket;
 	unsigned long flags;
-	u32 stack, id;
+	u32 stack;
 
 	if (unlikely(in_nmi())) {
 		kedr_count(nmi_skipped);
@@ -92,22 +115,14 @@ static void kedr_leak_alloc(const struct kedr_function *fn, unsigned int kind, u
 		else
 			kedr_count(frees);	/* implicitly released: keep allocs - frees == live */
 	} else {
-		id = sh->free_list;
-		if (id)
-			sh->free_list = kedr_obj_at(id)->next;
-		else
-			id = kedr_quarantine_evict(sh);
-		if (!id) {
+		o = kedr_obj_take(sh, bucket, ptr);
+		if (!o) {
 			spin_unlock_irqrestore(&sh->lock, flags);
 			kedr_count(dropped_objects);
 			/* Its free will be of an object we do not know: not a foreign one. */
 			WRITE_ONCE(kedr_leak_gap, true);
 			return;
 		}
-		o = kedr_obj_at(id);
-		o->ptr = ptr;
-		o->next = sh->heads[bucket];
-		sh->heads[bucket] = id;
 	}
 	o->state = KEDR_OBJ_LIVE;
 	o->kind = kind;
@@ -132,7 +147,6 @@ static void kedr_leak_lend(const struct kedr_function *fn, unsigned long lock, u
 	struct kedr_obj_shard *sh;
 	struct kedr_obj *o;
 	unsigned int bucket;
-	u32 id;
 
 	sh = &kedr_obj_shards[kedr_obj_shard_of(key, &bucket)];
 	spin_lock_irqsave(&sh->lock, flags);
@@ -141,21 +155,13 @@ static void kedr_leak_lend(const struct kedr_function *fn, unsigned long lock, u
 		/* A FREED record of the lock (the target took and released it before). */
 		kedr_quarantine_unlink(sh, o - kedr_objs);	/* (a LENT one is in none) */
 	} else {
-		id = sh->free_list;
-		if (id)
-			sh->free_list = kedr_obj_at(id)->next;
-		else
-			id = kedr_quarantine_evict(sh);
-		if (!id) {
+		o = kedr_obj_take(sh, bucket, key);
+		if (!o) {
 			spin_unlock_irqrestore(&sh->lock, flags);
 			kedr_count(dropped_objects);
 			WRITE_ONCE(kedr_leak_gap, true);
 			return;
 		}
-		o = kedr_obj_at(id);
-		o->ptr = key;
-		o->next = sh->heads[bucket];
-		sh->heads[bucket] = id;
 	}
 	o->state = KEDR_OBJ_LENT;
 	o->kind = KEDR_KIND_MUTEX;
