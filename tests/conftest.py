@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -115,15 +116,19 @@ def headless_chromium() -> Iterator[Any]:
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
 
-    options = Options()
-    options.binary_location = "/usr/bin/chromium"
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
-        options.add_argument(arg)
-    browser = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-    try:
-        yield browser
-    finally:
-        browser.quit()
+    # Chromium's own profile directory (/tmp/org.chromium.Chromium.*) outlives quit():
+    # a profile of ours is removed with the context.
+    with tempfile.TemporaryDirectory(prefix="kedr-chromium-") as profile:
+        options = Options()
+        options.binary_location = "/usr/bin/chromium"
+        for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                    f"--user-data-dir={profile}"):
+            options.add_argument(arg)
+        browser = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+        try:
+            yield browser
+        finally:
+            browser.quit()
 
 
 def kcidb_data(report_dir: Path) -> dict[str, Any]:
