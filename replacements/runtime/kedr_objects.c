@@ -678,7 +678,7 @@ static void kedr_quarantine_release_all(void)
 /*
  * Every pass over the object table is this walk (mm/kmemleak.c's shape: one
  * table, one scan). kedr_walk() calls @visit for each record in use, with the
- * record's shard lock held and interrupts off: @visit only looks and copies
+ * record's shard lock held and interrupts off (taken per bucket): @visit only looks and copies
  * (no sleeping, no printk, no other shard's lock). It returns KEDR_WALK_STOP
  * when the caller must act before going on (its batch is full, or it found
  * what it looked for): kedr_walk() then returns true, the locks dropped, and
@@ -705,10 +705,16 @@ static bool kedr_walk(struct kedr_walk *w, int (*visit)(struct kedr_obj *o, void
 	for (; w->shard < KEDR_OBJ_SHARDS; w->shard++, w->bucket = 0) {
 		struct kedr_obj_shard *sh = &kedr_obj_shards[w->shard];
 
-		spin_lock_irqsave(&sh->lock, flags);
+		/*
+		 * The lock is taken per bucket, not per shard: interrupts are off
+		 * for one chain at a time (a shard holds max_objects / 64 records,
+		 * 65536 at max_objects=4M).
+		 */
 		for (; w->bucket < KEDR_OBJ_BUCKETS; w->bucket++, w->last = 0) {
-			u32 id = sh->heads[w->bucket], r;
+			u32 id, r;
 
+			spin_lock_irqsave(&sh->lock, flags);
+			id = sh->heads[w->bucket];
 			if (w->last) {
 				for (r = id; r && r != w->last; r = kedr_obj_at(r)->next)
 					;
@@ -726,8 +732,8 @@ static bool kedr_walk(struct kedr_walk *w, int (*visit)(struct kedr_obj *o, void
 					return true;
 				}
 			}
+			spin_unlock_irqrestore(&sh->lock, flags);
 		}
-		spin_unlock_irqrestore(&sh->lock, flags);
 	}
 	return false;
 }
