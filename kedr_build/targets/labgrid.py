@@ -43,6 +43,7 @@ CHUNK = 760
 # Lines a command: the shell reads them one by one (its line editor's limit is per
 # line), and fewer round trips halve the time (8: 151 KB of /bin/ls in 7.6 s, 1: 13.9 s).
 LINES = 8
+RESTORE_TIMEOUT = 15.0   # seconds for dmesg -n at exit
 _SEPARATOR = "--"        # between two base64 files in one answer (not base64)
 
 
@@ -277,7 +278,8 @@ def restore_console(target: LabgridTarget) -> None:
     """Put back the console log level labgrid's ShellDriver changed at login."""
     shell = _SHELLS.get(target)
     if shell is not None and shell.console_level is not None:
-        shell._shell(f"dmesg -n {shell.console_level}", PROBE_TIMEOUT)
+        # Briefly: at exit, a machine that stopped answering must not hold us up.
+        shell._shell(f"dmesg -n {shell.console_level}", RESTORE_TIMEOUT)
         shell.console_level = None
 
 
