@@ -444,9 +444,9 @@ FAULTS_TARGETS = ("run",)
 
 
 # What each TARGET= kind can do so far (issue 21): the QEMU guest everything, a machine
-# over SSH or through labgrid run and check (packs of the vm test kind: checkjob refuses
-# the others).
-MACHINE_TARGETS = ("run", "check")
+# over SSH or through labgrid run, sweep and check (packs of the vm test kind: checkjob
+# refuses the others).
+MACHINE_TARGETS = ("run", "sweep", "check")
 VM_TARGETS = ("run", "sweep", "check", "attach")
 
 

@@ -38,9 +38,9 @@ done
 """
 
 
-def environment(kernel: ProvisionedKernel, workdir: Path) -> Path:
+def environment(kernel: ProvisionedKernel, workdir: Path, boot_args: str = "") -> Path:
     """Write the guest's initramfs and the environment file into ``workdir``; the
-    environment file's path."""
+    environment file's path. ``boot_args``: more of the kernel's command line."""
     workdir.mkdir(parents=True, exist_ok=True)
     ramfs = Initramfs()
     ramfs.add_file("bin/busybox", hosttools.static_busybox(), 0o755)
@@ -61,7 +61,7 @@ def environment(kernel: ProvisionedKernel, workdir: Path) -> Path:
         memory: {cfg.memory_mb}M
         kernel: kernel
         extra_args: "-accel tcg,thread=single -smp 1 -nodefaults -initrd {initrd}"
-        boot_args: "{cfg.cmdline}"
+        boot_args: "{" ".join([cfg.cmdline, *boot_args.split()])}"
       ShellDriver:
         prompt: '{PROMPT}'
         login_prompt: '{LOGIN}'

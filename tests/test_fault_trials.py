@@ -58,11 +58,12 @@ def test_trial_lines_match_what_the_guest_makes_of_its_sites() -> None:
     script = template_env().get_template("guest-faults.sh.j2").render(
         repl="r", target="t", module_args="", workload=False, trials=[], start=1,
         discover=True, needed=[], site_scenario=site_scenario(CALLER_SLOT),
-        caller_slot=CALLER_SLOT, taint_mask=1, heartbeat=1,
+        caller_slot=CALLER_SLOT, taint_mask=1, heartbeat=1, root="/kedr", scratch="/tmp",
+        stop=None,
         marks={"sites_begin": "B", "sites_end": "E", "progress": "P", "discovery": "D"})
     awk = next(ln for ln in script.splitlines() if ln.startswith("awk -v s="))
     found = "".join(f"{s.phase} {s.function} {s.point} {s.caller}\n" for s in sites)
-    out = subprocess.run(["sh", "-c", awk.replace(" /tmp/found > /tmp/trials", "")],
+    out = subprocess.run(["sh", "-c", awk.replace(" $S/found > $S/trials", "")],
                          input=found, capture_output=True, text=True, check=True).stdout
     assert out.splitlines() == [site_trial(s).line(i) for i, s in enumerate(sites, 1)]
     assert out.splitlines()[0] == "1|kstrdup faulty_init+0x82|kstrdup:nth=1 caller=faulty_init+0x82"

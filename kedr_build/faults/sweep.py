@@ -17,6 +17,10 @@ judges the run (:mod:`kedr_build.faults.trials`):
   a hang / whether the driver unloaded;
 * after a taint, a hang, or a driver that would not unload, the VM is booted
   afresh and the sweep carries on with the next site.
+
+On a real machine (``guest``: kedr_build/targets/trials.py) the same trials run one
+a job, judged alike, and a machine such a site leaves tainted or lost is power-cycled;
+one that cannot be stops the sweep there (``stopped`` says where and why).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from pathlib import Path
 from kedr_build import interrupt
 from kedr_build.atomic import write_atomic
 from kedr_build.faults.errors import NoFaultPoint
+from kedr_build.faults.guest import Guest
 from kedr_build.devices.attach import Attachment
 from kedr_build.faults.trials import Outcome, Site, TrialRecord, TrialsRun, run_trials
 from kedr_build.intercept.faultpoints import POINTS_FILE, load_points
@@ -61,10 +66,12 @@ class SweepResult:
     discovery_seconds: float        # first boot's start to the first site's trial
     logs: Path
     interrupted: str = ""           # the signal that stopped it ("SIGINT"): results partial
+    stopped: str = ""               # a machine lost or tainted for good: results partial
 
     @property
     def ok(self) -> bool:
-        return not self.interrupted and not any(r.outcome.bad for r in self.results)
+        return (not self.interrupted and not self.stopped
+                and not any(r.outcome.bad for r in self.results))
 
     @property
     def seconds_per_site(self) -> float:
@@ -72,6 +79,7 @@ class SweepResult:
 
     def to_json(self) -> str:
         data = {"target": self.target, "ok": self.ok, "interrupted": self.interrupted,
+                "stopped": self.stopped,
                 "boots": self.boots,
                 "elapsed": self.elapsed, "discovery_seconds": self.discovery_seconds,
                 "seconds_per_site": self.seconds_per_site, "logs": str(self.logs),
@@ -85,7 +93,7 @@ def sweep(kernel: ProvisionedKernel, replacement: Path, target: Path, logdir: Pa
           workload: Path | None = None, module_args: Sequence[str] = (),
           intree: Sequence[str] = (), site_timeout: float = 60.0,
           progress: Callable[[str], None] | None = None,
-          devices: Attachment | None = None) -> SweepResult:
+          devices: Attachment | None = None, guest: Guest | None = None) -> SweepResult:
     """Discover the fault sites of ``target`` (patched against ``replacement``) and fail
     each once; writes ``logdir/sweep.json``. A driver that reaches no function that
     can fail is a NoFaultPoint error ("nothing to sweep")."""
@@ -96,7 +104,8 @@ def sweep(kernel: ProvisionedKernel, replacement: Path, target: Path, logdir: Pa
     try:
         run = run_trials(kernel, replacement, target, logdir, discover=True, workload=workload,
                          module_args=module_args, intree=intree, trial_timeout=site_timeout,
-                         progress=progress, what="sweep", unit="site", devices=devices)
+                         progress=progress, what="sweep", unit="site", devices=devices,
+                         guest=guest)
     except interrupt.Interrupted as e:
         # sweep.json says so, with the sites judged before the signal; the caller stops.
         if isinstance(e.partial, TrialsRun):
@@ -112,7 +121,7 @@ def _result(run: TrialsRun, logdir: Path, interrupted: str = "") -> SweepResult:
     results = tuple(SiteResult(run.sites[r.index - 1], r) for r in run.records)
     return SweepResult(target=run.target, sites=run.sites, results=results, boots=run.boots,
                        elapsed=run.elapsed, discovery_seconds=run.setup_seconds, logs=logdir,
-                       interrupted=interrupted)
+                       interrupted=interrupted, stopped=run.stopped)
 
 
 def table(result: SweepResult) -> list[str]:
@@ -133,4 +142,6 @@ def table(result: SweepResult) -> list[str]:
                  f"{result.elapsed:.1f} s ({result.seconds_per_site:.2f} s per site)"
                  + (f"; INTERRUPTED by {result.interrupted} after {len(result.results)} of "
                     f"{len(result.sites)} sites" if result.interrupted else ""))
+    if result.stopped:
+        lines.append(f"STOPPED: {result.stopped}")
     return lines

@@ -5,7 +5,9 @@ scenarios, runs the workload, unloads both and reads the leak report (which,
 the replacement module being reloaded per trial, covers that trial only). All
 trials run in one boot while the kernel stays healthy; after an oops, WARN or
 lockup (kernel taint), a hang, or a module that stays loaded, the VM is booted
-afresh and the next trial runs there. The guest script is
+afresh and the next trial runs there. On a real machine (a :class:`Guest` of
+kedr_build/targets/trials.py) the trials run one a job, and after such a trial
+the machine is power-cycled, or the trials stop there when it cannot be. The guest script is
 ``replacements/templates/guest-faults.sh.j2``; with ``discover`` it first finds
 the driver's fault sites and makes one trial per site (the sweep).
 """
@@ -24,13 +26,14 @@ from kedr_build import interrupt
 from kedr_build.atomic import write_atomic
 from kedr_build.checks.leaks import parse as parse_leaks, summary as leak_summary
 from kedr_build.errors import KedrError
+from kedr_build.faults.guest import Guest, QemuGuest
 from kedr_build.faults.scenario import PointScenario, Scenario
 from kedr_build.kernel.descriptions import ProvisionedKernel
 from kedr_build.ko.module import ModuleRef, load_order
 from kedr_build.resources import template_env
 from kedr_build.vm.console import find_problems, strip_prefix
 from kedr_build.devices.attach import Attachment
-from kedr_build.vm.qemu import GuestJob, result_from_logs, run_guest
+from kedr_build.vm.qemu import GuestJob, result_from_logs
 
 PROGRESS = "kedr-build: fault trial "
 DISCOVERY = "kedr-build: fault discovery"
@@ -152,6 +155,7 @@ class TrialsRun:
     boots: int
     elapsed: float
     setup_seconds: float                # from the first boot's start to the first trial
+    stopped: str = ""                   # why the trials stopped before the last one
 
 
 @dataclass
@@ -174,11 +178,14 @@ def run_trials(kernel: ProvisionedKernel, replacement: Path, target: Path, logdi
                intree: Sequence[str] = (), trial_timeout: float = 60.0,
                boot_timeout: float = 120.0, progress: Callable[[str], None] | None = None,
                what: str = "fault trials", unit: str = "trial",
-               max_boots: int = 50, devices: Attachment | None = None) -> TrialsRun:
+               max_boots: int = 50, devices: Attachment | None = None,
+               guest: Guest | None = None) -> TrialsRun:
     """Run ``trials`` (or, with ``discover``, one per fault site found) on ``target``;
     ``devices``: emulated devices attached to every boot (their other drivers loaded
     first, their default workloads run when ``workload`` is None), so the target's
-    probe and remove are among the sites."""
+    probe and remove are among the sites; ``guest``: where (``kernel`` in QEMU when
+    None)."""
+    guest = guest if guest is not None else QemuGuest(kernel)
     repl = ModuleRef.read(replacement)
     tgt = ModuleRef.read(target)
     _, needed = load_order([repl, tgt])         # in-tree modules they need (vfat: fat)
@@ -204,21 +211,25 @@ def run_trials(kernel: ProvisionedKernel, replacement: Path, target: Path, logdi
     records: list[TrialRecord] = []
     sites: tuple[Site, ...] = ()
     total = len(lines)
-    boot = 0
+    boot = 0                       # runs of the script (QEMU: boots)
     next_trial = 1
+    stopped = ""
+    one = guest.one_at_a_time
     while True:
         boot += 1
-        if boot > max_boots:
+        if guest.boots >= max_boots:
             raise KedrError(f"{what} of {tgt.name}: gave up after {max_boots} boots")
         first = discover and boot == 1
         script = str(template_env().get_template("guest-faults.sh.j2").render(
             repl=repl.name, target=tgt.name, module_args=shlex.join(module_args),
             workload=workload is not None, trials=lines, start=next_trial, discover=first,
             needed=needed, site_scenario=site_scenario(CALLER_SLOT), caller_slot=CALLER_SLOT,
+            root=guest.root, scratch=guest.scratch,
+            stop=(0 if first else next_trial) if one else None,
             taint_mask=TAINT_HURT, heartbeat=max(1, int(trial_timeout / 4)),
             marks={"sites_begin": SITES_BEGIN, "sites_end": SITES_END,
                    "progress": PROGRESS, "discovery": DISCOVERY}))
-        workdir = logdir / f"boot-{boot}"
+        workdir = logdir / (f"job-{boot}" if one else f"boot-{boot}")
         state.last = time.monotonic()
         state.current = 0          # armed by this boot's first progress line
         state.discovering = False
@@ -246,13 +257,14 @@ def run_trials(kernel: ProvisionedKernel, replacement: Path, target: Path, logdi
                 raise _Stalled()      # init, workload and exit: a trial's three steps
 
         remaining = max(1, total - next_trial + 1) if not first else 50
+        bound = (boot_timeout + trial_timeout * remaining if not one
+                 else trial_timeout * (3 if first else 1))
         job = GuestJob(script=script, files=files,
                        intree_modules=tuple(dict.fromkeys([*needed, *intree])),
                        qemu_args=qemu_args)
         stalled = False
         try:
-            vm = run_guest(kernel, job, workdir, timeout=boot_timeout + trial_timeout * remaining,
-                           stream=watch)
+            vm = guest.run(job, workdir, bound, watch)
         except _Stalled:
             stalled = True
             vm = result_from_logs(workdir, timed_out=True)
@@ -260,7 +272,7 @@ def run_trials(kernel: ProvisionedKernel, replacement: Path, target: Path, logdi
             # A signal ends the trials at once, with what ran so far; the trial it cut
             # short is not judged (it did not crash: it was stopped).
             e.partial = TrialsRun(target=tgt.name, sites=sites, records=tuple(records),
-                                  boots=boot, elapsed=time.monotonic() - start,
+                                  boots=guest.boots, elapsed=time.monotonic() - start,
                                   setup_seconds=(state.first_trial or time.monotonic()) - start)
             raise
         fatal = re.search(r"^KEDR-FAULTS fatal (.*)$", vm.output, re.M)
@@ -284,35 +296,47 @@ def run_trials(kernel: ProvisionedKernel, replacement: Path, target: Path, logdi
                 raise KedrError(f"{what} of {tgt.name}: nothing to sweep: the driver reached no "
                                 f"function that can fail in init"
                                 f"{', the workload' if workload else ''} or exit")
+            if one:
+                continue                # the sites' trials: one a run from here
         elif fatal:
             raise KedrError(f"{what} of {tgt.name}: boot {boot} failed: {fatal.group(1)} "
                             f"(logs: {workdir})")
-        got = records_from_logs(vm.output, vm.console, total, tgt.name, target, boot)
+        got = records_from_logs(vm.output, vm.console, total, tgt.name, target, guest.boots)
         records += got
         last = records[-1].index if records else 0
-        if last >= total:
+        if last >= total and not (one and vm.status != 0):
             break
         # The boot ended early. A trial the guest started (its progress line) but
         # never reported crashed or hung the VM; otherwise the guest stopped after
         # reporting one (taint, a module that stayed loaded): boot again after it.
-        lost = state.current
+        lost = next_trial if one else state.current
         if last < lost <= total:
             hung = stalled or vm.timed_out
-            problems = tuple(p.line for p in find_problems(console_of_trial(vm.console, lost)))
+            # One trial a run: its console is all the trial's (a machine's console need
+            # not show the progress line: labgrid's ShellDriver sets dmesg -n 1).
+            problems = tuple(p.line for p in find_problems(
+                vm.console if one else console_of_trial(vm.console, lost)))
             records.append(TrialRecord(
                 index=lost, outcome=Outcome.HANG if hung and not problems else Outcome.CRASH,
                 injected=1, init_status=None, workload_status=None, unload_status=None,
-                findings=problems or (vm.reason(),), boot=boot))
+                findings=problems or (vm.reason(),), boot=guest.boots))
         elif not got:
             raise KedrError(f"{what} of {tgt.name}: boot {boot} ran no trial "
                             f"({vm.reason() or 'no result'}; logs: {workdir})")
         next_trial = records[-1].index + 1
+        if vm.status != 0:
+            # A taint, a hang, a module left loaded, a machine that stopped answering.
+            why = guest.recover()
+            if why:
+                stopped = (f"{what} of {tgt.name} stopped after {unit} {next_trial - 1} of "
+                           f"{total} ({records[-1].outcome.value}): {why}")
+                break
         if next_trial > total:
             break
     elapsed = time.monotonic() - start
     setup = (state.first_trial or time.monotonic()) - start
-    return TrialsRun(target=tgt.name, sites=sites, records=tuple(records), boots=boot,
-                     elapsed=elapsed, setup_seconds=setup)
+    return TrialsRun(target=tgt.name, sites=sites, records=tuple(records), boots=guest.boots,
+                     elapsed=elapsed, setup_seconds=setup, stopped=stopped)
 
 
 def sites_from_logs(output: str) -> tuple[Site, ...]:

@@ -43,6 +43,7 @@ CHUNK = 760
 # Lines a command: the shell reads them one by one (its line editor's limit is per
 # line), and fewer round trips halve the time (8: 151 KB of /bin/ls in 7.6 s, 1: 13.9 s).
 LINES = 8
+RESTORE_TIMEOUT = 15.0   # seconds for dmesg -n at exit
 _SEPARATOR = "--"        # between two base64 files in one answer (not base64)
 
 
@@ -52,6 +53,8 @@ class LabgridShell:
 
     target: LabgridTarget
     driver: Any            # labgrid's CommandProtocol driver (ShellDriver, SSHDriver)
+    silent_console: str = ""   # the console's output before the last command timed out
+    console_level: int | None = None   # the console log level to put back when done
 
     def __str__(self) -> str:
         return str(self.target)
@@ -73,6 +76,10 @@ class LabgridShell:
         try:
             out, _, code = self.driver.run(command, timeout=timeout, decodeerrors="replace")
         except TIMEOUT:
+            # What the console showed since the command (a panic's last words).
+            before = getattr(getattr(self.driver.console, "_expect", None), "before", b"")
+            self.silent_console = (before.decode("utf-8", "replace")
+                                   if isinstance(before, bytes) else "")
             raise KedrError(f"TARGET={self.target}: no answer in {timeout:.0f} s") from None
         except Exception as e:  # labgrid's and pexpect's own: the console or session broke
             raise KedrError(f"TARGET={self.target}: lost its shell: "
@@ -142,8 +149,8 @@ class LabgridShell:
         except KedrError as e:
             # The job's output stays on the machine: its console no longer answers.
             stdout, stderr = b"", b""
-            end = (JobEnd(timed_out=True) if ": no answer in " in str(e)
-                   else JobEnd(lost=str(e)))
+            end = (JobEnd(timed_out=True, console=self.silent_console)
+                   if ": no answer in " in str(e) else JobEnd(lost=str(e)))
         out.write_bytes(stdout)
         err.write_bytes(stderr)
         return end
@@ -200,7 +207,13 @@ def labgrid_target(target: LabgridTarget) -> Any:
 
 
 def _cleanup(made: Any) -> None:
-    """Deactivate the target's drivers (a QEMUDriver quits its QEMU)."""
+    """Put the console log level back, deactivate the target's drivers (a QEMUDriver
+    quits its QEMU)."""
+    for target in [t for t, m in _OPEN.items() if m is made]:
+        try:
+            restore_console(target)
+        except KedrError:      # at exit, nothing is left to tell
+            pass
     try:
         made.cleanup()
     except Exception:  # at exit, nothing is left to tell
@@ -227,5 +240,90 @@ def open_shell(target: LabgridTarget) -> LabgridShell:
     except Exception as e:  # the machine did not come up, or its console did not log in
         raise KedrError(f"TARGET={target}: cannot get a shell on it through labgrid: "
                         f"{type(e).__name__}: {_one_line(e)}") from None
-    _SHELLS[target] = LabgridShell(target, driver)
-    return _SHELLS[target]
+    return _logged_in(target, driver)
+
+
+# The console log level a kernel boots with (init/main.c: "quiet" sets
+# CONSOLE_LOGLEVEL_QUIET, "debug" CONSOLE_LOGLEVEL_DEBUG, "loglevel=" its own; the
+# last one given wins), else printk's fourth field, CONSOLE_LOGLEVEL_DEFAULT.
+_LEVEL = {"quiet": 4, "debug": 10}
+
+
+def boot_console_level(printk: str, cmdline: str) -> int | None:
+    """The level the kernel booted with, from /proc/sys/kernel/printk and /proc/cmdline."""
+    fields = printk.split()
+    level = int(fields[3]) if len(fields) == 4 and fields[3].isdigit() else None
+    for word in cmdline.split():
+        if word in _LEVEL:
+            level = _LEVEL[word]
+        elif word.startswith("loglevel=") and word[len("loglevel="):].isdigit():
+            level = int(word[len("loglevel="):])
+    return level
+
+
+def _logged_in(target: LabgridTarget, driver: Any) -> LabgridShell:
+    """The shell; labgrid's ShellDriver sets the console log level to 1 when it logs in
+    (``dmesg -n 1``: kernel messages would garble its commands' output), so the level
+    the kernel booted with is put back when we are done (:func:`restore_console`)."""
+    shell = LabgridShell(target, driver)
+    if type(driver).__name__ == "ShellDriver":
+        lines, code = shell._shell("cat /proc/sys/kernel/printk /proc/cmdline", PROBE_TIMEOUT)
+        if code == 0 and len(lines) >= 2 and lines[0].split()[:1] == ["1"]:
+            shell.console_level = boot_console_level(lines[0], lines[1])
+    _SHELLS[target] = shell
+    return shell
+
+
+def restore_console(target: LabgridTarget) -> None:
+    """Put back the console log level labgrid's ShellDriver changed at login."""
+    shell = _SHELLS.get(target)
+    if shell is not None and shell.console_level is not None:
+        # Briefly: at exit, a machine that stopped answering must not hold us up.
+        shell._shell(f"dmesg -n {shell.console_level}", RESTORE_TIMEOUT)
+        shell.console_level = None
+
+
+def power_of(target: LabgridTarget) -> str:
+    """How labgrid can restart the machine, for messages ("" when it cannot): the
+    environment's strategy with its power driver (ShellStrategy: QEMUDriver, a PDU's
+    NetworkPowerDriver, ExternalPowerDriver's commands), else a power driver alone."""
+    made = labgrid_target(target)
+    from labgrid.exceptions import NoDriverFoundError, NoStrategyFoundError
+    from labgrid.protocol import PowerProtocol
+
+    try:
+        power = made.get_driver(PowerProtocol, activate=False)
+    except NoDriverFoundError:
+        return ""
+    try:
+        strategy = type(made.get_strategy()).__name__ + " with "
+    except NoStrategyFoundError:
+        strategy = ""
+    return f"labgrid's {strategy}{type(power).__name__}"
+
+
+def power_cycle(target: LabgridTarget) -> LabgridShell:
+    """Restart the machine through labgrid and log in again: its strategy powers it off
+    and back to state ``shell`` (ShellStrategy: power off, power cycle, wait for the
+    login prompt), or its power driver cycles it and the command driver logs in anew."""
+    made = labgrid_target(target)
+    from labgrid.exceptions import NoStrategyFoundError
+    from labgrid.protocol import CommandProtocol, PowerProtocol
+
+    _SHELLS.pop(target, None)
+    try:
+        try:
+            strategy = made.get_strategy()
+        except NoStrategyFoundError:
+            strategy = None
+        if strategy is not None:
+            strategy.transition("off")
+            strategy.transition(STATE)
+        else:
+            made.deactivate(made.get_driver(CommandProtocol, activate=False))
+            made.get_driver(PowerProtocol).cycle()
+        driver = made.get_driver(CommandProtocol)
+    except Exception as e:  # the power driver failed, or the machine did not come back
+        raise KedrError(f"TARGET={target}: power cycle through labgrid failed: "
+                        f"{type(e).__name__}: {_one_line(e)}") from None
+    return _logged_in(target, driver)

@@ -63,6 +63,7 @@ class Answer:
 class JobEnd:
     timed_out: bool = False
     lost: str = ""              # why the machine stopped answering mid-job ("" if it did not)
+    console: str = ""           # what its console showed meanwhile, when one is read (labgrid)
 
 
 class Transport(Protocol):
@@ -159,10 +160,17 @@ def _cleanup(root: str, plan: RunPlan, loaded_before: frozenset[str],
     """Unload what is still loaded of ours and of the in-tree modules the job (or its
     workload: ``extra``, MODPROBE=) loaded, unmount what the wrapper mounted, remove the
     directory; say what is left."""
-    ours = [m.name for m in reversed(plan.modules)]
-    intree = [n.replace("-", "_") for n in reversed((*plan.intree, *extra))
-              if n.replace("-", "_") not in loaded_before]
-    names = " ".join(shlex.quote(n) for n in ours + intree)
+    return cleanup_script(root, [m.name for m in reversed(plan.modules)],
+                          [*reversed((*plan.intree, *extra))], loaded_before)
+
+
+def cleanup_script(root: str, ours: list[str], intree: list[str],
+                   loaded_before: frozenset[str]) -> str:
+    """Unload ``ours`` and those of the in-tree modules ``intree`` that were not loaded
+    before (in this order), unmount what the wrapper mounted, put the trace buffer's
+    size back, remove ``root``; say what is left (``KEDR-LEFT`` lines)."""
+    names = " ".join(shlex.quote(n) for n in ours + [
+        m.replace("-", "_") for m in intree if m.replace("-", "_") not in loaded_before])
     return f"""for pass in 1 2; do
   for m in {names}; do grep -q "^$m " /proc/modules && rmmod $m 2>/dev/null; done
 done
@@ -265,8 +273,14 @@ def _run_job(conn: Transport, root: str, token: str, logdir: Path, timeout: floa
 def _leave(conn: Transport, root: str, plan: RunPlan, loaded_before: frozenset[str],
            intree: tuple[str, ...] = ()) -> str:
     """Clean up; "" when the machine is as it was found, else what is left and why."""
+    return leave(conn, root, _cleanup(root, plan, loaded_before, intree))
+
+
+def leave(conn: Transport, root: str, script: str) -> str:
+    """Run a :func:`cleanup_script`; "" when the machine is as it was found, else what
+    is left and why."""
     try:
-        proc = conn.run(_cleanup(root, plan, loaded_before, intree))
+        proc = conn.run(script)
     except KedrError as e:
         return f"not cleaned up: {e}"
     if proc.returncode != 0:

@@ -36,11 +36,26 @@ def _sweep(target: list[Any], source: list[Any], env: Any) -> int:
         from kedr_build.devices.attach import attach
 
         devices = attach(cfg.devices, cfg.kernel)
-    result = sweep(cfg.kernel, repl, drivers[0], Path(str(target[0])).parent,
-                   workload=cfg.workload, intree=cfg.modprobe, devices=devices,
-                   site_timeout=min(cfg.vm_timeout, 60.0),
-                   progress=lambda line: print(line, flush=True))
+    machine = None
+    if cfg.target.real:
+        # TARGET=ssh://, labgrid: (with I_KNOW_THIS_MAY_CRASH=1: config.check_targets)
+        from kedr_build.targets.trials import machine_guest
+
+        machine = machine_guest(cfg.target, cfg.ssh_config)
+    left = ""
+    try:
+        result = sweep(cfg.kernel, repl, drivers[0], Path(str(target[0])).parent,
+                       workload=cfg.workload, intree=cfg.modprobe, devices=devices,
+                       site_timeout=min(cfg.vm_timeout, 60.0),
+                       progress=lambda line: print(line, flush=True), guest=machine)
+    finally:
+        if machine is not None:
+            left = machine.close()
     print("\n".join(table(result)))
+    if machine is not None:
+        print(f"--- target {cfg.target} ---\n"
+              + "".join(f"{line}\n" for line in machine.done)
+              + (left or "left as found (modules unloaded, files removed)"))
     print(f"kedr-build: {cfg.name}: sweep {'PASSED' if result.ok else 'FAILED'} "
           f"(results: {target[0]})")
     return 0 if result.ok else 1

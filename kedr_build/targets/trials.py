@@ -1,0 +1,169 @@
+"""Fault trials (sweep) on a real machine: the guest of kedr_build/faults/guest.py that
+runs the trials' script over a :class:`~kedr_build.targets.machine.Transport`.
+
+The trials' script is the QEMU guest's (faults/trials.py renders it, rooted in a
+directory of ours under /tmp) and runs one trial a job: a trial that crashes the
+machine takes its output with it, and the one running is then the one asked for.
+The modules go in once a boot; each job's evidence is the script's output, its
+status and the kernel log since the job's start marker (``dmesg``), judged as the
+QEMU guest's console is.
+
+After a trial that left the kernel tainted, a module loaded, or the machine silent
+(no answer within the trial's bound: a console that stays quiet, an ssh session
+that ended), :meth:`MachineGuest.recover` power-cycles it when the target has a
+power driver (labgrid), then checks its kernel release against the modules'
+vermagic and its taint again before the next trial; without one (ssh://) it cleans
+up what it can and says, in one line, what state the machine is left in: the sweep
+stops there. A machine is never reused tainted.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kedr_build.atomic import write_atomic
+from kedr_build.errors import KedrError
+from kedr_build.ko.module import ModuleRef
+from kedr_build.targets.machine import (MachineState, Transport, _tar, _without_debug_info,
+                                        _wrapper, check_release, cleanup_script, leave, probe)
+from kedr_build.targets.spec import LabgridTarget, SshTarget, Target
+from kedr_build.vm.console import find_problems
+from kedr_build.vm.qemu import JOB_START, GuestJob, VmResult, parse_status
+from kedr_build.vm.taint import ALLOWED_TAINT, taint_letters
+
+Restart = Callable[[], Transport]       # power-cycle the machine; a shell on it again
+
+
+@dataclass
+class MachineGuest:
+    """A real machine the trials run on, one trial a job."""
+
+    conn: Transport
+    restart: Restart | None = None      # None: no power driver (ssh://)
+    power: str = ""                     # how it is restarted, for messages
+    boots: int = 1                      # the boot it was found in is the first
+    root: str = field(default_factory=lambda: f"/tmp/kedr-build-{secrets.token_hex(6)}")
+    one_at_a_time = True
+    _copied: bool = False               # this boot has the modules
+    _before: frozenset[str] = frozenset()   # modules loaded when we came
+    _intree: tuple[str, ...] = ()       # in-tree modules the script modprobes
+    _ours: tuple[str, ...] = ()
+    _kos: tuple[ModuleRef, ...] = ()
+    done: list[str] = field(default_factory=list)   # what happened to the machine
+
+    @property
+    def name(self) -> str:
+        return str(self.conn)
+
+    @property
+    def scratch(self) -> str:
+        return self.root
+
+    def _state(self, after: str) -> MachineState:
+        """Its kernel: the modules' release, not tainted beyond out-of-tree/unsigned."""
+        state = probe(self.conn)
+        check_release(self._kos, state, self.conn)
+        extra = state.taint & ~ALLOWED_TAINT
+        if extra:
+            raise KedrError(f"TARGET={self.conn}: its kernel is tainted "
+                            f"{taint_letters(state.taint)} ({state.taint}) {after}, "
+                            f"{taint_letters(extra)} beyond out-of-tree/unsigned: reboot it")
+        return state
+
+    def _copy(self, job: GuestJob) -> None:
+        if not self._kos:
+            self._kos = tuple(ModuleRef.read(p) for n, p in job.files.items()
+                              if n.endswith(".ko"))
+            self._ours = tuple(reversed([m.name for m in self._kos]))
+            self._intree = tuple(job.intree_modules)
+            state = self._state("before the sweep; nothing was copied")
+            self._before = state.modules
+            busy = [m for m in self._ours if m in state.modules]
+            if busy:
+                raise KedrError(f"TARGET={self.conn}: {busy[0]} is already loaded there; "
+                                "nothing was copied (unload it first)")
+        files = {name: (_without_debug_info(path) if self.conn.slow and name.endswith(".ko")
+                        else path.read_bytes()) for name, path in job.files.items()}
+        self.conn.check(f"mkdir -p {self.root} && tar -x -f - -C {self.root}",
+                        f"copying the files to {self.root}", _tar(files))
+        self._copied = True
+
+    def run(self, job: GuestJob, workdir: Path, timeout: float,
+            stream: Callable[[str], None]) -> VmResult:
+        workdir.mkdir(parents=True, exist_ok=True)
+        if not self._copied:
+            self._copy(job)
+        token = secrets.token_hex(6)
+        command = f"sh {self.root}/wrapper.sh"
+        (workdir / self.conn.log_name).write_text(shlex.join(self.conn.command_line(command))
+                                                  + "\n")
+        self.conn.check(f"tar -x -f - -C {self.root}", f"copying the job to {self.root}",
+                        _tar({"job.sh": job.script.encode(),
+                              "wrapper.sh": _wrapper(self.root, token).encode()}))
+        start = time.monotonic()
+        end = self.conn.run_job(command, workdir / "output.log", workdir / "status.log",
+                                timeout, self.root)
+        console = end.console
+        if not end.lost and not end.timed_out:
+            dmesg = self.conn.run(f"dmesg | sed -n '/{JOB_START} {token}/,$p'")
+            console = dmesg.stdout.decode("utf-8", "replace") if dmesg.returncode == 0 else ""
+        write_atomic(workdir / "console.log", console.encode())
+        for line in console.splitlines():
+            stream(line)
+        status = parse_status((workdir / "status.log").read_text(errors="replace"))
+        lost = end.lost or (f"TARGET={self.conn}: no answer in {timeout:.0f} s"
+                            if end.timed_out else "")
+        return VmResult(status=status,
+                        output=(workdir / "output.log").read_text(errors="replace"),
+                        console=console, problems=tuple(find_problems(console)),
+                        timed_out=end.timed_out, elapsed=time.monotonic() - start,
+                        command=tuple(self.conn.command_line(command)), workdir=workdir,
+                        qemu_error=lost if status is None else "")
+
+    def _cleanup(self) -> str:
+        return leave(self.conn, self.root, cleanup_script(
+            self.root, list(self._ours), list(reversed(self._intree)), self._before))
+
+    def recover(self) -> str:
+        """A fresh boot (power cycle), its kernel checked again; or why not."""
+        if self.restart is None:
+            left = self._cleanup()
+            self._copied = False
+            return (f"TARGET={self.conn} has no power driver to restart it; "
+                    f"{left or 'modules unloaded, files removed'}: reboot it before "
+                    "using it again")
+        try:
+            self.conn = self.restart()
+            self.boots += 1
+            self.done.append(f"power-cycled through {self.power}")
+            self._state("after a power cycle")
+        except KedrError as e:
+            return str(e)
+        # A /tmp that outlived the boot: the last boot's files go.
+        self._cleanup()
+        self._copied = False
+        return ""
+
+    def close(self) -> str:
+        """Leave the machine as found: "" when it is, else what is left and why."""
+        return self._cleanup()
+
+
+def machine_guest(target: Target, ssh_config: Path | None = None) -> MachineGuest:
+    """The machine of TARGET= for the trials, with its power driver if it has one."""
+    from kedr_build.targets.connect import connect
+
+    if isinstance(target, LabgridTarget):
+        from kedr_build.targets.labgrid import power_cycle, power_of
+
+        power = power_of(target)
+        return MachineGuest(connect(target), power=power,
+                            restart=(lambda: power_cycle(target)) if power else None)
+    if isinstance(target, SshTarget):
+        return MachineGuest(connect(target, ssh_config))
+    raise KedrError(f"TARGET={target}: not a real machine")

@@ -1,0 +1,152 @@
+"""The fault sweep on real machines (issue 21, item 3): QEMU guests of each pinned kernel
+play them, reached through labgrid's own drivers (tests/labgrid_machine.py: QEMUDriver,
+ShellDriver, ShellStrategy) and over ssh (tests/labmachine.py: Dropbear).
+
+tests/drivers/faulty with mode=deref: its init reaches three fault sites and the
+workload one more; the third (kstrdup) writes through the NULL it returns: an oops.
+
+* through labgrid, with ``oops=panic`` on the machine's command line: the oops panics
+  it (the console goes silent: no answer within the site's bound), labgrid's
+  ShellStrategy power-cycles it (QEMUDriver off and on, a login again), its kernel is
+  checked again, and the sweep goes on to the fourth site; the per-site outcomes and
+  verdicts of the sites that did not crash are the ones TARGET=qemu gives; the machine
+  is left as found, its console log level put back (ShellDriver set it to 1);
+* over ssh (no power driver): ``scons sweep TARGET=ssh:// I_KNOW_THIS_MAY_CRASH=1`` of
+  the correct driver passes, 4 clean sites, the machine left as found; then the oops
+  (insmod killed, the kernel tainted D) stops the sweep at that site with one line
+  saying so and what state the machine is left in.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, kernel_name, run_scons
+from kedr_build.faults.sweep import Outcome, SweepResult, sweep, table
+from kedr_build.kernel.descriptions import ProvisionedKernel
+from kedr_build.targets import labgrid
+from kedr_build.targets.spec import LabgridTarget, SshTarget
+from kedr_build.targets.trials import machine_guest
+from labgrid_machine import environment
+from labmachine import lab_machine
+from test_faults_vm import build_faulty
+
+pytestmark = pytest.mark.vm
+
+WORKLOAD = REPO / "tests" / "workloads" / "faulty.sh"
+DRIVER = REPO / "tests" / "drivers" / "faulty"
+DEREF = ("mode=deref",)
+STATE = "ls -a /tmp; cut -d' ' -f1 /proc/modules | sort; cut -d' ' -f2,3 /proc/mounts | sort"
+EXPECTED = [Outcome.CLEAN, Outcome.CLEAN, Outcome.CRASH, Outcome.CLEAN]
+
+
+def outcomes(result: SweepResult) -> list[Outcome]:
+    return [r.outcome for r in result.results]
+
+
+def judged(result: SweepResult, index: int) -> tuple[object, ...]:
+    r = result.results[index]
+    return (r.site.function, r.site.phase, r.outcome, r.record.verdict, r.record.injected,
+            r.record.leaks)
+
+
+@pytest.fixture(scope="module")
+def built(kernel: ProvisionedKernel, tmp_path_factory: pytest.TempPathFactory
+          ) -> tuple[Path, Path, Path, SweepResult]:
+    """The modules, and the sweep TARGET=qemu gives of them."""
+    work = tmp_path_factory.mktemp(f"target-sweep-{kernel_name(kernel)}")
+    repl, patched, _ = build_faulty(kernel, work)
+    in_qemu = sweep(kernel, repl, patched, work / "qemu", workload=WORKLOAD, module_args=DEREF)
+    assert outcomes(in_qemu) == EXPECTED, "\n".join(table(in_qemu))
+    return repl, patched, work, in_qemu
+
+
+def test_an_oops_through_labgrid_is_power_cycled_and_the_sweep_goes_on(
+        kernel: ProvisionedKernel, built: tuple[Path, Path, Path, SweepResult]) -> None:
+    repl, patched, work, in_qemu = built
+    target = LabgridTarget(environment(kernel, work / "lab", boot_args="oops=panic"))
+    machine = machine_guest(target)
+    assert machine.power == "labgrid's ShellStrategy with QEMUDriver"
+    shell = labgrid.open_shell(target)
+    before, _, _ = shell.driver.run(STATE)
+    lines: list[str] = []
+    try:
+        result = sweep(kernel, repl, patched, work / "labgrid", workload=WORKLOAD,
+                       module_args=DEREF, guest=machine, progress=lines.append)
+    finally:
+        left = machine.close()
+    assert left == ""
+    text = "\n".join(table(result))
+    assert outcomes(result) == EXPECTED, text
+    assert result.boots == 2 and not result.stopped and not result.ok, text
+    assert machine.done == ["power-cycled through labgrid's ShellStrategy with QEMUDriver"]
+    crash = result.results[2]
+    assert crash.site.function == "kstrdup" and crash.record.boot == 1, text
+    # The panic's last words, read from the serial console as it went silent.
+    assert any(f.startswith("Kernel panic - not syncing") for f in crash.record.findings), \
+        crash.record.findings
+    assert result.results[3].record.boot == 2, text
+    for i in (0, 1, 3):
+        assert judged(result, i) == judged(in_qemu, i), text
+    assert any(line.startswith("sweep: site 4 of 4 (__kmalloc")
+               for line in lines), lines
+    saved = json.loads((work / "labgrid" / "sweep.json").read_text())
+    assert [r["outcome"] for r in saved["results"]] == [o.value for o in EXPECTED]
+
+    # Left as found: the fresh boot's /tmp, modules and mounts are the first boot's,
+    # and the console log level is the one the kernel booted with (loglevel=7), not
+    # the 1 labgrid's ShellDriver set when it logged in.
+    shell = labgrid.open_shell(target)
+    after, _, _ = shell.driver.run(STATE)
+    assert after == before
+    level, _, _ = shell.driver.run("cut -f1 /proc/sys/kernel/printk")
+    assert level == ["1"]
+    labgrid.restore_console(target)
+    level, _, _ = shell.driver.run("cut -f1 /proc/sys/kernel/printk")
+    assert level == ["7"]
+
+
+def test_an_oops_over_ssh_without_power_stops_the_sweep_in_one_line(
+        kernel: ProvisionedKernel, built: tuple[Path, Path, Path, SweepResult]) -> None:
+    repl, patched, work, in_qemu = built
+    name = kernel_name(kernel)
+    src = work / "scons-src"
+    shutil.copytree(DRIVER, src)
+    with lab_machine(kernel, work / "ssh") as lab:
+        before = lab.ssh(STATE).stdout
+        proc = run_scons([f"KERNEL={name}", f"MODULE={src}", f"BUILD_DIR={work / 'build'}",
+                          f"WORKLOAD={WORKLOAD}", f"TARGET={lab.target}",
+                          f"SSH_CONFIG={lab.ssh_config}", "I_KNOW_THIS_MAY_CRASH=1", "sweep"],
+                         check=False)
+        out = proc.stdout
+        assert proc.returncode == 0, out + proc.stderr
+        assert re.search(r"4 sites of kedr_faulty: 4 clean; 1 boot, ", out), out
+        assert (f"--- target {lab.target} ---\nleft as found (modules unloaded, "
+                "files removed)") in out, out
+        assert lab.ssh(STATE).stdout == before
+
+        machine = machine_guest(SshTarget("127.0.0.1", port=lab.port), lab.ssh_config)
+        try:
+            result = sweep(kernel, repl, patched, work / "ssh-deref", workload=WORKLOAD,
+                           module_args=DEREF, guest=machine)
+        finally:
+            machine.close()
+        text = "\n".join(table(result))
+        assert outcomes(result) == EXPECTED[:3], text
+        for i in (0, 1):
+            assert judged(result, i) == judged(in_qemu, i), text
+        assert any("NULL pointer dereference" in f for f in result.results[2].record.findings)
+        assert result.stopped.startswith(
+            f"sweep of kedr_faulty stopped after site 3 of 4 (crash): TARGET={lab.target} "
+            "has no power driver to restart it; "), result.stopped
+        assert result.stopped.endswith(": reboot it before using it again"), result.stopped
+        assert not result.ok and text.splitlines()[-1] == f"STOPPED: {result.stopped}"
+        saved = json.loads((work / "ssh-deref" / "sweep.json").read_text())
+        assert saved["stopped"] == result.stopped and not saved["ok"]
+        taint = lab.ssh("cat /proc/sys/kernel/tainted").stdout
+        assert int(taint) & 128, taint           # D: the oops; the machine was not reused
