@@ -3,7 +3,9 @@ sweep's seconds per site, each next to one bare VM boot of the same run.
 
     ./kedr-env python bench/bench_device.py [--kernel debian-6.1] [--cycles 5]
 
-Prints: one VM boot to power-off (the floor of every test of the pack); `scons KO=e1000
+Prints: one VM boot to power-off (the floor of every test of the pack), measured first
+and again last, the ratios against the mean of the two (the shared host's load moves
+within a run too); `scons KO=e1000
 DEVICES=e1000 check PACK=device` end to end (build, patch, the six tests: probe,
 rebind x3, hotplug x3, suspend, reload x3, the sweep), with each test's seconds; one
 unplug + re-plug cycle of the bound, patched e1000 (the guest's clock: QMP device_del
@@ -24,6 +26,7 @@ import tempfile
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -33,6 +36,7 @@ from conftest import outputs, run_scons  # type: ignore[import-not-found]  # noq
 from kedr_build.devices import catalog  # noqa: E402
 from kedr_build.devices.attach import attach  # noqa: E402
 from kedr_build.kernel import provision  # noqa: E402
+from kedr_build.kernel.descriptions import ProvisionedKernel  # noqa: E402
 from kedr_build.vm.qemu import GuestJob, run_guest  # noqa: E402
 from kedr_build.vm.runner import run_modules  # noqa: E402
 
@@ -50,6 +54,43 @@ done
 """
 
 
+def bare_boot(kernel: ProvisionedKernel, workdir: Path) -> float:
+    """Seconds of one VM boot to power-off with nothing to do."""
+    start = time.perf_counter()
+    vm = run_guest(kernel, GuestJob(script="true\n"), workdir, timeout=120)
+    assert vm.ok, vm.reason()
+    return time.perf_counter() - start
+
+
+def pack_run(work: Path, kernel_name: str) -> tuple[Path, float, dict[str, float], dict[str, Any]]:
+    """The device pack on e1000 through scons: its outputs, seconds end to end, each
+    test's seconds (junit.xml), the sweep's sweep.json."""
+    start = time.perf_counter()
+    run_scons(["KO=e1000", "DEVICES=e1000", f"BUILD_DIR={work}", f"KERNEL={kernel_name}",
+               "check", "PACK=device"], check=False)
+    whole = time.perf_counter() - start
+    out = outputs(work, "e1000", kernel_name)
+    tests: dict[str, float] = {}
+    for case in ET.parse(out / "report/junit.xml").iter("testcase"):
+        test = case.get("name", "").split(".")[0]
+        tests[test] = tests.get(test, 0.0) + float(case.get("time", "0"))
+    sw = json.loads((out / "report/logs/e1000/faults/sweep/sweep.json").read_text())
+    return out, whole, tests, sw
+
+
+def unplug_cycles(kernel: ProvisionedKernel, work: Path, out: Path, cycles: int) -> list[float]:
+    """Guest seconds of each unplug + re-plug of the pack's bound, patched e1000."""
+    modules = [out / "kedr_repl_e1000/kedr_repl_e1000.ko", out / "patched/e1000.ko"]
+    script = work / "cycles.sh"
+    script.write_text(CYCLE.format(cycles=cycles))
+    run = run_modules(kernel, modules, work / "cycles", workload=script,
+                      devices=attach(catalog.lookup("e1000"), kernel),
+                      trace_providers=("kedr_repl_e1000",))
+    assert run.ok, run.reason
+    return [float(b) - float(a) for a, b in
+            re.findall(r"^cycle (\S+) (\S+)$", run.workload_output, re.M)]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kernel", default="debian-6.1")
@@ -58,41 +99,24 @@ def main() -> int:
     kernel = provision.ensure(args.kernel)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        start = time.perf_counter()
-        vm = run_guest(kernel, GuestJob(script="true\n"), work / "boot", timeout=120)
-        boot = time.perf_counter() - start
-        assert vm.ok, vm.reason()
-        print(f"kernel {kernel.release}: one VM boot to power-off: {boot:.2f} s", flush=True)
+        first = bare_boot(kernel, work / "boot")
+        print(f"kernel {kernel.release}: one VM boot to power-off: {first:.2f} s", flush=True)
+        out, whole, tests, sw = pack_run(work, args.kernel)
+        cycles = unplug_cycles(kernel, work, out, args.cycles)
+        last = bare_boot(kernel, work / "boot-last")
+        boot = (first + last) / 2
+        print(f"one VM boot to power-off, again after the rest: {last:.2f} s; the ratios "
+              f"below are against their mean, {boot:.2f} s")
 
-        start = time.perf_counter()
-        proc = run_scons(["KO=e1000", "DEVICES=e1000", f"BUILD_DIR={work}",
-                          f"KERNEL={args.kernel}", "check", "PACK=device"], check=False)
-        whole = time.perf_counter() - start
-        out = outputs(work, "e1000", args.kernel)
         report = json.loads((out / "report/report.json").read_text())
         print(f"KO=e1000 DEVICES=e1000 check PACK=device, end to end: {whole:.1f} s "
               f"= {whole / boot:.1f} x boot (verdict {report['verdict']})")
-        tests: dict[str, float] = {}
-        for case in ET.parse(out / "report/junit.xml").iter("testcase"):
-            test = case.get("name", "").split(".")[0]
-            tests[test] = tests.get(test, 0.0) + float(case.get("time", "0"))
         for test, secs in tests.items():
             print(f"  {test:8} {secs:6.1f} s = {secs / boot:5.1f} x boot")
-        sw = json.loads((out / "report/logs/e1000/faults/sweep/sweep.json").read_text())
         print(f"the pack's sweep: {len(sw['results'])} sites, {sw['boots']} boot(s), first "
               f"boot to first site {sw['discovery_seconds']:.1f} s, then "
               f"{sw['seconds_per_site']:.2f} s per site = "
-              f"{sw['seconds_per_site'] / boot:.2f} x boot", flush=True)
-
-        modules = [out / "kedr_repl_e1000/kedr_repl_e1000.ko", out / "patched/e1000.ko"]
-        script = work / "cycles.sh"
-        script.write_text(CYCLE.format(cycles=args.cycles))
-        run = run_modules(kernel, modules, work / "cycles", workload=script,
-                          devices=attach(catalog.lookup("e1000"), kernel),
-                          trace_providers=("kedr_repl_e1000",))
-        assert run.ok, run.reason
-        cycles = [float(b) - float(a) for a, b in
-                  re.findall(r"^cycle (\S+) (\S+)$", run.workload_output, re.M)]
+              f"{sw['seconds_per_site'] / boot:.2f} x boot")
         print(f"one unplug + re-plug of the bound e1000: median "
               f"{statistics.median(cycles):.2f} s of {len(cycles)} (max {max(cycles):.2f} s) "
               f"= {statistics.median(cycles) / boot:.2f} x boot")

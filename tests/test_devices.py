@@ -95,7 +95,7 @@ def test_attach_fills_slots_disks_and_modules(kernel: ProvisionedKernel,
     att = attach(catalog.lookup("e1000,nvme,virtio-net,usb-storage"), kernel)
     args = att.qemu_args(tmp_path)
     assert args[:4] == ["-netdev", "user,id=e1000n", "-device",
-                        "e1000,netdev=e1000n,id=e1000,addr=0x04"]
+                        "e1000,autonegotiation=off,netdev=e1000n,id=e1000,addr=0x04"]
     assert f"if=none,id=nvmed,file={tmp_path}/nvme.img,format=raw" in args
     assert not any("{" in a for a in args)
     att.make_disks(tmp_path)
@@ -156,8 +156,8 @@ def test_hotplug_arguments_come_from_the_command_line(kernel: ProvisionedKernel,
 
     att = attach(catalog.lookup("e1000,usb-storage"), kernel)
     args = device_args(att.qemu_args(tmp_path), {"e1000", "usb_storage"})
-    assert args["e1000"] == {"driver": "e1000", "netdev": "e1000n", "id": "e1000",
-                             "addr": "0x04"}
+    assert args["e1000"] == {"driver": "e1000", "autonegotiation": "off", "netdev": "e1000n",
+                             "id": "e1000", "addr": "0x04"}
     # The USB stick, not its controller (whose id is usb_storagec).
     assert args["usb_storage"]["driver"] == "usb-storage"
     assert set(args) == {"e1000", "usb_storage"}

@@ -152,7 +152,9 @@ EOF
     rm -f /tmp/kedr-io-stop /tmp/kedr-io-runs
     ( while [ ! -e /tmp/kedr-io-stop ]; do io >/dev/null 2>&1; echo >> /tmp/kedr-io-runs; done ) &
     bg=$!
-    sleep 0.5
+    # Unplugged once the workload has run through once in the background (a slow
+    # one: after 10 s, still running), not after a fixed half second.
+    wait_for '[ -s /tmp/kedr-io-runs ]' || :
     kedr-device unplug $qid || fail "$name: the hot-unplug failed (cycle $n)"
     wait_for "gone $ps" || fail "$name: still in sysfs after the unplug (cycle $n): $ps"
     # QEMU frees the id once the guest's eject completes, a moment after sysfs forgets it.
