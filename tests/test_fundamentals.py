@@ -82,6 +82,47 @@ def test_kfuzz_bad_arguments_one_line(kfuzz: Path, tmp_path: Path, args: list[st
     assert len(run.stderr.splitlines()) == 1 and fragment in run.stderr, run.stderr
 
 
+def test_kfuzz_net_path_without_the_interface_touches_nothing(kfuzz: Path,
+                                                              tmp_path: Path) -> None:
+    """net:NAME of an interface that does not exist (on the host): every open of it
+    fails with ENODEV (its socket's SIOCGIFINDEX), so no operation reaches anything."""
+    rec = tmp_path / "n.rec"
+    run = subprocess.run([str(kfuzz), "-s", "3", "-n", "500", "-j", "2", "-r", str(rec),
+                          "net:kedr-none0"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    dump = subprocess.run([str(kfuzz), "-D", str(rec), "-k", "50"], capture_output=True,
+                          text=True, check=True).stdout
+    shown = [ln for ln in dump.splitlines() if ln.startswith("KFUZZ op")]
+    assert len(shown) == 100
+    assert {re.sub(r"^KFUZZ op thread=\d index=\d+ (\w+) path=(\S+) fd=\d(?: offset=\d+)? ret=(\S+)$",
+                   r"\1 \2 \3", ln) for ln in shown} <= {
+        "open net:kedr-none0 -19", "storm net:kedr-none0 -19"}, shown
+
+
+def test_guest_fuzz_targets_are_the_new_nodes_and_interfaces(built_chardev: Path,
+                                                             tmp_path: Path) -> None:
+    """The guest script's fuzz targets, run in sh on two snapshots: the new character
+    and block nodes and net:NAME for each new interface; nothing the guest had before
+    (its own disk /dev/vda here)."""
+    script = plan_run(sorted(built_chardev.glob("*.ko")), trace_providers=("kedr_repl_chardev",),
+                      fuzz=FuzzPlan(seed=5, count=100)).script
+    start = script.index("targets=$(grep")
+    end = script.index("targets=$(echo $targets)\n", start) + len("targets=$(echo $targets)\n")
+    before, after = tmp_path / "before", tmp_path / "after"
+    before.write_text("node b /dev/vda\nblock vda\nnet lo\nnode c /dev/null\n")
+    after.write_text(before.read_text() + "node c /dev/kedr_x\nnode b /dev/kedr_b0\n"
+                     "block kedr_b0\nnet kedrfz0\nmisc kedr_x\n")
+    snippet = script[start:end].replace("/tmp/kedr-if.before", str(before)).replace(
+        "/tmp/kedr-if.after", str(after))
+    got = subprocess.run(["sh", "-c", snippet + 'echo "$targets"'], capture_output=True,
+                         text=True, check=True).stdout
+    assert got == "/dev/kedr_x /dev/kedr_b0 net:kedrfz0\n"
+    # The chaos kind fuzzes character nodes only (its net and block targets: not yet).
+    chaos = plan_run(sorted(built_chardev.glob("*.ko")), trace_providers=("kedr_repl_chardev",),
+                     per_cycle=True, chaos=FuzzPlan(seed=5, count=10**9, seconds=4)).script
+    assert '"net:" $2' not in chaos
+
+
 def test_guest_script_with_fuzz_and_cycles_is_valid_sh(built_chardev: Path,
                                                        tmp_path: Path) -> None:
     plan = plan_run(sorted(built_chardev.glob("*.ko")), workload=CHARDEV / "workload.sh",
@@ -116,6 +157,11 @@ def test_guest_script_with_fuzz_and_cycles_is_valid_sh(built_chardev: Path,
     script.write_text(chaos)
     subprocess.run(["sh", "-n", str(script)], check=True)
     assert "/kedr/kfuzz -s 5 -n 1000000000 -t 4 -j 2 -r /tmp/kfuzz.rec $targets &" in chaos
+    # The ioctl sweep before fuzzing, in chaos too when its budget is above 0.
+    swept = plan_run(sorted(built_chardev.glob("*.ko")), trace_providers=("kedr_repl_chardev",),
+                     per_cycle=True, chaos=FuzzPlan(seed=5, count=10**9, seconds=4, threads=2,
+                                                    sweep=300)).script
+    assert "-r /tmp/kfuzz.rec -S 300 $targets &" in swept
     assert "kedr-device" not in chaos and "step chaos none 100" in chaos
     # With DEVICES=: the devices' loop joins in, and a driver with no character device
     # is not "not run" (the reloads, the workload and the devices race for the time).
@@ -193,6 +239,25 @@ def test_bad_fuzz_pack_values(line: str, cause: str, tmp_path: Path) -> None:
     assert str(e.value).startswith(f"{path}:7: {cause}"), str(e.value)
     with pytest.raises(KedrError, match=r"p.toml:6: \[\[test\]\] f: unknown test kind 'mayhem'"):
         pack.parse(text.replace(f'"{kind}"', '"mayhem"').replace(line, ""), path)
+
+
+@pytest.mark.parametrize("kind", ["fuzz", "chaos"])
+@pytest.mark.parametrize("line, cause", [
+    ("sweep = -1", "[[test]] f: sweep: -1 is below the minimum 0"),
+    ("sweep = 1048577", "[[test]] f: sweep: 1048577 is above the maximum 1048576"),
+    ('sweep = "lots"', "[[test]] f: sweep: "),
+])
+def test_bad_sweep_budget_one_line(kind: str, line: str, cause: str, tmp_path: Path) -> None:
+    """The ioctl sweep's budget, a parameter of fuzz and chaos alike."""
+    path = tmp_path / "p.toml"
+    text = f'[pack]\nname = "p"\n\n[[test]]\nname = "f"\nkind = "{kind}"\n{line}\n'
+    with pytest.raises(KedrError) as e:
+        pack.parse(text, path)
+    assert str(e.value).startswith(f"{path}:7: {cause}") and "\n" not in str(e.value), \
+        str(e.value)
+    good = pack.parse(text.replace(line, "sweep = 0"), path).tests[0]
+    assert good.params["sweep"] == 0
+    assert pack.parse(text.replace(line, ""), path).tests[0].params["sweep"] == 8192
 
 
 def test_fundamentals_pack_is_blocker_throughout() -> None:

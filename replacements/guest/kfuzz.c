@@ -5,6 +5,8 @@
  * busybox and no Python.
  *
  *   kfuzz -s SEED -n COUNT -t SECONDS -j THREADS -r RECORD [-S SWEEP] PATH...
+ *                                  PATH: a character or block device node, or
+ *                                  net:NAME, a network interface
  *   kfuzz -D RECORD [-k LAST]      print what RECORD holds (the last ops of each thread)
  *   kfuzz -p SEQUENCE              replay a sequence file in one thread (one op a line,
  *                                  as -M writes them), no PRNG
@@ -37,6 +39,23 @@
  * commands' type and nr from those answered (direction and size still random).
  * A driver that answers nothing, or everything, keeps its seed's sequence.
  *
+ * A block device node is fuzzed like a character one (reads and writes go to
+ * the device: the guest passes only nodes its driver under test registered,
+ * never the guest's own disks). A network interface (net:NAME) is fuzzed
+ * through sockets: open makes an AF_INET datagram socket, write sends the
+ * buffer as a frame with sendto() on an AF_PACKET raw socket addressed to the
+ * interface (the driver's ndo_start_xmit() when the interface is up; one such
+ * socket a thread and interface, kept open: closing one costs an RCU grace
+ * period, synchronize_net() in packet_release(), tens of ms under TCG), read
+ * receives on the datagram socket, and ioctl passes a struct ifreq naming the
+ * interface with a command of the device's (SIOC*: flags (SIOCSIFFLAGS brings
+ * it up or down), MTU, map, ethtool, MII, hardware timestamps, WAN) or of the
+ * private range SIOCDEVPRIVATE..+15 (the driver's ndo_siocdevprivate()); the
+ * argument shape is then that of ifr_data, the pointer the driver is given.
+ * Commands that rename the interface or change its addresses and routes are
+ * not drawn: they would fuzz the stack, not the driver, and a renamed interface
+ * could not be opened again. The _IOC sweep (-S) skips interfaces.
+ *
  * Every operation is recorded, before it is made, in RECORD: a file mapped
  * shared (a tmpfs file), so it outlives the process when an oops kills a thread.
  * Each thread's last LOG operations are kept, every random choice of each written
@@ -46,6 +65,10 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
+#include <linux/sockios.h>
+#include <net/if.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -54,9 +77,11 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <arpa/inet.h>
 
 #define MAX_THREADS 16
 #define MAX_PATHS 32
@@ -133,6 +158,9 @@ struct thread {
 	int id;
 	uint64_t rng;
 	int fds[FDS];
+	int opened[FDS];	/* the path each slot's file was opened from (-1: none) */
+	int packet[MAX_PATHS];	/* net:NAME paths: an AF_PACKET socket (0: not yet) */
+	int ifindex[MAX_PATHS];
 	unsigned char *buf;
 	uint64_t ops, syscalls;
 };
@@ -189,6 +217,106 @@ static int64_t result(long r)
 	return r < 0 ? -errno : r;
 }
 
+/* net:NAME, a network interface (its name after the prefix) */
+static const char *net_name(uint32_t path)
+{
+	const char *p = paths[path % MAX_PATHS];
+
+	return p && !strncmp(p, "net:", 4) ? p + 4 : NULL;
+}
+
+static int slot_is_net(const struct thread *t, int s)
+{
+	return t->opened[s] >= 0 && net_name((uint32_t)t->opened[s]) != NULL;
+}
+
+/* The interface's commands fuzzed besides SIOCDEVPRIVATE..+15 (include/uapi/linux/sockios.h). */
+static const uint32_t net_cmds[] = {
+	SIOCGIFFLAGS, SIOCSIFFLAGS, SIOCGIFMTU, SIOCSIFMTU, SIOCGIFHWADDR, SIOCGIFINDEX,
+	SIOCGIFTXQLEN, SIOCGIFMAP, SIOCSIFMAP, SIOCETHTOOL, SIOCGMIIPHY, SIOCGMIIREG,
+	SIOCSMIIREG, SIOCSHWTSTAMP, SIOCGHWTSTAMP, SIOCWANDEV,
+};
+
+static uint32_t pick_net_cmd(struct thread *t)
+{
+	if (rnd(t, 2))
+		return SIOCDEVPRIVATE + (uint32_t)rnd(t, 16);
+	return net_cmds[rnd(t, sizeof(net_cmds) / sizeof(net_cmds[0]))];
+}
+
+/* A socket for interface NAME's ioctls: -1 (ENODEV) when the interface is gone. */
+static int net_open(struct thread *t, const char *name)
+{
+	struct ifreq ifr;
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), e;
+
+	if (fd < 0)
+		return -1;
+	memset(&ifr, 0, sizeof(ifr));
+	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", name);
+	t->syscalls++;
+	if (ioctl(fd, SIOCGIFINDEX, &ifr) == 0)
+		return fd;
+	e = errno;
+	close(fd);
+	errno = e;
+	return -1;
+}
+
+/* A frame to interface PATH: sendto() on the thread's AF_PACKET socket, addressed
+ * to the interface by index (looked up once). */
+static long net_send(struct thread *t, uint32_t path, const void *buf, size_t len)
+{
+	struct sockaddr_ll a = { .sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ALL) };
+	uint32_t p = path % MAX_PATHS;
+
+	if (!t->packet[p]) {
+		struct ifreq ifr;
+		int fd = socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+		memset(&ifr, 0, sizeof(ifr));
+		snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", net_name(p));
+		t->syscalls += 2;
+		t->packet[p] = fd < 0 ? -errno : fd;
+		if (fd >= 0 && ioctl(fd, SIOCGIFINDEX, &ifr) == 0)
+			t->ifindex[p] = ifr.ifr_ifindex;
+	}
+	if (t->packet[p] < 0) {
+		errno = -t->packet[p];
+		return -1;
+	}
+	a.sll_ifindex = t->ifindex[p];	/* SOCK_RAW: the frame's header is the buffer's */
+	return sendto(t->packet[p], buf, len, MSG_DONTWAIT, (struct sockaddr *)&a, sizeof(a));
+}
+
+/* An interface's ioctl: a struct ifreq naming it, its union from the thread's buffer;
+ * ifr_data (the pointer the driver gets) shaped as the op says; SIOCSIFFLAGS brings the
+ * interface up (flag 1) or down (0), its other flags as they are. */
+static long net_ioctl(struct thread *t, const struct op *o, int fd, const char *name, void *arg)
+{
+	struct ifreq ifr;
+
+	memset(&ifr, 0, sizeof(ifr));
+	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", name);
+	memcpy(&ifr.ifr_ifru, t->buf + 64, sizeof(ifr.ifr_ifru));
+	switch (o->cmd) {
+	case SIOCSIFFLAGS:
+		t->syscalls++;
+		if (ioctl(fd, SIOCGIFFLAGS, &ifr))
+			return -1;
+		ifr.ifr_flags = (short)((ifr.ifr_flags & ~IFF_UP) | (o->flag & 1 ? IFF_UP : 0));
+		break;
+	case SIOCETHTOOL: case SIOCSHWTSTAMP: case SIOCGHWTSTAMP: case SIOCWANDEV:
+		ifr.ifr_data = arg;
+		break;
+	default:
+		if (o->cmd >= SIOCDEVPRIVATE && o->cmd <= SIOCDEVPRIVATE + 15)
+			ifr.ifr_data = arg;
+		break;
+	}
+	return ioctl(fd, o->cmd, &ifr);
+}
+
 /*
  * Draw the operation's every random choice into *o (in the order the first
  * versions of kfuzz drew them, so a seed keeps its sequence), then make it.
@@ -214,6 +342,11 @@ static void draw(struct thread *t, struct op *o)
 	case OP_LSEEK: o->flag = (uint32_t)rnd(t, 3); break;
 	default: break;
 	}
+	if (o->kind == OP_IOCTL && slot_is_net(t, (int)o->slot)) {
+		/* drawn after the rest: a character node's seed keeps its sequence */
+		o->cmd = pick_net_cmd(t);
+		o->flag = (uint32_t)rnd(t, 2);
+	}
 	if (o->kind == OP_IOCTL)
 		o->size = (o->cmd >> 16) & 0x3fff;
 }
@@ -230,23 +363,29 @@ static void run(struct thread *t, struct op *o)
 		static const int modes[] = { O_RDONLY, O_WRONLY, O_RDWR };
 		int flags = modes[o->flag % 3] | O_NONBLOCK | O_CLOEXEC;
 
+		const char *net = net_name(o->path);
+
 		if (fd >= 0) {
 			close(fd);
 			t->syscalls++;
 		}
-		t->fds[s] = open(paths[o->path % MAX_PATHS], flags);
+		t->fds[s] = net ? net_open(t, net) : open(paths[o->path % MAX_PATHS], flags);
+		t->opened[s] = t->fds[s] >= 0 ? (int)(o->path % MAX_PATHS) : -1;
 		o->ret = result(t->fds[s]);
 		break;
 	}
 	case OP_CLOSE:
 		o->ret = result(close(fd));
 		t->fds[s] = -1;
+		t->opened[s] = -1;
 		break;
 	case OP_STORM: {
+		const char *net = net_name(o->path);
 		uint32_t i;
 
 		for (i = 0; i < o->extra; i++) {
-			int f = open(paths[o->path % MAX_PATHS], O_RDWR | O_NONBLOCK | O_CLOEXEC);
+			int f = net ? net_open(t, net)
+				    : open(paths[o->path % MAX_PATHS], O_RDWR | O_NONBLOCK | O_CLOEXEC);
 
 			t->syscalls++;
 			if (f >= 0) {
@@ -258,14 +397,26 @@ static void run(struct thread *t, struct op *o)
 		break;
 	}
 	case OP_READ:
+		if (slot_is_net(t, s)) {
+			o->ret = result(recv(fd, arg, o->size, MSG_DONTWAIT));
+			break;
+		}
 		o->ret = o->offset ? result(pread(fd, arg, o->size, (off_t)o->offset))
 				   : result(read(fd, arg, o->size));
 		break;
 	case OP_WRITE:
+		if (slot_is_net(t, s)) {	/* a frame to the driver's ndo_start_xmit() */
+			o->ret = result(net_send(t, (uint32_t)t->opened[s], arg, o->size));
+			break;
+		}
 		o->ret = o->offset ? result(pwrite(fd, arg, o->size, (off_t)o->offset))
 				   : result(write(fd, arg, o->size));
 		break;
 	case OP_IOCTL:
+		if (slot_is_net(t, s)) {
+			o->ret = result(net_ioctl(t, o, fd, net_name((uint32_t)t->opened[s]), arg));
+			break;
+		}
 		o->ret = result(ioctl(fd, o->cmd, arg));
 		break;
 	case OP_POLL: {
@@ -327,7 +478,9 @@ static int thread_init(struct thread *t, int id)
 	t->rng = splitmix(&x);
 	t->ops = t->syscalls = 0;
 	for (f = 0; f < FDS; f++)
-		t->fds[f] = -1;
+		t->fds[f] = t->opened[f] = -1;
+	memset(t->packet, 0, sizeof(t->packet));
+	memset(t->ifindex, 0, sizeof(t->ifindex));
 	t->buf = aligned_alloc(4096, BUF_SIZE);
 	if (!t->buf)
 		return -1;
@@ -685,6 +838,8 @@ static void sweep(uint64_t budget)
 		uint64_t found = 0, nr, type;
 		const char *sep = "";
 
+		if (net_name((uint32_t)p))	/* an interface's commands are the SIOC* ones */
+			continue;
 		fd = open_any(paths[p]);
 		if (fd < 0) {
 			printf("KFUZZ sweep path=%s error=%d\n", paths[p], errno);
