@@ -257,7 +257,7 @@ def test_bad_sweep_budget_one_line(kind: str, line: str, cause: str, tmp_path: P
         str(e.value)
     good = pack.parse(text.replace(line, "sweep = 0"), path).tests[0]
     assert good.params["sweep"] == 0
-    assert pack.parse(text.replace(line, ""), path).tests[0].params["sweep"] == 8192
+    assert pack.parse(text.replace(line, ""), path).tests[0].params["sweep"] == 114688
 
 
 def test_fundamentals_pack_is_blocker_throughout() -> None:
@@ -412,13 +412,28 @@ def test_rules_oracle_counts_violations_by_their_counts(built_chardev: Path,
 
 def test_ioctl_sweep_lines_read_back() -> None:
     lines = ("KFUZZ start seed=7 count=20000 seconds=0 threads=2 paths=3",
-             "KFUZZ sweep path=/dev/a ioctls=8192 answered=256 cmds=0x**03",
-             "KFUZZ sweep path=/dev/b ioctls=8192 answered=0 cmds=",
-             "KFUZZ sweep path=/dev/c ioctls=8192 answered=2 cmds=0x6b01,0x6b02")
+             "KFUZZ sweep path=/dev/a ioctls=65536 answered=1792 cmds=0x******03",
+             "KFUZZ sweep path=/dev/b ioctls=65536 answered=0 cmds=",
+             "KFUZZ sweep path=/dev/c ioctls=65536 answered=2 cmds=0x00006b01,0xc0086b02",
+             "KFUZZ sweep-done ms=812")
     assert discover.ioctl_commands(lines) == (
-        "ioctl commands answered (8192 _IO(type, nr) tried a node, every type of nr 0 up): "
-        "/dev/a: 0x**03; /dev/c: 0x6b01, 0x6b02")
+        "ioctl commands answered (65536 tried a node: every type, nr 0 up, each range of 32 "
+        "as _IO, then _IOR/_IOW/_IOWR of 4 and 8 bytes; 0xDDSSTTNN, * any): "
+        "/dev/a: 0x******03; /dev/c: 0x00006b01, 0xc0086b02")
     assert discover.ioctl_commands(lines[:1] + lines[2:3]) == ""
+
+
+def _sweep_run(kfuzz: Path, tmp_path: Path, plain: Path,
+               *sweep: str) -> tuple[list[str], list[int]]:
+    """kfuzz on /dev/null and a plain file: its sweep lines, the ioctl commands drawn."""
+    rec = tmp_path / "s.rec"
+    out = subprocess.run([str(kfuzz), "-s", "7", "-n", "4000", "-j", "2", "-r", str(rec),
+                          *sweep, "/dev/null", str(plain)], capture_output=True,
+                         text=True, check=True).stdout
+    sweeps = [ln for ln in out.splitlines() if ln.startswith("KFUZZ sweep path=")]
+    dump = subprocess.run([str(kfuzz), "-D", str(rec), "-k", "2000"], capture_output=True,
+                          text=True, check=True).stdout
+    return sweeps, [int(c, 16) for c in re.findall(r" ioctl fd=\d cmd=0x(\w+)", dump)]
 
 
 def test_kfuzz_sweep_finds_answered_commands_and_favours_them(kfuzz: Path,
@@ -426,29 +441,29 @@ def test_kfuzz_sweep_finds_answered_commands_and_favours_them(kfuzz: Path,
     """kfuzz -S on the host: a regular file answers some of the kernel's file ioctls
     (FIBMAP, FS_IOC_*, FIONREAD: whichever this host's filesystem does), /dev/null only
     the generic ones every file answers (left out); about half the fuzzer's ioctls then
-    use an answered type and nr, against almost none without the sweep."""
+    use a command answered, against almost none without the sweep. With 8192 ioctls a
+    node only _IO(type, nr 0-31) is swept; with 65536, _IOR/_IOW/_IOWR of 4 and 8 bytes
+    too, and FS_IOC_GETFLAGS (_IOR('f', 1, long): 0x80086601 on x86-64), which answers
+    only with its own direction and size, is found."""
     plain = tmp_path / "plain"
     plain.write_bytes(b"x" * 4096)
-
-    def run(*sweep: str) -> tuple[list[str], float]:
-        rec = tmp_path / "s.rec"
-        out = subprocess.run([str(kfuzz), "-s", "7", "-n", "4000", "-j", "2", "-r", str(rec),
-                              *sweep, "/dev/null", str(plain)], capture_output=True,
-                             text=True, check=True).stdout
-        sweeps = [ln for ln in out.splitlines() if ln.startswith("KFUZZ sweep")]
-        dump = subprocess.run([str(kfuzz), "-D", str(rec), "-k", "2000"], capture_output=True,
-                              text=True, check=True).stdout
-        cmds = [int(c, 16) & 0xffff for c in re.findall(r" ioctl fd=\d cmd=0x(\w+)", dump)]
-        return sweeps, sum(c in answered for c in cmds) / len(cmds)
-
-    answered: set[int] = set()
-    sweeps, _ = run("-S", "8192")
-    assert sweeps[0] == "KFUZZ sweep path=/dev/null ioctls=8192 answered=0 cmds=", sweeps
-    m = re.fullmatch(rf"KFUZZ sweep path={plain} ioctls=8192 answered=(\d+) cmds=(\S+)",
-                     sweeps[1])
-    assert m and int(m.group(1)) > 0, sweeps
-    answered = {int(c, 16) for c in m.group(2).split(",")}
-    _, favoured = run("-S", "8192")
-    none, unfavoured = run()
+    found: dict[str, set[int]] = {}
+    for budget in ("8192", "65536"):
+        sweeps, cmds = _sweep_run(kfuzz, tmp_path, plain, "-S", budget)
+        assert sweeps[0] == f"KFUZZ sweep path=/dev/null ioctls={budget} answered=0 cmds=", \
+            sweeps
+        m = re.fullmatch(rf"KFUZZ sweep path={plain} ioctls={budget} answered=(\d+) "
+                         r"cmds=(0x[0-9a-f]{8}(,0x[0-9a-f]{8})*)", sweeps[1])
+        assert m and int(m.group(1)) == len(m.group(2).split(",")), sweeps
+        found[budget] = {int(c, 16) for c in m.group(2).split(",")}
+        # Half of the fuzzer's ioctls are among them: with one shape swept, the type
+        # and nr (direction and size drawn); with several, the exact commands (a
+        # plain file answers by the whole command, in one shape).
+        favoured = (sum(c & 0xffff in found[budget] for c in cmds) if budget == "8192"
+                    else sum(c in found[budget] for c in cmds)) / len(cmds)
+        assert 0.35 < favoured < 0.65, (budget, favoured)
+    assert all(c >> 16 == 0 for c in found["8192"]), found
+    assert found["8192"] < found["65536"] and 0x80086601 in found["65536"], found
+    none, cmds = _sweep_run(kfuzz, tmp_path, plain)
     assert not none
-    assert 0.35 < favoured < 0.65 and unfavoured < 0.05, (favoured, unfavoured)
+    assert sum(c in found["65536"] for c in cmds) / len(cmds) < 0.05

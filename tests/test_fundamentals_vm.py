@@ -125,12 +125,16 @@ def test_fuzzer_finds_ioctl_bugs_and_its_seed_replays(tmp_path: Path,
     assert report["verdict"] == "failed", out
     run = run_of(report, "fuzz")
     # Its interfaces, and the ioctl commands the sweep before fuzzing found answered
-    # (nr 3 of any type on one node, nr 6 and 9 on the other: exactly what it answers).
+    # (nr 3 of any type, direction and size on one node, nr 6 and 9 on the other:
+    # exactly what it answers; FICLONE, _IOW(0x94, 9, int), the VFS takes first).
     assert run["interfaces"] == ("misc: kedr_fz_copy, kedr_fz_rare; "
                                  "char nodes: /dev/kedr_fz_copy, /dev/kedr_fz_rare; "
-                                 "ioctl commands answered (8192 _IO(type, nr) tried a node, "
-                                 "every type of nr 0 up): /dev/kedr_fz_copy: 0x**03; "
-                                 "/dev/kedr_fz_rare: 0x**06, 0x**09")
+                                 "ioctl commands answered (114688 tried a node: every type, "
+                                 "nr 0 up, each range of 32 as _IO, then _IOR/_IOW/_IOWR of "
+                                 "4 and 8 bytes; 0xDDSSTTNN, * any): /dev/kedr_fz_copy: "
+                                 "0x******03; /dev/kedr_fz_rare: 0x******06, 0x******09")
+    assert "KFUZZ sweep path=/dev/kedr_fz_rare ioctls=114688 answered=3583 " \
+        "cmds=0x******06,0x******09" in run["fuzz"], run["fuzz"]
     assert {k[1]: i["outcome"] for k, i in items.items()} == {
         "fuzz": "passed", "loads": "passed", "kernel": "failed", "leaks": "failed",
         "rules": "failed"}, out

@@ -120,7 +120,7 @@ FAULTS = Kind(
 
 # The ioctls kfuzz -S tries on each device node before fuzzing (replacements/guest/kfuzz.c
 # takes at most 2^20); the commands answered are listed with the interfaces and favoured.
-SWEEP_PARAM = Param(int, 8192, "ioctls tried on each device node before fuzzing, to find the "
+SWEEP_PARAM = Param(int, 114688, "ioctls tried on each device node before fuzzing, to find the "
                     "commands it answers (0: no sweep)", minimum=0, maximum=1 << 20)
 
 FUZZ = Kind(

@@ -28,16 +28,20 @@
  * operations of all threads together, SECONDS a time budget (0: none); the
  * first reached ends the run.
  *
- * -S SWEEP: before fuzzing, at most SWEEP ioctls on each PATH sweep the _IOC
- * (type, nr) space: _IO(type, nr) with a zero argument, nr 0 to 31 for every
- * type (nr-major: the low numbers drivers start at first). A command answered
- * (neither -ENOTTY, which is also what the kernel makes of -ENOIOCTLCMD in
- * vfs_ioctl(), nor -EINVAL, many drivers' "unknown command") and not answered
- * the same by /dev/null (the kernel's generic file ioctls, do_vfs_ioctl()) is
- * printed ("KFUZZ sweep": 0xTTNN, or 0x**NN when nr NN answered for every type;
- * "all" when every command swept was), and the fuzzer then draws half its
- * commands' type and nr from those answered (direction and size still random).
- * A driver that answers nothing, or everything, keeps its seed's sequence.
+ * -S SWEEP: before fuzzing, at most SWEEP ioctls on each device node sweep the
+ * _IOC space with a zero argument, in sweep_cmd()'s order: every type, nr 0-31
+ * as _IO, then as _IOR/_IOW/_IOWR of 4 and 8 bytes, then nr 32-63 the same, and
+ * so on (the low numbers drivers start at, and the shapes most commands have,
+ * first). A command answered (neither -ENOTTY, which is also what the kernel
+ * makes of -ENOIOCTLCMD in vfs_ioctl(), nor -EINVAL, many drivers' "unknown
+ * command") and not one the VFS takes before the driver sees it (do_vfs_ioctl():
+ * what /dev/null, which has no ioctl, does not answer -ENOTTY) is printed ("KFUZZ sweep": 0xDDSSTTNN, direction and
+ * size, type, nr, "*" for any: 0x******03 is nr 3 answered for every type in
+ * every shape swept, 0x8004**05 _IOR(any, 5, 4 bytes); "all" when every command
+ * swept was), and the fuzzer then draws half its commands from those answered: a
+ * (type, nr) answered in every shape swept with a random direction and size, any
+ * other as it was answered. A driver that answers nothing, or everything, keeps
+ * its seed's sequence.
  *
  * A block device node is fuzzed like a character one (reads and writes go to
  * the device: the guest passes only nodes its driver under test registered,
@@ -130,9 +134,10 @@ static struct record *rec;
 static const char *paths[MAX_PATHS];
 static int npaths;
 
-#define SWEEP_NR 32		/* nr 0 .. SWEEP_NR - 1 of every type */
-static uint32_t answered[MAX_PATHS * SWEEP_NR * 256];
-static uint64_t nanswered;
+#define ANSWERED_MAX 65536	/* commands the sweep found answered, kept (the rest counted) */
+static uint32_t answered[ANSWERED_MAX];
+static unsigned char answered_any[ANSWERED_MAX];	/* direction and size any */
+static uint64_t nanswered, ndropped;
 static uint64_t seed, per_thread, deadline_ns;
 static volatile int stop;
 static unsigned char *unmapped;
@@ -197,8 +202,12 @@ static uint32_t pick_cmd(struct thread *t)
 	uint32_t dir = (uint32_t)rnd(t, 4), type = (uint32_t)rnd(t, 256);
 	uint32_t nr = (uint32_t)rnd(t, 256), size = (uint32_t)pick_size(t) & 0x3fff;
 
-	if (nanswered && rnd(t, 2) == 0)	/* a command the sweep found answered */
-		return (dir << 30) | (size << 16) | (answered[rnd(t, nanswered)] & 0xffff);
+	if (nanswered && rnd(t, 2) == 0) {	/* a command the sweep found answered */
+		uint64_t j = rnd(t, nanswered);
+
+		return answered_any[j] ? (dir << 30) | (size << 16) | (answered[j] & 0xffff)
+				       : answered[j];
+	}
 	switch (rnd(t, 8)) {
 	case 0: return (uint32_t)splitmix(&t->rng);	/* anything at all */
 	case 1: nr = (uint32_t)rnd(t, 16); break;	/* the low numbers drivers start at */
@@ -823,19 +832,152 @@ static int sweep_answers(int fd, uint32_t cmd)
 	return ioctl(fd, cmd, 0UL) >= 0 || (errno != ENOTTY && errno != EINVAL);
 }
 
+/*
+ * The sweep's order: blocks of 32 nr x 256 types (nr-major), each of one shape
+ * (direction and size bits). For nr 0-31, then 32-63, ... up to 255: _IO, then
+ * _IOR, _IOW and _IOWR of 4 and 8 bytes (an int; a long or a pointer), the
+ * shapes most commands have; after nr 255, the same ranges again with sizes 1,
+ * 2, 16, 32, 64, 128 and 256. A budget covers a prefix of that order.
+ */
+#define BLOCK (32 * 256)
+#define SHAPE(dir, size) (((uint32_t)(dir) << 30) | ((uint32_t)(size) << 16))
+static const uint32_t common_shapes[] = {
+	0, SHAPE(2, 4), SHAPE(1, 4), SHAPE(3, 4), SHAPE(2, 8), SHAPE(1, 8), SHAPE(3, 8),
+};
+static const uint32_t more_sizes[] = { 1, 2, 16, 32, 64, 128, 256 };
+#define NCOMMON (sizeof(common_shapes) / sizeof(common_shapes[0]))
+#define NMORE (3 * sizeof(more_sizes) / sizeof(more_sizes[0]))
+#define SWEEP_MAX ((uint64_t)BLOCK * 8 * (NCOMMON + NMORE))
+
+/* Shape s (0 .. NCOMMON + NMORE - 1) and where its block for nr range r starts. */
+static uint32_t shape_of(uint64_t s)
+{
+	if (s < NCOMMON)
+		return common_shapes[s];
+	s -= NCOMMON;
+	return SHAPE(1 + s % 3, more_sizes[s / 3]);
+}
+
+static uint64_t sweep_index(uint32_t s, uint32_t nr, uint32_t type)
+{
+	uint64_t r = nr / 32, b = s < NCOMMON ? r * NCOMMON + s : 8 * NCOMMON + r * NMORE + s - NCOMMON;
+
+	return b * BLOCK + (nr % 32) * 256 + type;
+}
+
+static uint32_t sweep_cmd(uint64_t k)
+{
+	uint64_t b = k / BLOCK, i = k % BLOCK, s, r;
+
+	if (b < 8 * NCOMMON) {
+		r = b / NCOMMON;
+		s = b % NCOMMON;
+	} else {
+		r = (b - 8 * NCOMMON) / NMORE;
+		s = NCOMMON + (b - 8 * NCOMMON) % NMORE;
+	}
+	return shape_of(s) | (uint32_t)((i % 256) << 8) | (uint32_t)(r * 32 + i / 256);
+}
+
+static void keep(uint32_t cmd, int any)
+{
+	if (nanswered < ANSWERED_MAX) {
+		answered[nanswered] = cmd;
+		answered_any[nanswered++] = (unsigned char)any;
+	} else {
+		ndropped++;
+	}
+}
+
+/*
+ * One nr's answers, printed (0xDDSSTTNN, "*" for any) and kept for pick_cmd(): a
+ * (type, nr) answered in every shape swept is kept once, its direction and size
+ * left to the fuzzer (printed 0x****TTNN, or 0x******NN when every type is); any
+ * other command answered is kept as it is (0xDDSS**NN when every type answered
+ * in that shape). A command the VFS takes (generic: FICLONE is _IOW(0x94, 9,
+ * int)) counts as neither answered nor not: the driver never sees it.
+ */
+static void sweep_nr(const unsigned char *ans, const unsigned char *generic, uint64_t n,
+		     uint32_t nr, const char **sep)
+{
+	uint32_t s, type, shapes = 0, all = 1;
+	unsigned char any[256];
+
+	while (shapes < NCOMMON + NMORE && sweep_index(shapes, nr, 0) < n)
+		shapes++;
+	if (!shapes)
+		return;
+	for (type = 0; type < 256; type++) {	/* answered in each shape swept (once at least) */
+		uint32_t yes = 0, no = 0;
+
+		for (s = 0; s < shapes; s++) {
+			uint64_t k = sweep_index(s, nr, type);
+
+			yes += k < n && ans[k];
+			no += k < n && !ans[k] && !generic[k];
+		}
+		any[type] = yes && !no;
+		all &= any[type];
+	}
+	if (all && shapes > 1) {
+		printf("%s0x******%02x", *sep, nr);
+		*sep = ",";
+	}
+	for (type = 0; type < 256; type++) {
+		if (!any[type])
+			continue;
+		keep((type << 8) | nr, 1);
+		if (!all && shapes > 1) {
+			printf("%s0x****%02x%02x", *sep, type, nr);
+			*sep = ",";
+		}
+	}
+	for (s = 0; s < shapes; s++) {
+		uint32_t full = 1, shape = shape_of(s);
+
+		for (type = 0; type < 256; type++) {
+			uint64_t k = sweep_index(s, nr, type);
+
+			full &= k < n && (ans[k] || generic[k]);
+		}
+		if (full && (shapes == 1 || !all)) {
+			printf("%s0x%04x**%02x", *sep, shape >> 16, nr);
+			*sep = ",";
+		}
+		for (type = 0; type < 256; type++) {
+			uint64_t k = sweep_index(s, nr, type);
+
+			if (k >= n || !ans[k] || (any[type] && shapes > 1))
+				continue;
+			if (shapes > 1)
+				keep(shape | (type << 8) | nr, 0);
+			if (!full) {
+				printf("%s0x%08x", *sep, shape | (type << 8) | nr);
+				*sep = ",";
+			}
+		}
+	}
+}
+
 /* The commands of -S: printed, and kept in answered[] for pick_cmd(). */
 static void sweep(uint64_t budget)
 {
-	static unsigned char generic[SWEEP_NR * 256], ans[SWEEP_NR * 256];
-	uint64_t k, n = budget < SWEEP_NR * 256 ? budget : SWEEP_NR * 256;
+	uint64_t k, n = budget < SWEEP_MAX ? budget : SWEEP_MAX, start = now_ns();
+	unsigned char *generic = calloc(n, 1), *ans = calloc(n, 1);
 	int fd = open("/dev/null", O_RDWR), p;
 
+	if (!generic || !ans) {
+		printf("KFUZZ sweep error=%d\n", ENOMEM);
+		return;
+	}
+	/* /dev/null has no ioctl of its own: whatever it does not answer -ENOTTY, the
+	 * VFS took (do_vfs_ioctl()) before any driver could see it. */
 	for (k = 0; fd >= 0 && k < n; k++)
-		generic[k] = (unsigned char)sweep_answers(fd, (uint32_t)(((k % 256) << 8) | (k / 256)));
+		generic[k] = ioctl(fd, sweep_cmd(k), 0UL) >= 0 || errno != ENOTTY;
 	if (fd >= 0)
 		close(fd);
 	for (p = 0; p < npaths; p++) {
-		uint64_t found = 0, nr, type;
+		uint64_t found = 0, nr;
 		const char *sep = "";
 
 		if (net_name((uint32_t)p))	/* an interface's commands are the SIOC* ones */
@@ -846,8 +988,7 @@ static void sweep(uint64_t budget)
 			continue;
 		}
 		for (k = 0; k < n; k++) {
-			ans[k] = !generic[k] &&
-				 sweep_answers(fd, (uint32_t)(((k % 256) << 8) | (k / 256)));
+			ans[k] = !generic[k] && sweep_answers(fd, sweep_cmd(k));
 			found += ans[k];
 		}
 		close(fd);
@@ -857,29 +998,17 @@ static void sweep(uint64_t budget)
 			printf("all\n");	/* answers anything: nothing to favour */
 			continue;
 		}
-		for (nr = 0; nr * 256 < n; nr++) {
-			uint64_t types = 0;
-
-			for (type = 0; type < 256 && nr * 256 + type < n; type++)
-				types += ans[nr * 256 + type];
-			if (types == 256) {
-				printf("%s0x**%02llx", sep, (unsigned long long)nr);
-				sep = ",";
-			}
-			for (type = 0; type < 256 && nr * 256 + type < n; type++) {
-				if (!ans[nr * 256 + type])
-					continue;
-				answered[nanswered++] = (uint32_t)((type << 8) | nr);
-				if (types < 256) {
-					printf("%s0x%02llx%02llx", sep, (unsigned long long)type,
-					       (unsigned long long)nr);
-					sep = ",";
-				}
-			}
-		}
+		for (nr = 0; nr < 256 && found; nr++)
+			sweep_nr(ans, generic, n, (uint32_t)nr, &sep);
 		printf("\n");
 		fflush(stdout);
 	}
+	if (ndropped)
+		printf("KFUZZ sweep-full kept=%d dropped=%llu\n", ANSWERED_MAX,
+		       (unsigned long long)ndropped);
+	printf("KFUZZ sweep-done ms=%llu\n", (unsigned long long)((now_ns() - start) / 1000000));
+	free(generic);
+	free(ans);
 }
 
 int main(int argc, char **argv)
