@@ -162,6 +162,10 @@ def test_guest_script_with_fuzz_and_cycles_is_valid_sh(built_chardev: Path,
                      per_cycle=True, chaos=FuzzPlan(seed=5, count=10**9, seconds=4, threads=2,
                                                     sweep=300)).script
     assert "-r /tmp/kfuzz.rec -S 300 $targets &" in swept
+    # ... and the unloads wait for it to end (a sweep of a driver coming and going
+    # listed what a stale file answered: FIBMAP, FS_IOC_GETFLAGS, FIONREAD).
+    assert "[ ! -e /tmp/kfuzz.rec.swept ]; do sleep 0.1; done" in swept
+    assert "kfuzz.rec.swept ]" not in chaos
     assert "kedr-device" not in chaos and "step chaos none 100" in chaos
     # With DEVICES=: the devices' loop joins in, and a driver with no character device
     # is not "not run" (the reloads, the workload and the devices race for the time).
@@ -344,6 +348,44 @@ def test_reduction_parse_truncated_and_not_reduced() -> None:
     assert reduction.parse(["junk", "KFUZZ op thread=0 index=1 open path=/x fd=0"]) == {}
 
 
+def test_reduction_of_a_failed_unload_reads_back() -> None:
+    got = reduction.parse(["KFUZZ reduce class=loads", "KFUZZ reduce-start ops=20000",
+                           "KFUZZ reduced ops=2 attempts=40 minimal",
+                           "KFUZZ op thread=1 index=7 open path=/dev/kedr_fz_ref fd=2 ret=3",
+                           "KFUZZ op thread=1 index=9 ioctl fd=2 cmd=0x00004105 arg=null "
+                           "size=0 ret=0", "KFUZZ replay class=loads fails=3 of 3"])
+    assert got["loads"].describe() == (
+        "shortest failing sequence: 2 of 20000 operations (ddmin, 40 attempts, 1-minimal; "
+        "replayed 3 times in the driver that did not unload: failed 3): t1#7 open "
+        "path=/dev/kedr_fz_ref fd=2; t1#9 ioctl fd=2 cmd=0x00004105 arg=null size=0")
+
+
+def test_unload_oracle_judges_by_the_references_left(built_chardev: Path,
+                                                     tmp_path: Path) -> None:
+    """The guest's oracle for a failed unload, run in sh with /sys/module and kfuzz
+    faked: a replay fails (status 0) when the drivers' refcnt grew, passes (1) when not."""
+    script = plan_run(sorted(built_chardev.glob("*.ko")), trace_providers=("kedr_repl_chardev",),
+                      fuzz=FuzzPlan(seed=5, count=100, reduce=50)).script
+    start = script.index("if [ $fz_ran -eq 1 ] && [ $unload_bad -eq 1 ]; then")
+    body = script[start:]
+    oracle = body[body.index("<<'EOF'\n") + len("<<'EOF'\n"):body.index("\nEOF\n")]
+    assert "/sys/module/$m/refcnt" in oracle and "for m in kedr_chardev ; do" in oracle
+    sysfs = tmp_path / "module" / "kedr_chardev"
+    sysfs.mkdir(parents=True)
+    (sysfs / "refcnt").write_text("2\n")
+    fake = tmp_path / "kfuzz"
+    fake.write_text(f'#!/bin/sh\n[ "$KEDR_PIN" = 1 ] && echo 3 > {sysfs}/refcnt\nexit 0\n')
+    fake.chmod(0o755)
+    path = tmp_path / "oracle.sh"
+    path.write_text(oracle.replace("/sys/module", str(tmp_path / "module")).replace(
+        "/kedr/kfuzz", str(fake)))
+    run = [subprocess.run(["sh", str(path), "seq"], env={"KEDR_PIN": pin, "PATH": "/bin:/usr/bin"})
+           .returncode for pin in ("0", "1", "0")]
+    assert run == [1, 0, 1]
+    # The failed unload is noted in unload_all, and only then is this branch taken.
+    assert "[ $rc -eq 0 ] || { final=3; unload_bad=1; }" in script
+
+
 def test_html_shows_interfaces_fuzz_numbers_reduction_and_cycles() -> None:
     """Before: report.html showed none of these (only report.json had them)."""
     from kedr_build.packs import report
@@ -371,13 +413,19 @@ def test_html_shows_interfaces_fuzz_numbers_reduction_and_cycles() -> None:
 def test_failures_that_do_not_reduce_say_why() -> None:
     """A failed check of a fuzz run without a reduced sequence says why (issue 20: every
     failure carries the seed and the shortest sequence, or the reason it cannot)."""
-    assert reduction.CHECKS == ("kernel", "leaks", "rules")
+    assert reduction.CHECKS == ("kernel", "leaks", "rules", "loads")
     hang = reduction.why_not("kernel", lost=True, unload_failed=False, kernel_lines=False)
     assert hang.startswith("not reduced: a hang or a guest that died cannot be reduced in a "
                            "bounded time"), hang
-    stuck = reduction.why_not("loads", lost=False, unload_failed=True, kernel_lines=False)
+    # After a failed unload the other checks have no fresh load to replay in; the
+    # failed unload itself reduces in the driver still loaded (test_fundamentals_vm),
+    # and says why when no reduction ran.
+    stuck = reduction.why_not("leaks", lost=False, unload_failed=True, kernel_lines=False)
     assert stuck == ("not reduced: a driver did not unload, so there is no fresh load to "
                      "replay the operations in")
+    assert reduction.why_not("loads", False, True, False) == (
+        "not reduced: no reduction ran for it (the fuzzer did not run, or the guest stopped "
+        "before the reduction)")
     taint = reduction.why_not("kernel", lost=False, unload_failed=False, kernel_lines=False)
     assert "taint with no WARN/BUG line" in taint, taint
     assert reduction.why_not("kernel", False, False, True) == \

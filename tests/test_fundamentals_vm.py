@@ -18,9 +18,12 @@ VM, on both pinned kernels, through `scons ... check PACK=fundamentals`:
   says why;
 * tests/drivers/fznet: a network interface whose private ioctl leaks: found by the
   fuzzer through the interface (seed 1), reduced to the socket's open and that ioctl;
-* KO=brd: sixteen ram-backed block devices, fuzzed through their nodes: clean.
+* KO=brd: sixteen ram-backed block devices, fuzzed through their nodes: clean;
+* tests/drivers/fzref: a rare ioctl that takes a reference to the module and never
+  drops it: the unload fails, and is reduced (in the driver still loaded) to the
+  open and that ioctl.
 
-Ten boots per kernel."""
+Eleven boots per kernel."""
 
 from __future__ import annotations
 
@@ -248,6 +251,11 @@ def test_fuzz_threads_find_release_racing_with_ioctl(tmp_path: Path,
     assert "(fuzz seed 1; not reduced (the recorded operations replayed in one thread do " \
         "not fail (a race, " in leaks["message"], leaks["message"]
     assert leaks["reproduce"].endswith("TEST=fuzz FUZZ_SEED=1")
+    # It answers every command: the sweep stops after the first 8192 ("all"; each of
+    # its ioctls sleeps, and the whole sweep took 110 s and ran the VM out of time).
+    assert any(re.fullmatch(r"KFUZZ sweep path=/dev/kedr_racefree ioctls=8192 "
+                            r"answered=\d+ cmds=all", line)
+               for line in run_of(report, "fuzz")["fuzz"]), run_of(report, "fuzz")["fuzz"]
 
 
 def test_chaos_with_devices_hot_unplugs_and_suspends(tmp_path: Path,
@@ -323,3 +331,25 @@ def test_fuzzer_reaches_net_interfaces_and_block_devices(tmp_path: Path,
     # The block devices' data went through the driver: reads of the size asked for.
     assert any(re.search(r" read fd=\d arg=valid size=(\d+)( offset=\d+)? ret=\1$", line)
                for line in run_of(report, "fuzz")["fuzz"]), run_of(report, "fuzz")["fuzz"]
+
+
+def test_fuzz_reduces_a_failed_unload(tmp_path: Path, kernel: ProvisionedKernel) -> None:
+    """fzref's ioctl nr 5 pins the module: rmmod fails after the fuzzing. No fresh load
+    is possible, so the reduction replays in the driver still loaded and judges by
+    the references a replay leaves (/sys/module/kedr_fzref/refcnt)."""
+    report, items, out = check(tmp_path, [f"MODULE={DRIVERS / 'fzref'}"], kernel, "fzref",
+                               "TEST=fuzz")
+    assert report["verdict"] == "failed", out
+    assert items["fuzz", "fuzz"]["outcome"] == "passed", out
+    assert items["fuzz", "kernel"]["outcome"] == "passed", out
+    loads = items["fuzz", "loads"]
+    assert loads["outcome"] == "failed", out
+    m = re.search(r"\(fuzz seed 1; shortest failing sequence: 2 of 20000 operations \(ddmin, "
+                  r"\d+ attempts, 1-minimal; replayed 3 times in the driver that did not "
+                  r"unload: failed 3\): t(\d)#\d+ open path=/dev/kedr_fz_ref fd=(\d); "
+                  r"t(\d)#\d+ ioctl fd=(\d) cmd=0x([0-9a-f]{8}) arg=\w+ size=\d+\)$",
+                  loads["message"])
+    assert m and m.group(1, 2) == m.group(3, 4), loads["message"]
+    assert int(m.group(5), 16) & 0xff == 5, loads["message"]
+    assert loads["reproduce"].endswith("check PACK=fundamentals TEST=fuzz FUZZ_SEED=1")
+    assert [r.split(":")[0] for r in run_of(report, "fuzz")["reduced"]] == ["loads"]

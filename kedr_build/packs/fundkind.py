@@ -27,9 +27,11 @@ interleaving is the scheduler's). A failing ``kernel``, ``leaks`` or ``rules`` c
 also carries the shortest sequence that still fails: after the judged run the guest
 reduces the recorded operations (delta debugging, ``reduce`` attempts at most, each
 a replay in one thread in a fresh load of the driver) and replays the result three
-times (:mod:`kedr_build.vm.reduction`); a failure that needs two threads at once, a
-hang, a failed unload and a taint without a WARN/BUG line are said not to reduce,
-and why.
+times (:mod:`kedr_build.vm.reduction`). A failed unload (``loads``) reduces too, in
+the driver that stayed loaded: a replay fails when it leaves more references to the
+module than it found. A failure that needs two threads at once, a hang, the other
+checks' failures after a failed unload (no fresh load) and a taint without a
+WARN/BUG line are said not to reduce, and why.
 """
 
 from __future__ import annotations
