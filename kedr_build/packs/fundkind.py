@@ -110,7 +110,7 @@ def run_fuzz(driver: DriverUnderTest, test: PackTest, logdir: Path,
             r = reduced.get(c)
             if r and plan.reduce:
                 said += f"; {r.describe()}"
-            elif plan.reduce and (c in reduction.CHECKS or c == "loads"):
+            elif plan.reduce and c in reduction.CHECKS:
                 said += "; " + reduction.why_not(
                     c, report.lost, any(s.action == "rmmod" and not s.ok
                                         for s in report.steps), bool(report.problems))
