@@ -82,6 +82,47 @@ def test_kfuzz_bad_arguments_one_line(kfuzz: Path, tmp_path: Path, args: list[st
     assert len(run.stderr.splitlines()) == 1 and fragment in run.stderr, run.stderr
 
 
+def test_kfuzz_net_path_without_the_interface_touches_nothing(kfuzz: Path,
+                                                              tmp_path: Path) -> None:
+    """net:NAME of an interface that does not exist (on the host): every open of it
+    fails with ENODEV (its socket's SIOCGIFINDEX), so no operation reaches anything."""
+    rec = tmp_path / "n.rec"
+    run = subprocess.run([str(kfuzz), "-s", "3", "-n", "500", "-j", "2", "-r", str(rec),
+                          "net:kedr-none0"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    dump = subprocess.run([str(kfuzz), "-D", str(rec), "-k", "50"], capture_output=True,
+                          text=True, check=True).stdout
+    shown = [ln for ln in dump.splitlines() if ln.startswith("KFUZZ op")]
+    assert len(shown) == 100
+    assert {re.sub(r"^KFUZZ op thread=\d index=\d+ (\w+) path=(\S+) fd=\d(?: offset=\d+)? ret=(\S+)$",
+                   r"\1 \2 \3", ln) for ln in shown} <= {
+        "open net:kedr-none0 -19", "storm net:kedr-none0 -19"}, shown
+
+
+def test_guest_fuzz_targets_are_the_new_nodes_and_interfaces(built_chardev: Path,
+                                                             tmp_path: Path) -> None:
+    """The guest script's fuzz targets, run in sh on two snapshots: the new character
+    and block nodes and net:NAME for each new interface; nothing the guest had before
+    (its own disk /dev/vda here)."""
+    script = plan_run(sorted(built_chardev.glob("*.ko")), trace_providers=("kedr_repl_chardev",),
+                      fuzz=FuzzPlan(seed=5, count=100)).script
+    start = script.index("targets=$(grep")
+    end = script.index("targets=$(echo $targets)\n", start) + len("targets=$(echo $targets)\n")
+    before, after = tmp_path / "before", tmp_path / "after"
+    before.write_text("node b /dev/vda\nblock vda\nnet lo\nnode c /dev/null\n")
+    after.write_text(before.read_text() + "node c /dev/kedr_x\nnode b /dev/kedr_b0\n"
+                     "block kedr_b0\nnet kedrfz0\nmisc kedr_x\n")
+    snippet = script[start:end].replace("/tmp/kedr-if.before", str(before)).replace(
+        "/tmp/kedr-if.after", str(after))
+    got = subprocess.run(["sh", "-c", snippet + 'echo "$targets"'], capture_output=True,
+                         text=True, check=True).stdout
+    assert got == "/dev/kedr_x /dev/kedr_b0 net:kedrfz0\n"
+    # The chaos kind fuzzes character nodes only (its net and block targets: not yet).
+    chaos = plan_run(sorted(built_chardev.glob("*.ko")), trace_providers=("kedr_repl_chardev",),
+                     per_cycle=True, chaos=FuzzPlan(seed=5, count=10**9, seconds=4)).script
+    assert '"net:" $2' not in chaos
+
+
 def test_guest_script_with_fuzz_and_cycles_is_valid_sh(built_chardev: Path,
                                                        tmp_path: Path) -> None:
     plan = plan_run(sorted(built_chardev.glob("*.ko")), workload=CHARDEV / "workload.sh",
@@ -116,6 +157,15 @@ def test_guest_script_with_fuzz_and_cycles_is_valid_sh(built_chardev: Path,
     script.write_text(chaos)
     subprocess.run(["sh", "-n", str(script)], check=True)
     assert "/kedr/kfuzz -s 5 -n 1000000000 -t 4 -j 2 -r /tmp/kfuzz.rec $targets &" in chaos
+    # The ioctl sweep before fuzzing, in chaos too when its budget is above 0.
+    swept = plan_run(sorted(built_chardev.glob("*.ko")), trace_providers=("kedr_repl_chardev",),
+                     per_cycle=True, chaos=FuzzPlan(seed=5, count=10**9, seconds=4, threads=2,
+                                                    sweep=300)).script
+    assert "-r /tmp/kfuzz.rec -S 300 $targets &" in swept
+    # ... and the unloads wait for it to end (a sweep of a driver coming and going
+    # listed what a stale file answered: FIBMAP, FS_IOC_GETFLAGS, FIONREAD).
+    assert "[ ! -e /tmp/kfuzz.rec.swept ]; do sleep 0.1; done" in swept
+    assert "kfuzz.rec.swept ]" not in chaos
     assert "kedr-device" not in chaos and "step chaos none 100" in chaos
     # With DEVICES=: the devices' loop joins in, and a driver with no character device
     # is not "not run" (the reloads, the workload and the devices race for the time).
@@ -193,6 +243,25 @@ def test_bad_fuzz_pack_values(line: str, cause: str, tmp_path: Path) -> None:
     assert str(e.value).startswith(f"{path}:7: {cause}"), str(e.value)
     with pytest.raises(KedrError, match=r"p.toml:6: \[\[test\]\] f: unknown test kind 'mayhem'"):
         pack.parse(text.replace(f'"{kind}"', '"mayhem"').replace(line, ""), path)
+
+
+@pytest.mark.parametrize("kind", ["fuzz", "chaos"])
+@pytest.mark.parametrize("line, cause", [
+    ("sweep = -1", "[[test]] f: sweep: -1 is below the minimum 0"),
+    ("sweep = 1048577", "[[test]] f: sweep: 1048577 is above the maximum 1048576"),
+    ('sweep = "lots"', "[[test]] f: sweep: "),
+])
+def test_bad_sweep_budget_one_line(kind: str, line: str, cause: str, tmp_path: Path) -> None:
+    """The ioctl sweep's budget, a parameter of fuzz and chaos alike."""
+    path = tmp_path / "p.toml"
+    text = f'[pack]\nname = "p"\n\n[[test]]\nname = "f"\nkind = "{kind}"\n{line}\n'
+    with pytest.raises(KedrError) as e:
+        pack.parse(text, path)
+    assert str(e.value).startswith(f"{path}:7: {cause}") and "\n" not in str(e.value), \
+        str(e.value)
+    good = pack.parse(text.replace(line, "sweep = 0"), path).tests[0]
+    assert good.params["sweep"] == 0
+    assert pack.parse(text.replace(line, ""), path).tests[0].params["sweep"] == 114688
 
 
 def test_fundamentals_pack_is_blocker_throughout() -> None:
@@ -279,6 +348,44 @@ def test_reduction_parse_truncated_and_not_reduced() -> None:
     assert reduction.parse(["junk", "KFUZZ op thread=0 index=1 open path=/x fd=0"]) == {}
 
 
+def test_reduction_of_a_failed_unload_reads_back() -> None:
+    got = reduction.parse(["KFUZZ reduce class=loads", "KFUZZ reduce-start ops=20000",
+                           "KFUZZ reduced ops=2 attempts=40 minimal",
+                           "KFUZZ op thread=1 index=7 open path=/dev/kedr_fz_ref fd=2 ret=3",
+                           "KFUZZ op thread=1 index=9 ioctl fd=2 cmd=0x00004105 arg=null "
+                           "size=0 ret=0", "KFUZZ replay class=loads fails=3 of 3"])
+    assert got["loads"].describe() == (
+        "shortest failing sequence: 2 of 20000 operations (ddmin, 40 attempts, 1-minimal; "
+        "replayed 3 times in the driver that did not unload: failed 3): t1#7 open "
+        "path=/dev/kedr_fz_ref fd=2; t1#9 ioctl fd=2 cmd=0x00004105 arg=null size=0")
+
+
+def test_unload_oracle_judges_by_the_references_left(built_chardev: Path,
+                                                     tmp_path: Path) -> None:
+    """The guest's oracle for a failed unload, run in sh with /sys/module and kfuzz
+    faked: a replay fails (status 0) when the drivers' refcnt grew, passes (1) when not."""
+    script = plan_run(sorted(built_chardev.glob("*.ko")), trace_providers=("kedr_repl_chardev",),
+                      fuzz=FuzzPlan(seed=5, count=100, reduce=50)).script
+    start = script.index("if [ $fz_ran -eq 1 ] && [ $unload_bad -eq 1 ]; then")
+    body = script[start:]
+    oracle = body[body.index("<<'EOF'\n") + len("<<'EOF'\n"):body.index("\nEOF\n")]
+    assert "/sys/module/$m/refcnt" in oracle and "for m in kedr_chardev ; do" in oracle
+    sysfs = tmp_path / "module" / "kedr_chardev"
+    sysfs.mkdir(parents=True)
+    (sysfs / "refcnt").write_text("2\n")
+    fake = tmp_path / "kfuzz"
+    fake.write_text(f'#!/bin/sh\n[ "$KEDR_PIN" = 1 ] && echo 3 > {sysfs}/refcnt\nexit 0\n')
+    fake.chmod(0o755)
+    path = tmp_path / "oracle.sh"
+    path.write_text(oracle.replace("/sys/module", str(tmp_path / "module")).replace(
+        "/kedr/kfuzz", str(fake)))
+    run = [subprocess.run(["sh", str(path), "seq"], env={"KEDR_PIN": pin, "PATH": "/bin:/usr/bin"})
+           .returncode for pin in ("0", "1", "0")]
+    assert run == [1, 0, 1]
+    # The failed unload is noted in unload_all, and only then is this branch taken.
+    assert "[ $rc -eq 0 ] || { final=3; unload_bad=1; }" in script
+
+
 def test_html_shows_interfaces_fuzz_numbers_reduction_and_cycles() -> None:
     """Before: report.html showed none of these (only report.json had them)."""
     from kedr_build.packs import report
@@ -306,13 +413,19 @@ def test_html_shows_interfaces_fuzz_numbers_reduction_and_cycles() -> None:
 def test_failures_that_do_not_reduce_say_why() -> None:
     """A failed check of a fuzz run without a reduced sequence says why (issue 20: every
     failure carries the seed and the shortest sequence, or the reason it cannot)."""
-    assert reduction.CHECKS == ("kernel", "leaks", "rules")
+    assert reduction.CHECKS == ("kernel", "leaks", "rules", "loads")
     hang = reduction.why_not("kernel", lost=True, unload_failed=False, kernel_lines=False)
     assert hang.startswith("not reduced: a hang or a guest that died cannot be reduced in a "
                            "bounded time"), hang
-    stuck = reduction.why_not("loads", lost=False, unload_failed=True, kernel_lines=False)
+    # After a failed unload the other checks have no fresh load to replay in; the
+    # failed unload itself reduces in the driver still loaded (test_fundamentals_vm),
+    # and says why when no reduction ran.
+    stuck = reduction.why_not("leaks", lost=False, unload_failed=True, kernel_lines=False)
     assert stuck == ("not reduced: a driver did not unload, so there is no fresh load to "
                      "replay the operations in")
+    assert reduction.why_not("loads", False, True, False) == (
+        "not reduced: no reduction ran for it (the fuzzer did not run, or the guest stopped "
+        "before the reduction)")
     taint = reduction.why_not("kernel", lost=False, unload_failed=False, kernel_lines=False)
     assert "taint with no WARN/BUG line" in taint, taint
     assert reduction.why_not("kernel", False, False, True) == \
@@ -347,13 +460,28 @@ def test_rules_oracle_counts_violations_by_their_counts(built_chardev: Path,
 
 def test_ioctl_sweep_lines_read_back() -> None:
     lines = ("KFUZZ start seed=7 count=20000 seconds=0 threads=2 paths=3",
-             "KFUZZ sweep path=/dev/a ioctls=8192 answered=256 cmds=0x**03",
-             "KFUZZ sweep path=/dev/b ioctls=8192 answered=0 cmds=",
-             "KFUZZ sweep path=/dev/c ioctls=8192 answered=2 cmds=0x6b01,0x6b02")
+             "KFUZZ sweep path=/dev/a ioctls=65536 answered=1792 cmds=0x******03",
+             "KFUZZ sweep path=/dev/b ioctls=65536 answered=0 cmds=",
+             "KFUZZ sweep path=/dev/c ioctls=65536 answered=2 cmds=0x00006b01,0xc0086b02",
+             "KFUZZ sweep-done ms=812")
     assert discover.ioctl_commands(lines) == (
-        "ioctl commands answered (8192 _IO(type, nr) tried a node, every type of nr 0 up): "
-        "/dev/a: 0x**03; /dev/c: 0x6b01, 0x6b02")
+        "ioctl commands answered (65536 tried a node: every type, nr 0 up, each range of 32 "
+        "as _IO, then _IOR/_IOW/_IOWR of 4 and 8 bytes; 0xDDSSTTNN, * any): "
+        "/dev/a: 0x******03; /dev/c: 0x00006b01, 0xc0086b02")
     assert discover.ioctl_commands(lines[:1] + lines[2:3]) == ""
+
+
+def _sweep_run(kfuzz: Path, tmp_path: Path, plain: Path,
+               *sweep: str) -> tuple[list[str], list[int]]:
+    """kfuzz on /dev/null and a plain file: its sweep lines, the ioctl commands drawn."""
+    rec = tmp_path / "s.rec"
+    out = subprocess.run([str(kfuzz), "-s", "7", "-n", "4000", "-j", "2", "-r", str(rec),
+                          *sweep, "/dev/null", str(plain)], capture_output=True,
+                         text=True, check=True).stdout
+    sweeps = [ln for ln in out.splitlines() if ln.startswith("KFUZZ sweep path=")]
+    dump = subprocess.run([str(kfuzz), "-D", str(rec), "-k", "2000"], capture_output=True,
+                          text=True, check=True).stdout
+    return sweeps, [int(c, 16) for c in re.findall(r" ioctl fd=\d cmd=0x(\w+)", dump)]
 
 
 def test_kfuzz_sweep_finds_answered_commands_and_favours_them(kfuzz: Path,
@@ -361,29 +489,29 @@ def test_kfuzz_sweep_finds_answered_commands_and_favours_them(kfuzz: Path,
     """kfuzz -S on the host: a regular file answers some of the kernel's file ioctls
     (FIBMAP, FS_IOC_*, FIONREAD: whichever this host's filesystem does), /dev/null only
     the generic ones every file answers (left out); about half the fuzzer's ioctls then
-    use an answered type and nr, against almost none without the sweep."""
+    use a command answered, against almost none without the sweep. With 8192 ioctls a
+    node only _IO(type, nr 0-31) is swept; with 65536, _IOR/_IOW/_IOWR of 4 and 8 bytes
+    too, and FS_IOC_GETFLAGS (_IOR('f', 1, long): 0x80086601 on x86-64), which answers
+    only with its own direction and size, is found."""
     plain = tmp_path / "plain"
     plain.write_bytes(b"x" * 4096)
-
-    def run(*sweep: str) -> tuple[list[str], float]:
-        rec = tmp_path / "s.rec"
-        out = subprocess.run([str(kfuzz), "-s", "7", "-n", "4000", "-j", "2", "-r", str(rec),
-                              *sweep, "/dev/null", str(plain)], capture_output=True,
-                             text=True, check=True).stdout
-        sweeps = [ln for ln in out.splitlines() if ln.startswith("KFUZZ sweep")]
-        dump = subprocess.run([str(kfuzz), "-D", str(rec), "-k", "2000"], capture_output=True,
-                              text=True, check=True).stdout
-        cmds = [int(c, 16) & 0xffff for c in re.findall(r" ioctl fd=\d cmd=0x(\w+)", dump)]
-        return sweeps, sum(c in answered for c in cmds) / len(cmds)
-
-    answered: set[int] = set()
-    sweeps, _ = run("-S", "8192")
-    assert sweeps[0] == "KFUZZ sweep path=/dev/null ioctls=8192 answered=0 cmds=", sweeps
-    m = re.fullmatch(rf"KFUZZ sweep path={plain} ioctls=8192 answered=(\d+) cmds=(\S+)",
-                     sweeps[1])
-    assert m and int(m.group(1)) > 0, sweeps
-    answered = {int(c, 16) for c in m.group(2).split(",")}
-    _, favoured = run("-S", "8192")
-    none, unfavoured = run()
+    found: dict[str, set[int]] = {}
+    for budget in ("8192", "65536"):
+        sweeps, cmds = _sweep_run(kfuzz, tmp_path, plain, "-S", budget)
+        assert sweeps[0] == f"KFUZZ sweep path=/dev/null ioctls={budget} answered=0 cmds=", \
+            sweeps
+        m = re.fullmatch(rf"KFUZZ sweep path={plain} ioctls={budget} answered=(\d+) "
+                         r"cmds=(0x[0-9a-f]{8}(,0x[0-9a-f]{8})*)", sweeps[1])
+        assert m and int(m.group(1)) == len(m.group(2).split(",")), sweeps
+        found[budget] = {int(c, 16) for c in m.group(2).split(",")}
+        # Half of the fuzzer's ioctls are among them: with one shape swept, the type
+        # and nr (direction and size drawn); with several, the exact commands (a
+        # plain file answers by the whole command, in one shape).
+        favoured = (sum(c & 0xffff in found[budget] for c in cmds) if budget == "8192"
+                    else sum(c in found[budget] for c in cmds)) / len(cmds)
+        assert 0.35 < favoured < 0.65, (budget, favoured)
+    assert all(c >> 16 == 0 for c in found["8192"]), found
+    assert found["8192"] < found["65536"] and 0x80086601 in found["65536"], found
+    none, cmds = _sweep_run(kfuzz, tmp_path, plain)
     assert not none
-    assert 0.35 < favoured < 0.65 and unfavoured < 0.05, (favoured, unfavoured)
+    assert sum(c in found["65536"] for c in cmds) / len(cmds) < 0.05

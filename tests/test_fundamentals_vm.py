@@ -14,9 +14,16 @@ VM, on both pinned kernels, through `scons ... check PACK=fundamentals`:
   threads find the double free; it does not reduce (replayed in one thread it passes),
   and the report says so;
 * tests/drivers/cycleleak: one object leaked per cycle: reload's growth check;
-* KO=dummy: a net interface, no character device: fuzz is not run, and says why.
+* tests/drivers/edu without its device: no interface at all: fuzz is not run, and
+  says why;
+* tests/drivers/fznet: a network interface whose private ioctl leaks: found by the
+  fuzzer through the interface (seed 1), reduced to the socket's open and that ioctl;
+* KO=brd: sixteen ram-backed block devices, fuzzed through their nodes: clean;
+* tests/drivers/fzref: a rare ioctl that takes a reference to the module and never
+  drops it: the unload fails, and is reduced (in the driver still loaded) to the
+  open and that ioctl.
 
-Eight boots per kernel."""
+Eleven boots per kernel."""
 
 from __future__ import annotations
 
@@ -121,12 +128,16 @@ def test_fuzzer_finds_ioctl_bugs_and_its_seed_replays(tmp_path: Path,
     assert report["verdict"] == "failed", out
     run = run_of(report, "fuzz")
     # Its interfaces, and the ioctl commands the sweep before fuzzing found answered
-    # (nr 3 of any type on one node, nr 6 and 9 on the other: exactly what it answers).
+    # (nr 3 of any type, direction and size on one node, nr 6 and 9 on the other:
+    # exactly what it answers; FICLONE, _IOW(0x94, 9, int), the VFS takes first).
     assert run["interfaces"] == ("misc: kedr_fz_copy, kedr_fz_rare; "
                                  "char nodes: /dev/kedr_fz_copy, /dev/kedr_fz_rare; "
-                                 "ioctl commands answered (8192 _IO(type, nr) tried a node, "
-                                 "every type of nr 0 up): /dev/kedr_fz_copy: 0x**03; "
-                                 "/dev/kedr_fz_rare: 0x**06, 0x**09")
+                                 "ioctl commands answered (114688 tried a node: every type, "
+                                 "nr 0 up, each range of 32 as _IO, then _IOR/_IOW/_IOWR of "
+                                 "4 and 8 bytes; 0xDDSSTTNN, * any): /dev/kedr_fz_copy: "
+                                 "0x******03; /dev/kedr_fz_rare: 0x******06, 0x******09")
+    assert "KFUZZ sweep path=/dev/kedr_fz_rare ioctls=114688 answered=3583 " \
+        "cmds=0x******06,0x******09" in run["fuzz"], run["fuzz"]
     assert {k[1]: i["outcome"] for k, i in items.items()} == {
         "fuzz": "passed", "loads": "passed", "kernel": "failed", "leaks": "failed",
         "rules": "failed"}, out
@@ -210,12 +221,13 @@ def test_reload_catches_a_leak_per_cycle_and_fuzz_without_a_device_is_not_run(
                             rf"allocations, \d+ frees in all; {n} objects \({held[n - 1]} "
                             r"bytes\) still allocated after its unload", line), cycles
     assert items["reload", "workload"]["outcome"] == "passed"
-    # KO=dummy registers dummy0 and no character device: nothing to fuzz, not run, and a
-    # blocker in fundamentals.
-    report, items, out = check(tmp_path / "b", ["KO=dummy"], kernel, "dummy", "TEST=fuzz")
+    # Our edu driver without its device registers nothing: nothing to fuzz, not run, and
+    # a blocker in fundamentals.
+    report, items, out = check(tmp_path / "b", [f"MODULE={DRIVERS / 'edu'}"], kernel, "edu",
+                               "TEST=fuzz")
     assert report["verdict"] == "failed", out
-    why = ("not run: the driver registered no character device to fuzz (found: net "
-           "interfaces: dummy0)")
+    why = ("not run: the driver registered no device node or network interface to fuzz "
+           "(found: no interface)")
     assert items["fuzz", "fuzz"]["outcome"] == "not-run"
     assert items["fuzz", "fuzz"]["message"] == why
     assert {i["outcome"] for i in items.values()} == {"not-run"}
@@ -239,6 +251,11 @@ def test_fuzz_threads_find_release_racing_with_ioctl(tmp_path: Path,
     assert "(fuzz seed 1; not reduced (the recorded operations replayed in one thread do " \
         "not fail (a race, " in leaks["message"], leaks["message"]
     assert leaks["reproduce"].endswith("TEST=fuzz FUZZ_SEED=1")
+    # It answers every command: the sweep stops after the first 8192 ("all"; each of
+    # its ioctls sleeps, and the whole sweep took 110 s and ran the VM out of time).
+    assert any(re.fullmatch(r"KFUZZ sweep path=/dev/kedr_racefree ioctls=8192 "
+                            r"answered=\d+ cmds=all", line)
+               for line in run_of(report, "fuzz")["fuzz"]), run_of(report, "fuzz")["fuzz"]
 
 
 def test_chaos_with_devices_hot_unplugs_and_suspends(tmp_path: Path,
@@ -277,3 +294,62 @@ def test_chaos_unplugs_the_function_behind_which_the_driver_holds_a_device(
     unplugs, plugs, suspends = (int(g) for g in m.groups())
     assert unplugs >= 1 and unplugs == plugs and suspends >= 1, msg
     assert items["chaos", "chaos"]["outcome"] == "passed", msg
+
+
+def test_fuzzer_reaches_net_interfaces_and_block_devices(tmp_path: Path,
+                                                         kernel: ProvisionedKernel) -> None:
+    """A network interface and block devices, fuzzed through what they registered:
+    fznet's leak is reachable only through its private ioctl (a socket, an ifreq
+    naming kedrfz0, SIOCDEVPRIVATE + 11); brd's sixteen ram disks (nothing of the
+    guest's own) take reads, writes, ioctls and mmaps through their nodes, cleanly."""
+    report, items, out = check(tmp_path / "a", [f"MODULE={DRIVERS / 'fznet'}"], kernel,
+                               "fznet", "TEST=fuzz")
+    assert report["verdict"] == "failed", out
+    run = run_of(report, "fuzz")
+    assert run["interfaces"] == "net interfaces: kedrfz0"
+    assert {k[1]: i["outcome"] for k, i in items.items()} == {
+        "fuzz": "passed", "loads": "passed", "kernel": "passed", "leaks": "failed",
+        "rules": "passed"}, out
+    assert re.fullmatch(r"20000 operations \(\d+ syscalls, \d+/s, \d+ ms, 2 threads, seed 1\) "
+                        r"on net:kedrfz0", items["fuzz", "fuzz"]["message"])
+    leaks = items["fuzz", "leaks"]
+    assert "at fznet_snapshot+" in leaks["message"], leaks["message"]
+    m = re.search(r"\(fuzz seed 1; shortest failing sequence: 2 of 20000 operations \(ddmin, "
+                  r"\d+ attempts, 1-minimal; replayed 3 times in fresh loads: failed 3\): "
+                  r"t(\d)#\d+ open path=net:kedrfz0 fd=(\d); t(\d)#\d+ ioctl fd=(\d) "
+                  r"cmd=0x000089fb arg=\w+ size=0\)$", leaks["message"])
+    assert m and m.group(1, 2) == m.group(3, 4), leaks["message"]
+    assert leaks["reproduce"].endswith("check PACK=fundamentals TEST=fuzz FUZZ_SEED=1")
+    report, items, out = check(tmp_path / "b", ["KO=brd"], kernel, "brd", "TEST=fuzz")
+    assert report["verdict"] == "passed", out
+    nodes = ", ".join(sorted(f"/dev/ram{n}" for n in range(16)))
+    assert run_of(report, "fuzz")["interfaces"] == (
+        f"block majors: 1 ramdisk; block nodes: {nodes}; block devices: "
+        + ", ".join(sorted(f"ram{n}" for n in range(16))))
+    assert re.fullmatch(rf"20000 operations \(\d+ syscalls, \d+/s, \d+ ms, 2 threads, seed 1\) "
+                        rf"on {re.escape(nodes)}", items["fuzz", "fuzz"]["message"])
+    # The block devices' data went through the driver: reads of the size asked for.
+    assert any(re.search(r" read fd=\d arg=valid size=(\d+)( offset=\d+)? ret=\1$", line)
+               for line in run_of(report, "fuzz")["fuzz"]), run_of(report, "fuzz")["fuzz"]
+
+
+def test_fuzz_reduces_a_failed_unload(tmp_path: Path, kernel: ProvisionedKernel) -> None:
+    """fzref's ioctl nr 5 pins the module: rmmod fails after the fuzzing. No fresh load
+    is possible, so the reduction replays in the driver still loaded and judges by
+    the references a replay leaves (/sys/module/kedr_fzref/refcnt)."""
+    report, items, out = check(tmp_path, [f"MODULE={DRIVERS / 'fzref'}"], kernel, "fzref",
+                               "TEST=fuzz")
+    assert report["verdict"] == "failed", out
+    assert items["fuzz", "fuzz"]["outcome"] == "passed", out
+    assert items["fuzz", "kernel"]["outcome"] == "passed", out
+    loads = items["fuzz", "loads"]
+    assert loads["outcome"] == "failed", out
+    m = re.search(r"\(fuzz seed 1; shortest failing sequence: 2 of 20000 operations \(ddmin, "
+                  r"\d+ attempts, 1-minimal; replayed 3 times in the driver that did not "
+                  r"unload: failed 3\): t(\d)#\d+ open path=/dev/kedr_fz_ref fd=(\d); "
+                  r"t(\d)#\d+ ioctl fd=(\d) cmd=0x([0-9a-f]{8}) arg=\w+ size=\d+\)$",
+                  loads["message"])
+    assert m and m.group(1, 2) == m.group(3, 4), loads["message"]
+    assert int(m.group(5), 16) & 0xff == 5, loads["message"]
+    assert loads["reproduce"].endswith("check PACK=fundamentals TEST=fuzz FUZZ_SEED=1")
+    assert [r.split(":")[0] for r in run_of(report, "fuzz")["reduced"]] == ["loads"]

@@ -5,9 +5,10 @@ HLK's Device Fundamentals ask them of every driver). One boot each, judged with 
 * ``fuzz``    the interfaces the driver registered are found from the kernel
               (:mod:`kedr_build.vm.discover`), and the guest fuzzer
               (``replacements/guest/kfuzz.c``) runs ``count`` operations (or
-              ``seconds``) of ``threads`` threads on its character devices, from
-              ``seed``; ``FUZZ_SEED=`` replaces the seed (a failure's reproducer
-              names it). A driver with no character device: the check is not run.
+              ``seconds``) of ``threads`` threads on its character and block
+              device nodes and its network interfaces, from ``seed``;
+              ``FUZZ_SEED=`` replaces the seed (a failure's reproducer names it).
+              A driver with none of them: the check is not run.
 * ``reload``  ``cycles`` times load -> workload -> unload in one boot; the leak report
               is read after each unload, and what is still allocated must not grow
               from cycle to cycle; ``module_params`` gives the drivers' insmod
@@ -16,7 +17,8 @@ HLK's Device Fundamentals ask them of every driver). One boot each, judged with 
               loaded again, all at once for ``seconds``; with DEVICES=, its devices
               hot-unplugged and plugged in again and the guest suspended and resumed
               meanwhile too (then a driver with no character device is not fuzzed, the
-              rest runs).
+              rest runs). Its fuzzer sweeps the nodes' ioctls first, as ``fuzz``'s
+              does (``sweep`` ioctls a node; 0: none).
 
 Every check of a fuzz run that fails names the seed, and its ``reproduce`` is the
 check command with ``TEST=`` and ``FUZZ_SEED=``: each thread's operations depend on
@@ -25,9 +27,11 @@ interleaving is the scheduler's). A failing ``kernel``, ``leaks`` or ``rules`` c
 also carries the shortest sequence that still fails: after the judged run the guest
 reduces the recorded operations (delta debugging, ``reduce`` attempts at most, each
 a replay in one thread in a fresh load of the driver) and replays the result three
-times (:mod:`kedr_build.vm.reduction`); a failure that needs two threads at once, a
-hang, a failed unload and a taint without a WARN/BUG line are said not to reduce,
-and why.
+times (:mod:`kedr_build.vm.reduction`). A failed unload (``loads``) reduces too, in
+the driver that stayed loaded: a replay fails when it leaves more references to the
+module than it found. A failure that needs two threads at once, a hang, the other
+checks' failures after a failed unload (no fresh load) and a taint without a
+WARN/BUG line are said not to reduce, and why.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from kedr_build.vm import discover, reduction
 from kedr_build.vm.runner import FuzzPlan, RunReport, run_modules
 
 SEED_MAX = 2**64 - 1
-NO_INTERFACE = 100          # the guest's "fuzz none" status: no character device found
+NO_INTERFACE = 100          # the guest's "fuzz none" status: nothing found to fuzz
 
 
 def fuzz_seed(text: str) -> int:
@@ -78,11 +82,6 @@ def _boot(driver: DriverUnderTest, test: PackTest, logdir: Path, session: Sessio
                        devices=attached(driver, kernel), **kwargs)  # type: ignore[arg-type]
 
 
-# The ioctls kfuzz -S tries on each node before fuzzing: nr 0-31 of every _IOC type
-# (the commands answered are listed with the interfaces, and favoured by the fuzzer).
-SWEEP = 32 * 256
-
-
 def run_fuzz(driver: DriverUnderTest, test: PackTest, logdir: Path,
              session: Session) -> TestRun:
     seed = test.params["seed"]
@@ -90,7 +89,7 @@ def run_fuzz(driver: DriverUnderTest, test: PackTest, logdir: Path,
         seed = fuzz_seed(session.env["FUZZ_SEED"])
     plan = FuzzPlan(seed=seed, count=test.params["count"], seconds=test.params["seconds"],
                     threads=test.params["threads"], reduce=test.params["reduce"],
-                    sweep=SWEEP)
+                    sweep=test.params["sweep"])
     workload = Path(driver.workload) if driver.workload else None
     try:
         report = _boot(driver, test, logdir, session, fuzz=plan,
@@ -111,7 +110,7 @@ def run_fuzz(driver: DriverUnderTest, test: PackTest, logdir: Path,
             r = reduced.get(c)
             if r and plan.reduce:
                 said += f"; {r.describe()}"
-            elif plan.reduce and (c in reduction.CHECKS or c == "loads"):
+            elif plan.reduce and c in reduction.CHECKS:
                 said += "; " + reduction.why_not(
                     c, report.lost, any(s.action == "rmmod" and not s.ok
                                         for s in report.steps), bool(report.problems))
@@ -155,8 +154,9 @@ def _fuzz_check(report: RunReport, found: discover.Interfaces, plan: FuzzPlan) -
         return CheckResult("fuzz", False, "the fuzzer did not run"
                            + (f": {report.reason}" if report.reason else ""))
     if step.status == NO_INTERFACE:
-        return CheckResult("fuzz", False, f"not run: the driver registered no character "
-                           f"device to fuzz (found: {found.describe()})", skipped=True)
+        return CheckResult("fuzz", False, f"not run: the driver registered no device node "
+                           f"or network interface to fuzz (found: {found.describe()})",
+                           skipped=True)
     done = next((m for m in map(_DONE.match, report.fuzz_output) if m), None)
     if step.status != 0 or done is None:
         errors = [ln for ln in report.fuzz_output if ln.startswith("KFUZZ error")]
@@ -165,7 +165,13 @@ def _fuzz_check(report: RunReport, found: discover.Interfaces, plan: FuzzPlan) -
     ops, calls, ms, rate = (int(g) for g in done.groups())
     return CheckResult("fuzz", True, f"{ops} operations ({calls} syscalls, {rate}/s, "
                        f"{ms} ms, {plan.threads} threads, seed {plan.seed}) on "
-                       f"{', '.join(found.char_nodes) or found.describe()}")
+                       f"{', '.join(fuzzed(found)) or found.describe()}")
+
+
+def fuzzed(found: discover.Interfaces) -> tuple[str, ...]:
+    """What the guest's fuzz step fuzzes (guest-run.sh.j2): the character and block
+    device nodes, then the network interfaces (the first 32 in all)."""
+    return (*found.char_nodes, *found.block_nodes, *(f"net:{n}" for n in found.net))[:32]
 
 
 def run_reload(driver: DriverUnderTest, test: PackTest, logdir: Path,
@@ -246,7 +252,7 @@ def run_chaos(driver: DriverUnderTest, test: PackTest, logdir: Path,
     if session.env.get("FUZZ_SEED"):
         seed = fuzz_seed(session.env["FUZZ_SEED"])
     plan = FuzzPlan(seed=seed, count=10**9, seconds=test.params["seconds"],
-                    threads=test.params["threads"])
+                    threads=test.params["threads"], sweep=test.params["sweep"])
     workload = Path(driver.workload) if driver.workload else None
     try:
         report = _boot(driver, test, logdir, session, chaos=plan, workload=workload,
@@ -255,6 +261,7 @@ def run_chaos(driver: DriverUnderTest, test: PackTest, logdir: Path,
         return TestRun(driver.name, test.name, test.kind, reason=str(e), logs=str(logdir),
                        checks=tuple(CheckResult(c, False, str(e)) for c in test.checks))
     found = discover.parse(report.interfaces or ())
+    ioctls = discover.ioctl_commands(report.fuzz_output)
     base = _judge(driver, test, report)
     reproduce = f"{driver.command} TEST={test.name} FUZZ_SEED={seed}"
     checks: list[CheckResult] = []
@@ -272,7 +279,8 @@ def run_chaos(driver: DriverUnderTest, test: PackTest, logdir: Path,
                        checks=tuple(c if c.check == "chaos" else
                                     CheckResult(c.check, False, first.message, True)
                                     for c in checks))
-    return _with(base, tuple(checks), interfaces=found.describe(),
+    return _with(base, tuple(checks), interfaces="; ".join(
+                     s for s in (found.describe(), ioctls) if s),
                  fuzz=tuple(report.fuzz_output))
 
 

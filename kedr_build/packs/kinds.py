@@ -118,6 +118,11 @@ FAULTS = Kind(
     help="fail each fault site of the driver once (init, workload, exit), then a seeded "
          "random campaign; judge what each left behind")
 
+# The ioctls kfuzz -S tries on each device node before fuzzing (replacements/guest/kfuzz.c
+# takes at most 2^20); the commands answered are listed with the interfaces and favoured.
+SWEEP_PARAM = Param(int, 114688, "ioctls tried on each device node before fuzzing, to find the "
+                    "commands it answers (0: no sweep)", minimum=0, maximum=1 << 20)
+
 FUZZ = Kind(
     name="fuzz",
     checks=("fuzz", "loads", "kernel", "leaks", "rules"),
@@ -132,14 +137,15 @@ FUZZ = Kind(
                       maximum=2**64 - 1),
         "workload": Param(str, "no", "also run the driver's WORKLOAD after the fuzzer",
                           choices=("no", "yes")),
+        "sweep": SWEEP_PARAM,
         "reduce": Param(int, 200, "attempts at reducing a failure's recorded operations to "
                         "the shortest sequence that still fails (0: not reduced)", minimum=0,
                         maximum=10000),
         "timeout": Param(int, 0, "seconds before the VM counts as hung (0: VM_TIMEOUT)",
                          minimum=0, maximum=86400),
     },
-    help="find the driver's interfaces from the kernel, then fuzz its character devices "
-         "from a seed; judge what the fuzzing left behind")
+    help="find the driver's interfaces from the kernel, then fuzz its device nodes and "
+         "network interfaces from a seed; judge what the fuzzing left behind")
 
 RELOAD = Kind(
     name="reload",
@@ -174,6 +180,7 @@ CHAOS = Kind(
         "threads": Param(int, 2, "fuzzing threads at once", minimum=1, maximum=16),
         "seed": Param(int, 1, "the fuzzer's seed (FUZZ_SEED= replaces it)", minimum=0,
                       maximum=2**64 - 1),
+        "sweep": SWEEP_PARAM,
         "timeout": Param(int, 0, "seconds before the VM counts as hung (0: VM_TIMEOUT)",
                          minimum=0, maximum=86400),
     },

@@ -57,9 +57,11 @@ _SWEEP = re.compile(r"^KFUZZ sweep path=(\S+) ioctls=(\d+) answered=(\d+) cmds=(
 
 def ioctl_commands(fuzz_lines: tuple[str, ...]) -> str:
     """The ioctl commands the fuzzer's sweep (``kfuzz -S``) found each node answers:
-    ``ioctl commands answered (8192 _IO(type, nr) tried a node, every type of nr 0
-    up): /dev/x: 0x**03; /dev/y: 0x6b01`` (0x**NN: nr NN of every type; all: every command
-    swept; nodes by path); empty when no node answered any."""
+    ``ioctl commands answered (65536 tried a node: every type, nr 0 up, each range of 32
+    as _IO, then _IOR/_IOW/_IOWR of 4 and 8 bytes; 0xDDSSTTNN, * any): /dev/x:
+    0x******03; /dev/y: 0x8004**05, 0xc0086b01`` (``0x******03``: nr 3 of every type in
+    every shape swept; ``0x****6b03``: that type and nr in every shape; all: every
+    command swept; nodes by path); empty when no node answered any."""
     found, tried = [], ""
     for line in fuzz_lines:
         if m := _SWEEP.match(line.strip()):
@@ -68,5 +70,6 @@ def ioctl_commands(fuzz_lines: tuple[str, ...]) -> str:
                 found.append(f"{m.group(1)}: {m.group(4).replace(',', ', ')}")
     if not found:
         return ""
-    return (f"ioctl commands answered ({tried} _IO(type, nr) tried a node, every type of "
-            f"nr 0 up): {'; '.join(sorted(found))}")
+    return (f"ioctl commands answered ({tried} tried a node: every type, nr 0 up, each "
+            f"range of 32 as _IO, then _IOR/_IOW/_IOWR of 4 and 8 bytes; 0xDDSSTTNN, * "
+            f"any): {'; '.join(sorted(found))}")

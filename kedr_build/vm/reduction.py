@@ -2,7 +2,8 @@
 fuzz run's recorded operations that still fails, for each kind of failure the guest
 saw (``kernel``: a WARN/BUG/oops in the kernel log; ``leaks``: objects the replacement
 module still holds after the driver's unload, or bad frees; ``rules``: rule violations,
-counted), and how its three replays went. :func:`why_not` says why the other failures
+counted; ``loads``: a driver that did not unload, judged by the references to it its
+replay leaves, in the driver still loaded), and how its three replays went. :func:`why_not` says why the other failures
 of a fuzz run carry no sequence.
 
 The lines come from the run's fuzz reduction section (after the judged run)::
@@ -23,7 +24,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-CHECKS = ("kernel", "leaks", "rules")     # the pack checks a reduction is made for
+CHECKS = ("kernel", "leaks", "rules", "loads")  # the pack checks a reduction is made for
 
 _CLASS = re.compile(r"^KFUZZ reduce class=(\w+)$")
 _START = re.compile(r"^KFUZZ reduce-start ops=(\d+)$")
@@ -58,7 +59,9 @@ class Reduction:
         said = (f"shortest failing sequence: {len(self.ops)} of {self.recorded} operations "
                 f"(ddmin, {self.attempts} attempts, {how}")
         if self.replays:
-            said += f"; replayed {self.replays} times in fresh loads: failed {self.replay_fails}"
+            where = ("in the driver that did not unload" if self.check == "loads"
+                     else "in fresh loads")
+            said += f"; replayed {self.replays} times {where}: failed {self.replay_fails}"
         return f"{said}): {'; '.join(self.ops)}"
 
 
@@ -96,15 +99,19 @@ def parse(lines: Iterable[str]) -> dict[str, Reduction]:
 def why_not(check: str, lost: bool, unload_failed: bool, kernel_lines: bool) -> str:
     """Why a failed ``check`` of a fuzz run has no reduction: ``lost``, the guest hung or
     died (no bounded reduction: each attempt would need a fresh boot and a timeout);
-    ``unload_failed``, a driver did not unload (no fresh load to replay in);
+    ``unload_failed``, a driver did not unload (no fresh load to replay in: only
+    ``loads`` itself reduces, in the driver still loaded);
     ``kernel_lines``, the log had a WARN/BUG line (without one, the kernel check failed
     on the taint alone: taint flags are sticky for the boot)."""
     if lost:
         return ("not reduced: a hang or a guest that died cannot be reduced in a bounded "
                 "time (each attempt would need a fresh boot and a timeout)")
-    if unload_failed:
+    if unload_failed and check != "loads":
         return ("not reduced: a driver did not unload, so there is no fresh load to "
                 "replay the operations in")
+    if unload_failed:
+        return ("not reduced: no reduction ran for it (the fuzzer did not run, or the "
+                "guest stopped before the reduction)")
     if check == "kernel" and not kernel_lines:
         return ("not reduced: a taint with no WARN/BUG line in the log cannot be judged "
                 "by a replay (taint flags stay set for the rest of the boot)")

@@ -5,6 +5,8 @@
  * busybox and no Python.
  *
  *   kfuzz -s SEED -n COUNT -t SECONDS -j THREADS -r RECORD [-S SWEEP] PATH...
+ *                                  PATH: a character or block device node, or
+ *                                  net:NAME, a network interface
  *   kfuzz -D RECORD [-k LAST]      print what RECORD holds (the last ops of each thread)
  *   kfuzz -p SEQUENCE              replay a sequence file in one thread (one op a line,
  *                                  as -M writes them), no PRNG
@@ -26,16 +28,39 @@
  * operations of all threads together, SECONDS a time budget (0: none); the
  * first reached ends the run.
  *
- * -S SWEEP: before fuzzing, at most SWEEP ioctls on each PATH sweep the _IOC
- * (type, nr) space: _IO(type, nr) with a zero argument, nr 0 to 31 for every
- * type (nr-major: the low numbers drivers start at first). A command answered
- * (neither -ENOTTY, which is also what the kernel makes of -ENOIOCTLCMD in
- * vfs_ioctl(), nor -EINVAL, many drivers' "unknown command") and not answered
- * the same by /dev/null (the kernel's generic file ioctls, do_vfs_ioctl()) is
- * printed ("KFUZZ sweep": 0xTTNN, or 0x**NN when nr NN answered for every type;
- * "all" when every command swept was), and the fuzzer then draws half its
- * commands' type and nr from those answered (direction and size still random).
- * A driver that answers nothing, or everything, keeps its seed's sequence.
+ * -S SWEEP: before fuzzing (RECORD.swept is created when it is over), at most
+ * SWEEP ioctls on each device node sweep the
+ * _IOC space with a zero argument, in sweep_cmd()'s order: every type, nr 0-31
+ * as _IO, then as _IOR/_IOW/_IOWR of 4 and 8 bytes, then nr 32-63 the same, and
+ * so on (the low numbers drivers start at, and the shapes most commands have,
+ * first). A command answered (neither -ENOTTY, which is also what the kernel
+ * makes of -ENOIOCTLCMD in vfs_ioctl(), nor -EINVAL, many drivers' "unknown
+ * command") and not one the VFS takes before the driver sees it (do_vfs_ioctl():
+ * what /dev/null, which has no ioctl, does not answer -ENOTTY) is printed ("KFUZZ sweep": 0xDDSSTTNN, direction and
+ * size, type, nr, "*" for any: 0x******03 is nr 3 answered for every type in
+ * every shape swept, 0x8004**05 _IOR(any, 5, 4 bytes); "all" when every command
+ * swept was), and the fuzzer then draws half its commands from those answered: a
+ * (type, nr) answered in every shape swept with a random direction and size, any
+ * other as it was answered. A driver that answers nothing, or everything, keeps
+ * its seed's sequence; a node that answers every command of the first block (8192)
+ * is swept no further ("all").
+ *
+ * A block device node is fuzzed like a character one (reads and writes go to
+ * the device: the guest passes only nodes its driver under test registered,
+ * never the guest's own disks). A network interface (net:NAME) is fuzzed
+ * through sockets: open makes an AF_INET datagram socket, write sends the
+ * buffer as a frame with sendto() on an AF_PACKET raw socket addressed to the
+ * interface (the driver's ndo_start_xmit() when the interface is up; one such
+ * socket a thread and interface, kept open: closing one costs an RCU grace
+ * period, synchronize_net() in packet_release(), tens of ms under TCG), read
+ * receives on the datagram socket, and ioctl passes a struct ifreq naming the
+ * interface with a command of the device's (SIOC*: flags (SIOCSIFFLAGS brings
+ * it up or down), MTU, map, ethtool, MII, hardware timestamps, WAN) or of the
+ * private range SIOCDEVPRIVATE..+15 (the driver's ndo_siocdevprivate()); the
+ * argument shape is then that of ifr_data, the pointer the driver is given.
+ * Commands that rename the interface or change its addresses and routes are
+ * not drawn: they would fuzz the stack, not the driver, and a renamed interface
+ * could not be opened again. The _IOC sweep (-S) skips interfaces.
  *
  * Every operation is recorded, before it is made, in RECORD: a file mapped
  * shared (a tmpfs file), so it outlives the process when an oops kills a thread.
@@ -46,6 +71,10 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
+#include <linux/sockios.h>
+#include <net/if.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -54,9 +83,11 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <arpa/inet.h>
 
 #define MAX_THREADS 16
 #define MAX_PATHS 32
@@ -105,9 +136,10 @@ static struct record *rec;
 static const char *paths[MAX_PATHS];
 static int npaths;
 
-#define SWEEP_NR 32		/* nr 0 .. SWEEP_NR - 1 of every type */
-static uint32_t answered[MAX_PATHS * SWEEP_NR * 256];
-static uint64_t nanswered;
+#define ANSWERED_MAX 65536	/* commands the sweep found answered, kept (the rest counted) */
+static uint32_t answered[ANSWERED_MAX];
+static unsigned char answered_any[ANSWERED_MAX];	/* direction and size any */
+static uint64_t nanswered, ndropped;
 static uint64_t seed, per_thread, deadline_ns;
 static volatile int stop;
 static unsigned char *unmapped;
@@ -133,6 +165,9 @@ struct thread {
 	int id;
 	uint64_t rng;
 	int fds[FDS];
+	int opened[FDS];	/* the path each slot's file was opened from (-1: none) */
+	int packet[MAX_PATHS];	/* net:NAME paths: an AF_PACKET socket (0: not yet) */
+	int ifindex[MAX_PATHS];
 	unsigned char *buf;
 	uint64_t ops, syscalls;
 };
@@ -169,8 +204,12 @@ static uint32_t pick_cmd(struct thread *t)
 	uint32_t dir = (uint32_t)rnd(t, 4), type = (uint32_t)rnd(t, 256);
 	uint32_t nr = (uint32_t)rnd(t, 256), size = (uint32_t)pick_size(t) & 0x3fff;
 
-	if (nanswered && rnd(t, 2) == 0)	/* a command the sweep found answered */
-		return (dir << 30) | (size << 16) | (answered[rnd(t, nanswered)] & 0xffff);
+	if (nanswered && rnd(t, 2) == 0) {	/* a command the sweep found answered */
+		uint64_t j = rnd(t, nanswered);
+
+		return answered_any[j] ? (dir << 30) | (size << 16) | (answered[j] & 0xffff)
+				       : answered[j];
+	}
 	switch (rnd(t, 8)) {
 	case 0: return (uint32_t)splitmix(&t->rng);	/* anything at all */
 	case 1: nr = (uint32_t)rnd(t, 16); break;	/* the low numbers drivers start at */
@@ -187,6 +226,106 @@ static int fd_slot(struct thread *t)
 static int64_t result(long r)
 {
 	return r < 0 ? -errno : r;
+}
+
+/* net:NAME, a network interface (its name after the prefix) */
+static const char *net_name(uint32_t path)
+{
+	const char *p = paths[path % MAX_PATHS];
+
+	return p && !strncmp(p, "net:", 4) ? p + 4 : NULL;
+}
+
+static int slot_is_net(const struct thread *t, int s)
+{
+	return t->opened[s] >= 0 && net_name((uint32_t)t->opened[s]) != NULL;
+}
+
+/* The interface's commands fuzzed besides SIOCDEVPRIVATE..+15 (include/uapi/linux/sockios.h). */
+static const uint32_t net_cmds[] = {
+	SIOCGIFFLAGS, SIOCSIFFLAGS, SIOCGIFMTU, SIOCSIFMTU, SIOCGIFHWADDR, SIOCGIFINDEX,
+	SIOCGIFTXQLEN, SIOCGIFMAP, SIOCSIFMAP, SIOCETHTOOL, SIOCGMIIPHY, SIOCGMIIREG,
+	SIOCSMIIREG, SIOCSHWTSTAMP, SIOCGHWTSTAMP, SIOCWANDEV,
+};
+
+static uint32_t pick_net_cmd(struct thread *t)
+{
+	if (rnd(t, 2))
+		return SIOCDEVPRIVATE + (uint32_t)rnd(t, 16);
+	return net_cmds[rnd(t, sizeof(net_cmds) / sizeof(net_cmds[0]))];
+}
+
+/* A socket for interface NAME's ioctls: -1 (ENODEV) when the interface is gone. */
+static int net_open(struct thread *t, const char *name)
+{
+	struct ifreq ifr;
+	int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), e;
+
+	if (fd < 0)
+		return -1;
+	memset(&ifr, 0, sizeof(ifr));
+	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", name);
+	t->syscalls++;
+	if (ioctl(fd, SIOCGIFINDEX, &ifr) == 0)
+		return fd;
+	e = errno;
+	close(fd);
+	errno = e;
+	return -1;
+}
+
+/* A frame to interface PATH: sendto() on the thread's AF_PACKET socket, addressed
+ * to the interface by index (looked up once). */
+static long net_send(struct thread *t, uint32_t path, const void *buf, size_t len)
+{
+	struct sockaddr_ll a = { .sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_ALL) };
+	uint32_t p = path % MAX_PATHS;
+
+	if (!t->packet[p]) {
+		struct ifreq ifr;
+		int fd = socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+		memset(&ifr, 0, sizeof(ifr));
+		snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", net_name(p));
+		t->syscalls += 2;
+		t->packet[p] = fd < 0 ? -errno : fd;
+		if (fd >= 0 && ioctl(fd, SIOCGIFINDEX, &ifr) == 0)
+			t->ifindex[p] = ifr.ifr_ifindex;
+	}
+	if (t->packet[p] < 0) {
+		errno = -t->packet[p];
+		return -1;
+	}
+	a.sll_ifindex = t->ifindex[p];	/* SOCK_RAW: the frame's header is the buffer's */
+	return sendto(t->packet[p], buf, len, MSG_DONTWAIT, (struct sockaddr *)&a, sizeof(a));
+}
+
+/* An interface's ioctl: a struct ifreq naming it, its union from the thread's buffer;
+ * ifr_data (the pointer the driver gets) shaped as the op says; SIOCSIFFLAGS brings the
+ * interface up (flag 1) or down (0), its other flags as they are. */
+static long net_ioctl(struct thread *t, const struct op *o, int fd, const char *name, void *arg)
+{
+	struct ifreq ifr;
+
+	memset(&ifr, 0, sizeof(ifr));
+	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", name);
+	memcpy(&ifr.ifr_ifru, t->buf + 64, sizeof(ifr.ifr_ifru));
+	switch (o->cmd) {
+	case SIOCSIFFLAGS:
+		t->syscalls++;
+		if (ioctl(fd, SIOCGIFFLAGS, &ifr))
+			return -1;
+		ifr.ifr_flags = (short)((ifr.ifr_flags & ~IFF_UP) | (o->flag & 1 ? IFF_UP : 0));
+		break;
+	case SIOCETHTOOL: case SIOCSHWTSTAMP: case SIOCGHWTSTAMP: case SIOCWANDEV:
+		ifr.ifr_data = arg;
+		break;
+	default:
+		if (o->cmd >= SIOCDEVPRIVATE && o->cmd <= SIOCDEVPRIVATE + 15)
+			ifr.ifr_data = arg;
+		break;
+	}
+	return ioctl(fd, o->cmd, &ifr);
 }
 
 /*
@@ -214,6 +353,11 @@ static void draw(struct thread *t, struct op *o)
 	case OP_LSEEK: o->flag = (uint32_t)rnd(t, 3); break;
 	default: break;
 	}
+	if (o->kind == OP_IOCTL && slot_is_net(t, (int)o->slot)) {
+		/* drawn after the rest: a character node's seed keeps its sequence */
+		o->cmd = pick_net_cmd(t);
+		o->flag = (uint32_t)rnd(t, 2);
+	}
 	if (o->kind == OP_IOCTL)
 		o->size = (o->cmd >> 16) & 0x3fff;
 }
@@ -230,23 +374,29 @@ static void run(struct thread *t, struct op *o)
 		static const int modes[] = { O_RDONLY, O_WRONLY, O_RDWR };
 		int flags = modes[o->flag % 3] | O_NONBLOCK | O_CLOEXEC;
 
+		const char *net = net_name(o->path);
+
 		if (fd >= 0) {
 			close(fd);
 			t->syscalls++;
 		}
-		t->fds[s] = open(paths[o->path % MAX_PATHS], flags);
+		t->fds[s] = net ? net_open(t, net) : open(paths[o->path % MAX_PATHS], flags);
+		t->opened[s] = t->fds[s] >= 0 ? (int)(o->path % MAX_PATHS) : -1;
 		o->ret = result(t->fds[s]);
 		break;
 	}
 	case OP_CLOSE:
 		o->ret = result(close(fd));
 		t->fds[s] = -1;
+		t->opened[s] = -1;
 		break;
 	case OP_STORM: {
+		const char *net = net_name(o->path);
 		uint32_t i;
 
 		for (i = 0; i < o->extra; i++) {
-			int f = open(paths[o->path % MAX_PATHS], O_RDWR | O_NONBLOCK | O_CLOEXEC);
+			int f = net ? net_open(t, net)
+				    : open(paths[o->path % MAX_PATHS], O_RDWR | O_NONBLOCK | O_CLOEXEC);
 
 			t->syscalls++;
 			if (f >= 0) {
@@ -258,14 +408,26 @@ static void run(struct thread *t, struct op *o)
 		break;
 	}
 	case OP_READ:
+		if (slot_is_net(t, s)) {
+			o->ret = result(recv(fd, arg, o->size, MSG_DONTWAIT));
+			break;
+		}
 		o->ret = o->offset ? result(pread(fd, arg, o->size, (off_t)o->offset))
 				   : result(read(fd, arg, o->size));
 		break;
 	case OP_WRITE:
+		if (slot_is_net(t, s)) {	/* a frame to the driver's ndo_start_xmit() */
+			o->ret = result(net_send(t, (uint32_t)t->opened[s], arg, o->size));
+			break;
+		}
 		o->ret = o->offset ? result(pwrite(fd, arg, o->size, (off_t)o->offset))
 				   : result(write(fd, arg, o->size));
 		break;
 	case OP_IOCTL:
+		if (slot_is_net(t, s)) {
+			o->ret = result(net_ioctl(t, o, fd, net_name((uint32_t)t->opened[s]), arg));
+			break;
+		}
 		o->ret = result(ioctl(fd, o->cmd, arg));
 		break;
 	case OP_POLL: {
@@ -327,7 +489,9 @@ static int thread_init(struct thread *t, int id)
 	t->rng = splitmix(&x);
 	t->ops = t->syscalls = 0;
 	for (f = 0; f < FDS; f++)
-		t->fds[f] = -1;
+		t->fds[f] = t->opened[f] = -1;
+	memset(t->packet, 0, sizeof(t->packet));
+	memset(t->ifindex, 0, sizeof(t->ifindex));
 	t->buf = aligned_alloc(4096, BUF_SIZE);
 	if (!t->buf)
 		return -1;
@@ -670,61 +834,190 @@ static int sweep_answers(int fd, uint32_t cmd)
 	return ioctl(fd, cmd, 0UL) >= 0 || (errno != ENOTTY && errno != EINVAL);
 }
 
+/*
+ * The sweep's order: blocks of 32 nr x 256 types (nr-major), each of one shape
+ * (direction and size bits). For nr 0-31, then 32-63, ... up to 255: _IO, then
+ * _IOR, _IOW and _IOWR of 4 and 8 bytes (an int; a long or a pointer), the
+ * shapes most commands have; after nr 255, the same ranges again with sizes 1,
+ * 2, 16, 32, 64, 128 and 256. A budget covers a prefix of that order.
+ */
+#define BLOCK (32 * 256)
+#define SHAPE(dir, size) (((uint32_t)(dir) << 30) | ((uint32_t)(size) << 16))
+static const uint32_t common_shapes[] = {
+	0, SHAPE(2, 4), SHAPE(1, 4), SHAPE(3, 4), SHAPE(2, 8), SHAPE(1, 8), SHAPE(3, 8),
+};
+static const uint32_t more_sizes[] = { 1, 2, 16, 32, 64, 128, 256 };
+#define NCOMMON (sizeof(common_shapes) / sizeof(common_shapes[0]))
+#define NMORE (3 * sizeof(more_sizes) / sizeof(more_sizes[0]))
+#define SWEEP_MAX ((uint64_t)BLOCK * 8 * (NCOMMON + NMORE))
+
+/* Shape s (0 .. NCOMMON + NMORE - 1) and where its block for nr range r starts. */
+static uint32_t shape_of(uint64_t s)
+{
+	if (s < NCOMMON)
+		return common_shapes[s];
+	s -= NCOMMON;
+	return SHAPE(1 + s % 3, more_sizes[s / 3]);
+}
+
+static uint64_t sweep_index(uint32_t s, uint32_t nr, uint32_t type)
+{
+	uint64_t r = nr / 32, b = s < NCOMMON ? r * NCOMMON + s : 8 * NCOMMON + r * NMORE + s - NCOMMON;
+
+	return b * BLOCK + (nr % 32) * 256 + type;
+}
+
+static uint32_t sweep_cmd(uint64_t k)
+{
+	uint64_t b = k / BLOCK, i = k % BLOCK, s, r;
+
+	if (b < 8 * NCOMMON) {
+		r = b / NCOMMON;
+		s = b % NCOMMON;
+	} else {
+		r = (b - 8 * NCOMMON) / NMORE;
+		s = NCOMMON + (b - 8 * NCOMMON) % NMORE;
+	}
+	return shape_of(s) | (uint32_t)((i % 256) << 8) | (uint32_t)(r * 32 + i / 256);
+}
+
+static void keep(uint32_t cmd, int any)
+{
+	if (nanswered < ANSWERED_MAX) {
+		answered[nanswered] = cmd;
+		answered_any[nanswered++] = (unsigned char)any;
+	} else {
+		ndropped++;
+	}
+}
+
+/*
+ * One nr's answers, printed (0xDDSSTTNN, "*" for any) and kept for pick_cmd(): a
+ * (type, nr) answered in every shape swept is kept once, its direction and size
+ * left to the fuzzer (printed 0x****TTNN, or 0x******NN when every type is); any
+ * other command answered is kept as it is (0xDDSS**NN when every type answered
+ * in that shape). A command the VFS takes (generic: FICLONE is _IOW(0x94, 9,
+ * int)) counts as neither answered nor not: the driver never sees it.
+ */
+static void sweep_nr(const unsigned char *ans, const unsigned char *generic, uint64_t n,
+		     uint32_t nr, const char **sep)
+{
+	uint32_t s, type, shapes = 0, all = 1;
+	unsigned char any[256];
+
+	while (shapes < NCOMMON + NMORE && sweep_index(shapes, nr, 0) < n)
+		shapes++;
+	if (!shapes)
+		return;
+	for (type = 0; type < 256; type++) {	/* answered in each shape swept (once at least) */
+		uint32_t yes = 0, no = 0;
+
+		for (s = 0; s < shapes; s++) {
+			uint64_t k = sweep_index(s, nr, type);
+
+			yes += k < n && ans[k];
+			no += k < n && !ans[k] && !generic[k];
+		}
+		any[type] = yes && !no;
+		all &= any[type];
+	}
+	if (all && shapes > 1) {
+		printf("%s0x******%02x", *sep, nr);
+		*sep = ",";
+	}
+	for (type = 0; type < 256; type++) {
+		if (!any[type])
+			continue;
+		keep((type << 8) | nr, 1);
+		if (!all && shapes > 1) {
+			printf("%s0x****%02x%02x", *sep, type, nr);
+			*sep = ",";
+		}
+	}
+	for (s = 0; s < shapes; s++) {
+		uint32_t full = 1, shape = shape_of(s);
+
+		for (type = 0; type < 256; type++) {
+			uint64_t k = sweep_index(s, nr, type);
+
+			full &= k < n && (ans[k] || generic[k]);
+		}
+		if (full && (shapes == 1 || !all)) {
+			printf("%s0x%04x**%02x", *sep, shape >> 16, nr);
+			*sep = ",";
+		}
+		for (type = 0; type < 256; type++) {
+			uint64_t k = sweep_index(s, nr, type);
+
+			if (k >= n || !ans[k] || (any[type] && shapes > 1))
+				continue;
+			if (shapes > 1)
+				keep(shape | (type << 8) | nr, 0);
+			if (!full) {
+				printf("%s0x%08x", *sep, shape | (type << 8) | nr);
+				*sep = ",";
+			}
+		}
+	}
+}
+
 /* The commands of -S: printed, and kept in answered[] for pick_cmd(). */
 static void sweep(uint64_t budget)
 {
-	static unsigned char generic[SWEEP_NR * 256], ans[SWEEP_NR * 256];
-	uint64_t k, n = budget < SWEEP_NR * 256 ? budget : SWEEP_NR * 256;
+	uint64_t k, n = budget < SWEEP_MAX ? budget : SWEEP_MAX, start = now_ns();
+	unsigned char *generic = calloc(n, 1), *ans = calloc(n, 1);
 	int fd = open("/dev/null", O_RDWR), p;
 
+	if (!generic || !ans) {
+		printf("KFUZZ sweep error=%d\n", ENOMEM);
+		return;
+	}
+	/* /dev/null has no ioctl of its own: whatever it does not answer -ENOTTY, the
+	 * VFS took (do_vfs_ioctl()) before any driver could see it. */
 	for (k = 0; fd >= 0 && k < n; k++)
-		generic[k] = (unsigned char)sweep_answers(fd, (uint32_t)(((k % 256) << 8) | (k / 256)));
+		generic[k] = ioctl(fd, sweep_cmd(k), 0UL) >= 0 || errno != ENOTTY;
 	if (fd >= 0)
 		close(fd);
 	for (p = 0; p < npaths; p++) {
-		uint64_t found = 0, nr, type;
+		uint64_t found = 0, taken = 0, nr, tried;
 		const char *sep = "";
 
+		if (net_name((uint32_t)p))	/* an interface's commands are the SIOC* ones */
+			continue;
 		fd = open_any(paths[p]);
 		if (fd < 0) {
 			printf("KFUZZ sweep path=%s error=%d\n", paths[p], errno);
 			continue;
 		}
 		for (k = 0; k < n; k++) {
-			ans[k] = !generic[k] &&
-				 sweep_answers(fd, (uint32_t)(((k % 256) << 8) | (k / 256)));
+			ans[k] = !generic[k] && sweep_answers(fd, sweep_cmd(k));
 			found += ans[k];
+			taken += generic[k];
+			/* A node that answered every command of the first block answers
+			 * anything: the rest would tell nothing (and a driver whose every
+			 * ioctl sleeps would take minutes). */
+			if (k + 1 == BLOCK && found + taken == BLOCK)
+				break;
 		}
+		tried = k < n ? k + 1 : n;
 		close(fd);
 		printf("KFUZZ sweep path=%s ioctls=%llu answered=%llu cmds=", paths[p],
-		       (unsigned long long)n, (unsigned long long)found);
-		if (found && found == n) {
+		       (unsigned long long)tried, (unsigned long long)found);
+		if (found && found + taken == tried) {
 			printf("all\n");	/* answers anything: nothing to favour */
 			continue;
 		}
-		for (nr = 0; nr * 256 < n; nr++) {
-			uint64_t types = 0;
-
-			for (type = 0; type < 256 && nr * 256 + type < n; type++)
-				types += ans[nr * 256 + type];
-			if (types == 256) {
-				printf("%s0x**%02llx", sep, (unsigned long long)nr);
-				sep = ",";
-			}
-			for (type = 0; type < 256 && nr * 256 + type < n; type++) {
-				if (!ans[nr * 256 + type])
-					continue;
-				answered[nanswered++] = (uint32_t)((type << 8) | nr);
-				if (types < 256) {
-					printf("%s0x%02llx%02llx", sep, (unsigned long long)type,
-					       (unsigned long long)nr);
-					sep = ",";
-				}
-			}
-		}
+		for (nr = 0; nr < 256 && found; nr++)
+			sweep_nr(ans, generic, n, (uint32_t)nr, &sep);
 		printf("\n");
 		fflush(stdout);
 	}
+	if (ndropped)
+		printf("KFUZZ sweep-full kept=%d dropped=%llu\n", ANSWERED_MAX,
+		       (unsigned long long)ndropped);
+	printf("KFUZZ sweep-done ms=%llu\n", (unsigned long long)((now_ns() - start) / 1000000));
+	free(generic);
+	free(ans);
 }
 
 int main(int argc, char **argv)
@@ -802,8 +1095,16 @@ int main(int argc, char **argv)
 	       (unsigned long long)seed, (unsigned long long)count,
 	       (unsigned long long)seconds, (unsigned long long)threads, npaths);
 	fflush(stdout);
-	if (sweep_budget)
+	if (sweep_budget) {
+		char swept[256];
+
 		sweep(sweep_budget);
+		/* RECORD.swept: the sweep is over (chaos starts its unloads then) */
+		snprintf(swept, sizeof(swept), "%s.swept", record);
+		fd = open(swept, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+		if (fd >= 0)
+			close(fd);
+	}
 	start = now_ns();
 	deadline_ns = seconds ? start + seconds * 1000000000ull : 0;
 	for (i = 0; i < threads; i++) {
