@@ -31,6 +31,23 @@ def test_refused_module_reports_the_kernels_reason() -> None:
     assert report.reason.endswith(": no such device here")
 
 
+def test_a_failed_step_quotes_its_own_words_not_a_later_steps() -> None:
+    # The guest's order: rmmod prints why before its step line; the replacement
+    # module is unloaded after the driver (fzref: its error was quoted as the driver's).
+    output = ("KEDR-STEP insmod kedr_repl_fzref 0\nKEDR-STEP insmod kedr_fzref 0\n"
+              "rmmod: can't unload module 'kedr_fzref': Resource temporarily unavailable\n"
+              "KEDR-STEP rmmod kedr_fzref 1\n"
+              "rmmod: can't unload module 'kedr_repl_fzref': Resource temporarily unavailable\n"
+              "KEDR-STEP rmmod kedr_repl_fzref 1\n")
+    report = interpret(recorded("", output, 3))
+    assert report.verdict is Verdict.FAILED
+    assert report.reason == ("rmmod kedr_fzref failed (status 1): rmmod: can't unload "
+                             "module 'kedr_fzref': Resource temporarily unavailable")
+    silent = output.replace("rmmod: can't unload module 'kedr_fzref': Resource "
+                            "temporarily unavailable\n", "")
+    assert interpret(recorded("", silent, 3)).reason == "rmmod kedr_fzref failed (status 1)"
+
+
 def test_driver_log_is_between_the_markers() -> None:
     log = driver_log((DATA / "chardev-ok.log").read_text())
     assert log[-2:] == ["kedr_chardev: ready, buffer of 4096 bytes", "kedr_chardev: unloaded"]

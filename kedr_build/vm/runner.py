@@ -340,7 +340,12 @@ def interpret(result: VmResult, modules: Mapping[str, Path] | None = None,
     ``suppressions``: findings to leave out of the leak report (counted); ``devices``:
     DEVICES= attached, each of ``targets`` (drivers under test) must bind one of them."""
     steps: list[Step] = []
-    other: list[str] = []
+    # What each step printed: the lines between the previous step's line and its own
+    # (rmmod says why before its step line). A failed step's reason quotes only these,
+    # never a later step's words (fzref: the replacement module's rmmod error was
+    # quoted as the driver's).
+    said: list[list[str]] = []
+    since: list[str] = []
     workload: list[str] = []
     in_workload = False
     taint: int | None = None
@@ -350,6 +355,8 @@ def interpret(result: VmResult, modules: Mapping[str, Path] | None = None,
         m = _STEP.match(line.strip())
         if m:
             steps.append(Step(m.group(1), m.group(2), int(m.group(3))))
+            said.append(since)
+            since = []
             continue
         t = _TAINT.match(line.strip())
         if t:
@@ -361,19 +368,20 @@ def interpret(result: VmResult, modules: Mapping[str, Path] | None = None,
             in_workload = False
         elif in_workload:
             workload.append(line)
-        else:
-            other.append(line)
+        elif line.strip():
+            since.append(line)
     log = driver_log(result.console)
     verdict = result.verdict
     reason = result.reason()
-    failed = next((s for s in steps if not s.ok), None)
-    if verdict is Verdict.FAILED and failed is not None:
+    index = next((i for i, s in enumerate(steps) if not s.ok), None)
+    failed = steps[index] if index is not None else None
+    if verdict is Verdict.FAILED and failed is not None and index is not None:
         reason = f"{failed.action} {failed.target} failed (status {failed.status})"
         why = _kernel_reason(log, failed.target) if failed.action == "insmod" else ""
         if why:
             reason += f": {why}"
-        elif other:
-            reason += f": {other[-1].strip()}"
+        elif said[index]:
+            reason += f": {said[index][-1].strip()}"
     faults = split_faults(result.output)
     if (verdict is Verdict.FAILED and failed is not None and failed.action == "insmod"
             and injected(faults)):
