@@ -11,7 +11,8 @@ import pytest
 
 from kedr_build.errors import KedrError
 from kedr_build.targets.labgrid import boot_console_level
-from kedr_build.targets.machine import PROBE, Answer, JobEnd
+from kedr_build.targets.machine import (LOST_BOUND, PROBE, Answer, JobEnd, Power,
+                                        _after_loss, fresh_state)
 from kedr_build.targets.trials import MachineGuest
 
 PRINTK = "1\t4\t1\t7"        # /proc/sys/kernel/printk after ShellDriver's dmesg -n 1
@@ -32,9 +33,10 @@ def test_the_level_the_kernel_booted_with(cmdline: str, level: int) -> None:
 class FakeMachine:
     """Answers PROBE with a release and a taint; records what else it was asked."""
 
-    def __init__(self, release: str, taint: int) -> None:
-        self.release, self.taint = release, taint
+    def __init__(self, release: str, taint: int, dead: bool = False) -> None:
+        self.release, self.taint, self.dead = release, taint, dead
         self.asked: list[str] = []
+        self.waited: list[float] = []       # each command's timeout
 
     def __str__(self) -> str:
         return "ssh://root@lab"
@@ -47,6 +49,9 @@ class FakeMachine:
 
     def run(self, command: str, data: bytes | None = None, timeout: float = 1.0) -> Answer:
         self.asked.append(command)
+        self.waited.append(timeout)
+        if self.dead:
+            raise KedrError(f"TARGET={self}: no answer in {timeout:.0f} s")
         if command == PROBE:
             return Answer(0, f"{self.release}\n{self.taint}\n".encode(), b"")
         return Answer(0, b"", b"")
@@ -71,20 +76,65 @@ def test_without_power_the_sweep_stops_after_cleaning_up() -> None:
 
 def test_a_power_cycle_checks_the_kernel_again(tmp_path: Path) -> None:
     fresh = FakeMachine("6.1.0-1-amd64", 0)
-    guest = MachineGuest(FakeMachine("6.1.0-1-amd64", 128), restart=lambda: fresh,
-                         power="labgrid's ShellStrategy with QEMUDriver")
+    guest = MachineGuest(FakeMachine("6.1.0-1-amd64", 128),
+                         restarts=Power("labgrid's ShellStrategy with QEMUDriver", lambda: fresh))
     assert guest.recover() == ""
     assert guest.boots == 2 and guest.conn is fresh and PROBE in fresh.asked
     assert guest.done == ["power-cycled through labgrid's ShellStrategy with QEMUDriver"]
 
     # Still tainted after the cycle (a power driver that does nothing): not reused.
     stuck = MachineGuest(FakeMachine("6.1.0-1-amd64", 128),
-                         restart=lambda: FakeMachine("6.1.0-1-amd64", 512), power="p")
+                         restarts=Power("p", lambda: FakeMachine("6.1.0-1-amd64", 512)))
     assert stuck.recover() == ("TARGET=ssh://root@lab: its kernel is tainted W (512) after a "
                                "power cycle, W beyond out-of-tree/unsigned: reboot it")
 
     def broken() -> FakeMachine:
         raise KedrError("TARGET=labgrid:lab.yaml: power cycle through labgrid failed: "
                         "IOError: ")
-    assert MachineGuest(FakeMachine("x", 0), restart=broken, power="p").recover() \
+    assert MachineGuest(FakeMachine("x", 0), restarts=Power("p", broken)).recover() \
         .startswith("TARGET=labgrid:lab.yaml: power cycle through labgrid failed")
+
+
+def test_a_machine_found_tainted_is_power_cycled_once_or_refused() -> None:
+    found = FakeMachine("6.1.0-1-amd64", 512 | 4096)        # W, and O (allowed)
+    with pytest.raises(KedrError) as refused:
+        fresh_state(found, (), None, [])
+    assert str(refused.value) == (
+        "TARGET=ssh://root@lab: its kernel is already tainted WO (4608), W beyond "
+        "out-of-tree/unsigned; nothing was copied: reboot it first")
+
+    fresh = FakeMachine("6.1.0-1-amd64", 0)
+    done: list[str] = []
+    conn, state = fresh_state(found, (), Power("p", lambda: fresh), done)
+    assert conn is fresh and state.taint == 0
+    assert done == ["found tainted W: power-cycled through p, its kernel checked again"]
+
+    # Tainted again after the one cycle: refused, in one line.
+    with pytest.raises(KedrError) as again:
+        fresh_state(found, (), Power("p", lambda: FakeMachine("6.1.0-1-amd64", 512)), [])
+    line = str(again.value)
+    assert "\n" not in line and line.startswith("TARGET=ssh://root@lab: its kernel is already "
+                                                "tainted WO (4608)"), line
+    assert line.endswith("power-cycled through p, but: TARGET=ssh://root@lab: its kernel is "
+                         "tainted W (512) after a power cycle, W beyond out-of-tree/unsigned: "
+                         "reboot it; nothing was copied"), line
+
+
+def test_a_run_that_lost_the_machine() -> None:
+    # Without power: the cleanup is tried within the sweep's bound, not a probe's 120 s,
+    # and one line says the machine is lost.
+    dead = FakeMachine("6.1.0-1-amd64", 0, dead=True)
+    done: list[str] = []
+    conn, left = _after_loss(dead, "/tmp/kedr-build-x", "rm -rf /tmp/kedr-build-x", (), None,
+                             300.0, done)
+    assert conn is dead and dead.waited == [LOST_BOUND] and done == []
+    assert left == ("lost (TARGET=ssh://root@lab: no answer in 60 s) and it has no power "
+                    "driver to restart it: reboot it before using it again")
+
+    # With power: restarted, checked, and what outlived the boot removed there.
+    fresh = FakeMachine("6.1.0-1-amd64", 0)
+    conn, left = _after_loss(dead, "/tmp/kedr-build-x", "rm -rf /tmp/kedr-build-x", (),
+                             Power("p", lambda: fresh), 300.0, done)
+    assert conn is fresh and left == "" and dead.waited == [LOST_BOUND]
+    assert fresh.asked == [PROBE, "rm -rf /tmp/kedr-build-x"]
+    assert done == ["stopped answering: power-cycled through p, its kernel checked again"]

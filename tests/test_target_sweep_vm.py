@@ -150,3 +150,58 @@ def test_an_oops_over_ssh_without_power_stops_the_sweep_in_one_line(
         assert saved["stopped"] == result.stopped and not saved["ok"]
         taint = lab.ssh("cat /proc/sys/kernel/tainted").stdout
         assert int(taint) & 128, taint           # D: the oops; the machine was not reused
+
+
+def test_a_run_that_crashes_the_machine_through_labgrid_is_power_cycled(
+        kernel: ProvisionedKernel, built: tuple[Path, Path, Path, SweepResult]) -> None:
+    """``run FAULTS=`` on a labgrid machine (issue 21, item 3): the workload loads the
+    driver again with mode=deref and its kstrdup fails (nth=2: the first load's
+    succeeded): the oops panics the machine (oops=panic), its console goes silent; the
+    run is reported crashed with the panic's last words, the machine power-cycled
+    through labgrid (the sweep's power_cycle), its kernel checked again and left as
+    found. Then a machine found tainted is power-cycled once before a run."""
+    from kedr_build.faults.scenario import parse_faults, resolve_for
+    from kedr_build.targets.connect import power_for
+    from kedr_build.targets.machine import run_on_machine
+    from kedr_build.vm.qemu import Verdict
+    from kedr_build.vm.taint import ALLOWED_TAINT
+
+    repl, patched, work, _ = built
+    # The sweep test's environment: one boot of the guest for both tests of a kernel.
+    target = LabgridTarget(environment(kernel, work / "lab", boot_args="oops=panic"))
+    power = power_for(target)
+    assert power is not None and power.how == "labgrid's ShellStrategy with QEMUDriver"
+    shell = labgrid.open_shell(target)
+    before, _, _ = shell.driver.run(STATE)
+    reload = work / "reload-deref.sh"
+    reload.write_text('rmmod kedr_faulty && insmod "$(dirname "$0")/modules/kedr_faulty.ko" '
+                      "mode=deref\n")
+    faults = resolve_for(parse_faults("kstrdup: nth=2"), repl)
+    report = run_on_machine(shell, [repl, patched], work / "run-crash", workload=reload,
+                            timeout=60, trace_providers=(repl.stem,), faults=faults,
+                            power=power)
+    assert report.verdict is Verdict.KERNEL_PROBLEM and not report.ok, report.reason
+    assert report.reason.startswith(f"TARGET={target} crashed: kernel reported: "), \
+        report.reason
+    # The console's last words, read as it went silent.
+    assert any(p.line.startswith("Kernel panic - not syncing") for p in report.problems), \
+        report.problems
+    assert report.power_cycles == (
+        "stopped answering: power-cycled through labgrid's ShellStrategy with QEMUDriver, "
+        "its kernel checked again",)
+    assert report.left_as_found == "", report.left_as_found
+    shell = labgrid.open_shell(target)
+    after, _, _ = shell.driver.run(STATE)
+    assert after == before
+    taint, _, _ = shell.driver.run("cat /proc/sys/kernel/tainted")
+    assert int(taint[0]) & ~ALLOWED_TAINT == 0, taint
+
+    # Found tainted (W, set by hand as a WARNING would): power-cycled once, then run.
+    shell.driver.run("echo 512 > /proc/sys/kernel/tainted")
+    clean = run_on_machine(shell, [repl, patched], work / "run-tainted", workload=WORKLOAD,
+                           timeout=60, trace_providers=(repl.stem,), power=power)
+    assert clean.ok and clean.left_as_found == "", clean.reason
+    assert clean.power_cycles == ("found tainted W: power-cycled through labgrid's "
+                                  "ShellStrategy with QEMUDriver, its kernel checked again",)
+    assert clean.taint_before is not None and clean.taint_before & ~ALLOWED_TAINT == 0
+    labgrid.restore_console(target)

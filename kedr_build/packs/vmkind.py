@@ -62,7 +62,7 @@ def _on_machine(driver: DriverUnderTest, test: PackTest, logdir: Path, session: 
               suppressions: tuple[suppress.Suppression, ...]) -> RunReport:
     """The same run on a real machine (TARGET=ssh://, labgrid:): its own kernel, no boot
     of ours (a labgrid environment's strategy may power it on)."""
-    from kedr_build.targets.connect import connect
+    from kedr_build.targets.connect import connect, power_for
     from kedr_build.targets.machine import run_on_machine
     from kedr_build.targets.spec import parse_target
 
@@ -76,7 +76,8 @@ def _on_machine(driver: DriverUnderTest, test: PackTest, logdir: Path, session: 
                             trace_providers=(driver.replacement,), intree=driver.modprobe,
                             suppressions=suppressions, cycles=test.params["cycles"],
                             copies=test.params["copies"],
-                            attempt=int(session.env.get(retry.ATTEMPT_ENV, "1")))
+                            attempt=int(session.env.get(retry.ATTEMPT_ENV, "1")),
+                            power=power_for(target))
     if report.left_as_found:
         # Not a check of the driver, but never silent: the test's reason says it.
         report = dataclasses.replace(report, reason="; ".join(

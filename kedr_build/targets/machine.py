@@ -29,7 +29,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -46,6 +46,9 @@ from kedr_build.vm.runner import TRACEFS, RunPlan, RunReport, conclude, plan_run
 from kedr_build.vm.taint import ALLOWED_TAINT, taint_letters
 
 PROBE_TIMEOUT = 120.0      # seconds for each short command (a slow lab machine)
+# Seconds a machine whose job ended without a status is given to answer before it
+# counts as lost: the sweep's bound for one site (site_timeout, faults/sweep.py).
+LOST_BOUND = 60.0
 TAINT_BEFORE = "KEDR-TAINT-BEFORE "
 _LEFT = re.compile(r"^KEDR-LEFT (\S+) (.+)$")
 
@@ -111,6 +114,15 @@ class MachineState:
     modules: frozenset[str]       # loaded, as /proc/modules names them
 
 
+@dataclass(frozen=True)
+class Power:
+    """How the machine is restarted (labgrid's strategy or power driver:
+    targets/labgrid.py's power_cycle); a shell on it again."""
+
+    how: str                            # for messages
+    restart: Callable[[], Transport]
+
+
 PROBE = "uname -r; cat /proc/sys/kernel/tainted; cut -d' ' -f1 /proc/modules"
 
 
@@ -132,6 +144,50 @@ def check_release(modules: tuple[ModuleRef, ...], state: MachineState, target: o
             raise KedrError(f"TARGET={target}: the machine runs kernel {state.release}, but "
                             f"{m.path.name} is built for {m.release} (vermagic); nothing was "
                             f"copied: build it for the machine ({fix})")
+
+
+def checked_state(conn: Transport, modules: tuple[ModuleRef, ...], when: str) -> MachineState:
+    """Its kernel: the modules' release (vermagic), not tainted beyond
+    out-of-tree/unsigned (``when``: for the message); else one line."""
+    state = probe(conn)
+    check_release(modules, state, conn)
+    extra = state.taint & ~ALLOWED_TAINT
+    if extra:
+        raise KedrError(f"TARGET={conn}: its kernel is tainted {taint_letters(state.taint)} "
+                        f"({state.taint}) {when}, {taint_letters(extra)} beyond "
+                        "out-of-tree/unsigned: reboot it")
+    return state
+
+
+def power_cycle(power: Power, modules: tuple[ModuleRef, ...]) -> tuple[Transport, MachineState]:
+    """Restart the machine; a shell on its fresh boot, checked (:func:`checked_state`)."""
+    conn = power.restart()
+    return conn, checked_state(conn, modules, "after a power cycle")
+
+
+def fresh_state(conn: Transport, modules: tuple[ModuleRef, ...], power: Power | None,
+                done: list[str]) -> tuple[Transport, MachineState]:
+    """The machine as found, checked before anything is copied. One found tainted (an
+    earlier run, or anything else: its kernel check would judge someone else's
+    WARNING) is never reused silently: power-cycled once where it can be (said in
+    ``done``), else refused in one line."""
+    state = probe(conn)
+    check_release(modules, state, conn)
+    extra = state.taint & ~ALLOWED_TAINT
+    if not extra:
+        return conn, state
+    found = (f"TARGET={conn}: its kernel is already tainted {taint_letters(state.taint)} "
+             f"({state.taint}), {taint_letters(extra)} beyond out-of-tree/unsigned")
+    if power is None:
+        raise KedrError(f"{found}; nothing was copied: reboot it first")
+    try:
+        conn, state = power_cycle(power, modules)
+    except KedrError as e:
+        raise KedrError(f"{found}; power-cycled through {power.how}, but: {e}; nothing "
+                        "was copied") from None
+    done.append(f"found tainted {taint_letters(extra)}: power-cycled through {power.how}, "
+                "its kernel checked again")
+    return conn, state
 
 
 def _wrapper(root: str, token: str) -> str:
@@ -188,11 +244,17 @@ def run_on_machine(conn: Transport, modules: list[Path], logdir: Path,
                    trace_providers: tuple[str, ...] = (),
                    suppressions: tuple[suppress.Suppression, ...] = (),
                    faults: Mapping[str, str] | None = None, intree: tuple[str, ...] = (),
-                   cycles: int = 1, copies: int = 1, attempt: int = 1) -> RunReport:
+                   cycles: int = 1, copies: int = 1, attempt: int = 1,
+                   power: Power | None = None) -> RunReport:
     """Load, exercise and unload the modules on the machine; the same RunReport as
     :func:`kedr_build.vm.runner.run_modules` gives for the VM (``intree``, ``cycles``,
     ``copies``, ``attempt``: as there; the in-tree modules come from the machine's own
-    /lib/modules through its modprobe, and those the run loaded are unloaded after)."""
+    /lib/modules through its modprobe, and those the run loaded are unloaded after).
+
+    ``power`` (labgrid): a machine found tainted is power-cycled once before the run,
+    and one that stopped answering mid-job (a panic: no status in ``timeout``) is
+    power-cycled after it, its kernel checked again (release, vermagic, taint): the
+    run is reported crashed, with what its console showed last."""
     logdir.mkdir(parents=True, exist_ok=True)
     token = secrets.token_hex(6)
     root = f"/tmp/kedr-build-{token}"
@@ -200,16 +262,8 @@ def run_on_machine(conn: Transport, modules: list[Path], logdir: Path,
                     attempt=attempt, root=root)
     if workload is not None and not workload.is_file():
         raise KedrError(f"WORKLOAD={workload}: no such file")
-    state = probe(conn)
-    check_release(plan.modules, state, conn)
-    extra = state.taint & ~ALLOWED_TAINT
-    if extra:
-        # A machine an earlier run (or anything else) left tainted is not reused
-        # silently: its kernel check would judge someone else's WARNING.
-        raise KedrError(f"TARGET={conn}: its kernel is already tainted "
-                        f"{taint_letters(state.taint)} ({state.taint}), "
-                        f"{taint_letters(extra)} beyond out-of-tree/unsigned; nothing was "
-                        "copied: reboot it first")
+    done: list[str] = []
+    conn, state = fresh_state(conn, plan.modules, power, done)
     busy = [m.name for m in plan.modules if m.name in state.modules]
     if busy:
         raise KedrError(f"TARGET={conn}: {busy[0]} is already loaded there; nothing was "
@@ -223,19 +277,22 @@ def run_on_machine(conn: Transport, modules: list[Path], logdir: Path,
     (logdir / conn.log_name).write_text(shlex.join(conn.command_line(f"sh {root}/wrapper.sh"))
                                         + "\n")
     start = time.monotonic()
+    cleanup = _cleanup(root, plan, state.modules, intree)
     left: str | None = None
     try:
         conn.check(f"mkdir {root} && tar -x -f - -C {root}", f"copying the files to {root}",
                    _tar(files))
         result = _run_job(conn, root, token, logdir, timeout, start)
+        if result.status is None:
+            conn, left = _after_loss(conn, root, cleanup, plan.modules, power, timeout, done)
     except KedrError as e:
         # A copy that failed (a full disk) or a machine that stopped answering: the one
         # line says how the machine was left too.
-        left = _leave(conn, root, plan, state.modules, intree)
+        left = leave(conn, root, cleanup)
         raise KedrError(f"{e} ({left or 'the machine was left as found'})") from None
     finally:
         if left is None:
-            left = _leave(conn, root, plan, state.modules, intree)
+            left = leave(conn, root, cleanup)
     report = conclude(result, plan, logdir, suppressions,
                       targets=tuple(m.name for m in plan.modules
                                     if m.name not in trace_providers))
@@ -243,11 +300,35 @@ def run_on_machine(conn: Transport, modules: list[Path], logdir: Path,
                    (logdir / "status.log").read_text().splitlines()
                    if ln.startswith(TAINT_BEFORE) and ln[len(TAINT_BEFORE):].isdigit()), None)
     report = dataclasses.replace(report, target=str(conn), taint_before=before,
-                                 left_as_found=left)
+                                 left_as_found=left, power_cycles=tuple(done))
     if result.lost:
         report = dataclasses.replace(report, reason=_lost_reason(result, conn, timeout))
     write_atomic(logdir / "result.json", report.to_json().encode())
     return report
+
+
+def _after_loss(conn: Transport, root: str, cleanup: str, modules: tuple[ModuleRef, ...],
+                power: Power | None, timeout: float, done: list[str]) -> tuple[Transport, str]:
+    """The job ended without a status: the machine crashed, hung or dropped its link.
+    With power it is restarted (:func:`power_cycle`, as the sweep's trials do after a
+    lost site) and what outlived the boot removed; without, the cleanup is tried
+    within :data:`LOST_BOUND` (not a probe's two minutes on a dead link) and a machine
+    that does not answer is said to be lost. The machine, and "" when it is left as
+    found, else how it is left."""
+    if power is None:
+        left = leave(conn, root, cleanup, min(timeout, LOST_BOUND))
+        if left.startswith("not cleaned up"):
+            return conn, (f"lost ({left[len('not cleaned up: '):]}) and it has no power "
+                          "driver to restart it: reboot it before using it again")
+        return conn, left
+    try:
+        conn, _ = power_cycle(power, modules)
+    except KedrError as e:
+        return conn, f"lost, and restarting it through {power.how} failed: {e}"
+    done.append(f"stopped answering: power-cycled through {power.how}, its kernel checked "
+                "again")
+    # A /tmp on disk outlives the boot: the run's files go.
+    return conn, leave(conn, root, cleanup)
 
 
 def _run_job(conn: Transport, root: str, token: str, logdir: Path, timeout: float,
@@ -255,8 +336,8 @@ def _run_job(conn: Transport, root: str, token: str, logdir: Path, timeout: floa
     end = conn.run_job(f"sh {root}/wrapper.sh", logdir / "output.log", logdir / "status.log",
                        timeout, root)
     elapsed = time.monotonic() - start
-    console = ""
-    if not end.lost:
+    console = end.console     # what a console showed as it went silent (labgrid)
+    if not end.lost and not end.timed_out:
         dmesg = conn.run(f"dmesg | sed -n '/{JOB_START} {token}/,$p'")
         console = dmesg.stdout.decode("utf-8", "replace") if dmesg.returncode == 0 else ""
     write_atomic(logdir / "console.log", console.encode())
@@ -270,17 +351,11 @@ def _run_job(conn: Transport, root: str, token: str, logdir: Path, timeout: floa
                     job_started=True)
 
 
-def _leave(conn: Transport, root: str, plan: RunPlan, loaded_before: frozenset[str],
-           intree: tuple[str, ...] = ()) -> str:
-    """Clean up; "" when the machine is as it was found, else what is left and why."""
-    return leave(conn, root, _cleanup(root, plan, loaded_before, intree))
-
-
-def leave(conn: Transport, root: str, script: str) -> str:
+def leave(conn: Transport, root: str, script: str, timeout: float = PROBE_TIMEOUT) -> str:
     """Run a :func:`cleanup_script`; "" when the machine is as it was found, else what
     is left and why."""
     try:
-        proc = conn.run(script)
+        proc = conn.run(script, timeout=timeout)
     except KedrError as e:
         return f"not cleaned up: {e}"
     if proc.returncode != 0:
@@ -295,7 +370,8 @@ def _lost_reason(result: VmResult, conn: Transport, timeout: float) -> str:
     why = (f"no status after {timeout:.0f} s" if result.timed_out
            else result.qemu_error or "the session ended without a status")
     if result.verdict is Verdict.KERNEL_PROBLEM and result.problems:
-        return f"kernel reported: {result.problems[0]} ({why})"
+        # The console's last words (labgrid: what it showed as it went silent).
+        return f"TARGET={conn} crashed: kernel reported: {result.problems[0]} ({why})"
     return f"TARGET={conn}: {why}"
 
 

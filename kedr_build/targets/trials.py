@@ -29,14 +29,11 @@ from pathlib import Path
 from kedr_build.atomic import write_atomic
 from kedr_build.errors import KedrError
 from kedr_build.ko.module import ModuleRef
-from kedr_build.targets.machine import (MachineState, Transport, _tar, _without_debug_info,
-                                        _wrapper, check_release, cleanup_script, leave, probe)
+from kedr_build.targets.machine import (Power, Transport, _tar, _without_debug_info, _wrapper,
+                                        checked_state, cleanup_script, fresh_state, leave)
 from kedr_build.targets.spec import LabgridTarget, SshTarget, Target
 from kedr_build.vm.console import find_problems
 from kedr_build.vm.qemu import JOB_START, GuestJob, VmResult, parse_status
-from kedr_build.vm.taint import ALLOWED_TAINT, taint_letters
-
-Restart = Callable[[], Transport]       # power-cycle the machine; a shell on it again
 
 
 @dataclass
@@ -44,8 +41,7 @@ class MachineGuest:
     """A real machine the trials run on, one trial a job."""
 
     conn: Transport
-    restart: Restart | None = None      # None: no power driver (ssh://)
-    power: str = ""                     # how it is restarted, for messages
+    restarts: Power | None = None       # None: no power driver (ssh://)
     boots: int = 1                      # the boot it was found in is the first
     root: str = field(default_factory=lambda: f"/tmp/kedr-build-{secrets.token_hex(6)}")
     one_at_a_time = True
@@ -64,16 +60,10 @@ class MachineGuest:
     def scratch(self) -> str:
         return self.root
 
-    def _state(self, after: str) -> MachineState:
-        """Its kernel: the modules' release, not tainted beyond out-of-tree/unsigned."""
-        state = probe(self.conn)
-        check_release(self._kos, state, self.conn)
-        extra = state.taint & ~ALLOWED_TAINT
-        if extra:
-            raise KedrError(f"TARGET={self.conn}: its kernel is tainted "
-                            f"{taint_letters(state.taint)} ({state.taint}) {after}, "
-                            f"{taint_letters(extra)} beyond out-of-tree/unsigned: reboot it")
-        return state
+    @property
+    def power(self) -> str:
+        """How it is restarted, for messages ("" when it cannot be)."""
+        return self.restarts.how if self.restarts else ""
 
     def _copy(self, job: GuestJob) -> None:
         if not self._kos:
@@ -81,7 +71,9 @@ class MachineGuest:
                               if n.endswith(".ko"))
             self._ours = tuple(reversed([m.name for m in self._kos]))
             self._intree = tuple(job.intree_modules)
-            state = self._state("before the sweep; nothing was copied")
+            boots = len(self.done)
+            self.conn, state = fresh_state(self.conn, self._kos, self.restarts, self.done)
+            self.boots += len(self.done) - boots
             self._before = state.modules
             busy = [m for m in self._ours if m in state.modules]
             if busy:
@@ -131,17 +123,17 @@ class MachineGuest:
 
     def recover(self) -> str:
         """A fresh boot (power cycle), its kernel checked again; or why not."""
-        if self.restart is None:
+        if self.restarts is None:
             left = self._cleanup()
             self._copied = False
             return (f"TARGET={self.conn} has no power driver to restart it; "
                     f"{left or 'modules unloaded, files removed'}: reboot it before "
                     "using it again")
         try:
-            self.conn = self.restart()
+            self.conn = self.restarts.restart()
             self.boots += 1
             self.done.append(f"power-cycled through {self.power}")
-            self._state("after a power cycle")
+            checked_state(self.conn, self._kos, "after a power cycle")
         except KedrError as e:
             return str(e)
         # A /tmp that outlived the boot: the last boot's files go.
@@ -156,14 +148,8 @@ class MachineGuest:
 
 def machine_guest(target: Target, ssh_config: Path | None = None) -> MachineGuest:
     """The machine of TARGET= for the trials, with its power driver if it has one."""
-    from kedr_build.targets.connect import connect
+    from kedr_build.targets.connect import connect, power_for
 
-    if isinstance(target, LabgridTarget):
-        from kedr_build.targets.labgrid import power_cycle, power_of
-
-        power = power_of(target)
-        return MachineGuest(connect(target), power=power,
-                            restart=(lambda: power_cycle(target)) if power else None)
-    if isinstance(target, SshTarget):
-        return MachineGuest(connect(target, ssh_config))
+    if isinstance(target, (LabgridTarget, SshTarget)):
+        return MachineGuest(connect(target, ssh_config), restarts=power_for(target))
     raise KedrError(f"TARGET={target}: not a real machine")

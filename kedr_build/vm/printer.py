@@ -47,6 +47,7 @@ def format_report(report: RunReport, title: str) -> str:
         out.append(f"--- target {report.target} ---")
         out.append(f"kernel taint (/proc/sys/kernel/tainted) before {report.taint_before}, "
                    f"after {report.taint}")
+        out += report.power_cycles
         out.append("left as found (modules unloaded, files removed)" if not report.left_as_found
                    else f"NOT left as found: {report.left_as_found}")
     steps = ", ".join(f"{s.action} {s.target}{'' if s.ok else ' FAILED'}" for s in report.steps)

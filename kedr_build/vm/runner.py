@@ -116,6 +116,7 @@ class RunReport:
     taint_before: int | None = None        # ... before the load (a real machine: TARGET=)
     target: str = ""                       # TARGET= other than qemu: where it ran
     left_as_found: str = ""                # a real machine: how it was left (cleanup)
+    power_cycles: tuple[str, ...] = ()     # ... when and how it was restarted (labgrid)
     faults: dict[str, str] = field(default_factory=dict)  # point -> its scenario and counters
     lost: bool = False                     # no status came back (steps after some point unknown)
     interfaces: tuple[str, ...] | None = None  # new snapshot lines (discover=True), else None
@@ -140,7 +141,7 @@ class RunReport:
         if not self.target:
             # The QEMU guest's result.json as it always was: the real machine's part only
             # where there is one.
-            for key in ("taint_before", "target", "left_as_found"):
+            for key in ("taint_before", "target", "left_as_found", "power_cycles"):
                 del data[key]
         data["verdict"] = self.verdict.value
         data["logs"] = str(self.logs)

@@ -44,14 +44,15 @@ def _run(target: list[Any], source: list[Any], env: Any) -> int:
 
         devices = attach(cfg.devices, cfg.kernel)
     if cfg.target.real:
-        from kedr_build.targets.connect import connect
+        from kedr_build.targets.connect import connect, power_for
         from kedr_build.targets.machine import run_on_machine
 
         report = run_on_machine(connect(cfg.target, cfg.ssh_config), modules,
                                 Path(str(target[0])).parent,
                                 workload=cfg.workload, timeout=cfg.vm_timeout,
                                 trace_providers=(cfg.replacement_module,),
-                                suppressions=suppressions, faults=faults, intree=cfg.modprobe)
+                                suppressions=suppressions, faults=faults, intree=cfg.modprobe,
+                                power=power_for(cfg.target))
         print(format_report(report, cfg.name))
         return 0 if report.ok and report.checks_ok else 1
     report = run_modules(cfg.kernel, modules, Path(str(target[0])).parent,
