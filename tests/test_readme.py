@@ -86,6 +86,10 @@ NOT_HERE.update({
     "scons MODULE=path/to/driver KERNEL=debian-6.1 TARGET=labgrid:lab.yaml check PACK=basic":
         "needs a lab's labgrid environment: tests/test_target_labgrid_vm.py checks "
         "PACK=basic through labgrid on a QEMUDriver guest playing one",
+    "scons DRIVERS=path/to/a,path/to/b KERNEL=debian-6.1 TARGET=labgrid:lab.yaml:'lab-*' "
+    "check PACK=basic":
+        "needs a lab's labgrid coordinator: tests/test_target_labgrid_places_vm.py runs "
+        "it on two places of a local coordinator and exporter (two QEMU guests)",
     "./kedr-env python bench/device_corpus.py --kernel debian-6.1 --write README.md":
         "the device corpus: 21 devices through the device pack, over an hour of VM runs, "
         "and rewrites README.md; tests/test_device_corpus.py checks its parsing and table",

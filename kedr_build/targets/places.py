@@ -72,9 +72,6 @@ class Coordinator:
                             f"coordinator {self.address}")
         return place
 
-    def whoami(self) -> str:
-        return f"{self.session.gethostname()}/{self.session.getuser()}"
-
 
 _SESSIONS: dict[str, Coordinator] = {}
 
