@@ -126,9 +126,9 @@ def session(drivers: Sequence[CheckedDriver], report_dir: str,
     if isinstance(first.target, LabgridTarget) and first.target.place is not None:
         # Several places: one pytest-xdist worker each (worker K acquires the K-th,
         # targets/places.py), the session's groups dealt among them as JOBS= deals them.
-        from kedr_build.targets.places import resolve
+        from kedr_build.targets.places import query
 
-        names = resolve(first.target)
+        names = query(first.target)
         target, jobs = str(replace(first.target, place=",".join(names))), len(names)
     return Session(pack=str(Path(pack_file).resolve()), kernel=first.kernel.description.name,
                    drivers=tuple(under_test), report_dir=os.path.abspath(report_dir),

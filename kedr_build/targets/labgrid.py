@@ -188,9 +188,9 @@ def check_environment(target: LabgridTarget) -> None:
         labgrid_target(target)
     else:
         _environment(target)
-        from kedr_build.targets.places import check_places
+        from kedr_build.targets.places import query
 
-        check_places(target)
+        query(target)
 
 
 def _with_place(role: dict[str, Any], place: str) -> None:

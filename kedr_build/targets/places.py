@@ -21,6 +21,7 @@ import atexit
 import fnmatch
 import logging
 import os
+import subprocess
 import sys
 from dataclasses import dataclass, replace
 from typing import Any
@@ -159,6 +160,39 @@ def check_places(target: LabgridTarget) -> tuple[str, ...]:
     return names
 
 
+def query(target: LabgridTarget) -> tuple[str, ...]:
+    """:func:`check_places` in a child process, for scons: gRPC's threads then never
+    live in the process that goes on to start pytest (a fork there, with its
+    ``preexec_fn``, failed 25 times in 300 while a coordinator session was open)."""
+    proc = subprocess.run([sys.executable, "-m", "kedr_build.targets.places", str(target)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = [ln for ln in proc.stderr.splitlines() if ln.startswith(_PREFIX)]
+        raise KedrError(lines[-1][len(_PREFIX):] if lines else
+                        f"TARGET={target}: asking the labgrid coordinator failed: "
+                        f"{_one_line_text(proc.stderr) or proc.returncode}")
+    return tuple(proc.stdout.split())
+
+
+_PREFIX = "kedr-build: "
+
+
+def main(argv: list[str]) -> int:
+    """``python -m kedr_build.targets.places TARGET``: the places, one a line."""
+    from kedr_build.targets.spec import parse_target
+
+    try:
+        target = parse_target(argv[0])
+        if not isinstance(target, LabgridTarget) or target.place is None:
+            raise KedrError(f"TARGET={argv[0]}: not labgrid:ENV.yaml:PLACES")
+        names = check_places(target)
+    except KedrError as e:
+        print(f"{_PREFIX}{e}", file=sys.stderr)
+        return 1
+    print("\n".join(names))
+    return 0
+
+
 def _refuse_held(target: LabgridTarget, place: Any) -> None:
     if place.acquired:
         raise KedrError(f"TARGET={target}: place {target.place} is already acquired by "
@@ -229,3 +263,7 @@ def _one_line(e: BaseException) -> str:
 def _one_line_text(text: str) -> str:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     return lines[0] if lines else ""
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
