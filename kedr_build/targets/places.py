@@ -12,7 +12,8 @@ pytest-xdist worker (packs/check.py starts one worker per place, and worker ``gw
 takes the K-th: :func:`place_of_worker`).
 
 The coordinator is the environment's ``options: coordinator_address``, else
-``LG_COORDINATOR``, else labgrid's default 127.0.0.1:20408.
+``LG_COORDINATOR``, else labgrid's default 127.0.0.1:20408. scons asks it in a child
+process (:func:`query`): a process with a gRPC session open must not fork pytest.
 """
 
 from __future__ import annotations
