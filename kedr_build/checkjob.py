@@ -15,13 +15,14 @@ from __future__ import annotations
 import os
 import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from kedr_build.config import BuildConfig
 from kedr_build.errors import KedrError
 from kedr_build.packs import pack as packs
 from kedr_build.packs.session import DriverUnderTest, Session
+from kedr_build.targets.spec import LabgridTarget
 
 # Variables that say which driver and how it is built and run: kept in a failure's
 # reproducing command. (PACK and TEST are set by the command itself; DRIVERS and
@@ -121,13 +122,21 @@ def session(drivers: Sequence[CheckedDriver], report_dir: str,
             workload=str(workload.resolve()) if workload else None, modprobe=cfg.modprobe,
             suppress=str(cfg.suppress.resolve()) if cfg.suppress else None,
             devices=tuple(dev.name for dev in cfg.devices)))
+    target, jobs = str(first.target) if first.target.real else "", first.jobs
+    if isinstance(first.target, LabgridTarget) and first.target.place is not None:
+        # Several places: one pytest-xdist worker each (worker K acquires the K-th,
+        # targets/places.py), the session's groups dealt among them as JOBS= deals them.
+        from kedr_build.targets.places import query
+
+        names = query(first.target)
+        target, jobs = str(replace(first.target, place=",".join(names))), len(names)
     return Session(pack=str(Path(pack_file).resolve()), kernel=first.kernel.description.name,
                    drivers=tuple(under_test), report_dir=os.path.abspath(report_dir),
                    vm_timeout=first.vm_timeout, vm_cpus=first.vm_cpus, tests=first.tests,
-                   shard=first.shard, jobs=first.jobs, retries=first.retries,
+                   shard=first.shard, jobs=jobs, retries=first.retries,
                    kcidb_origin=first.kcidb_origin,
                    env={k: v for k, v in first.arguments if k == "FUZZ_SEED"},
-                   target=str(first.target) if first.target.real else "",
+                   target=target,
                    ssh_config=str(first.ssh_config) if first.ssh_config else "")
 
 

@@ -88,7 +88,9 @@ VARIABLES: dict[str, Variable] = {
                         "flaky, never passed", "0"),
     "TARGET": Variable("where run and check happen: qemu (the pinned kernel in QEMU), "
                        "ssh://[user@]host[:port] (a machine running the kernel the build is "
-                       "for), labgrid:ENV.yaml (the target main of a labgrid environment)", "qemu"),
+                       "for), labgrid:ENV.yaml (the target main of a labgrid environment), "
+                       "labgrid:ENV.yaml:PLACES (coordinator places: a name, a comma list, "
+                       "patterns such as lab-*; check runs one worker per place)", "qemu"),
     "SSH_CONFIG": Variable("ssh client configuration file for TARGET=ssh:// (ssh -F; "
                            "default: ssh's own, ~/.ssh/config)"),
     "I_KNOW_THIS_MAY_CRASH": Variable("1: let FAULTS= or sweep fail kernel calls on a real "
@@ -177,9 +179,9 @@ def from_arguments(args: Mapping[str, str], top: str, launch_dir: str,
     if isinstance(target, LabgridTarget):
         # Its target and drivers made (no machine touched): a bad environment file is
         # one line before anything is built.
-        from kedr_build.targets.labgrid import labgrid_target
+        from kedr_build.targets.labgrid import check_environment
 
-        labgrid_target(target)
+        check_environment(target)
     retries = _retries(get("RETRIES"))
     kcidb_origin = _kcidb_origin(get("KCIDB_ORIGIN"))
     if get("FUZZ_SEED"):

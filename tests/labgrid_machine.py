@@ -38,9 +38,8 @@ done
 """
 
 
-def environment(kernel: ProvisionedKernel, workdir: Path, boot_args: str = "") -> Path:
-    """Write the guest's initramfs and the environment file into ``workdir``; the
-    environment file's path. ``boot_args``: more of the kernel's command line."""
+def initramfs(kernel: ProvisionedKernel, workdir: Path) -> Path:
+    """The lab machine's initramfs (busybox, /init offering a login on the console)."""
     workdir.mkdir(parents=True, exist_ok=True)
     ramfs = Initramfs()
     ramfs.add_file("bin/busybox", hosttools.static_busybox(), 0o755)
@@ -48,6 +47,13 @@ def environment(kernel: ProvisionedKernel, workdir: Path, boot_args: str = "") -
     ramfs.add_dir(f"lib/modules/{kernel.release}")
     initrd = workdir / "initramfs.cpio"
     ramfs.write(initrd)
+    return initrd
+
+
+def environment(kernel: ProvisionedKernel, workdir: Path, boot_args: str = "") -> Path:
+    """Write the guest's initramfs and the environment file into ``workdir``; the
+    environment file's path. ``boot_args``: more of the kernel's command line."""
+    initrd = initramfs(kernel, workdir)
     qemu = hosttools.require(["qemu-system-x86_64"])["qemu-system-x86_64"]
     cfg = kernel.qemu
     env = workdir / "lab.yaml"

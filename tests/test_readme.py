@@ -90,6 +90,10 @@ NOT_HERE.update({
     "I_KNOW_THIS_MAY_CRASH=1 sweep":
         "needs a lab's labgrid environment: tests/test_target_sweep_vm.py sweeps through "
         "labgrid on a QEMUDriver guest playing one, both kernels",
+    "scons DRIVERS=path/to/a,path/to/b KERNEL=debian-6.1 TARGET=labgrid:lab.yaml:'lab-*' "
+    "check PACK=basic":
+        "needs a lab's labgrid coordinator: tests/test_target_labgrid_places_vm.py runs "
+        "it on two places of a local coordinator and exporter (two QEMU guests)",
     "./kedr-env python bench/device_corpus.py --kernel debian-6.1 --write README.md":
         "the device corpus: 21 devices through the device pack, over an hour of VM runs, "
         "and rewrites README.md; tests/test_device_corpus.py checks its parsing and table",

@@ -11,7 +11,8 @@ labgrid as it would on a lab machine. The same steps as TARGET=ssh://
   one line naming both releases (run in this process, on its own labgrid guest: its
   /tmp and loaded modules are compared before and after);
 * an environment file that is not YAML, one that is not text, one without the target ``main``, one whose
-  target has no command driver, and a coordinator place: one line each, nothing built.
+  target has no command driver: one line each, nothing built (coordinator places:
+  tests/test_target_labgrid_places_vm.py).
 """
 
 from __future__ import annotations
@@ -143,13 +144,3 @@ def test_bad_environment_one_line(text: str | bytes, fragment: str, tmp_path: Pa
                       f"TARGET=labgrid:{env}", "run"], check=False)
     line = refused(proc, build, f"TARGET=labgrid:{env}: {env}{fragment}")
     assert env.read_bytes() == data, line
-
-
-def test_place_not_yet(tmp_path: Path, pinned_kernel: ProvisionedKernel) -> None:
-    env = tmp_path / "lab.yaml"
-    env.write_text("targets: {}\n")
-    build = tmp_path / "build"
-    proc = run_scons([f"MODULE={REPO / 'examples' / 'chardev'}", f"BUILD_DIR={build}",
-                      f"TARGET=labgrid:{env}:rack1", "run"], check=False)
-    refused(proc, build, f"TARGET=labgrid:{env}:rack1: coordinator places are not supported "
-            "yet")

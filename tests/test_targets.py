@@ -10,7 +10,8 @@ import pytest
 
 from kedr_build.errors import KedrError
 from kedr_build.packs.session import DriverUnderTest, Session
-from kedr_build.targets.spec import QemuTarget, SshTarget, check_consent, parse_target
+from kedr_build.targets.spec import (LabgridTarget, QemuTarget, SshTarget, check_consent,
+                                     parse_target)
 from kedr_build.vm.qemu import Verdict
 from kedr_build.vm.runner import RunReport
 
@@ -59,3 +60,52 @@ def test_consent_is_asked_on_a_real_machine_only() -> None:
     with pytest.raises(KedrError, match=r"^TARGET=ssh://root@lab: sweep fails the driver's "
                                         r"kernel calls on purpose .* I_KNOW_THIS_MAY_CRASH=1"):
         check_consent(SshTarget("lab"), "sweep", "yes")
+
+
+@pytest.mark.parametrize("places, worker, chosen", [
+    ("lab-a", "", "lab-a"), ("lab-a,lab-b", "gw1", "lab-b"), ("lab-a,lab-b", "", "lab-a"),
+    ("lab-a,lab-b", "gw0", "lab-a"),
+])
+def test_each_worker_takes_its_place(places: str, worker: str, chosen: str,
+                                     tmp_path: Path) -> None:
+    from kedr_build.targets.places import place_of_worker
+
+    env = tmp_path / "lab.yaml"
+    env.write_text("targets: {}\n")
+    target = parse_target(f"labgrid:{env}:{places}")
+    assert isinstance(target, LabgridTarget) and target == LabgridTarget(env, places)
+    assert place_of_worker(target, worker) == LabgridTarget(env, chosen)
+
+
+def test_a_worker_beyond_the_places_is_one_line(tmp_path: Path) -> None:
+    from kedr_build.targets.places import place_of_worker
+
+    (tmp_path / "lab.yaml").write_text("targets: {}\n")
+    target = parse_target(f"labgrid:{tmp_path / 'lab.yaml'}:lab-a,lab-b")
+    assert isinstance(target, LabgridTarget)
+    with pytest.raises(KedrError, match=r": worker gw2 has no place of its own "
+                                        r"\(2 places: lab-a, lab-b\)$"):
+        place_of_worker(target, "gw2")
+
+
+@pytest.mark.parametrize("bad", ["lab a", "lab-a,", ",lab-a", "lab:a", "lab/a"])
+def test_bad_place_names(bad: str, tmp_path: Path) -> None:
+    (tmp_path / "lab.yaml").write_text("targets: {}\n")
+    with pytest.raises(KedrError, match=r"is not a labgrid place name \(or a comma list"):
+        parse_target(f"labgrid:{tmp_path / 'lab.yaml'}:{bad}")
+
+
+@pytest.mark.parametrize("resources, expected", [
+    (None, {"RemotePlace": {"name": "lab-b"}}),
+    ({"RemotePlace": {"name": "x"}, "NetworkService": {"address": "a"}},
+     {"RemotePlace": {"name": "lab-b"}, "NetworkService": {"address": "a"}}),
+    ([{"RemotePlace": {"name": "x"}}, {"NetworkService": {"address": "a"}}],
+     [{"NetworkService": {"address": "a"}}, {"RemotePlace": {"name": "lab-b"}}]),
+])
+def test_the_target_gets_the_place(resources: object, expected: object) -> None:
+    from kedr_build.targets.labgrid import _with_place
+
+    role: dict[str, object] = {"drivers": {}} if resources is None else {
+        "drivers": {}, "resources": resources}
+    _with_place(role, "lab-b")
+    assert role["resources"] == expected

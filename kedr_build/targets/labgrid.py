@@ -15,8 +15,9 @@ and a console that stops answering is a lost machine.
 
 The environment is opened once per process and kept: its QEMUDriver's guest (a
 QEMU that plays the machine) lives as long as the process, so a pack's runs in one
-pytest worker share one boot. A coordinator place (``labgrid:ENV.yaml:place``) is
-refused in one line: not done yet.
+pytest worker share one boot. With a coordinator place (``labgrid:ENV.yaml:place``,
+targets/places.py) the place is acquired first and the target ``main`` gets its
+resources through labgrid's ``RemotePlace`` (added to it with the place's name).
 """
 
 from __future__ import annotations
@@ -76,8 +77,10 @@ class LabgridShell:
         try:
             out, _, code = self.driver.run(command, timeout=timeout, decodeerrors="replace")
         except TIMEOUT:
-            # What the console showed since the command (a panic's last words).
-            before = getattr(getattr(self.driver.console, "_expect", None), "before", b"")
+            # What the console showed since the command (a panic's last words); a
+            # driver without a console (SSHDriver) has none to show.
+            console = getattr(self.driver, "console", None)
+            before = getattr(getattr(console, "_expect", None), "before", b"")
             self.silent_console = (before.decode("utf-8", "replace")
                                    if isinstance(before, bytes) else "")
             raise KedrError(f"TARGET={self.target}: no answer in {timeout:.0f} s") from None
@@ -165,14 +168,9 @@ _OPEN: dict[LabgridTarget, Any] = {}      # the labgrid target of each environme
 _SHELLS: dict[LabgridTarget, LabgridShell] = {}
 
 
-def labgrid_target(target: LabgridTarget) -> Any:
-    """The environment's target ``main`` with its drivers made (nothing activated, no
-    machine touched); one line naming the file and the cause when it is not one."""
-    if target in _OPEN:
-        return _OPEN[target]
-    if target.place is not None:
-        raise KedrError(f"TARGET={target}: coordinator places are not supported yet; "
-                        "use labgrid:ENV.yaml with the place's resources in it")
+def _environment(target: LabgridTarget) -> Any:
+    """The environment file read by labgrid, with a target ``main``; one line naming
+    the file and the cause when it is not one."""
     try:
         from labgrid import Environment
     except ImportError as e:
@@ -188,6 +186,59 @@ def labgrid_target(target: LabgridTarget) -> Any:
         names = ", ".join(sorted(targets)) if isinstance(targets, dict) else ""
         raise KedrError(f"{where}: no target {ROLE!r} in it"
                         + (f" (it has {names})" if names else ""))
+    return env
+
+
+def check_environment(target: LabgridTarget) -> None:
+    """A bad environment file is one line before anything is built, and so are an
+    unreachable coordinator, a place it does not have and one someone holds; no
+    machine is touched (a place's drivers are made once it is acquired)."""
+    if target.place is None:
+        labgrid_target(target)
+    else:
+        _environment(target)
+        from kedr_build.targets.places import query
+
+        query(target)
+
+
+def _with_place(role: dict[str, Any], place: str) -> None:
+    """The target's resources are the place's: a ``RemotePlace`` named ``place``
+    (replacing any the file has), in the dict or the list form labgrid reads."""
+    resources = role.get("resources")
+    if isinstance(resources, list):
+        role["resources"] = [r for r in resources
+                             if not (isinstance(r, dict) and "RemotePlace" in r)]
+        role["resources"].append({"RemotePlace": {"name": place}})
+    else:
+        role["resources"] = {**(resources if isinstance(resources, dict) else {}),
+                             "RemotePlace": {"name": place}}
+
+
+def labgrid_target(target: LabgridTarget) -> Any:
+    """The environment's target ``main`` with its drivers made (nothing activated); with
+    a place, the place acquired first (targets/places.py). One line naming the file
+    and the cause when it is not one."""
+    if target in _OPEN:
+        return _OPEN[target]
+    env = _environment(target)
+    where = f"TARGET={target}: {target.environment}"
+    if target.place is not None:
+        from kedr_build.targets import places
+
+        one = places.place_of_worker(target)
+        places.acquire(one)
+        # labgrid's RemotePlace opens a client session of its own unless one is there,
+        # and the coordinator refuses a second one from this process (the same gRPC
+        # peer: AssertionError): it gets ours, which acquired the place.
+        from labgrid.resource.remote import RemotePlaceManager
+
+        manager = RemotePlaceManager.get()
+        if manager.session is None:
+            manager.session = places.coordinator(one).session
+            manager.loop = manager.session.loop
+        _with_place(env.config.get_targets()[ROLE], str(one.place))
+        where = f"TARGET={one}: {target.environment}"
     try:
         made = env.get_target(ROLE)
     except Exception as e:  # a driver or resource labgrid refuses, or one it does not know
@@ -200,7 +251,9 @@ def labgrid_target(target: LabgridTarget) -> Any:
         raise KedrError(f"{where}: target {ROLE!r} has no command driver (ShellDriver "
                         f"or SSHDriver): {_one_line(e)}") from None
     # Before labgrid's own exit handlers (atexit runs the last registered first): they
-    # kill a QEMUDriver's QEMU and then fail to quit it, printing a traceback.
+    # kill a QEMUDriver's QEMU and then fail to quit it, printing a traceback. After
+    # the place's release (registered when it was acquired): the console is closed
+    # before the place is given back.
     atexit.register(_cleanup, made)
     _OPEN[target] = made
     return made
@@ -265,7 +318,12 @@ def _logged_in(target: LabgridTarget, driver: Any) -> LabgridShell:
     """The shell; labgrid's ShellDriver sets the console log level to 1 when it logs in
     (``dmesg -n 1``: kernel messages would garble its commands' output), so the level
     the kernel booted with is put back when we are done (:func:`restore_console`)."""
-    shell = LabgridShell(target, driver)
+    where = target
+    if target.place is not None:
+        from kedr_build.targets.places import place_of_worker
+
+        where = place_of_worker(target)     # the place it runs on, for every message
+    shell = LabgridShell(where, driver)
     if type(driver).__name__ == "ShellDriver":
         lines, code = shell._shell("cat /proc/sys/kernel/printk /proc/cmdline", PROBE_TIMEOUT)
         if code == 0 and len(lines) >= 2 and lines[0].split()[:1] == ["1"]:

@@ -48,7 +48,9 @@ class SshTarget:
 @dataclass(frozen=True)
 class LabgridTarget:
     environment: Path          # the labgrid environment file
-    place: str | None = None   # a coordinator place, else the environment's own target
+    # Coordinator places (a name, or a comma list of names and patterns: places.py),
+    # else the environment's own target.
+    place: str | None = None
 
     @property
     def real(self) -> bool:
@@ -64,7 +66,8 @@ Target = QemuTarget | SshTarget | LabgridTarget
 _SSH = re.compile(r"^(?:(?P<user>[A-Za-z_][A-Za-z0-9_.-]*)@)?"
                   r"(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])"
                   r"(?::(?P<port>[0-9]+))?$")
-_PLACE = re.compile(r"^[A-Za-z0-9_.-]+$")
+# A place name, or several: a comma list of names and shell-style patterns (lab-*).
+_PLACE = re.compile(r"^[A-Za-z0-9_.*?\[\]-]+(?:,[A-Za-z0-9_.*?\[\]-]+)*$")
 
 
 def parse_target(text: str, launch_dir: str = ".") -> Target:
@@ -88,7 +91,8 @@ def parse_target(text: str, launch_dir: str = ".") -> Target:
             raise KedrError(f"TARGET={text}: labgrid: needs an environment file, "
                             "labgrid:ENV.yaml[:place]")
         if sep and not _PLACE.match(place):
-            raise KedrError(f"TARGET={text}: place {place!r} is not a labgrid place name")
+            raise KedrError(f"TARGET={text}: place {place!r} is not a labgrid place name "
+                            "(or a comma list of names and patterns such as lab-*)")
         path = Path(os.path.join(launch_dir, os.path.expanduser(env)))
         if not path.is_file():
             raise KedrError(f"TARGET={text}: {env}: no such labgrid environment file")
