@@ -208,3 +208,51 @@ def test_a_failed_workload_is_not_explained_by_the_bindings_list() -> None:
     report = interpret(failed, targets=("e1000",))
     assert report.reason.startswith("workload devices-workload.sh failed (status 1)")
     assert "device bindings" not in report.reason, report.reason
+
+
+def _monitor(listed: list[bool]) -> object:
+    """A QMP monitor (no QEMU) that never sends DEVICE_DELETED and lists intel_hda in
+    /machine/peripheral as long as ``listed`` says (one answer a qom-list, the last one
+    kept)."""
+    import asyncio
+
+    from qemu.qmp.legacy import QEMUMonitorProtocol
+
+    class Monitor(QEMUMonitorProtocol):
+        def __init__(self) -> None:     # no socket
+            self.sent: list[str] = []
+
+        def __del__(self) -> None:      # nothing to close
+            pass
+
+        def clear_events(self) -> None:
+            pass
+
+        def cmd_raw(self, name: str, args: dict[str, object] | None = None) -> dict[str, object]:
+            self.sent.append(name)
+            if name == "qom-list":
+                present = listed.pop(0) if len(listed) > 1 else listed[0]
+                return {"return": [{"name": "intel_hda"}] if present else []}
+            return {"return": {}}
+
+        def pull_event(self, wait: bool | float = False) -> None:
+            raise asyncio.TimeoutError
+
+    return Monitor()
+
+
+def test_an_unplug_is_done_once_the_device_left_qemus_tree(tmp_path: Path) -> None:
+    """QEMU 7.2 sends DEVICE_DELETED when the object is finalized, and an ejected
+    intel-hda never was: its guest released it at once (stock snd_hda_intel, gone from
+    sysfs, its id free for the re-plug) and `kedr-device unplug` still waited out its
+    time ("the guest did not release intel_hda in 15 s"). Gone from
+    /machine/peripheral is released; still there when the time is up is a timeout."""
+    from kedr_build.vm.qmp import DeviceControl
+
+    control = DeviceControl(tmp_path / "q", tmp_path / "s",
+                            {"intel_hda": {"driver": "intel-hda"}})
+    monitor = _monitor([True, True, False])
+    assert control._handle(monitor, "unplug intel_hda 10") == "ok"
+    assert monitor.sent == ["device_del", "qom-list", "qom-list", "qom-list"]  # type: ignore[attr-defined]
+    assert control._handle(_monitor([True]), "unplug intel_hda 0.6") == \
+        "timeout: the guest did not release intel_hda in 0.6 s"

@@ -4,7 +4,10 @@ The guest's ``kedr-device unplug e1000`` writes one line on its fourth serial po
 (ttyS3, a Unix socket on the host) and reads one line back. :class:`DeviceControl`
 serves them on a thread: ``unplug ID`` is QMP ``device_del`` followed by a wait for
 the ``DEVICE_DELETED`` event of that id (the guest ran the driver's remove() and
-ejected the device); ``plug ID`` is ``device_add`` with the device's arguments from
+ejected the device); a device whose id has left QEMU's tree (``qom-list /machine/peripheral``) is
+released too: QEMU sends DEVICE_DELETED only when the object is finalized
+(hw/core/qdev.c, device_finalize()), and QEMU 7.2 never finalized an ejected
+intel-hda, whose id was free again at once; ``plug ID`` is ``device_add`` with the device's arguments from
 the command line (a disk's ``-drive if=none``, when QEMU deleted it with its device, is
 added again first as a ``blockdev-add`` node of the same name and image, which
 outlives the next unplug and is then reused); ``suspend`` is answered at once, then the guest is woken with
@@ -25,6 +28,7 @@ from pathlib import Path
 CONNECT_SECONDS = 20.0
 UNPLUG_SECONDS = 15.0
 SUSPEND_SECONDS = 30.0
+POLL_SECONDS = 0.25        # between two looks at QEMU's tree while an unplug is pending
 WAKE_DELAY = 1.0
 
 
@@ -140,11 +144,13 @@ class DeviceControl:
         deadline = time.monotonic() + wait
         while (left := deadline - time.monotonic()) > 0:
             try:
-                ev = qmp.pull_event(wait=float(left))
+                ev = qmp.pull_event(wait=min(float(left), POLL_SECONDS))
             except asyncio.TimeoutError:
-                break
+                ev = None
             if (ev and ev.get("event") == "DEVICE_DELETED"
                     and ev.get("data", {}).get("device") == dev):
+                return "ok"
+            if ev is None and not _in_tree(qmp, dev):
                 return "ok"
         return f"timeout: the guest did not release {dev} in {wait:g} s"
 
@@ -174,6 +180,19 @@ class DeviceControl:
                 return "timeout: the guest did not wake up"
             time.sleep(0.05)
         return f"ok: suspended, woken by system_wakeup after {time.monotonic() - slept:.2f} s"
+
+
+def _in_tree(qmp: object, dev: str) -> bool:
+    """Is the device of QEMU id ``dev`` still in QEMU's tree? A device given an id on
+    the command line or by device_add is /machine/peripheral/<id> until it is
+    unplugged (object_unparent(), whatever still holds a reference to it)."""
+    from qemu.qmp.legacy import QEMUMonitorProtocol
+
+    assert isinstance(qmp, QEMUMonitorProtocol)
+    r = qmp.cmd_raw("qom-list", {"path": "/machine/peripheral"})
+    if "error" in r:
+        return True                   # cannot tell: wait for the event
+    return any(p.get("name") == dev for p in r.get("return", []))
 
 
 def _retry(connect: object) -> None:
