@@ -210,10 +210,11 @@ def test_a_failed_workload_is_not_explained_by_the_bindings_list() -> None:
     assert "device bindings" not in report.reason, report.reason
 
 
-def _monitor(listed: list[bool]) -> object:
+def _monitor(listed: list[bool], refused: str = "") -> object:
     """A QMP monitor (no QEMU) that never sends DEVICE_DELETED and lists intel_hda in
     /machine/peripheral as long as ``listed`` says (one answer a qom-list, the last one
-    kept)."""
+    kept); device_add of the driver ``refused`` fails as QEMU 7.2 refuses a device on
+    a bus that takes no hot-plugged device."""
     import asyncio
 
     from qemu.qmp.legacy import QEMUMonitorProtocol
@@ -233,6 +234,15 @@ def _monitor(listed: list[bool]) -> object:
             if name == "qom-list":
                 present = listed.pop(0) if len(listed) > 1 else listed[0]
                 return {"return": [{"name": "intel_hda"}] if present else []}
+            if name in ("query-block", "query-named-block-nodes"):
+                return {"return": []}
+            if name == "device_add" and args:
+                self.sent[-1] = f"device_add {args['driver']}"
+                if args["driver"] == refused:
+                    return {"error": {"desc": f"Bus '{args['bus']}' does not support "
+                                              "hotplugging"}}
+            elif name == "blockdev-add" and args:
+                self.sent[-1] = f"blockdev-add {args['node-name']}"
             return {"return": {}}
 
         def pull_event(self, wait: bool | float = False) -> None:
@@ -256,3 +266,33 @@ def test_an_unplug_is_done_once_the_device_left_qemus_tree(tmp_path: Path) -> No
     assert monitor.sent == ["device_del", "qom-list", "qom-list", "qom-list"]  # type: ignore[attr-defined]
     assert control._handle(_monitor([True]), "unplug intel_hda 0.6") == \
         "timeout: the guest did not release intel_hda in 0.6 s"
+
+
+def test_a_re_plug_brings_back_the_controllers_disk(kernel: ProvisionedKernel,
+                                                    tmp_path: Path) -> None:
+    """QEMU deletes a controller's disk (and its -drive) with the controller: the re-plug
+    adds the controller, then its disk's drive node and the disk, on a SCSI bus. An IDE
+    or HDA bus takes no hot-plugged device: the controller comes back alone, and
+    QEMU's refusal is among the run's device events."""
+    from kedr_build.vm.qmp import DeviceControl, child_args, device_args, drive_args
+
+    att = attach(catalog.lookup("lsi53c895a,intel-hda,usb-storage,e1000"), kernel)
+    qemu_args = att.qemu_args(tmp_path)
+    ids = {"lsi53c895a", "intel_hda", "usb_storage", "e1000"}
+    children = child_args(qemu_args, ids)
+    assert children == {
+        "lsi53c895a": [{"driver": "scsi-hd", "drive": "lsi53c895ad", "bus": "lsi53c895a.0"}],
+        "intel_hda": [{"driver": "hda-duplex", "bus": "intel_hda.0", "audiodev": "intel_hdaa"}]}
+    control = DeviceControl(tmp_path / "q", tmp_path / "s", device_args(qemu_args, ids),
+                            drives=drive_args(qemu_args), children=children)
+    scsi = _monitor([False])
+    assert control._handle(scsi, "plug lsi53c895a") == "ok"
+    assert scsi.sent == ["device_add lsi53c895a", "query-block",  # type: ignore[attr-defined]
+                         "query-named-block-nodes", "blockdev-add lsi53c895ad",
+                         "device_add scsi-hd"]
+    hda = _monitor([False], refused="hda-duplex")
+    assert control._handle(hda, "plug intel_hda") == "ok"
+    assert hda.sent == ["device_add intel-hda", "device_add hda-duplex"]  # type: ignore[attr-defined]
+    assert [(e.request, e.reply) for e in control.events] == [
+        ("plug intel_hda: hda-duplex on intel_hda.0",
+         "not re-plugged: Bus 'intel_hda.0' does not support hotplugging")]

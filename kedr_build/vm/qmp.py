@@ -10,7 +10,10 @@ released too: QEMU sends DEVICE_DELETED only when the object is finalized
 intel-hda, whose id was free again at once; ``plug ID`` is ``device_add`` with the device's arguments from
 the command line (a disk's ``-drive if=none``, when QEMU deleted it with its device, is
 added again first as a ``blockdev-add`` node of the same name and image, which
-outlives the next unplug and is then reused); ``suspend`` is answered at once, then the guest is woken with
+outlives the next unplug and is then reused), then the devices on its buses (a
+controller's disk: ``scsi-hd,bus=lsi53c895a.0``, which QEMU deleted with it; a bus
+that takes no hot-plugged device, IDE or HDA, refuses it, and the controller comes
+back without it, QEMU's refusal among the run's device events); ``suspend`` is answered at once, then the guest is woken with
 ``system_wakeup`` once QMP shows it suspended (S3: ``echo mem > /sys/power/state``
 in the guest returns after the wake-up). QMP goes through ``qemu.qmp``, the QEMU project's own client.
 """
@@ -21,7 +24,7 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +51,7 @@ class DeviceControl:
     serial_socket: Path
     devices: Mapping[str, Mapping[str, str]]
     drives: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    children: Mapping[str, Sequence[Mapping[str, str]]] = field(default_factory=dict)
     unplug_seconds: float = UNPLUG_SECONDS
     resumable: bool = True      # the boot can resume from S3 (not the PVH entry)
     events: list[DeviceEvent] = field(default_factory=list)
@@ -125,18 +129,20 @@ class DeviceControl:
             return f"error: no device {dev!r}; attached: {', '.join(self.devices)}"
         assert isinstance(qmp, QEMUMonitorProtocol)
         if verb == "plug":
-            drive = self.devices[dev].get("drive", "")
-            if drive in self.drives:
-                # Still there as the -drive (a device that keeps it) or as our node?
-                backends = qmp.cmd_raw("query-block").get("return", [])
-                nodes = qmp.cmd_raw("query-named-block-nodes").get("return", [])
-                if not (any(b.get("device") == drive for b in backends)
-                        or any(n.get("node-name") == drive for n in nodes)):
-                    r = qmp.cmd_raw("blockdev-add", dict(self.drives[drive]))
-                    if "error" in r:
-                        return f"error: blockdev-add {drive}: {r['error'].get('desc', r['error'])}"
-            r = qmp.cmd_raw("device_add", dict(self.devices[dev]))
-            return "ok" if "error" not in r else f"error: {r['error'].get('desc', r['error'])}"
+            error = self._add(qmp, self.devices[dev])
+            if error:
+                return error
+            for child in self.children.get(dev, ()):
+                error = self._add(qmp, child)
+                if error and "does not support hotplugging" in error:
+                    # IDE, HDA, SD buses: the controller comes back without it; said
+                    # in the run's device events, and the workload will miss it.
+                    self.events.append(DeviceEvent(
+                        f"plug {dev}: {child['driver']} on {child.get('bus', '?')}",
+                        f"not re-plugged: {error.removeprefix('error: ')}", 0.0))
+                elif error:
+                    return error
+            return "ok"
         qmp.clear_events()
         r = qmp.cmd_raw("device_del", {"id": dev})
         if "error" in r:
@@ -154,6 +160,24 @@ class DeviceControl:
                 return "ok"
         return f"timeout: the guest did not release {dev} in {wait:g} s"
 
+
+    def _add(self, qmp: object, args: Mapping[str, str]) -> str:
+        """device_add, its drive first when QEMU deleted it; "" or the error reply."""
+        from qemu.qmp.legacy import QEMUMonitorProtocol
+
+        assert isinstance(qmp, QEMUMonitorProtocol)
+        drive = args.get("drive", "")
+        if drive in self.drives:
+            # Still there as the -drive (a device that keeps it) or as our node?
+            backends = qmp.cmd_raw("query-block").get("return", [])
+            nodes = qmp.cmd_raw("query-named-block-nodes").get("return", [])
+            if not (any(b.get("device") == drive for b in backends)
+                    or any(n.get("node-name") == drive for n in nodes)):
+                r = qmp.cmd_raw("blockdev-add", dict(self.drives[drive]))
+                if "error" in r:
+                    return f"error: blockdev-add {drive}: {r['error'].get('desc', r['error'])}"
+        r = qmp.cmd_raw("device_add", dict(args))
+        return "" if "error" not in r else f"error: {r['error'].get('desc', r['error'])}"
 
     def _wake(self, qmp: object) -> str:
         """Wait for the guest to enter S3 (QMP query-status: "suspended"), wake it with
@@ -226,6 +250,22 @@ def device_args(qemu_args: list[str], ids: set[str]) -> dict[str, dict[str, str]
         kv = dict(p.split("=", 1) for p in props if "=" in p)
         if kv.get("id") in ids:
             out[kv["id"]] = {"driver": driver, **kv}
+    return out
+
+
+def child_args(qemu_args: list[str], ids: set[str]) -> dict[str, list[dict[str, str]]]:
+    """From a QEMU command line, the ``-device``s on a bus of each device whose id is in
+    ``ids`` (``bus=ID.N``), in order, as device_add arguments: a controller's disk,
+    which QEMU deletes with the controller and a re-plug adds again."""
+    out: dict[str, list[dict[str, str]]] = {}
+    for flag, value in zip(qemu_args, qemu_args[1:]):
+        if flag != "-device":
+            continue
+        driver, *props = value.split(",")
+        kv = dict(p.split("=", 1) for p in props if "=" in p)
+        parent = kv.get("bus", "").rsplit(".", 1)[0]
+        if parent in ids:
+            out.setdefault(parent, []).append({"driver": driver, **kv})
     return out
 
 
