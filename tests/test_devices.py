@@ -238,6 +238,9 @@ def _monitor(listed: list[bool], refused: str = "") -> object:
                 return {"return": []}
             if name == "device_add" and args:
                 self.sent[-1] = f"device_add {args['driver']}"
+                if args["driver"] == refused == "scsi-hd":
+                    return {"error": {"desc": "Property 'scsi-hd.drive' can't find value "
+                                              f"'{args['drive']}'"}}
                 if args["driver"] == refused:
                     return {"error": {"desc": f"Bus '{args['bus']}' does not support "
                                               "hotplugging"}}
@@ -296,3 +299,11 @@ def test_a_re_plug_brings_back_the_controllers_disk(kernel: ProvisionedKernel,
     assert [(e.request, e.reply) for e in control.events] == [
         ("plug intel_hda: hda-duplex on intel_hda.0",
          "not re-plugged: Bus 'intel_hda.0' does not support hotplugging")]
+    # A disk QEMU refuses for another reason (lsi53c895a on debian-6.12: "Property
+    # 'scsi-hd.drive' can't find value") is an event too, not a failed plug: the
+    # controller is in, and the guest's retries only met "Duplicate device ID".
+    scsi = _monitor([False], refused="scsi-hd")
+    assert control._handle(scsi, "plug lsi53c895a") == "ok"
+    assert (control.events[-1].request, control.events[-1].reply) == (
+        "plug lsi53c895a: scsi-hd on lsi53c895a.0",
+        "not re-plugged: Property 'scsi-hd.drive' can't find value 'lsi53c895ad'")
