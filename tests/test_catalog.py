@@ -4,6 +4,8 @@ Module.symvers."""
 
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 
 import pytest
@@ -91,6 +93,13 @@ def test_tracking_keys(cat: Catalog) -> None:
     assert cat.lookup("krealloc", _exports("krealloc")).track == "krealloc"
     assert cat.lookup("mutex_lock", _exports("mutex_lock")).sleeps == "yes"
     assert cat.lookup("devm_kmalloc", _exports("devm_kmalloc")).track is None
+    # Only a pending signal makes these fail (the fault payload asks whether one can
+    # reach the caller); an allocation fails on its own.
+    assert {n: cat.lookup(n, _exports(n)).fails_on for n in (
+        "wait_for_completion_interruptible", "mutex_lock_interruptible", "mutex_lock_killable",
+        "down_interruptible", "kmalloc_trace")} == {
+        "wait_for_completion_interruptible": "signal", "mutex_lock_interruptible": "signal",
+        "mutex_lock_killable": "signal", "down_interruptible": "signal", "kmalloc_trace": None}
 
 
 def test_resource_keys(cat: Catalog) -> None:
@@ -139,6 +148,10 @@ def test_minimal_file_loads(tmp_path: Path) -> None:
     (("fault = \"none\"", "fault = \"none\"\nsize = \"8\""), "size given without 'track'"),
     (("fault = \"none\"", "fault = \"none\"\nsleeps = \"objp\""),
      "'sleeps' must be \"yes\" or the name of a gfp_t argument"),
+    (("fault = \"none\"", "fault = \"none\"\nfails_on = \"signal\""),
+     "'fails_on' must be \"signal\", for a function whose fault is not \"none\""),
+    (("fault = \"none\"", "fault = \"none\"\nfails_on = \"interrupt\""),
+     "'fails_on' must be \"signal\""),
     (("fault = \"none\"", "fault = \"none\"\nfrees = \"objp\"\ntrack = \"release\""),
      "track \"release\" needs 'resource', one of cdev, chrdev"),
     (("fault = \"none\"", "fault = \"none\"\nfrees = \"objp\"\ntrack = \"release\"\n"
@@ -268,6 +281,19 @@ def test_every_applicable_entry_compiles_and_exports_like_the_kernel(
              or built[r.replacement].namespace]
     assert wrong == []
     assert {e.export_type for e in built.values()} == {"EXPORT_SYMBOL", "EXPORT_SYMBOL_GPL"}
+
+
+def test_a_wait_only_a_signal_ends_is_failed_only_where_one_can_arrive(
+        full_catalog_module: generate.ReplacementModule) -> None:
+    """fails_on = "signal" puts kedr_signal_possible() before the fault decision of
+    exactly those entries (kedr_faults.c: false in a kernel thread that ignores every
+    signal, where failing the wait hung usb-storage's control thread)."""
+    c = full_catalog_module.source.read_text()
+    gated = {m.group(1) for m in re.finditer(
+        r"/\* kedr-entry: (\w+) \((?:(?!kedr-entry).)*?KEDR_PAYLOAD_FAULTS\) && "
+        r"kedr_signal_possible\(\)", c, re.S)}
+    assert gated == {"wait_for_completion_interruptible", "mutex_lock_interruptible",
+                     "mutex_lock_killable", "down_interruptible"}
 
 
 def test_the_runtime_compiles_without_warnings(

@@ -36,10 +36,12 @@ DRIVERS = {"e1000": ("e1000", "e1000_probe", "e1000_remove"),
            "nvme": ("nvme", "nvme_probe", "nvme_dev_disable")}
 
 
-# What the sweep finds, per driver and pinned kernel (observed 2026-12-06, not yet
-# traced to its cause, so not called a driver bug): on debian-6.12, e1000's probe
+# What the sweep finds, per driver and pinned kernel: on debian-6.12, e1000's probe
 # failing at either kmalloc of e1000_sw_init's queues unwinds into a WARNING in
 # iounmap (arch/x86/mm/ioremap.c:461, from e1000_probe); debian-6.1 unwinds cleanly.
+# A driver bug, reproduced on the stock module: the error path unmaps the CE4100-only
+# MDIO mapping, NULL here, and 6.12's iounmap() warns on it (commit 50c6dbdfd16e;
+# bench/device_corpus_notes.toml, "debian-6.12 e1000 faults").
 SWEEP_FINDINGS = {("e1000", "debian-6.12"): ("kmalloc", "e1000_probe",
                                              "at arch/x86/mm/ioremap.c:461 iounmap")}
 

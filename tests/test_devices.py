@@ -208,3 +208,102 @@ def test_a_failed_workload_is_not_explained_by_the_bindings_list() -> None:
     report = interpret(failed, targets=("e1000",))
     assert report.reason.startswith("workload devices-workload.sh failed (status 1)")
     assert "device bindings" not in report.reason, report.reason
+
+
+def _monitor(listed: list[bool], refused: str = "") -> object:
+    """A QMP monitor (no QEMU) that never sends DEVICE_DELETED and lists intel_hda in
+    /machine/peripheral as long as ``listed`` says (one answer a qom-list, the last one
+    kept); device_add of the driver ``refused`` fails as QEMU 7.2 refuses a device on
+    a bus that takes no hot-plugged device."""
+    import asyncio
+
+    from qemu.qmp.legacy import QEMUMonitorProtocol
+
+    class Monitor(QEMUMonitorProtocol):
+        def __init__(self) -> None:     # no socket
+            self.sent: list[str] = []
+
+        def __del__(self) -> None:      # nothing to close
+            pass
+
+        def clear_events(self) -> None:
+            pass
+
+        def cmd_raw(self, name: str, args: dict[str, object] | None = None) -> dict[str, object]:
+            self.sent.append(name)
+            if name == "qom-list":
+                present = listed.pop(0) if len(listed) > 1 else listed[0]
+                return {"return": [{"name": "intel_hda"}] if present else []}
+            if name in ("query-block", "query-named-block-nodes"):
+                return {"return": []}
+            if name == "device_add" and args:
+                self.sent[-1] = f"device_add {args['driver']}"
+                if args["driver"] == refused == "scsi-hd":
+                    return {"error": {"desc": "Property 'scsi-hd.drive' can't find value "
+                                              f"'{args['drive']}'"}}
+                if args["driver"] == refused:
+                    return {"error": {"desc": f"Bus '{args['bus']}' does not support "
+                                              "hotplugging"}}
+            elif name == "blockdev-add" and args:
+                self.sent[-1] = f"blockdev-add {args['node-name']}"
+            return {"return": {}}
+
+        def pull_event(self, wait: bool | float = False) -> None:
+            raise asyncio.TimeoutError
+
+    return Monitor()
+
+
+def test_an_unplug_is_done_once_the_device_left_qemus_tree(tmp_path: Path) -> None:
+    """QEMU 7.2 sends DEVICE_DELETED when the object is finalized, and an ejected
+    intel-hda never was: its guest released it at once (stock snd_hda_intel, gone from
+    sysfs, its id free for the re-plug) and `kedr-device unplug` still waited out its
+    time ("the guest did not release intel_hda in 15 s"). Gone from
+    /machine/peripheral is released; still there when the time is up is a timeout."""
+    from kedr_build.vm.qmp import DeviceControl
+
+    control = DeviceControl(tmp_path / "q", tmp_path / "s",
+                            {"intel_hda": {"driver": "intel-hda"}})
+    monitor = _monitor([True, True, False])
+    assert control._handle(monitor, "unplug intel_hda 10") == "ok"
+    assert monitor.sent == ["device_del", "qom-list", "qom-list", "qom-list"]  # type: ignore[attr-defined]
+    assert control._handle(_monitor([True]), "unplug intel_hda 0.6") == \
+        "timeout: the guest did not release intel_hda in 0.6 s"
+
+
+def test_a_re_plug_brings_back_the_controllers_disk(kernel: ProvisionedKernel,
+                                                    tmp_path: Path) -> None:
+    """QEMU deletes a controller's disk (and its -drive) with the controller: the re-plug
+    adds the controller, then its disk's drive node and the disk, on a SCSI bus. An IDE
+    or HDA bus takes no hot-plugged device: the controller comes back alone, and
+    QEMU's refusal is among the run's device events."""
+    from kedr_build.vm.qmp import DeviceControl, child_args, device_args, drive_args
+
+    att = attach(catalog.lookup("lsi53c895a,intel-hda,usb-storage,e1000"), kernel)
+    qemu_args = att.qemu_args(tmp_path)
+    ids = {"lsi53c895a", "intel_hda", "usb_storage", "e1000"}
+    children = child_args(qemu_args, ids)
+    assert children == {
+        "lsi53c895a": [{"driver": "scsi-hd", "drive": "lsi53c895ad", "bus": "lsi53c895a.0"}],
+        "intel_hda": [{"driver": "hda-duplex", "bus": "intel_hda.0", "audiodev": "intel_hdaa"}]}
+    control = DeviceControl(tmp_path / "q", tmp_path / "s", device_args(qemu_args, ids),
+                            drives=drive_args(qemu_args), children=children)
+    scsi = _monitor([False])
+    assert control._handle(scsi, "plug lsi53c895a") == "ok"
+    assert scsi.sent == ["device_add lsi53c895a", "query-block",  # type: ignore[attr-defined]
+                         "query-named-block-nodes", "blockdev-add lsi53c895ad",
+                         "device_add scsi-hd"]
+    hda = _monitor([False], refused="hda-duplex")
+    assert control._handle(hda, "plug intel_hda") == "ok"
+    assert hda.sent == ["device_add intel-hda", "device_add hda-duplex"]  # type: ignore[attr-defined]
+    assert [(e.request, e.reply) for e in control.events] == [
+        ("plug intel_hda: hda-duplex on intel_hda.0",
+         "not re-plugged: Bus 'intel_hda.0' does not support hotplugging")]
+    # A disk QEMU refuses for another reason (lsi53c895a on debian-6.12: "Property
+    # 'scsi-hd.drive' can't find value") is an event too, not a failed plug: the
+    # controller is in, and the guest's retries only met "Duplicate device ID".
+    scsi = _monitor([False], refused="scsi-hd")
+    assert control._handle(scsi, "plug lsi53c895a") == "ok"
+    assert (control.events[-1].request, control.events[-1].reply) == (
+        "plug lsi53c895a: scsi-hd on lsi53c895a.0",
+        "not re-plugged: Property 'scsi-hd.drive' can't find value 'lsi53c895ad'")

@@ -110,6 +110,12 @@ def test_points_of_the_catalog() -> None:
     assert "__kmalloc" in points and points["__kmalloc"].functions == ("__kmalloc",)
     # releases are never failed; functions without a failure value cannot be
     assert not fault_capable(by_name["kfree"]) and not fault_capable(by_name["timer_delete"])
+    # A cancel or flush of a work item only releases: failing it skipped the cancel,
+    # and the work left queued oopsed e1000e's next load (debian-6.12 sweep).
+    assert not any(fault_capable(by_name[n]) for n in (
+        "cancel_work_sync", "cancel_work", "flush_work", "cancel_delayed_work_sync",
+        "cancel_delayed_work", "flush_delayed_work"))
+    assert fault_capable(by_name["alloc_workqueue"]) and fault_capable(by_name["krealloc"])
     assert "mutex_lock" not in points and "kfree" not in points
     assert "mutex_lock_interruptible" in points
     assert not points["kstrdup"].has_size    # its size is known only after the call

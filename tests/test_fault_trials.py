@@ -69,3 +69,36 @@ def test_trial_lines_match_what_the_guest_makes_of_its_sites() -> None:
     assert out.splitlines()[0] == "1|kstrdup faulty_init+0x82|kstrdup:nth=1 caller=faulty_init+0x82"
     assert Trial("seed=4", (("kmalloc", "prob=0.5 seed=4"), ("kstrdup", "prob=0.5 seed=4"))
                  ).line(1) == "1|seed=4|kmalloc:prob=0.5 seed=4|kstrdup:prob=0.5 seed=4"
+
+
+def test_a_boot_tainted_before_its_first_trial_is_not_the_trials_doing() -> None:
+    """A soft lockup while the boot crawled on a loaded host (taint L, 16384, before the
+    target was ever loaded) once made the next trial a "crash" (e1000 on debian-6.12,
+    vzalloc_noprof at e1000_setup_all_tx_resources+0x86: a clean unwind). The trial is
+    judged by the bits it added; a WARN of its own still makes it a crash."""
+    out = ("KEDR-LEAKS 1\nKEDR-LEAKS-END 1\n"
+           "KEDR-TRIAL 1 init=0 workload=1 unload=0 repl_unload=0 injected=1 "
+           "taint=20480 boot_taint=20480\n"
+           "KEDR-LEAKS 2\nKEDR-LEAKS-END 2\n"
+           "KEDR-TRIAL 2 init=0 workload=1 unload=0 repl_unload=0 injected=1 "
+           "taint=20992 boot_taint=20480\n")
+    assert [r.outcome for r in records_from_logs(out, "", 2, "e1000")] == [
+        Outcome.CLEAN, Outcome.CRASH]
+
+
+def test_the_guest_stops_only_on_taint_added_since_it_began(tmp_path: Path) -> None:
+    """guest-faults.sh.j2's hurt(), run here on a stand-in for /proc/sys/kernel/tainted:
+    the boot's own taint (L) does not stop the trials, a WARN (W) added later does."""
+    script = template_env().get_template("guest-faults.sh.j2").render(
+        repl="r", target="t", module_args="", workload=False, trials=[], start=1,
+        discover=False, needed=[], site_scenario=site_scenario(CALLER_SLOT),
+        caller_slot=CALLER_SLOT, taint_mask=32 | 128 | 512 | 16384, heartbeat=1,
+        marks={"sites_begin": "B", "sites_end": "E", "progress": "P", "discovery": "D"})
+    tainted = tmp_path / "tainted"
+    lines = [ln.replace("/proc/sys/kernel/tainted", str(tainted))
+             for ln in script.splitlines() if ln.startswith(("taint0=", "hurt()"))]
+    assert len(lines) == 2, lines
+    tainted.write_text("16384\n")                  # L at boot, before any trial
+    test = "\n".join(lines) + f"\nhurt && echo hurt1\necho 16896 > {tainted}\nhurt && echo hurt2\n"
+    out = subprocess.run(["sh", "-c", test], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["hurt2"]

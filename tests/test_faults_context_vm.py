@@ -1,5 +1,6 @@
 """The fault payload's context rules in the pinned kernel (QEMU), with
-tests/drivers/faultctx: calls that must never fail (__GFP_NOFAIL, NMI), pid= and
+tests/drivers/faultctx: calls that must never fail (__GFP_NOFAIL, NMI, an
+interruptible wait in a kernel thread, which no signal reaches), pid= and
 init filters in task context only, and prob= at its edges.
 
 One boot per kernel: the replacement module and the patched driver are loaded
@@ -60,6 +61,8 @@ t irqany kmalloc always "5 irq"
 t taskpid kmalloc "pid=$$" "5 task"
 t irqpid kmalloc "pid=$$" "5 irq"
 t nmi spin_trylock always "3 nmi"
+t wait wait_for_completion_interruptible always "5 wait"
+t kwait wait_for_completion_interruptible always "5 kwait"
 t prob0 kmalloc "prob=0" "50 task"
 t prob1 kmalloc "prob=1" "50 task"
 t prob10 kmalloc "prob=1.0" "50 task"
@@ -155,6 +158,18 @@ def test_nmi_calls_are_never_failed_and_counted(guest: dict[str, list[str]]) -> 
     assert pattern(guest, "nmi") == "..."
     assert counters(guest, "nmi", "skipped") == {"nofail": 0, "nmi": 3}
     assert counters(guest, "nmi", "calls=") == {"calls": 0, "matched": 0, "injected": 0}
+
+
+def test_interruptible_waits_fail_only_where_a_signal_can_arrive(
+        guest: dict[str, list[str]]) -> None:
+    # In the writer's process a signal can end the wait early: failed (-ERESTARTSYS).
+    assert pattern(guest, "wait") == "FFFFF"
+    assert counters(guest, "wait", "calls=")["injected"] == 5
+    # In a kernel thread (every signal ignored) it cannot: the catalog's
+    # fails_on = "signal" keeps such calls from the fault payload altogether (the
+    # sweep once hung usb-storage's control thread on this infeasible failure).
+    assert pattern(guest, "kwait") == "....."
+    assert counters(guest, "kwait", "calls=") == {"calls": 0, "matched": 0, "injected": 0}
 
 
 def test_probability_edges(guest: dict[str, list[str]]) -> None:

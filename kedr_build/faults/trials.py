@@ -401,7 +401,9 @@ def records_from_logs(output: str, console: str, total: int, target: str,
         f = dict(w.split("=", 1) for w in m.group(2).split() if "=" in w)
         init, wl, unload = (_status(f.get(x)) for x in ("init", "workload", "unload"))
         injected = _status(f.get("injected")) or 0
-        taint = _status(f.get("taint")) or 0
+        # Only what the trial added: a boot tainted before its first trial (a soft
+        # lockup on a loaded host) once charged that trial with a crash.
+        taint = (_status(f.get("taint")) or 0) & ~(_status(f.get("boot_taint")) or 0)
         findings: list[str] = []
         leaks = leaked = bad = 0
         try:

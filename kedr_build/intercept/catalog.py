@@ -43,7 +43,7 @@ _C_KEYWORDS = frozenset("""auto break case char const continue default do double
 _KNOWN_KEYS = frozenset({"name", "api", "kernels", "returns", "returns_show", "args", "variadic",
                          "headers", "family", "fault", "allocates", "frees", "requires",
                          "excludes", "track", "size", "order", "cache", "when", "sleeps",
-                         "resource", "key", "key2"})
+                         "resource", "key", "key2", "fails_on"})
 
 # Leak tracking (replacements/runtime/kedr_leak.c): what an allocating entry
 # returns, how a freeing entry releases, and the reallocators that do both.
@@ -130,6 +130,7 @@ class CatalogEntry:
     resource: str | None = None     # track "release": the RESOURCE_KINDS kind released
     key: str | None = None          # C expression: the value naming a resource
     key2: str | None = None         # C expression: a second one (free_irq's dev_id)
+    fails_on: str | None = None     # "signal": fails only when a signal is pending
 
     @property
     def returns_void(self) -> bool:
@@ -328,13 +329,16 @@ def _entry(path: Path, index: int, raw: Any) -> CatalogEntry:
     if sleeps is not None and sleeps != "yes" and not (
             sleeps in arg_names and next(a for a in args if a.name == sleeps).type == "gfp_t"):
         raise bad("'sleeps' must be \"yes\" or the name of a gfp_t argument")
+    fails_on = raw.get("fails_on")
+    if fails_on is not None and (fails_on != "signal" or fault == "none"):
+        raise bad("'fails_on' must be \"signal\", for a function whose fault is not \"none\"")
     return CatalogEntry(
         name=name, api=text("api", name), returns=returns, returns_show=returns_show,
         args=args, headers=tuple(headers), family=family, fault=fault, source=path,
         variadic=variadic, allocates=allocates, frees=frees,
         requires=names("requires"), excludes=names("excludes"), kernels=kernels,
         track=track, size=size, order=order, cache=cache, when=when, sleeps=sleeps,
-        resource=resource, key=key, key2=key2)
+        resource=resource, key=key, key2=key2, fails_on=fails_on)
 
 
 def _resource(bad: Any, raw: dict[str, Any], track: str | None) -> tuple[str | None, ...]:

@@ -6,8 +6,11 @@ inline ``kmalloc()``/``kmalloc_node()``/``kmalloc_track_caller()`` compile to on
 any kernel (``kmalloc_trace``, ``__kmalloc``, ``__kmalloc_node``, the 6.10+
 ``*_noprof`` names...). A function is fault-capable when the catalog gives it a
 failure value ("fault" other than "none") and failing it is a failure rather
-than a skipped release: frees, unlocks and timer deletions are never failed
-(not calling them is a side effect, not an error the driver could handle).
+than a skipped release: frees, unlocks, timer deletions and any other entry that
+only releases (``frees`` without ``allocates``: cancel_work_sync, flush_work, whose
+fault value is what a refused free returns) are never failed (not calling them is a
+side effect, not an error the driver could handle: a work item left queued after
+its module is gone oopsed e1000e's next load on debian-6.12).
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ _VARIANT_SUFFIXES = ("_track_caller", "_node", "_lru")
 
 
 def fault_capable(entry: CatalogEntry) -> bool:
-    return entry.fault != "none" and entry.family not in NOT_FAILED_FAMILIES
+    releases_only = entry.frees is not None and entry.allocates is None
+    return (entry.fault != "none" and entry.family not in NOT_FAILED_FAMILIES
+            and not releases_only)
 
 
 def family_point(entry: CatalogEntry) -> str:

@@ -362,6 +362,8 @@ def _view(r: Replacement, index: int) -> dict[str, Any]:
         "fault": e.fault,
         # Fault payload (kedr_faults.c): kedr_fault(fn, has_size, size, has_gfp, gfp, caller)
         "fault_capable": capable,
+        # Only a call some signal can interrupt can fail (kedr_faults.c).
+        "fault_cond": " && kedr_signal_possible()" if e.fails_on == "signal" else "",
         "fault_args": (f"{'true' if size else 'false'}, {f'(size_t)({size})' if size else '0'}, "
                        f"{'true' if gfp else 'false'}, "
                        f"{f'(__force unsigned long){gfp}' if gfp else '0'}"),

@@ -47,7 +47,7 @@ from kedr_build.vm.console import (KernelProblem, ProblemKind, classify, find_pr
                                    strip_prefix)
 from kedr_build.errors import KedrError
 from kedr_build.vm.initramfs import Initramfs
-from kedr_build.vm.qmp import DeviceControl, DeviceEvent, drive_args
+from kedr_build.vm.qmp import DeviceControl, DeviceEvent, child_args, drive_args
 from kedr_build.kernel.descriptions import ProvisionedKernel
 from kedr_build.resources import template_env
 
@@ -258,6 +258,7 @@ def _boot(kernel: ProvisionedKernel, job: GuestJob, workdir: Path, timeout: floa
         sockets = Path(tempfile.mkdtemp(prefix="kedr-qmp-"))
         control = DeviceControl(sockets / "qmp.sock", sockets / "dev.sock", job.hotplug,
                                 drives=drive_args(list(job.qemu_args)),
+                                children=child_args(list(job.qemu_args), set(job.hotplug)),
                                 resumable=job.resumable)
         extra += ["-qmp", f"unix:{control.qmp_socket},server=on,wait=off",
                   "-chardev", f"socket,id=kedrdev,path={control.serial_socket},server=on,wait=off",

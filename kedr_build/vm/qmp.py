@@ -4,10 +4,17 @@ The guest's ``kedr-device unplug e1000`` writes one line on its fourth serial po
 (ttyS3, a Unix socket on the host) and reads one line back. :class:`DeviceControl`
 serves them on a thread: ``unplug ID`` is QMP ``device_del`` followed by a wait for
 the ``DEVICE_DELETED`` event of that id (the guest ran the driver's remove() and
-ejected the device); ``plug ID`` is ``device_add`` with the device's arguments from
+ejected the device); a device whose id has left QEMU's tree (``qom-list /machine/peripheral``) is
+released too: QEMU sends DEVICE_DELETED only when the object is finalized
+(hw/core/qdev.c, device_finalize()), and QEMU 7.2 never finalized an ejected
+intel-hda, whose id was free again at once; ``plug ID`` is ``device_add`` with the device's arguments from
 the command line (a disk's ``-drive if=none``, when QEMU deleted it with its device, is
 added again first as a ``blockdev-add`` node of the same name and image, which
-outlives the next unplug and is then reused); ``suspend`` is answered at once, then the guest is woken with
+outlives the next unplug and is then reused), then the devices on its buses (a
+controller's disk: ``scsi-hd,bus=lsi53c895a.0``, which QEMU deleted with it; a bus
+that takes no hot-plugged device, IDE or HDA, refuses it, as may a disk whose old
+drive QEMU still holds, and the controller comes back without it, QEMU's refusal
+among the run's device events); ``suspend`` is answered at once, then the guest is woken with
 ``system_wakeup`` once QMP shows it suspended (S3: ``echo mem > /sys/power/state``
 in the guest returns after the wake-up). QMP goes through ``qemu.qmp``, the QEMU project's own client.
 """
@@ -18,13 +25,14 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 CONNECT_SECONDS = 20.0
 UNPLUG_SECONDS = 15.0
 SUSPEND_SECONDS = 30.0
+POLL_SECONDS = 0.25        # between two looks at QEMU's tree while an unplug is pending
 WAKE_DELAY = 1.0
 
 
@@ -44,6 +52,7 @@ class DeviceControl:
     serial_socket: Path
     devices: Mapping[str, Mapping[str, str]]
     drives: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    children: Mapping[str, Sequence[Mapping[str, str]]] = field(default_factory=dict)
     unplug_seconds: float = UNPLUG_SECONDS
     resumable: bool = True      # the boot can resume from S3 (not the PVH entry)
     events: list[DeviceEvent] = field(default_factory=list)
@@ -121,18 +130,21 @@ class DeviceControl:
             return f"error: no device {dev!r}; attached: {', '.join(self.devices)}"
         assert isinstance(qmp, QEMUMonitorProtocol)
         if verb == "plug":
-            drive = self.devices[dev].get("drive", "")
-            if drive in self.drives:
-                # Still there as the -drive (a device that keeps it) or as our node?
-                backends = qmp.cmd_raw("query-block").get("return", [])
-                nodes = qmp.cmd_raw("query-named-block-nodes").get("return", [])
-                if not (any(b.get("device") == drive for b in backends)
-                        or any(n.get("node-name") == drive for n in nodes)):
-                    r = qmp.cmd_raw("blockdev-add", dict(self.drives[drive]))
-                    if "error" in r:
-                        return f"error: blockdev-add {drive}: {r['error'].get('desc', r['error'])}"
-            r = qmp.cmd_raw("device_add", dict(self.devices[dev]))
-            return "ok" if "error" not in r else f"error: {r['error'].get('desc', r['error'])}"
+            error = self._add(qmp, self.devices[dev])
+            if error:
+                return error
+            for child in self.children.get(dev, ()):
+                # A child QEMU refuses (an IDE, HDA or SD bus takes no hot-plugged
+                # device; a disk whose old drive QEMU still holds) leaves the
+                # controller back without it: said in the run's device events, and
+                # the workload will miss it. Not an error: the controller is plugged
+                # in, and a second request would only meet its id ("Duplicate ID").
+                error = self._add(qmp, child)
+                if error:
+                    self.events.append(DeviceEvent(
+                        f"plug {dev}: {child['driver']} on {child.get('bus', '?')}",
+                        f"not re-plugged: {error.removeprefix('error: ')}", 0.0))
+            return "ok"
         qmp.clear_events()
         r = qmp.cmd_raw("device_del", {"id": dev})
         if "error" in r:
@@ -140,14 +152,34 @@ class DeviceControl:
         deadline = time.monotonic() + wait
         while (left := deadline - time.monotonic()) > 0:
             try:
-                ev = qmp.pull_event(wait=float(left))
+                ev = qmp.pull_event(wait=min(float(left), POLL_SECONDS))
             except asyncio.TimeoutError:
-                break
+                ev = None
             if (ev and ev.get("event") == "DEVICE_DELETED"
                     and ev.get("data", {}).get("device") == dev):
                 return "ok"
+            if ev is None and not _in_tree(qmp, dev):
+                return "ok"
         return f"timeout: the guest did not release {dev} in {wait:g} s"
 
+
+    def _add(self, qmp: object, args: Mapping[str, str]) -> str:
+        """device_add, its drive first when QEMU deleted it; "" or the error reply."""
+        from qemu.qmp.legacy import QEMUMonitorProtocol
+
+        assert isinstance(qmp, QEMUMonitorProtocol)
+        drive = args.get("drive", "")
+        if drive in self.drives:
+            # Still there as the -drive (a device that keeps it) or as our node?
+            backends = qmp.cmd_raw("query-block").get("return", [])
+            nodes = qmp.cmd_raw("query-named-block-nodes").get("return", [])
+            if not (any(b.get("device") == drive for b in backends)
+                    or any(n.get("node-name") == drive for n in nodes)):
+                r = qmp.cmd_raw("blockdev-add", dict(self.drives[drive]))
+                if "error" in r:
+                    return f"error: blockdev-add {drive}: {r['error'].get('desc', r['error'])}"
+        r = qmp.cmd_raw("device_add", dict(args))
+        return "" if "error" not in r else f"error: {r['error'].get('desc', r['error'])}"
 
     def _wake(self, qmp: object) -> str:
         """Wait for the guest to enter S3 (QMP query-status: "suspended"), wake it with
@@ -174,6 +206,19 @@ class DeviceControl:
                 return "timeout: the guest did not wake up"
             time.sleep(0.05)
         return f"ok: suspended, woken by system_wakeup after {time.monotonic() - slept:.2f} s"
+
+
+def _in_tree(qmp: object, dev: str) -> bool:
+    """Is the device of QEMU id ``dev`` still in QEMU's tree? A device given an id on
+    the command line or by device_add is /machine/peripheral/<id> until it is
+    unplugged (object_unparent(), whatever still holds a reference to it)."""
+    from qemu.qmp.legacy import QEMUMonitorProtocol
+
+    assert isinstance(qmp, QEMUMonitorProtocol)
+    r = qmp.cmd_raw("qom-list", {"path": "/machine/peripheral"})
+    if "error" in r:
+        return True                   # cannot tell: wait for the event
+    return any(p.get("name") == dev for p in r.get("return", []))
 
 
 def _retry(connect: object) -> None:
@@ -207,6 +252,22 @@ def device_args(qemu_args: list[str], ids: set[str]) -> dict[str, dict[str, str]
         kv = dict(p.split("=", 1) for p in props if "=" in p)
         if kv.get("id") in ids:
             out[kv["id"]] = {"driver": driver, **kv}
+    return out
+
+
+def child_args(qemu_args: list[str], ids: set[str]) -> dict[str, list[dict[str, str]]]:
+    """From a QEMU command line, the ``-device``s on a bus of each device whose id is in
+    ``ids`` (``bus=ID.N``), in order, as device_add arguments: a controller's disk,
+    which QEMU deletes with the controller and a re-plug adds again."""
+    out: dict[str, list[dict[str, str]]] = {}
+    for flag, value in zip(qemu_args, qemu_args[1:]):
+        if flag != "-device":
+            continue
+        driver, *props = value.split(",")
+        kv = dict(p.split("=", 1) for p in props if "=" in p)
+        parent = kv.get("bus", "").rsplit(".", 1)[0]
+        if parent in ids:
+            out.setdefault(parent, []).append({"driver": driver, **kv})
     return out
 
 

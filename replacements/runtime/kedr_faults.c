@@ -44,6 +44,11 @@
  * take no lock: the point's lock may be held by the code the NMI interrupted).
  * A site recorder (faults/sites) lists the distinct (function, caller) pairs
  * reached, for the systematic sweep.
+ *
+ * A function whose catalog entry says `fails_on = "signal"` (an interruptible or
+ * killable wait) is not even judged when no signal can reach its caller
+ * (kedr_signal_possible(), called by the generated replacement): such a call cannot
+ * fail, so it is neither failed nor recorded as a site.
  */
 #include <linux/atomic.h>
 #include <linux/ctype.h>
@@ -59,6 +64,7 @@
 #include <linux/random.h>
 #include <linux/rcupdate.h>
 #include <linux/sched.h>
+#include <linux/sched/signal.h>
 #include <linux/seq_file.h>
 #include <linux/spinlock.h>
 #include <linux/string.h>
@@ -68,6 +74,30 @@
 #define KEDR_SCENARIO_LEN	192
 #define KEDR_CALLER_LEN		128
 #define KEDR_FAULT_SITES	512
+
+/*
+ * Can a signal interrupt the caller's wait? Any task's but a kernel thread's that
+ * allowed none. kthreadd ignores every signal (ignore_signals(), kernel/kthread.c)
+ * and each kernel thread, workqueue workers included, copies its handlers; a signal
+ * sent to a task whose handler is SIG_IGN is dropped (kernel/signal.c,
+ * sig_task_ignored(); a kernel thread's freezing wakes it without one), so its
+ * interruptible wait returns early only once it called allow_signal() (the handler
+ * is then SIG_KTHREAD) — usb-storage's control thread never does
+ * (drivers/usb/storage/usb.c, usb_stor_control_thread(), Linux 6.1 and 6.12).
+ */
+static bool kedr_signal_possible(void)
+{
+	struct k_sigaction *action;
+	int i;
+
+	if (!(current->flags & PF_KTHREAD))
+		return true;
+	action = current->sighand->action;
+	for (i = 0; i < _NSIG; i++)
+		if (READ_ONCE(action[i].sa.sa_handler) != SIG_IGN)
+			return true;
+	return false;
+}
 #define KEDR_FAULT_LOGGED	32	/* per point and scenario; later ones are counted only */
 #define KEDR_PROB_DIGITS	18	/* 10^18 < 2^64: the fraction's digits fit a u64 */
 

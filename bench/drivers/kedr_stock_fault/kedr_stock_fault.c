@@ -15,7 +15,15 @@
  *                         memory: DMA_MAPPING_ERROR (kernel/dma/direct.h,
  *                         dma_direct_map_page: dma_capable() fails; with no swiotlb
  *                         it first says "DMA addr ... overflow" once, a WARNING)
+ *   dma_alloc_attrs       size 1 TiB with __GFP_NOWARN and DMA_ATTR_NO_WARN: NULL
+ *                         (kernel/dma/direct.c: neither CMA nor the page allocator
+ *                         has that much)
+ *   __kmalloc_noprof      size 1 TiB with __GFP_NOWARN: NULL (mm/slub.c: beyond
+ *   (6.12), __kmalloc     KMALLOC_MAX_CACHE_SIZE it asks the page allocator for an
+ *   (6.1)                 order above its maximum, which fails, silent with NOWARN)
  */
+#include <linux/dma-mapping.h>
+#include <linux/gfp.h>
 #include <linux/kallsyms.h>
 #include <linux/kprobes.h>
 #include <linux/module.h>
@@ -27,6 +35,11 @@ static char *caller = FAULT_CALLER;
 module_param(caller, charp, 0444);
 
 static atomic_t failed = ATOMIC_INIT(0);
+
+static bool is_kmalloc(const char *name)
+{
+	return !strcmp(name, "__kmalloc_noprof") || !strcmp(name, "__kmalloc");
+}
 
 /* x86-64 arguments: rdi, rsi, rdx, rcx, r8. At a kprobe on the entry (ftrace),
  * regs->sp points at the return address. */
@@ -46,6 +59,14 @@ static int before(struct kprobe *p, struct pt_regs *regs)
 		regs->dx = 0;
 	} else if (!strcmp(fn, "ioremap")) {
 		regs->si = 0;
+	} else if (!strcmp(fn, "dma_alloc_attrs")) {
+		/* dma_alloc_attrs(dev, size, dma_handle, gfp, attrs) */
+		regs->si = 1UL << 40;
+		regs->cx |= (__force unsigned long)__GFP_NOWARN;
+		regs->r8 |= DMA_ATTR_NO_WARN;
+	} else if (is_kmalloc(fn)) {	/* __kmalloc(size, flags) */
+		regs->di = 1UL << 40;
+		regs->si |= (__force unsigned long)__GFP_NOWARN;
 	} else {	/* dma_map_page_attrs(dev, page, offset, size, ...) */
 		regs->cx = 1UL << 40;
 	}
@@ -57,9 +78,10 @@ static struct kprobe probe = { .pre_handler = before };
 static int __init stock_fault_init(void)
 {
 	if (strcmp(fn, "request_threaded_irq") && strcmp(fn, "ioremap") &&
-	    strcmp(fn, "dma_map_page_attrs")) {
+	    strcmp(fn, "dma_map_page_attrs") && strcmp(fn, "dma_alloc_attrs") &&
+	    !is_kmalloc(fn)) {
 		pr_err("kedr_stock_fault: fn=%s: only request_threaded_irq, ioremap, "
-		       "dma_map_page_attrs\n", fn);
+		       "dma_map_page_attrs, dma_alloc_attrs, __kmalloc_noprof, __kmalloc\n", fn);
 		return -EINVAL;
 	}
 	probe.symbol_name = fn;

@@ -10,16 +10,21 @@
  *   irq     kmalloc(32, GFP_ATOMIC) in hard interrupt context (an irq_work raised
  *           on the writer's CPU, so the interrupt lands on the writer's process)
  *   nmi     spin_trylock() in an NMI handler (an NMI sent to another CPU)
+ *   wait    wait_for_completion_interruptible() of a completed completion in the
+ *           writer's process (only a pending signal can fail it)
+ *   kwait   the same in a kernel thread, which ignores every signal: never failed
  * The init makes one "task" and one "irq" call; parameters/pattern reads their
  * outcome after the load (init succeeds either way). With modprobe=NAME the init
  * first loads the module NAME (request_module(): modprobe, in another task) and
  * waits for it: another module's load in the middle of this one's init.
  */
 #include <linux/atomic.h>
+#include <linux/completion.h>
 #include <linux/cpumask.h>
 #include <linux/delay.h>
 #include <linux/irq_work.h>
 #include <linux/kmod.h>
+#include <linux/kthread.h>
 #include <linux/module.h>
 #include <linux/slab.h>
 #include <linux/smp.h>
@@ -44,6 +49,48 @@ static noinline void *ctx_alloc(gfp_t gfp)
 	if (p)
 		memset(p, 0, 32);
 	return p;
+}
+
+/* 0, or -ERESTARTSYS when the wait is failed: the completion is already done. */
+static noinline int ctx_wait(void)
+{
+	DECLARE_COMPLETION_ONSTACK(done);
+
+	complete(&done);
+	return wait_for_completion_interruptible(&done);
+}
+
+static unsigned int kwait_calls;
+static DECLARE_COMPLETION(kwait_done);
+
+static int ctx_kthread(void *data)
+{
+	char *out = data;
+	unsigned int i;
+
+	for (i = 0; i < kwait_calls; i++)
+		out[i] = ctx_wait() ? 'F' : '.';
+	complete(&kwait_done);
+	while (!kthread_should_stop()) {
+		set_current_state(TASK_UNINTERRUPTIBLE);
+		if (!kthread_should_stop())
+			schedule();
+		__set_current_state(TASK_RUNNING);
+	}
+	return 0;
+}
+
+static int in_kthread_calls(char *out, unsigned int count)
+{
+	struct task_struct *t;
+
+	kwait_calls = count;
+	reinit_completion(&kwait_done);
+	t = kthread_run(ctx_kthread, out, "kedr_faultctx");
+	if (IS_ERR(t))
+		return PTR_ERR(t);
+	wait_for_completion(&kwait_done);
+	return kthread_stop(t);
 }
 
 static void ctx_irq_work(struct irq_work *work)
@@ -119,6 +166,11 @@ static int trigger_set(const char *val, const struct kernel_param *kp)
 		in_irq_calls(pattern, count);
 	} else if (!strcmp(mode, "nmi")) {
 		err = in_nmi_calls(count);
+	} else if (!strcmp(mode, "wait")) {
+		for (i = 0; i < count; i++)
+			pattern[i] = ctx_wait() ? 'F' : '.';
+	} else if (!strcmp(mode, "kwait")) {
+		err = in_kthread_calls(pattern, count);
 	} else if (!strcmp(mode, "task") || !strcmp(mode, "nofail")) {
 		gfp_t gfp = GFP_KERNEL | (mode[0] == 'n' ? __GFP_NOFAIL : 0);
 
