@@ -90,8 +90,8 @@ def test_the_guest_stops_only_on_taint_added_since_it_began(tmp_path: Path) -> N
     """guest-faults.sh.j2's hurt(), run here on a stand-in for /proc/sys/kernel/tainted:
     the boot's own taint (L) does not stop the trials, a WARN (W) added later does."""
     script = template_env().get_template("guest-faults.sh.j2").render(
-        repl="r", target="t", module_args="", workload=False, trials=[], start=1,
-        discover=False, needed=[], site_scenario=site_scenario(CALLER_SLOT),
+        repl="r", target="t", module_args="", root="/kedr", scratch="/tmp", stop=None,
+        workload=False, trials=[], start=1, discover=False, needed=[], site_scenario=site_scenario(CALLER_SLOT),
         caller_slot=CALLER_SLOT, taint_mask=32 | 128 | 512 | 16384, heartbeat=1,
         marks={"sites_begin": "B", "sites_end": "E", "progress": "P", "discovery": "D"})
     tainted = tmp_path / "tainted"
