@@ -273,20 +273,26 @@ def _cleanup(made: Any) -> None:
         pass
 
 
+def _strategy(made: Any) -> Any:
+    """The labgrid target's strategy (e.g. ShellStrategy), or None."""
+    from labgrid.exceptions import NoStrategyFoundError
+
+    try:
+        return made.get_strategy()
+    except NoStrategyFoundError:
+        return None
+
+
 def open_shell(target: LabgridTarget) -> LabgridShell:
     """A shell on the machine: its strategy (if it has one) brought to state ``shell``
     (ShellStrategy powers it on and logs in), else its command driver activated."""
     if target in _SHELLS:
         return _SHELLS[target]
     made = labgrid_target(target)
-    from labgrid.exceptions import NoStrategyFoundError
     from labgrid.protocol import CommandProtocol
 
     try:
-        try:
-            strategy = made.get_strategy()
-        except NoStrategyFoundError:
-            strategy = None
+        strategy = _strategy(made)
         if strategy is not None:
             strategy.transition(STATE)
         driver = made.get_driver(CommandProtocol)
@@ -346,18 +352,16 @@ def power_of(target: LabgridTarget) -> str:
     environment's strategy with its power driver (ShellStrategy: QEMUDriver, a PDU's
     NetworkPowerDriver, ExternalPowerDriver's commands), else a power driver alone."""
     made = labgrid_target(target)
-    from labgrid.exceptions import NoDriverFoundError, NoStrategyFoundError
+    from labgrid.exceptions import NoDriverFoundError
     from labgrid.protocol import PowerProtocol
 
     try:
         power = made.get_driver(PowerProtocol, activate=False)
     except NoDriverFoundError:
         return ""
-    try:
-        strategy = type(made.get_strategy()).__name__ + " with "
-    except NoStrategyFoundError:
-        strategy = ""
-    return f"labgrid's {strategy}{type(power).__name__}"
+    strategy = _strategy(made)
+    with_ = f"{type(strategy).__name__} with " if strategy is not None else ""
+    return f"labgrid's {with_}{type(power).__name__}"
 
 
 def power_cycle(target: LabgridTarget) -> LabgridShell:
@@ -365,15 +369,11 @@ def power_cycle(target: LabgridTarget) -> LabgridShell:
     and back to state ``shell`` (ShellStrategy: power off, power cycle, wait for the
     login prompt), or its power driver cycles it and the command driver logs in anew."""
     made = labgrid_target(target)
-    from labgrid.exceptions import NoStrategyFoundError
     from labgrid.protocol import CommandProtocol, PowerProtocol
 
     _SHELLS.pop(target, None)
     try:
-        try:
-            strategy = made.get_strategy()
-        except NoStrategyFoundError:
-            strategy = None
+        strategy = _strategy(made)
         if strategy is not None:
             strategy.transition("off")
             strategy.transition(STATE)
