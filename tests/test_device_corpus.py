@@ -150,3 +150,29 @@ def test_the_readme_table_is_the_generated_one() -> None:
     text = (REPO / "README.md").read_text()
     section = text.split(device_corpus.BEGIN, 1)[1].split(device_corpus.END, 1)[0]
     assert section == "\n" + device_corpus.table(results, devices, notes)
+
+
+def test_a_check_not_run_is_a_not_run_cell_with_its_reason_never_a_pass() -> None:
+    """ahci's hotplug when QEMU refused its disk at the re-plug: the device check not
+    run (QEMU's refusal), the others judged; a failed check outranks it."""
+    why = ("not run: the workload after the re-plug: QEMU refused plug ahci: ide-hd on "
+           "ahci.0: not re-plugged: Bus 'ahci.0' does not support hotplugging")
+    items = [{"driver": "ahci", "test": "hotplug", "check": "device", "outcome": "not-run",
+              "message": why}] + [
+        {"driver": "ahci", "test": "hotplug", "check": c, "outcome": "passed", "message": ""}
+        for c in ("loads", "kernel", "leaks", "rules")] + [
+        {"driver": "ahci", "test": "probe", "check": "device", "outcome": "passed",
+         "message": ""}]
+    report = {"kernel": "debian-6.1", "verdict": "failed", "items": items, "runs": []}
+    r = device_corpus.parse_report(report, "ahci", 60.0)
+    hotplug = r.outcome("hotplug")
+    assert hotplug is not None and not hotplug.passed and hotplug.check == "device"
+    text = device_corpus.table({"debian-6.1": {"ahci": r}}, {"debian-6.1": {"ahci": "ahci"}}, {})
+    assert "| debian-6.1 | ahci | ahci | pass | not run | not run (device) [1] | not run |" in text
+    assert f"[1] debian-6.1 ahci hotplug: device: not-run: {why}  \n" in text
+    assert "FAIL" not in text
+    # A leak next to it: the cell is the failure.
+    items[3] = {**items[3], "outcome": "failed", "message": "1 leak"}
+    r = device_corpus.parse_report(report, "ahci", 60.0)
+    assert r.outcome("hotplug") == device_corpus.TestOutcome("hotplug", False, "leaks",
+                                                             "failed: 1 leak", 0.0)

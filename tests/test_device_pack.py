@@ -55,3 +55,68 @@ def test_step_script_is_sh_the_guest_shell_parses(step: str, tmp_path: Path) -> 
     proc = subprocess.run([str(static_busybox()), "sh", "-n", str(script)],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def _report(output: str, events: tuple[tuple[str, str], ...], status: int = 0) -> object:
+    from kedr_build.vm.qmp import DeviceEvent
+    from kedr_build.vm.runner import RunReport, Step, Verdict
+
+    return RunReport(Verdict.PASSED if status == 0 else Verdict.FAILED, "",
+                     (Step("workload", "device-hotplug.sh", status),), (), output, (), 1.0,
+                     Path("/nonexistent"),
+                     device_events=tuple(DeviceEvent(r, a, 0.1) for r, a in events))
+
+
+# ahci's re-plug on QEMU 7.2 (the controller back, its ide-hd refused), as the guest
+# and QMP record it: the guest's lines and the run's device events.
+_AHCI_REFUSED = (("unplug ahci", "ok"), ("plug ahci: ide-hd on ahci.0",
+                 "not re-plugged: Bus 'ahci.0' does not support hotplugging"),
+                 ("plug ahci", "ok; ahci: ide-hd on ahci.0: not re-plugged: Bus 'ahci.0' "
+                  "does not support hotplugging"))
+_AHCI_DONE = (devkind.MARK + "1 hot-unplug/re-plug cycles of ahci (0000:00:04.0 on pci, "
+              "driver ahci) with the workload running (3 runs in the background); the "
+              "workload not run after 1 re-plug(s): QEMU refused a device it needs\n")
+
+
+def test_a_workload_qemu_left_without_its_device_is_not_run_with_qemus_refusal() -> None:
+    """QEMU refused to re-plug the disk the workload needs: the device check is not run,
+    QEMU's refusal verbatim its reason (never passed, never failed)."""
+    output = (devkind.NOT_RUN + "ahci (cycle 1): ahci: ide-hd on ahci.0: not re-plugged: "
+              "Bus 'ahci.0' does not support hotplugging\n" + _AHCI_DONE)
+    result = devkind.device_check(_report(output, _AHCI_REFUSED))  # type: ignore[arg-type]
+    assert result.skipped and not result.passed
+    assert result.message.startswith(
+        "not run: the workload after the re-plug: QEMU refused plug ahci: ide-hd on ahci.0: "
+        "not re-plugged: Bus 'ahci.0' does not support hotplugging (1 hot-unplug/re-plug")
+
+
+def test_a_workload_failing_after_a_full_re_plug_still_fails() -> None:
+    """The re-plug brought everything back (no refusal): a workload failure is the
+    driver's, FAIL; and a skip that QEMU's events do not back fails too."""
+    failed = devkind.FAIL + "the workload failed after re-plug 1 of ahci\n"
+    full = (("unplug ahci", "ok"), ("plug ahci", "ok"))
+    result = devkind.device_check(_report(failed, full, 1))  # type: ignore[arg-type]
+    assert not result.passed and not result.skipped
+    assert result.message == "status 1: the workload failed after re-plug 1 of ahci"
+    # A refusal, but the step failed before (the controller never came back bound).
+    gone = devkind.FAIL + "ahci: no device of it held by a driver under test after the re-plug (cycle 1)\n"
+    result = devkind.device_check(_report(gone, _AHCI_REFUSED, 1))  # type: ignore[arg-type]
+    assert not result.passed and not result.skipped
+    unbacked = devkind.NOT_RUN + "ahci (cycle 1): something\n" + _AHCI_DONE
+    result = devkind.device_check(_report(unbacked, full))  # type: ignore[arg-type]
+    assert not result.passed and not result.skipped
+    assert result.message.startswith("the workload was skipped after a re-plug, but QEMU "
+                                     "refused no device")
+    passed = devkind.MARK + "1 hot-unplug/re-plug cycles of ahci (...); the workload passed\n"
+    assert devkind.device_check(_report(passed, full)).passed  # type: ignore[arg-type]
+
+
+def test_the_hotplug_step_skips_only_the_workload_after_a_refused_re_plug() -> None:
+    """The guest's hotplug step: a plug reply naming a refusal ("ok; ...") skips the
+    workload after that re-plug and says so; any other reply runs it."""
+    att = Attachment((Attached(lookup("ahci")[0], 4),), None)
+    script = devkind.step_script("hotplug", att, ["ahci"], 1)
+    assert "wait_for 'plugged=$(kedr-device plug $qid)'" in script
+    assert ('*": ok; "*) echo "' + devkind.NOT_RUN + '$name (cycle $n): ${plugged#*: ok; }"'
+            in script)
+    assert '*) io || fail "the workload failed after re-plug $n of $name";;' in script

@@ -32,6 +32,7 @@ from pathlib import Path
 CONNECT_SECONDS = 20.0
 UNPLUG_SECONDS = 15.0
 SUSPEND_SECONDS = 30.0
+NOT_REPLUGGED = "not re-plugged: "   # a refused child's event reply, and the plug reply's tail
 POLL_SECONDS = 0.25        # between two looks at QEMU's tree while an unplug is pending
 WAKE_DELAY = 1.0
 
@@ -133,6 +134,7 @@ class DeviceControl:
             error = self._add(qmp, self.devices[dev])
             if error:
                 return error
+            refused = []
             for child in self.children.get(dev, ()):
                 # A child QEMU refuses (an IDE, HDA or SD bus takes no hot-plugged
                 # device; a disk whose old drive QEMU still holds) leaves the
@@ -141,10 +143,14 @@ class DeviceControl:
                 # in, and a second request would only meet its id ("Duplicate ID").
                 error = self._add(qmp, child)
                 if error:
-                    self.events.append(DeviceEvent(
+                    event = DeviceEvent(
                         f"plug {dev}: {child['driver']} on {child.get('bus', '?')}",
-                        f"not re-plugged: {error.removeprefix('error: ')}", 0.0))
-            return "ok"
+                        f"{NOT_REPLUGGED}{error.removeprefix('error: ')}", 0.0)
+                    self.events.append(event)
+                    refused.append(f"{event.request.removeprefix('plug ')}: {event.reply}")
+            # The guest hears of it too ("ok; not re-plugged: ..."): its workload
+            # after this re-plug would find nothing (kedr_build/packs/devkind.py).
+            return "; ".join(["ok", *refused])
         qmp.clear_events()
         r = qmp.cmd_raw("device_del", {"id": dev})
         if "error" in r:
