@@ -210,7 +210,8 @@ def test_a_failed_workload_is_not_explained_by_the_bindings_list() -> None:
     assert "device bindings" not in report.reason, report.reason
 
 
-def _monitor(listed: list[bool], refused: str = "") -> object:
+def _monitor(listed: list[bool], refused: str = "",
+             events: list[dict[str, object]] | None = None) -> object:
     """A QMP monitor (no QEMU) that never sends DEVICE_DELETED and lists intel_hda in
     /machine/peripheral as long as ``listed`` says (one answer a qom-list, the last one
     kept); device_add of the driver ``refused`` fails as QEMU 7.2 refuses a device on
@@ -248,7 +249,9 @@ def _monitor(listed: list[bool], refused: str = "") -> object:
                 self.sent[-1] = f"blockdev-add {args['node-name']}"
             return {"return": {}}
 
-        def pull_event(self, wait: bool | float = False) -> None:
+        def pull_event(self, wait: bool | float = False) -> dict[str, object]:
+            if events:
+                return events.pop(0)
             raise asyncio.TimeoutError
 
     return Monitor()
@@ -269,6 +272,24 @@ def test_an_unplug_is_done_once_the_device_left_qemus_tree(tmp_path: Path) -> No
     assert monitor.sent == ["device_del", "qom-list", "qom-list", "qom-list"]  # type: ignore[attr-defined]
     assert control._handle(_monitor([True]), "unplug intel_hda 0.6") == \
         "timeout: the guest did not release intel_hda in 0.6 s"
+
+
+def test_an_earlier_unplugs_event_does_not_end_this_one(tmp_path: Path) -> None:
+    """QEMU sends DEVICE_DELETED when the object is finalized, which may come after the
+    device left the tree (the unplug said "ok" then), after a re-plug under the same
+    id: the next unplug must not take that event for its own while the re-plugged
+    device is still there."""
+    from kedr_build.vm.qmp import DeviceControl
+
+    control = DeviceControl(tmp_path / "q", tmp_path / "s",
+                            {"intel_hda": {"driver": "intel-hda"}})
+    stale: list[dict[str, object]] = [{"event": "DEVICE_DELETED",
+                                       "data": {"device": "intel_hda"}}]
+    assert control._handle(_monitor([True], events=stale), "unplug intel_hda 0.6") == \
+        "timeout: the guest did not release intel_hda in 0.6 s"
+    gone: list[dict[str, object]] = [{"event": "DEVICE_DELETED",
+                                      "data": {"device": "intel_hda"}}]
+    assert control._handle(_monitor([False], events=gone), "unplug intel_hda 10") == "ok"
 
 
 def test_a_re_plug_brings_back_the_controllers_disk(kernel: ProvisionedKernel,
