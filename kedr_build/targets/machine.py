@@ -146,12 +146,18 @@ def check_release(modules: tuple[ModuleRef, ...], state: MachineState, target: o
                             f"copied: build it for the machine ({fix})")
 
 
+def _probed(conn: Transport, modules: tuple[ModuleRef, ...]) -> tuple[MachineState, int]:
+    """The machine's state, its release checked against the modules' vermagic; and its
+    taint beyond out-of-tree/unsigned."""
+    state = probe(conn)
+    check_release(modules, state, conn)
+    return state, state.taint & ~ALLOWED_TAINT
+
+
 def checked_state(conn: Transport, modules: tuple[ModuleRef, ...], when: str) -> MachineState:
     """Its kernel: the modules' release (vermagic), not tainted beyond
     out-of-tree/unsigned (``when``: for the message); else one line."""
-    state = probe(conn)
-    check_release(modules, state, conn)
-    extra = state.taint & ~ALLOWED_TAINT
+    state, extra = _probed(conn, modules)
     if extra:
         raise KedrError(f"TARGET={conn}: its kernel is tainted {taint_letters(state.taint)} "
                         f"({state.taint}) {when}, {taint_letters(extra)} beyond "
@@ -171,9 +177,7 @@ def fresh_state(conn: Transport, modules: tuple[ModuleRef, ...], power: Power | 
     earlier run, or anything else: its kernel check would judge someone else's
     WARNING) is never reused silently: power-cycled once where it can be (said in
     ``done``), else refused in one line."""
-    state = probe(conn)
-    check_release(modules, state, conn)
-    extra = state.taint & ~ALLOWED_TAINT
+    state, extra = _probed(conn, modules)
     if not extra:
         return conn, state
     found = (f"TARGET={conn}: its kernel is already tainted {taint_letters(state.taint)} "
@@ -282,7 +286,7 @@ def run_on_machine(conn: Transport, modules: list[Path], logdir: Path,
     try:
         conn.check(f"mkdir {root} && tar -x -f - -C {root}", f"copying the files to {root}",
                    _tar(files))
-        result = _run_job(conn, root, token, logdir, timeout, start)
+        result = run_job(conn, root, token, logdir, timeout, start)
         if result.status is None:
             conn, left = _after_loss(conn, root, cleanup, plan.modules, power, timeout, done)
     except KedrError as e:
@@ -331,8 +335,11 @@ def _after_loss(conn: Transport, root: str, cleanup: str, modules: tuple[ModuleR
     return conn, leave(conn, root, cleanup)
 
 
-def _run_job(conn: Transport, root: str, token: str, logdir: Path, timeout: float,
-             start: float) -> VmResult:
+def run_job(conn: Transport, root: str, token: str, logdir: Path, timeout: float,
+            start: float) -> VmResult:
+    """Run ``root``/wrapper.sh (its job marked by ``token``) as a VmResult: the job's
+    output and status, and the kernel log since its start marker (or what a console
+    showed as it went silent)."""
     end = conn.run_job(f"sh {root}/wrapper.sh", logdir / "output.log", logdir / "status.log",
                        timeout, root)
     elapsed = time.monotonic() - start

@@ -23,17 +23,16 @@ import secrets
 import shlex
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from kedr_build.atomic import write_atomic
 from kedr_build.errors import KedrError
 from kedr_build.ko.module import ModuleRef
 from kedr_build.targets.machine import (Power, Transport, _tar, _without_debug_info, _wrapper,
-                                        checked_state, cleanup_script, fresh_state, leave)
+                                        checked_state, cleanup_script, fresh_state, leave,
+                                        run_job)
 from kedr_build.targets.spec import LabgridTarget, SshTarget, Target
-from kedr_build.vm.console import find_problems
-from kedr_build.vm.qemu import JOB_START, GuestJob, VmResult, parse_status
+from kedr_build.vm.qemu import GuestJob, VmResult
 
 
 @dataclass
@@ -97,25 +96,13 @@ class MachineGuest:
         self.conn.check(f"tar -x -f - -C {self.root}", f"copying the job to {self.root}",
                         _tar({"job.sh": job.script.encode(),
                               "wrapper.sh": _wrapper(self.root, token).encode()}))
-        start = time.monotonic()
-        end = self.conn.run_job(command, workdir / "output.log", workdir / "status.log",
-                                timeout, self.root)
-        console = end.console
-        if not end.lost and not end.timed_out:
-            dmesg = self.conn.run(f"dmesg | sed -n '/{JOB_START} {token}/,$p'")
-            console = dmesg.stdout.decode("utf-8", "replace") if dmesg.returncode == 0 else ""
-        write_atomic(workdir / "console.log", console.encode())
-        for line in console.splitlines():
+        result = run_job(self.conn, self.root, token, workdir, timeout, time.monotonic())
+        for line in result.console.splitlines():
             stream(line)
-        status = parse_status((workdir / "status.log").read_text(errors="replace"))
-        lost = end.lost or (f"TARGET={self.conn}: no answer in {timeout:.0f} s"
-                            if end.timed_out else "")
-        return VmResult(status=status,
-                        output=(workdir / "output.log").read_text(errors="replace"),
-                        console=console, problems=tuple(find_problems(console)),
-                        timed_out=end.timed_out, elapsed=time.monotonic() - start,
-                        command=tuple(self.conn.command_line(command)), workdir=workdir,
-                        qemu_error=lost if status is None else "")
+        if result.status is None and result.timed_out and not result.qemu_error:
+            result = replace(
+                result, qemu_error=f"TARGET={self.conn}: no answer in {timeout:.0f} s")
+        return result
 
     def _cleanup(self) -> str:
         return leave(self.conn, self.root, cleanup_script(
