@@ -2,21 +2,26 @@
 
 The guest's ``kedr-device unplug e1000`` writes one line on its fourth serial port
 (ttyS3, a Unix socket on the host) and reads one line back. :class:`DeviceControl`
-serves them on a thread: ``unplug ID`` is QMP ``device_del`` followed by a wait for
-the ``DEVICE_DELETED`` event of that id (the guest ran the driver's remove() and
-ejected the device); a device whose id has left QEMU's tree (``qom-list /machine/peripheral``) is
-released too: QEMU sends DEVICE_DELETED only when the object is finalized
-(hw/core/qdev.c, device_finalize()), and QEMU 7.2 never finalized an ejected
-intel-hda, whose id was free again at once; ``plug ID`` is ``device_add`` with the device's arguments from
-the command line (a disk's ``-drive if=none``, when QEMU deleted it with its device, is
-added again first as a ``blockdev-add`` node of the same name and image, which
-outlives the next unplug and is then reused), then the devices on its buses (a
-controller's disk: ``scsi-hd,bus=lsi53c895a.0``, which QEMU deleted with it; a bus
-that takes no hot-plugged device, IDE or HDA, refuses it, as may a disk whose old
-drive QEMU still holds, and the controller comes back without it, QEMU's refusal
-among the run's device events); ``suspend`` is answered at once, then the guest is woken with
-``system_wakeup`` once QMP shows it suspended (S3: ``echo mem > /sys/power/state``
-in the guest returns after the wake-up). QMP goes through ``qemu.qmp``, the QEMU project's own client.
+serves them on a thread:
+
+* ``unplug ID`` is QMP ``device_del``, then a wait until the id has left QEMU's tree
+  (``qom-list /machine/peripheral``: the guest ran the driver's remove() and ejected
+  the device). ``DEVICE_DELETED`` only wakes the wait: QEMU sends it when the object
+  is finalized (hw/core/qdev.c, device_finalize()), which QEMU 7.2 never did for an
+  ejected intel-hda, and which may come after a re-plug under the same id.
+* ``plug ID`` is ``device_add`` with the device's arguments from the command line (a
+  disk's ``-drive if=none``, when QEMU deleted it with its device, is added again
+  first as a ``blockdev-add`` node of the same name and image, which outlives the next
+  unplug and is then reused), then the devices on its buses (a controller's disk:
+  ``scsi-hd,bus=lsi53c895a.0``, which QEMU deleted with it). A bus that takes no
+  hot-plugged device (IDE, HDA) refuses it, as may a disk whose old drive QEMU still
+  holds: the controller comes back without it, QEMU's refusal among the run's device
+  events and in the reply.
+* ``suspend`` is answered at once, then the guest is woken with ``system_wakeup`` once
+  QMP shows it suspended (S3: ``echo mem > /sys/power/state`` in the guest returns
+  after the wake-up).
+
+QMP goes through ``qemu.qmp``, the QEMU project's own client.
 """
 
 from __future__ import annotations
@@ -154,7 +159,7 @@ class DeviceControl:
         qmp.clear_events()
         r = qmp.cmd_raw("device_del", {"id": dev})
         if "error" in r:
-            return f"error: {r['error'].get('desc', r['error'])}"
+            return f"error: {_desc(r)}"
         deadline = time.monotonic() + wait
         while (left := deadline - time.monotonic()) > 0:
             try:
@@ -171,7 +176,6 @@ class DeviceControl:
                 return "ok"
         return f"timeout: the guest did not release {dev} in {wait:g} s"
 
-
     def _add(self, qmp: object, args: Mapping[str, str]) -> str:
         """device_add, its drive first when QEMU deleted it; "" or the error reply."""
         from qemu.qmp.legacy import QEMUMonitorProtocol
@@ -186,9 +190,9 @@ class DeviceControl:
                     or any(n.get("node-name") == drive for n in nodes)):
                 r = qmp.cmd_raw("blockdev-add", dict(self.drives[drive]))
                 if "error" in r:
-                    return f"error: blockdev-add {drive}: {r['error'].get('desc', r['error'])}"
+                    return f"error: blockdev-add {drive}: {_desc(r)}"
         r = qmp.cmd_raw("device_add", dict(args))
-        return "" if "error" not in r else f"error: {r['error'].get('desc', r['error'])}"
+        return "" if "error" not in r else f"error: {_desc(r)}"
 
     def _wake(self, qmp: object) -> str:
         """Wait for the guest to enter S3 (QMP query-status: "suspended"), wake it with
@@ -209,12 +213,18 @@ class DeviceControl:
         time.sleep(WAKE_DELAY)
         r = qmp.cmd_raw("system_wakeup")
         if "error" in r:
-            return f"error: system_wakeup: {r['error'].get('desc', r['error'])}"
+            return f"error: system_wakeup: {_desc(r)}"
         while status() == "suspended":
             if time.monotonic() > deadline + SUSPEND_SECONDS:
                 return "timeout: the guest did not wake up"
             time.sleep(0.05)
         return f"ok: suspended, woken by system_wakeup after {time.monotonic() - slept:.2f} s"
+
+
+def _desc(reply: Mapping[str, object]) -> str:
+    """A QMP error reply's description."""
+    error = reply["error"]
+    return str(error.get("desc", error) if isinstance(error, dict) else error)
 
 
 def _in_tree(qmp: object, dev: str) -> bool:
@@ -253,15 +263,7 @@ def _connect(path: Path) -> socket.socket:
 def device_args(qemu_args: list[str], ids: set[str]) -> dict[str, dict[str, str]]:
     """From a QEMU command line, each ``-device`` whose id is in ``ids``, as
     device_add arguments: "e1000,netdev=n,id=e1000,addr=0x04" -> {"driver": "e1000", ...}."""
-    out: dict[str, dict[str, str]] = {}
-    for flag, value in zip(qemu_args, qemu_args[1:]):
-        if flag != "-device":
-            continue
-        driver, *props = value.split(",")
-        kv = dict(p.split("=", 1) for p in props if "=" in p)
-        if kv.get("id") in ids:
-            out[kv["id"]] = {"driver": driver, **kv}
-    return out
+    return {args["id"]: args for args in _devices(qemu_args) if args.get("id") in ids}
 
 
 def child_args(qemu_args: list[str], ids: set[str]) -> dict[str, list[dict[str, str]]]:
@@ -269,14 +271,21 @@ def child_args(qemu_args: list[str], ids: set[str]) -> dict[str, list[dict[str, 
     ``ids`` (``bus=ID.N``), in order, as device_add arguments: a controller's disk,
     which QEMU deletes with the controller and a re-plug adds again."""
     out: dict[str, list[dict[str, str]]] = {}
-    for flag, value in zip(qemu_args, qemu_args[1:]):
-        if flag != "-device":
-            continue
-        driver, *props = value.split(",")
-        kv = dict(p.split("=", 1) for p in props if "=" in p)
-        parent = kv.get("bus", "").rsplit(".", 1)[0]
+    for args in _devices(qemu_args):
+        parent = args.get("bus", "").rsplit(".", 1)[0]
         if parent in ids:
-            out.setdefault(parent, []).append({"driver": driver, **kv})
+            out.setdefault(parent, []).append(args)
+    return out
+
+
+def _devices(qemu_args: list[str]) -> list[dict[str, str]]:
+    """Each ``-device`` of a QEMU command line as device_add arguments, in order."""
+    out: list[dict[str, str]] = []
+    for flag, value in zip(qemu_args, qemu_args[1:]):
+        if flag == "-device":
+            driver, *props = value.split(",")
+            out.append({"driver": driver,
+                        **dict(p.split("=", 1) for p in props if "=" in p)})
     return out
 
 
