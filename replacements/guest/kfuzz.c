@@ -255,6 +255,13 @@ static uint32_t pick_net_cmd(struct thread *t)
 	return net_cmds[rnd(t, sizeof(net_cmds) / sizeof(net_cmds[0]))];
 }
 
+/* A struct ifreq naming interface NAME, the rest zero. */
+static void ifreq_named(struct ifreq *ifr, const char *name)
+{
+	memset(ifr, 0, sizeof(*ifr));
+	snprintf(ifr->ifr_name, sizeof(ifr->ifr_name), "%s", name);
+}
+
 /* A socket for interface NAME's ioctls: -1 (ENODEV) when the interface is gone. */
 static int net_open(struct thread *t, const char *name)
 {
@@ -263,8 +270,7 @@ static int net_open(struct thread *t, const char *name)
 
 	if (fd < 0)
 		return -1;
-	memset(&ifr, 0, sizeof(ifr));
-	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", name);
+	ifreq_named(&ifr, name);
 	t->syscalls++;
 	if (ioctl(fd, SIOCGIFINDEX, &ifr) == 0)
 		return fd;
@@ -285,8 +291,7 @@ static long net_send(struct thread *t, uint32_t path, const void *buf, size_t le
 		struct ifreq ifr;
 		int fd = socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 
-		memset(&ifr, 0, sizeof(ifr));
-		snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", net_name(p));
+		ifreq_named(&ifr, net_name(p));
 		t->syscalls += 2;
 		t->packet[p] = fd < 0 ? -errno : fd;
 		if (fd >= 0 && ioctl(fd, SIOCGIFINDEX, &ifr) == 0)
@@ -307,8 +312,7 @@ static long net_ioctl(struct thread *t, const struct op *o, int fd, const char *
 {
 	struct ifreq ifr;
 
-	memset(&ifr, 0, sizeof(ifr));
-	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", name);
+	ifreq_named(&ifr, name);
 	memcpy(&ifr.ifr_ifru, t->buf + 64, sizeof(ifr.ifr_ifru));
 	switch (o->cmd) {
 	case SIOCSIFFLAGS:
