@@ -300,13 +300,17 @@ def test_a_re_plug_brings_back_the_controllers_disk(kernel: ProvisionedKernel,
     QEMU's refusal is among the run's device events."""
     from kedr_build.vm.qmp import DeviceControl, child_args, device_args, drive_args
 
-    att = attach(catalog.lookup("lsi53c895a,intel-hda,usb-storage,e1000"), kernel)
+    att = attach(catalog.lookup("lsi53c895a,intel-hda,usb-storage,e1000,sdhci"), kernel)
     qemu_args = att.qemu_args(tmp_path)
-    ids = {"lsi53c895a", "intel_hda", "usb_storage", "e1000"}
+    ids = {"lsi53c895a", "intel_hda", "usb_storage", "e1000", "sdhci"}
     children = child_args(qemu_args, ids)
     assert children == {
         "lsi53c895a": [{"driver": "scsi-hd", "drive": "lsi53c895ad", "bus": "lsi53c895a.0"}],
-        "intel_hda": [{"driver": "hda-duplex", "bus": "intel_hda.0", "audiodev": "intel_hdaa"}]}
+        "intel_hda": [{"driver": "hda-duplex", "bus": "intel_hda.0", "audiodev": "intel_hdaa"}],
+        # An SD bus has a fixed name ("sd-bus"): the card's bus= is a path through
+        # its controller.
+        "sdhci": [{"driver": "sd-card", "drive": "sdhcid", "id": "sdhcicard",
+                   "bus": "pci.0/sdhci/sd-bus"}]}
     control = DeviceControl(tmp_path / "q", tmp_path / "s", device_args(qemu_args, ids),
                             drives=drive_args(qemu_args), children=children)
     scsi = _monitor([False])

@@ -268,14 +268,26 @@ def device_args(qemu_args: list[str], ids: set[str]) -> dict[str, dict[str, str]
 
 def child_args(qemu_args: list[str], ids: set[str]) -> dict[str, list[dict[str, str]]]:
     """From a QEMU command line, the ``-device``s on a bus of each device whose id is in
-    ``ids`` (``bus=ID.N``), in order, as device_add arguments: a controller's disk,
-    which QEMU deletes with the controller and a re-plug adds again."""
+    ``ids``, in order, as device_add arguments: a controller's disk, which QEMU deletes
+    with the controller and a re-plug adds again."""
     out: dict[str, list[dict[str, str]]] = {}
     for args in _devices(qemu_args):
-        parent = args.get("bus", "").rsplit(".", 1)[0]
-        if parent in ids:
+        parent = _bus_owner(args.get("bus", ""), ids)
+        if parent:
             out.setdefault(parent, []).append(args)
     return out
+
+
+def _bus_owner(bus: str, ids: set[str]) -> str:
+    """The device of ``ids`` a ``bus=`` value names: its bus N (``ahci.0``), or a path
+    through it to a bus with a fixed name (``pci.0/sdhci/sd-bus``: every SDHCI's bus is
+    "sd-bus", QEMU 7.2 hw/sd/sdhci.c, and a path must start with a bus's name,
+    qdev-monitor.c qbus_find()); "" if none."""
+    for part in reversed(bus.split("/")):
+        for name in (part, part.rsplit(".", 1)[0]):
+            if name in ids:
+                return name
+    return ""
 
 
 def _devices(qemu_args: list[str]) -> list[dict[str, str]]:
