@@ -34,8 +34,8 @@ pytestmark = pytest.mark.vm
 
 DRIVER = Path(__file__).resolve().parent / "drivers" / "leaker"
 REPL = "kedr_repl_leaker"
-MODES = ("leak", "clean", "bad", "atomic", "locks", "timer", "netdev", "irq", "chrdev",
-         "spinlock", "work")
+MODES = ("leak", "clean", "bad", "atomic", "locks", "timer", "netdev", "frags", "irq",
+         "chrdev", "spinlock", "work")
 
 GUEST_SCRIPT = f"""
 D=/sys/kernel/debug/kedr_build/{REPL}
@@ -84,6 +84,7 @@ VARIANTS = {
     "kmem_cache_alloc": ("kmem_cache_alloc", "kmem_cache_alloc_noprof"),
     "vmalloc": ("vmalloc", "vmalloc_noprof"),
     "__get_free_pages": ("__get_free_pages", "get_free_pages_noprof"),
+    "alloc_pages": ("alloc_pages", "alloc_pages_noprof"),
     "krealloc": ("krealloc", "krealloc_noprof"),
     "kvmalloc_node": ("kvmalloc_node", "__kvmalloc_node_noprof"),
     "kmem_cache_create": ("kmem_cache_create", "__kmem_cache_create_args"),
@@ -322,6 +323,18 @@ def test_netdev_and_skb_left_behind(guest: Guest) -> None:
     assert skb.size == 100 and skb.stack[0] == skb.caller
     assert "still held at unload: netdev 0x" in text
     assert "acquired by alloc_netdev_mqs at res_netdev_leaked+0x" in text
+
+
+def test_pages_handed_on_in_an_skb_are_not_leaks_but_a_kept_reference_is(
+        guest: Guest) -> None:
+    """Pages in an skb's frags go with the skb, to the stack (netif_rx) or freed
+    (kfree_skb): the kernel puts them. Only the page the driver holds a second
+    reference to is its leak."""
+    rep = report(guest, "frags")
+    text = "\n".join(summary(rep))
+    assert held(rep) == {("page", name(guest, "alloc_pages"), "res_frag_kept")}, text
+    assert len(rep.leaks) == 1 and not rep.bad_frees and not rep.violations, text
+    assert rep.leaks[0].size == 4096, text
 
 
 def test_irq_handler_left_registered(guest: Guest) -> None:

@@ -6,6 +6,9 @@
  * kedr_report.c.
  */
 
+#include <linux/mm.h>
+#include <linux/skbuff.h>
+
 /*
  * alloc_pages() returns a struct page *, __get_free_pages() its address, and
  * a driver may free either way (free_pages(page_address(p)), __free_pages(
@@ -704,9 +707,47 @@ static void __maybe_unused kedr_res_acquire(const struct kedr_function *fn, unsi
 		kedr_res_flag(KEDR_KIND_NETDEV, v, KEDR_NETDEV_KERNEL_FREES);
 }
 
+/*
+ * The pages in the frags of an skb the target releases, by freeing it or by
+ * handing it to the stack (which frees it): a page-based receive path puts
+ * pages it allocated into an skb (skb_add_rx_frag(), or the inline
+ * skb_fill_page_desc(): not interceptable, so the skb is looked at here) and
+ * the kernel puts them with the skb (skb_release_data()). A page goes with the
+ * skb only if the skb's frags hold all its references: one the target keeps
+ * another reference to (get_page(): a recycling driver's) stays the target's,
+ * released by its own put_page() or reported. A clone (skb_cloned()) shares
+ * its frags with the skbs it was cloned with: they go with the last of them.
+ * A frag_list's skbs are not looked at.
+ */
+static void kedr_skb_pages_released(const struct sk_buff *skb)
+{
+	const struct skb_shared_info *sh;
+	int i, j, refs;
+
+	if (!kedr_leak_valid(skb) || skb_cloned(skb))
+		return;
+	sh = skb_shinfo(skb);
+	for (i = 0; i < sh->nr_frags; i++) {
+		/* NULL for a frag of device memory, no page (6.12's net_iov). */
+		struct page *page = skb_frag_page(&sh->frags[i]);
+
+		if (!page)
+			continue;
+		page = compound_head(page);
+		for (refs = 0, j = 0; j < sh->nr_frags; j++)
+			refs += skb_frag_page(&sh->frags[j]) &&
+				compound_head(skb_frag_page(&sh->frags[j])) == page;
+		if (page_ref_count(page) == refs)
+			kedr_obj_judge(kedr_page_key((unsigned long)page),
+				       BIT_ULL(KEDR_KIND_PAGE) | BIT_ULL(KEDR_KIND_PAGES), false);
+	}
+}
+
 static bool __maybe_unused kedr_res_release(const struct kedr_function *fn, unsigned int kind, unsigned long v,
 			     unsigned long v2, unsigned long ip)
 {
+	if (kind == KEDR_KIND_SKB)
+		kedr_skb_pages_released((const struct sk_buff *)v);
 	kedr_leak_check(fn, KEDR_FREE_RELEASE, kedr_res_key(kind, v, v2), kind, ip);
 	return true;
 }

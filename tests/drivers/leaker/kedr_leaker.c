@@ -35,6 +35,11 @@
  *          a spin_unlock() of a spinlock not held
  *   work   a delayed work item still pending at unload, a workqueue never
  *          destroyed; a work item flushed (not reported)
+ *   frags  pages put in an skb's frags as a page-based receive path does:
+ *          two (skb_add_rx_frag(), the inline skb_fill_page_desc()) handed to
+ *          the stack with netif_rx(), one in an skb freed with kfree_skb(); the
+ *          kernel frees them with their skbs (not reported). One more the
+ *          driver took a second reference to (get_page()) and never put: leaked.
  * clean also acquires and releases each resource above.
  *
  * Each allocation is made from a function of its own (noinline), so the test
@@ -409,6 +414,63 @@ static noinline void res_netdev_clean(void)
 		unregister_netdev(dev);
 }
 
+static struct page *leaker_kept_page;
+
+static noinline void res_frag_kept(struct sk_buff *skb)
+{
+	leaker_kept_page = alloc_page(GFP_KERNEL);
+	barrier();
+	if (!leaker_kept_page)
+		return;
+	get_page(leaker_kept_page);		/* the driver's own reference: never put */
+	skb_add_rx_frag(skb, skb_shinfo(skb)->nr_frags, leaker_kept_page, 0, 64, PAGE_SIZE);
+}
+
+static noinline void res_frags(void)
+{
+	struct net_device *dev = alloc_netdev(0, "kedrfr%d", NET_NAME_ENUM, ether_setup);
+	struct sk_buff *skb;
+	struct page *a, *b;
+
+	if (!dev)
+		return;
+	dev->netdev_ops = &leaker_netdev_ops;
+	if (register_netdev(dev)) {
+		free_netdev(dev);
+		return;
+	}
+	skb = netdev_alloc_skb(dev, ETH_HLEN);
+	a = alloc_page(GFP_KERNEL);
+	b = alloc_page(GFP_KERNEL);
+	if (skb && a && b) {
+		skb_put_zero(skb, ETH_HLEN);
+		skb_add_rx_frag(skb, 0, a, 0, 100, PAGE_SIZE);
+		skb_fill_page_desc(skb, 1, b, 0, 100);
+		skb->len += 100;
+		skb->data_len += 100;
+		skb->truesize += PAGE_SIZE;
+		skb->protocol = eth_type_trans(skb, dev);
+		netif_rx(skb);		/* the stack drops it: no handler */
+	} else {
+		if (a)
+			__free_page(a);
+		if (b)
+			__free_page(b);
+		kfree_skb(skb);
+	}
+	skb = alloc_skb(64, GFP_KERNEL);
+	a = alloc_page(GFP_KERNEL);
+	if (skb && a) {
+		skb_add_rx_frag(skb, 0, a, 0, 100, PAGE_SIZE);
+		res_frag_kept(skb);
+	} else if (a) {
+		__free_page(a);
+	}
+	kfree_skb(skb);
+	unregister_netdev(dev);
+	free_netdev(dev);
+}
+
 static int leaker_irq = -1;
 static int leaker_irq_token, leaker_irq_token2;
 
@@ -629,6 +691,10 @@ static int __init leaker_init(void)
 		res_netdev_leaked();
 		res_skb_leaked();
 		res_netdev_clean();
+		return 0;
+	}
+	if (!strcmp(mode, "frags")) {
+		res_frags();
 		return 0;
 	}
 	if (!strcmp(mode, "irq")) {
