@@ -117,10 +117,11 @@ def test_guest_fuzz_targets_are_the_new_nodes_and_interfaces(built_chardev: Path
     got = subprocess.run(["sh", "-c", snippet + 'echo "$targets"'], capture_output=True,
                          text=True, check=True).stdout
     assert got == "/dev/kedr_x /dev/kedr_b0 net:kedrfz0\n"
-    # The chaos kind fuzzes character nodes only (its net and block targets: not yet).
+    # The chaos kind fuzzes the same targets.
     chaos = plan_run(sorted(built_chardev.glob("*.ko")), trace_providers=("kedr_repl_chardev",),
                      per_cycle=True, chaos=FuzzPlan(seed=5, count=10**9, seconds=4)).script
-    assert '"net:" $2' not in chaos
+    start = chaos.index("targets=$(grep")
+    assert chaos[start:].startswith(script[script.index("targets=$(grep"):end])
 
 
 def test_guest_script_with_fuzz_and_cycles_is_valid_sh(built_chardev: Path,
@@ -195,9 +196,18 @@ def test_chaos_summary_counts_the_devices() -> None:
     r = chaos_check(_chaos_report("KEDR-CHAOS-NOFUZZ", "KEDR-CHAOS-WORKLOAD runs=9 failed=4",
                                    dev, chaos), found, plan, devices=True)
     assert r.passed and r.message == (
-        "8 s: nothing fuzzed (no character device; found: no interface), the workload 9 times, 5 "
+        "8 s: nothing fuzzed (no device node or network interface; found: no interface), "
+        "the workload 9 times, 5 "
         "unloads (5 loaded again), 0 refused while in use, 3 hot-unplugs of edu (3 plugged "
         "in again), 2 suspends to RAM (each resumed)"), r.message
+    # What was fuzzed is named: a network interface too.
+    net = discover.parse(("net eth0",))
+    r = chaos_check(_chaos_report("KFUZZ done ops=812 syscalls=900 elapsed_ms=8000 rate=112",
+                                   "KEDR-CHAOS-WORKLOAD runs=9 failed=4", dev, chaos), net, plan,
+                    devices=True)
+    assert r.passed and r.message.startswith(
+        "8 s: 812 fuzz operations (2 threads, seed 1) on net:eth0, the workload 9 times"), \
+        r.message
     failed = dev.replace("suspends=2 failed=none", "suspends=1 failed=the suspend to RAM or "
                          "the resume failed (round 2)")
     r = chaos_check(_chaos_report("KEDR-CHAOS-NOFUZZ", failed, chaos), found, plan, True)

@@ -99,7 +99,8 @@ def test_chardev_interfaces_fuzz_and_reload_pass(tmp_path: Path,
         shown = browser.find_elements(By.CSS_SELECTOR, "#run-chardev-reload ol.cycles li")
         assert [li.text for li in shown] == cycles
     # Fuzzing, the workload and reloads at once: each happened, nothing broke.
-    m = re.fullmatch(r"8 s: (\d+) fuzz operations \(2 threads, seed 1\), the workload (\d+) "
+    m = re.fullmatch(r"8 s: (\d+) fuzz operations \(2 threads, seed 1\) on /dev/kedr_chardev, "
+                     r"the workload (\d+) "
                      r"times, (\d+) unloads \((\d+) loaded again\), (\d+) refused while in use",
                      items["chaos", "chaos"]["message"])
     assert m and int(m.group(1)) > 0 and int(m.group(2)) > 0, items["chaos", "chaos"]["message"]
@@ -260,7 +261,7 @@ def test_fuzz_threads_find_release_racing_with_ioctl(tmp_path: Path,
 
 def test_chaos_with_devices_hot_unplugs_and_suspends(tmp_path: Path,
                                                       kernel: ProvisionedKernel) -> None:
-    """fundamentals' chaos with DEVICES=edu: our edu driver has no character device, so
+    """fundamentals' chaos with DEVICES=edu: our edu driver has no interface to fuzz, so
     nothing is fuzzed, but its device is hot-unplugged and plugged in again and the
     guest suspended and resumed, round after round, while the devices' workload runs
     over and over and the driver is unloaded and loaded again (one boot)."""
@@ -268,7 +269,8 @@ def test_chaos_with_devices_hot_unplugs_and_suspends(tmp_path: Path,
                                "TEST=chaos", "DEVICES=edu", "VM_TIMEOUT=240")
     assert report["verdict"] == "passed", out
     msg = items["chaos", "chaos"]["message"]
-    m = re.fullmatch(r"8 s: nothing fuzzed \(no character device; found: no interface\), "
+    m = re.fullmatch(r"8 s: nothing fuzzed \(no device node or network interface; found: "
+                     r"no interface\), "
                      r"the workload (\d+) times, (\d+) unloads \((\d+) loaded again\), \d+ "
                      r"refused while in use, (\d+) hot-unplugs of edu \((\d+) plugged in "
                      r"again\), (\d+) suspends to RAM \(each resumed\)", msg)
@@ -284,7 +286,7 @@ def test_chaos_unplugs_the_function_behind_which_the_driver_holds_a_device(
     """chaos with KO=virtio_net DEVICES=virtio-net: virtio_net holds virtio0, behind the
     PCI function virtio_pci holds. Chaos unplugs and re-plugs that function (before, it
     drove only functions whose own driver was under test: "no attached device is bound
-    by a driver under test")."""
+    by a driver under test"), and fuzzes the interface (before, only character nodes)."""
     report, items, out = check(tmp_path, ["KO=virtio_net"], kernel, "virtio_net",
                                "TEST=chaos", "DEVICES=virtio-net", "VM_TIMEOUT=240")
     msg = items["chaos", "chaos"]["message"]
@@ -293,6 +295,10 @@ def test_chaos_unplugs_the_function_behind_which_the_driver_holds_a_device(
     assert m, (msg, out[-3000:])
     unplugs, plugs, suspends = (int(g) for g in m.groups())
     assert unplugs >= 1 and unplugs == plugs and suspends >= 1, msg
+    # Its network interface is fuzzed meanwhile: gone at each unload and unplug, back
+    # under its name at the reload or re-plug.
+    assert re.match(r"8 s: [1-9]\d* fuzz operations \(2 threads, seed 1\) on net:eth0, ",
+                    msg), msg
     assert items["chaos", "chaos"]["outcome"] == "passed", msg
 
 

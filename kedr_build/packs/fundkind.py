@@ -16,8 +16,8 @@ HLK's Device Fundamentals ask them of every driver). One boot each, judged with 
 * ``chaos``   the fuzzer, the workload over and over and the driver unloaded and
               loaded again, all at once for ``seconds``; with DEVICES=, its devices
               hot-unplugged and plugged in again and the guest suspended and resumed
-              meanwhile too (then a driver with no character device is not fuzzed, the
-              rest runs). Its fuzzer sweeps the nodes' ioctls first, as ``fuzz``'s
+              meanwhile too (then a driver with no device node or network interface
+              is not fuzzed, the rest runs). Its fuzzer sweeps the nodes' ioctls first, as ``fuzz``'s
               does (``sweep`` ioctls a node; 0: none).
 
 Every check of a fuzz run that fails names the seed, and its ``reproduce`` is the
@@ -293,21 +293,23 @@ def chaos_check(report: RunReport, found: discover.Interfaces, plan: FuzzPlan,
         return CheckResult("chaos", False, "the chaos run did not happen"
                            + (f": {report.reason}" if report.reason else ""))
     if step.status == NO_INTERFACE:
-        return CheckResult("chaos", False, f"not run: the driver registered no character "
-                           f"device to fuzz (found: {found.describe()})", skipped=True)
+        return CheckResult("chaos", False, f"not run: the driver registered no device node "
+                           f"or network interface to fuzz (found: {found.describe()})",
+                           skipped=True)
     out = report.fuzz_output
-    fuzzed = _CHAOS_NOFUZZ not in out
+    fuzzing = _CHAOS_NOFUZZ not in out
     done = next((m for m in map(_DONE.match, out) if m), None)
     chaos = next((m for m in map(_CHAOS.match, out) if m), None)
     wl = next((m for m in map(_CHAOS_WORKLOAD.match, out) if m), None)
     dev = next((m for m in map(_CHAOS_DEVICES.match, out) if m), None)
-    if chaos is None or (fuzzed and done is None) or (devices and dev is None):
+    if chaos is None or (fuzzing and done is None) or (devices and dev is None):
         return CheckResult("chaos", False, f"the chaos run ended with status {step.status} "
                            "before it reported")
     unloads, refused, reloads, failed = (int(g) for g in chaos.groups())
     said = (f"{plan.seconds} s: "
-            + (f"{done.group(1)} fuzz operations ({plan.threads} threads, seed {plan.seed})"
-               if done else f"nothing fuzzed (no character device; found: "
+            + (f"{done.group(1)} fuzz operations ({plan.threads} threads, seed {plan.seed}) "
+               f"on {', '.join(fuzzed(found)) or found.describe()}"
+               if done else f"nothing fuzzed (no device node or network interface; found: "
                f"{found.describe()})")
             + (f", the workload {wl.group(1)} times" if wl else "")
             + f", {unloads} unloads ({reloads} loaded again), {refused} refused while in use")
