@@ -34,6 +34,8 @@ _OP = re.compile(r"^KFUZZ op thread=(\d+) index=(\d+) (.*?)(?: ret=.*)?$")
 _REPLAY = re.compile(r"^KFUZZ replay class=(\w+) fails=(\d+) of (\d+)$")
 
 _HOW = {"minimal": "1-minimal", "budget-reached": "the attempt budget ran out",
+        "time-reached": "the time budget ran out",
+        "guest-lost": "cut short: a reduction boot gave no answer",
         "oracle-failed": "stopped: a driver would not load or unload",
         "replayed-in-one-thread-it-passes":
             "the recorded operations replayed in one thread do not fail (a race, or ops "
@@ -50,14 +52,19 @@ class Reduction:
     reduced: bool = False       # a sequence that fails was found (ops)
     replays: int = 0            # replays of it in fresh loads...
     replay_fails: int = 0       # ... and how many failed again
+    boots: int = 0              # fresh boots it took (a hang or a taint: vm/reboots.py)...
+    seconds: float = 0.0        # ... and their seconds
+    budget: str = ""            # ... under this budget ("200 attempts, 300 s")
 
     def describe(self) -> str:
         how = _HOW.get(self.outcome, self.outcome or "cut short")
+        boots = (f" in {self.boots} fresh boots, {self.seconds:.0f} s (budget "
+                 f"{self.budget})" if self.boots else "")
         if not self.reduced:
-            return (f"not reduced ({how}; {self.attempts} attempts over {self.recorded} "
-                    "recorded operations)")
+            return (f"not reduced ({how}; {self.attempts} attempts{boots} over "
+                    f"{self.recorded} recorded operations)")
         said = (f"shortest failing sequence: {len(self.ops)} of {self.recorded} operations "
-                f"(ddmin, {self.attempts} attempts, {how}")
+                f"(ddmin, {self.attempts} attempts{boots}, {how}")
         if self.replays:
             where = ("in the driver that did not unload" if self.check == "loads"
                      else "in fresh loads")
