@@ -12,7 +12,8 @@ taint appeared): the operations after it are dropped, and the next attempt is th
 operation with the open of its file.
 
 The whole reduction has a budget of attempts and seconds (boots included); cut short, it
-reports the shortest sequence known to fail by then.
+reports the shortest sequence known to fail by then. A sequence reduced within the
+budget is replayed once more in a boot of its own.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ BOOT_MARGIN = 120.0       # seconds a boot may take beyond the reduction's time 
 _REBOOT = re.compile(r"^KFUZZ reduce-reboot ops=(\d+) gran=(\d+) attempts=(\d+) located=(\d)$")
 _DONE = re.compile(r"^KFUZZ reduced ops=(\d+) attempts=(\d+) ([\w-]+)$")
 _NONE = re.compile(r"^KFUZZ reduce-none ops=(\d+) attempts=(\d+) why=([\w-]+)$")
+_REPLAY = re.compile(r"^KFUZZ replay class=\w+ fails=(\d) of 1$")
 _OP = re.compile(r"^KFUZZ op thread=(\d+) index=(\d+) (.*?)(?: ret=.*)?$")
 
 
@@ -104,17 +106,15 @@ def reduce(kernel: ProvisionedKernel, modules: list[Path], trace_providers: tupl
     gran, resumed, located = 2, False, False
     ops: tuple[str, ...] = ()
 
-    def result(outcome: str, reduced: bool) -> Reduction:
+    def result(outcome: str, reduced: bool, replays: int = 0,
+               replay_fails: int = 0) -> Reduction:
         return Reduction(check, recorded, ops if reduced else (), attempts, outcome,
-                         reduced, boots=boots, seconds=time.monotonic() - start,
+                         reduced, replays, replay_fails, boots=boots,
+                         seconds=time.monotonic() - start,
                          budget=f"{budget.attempts} attempts, {budget.seconds:g} s")
 
-    while True:
-        left = budget.seconds - (time.monotonic() - start)
-        if attempts >= budget.attempts:
-            return result("budget-reached", resumed)
-        if left < 1:
-            return result("time-reached", resumed)
+    def boot(replay: bool, left: float) -> str:
+        nonlocal boots
         boots += 1
         workdir = logdir / f"reduce-{cls}-{boots}"
         workdir.mkdir(parents=True, exist_ok=True)
@@ -123,17 +123,31 @@ def reduce(kernel: ProvisionedKernel, modules: list[Path], trace_providers: tupl
             intree=needed + [d for d in intree if d not in needed],
             trace_providers=trace_providers, drivers=drivers, root="/kedr", cls=cls,
             hang=hang, attempts=budget.attempts, used=attempts, seconds=int(left), gran=gran,
-            resumed=resumed, located=located, seq_begin=SEQ_BEGIN, seq_end=SEQ_END)
+            resumed=resumed, located=located, replay=replay, seq_begin=SEQ_BEGIN,
+            seq_end=SEQ_END)
         job = GuestJob(script=script, files={**files, "start.seq": workdir / "start.seq"},
                        intree_modules=tuple(dict.fromkeys([*needed, *intree])))
-        vm = run_guest(kernel, job, workdir, timeout=left + BOOT_MARGIN, cpus=cpus)
-        end = parse_boot(vm.output)
+        return run_guest(kernel, job, workdir, timeout=left + BOOT_MARGIN, cpus=cpus).output
+
+    while True:
+        left = budget.seconds - (time.monotonic() - start)
+        if attempts >= budget.attempts:
+            return result("budget-reached", resumed)
+        if left < 1:
+            return result("time-reached", resumed)
+        end = parse_boot(boot(False, left))
         if end.kind == "lost":
             return result("guest-lost", resumed)
         attempts = end.attempts
         if end.kind == "none":
             return result(end.outcome, False)
         ops = end.ops
+        sequence = end.sequence
         if end.kind == "reduced":
-            return result(end.outcome, True)
-        sequence, gran, located, resumed = end.sequence, end.gran, end.located, True
+            break
+        gran, located, resumed = end.gran, end.located, True
+    left = budget.seconds - (time.monotonic() - start)
+    if left < 1:
+        return result(end.outcome, True)
+    m = next(filter(None, map(_REPLAY.match, boot(True, left).splitlines())), None)
+    return result(end.outcome, True, 1, int(m.group(1)) if m else 0)

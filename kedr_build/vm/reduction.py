@@ -65,7 +65,9 @@ class Reduction:
                     f"{self.recorded} recorded operations)")
         said = (f"shortest failing sequence: {len(self.ops)} of {self.recorded} operations "
                 f"(ddmin, {self.attempts} attempts{boots}, {how}")
-        if self.replays:
+        if self.replays and self.boots:
+            said += f"; replayed in one more fresh boot: failed {self.replay_fails} of 1"
+        elif self.replays:
             where = ("in the driver that did not unload" if self.check == "loads"
                      else "in fresh loads")
             said += f"; replayed {self.replays} times {where}: failed {self.replay_fails}"
