@@ -716,8 +716,8 @@ static int replay(const char *file, const char *at_file, int stop_on_taint)
 	if (at_file) {
 		int fd = open(at_file, O_RDWR | O_CREAT | O_TRUNC, 0600);
 
-		if (fd < 0 || ftruncate(fd, 24) ||
-		    (at = mmap(NULL, 24, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) == MAP_FAILED) {
+		if (fd < 0 || ftruncate(fd, 23) ||
+		    (at = mmap(NULL, 23, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) == MAP_FAILED) {
 			printf("KFUZZ error: %s: %s\n", at_file, strerror(errno));
 			return 2;
 		}
