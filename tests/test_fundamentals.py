@@ -227,13 +227,15 @@ def test_fuzz_seed_garbage(text: str) -> None:
     ("seconds = -1", "[[test]] f: seconds: -1 is below the minimum 0"),
     ("speed = 3", "[[test]] f: unknown key 'speed' (known for kind 'fuzz': "),
     ("reduce = -1", "[[test]] f: reduce: -1 is below the minimum 0"),
+    ("reduce_seconds = 0", "[[test]] f: reduce_seconds: 0 is below the minimum 1"),
+    ("hang = -3", "[[test]] f: hang: -3 is below the minimum 0"),
     ('module_params = "debug=1"', "[[test]] f: module_params: 'debug=1' is not a list of "
                                   "strings"),
     ('module_params = ["debug=1; reboot"]', "[[test]] f: module_params: 'debug=1; reboot' "
                                             "is not NAME=VALUE pairs"),
     ('module_params = ["debug"]', "[[test]] f: module_params: 'debug' is not NAME=VALUE"),
 ], ids=["count-0", "count-negative", "seconds-negative", "unknown-param", "reduce-negative",
-        "params-not-list", "params-shell", "params-no-value"])
+        "reduce-seconds-0", "hang-negative", "params-not-list", "params-shell", "params-no-value"])
 def test_bad_fuzz_pack_values(line: str, cause: str, tmp_path: Path) -> None:
     path = tmp_path / "p.toml"
     kind = "reload" if line.startswith("module_params") else "fuzz"

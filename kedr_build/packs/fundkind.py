@@ -29,9 +29,12 @@ reduces the recorded operations (delta debugging, ``reduce`` attempts at most, e
 a replay in one thread in a fresh load of the driver) and replays the result three
 times (:mod:`kedr_build.vm.reduction`). A failed unload (``loads``) reduces too, in
 the driver that stayed loaded: a replay fails when it leaves more references to the
-module than it found. A failure that needs two threads at once, a hang, the other
-checks' failures after a failed unload (no fresh load) and a taint without a
-WARN/BUG line are said not to reduce, and why.
+module than it found. A hang (no operation started for ``hang`` seconds: the ``fuzz``
+check fails) and a taint without a WARN/BUG line while the fuzzer ran (``kernel``)
+are reduced across fresh boots, a boot per failing attempt, within ``reduce``
+attempts and ``reduce_seconds`` (:mod:`kedr_build.vm.reboots`). A failure that needs
+two threads at once, a guest that died, and the other checks' failures after a failed
+unload (no fresh load) are said not to reduce, and why.
 """
 
 from __future__ import annotations
