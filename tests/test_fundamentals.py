@@ -15,11 +15,11 @@ from conftest import REPO, run_scons
 from kedr_build.errors import KedrError
 from kedr_build.packs import pack
 from kedr_build.packs.fundkind import fuzz_seed
-from kedr_build.vm import discover, fuzzer, reduction
+from kedr_build.vm import discover, fuzzer, reboots, reduction
 from kedr_build.devices.attach import Attached, Attachment
 from kedr_build.devices.catalog import lookup
 from kedr_build.packs.fundkind import chaos_check
-from kedr_build.vm.runner import FuzzPlan, RunReport, Step, Verdict, plan_run
+from kedr_build.vm.runner import SEQ_BEGIN, SEQ_END, FuzzPlan, RunReport, Step, Verdict, plan_run
 
 CHARDEV = REPO / "examples" / "chardev"
 
@@ -237,13 +237,15 @@ def test_fuzz_seed_garbage(text: str) -> None:
     ("seconds = -1", "[[test]] f: seconds: -1 is below the minimum 0"),
     ("speed = 3", "[[test]] f: unknown key 'speed' (known for kind 'fuzz': "),
     ("reduce = -1", "[[test]] f: reduce: -1 is below the minimum 0"),
+    ("reduce_seconds = 0", "[[test]] f: reduce_seconds: 0 is below the minimum 1"),
+    ("hang = -3", "[[test]] f: hang: -3 is below the minimum 0"),
     ('module_params = "debug=1"', "[[test]] f: module_params: 'debug=1' is not a list of "
                                   "strings"),
     ('module_params = ["debug=1; reboot"]', "[[test]] f: module_params: 'debug=1; reboot' "
                                             "is not NAME=VALUE pairs"),
     ('module_params = ["debug"]', "[[test]] f: module_params: 'debug' is not NAME=VALUE"),
 ], ids=["count-0", "count-negative", "seconds-negative", "unknown-param", "reduce-negative",
-        "params-not-list", "params-shell", "params-no-value"])
+        "reduce-seconds-0", "hang-negative", "params-not-list", "params-shell", "params-no-value"])
 def test_bad_fuzz_pack_values(line: str, cause: str, tmp_path: Path) -> None:
     path = tmp_path / "p.toml"
     kind = "reload" if line.startswith("module_params") else "fuzz"
@@ -376,7 +378,7 @@ def test_unload_oracle_judges_by_the_references_left(built_chardev: Path,
     faked: a replay fails (status 0) when the drivers' refcnt grew, passes (1) when not."""
     script = plan_run(sorted(built_chardev.glob("*.ko")), trace_providers=("kedr_repl_chardev",),
                       fuzz=FuzzPlan(seed=5, count=100, reduce=50)).script
-    start = script.index("if [ $fz_ran -eq 1 ] && [ $unload_bad -eq 1 ]; then")
+    start = script.index("if [ $fz_ran -eq 1 ] && [ $fz_hung -eq 0 ] && [ $unload_bad -eq 1 ]; then")
     body = script[start:]
     oracle = body[body.index("<<'EOF'\n") + len("<<'EOF'\n"):body.index("\nEOF\n")]
     assert "/sys/module/$m/refcnt" in oracle and "for m in kedr_chardev ; do" in oracle
@@ -425,8 +427,8 @@ def test_failures_that_do_not_reduce_say_why() -> None:
     failure carries the seed and the shortest sequence, or the reason it cannot)."""
     assert reduction.CHECKS == ("kernel", "leaks", "rules", "loads")
     hang = reduction.why_not("kernel", lost=True, unload_failed=False, kernel_lines=False)
-    assert hang.startswith("not reduced: a hang or a guest that died cannot be reduced in a "
-                           "bounded time"), hang
+    assert hang.startswith("not reduced: the guest died, or hung where the fuzz step's "
+                           "watchdog does not look"), hang
     # After a failed unload the other checks have no fresh load to replay in; the
     # failed unload itself reduces in the driver still loaded (test_fundamentals_vm),
     # and says why when no reduction ran.
@@ -437,7 +439,7 @@ def test_failures_that_do_not_reduce_say_why() -> None:
         "not reduced: no reduction ran for it (the fuzzer did not run, or the guest stopped "
         "before the reduction)")
     taint = reduction.why_not("kernel", lost=False, unload_failed=False, kernel_lines=False)
-    assert "taint with no WARN/BUG line" in taint, taint
+    assert "not while the fuzzer ran" in taint, taint
     assert reduction.why_not("kernel", False, False, True) == \
         reduction.why_not("rules", False, False, False) == \
         "not reduced: the guest saw no failure of this kind to reduce"
@@ -525,3 +527,119 @@ def test_kfuzz_sweep_finds_answered_commands_and_favours_them(kfuzz: Path,
     none, cmds = _sweep_run(kfuzz, tmp_path, plain)
     assert not none
     assert sum(c in found["65536"] for c in cmds) / len(cmds) < 0.05
+
+
+# The oracle of a reduction across boots, on the host: a sequence "fails" as
+# tests/drivers/fztaint does (an ioctl with _IOC_NR 11 on a file its thread's slot
+# opened), says at which of its operations (SEQUENCE.at), and exits 4: this "kernel"
+# can judge no more attempts. With NOAT set it does not say where.
+ACROSS_ORACLE = r"""awk -v at="$1.at" -v noat="${NOAT:-}" '$1 == "op" { n++; key = $2 " " $5
+  if ($4 == 0) open[key] = 1
+  if ($4 == 1) delete open[key]
+  if ($4 == 5 && (key in open) && $11 % 256 == 11) { if (!noat) print n > at; hit = 1; exit } }
+  END { exit hit ? 4 : 1 }' "$1"
+"""
+
+
+def across_boots(kfuzz: Path, tmp: Path, start: Path, env: dict[str, str]) -> tuple[int, str]:
+    """kfuzz -M resumed boot after boot (as kedr_build/vm/reboots.py does): the runs
+    it took and the last one's output."""
+    import os
+
+    oracle, seq = tmp / "across.sh", tmp / "red.seq"
+    oracle.write_text(ACROSS_ORACLE)
+    args = ["-g", "2"]
+    for runs in range(1, 60):
+        out = subprocess.run([str(kfuzz), "-M", "-", "-m", str(start), "-o", str(seq), "-a",
+                              "400", "-c", str(oracle), *args], capture_output=True, text=True,
+                             check=True, env={**os.environ, **env}).stdout
+        end = reboots.parse_boot(out.replace(
+            "KFUZZ reduce-reboot", f"{SEQ_BEGIN}\n{seq.read_text()}{SEQ_END}\nKFUZZ reduce-reboot"))
+        if end.kind != "reboot":
+            return runs, out
+        start = tmp / f"start-{runs}.seq"
+        start.write_text(end.sequence)
+        args = ["-R", "-g", str(end.gran), "-A", str(end.attempts)] + (["-L"] if end.located
+                                                                        else [])
+    raise AssertionError("no end")
+
+
+def test_kfuzz_reduces_across_boots(kfuzz: Path, tmp_path: Path) -> None:
+    """A failure that leaves the kernel unable to judge another attempt (oracle status
+    4): kfuzz -M stops at each failing attempt and resumes from the sequence it left.
+    Located (the oracle says at which op), it takes three runs: the whole record (cut
+    after that op), that op with the open of its file, each alone; not located, plain
+    ddmin takes a run per failing attempt."""
+    rec, start = tmp_path / "r.rec", tmp_path / "all.seq"
+    subprocess.run([str(kfuzz), "-s", "3", "-n", "3000", "-j", "2", "-r", str(rec),
+                    "/dev/null", "/dev/zero"], capture_output=True, check=True)
+    count = subprocess.run([str(kfuzz), "-C", str(rec)], capture_output=True, text=True,
+                           check=True).stdout
+    assert count == "3000\n"
+    subprocess.run([str(kfuzz), "-E", str(rec), "-o", str(start)], check=True)
+    text = start.read_text()
+    assert text.startswith("kfuzz-seq seed=3\npath 0 /dev/null\npath 1 /dev/zero\nop 0 1 ")
+    assert text.count("\nop ") == 3000
+    runs, out = across_boots(kfuzz, tmp_path, start, {})
+    assert runs == 3, out
+    assert re.search(r"^KFUZZ reduced ops=2 attempts=\d+ minimal$", out, re.M), out
+    assert re.search(r"^KFUZZ op thread=(\d) index=\d+ open path=\S+ fd=(\d) ret=.*\n"
+                     r"KFUZZ op thread=\1 index=\d+ ioctl fd=\2 cmd=0x[0-9a-f]{6}0b ", out,
+                     re.M), out
+    plain, out = across_boots(kfuzz, tmp_path, start, {"NOAT": "1"})
+    assert plain > runs and re.search(r"^KFUZZ reduced ops=2 attempts=\d+ minimal$", out,
+                                      re.M), (plain, out)
+
+
+def test_kfuzz_replay_keeps_its_position_and_stops_at_a_taint(kfuzz: Path,
+                                                              tmp_path: Path) -> None:
+    seq, at = tmp_path / "s.seq", tmp_path / "s.pos"
+    seq.write_text("kfuzz-seq seed=1\npath 0 /dev/null\n" + "".join(
+        f"op 0 {i} 3 0 0 0 0 8 0 0 0 0\n" for i in range(1, 6)))
+    out = subprocess.run([str(kfuzz), "-p", str(seq), "-x", str(at), "-T"],
+                         capture_output=True, text=True, check=True).stdout
+    assert out == "KFUZZ replayed ops=5\n"       # the host's taint did not change
+    assert at.read_text().split() == ["5"]
+
+
+def test_reduction_across_boots_reads_back() -> None:
+    cls, text = reboots.split_sequence(("class taint", "kfuzz-seq seed=3", "path 0 /dev/x",
+                                        "op 0 7 0 1 0 0 0 8 0 0 1 0"))
+    assert (cls, text) == ("taint", "kfuzz-seq seed=3\npath 0 /dev/x\nop 0 7 0 1 0 0 0 8 0 0 1 0\n")
+    assert reboots.CLASSES == {"hang": "fuzz", "taint": "kernel"}
+    out = "\n".join(["KFUZZ reduce-start ops=1500",
+                     "KFUZZ reduce-reboot ops=1386 gran=2 attempts=1 located=1",
+                     "KFUZZ op thread=0 index=1 open path=/dev/x fd=1 ret=0",
+                     SEQ_BEGIN, "kfuzz-seq seed=3", SEQ_END])
+    end = reboots.parse_boot(out)
+    assert end == reboots.BootEnd("reboot", 1, ("t0#1 open path=/dev/x fd=1",),
+                                  "kfuzz-seq seed=3\n", 2, True)
+    assert reboots.parse_boot("KFUZZ reduce-start ops=3\n").kind == "lost"   # a cut boot
+    red = reduction.Reduction("kernel", 1500, ("t0#1 open path=/dev/x fd=1",
+                                               "t0#9 ioctl fd=1 cmd=0x0000000b"),
+                              4, "minimal", True, 1, 1, boots=4, seconds=13.4,
+                              budget="40 attempts, 300 s")
+    assert red.describe() == (
+        "shortest failing sequence: 2 of 1500 operations (ddmin, 4 attempts in 4 fresh "
+        "boots, 13 s (budget 40 attempts, 300 s), 1-minimal; replayed in one more fresh "
+        "boot: failed 1 of 1): t0#1 open path=/dev/x fd=1; t0#9 ioctl fd=1 cmd=0x0000000b")
+    cut = reduction.Reduction("fuzz", 677, (), 40, "budget-reached", False, boots=9,
+                              seconds=80.2, budget="40 attempts, 300 s")
+    assert cut.describe() == ("not reduced (the attempt budget ran out; 40 attempts in 9 "
+                              "fresh boots, 80 s (budget 40 attempts, 300 s) over 677 "
+                              "recorded operations)")
+
+
+def test_guest_fuzz_step_watches_for_hangs_and_writes_the_record_out(built_chardev: Path,
+                                                                     tmp_path: Path) -> None:
+    plan = plan_run(sorted(built_chardev.glob("*.ko")), trace_providers=("kedr_repl_chardev",),
+                    fuzz=FuzzPlan(seed=5, count=100, threads=1, reduce=50, hang=7))
+    script = tmp_path / "job.sh"
+    script.write_text(plan.script)
+    subprocess.run(["sh", "-n", str(script)], check=True)
+    assert "[ $still -lt 7 ] || { fz_hung=1; break; }" in plan.script
+    assert "export_seq hang" in plan.script and "|| export_seq taint" in plan.script
+    # no watchdog and nothing written out when not asked for
+    quiet = plan_run(sorted(built_chardev.glob("*.ko")), trace_providers=("kedr_repl_chardev",),
+                     fuzz=FuzzPlan(seed=5, count=100, threads=1)).script
+    assert "fz_hung=1" not in quiet and "export_seq" not in quiet

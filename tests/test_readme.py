@@ -63,6 +63,7 @@ NOT_HERE = {
                  "bench_pack.py        # the basic pack end to end vs one VM boot",
                  "bench_dkms.py        # DKMS mode vs dkms build",
                  "bench_fuzz.py        # the fuzzer's syscall rate, patched vs not",
+                 "bench_reduce_boots.py  # boots a hang/taint reduction takes, by strategy",
                  "bench_devices.py     # DEVICES= run, unplug/re-plug, sweep vs one VM boot",
                  "bench_device.py      # the device pack on e1000, its sweep, a re-plug vs one boot",
                  "bench_attach.py      # hot vs cold patching per call, attach time",

@@ -29,9 +29,12 @@ reduces the recorded operations (delta debugging, ``reduce`` attempts at most, e
 a replay in one thread in a fresh load of the driver) and replays the result three
 times (:mod:`kedr_build.vm.reduction`). A failed unload (``loads``) reduces too, in
 the driver that stayed loaded: a replay fails when it leaves more references to the
-module than it found. A failure that needs two threads at once, a hang, the other
-checks' failures after a failed unload (no fresh load) and a taint without a
-WARN/BUG line are said not to reduce, and why.
+module than it found. A hang (no operation started for ``hang`` seconds: the ``fuzz``
+check fails) and a taint without a WARN/BUG line while the fuzzer ran (``kernel``)
+are reduced across fresh boots, a boot per failing attempt, within ``reduce``
+attempts and ``reduce_seconds`` (:mod:`kedr_build.vm.reboots`). A failure that needs
+two threads at once, a guest that died, and the other checks' failures after a failed
+unload (no fresh load) are said not to reduce, and why.
 """
 
 from __future__ import annotations
@@ -46,11 +49,12 @@ from kedr_build.packs import vmkind
 from kedr_build.packs.pack import PackTest
 from kedr_build.packs.results import CheckResult, TestRun
 from kedr_build.packs.session import DriverUnderTest, Session, attached
-from kedr_build.vm import discover, reduction
+from kedr_build.vm import discover, reboots, reduction
 from kedr_build.vm.runner import FuzzPlan, RunReport, run_modules
 
 SEED_MAX = 2**64 - 1
 NO_INTERFACE = 100          # the guest's "fuzz none" status: nothing found to fuzz
+HUNG = 124                  # the guest's fuzz step status when the fuzzer hung
 
 
 def fuzz_seed(text: str) -> int:
@@ -89,7 +93,7 @@ def run_fuzz(driver: DriverUnderTest, test: PackTest, logdir: Path,
         seed = fuzz_seed(session.env["FUZZ_SEED"])
     plan = FuzzPlan(seed=seed, count=test.params["count"], seconds=test.params["seconds"],
                     threads=test.params["threads"], reduce=test.params["reduce"],
-                    sweep=test.params["sweep"])
+                    sweep=test.params["sweep"], hang=test.params["hang"])
     workload = Path(driver.workload) if driver.workload else None
     try:
         report = _boot(driver, test, logdir, session, fuzz=plan,
@@ -102,6 +106,9 @@ def run_fuzz(driver: DriverUnderTest, test: PackTest, logdir: Path,
     base = _judge(driver, test, report)
     reproduce = f"{driver.command} TEST={test.name} FUZZ_SEED={seed}"
     reduced = reduction.parse(report.reduction)
+    if plan.reduce and report.fuzz_sequence:
+        across = _reduce_across_boots(driver, test, logdir, session, report, plan)
+        reduced[across.check] = across
     checks: list[CheckResult] = []
     for c in test.checks:
         result = _fuzz_check(report, found, plan) if c == "fuzz" else base.check(c)
@@ -131,6 +138,22 @@ def run_fuzz(driver: DriverUnderTest, test: PackTest, logdir: Path,
                  reduced=tuple(f"{c}: {r.describe()}" for c, r in sorted(reduced.items())))
 
 
+def _reduce_across_boots(driver: DriverUnderTest, test: PackTest, logdir: Path,
+                         session: Session, report: RunReport,
+                         plan: FuzzPlan) -> reduction.Reduction:
+    """A hang or a taint-only failure: reduced with a fresh boot per failing attempt."""
+    cls, _ = reboots.split_sequence(report.fuzz_sequence)
+    check = reboots.CLASSES.get(cls, "kernel")
+    if driver.devices:
+        return reduction.Reduction(check, outcome="not reduced across boots with DEVICES= "
+                                   "attached")
+    return reboots.reduce(provision.ensure(session.kernel), [Path(m) for m in driver.modules],
+                          (driver.replacement,), tuple(driver.modprobe),
+                          report.fuzz_sequence, plan.hang,
+                          reboots.Budget(plan.reduce, float(test.params["reduce_seconds"])),
+                          logdir, session.vm_cpus)
+
+
 def _judge(driver: DriverUnderTest, test: PackTest, report: RunReport) -> TestRun:
     """The ``vm`` kind's checks of the run (this kind's own are judged here)."""
     from dataclasses import replace
@@ -145,6 +168,7 @@ def _with(run: TestRun, checks: tuple[CheckResult, ...], **more: object) -> Test
     return replace(run, checks=checks, **more)  # type: ignore[arg-type]
 
 
+_HANG = re.compile(r"^KFUZZ hang seconds=(\d+) ops=(\d*)$")
 _DONE = re.compile(r"^KFUZZ done ops=(\d+) syscalls=(\d+) elapsed_ms=(\d+) rate=(\d+)$")
 
 
@@ -157,6 +181,10 @@ def _fuzz_check(report: RunReport, found: discover.Interfaces, plan: FuzzPlan) -
         return CheckResult("fuzz", False, f"not run: the driver registered no device node "
                            f"or network interface to fuzz (found: {found.describe()})",
                            skipped=True)
+    hung = next((m for m in map(_HANG.match, report.fuzz_output) if m), None)
+    if step.status == HUNG and hung:
+        return CheckResult("fuzz", False, f"the fuzzer hung: no operation started for "
+                           f"{hung.group(1)} s (after {hung.group(2)} operations)")
     done = next((m for m in map(_DONE.match, report.fuzz_output) if m), None)
     if step.status != 0 or done is None:
         errors = [ln for ln in report.fuzz_output if ln.startswith("KFUZZ error")]

@@ -141,6 +141,10 @@ FUZZ = Kind(
         "reduce": Param(int, 200, "attempts at reducing a failure's recorded operations to "
                         "the shortest sequence that still fails (0: not reduced)", minimum=0,
                         maximum=10000),
+        "reduce_seconds": Param(int, 600, "seconds the reduction of a hang or a taint may "
+                                "take, its fresh boots included", minimum=1, maximum=86400),
+        "hang": Param(int, 30, "seconds with no fuzz operation started that make a hang "
+                      "(0: only the VM timeout)", minimum=0, maximum=3600),
         "timeout": Param(int, 0, "seconds before the VM counts as hung (0: VM_TIMEOUT)",
                          minimum=0, maximum=86400),
     },

@@ -3,8 +3,10 @@ fuzz run's recorded operations that still fails, for each kind of failure the gu
 saw (``kernel``: a WARN/BUG/oops in the kernel log; ``leaks``: objects the replacement
 module still holds after the driver's unload, or bad frees; ``rules``: rule violations,
 counted; ``loads``: a driver that did not unload, judged by the references to it its
-replay leaves, in the driver still loaded), and how its three replays went. :func:`why_not` says why the other failures
-of a fuzz run carry no sequence.
+replay leaves, in the driver still loaded), and how its three replays went; a hang and a
+taint with no WARN/BUG line are reduced across boots (:mod:`kedr_build.vm.reboots`,
+the same :class:`Reduction` with its boots and seconds). :func:`why_not` says why the
+other failures of a fuzz run carry no sequence.
 
 The lines come from the run's fuzz reduction section (after the judged run)::
 
@@ -34,6 +36,8 @@ _OP = re.compile(r"^KFUZZ op thread=(\d+) index=(\d+) (.*?)(?: ret=.*)?$")
 _REPLAY = re.compile(r"^KFUZZ replay class=(\w+) fails=(\d+) of (\d+)$")
 
 _HOW = {"minimal": "1-minimal", "budget-reached": "the attempt budget ran out",
+        "time-reached": "the time budget ran out",
+        "guest-lost": "cut short: a reduction boot gave no answer",
         "oracle-failed": "stopped: a driver would not load or unload",
         "replayed-in-one-thread-it-passes":
             "the recorded operations replayed in one thread do not fail (a race, or ops "
@@ -50,15 +54,22 @@ class Reduction:
     reduced: bool = False       # a sequence that fails was found (ops)
     replays: int = 0            # replays of it in fresh loads...
     replay_fails: int = 0       # ... and how many failed again
+    boots: int = 0              # fresh boots it took (a hang or a taint: vm/reboots.py)...
+    seconds: float = 0.0        # ... and their seconds
+    budget: str = ""            # ... under this budget ("200 attempts, 300 s")
 
     def describe(self) -> str:
         how = _HOW.get(self.outcome, self.outcome or "cut short")
+        boots = (f" in {self.boots} fresh boots, {self.seconds:.0f} s (budget "
+                 f"{self.budget})" if self.boots else "")
         if not self.reduced:
-            return (f"not reduced ({how}; {self.attempts} attempts over {self.recorded} "
-                    "recorded operations)")
+            return (f"not reduced ({how}; {self.attempts} attempts{boots} over "
+                    f"{self.recorded} recorded operations)")
         said = (f"shortest failing sequence: {len(self.ops)} of {self.recorded} operations "
-                f"(ddmin, {self.attempts} attempts, {how}")
-        if self.replays:
+                f"(ddmin, {self.attempts} attempts{boots}, {how}")
+        if self.replays and self.boots:
+            said += f"; replayed in one more fresh boot: failed {self.replay_fails} of 1"
+        elif self.replays:
             where = ("in the driver that did not unload" if self.check == "loads"
                      else "in fresh loads")
             said += f"; replayed {self.replays} times {where}: failed {self.replay_fails}"
@@ -97,15 +108,16 @@ def parse(lines: Iterable[str]) -> dict[str, Reduction]:
 
 
 def why_not(check: str, lost: bool, unload_failed: bool, kernel_lines: bool) -> str:
-    """Why a failed ``check`` of a fuzz run has no reduction: ``lost``, the guest hung or
-    died (no bounded reduction: each attempt would need a fresh boot and a timeout);
+    """Why a failed ``check`` of a fuzz run has no reduction: ``lost``, the guest died
+    or hung past the fuzz step's watchdog (no recorded operations came back; a hang the
+    watchdog saw is reduced across boots: :mod:`kedr_build.vm.reboots`);
     ``unload_failed``, a driver did not unload (no fresh load to replay in: only
     ``loads`` itself reduces, in the driver still loaded);
     ``kernel_lines``, the log had a WARN/BUG line (without one, the kernel check failed
-    on the taint alone: taint flags are sticky for the boot)."""
+    on the taint alone: reduced across boots when the fuzzing tainted it)."""
     if lost:
-        return ("not reduced: a hang or a guest that died cannot be reduced in a bounded "
-                "time (each attempt would need a fresh boot and a timeout)")
+        return ("not reduced: the guest died, or hung where the fuzz step's watchdog "
+                "does not look, so no recorded operations came back")
     if unload_failed and check != "loads":
         return ("not reduced: a driver did not unload, so there is no fresh load to "
                 "replay the operations in")
@@ -113,6 +125,6 @@ def why_not(check: str, lost: bool, unload_failed: bool, kernel_lines: bool) -> 
         return ("not reduced: no reduction ran for it (the fuzzer did not run, or the "
                 "guest stopped before the reduction)")
     if check == "kernel" and not kernel_lines:
-        return ("not reduced: a taint with no WARN/BUG line in the log cannot be judged "
-                "by a replay (taint flags stay set for the rest of the boot)")
+        return ("not reduced: the kernel was tainted with no WARN/BUG line, but not "
+                "while the fuzzer ran (at the unload, or after it)")
     return "not reduced: the guest saw no failure of this kind to reduce"

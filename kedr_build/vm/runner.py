@@ -48,6 +48,8 @@ FUZZ_BEGIN = "--- fuzz ---"
 FUZZ_END = "--- end of fuzz ---"
 REDUCE_BEGIN = "--- fuzz reduction ---"
 REDUCE_END = "--- end of fuzz reduction ---"
+SEQ_BEGIN = "--- fuzz sequence ---"
+SEQ_END = "--- end of fuzz sequence ---"
 CYCLE_BEGIN = "--- cycle leak report "
 CYCLE_END = "--- end of cycle leak report ---"
 _STEP = re.compile(r"^KEDR-STEP (\S+) (\S+) (-?\d+)$")
@@ -76,6 +78,7 @@ class FuzzPlan:
     threads: int = 2
     reduce: int = 0         # attempts to reduce a failure's sequence (0: not reduced)
     sweep: int = 0          # ioctls a node to find the commands it answers (0: none)
+    hang: int = 0           # seconds with no operation started that make a hang (0: none)
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,9 @@ class RunReport:
     interfaces: tuple[str, ...] | None = None  # new snapshot lines (discover=True), else None
     fuzz_output: tuple[str, ...] = ()          # the fuzzer's KFUZZ lines
     reduction: tuple[str, ...] = ()            # kfuzz -M's lines (after the judged run)
+    # a hang or a taint-only failure of the fuzzer: "class hang|taint", then its recorded
+    # operations as a kfuzz sequence file (kedr_build/vm/reboots.py reduces them)
+    fuzz_sequence: tuple[str, ...] = ()
     cycles: tuple[CycleLeaks, ...] = ()        # per_cycle=True: each cycle's leak report
     devices: str = ""                      # DEVICES= attached, comma-separated
     bindings: tuple[Binding, ...] = ()     # which driver bound which device, after the load
@@ -205,7 +211,8 @@ def plan_run(modules: list[Path], workload: Path | None = None,
              "faults_begin": FAULTS_BEGIN, "faults_end": FAULTS_END,
              "iface_begin": IFACE_BEGIN, "iface_end": IFACE_END, "fuzz_begin": FUZZ_BEGIN,
              "fuzz_end": FUZZ_END,
-             "reduce_begin": REDUCE_BEGIN, "reduce_end": REDUCE_END, "cycle_begin": CYCLE_BEGIN, "cycle_end": CYCLE_END}
+             "reduce_begin": REDUCE_BEGIN, "reduce_end": REDUCE_END,
+             "seq_begin": SEQ_BEGIN, "seq_end": SEQ_END, "cycle_begin": CYCLE_BEGIN, "cycle_end": CYCLE_END}
     marks.update(bind_begin=binding.BIND_BEGIN, bind_end=binding.BIND_END)
     script = template_env().get_template("guest-run.sh.j2").render(
         modules=[m.name for m in ordered], intree=intree, trace_providers=trace_providers,
@@ -427,10 +434,26 @@ def interpret(result: VmResult, modules: Mapping[str, Path] | None = None,
                      trace_summary=tuple(summary(trace)) if trace_text else (),
                      leaks=leaks, leaks_error=leaks_error, suppressed=suppressed, taint=taint,
                      faults=faults, lost=result.lost, interfaces=tuple(iface) if iface is not None else None,
-                     fuzz_output=tuple(_section(result.output, FUZZ_BEGIN, FUZZ_END) or ()),
+                     fuzz_output=tuple(_section(_without(result.output, SEQ_BEGIN, SEQ_END),
+                                                FUZZ_BEGIN, FUZZ_END) or ()),
+                     fuzz_sequence=tuple(_section(result.output, SEQ_BEGIN, SEQ_END) or ()),
                      reduction=tuple(_section(result.output, REDUCE_BEGIN, REDUCE_END) or ()),
                      cycles=tuple(cycles), devices=devices, bindings=bindings,
                      device_events=result.device_events)
+
+
+def _without(output: str, begin: str, end: str) -> str:
+    """``output`` without the lines from ``begin`` to ``end``."""
+    kept: list[str] = []
+    inside = False
+    for line in output.splitlines():
+        if line == begin:
+            inside = True
+        elif line == end:
+            inside = False
+        elif not inside:
+            kept.append(line)
+    return "\n".join(kept)
 
 
 def _section(output: str, begin: str, end: str) -> list[str] | None:
@@ -534,10 +557,10 @@ def _without_trace(output: str) -> str:
     for line in output.splitlines():
         if (line.startswith((TRACE_BEGIN, LEAKS_BEGIN, FAULTS_BEGIN, CYCLE_BEGIN))
                 or line in (KALLSYMS_BEGIN, IFACE_BEGIN, FUZZ_BEGIN, REDUCE_BEGIN,
-                                binding.BIND_BEGIN)):
+                                SEQ_BEGIN, binding.BIND_BEGIN)):
             inside = True
         elif line in (TRACE_END, KALLSYMS_END, LEAKS_END, FAULTS_END, CYCLE_END, IFACE_END,
-                      FUZZ_END, REDUCE_END, binding.BIND_END):
+                      FUZZ_END, REDUCE_END, SEQ_END, binding.BIND_END):
             inside = False
         elif not inside:
             kept.append(line)

@@ -8,8 +8,14 @@
  *                                  PATH: a character or block device node, or
  *                                  net:NAME, a network interface
  *   kfuzz -D RECORD [-k LAST]      print what RECORD holds (the last ops of each thread)
- *   kfuzz -p SEQUENCE              replay a sequence file in one thread (one op a line,
- *                                  as -M writes them), no PRNG
+ *   kfuzz -p SEQUENCE [-x AT] [-T] replay a sequence file in one thread (one op a line,
+ *                                  as -M writes them), no PRNG; -x: the position (from 1)
+ *                                  of the op being made is kept in file AT (mapped shared:
+ *                                  readable while the replay hangs); -T: stop after the op
+ *                                  that changed /proc/sys/kernel/tainted
+ *   kfuzz -C RECORD                print how many operations RECORD's threads started
+ *   kfuzz -E RECORD -o SEQUENCE    write RECORD's operations as a sequence file (what -M
+ *                                  reduces), for a reduction across boots
  *   kfuzz -M RECORD -o SEQUENCE -a ATTEMPTS -c ORACLE
  *                                  reduce RECORD's operations (all threads', in thread
  *                                  order) to a short sequence that still fails: delta
@@ -17,6 +23,17 @@
  *                                  and judged by `sh ORACLE SEQUENCE.try` (status 0:
  *                                  still fails, 1: passes, other: stop), at most ATTEMPTS
  *                                  of them; the shortest failing one goes to SEQUENCE
+ *   kfuzz -M - -m SEQUENCE0 [-R] [-g GRAN] [-A USED] [-t SECONDS] ...
+ *                                  the same from a sequence file; -R: it is known to fail
+ *                                  (a reduction resumed in a fresh boot); -A: attempts
+ *                                  already made (counted in -a); -t: no attempt starts
+ *                                  after SECONDS. Oracle status 4: still fails, and this
+ *                                  kernel cannot judge another attempt (tainted, or an op
+ *                                  hung): the reduction stops there, SEQUENCE holds the
+ *                                  shorter sequence, "KFUZZ reduce-reboot" says where to
+ *                                  resume. An oracle that writes a position K to
+ *                                  SEQUENCE.try.at says the failure showed at the attempt's
+ *                                  K-th op: the ops after it are dropped
  *
  * Each of THREADS threads draws its operations from its own PRNG seeded from
  * (SEED, thread number): open/close storms, read/write of random sizes and
@@ -673,16 +690,40 @@ static long read_seq(const char *file, struct entry **out)
 
 /* -p: make the sequence's operations in order, in this one thread; each original
  * thread keeps its own files and buffer. */
-static int replay(const char *file)
+/* /proc/sys/kernel/tainted as text ("" when it cannot be read). */
+static void read_taint(char *out)
+{
+	int fd = open("/proc/sys/kernel/tainted", O_RDONLY);
+	ssize_t k = fd >= 0 ? read(fd, out, 31) : -1;
+
+	out[k > 0 ? k : 0] = 0;
+	if (fd >= 0)
+		close(fd);
+}
+
+static int replay(const char *file, const char *at_file, int stop_on_taint)
 {
 	static struct thread ts[MAX_THREADS];
 	struct entry *e;
 	long n = read_seq(file, &e), i;
+	char *at = NULL;	/* the position, text: "%-22ld\n" */
+	char before[32] = "", now[32];
 	uint32_t t;
 
 	if (n < 0)
 		return 2;
 	unmapped = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (at_file) {
+		int fd = open(at_file, O_RDWR | O_CREAT | O_TRUNC, 0600);
+
+		if (fd < 0 || ftruncate(fd, 23) ||
+		    (at = mmap(NULL, 23, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) == MAP_FAILED) {
+			printf("KFUZZ error: %s: %s\n", at_file, strerror(errno));
+			return 2;
+		}
+	}
+	if (stop_on_taint)
+		read_taint(before);
 	for (t = 0; t < MAX_THREADS; t++)
 		ts[t].buf = NULL;
 	for (i = 0; i < n; i++) {
@@ -690,41 +731,70 @@ static int replay(const char *file)
 
 		if (!th->buf && thread_init(th, (int)e[i].thread))
 			return 2;
+		if (at) {
+			char pos[24];
+
+			snprintf(pos, sizeof(pos), "%-22ld\n", i + 1);
+			memcpy(at, pos, 23);
+		}
 		run(th, &e[i].op);
 		th->ops++;
+		if (stop_on_taint && (read_taint(now), strcmp(now, before))) {
+			printf("KFUZZ replay-tainted at=%ld taint=%s\n", i + 1, now);
+			return 0;
+		}
 	}
 	printf("KFUZZ replayed ops=%ld\n", n);
 	return 0;
 }
 
-static int attempts, max_attempts;
+static int attempts, max_attempts, located;
 static const char *oracle;
 static const char *stopped = "minimal";
 
-/* 1: the entries still fail (the oracle said so), 0: they pass, -1: stop. */
-static int fails(const char *out, const struct entry *e, size_t n)
+/* 1: the entries still fail (the oracle said so), 2: they fail and this kernel can
+ * judge no more (oracle status 4), 0: they pass, -1: stop. A failure the oracle placed
+ * at the K-th op (SEQUENCE.try.at) sets *n to K: the ops after it never ran before it. */
+static int fails(const char *out, const struct entry *e, size_t *n)
 {
-	char try[256], cmd[512];
-	int st;
+	char try[256], at[300], cmd[512];
+	unsigned long long k = 0;
+	FILE *f;
+	int st, code;
 
 	if (attempts >= max_attempts) {
 		stopped = "budget-reached";
 		return -1;
 	}
+	if (deadline_ns && now_ns() > deadline_ns) {
+		stopped = "time-reached";
+		return -1;
+	}
 	attempts++;
 	snprintf(try, sizeof(try), "%s.try", out);
-	if (write_seq(try, e, n))
+	snprintf(at, sizeof(at), "%s.at", try);
+	unlink(at);
+	if (write_seq(try, e, *n))
 		return -1;
 	snprintf(cmd, sizeof(cmd), "sh %s %s", oracle, try);
 	fflush(stdout);
 	st = system(cmd);
-	if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) > 1) {
-		printf("KFUZZ reduce-error oracle status %d on attempt %d\n",
-		       WIFEXITED(st) ? WEXITSTATUS(st) : -1, attempts);
+	code = st != -1 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+	if (code != 0 && code != 1 && code != 4) {
+		printf("KFUZZ reduce-error oracle status %d on attempt %d\n", code, attempts);
 		stopped = "oracle-failed";
 		return -1;
 	}
-	return WEXITSTATUS(st) == 0;
+	if (code == 1)
+		return 0;
+	f = fopen(at, "r");
+	if (f) {
+		if (fscanf(f, "%llu", &k) == 1 && k >= 1 && k < *n)
+			*n = (size_t)k;
+		fclose(f);
+	}
+	located = k >= 1;
+	return code == 4 ? 2 : 1;
 }
 
 /*
@@ -734,19 +804,20 @@ static int fails(const char *out, const struct entry *e, size_t n)
  * a 1-minimal sequence (removing any one operation makes it pass) or when the
  * attempts run out (the shortest failing one so far is kept).
  */
-static int minimize(const char *file, const char *out)
+/* RECORD's operations (all threads', in thread order) into *out (calloc'ed). */
+static long collect(const char *file, struct entry **out)
 {
-	struct entry *c, *sub;
-	size_t n = 0, k, len, gran = 2, i;
+	struct entry *c;
+	size_t n = 0, len = 0, i;
 	uint32_t t;
-	int fd = open(file, O_RDONLY), r = 0, whole;
+	int fd = open(file, O_RDONLY);
 
 	if (fd < 0) {
 		printf("KFUZZ error: %s: %s\n", file, strerror(errno));
-		return 2;
+		return -1;
 	}
 	if (map_record(file, fd))
-		return 2;
+		return -1;
 	seed = rec->seed;
 	npaths = (int)rec->npaths;
 	for (i = 0; i < (size_t)npaths && i < MAX_PATHS; i++)
@@ -754,10 +825,8 @@ static int minimize(const char *file, const char *out)
 	for (t = 0; t < rec->threads; t++)
 		n += rec->slots[t].done < LOG ? rec->slots[t].done : LOG - 1;
 	c = calloc(n ? n : 1, sizeof(*c));
-	sub = calloc(n ? n : 1, sizeof(*c));
-	if (!c || !sub)
-		return 2;
-	len = 0;
+	if (!c)
+		return -1;
 	for (t = 0; t < rec->threads; t++) {
 		const struct slot *s = &rec->slots[t];
 		uint64_t from = s->done < LOG ? 1 : s->done - LOG + 2, x;
@@ -768,27 +837,98 @@ static int minimize(const char *file, const char *out)
 			len++;
 		}
 	}
+	*out = c;
+	return (long)len;
+}
+
+/* -C: the operations RECORD's threads started (the fuzz step's hang watchdog). */
+static int started(const char *file)
+{
+	uint64_t n = 0;
+	uint32_t t;
+	int fd = open(file, O_RDONLY);
+
+	if (fd < 0 || map_record(file, fd))
+		return 1;
+	for (t = 0; t < rec->threads; t++)
+		n += __atomic_load_n(&rec->slots[t].done, __ATOMIC_ACQUIRE);
+	printf("%llu\n", (unsigned long long)n);
+	return 0;
+}
+
+/* The op an op at position k of c (from 0) acts on: the last open of its thread's slot
+ * before it (-1: none). */
+static long opened_by(const struct entry *c, size_t k)
+{
+	size_t i;
+
+	for (i = k; i-- > 0;)
+		if (c[i].thread == c[k].thread && c[i].op.slot == c[k].op.slot &&
+		    (c[i].op.kind == OP_OPEN || c[i].op.kind == OP_CLOSE))
+			return c[i].op.kind == OP_OPEN ? (long)i : -1;
+	return -1;
+}
+
+static int minimize(const char *file, const char *from_seq, int resumed, size_t gran,
+		    const char *out)
+{
+	struct entry *c, *sub;
+	size_t k, len, i;
+	long got = from_seq ? read_seq(from_seq, &c) : collect(file, &c);
+	int r = 0, whole;
+
+	if (got < 0)
+		return 2;
+	len = (size_t)got;
+	sub = calloc(len ? len : 1, sizeof(*c));
+	if (!sub)
+		return 2;
 	printf("KFUZZ reduce-start ops=%zu\n", len);
-	whole = fails(out, c, len);
-	if (whole != 1) {
+	whole = resumed ? 1 : fails(out, c, &len);
+	if (whole < 1) {
 		printf("KFUZZ reduce-none ops=%zu attempts=%d why=%s\n", len, attempts,
 		       whole == 0 ? "replayed-in-one-thread-it-passes" : stopped);
 		return 0;
 	}
+	if (whole == 2)
+		goto done;
 	while (len >= 2) {
-		size_t chunk = (len + gran - 1) / gran, start;
+		size_t chunk, start;
 		int found = 0;
+		long o;
 
-		for (start = 0; start < len && !found; start += chunk) {
-			k = start + chunk > len ? len - start : chunk;
-			r = fails(out, c + start, k);
+		/* Located at its last op: that op with the open of its file first (a failure
+		 * judged by a fresh boot costs a boot; this one try often saves the rest). */
+		if (located && len > 2 && (o = opened_by(c, len - 1)) >= 0) {
+			located = 0;
+			sub[0] = c[o];
+			sub[1] = c[len - 1];
+			k = 2;
+			r = fails(out, sub, &k);
 			if (r < 0)
 				goto done;
 			if (r) {
-				memmove(c, c + start, k * sizeof(*c));
+				memcpy(c, sub, k * sizeof(*c));
 				len = k;
 				gran = 2;
-				found = 1;
+				if (r == 2)
+					goto done;
+				continue;
+			}
+		}
+		located = 0;
+		chunk = (len + gran - 1) / gran;
+		for (start = 0; start < len && !found; start += chunk) {
+			k = start + chunk > len ? len - start : chunk;
+			memcpy(sub, c + start, k * sizeof(*c));
+			r = fails(out, sub, &k);
+			if (r < 0)
+				goto done;
+			if (r) {
+				memcpy(c, sub, k * sizeof(*c));
+				len = k;
+				gran = 2;
+				found = r;
 			}
 		}
 		for (start = 0; start < len && !found && gran > 2; start += chunk) {
@@ -797,25 +937,35 @@ static int minimize(const char *file, const char *out)
 			memcpy(sub, c, start * sizeof(*c));
 			memcpy(sub + start, c + end, (len - end) * sizeof(*c));
 			k = len - (end - start);
-			r = fails(out, sub, k);
+			r = fails(out, sub, &k);
 			if (r < 0)
 				goto done;
 			if (r) {
 				memcpy(c, sub, k * sizeof(*c));
 				len = k;
 				gran = gran - 1 > 2 ? gran - 1 : 2;
-				found = 1;
+				found = r;
 			}
 		}
+		if (found == 2)
+			goto done;
 		if (!found) {
 			if (gran >= len)
 				break;
 			gran = 2 * gran < len ? 2 * gran : len;
 		}
 	}
+	r = 0;
 done:
 	if (write_seq(out, c, len))
 		return 2;
+	if (r == 2 || whole == 2) {
+		printf("KFUZZ reduce-reboot ops=%zu gran=%zu attempts=%d located=%d\n", len, gran,
+		       attempts, located);
+		for (i = 0; i < len; i++)
+			describe((int)c[i].thread, &c[i].op);
+		return 0;
+	}
 	printf("KFUZZ reduced ops=%zu attempts=%d %s\n", len, attempts, stopped);
 	for (i = 0; i < len; i++)
 		describe((int)c[i].thread, &c[i].op);
@@ -1028,7 +1178,10 @@ int main(int argc, char **argv)
 {
 	uint64_t count = 10000, seconds = 0, threads = 2, last = 8;
 	const char *record = "/tmp/kfuzz.rec", *show = NULL, *reduce = NULL, *seqfile = NULL;
-	const char *out = "/tmp/kfuzz.seq";
+	const char *out = "/tmp/kfuzz.seq", *count_of = NULL, *export = NULL, *from_seq = NULL;
+	const char *at_file = NULL;
+	uint64_t gran = 2, used = 0;
+	int resumed = 0, stop_on_taint = 0;
 	uint64_t budget = 100, sweep_budget = 0;
 	struct thread ts[MAX_THREADS];
 	pthread_t ids[MAX_THREADS];
@@ -1036,7 +1189,7 @@ int main(int argc, char **argv)
 	int c, fd;
 	uint64_t i;
 
-	while ((c = getopt(argc, argv, "s:n:t:j:r:D:k:p:M:o:a:c:S:")) != -1) {
+	while ((c = getopt(argc, argv, "s:n:t:j:r:D:k:p:M:o:a:c:S:C:E:m:Rg:A:Lx:T")) != -1) {
 		switch (c) {
 		case 's': if (number(optarg, "seed", &seed, UINT64_MAX)) return 2; break;
 		case 'n': if (number(optarg, "count", &count, 1ull << 40)) return 2; break;
@@ -1051,23 +1204,43 @@ int main(int argc, char **argv)
 		case 'c': oracle = optarg; break;
 		case 'a': if (number(optarg, "attempts", &budget, 100000)) return 2; break;
 		case 'S': if (number(optarg, "sweep", &sweep_budget, 1ull << 20)) return 2; break;
+		case 'C': count_of = optarg; break;
+		case 'E': export = optarg; break;
+		case 'm': from_seq = optarg; break;
+		case 'R': resumed = 1; break;
+		case 'L': located = 1; break;
+		case 'g': if (number(optarg, "granularity", &gran, 1ull << 30)) return 2; break;
+		case 'A': if (number(optarg, "attempts used", &used, 100000)) return 2; break;
+		case 'x': at_file = optarg; break;
+		case 'T': stop_on_taint = 1; break;
 		default: fprintf(stderr, "KFUZZ error: usage: kfuzz -s SEED -n COUNT -t SECONDS "
 				 "-j THREADS -r RECORD PATH... | kfuzz -D RECORD | kfuzz -p SEQUENCE | "
-				 "kfuzz -M RECORD -o SEQUENCE -a ATTEMPTS -c ORACLE\n");
+				 "kfuzz -M RECORD -o SEQUENCE -a ATTEMPTS -c ORACLE | kfuzz -C RECORD | "
+				 "kfuzz -E RECORD -o SEQUENCE\n");
 			return 2;
 		}
 	}
 	if (show)
 		return dump(show, (int)last);
+	if (count_of)
+		return started(count_of);
+	if (export) {
+		struct entry *e;
+		long n = collect(export, &e);
+
+		return n < 0 || write_seq(out, e, (size_t)n) ? 2 : 0;
+	}
 	if (seqfile)
-		return replay(seqfile);
+		return replay(seqfile, at_file, stop_on_taint);
 	if (reduce) {
 		if (!oracle) {
 			fprintf(stderr, "KFUZZ error: -M needs -c ORACLE\n");
 			return 2;
 		}
 		max_attempts = (int)budget;
-		return minimize(reduce, out);
+		attempts = (int)used;
+		deadline_ns = seconds ? now_ns() + seconds * 1000000000ull : 0;
+		return minimize(reduce, from_seq, resumed, gran < 2 ? 2 : (size_t)gran, out);
 	}
 	if (!count || !threads || optind >= argc || argc - optind > MAX_PATHS) {
 		fprintf(stderr, "KFUZZ error: need a count and threads above 0 and 1 to %d "

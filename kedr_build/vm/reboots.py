@@ -1,0 +1,153 @@
+"""Reduce a fuzz failure that only a fresh kernel can judge: a hang (the operation that
+hung holds its file, and maybe its driver, for good) or a taint with no WARN/BUG line
+(taint flags stay set for the rest of the boot). The guest's ``kfuzz -M`` runs the
+delta debugging from the recorded operations the judged run wrote out
+(``RunReport.fuzz_sequence``), each attempt a replay in one thread in a fresh load of
+the drivers (``replacements/templates/guest-reduce.sh.j2``). Attempts that pass leave the
+kernel clean and the boot goes on; the first that fails (hangs, or taints) ends the
+boot, and the next boot resumes from the shorter sequence it left (``KFUZZ
+reduce-reboot``): a boot per failing attempt, not per attempt. An attempt that fails
+also says at which operation (the one that never returned, or the one after which the
+taint appeared): the operations after it are dropped, and the next attempt is that
+operation with the open of its file.
+
+The whole reduction has a budget of attempts and seconds (boots included); cut short, it
+reports the shortest sequence known to fail by then. A sequence reduced within the
+budget is replayed once more in a boot of its own.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from kedr_build.atomic import write_atomic
+from kedr_build.kernel.descriptions import ProvisionedKernel
+from kedr_build.ko.module import ModuleRef, load_order
+from kedr_build.resources import template_env
+from kedr_build.vm import fuzzer
+from kedr_build.vm.qemu import GuestJob, run_guest
+from kedr_build.vm.reduction import Reduction
+from kedr_build.vm.runner import SEQ_BEGIN, SEQ_END
+
+CLASSES = {"hang": "fuzz", "taint": "kernel"}   # what it reduces -> the check it fails
+BOOT_MARGIN = 120.0       # seconds a boot may take beyond the reduction's time left
+
+_REBOOT = re.compile(r"^KFUZZ reduce-reboot ops=(\d+) gran=(\d+) attempts=(\d+) located=(\d)$")
+_DONE = re.compile(r"^KFUZZ reduced ops=(\d+) attempts=(\d+) ([\w-]+)$")
+_NONE = re.compile(r"^KFUZZ reduce-none ops=(\d+) attempts=(\d+) why=([\w-]+)$")
+_REPLAY = re.compile(r"^KFUZZ replay class=\w+ fails=(\d) of 1$")
+_OP = re.compile(r"^KFUZZ op thread=(\d+) index=(\d+) (.*?)(?: ret=.*)?$")
+
+
+@dataclass(frozen=True)
+class Budget:
+    attempts: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class BootEnd:
+    """What one reduction boot said (:func:`parse_boot`)."""
+
+    kind: str                       # reboot, reduced, none, or lost (no answer)
+    attempts: int = 0
+    ops: tuple[str, ...] = ()       # the shortest failing sequence so far, described
+    sequence: str = ""              # ... as a kfuzz sequence file
+    gran: int = 2
+    located: bool = False
+    outcome: str = ""
+
+
+def split_sequence(lines: tuple[str, ...]) -> tuple[str, str]:
+    """The judged run's ``fuzz_sequence``: its class and the sequence file's text."""
+    cls = lines[0].split()[1] if lines and lines[0].startswith("class ") else ""
+    return cls, "".join(f"{ln}\n" for ln in lines[1:])
+
+
+def parse_boot(output: str) -> BootEnd:
+    lines = output.splitlines()
+    ops = tuple(f"t{m.group(1)}#{m.group(2)} {m.group(3)}" for m in map(_OP.match, lines) if m)
+    seq: list[str] = []
+    inside = False
+    for line in lines:
+        if line == SEQ_BEGIN:
+            inside = True
+        elif line == SEQ_END:
+            inside = False
+        elif inside:
+            seq.append(line)
+    text = "".join(f"{ln}\n" for ln in seq)
+    for line in lines:
+        if m := _REBOOT.match(line):
+            return BootEnd("reboot", int(m.group(3)), ops, text, int(m.group(2)),
+                           m.group(4) == "1")
+        if m := _DONE.match(line):
+            return BootEnd("reduced", int(m.group(2)), ops, text, outcome=m.group(3))
+        if m := _NONE.match(line):
+            return BootEnd("none", int(m.group(2)), outcome=m.group(3))
+    return BootEnd("lost")
+
+
+def reduce(kernel: ProvisionedKernel, modules: list[Path], trace_providers: tuple[str, ...],
+           intree: tuple[str, ...], fuzz_sequence: tuple[str, ...], hang: int,
+           budget: Budget, logdir: Path, cpus: int | None = None) -> Reduction:
+    cls, sequence = split_sequence(fuzz_sequence)
+    check = CLASSES.get(cls, "")
+    recorded = sequence.count("\nop ")
+    ordered, needed = load_order(ModuleRef.read(m) for m in modules)
+    drivers = [m.name for m in ordered if m.name not in trace_providers]
+    files = {f"modules/{m.name}.ko": m.path for m in ordered}
+    files["kfuzz"] = fuzzer.build()
+    start = time.monotonic()
+    boots = attempts = 0
+    gran, resumed, located = 2, False, False
+    ops: tuple[str, ...] = ()
+
+    def result(outcome: str, reduced: bool, replays: int = 0,
+               replay_fails: int = 0) -> Reduction:
+        return Reduction(check, recorded, ops if reduced else (), attempts, outcome,
+                         reduced, replays, replay_fails, boots=boots,
+                         seconds=time.monotonic() - start,
+                         budget=f"{budget.attempts} attempts, {budget.seconds:g} s")
+
+    def boot(replay: bool, left: float) -> str:
+        nonlocal boots
+        boots += 1
+        workdir = logdir / f"reduce-{cls}-{boots}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        write_atomic(workdir / "start.seq", sequence.encode())
+        script = template_env().get_template("guest-reduce.sh.j2").render(
+            intree=needed + [d for d in intree if d not in needed],
+            trace_providers=trace_providers, drivers=drivers, root="/kedr", cls=cls,
+            hang=hang, attempts=budget.attempts, used=attempts, seconds=int(left), gran=gran,
+            resumed=resumed, located=located, replay=replay, seq_begin=SEQ_BEGIN,
+            seq_end=SEQ_END)
+        job = GuestJob(script=script, files={**files, "start.seq": workdir / "start.seq"},
+                       intree_modules=tuple(dict.fromkeys([*needed, *intree])))
+        return run_guest(kernel, job, workdir, timeout=left + BOOT_MARGIN, cpus=cpus).output
+
+    while True:
+        left = budget.seconds - (time.monotonic() - start)
+        if attempts >= budget.attempts:
+            return result("budget-reached", resumed)
+        if left < 1:
+            return result("time-reached", resumed)
+        end = parse_boot(boot(False, left))
+        if end.kind == "lost":
+            return result("guest-lost", resumed)
+        attempts = end.attempts
+        if end.kind == "none":
+            return result(end.outcome, False)
+        ops = end.ops
+        sequence = end.sequence
+        if end.kind == "reduced":
+            break
+        gran, located, resumed = end.gran, end.located, True
+    left = budget.seconds - (time.monotonic() - start)
+    if left < 1:
+        return result(end.outcome, True)
+    m = next(filter(None, map(_REPLAY.match, boot(True, left).splitlines())), None)
+    return result(end.outcome, True, 1, int(m.group(1)) if m else 0)
