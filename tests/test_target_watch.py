@@ -156,6 +156,12 @@ def test_an_oops_gives_the_job_the_crash_grace_then_ends_it(tmp_path: Path) -> N
     end, _ = job(Machine(clock, writes=[(3.0, OOPS), (4.0, PANIC)], dies=4.0), tmp_path)
     assert end.crashed.startswith("BUG: kernel NULL pointer dereference"), end
     assert clock.now == pytest.approx(4.0)
+    # ... a soft lockup (KERN_EMERG: on the console) is no crash: no grace, the wait
+    # goes on (dmesg judges it) ...
+    clock = Clock()
+    lockup = b"[   30.1] watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [insmod:99]\r\n"
+    end, _ = job(Machine(clock, writes=[(3.0, lockup)], job_seconds=50.0), tmp_path)
+    assert end.ended and clock.now == pytest.approx(50.0), end
     # ... and one that ends in the grace is read back as any other (dmesg judges it).
     clock = Clock()
     end, _ = job(Machine(clock, writes=[(3.0, OOPS)], job_seconds=8.0), tmp_path)

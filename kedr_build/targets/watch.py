@@ -29,15 +29,15 @@ from typing import Any
 
 from kedr_build.targets.machine import LOST_BOUND, JobEnd
 from kedr_build.vm.console import ProblemKind, find_problems
-from kedr_build.vm.qemu import crash_grace
+from kedr_build.vm.qemu import CRASHES, crash_grace
 
 POLL = 5.0              # seconds without an answer before the console's shell is probed
 END = "KEDR-JOB-END-"
 ALIVE = "KEDR-ALIVE-"
-# vm/console.py's reports after which the kernel is damaged (vm/qemu.py's CRASHES), a
-# whole line of them (after its printk time, if any).
-_CRASH = re.compile(rb"(?:Kernel panic - not syncing|Oops: |general protection fault|BUG: "
-                    rb"|kernel BUG at )[^\r\n]*\r?\n")
+# A whole line with one of vm/console.py's reports after which the kernel is damaged
+# (vm/qemu.py's CRASHES; find_problems() tells them from "watchdog: BUG: soft lockup").
+_CRASH = re.compile(rb"[^\r\n]*(?:Kernel panic - not syncing|Oops: |general protection fault"
+                    rb"|BUG: |kernel BUG at )[^\r\n]*\r?\n")
 
 
 def hidden(text: str) -> str:
@@ -98,8 +98,8 @@ def watch_job(console: Any, token: str, timeout: float, bound: float | None = No
         if index == 2:
             answered, asked = clock(), None
             continue
-        problems = find_problems(after.decode("utf-8", "replace"))
-        if not problems:
+        problems = find_problems(after.decode("utf-8", "replace").strip())
+        if not problems or problems[0].kind not in CRASHES:
             continue
         if problems[0].kind is ProblemKind.PANIC:
             # The oops that led to it (oops=panic), if the console showed one, is the
