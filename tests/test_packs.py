@@ -432,6 +432,28 @@ def test_merge_refuses_overlapping_shards(tmp_path: Path, plugin_dir: Path) -> N
         merge.merge_dirs(tmp_path / "m", [d, d])
 
 
+def test_shards_from_places_of_one_lab_merge_as_one_session() -> None:
+    """SHARD=1/2 on place lab-a and SHARD=2/2 on lab-b of one labgrid environment (issue
+    21): one report, at both places as one check on both names them; shards of other
+    targets are other sessions (refused before: their targets differ)."""
+    from kedr_build.packs.results import ItemResult, PackReport
+
+    def shard(index: int, target: str) -> PackReport:
+        item = ItemResult("chardev", "workload", f"check{index}", "passed", "", "",
+                          index=index)
+        return PackReport("basic", "debian-6.1", "passed", (item,), (), target=target)
+
+    lab = "labgrid:/srv/lab.yaml"
+    merged = merge.merge_reports([shard(1, f"{lab}:lab-b"), shard(0, f"{lab}:lab-a")])
+    assert merged.target == f"{lab}:lab-b,lab-a" and merged.verdict == "passed"
+    assert [i.index for i in merged.items] == [0, 1]
+    assert merge.one_target([f"{lab}:lab-a", f"{lab}:lab-a,lab-b"]) == f"{lab}:lab-a,lab-b"
+    assert merge.one_target(["ssh://root@a", "ssh://root@a"]) == "ssh://root@a"
+    for other in ("labgrid:/srv/other.yaml:lab-b", lab, "ssh://root@lab-b", ""):
+        with pytest.raises(KedrError, match="shards of different sessions"):
+            merge.merge_reports([shard(0, f"{lab}:lab-a"), shard(1, other)])
+
+
 @pytest.mark.parametrize("args, message", [
     (["PACK=basci"], "kedr-build: PACK=basci: unknown pack; built in: basic"),
     (["PACK=nosuch.toml"], "kedr-build: PACK=nosuch.toml: no such pack file"),

@@ -126,7 +126,7 @@ def test_a_run_that_lost_the_machine() -> None:
     dead = FakeMachine("6.1.0-1-amd64", 0, dead=True)
     done: list[str] = []
     conn, left = _after_loss(dead, "/tmp/kedr-build-x", "rm -rf /tmp/kedr-build-x", (), None,
-                             300.0, done)
+                             300.0, done, "hang")
     assert conn is dead and dead.waited == [LOST_BOUND] and done == []
     assert left == ("lost (TARGET=ssh://root@lab: no answer in 60 s) and it has no power "
                     "driver to restart it: reboot it before using it again")
@@ -134,7 +134,7 @@ def test_a_run_that_lost_the_machine() -> None:
     # With power: restarted, checked, and what outlived the boot removed there.
     fresh = FakeMachine("6.1.0-1-amd64", 0)
     conn, left = _after_loss(dead, "/tmp/kedr-build-x", "rm -rf /tmp/kedr-build-x", (),
-                             Power("p", lambda: fresh), 300.0, done)
+                             Power("p", lambda: fresh), 300.0, done, "crash")
     assert conn is fresh and left == "" and dead.waited == [LOST_BOUND]
     assert fresh.asked == [PROBE, "rm -rf /tmp/kedr-build-x"]
-    assert done == ["stopped answering: power-cycled through p, its kernel checked again"]
+    assert done == ["crash: power-cycled through p, its kernel checked again"]

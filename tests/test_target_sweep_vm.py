@@ -11,6 +11,10 @@ workload one more; the third (kstrdup) writes through the NULL it returns: an oo
   checked again, and the sweep goes on to the fourth site; the per-site outcomes and
   verdicts of the sites that did not crash are the ones TARGET=qemu gives; the machine
   is left as found, its console log level put back (ShellDriver set it to 1);
+* through labgrid, a run whose job never ends (the machine still answering) and one
+  whose machine stops answering without an oops are each reported a hang, not a
+  crash, and power-cycled; a panic ends the wait for the job when it shows on the
+  console (targets/watch.py), not when the job's time is up;
 * over ssh (no power driver): ``scons sweep TARGET=ssh:// I_KNOW_THIS_MAY_CRASH=1`` of
   the correct driver passes, 4 clean sites, the machine left as found; then the oops
   (insmod killed, the kernel tainted D) stops the sweep at that site with one line
@@ -181,13 +185,17 @@ def test_a_run_that_crashes_the_machine_through_labgrid_is_power_cycled(
                             timeout=60, trace_providers=(repl.stem,), faults=faults,
                             power=power)
     assert report.verdict is Verdict.KERNEL_PROBLEM and not report.ok, report.reason
-    assert report.reason.startswith(f"TARGET={target} crashed: kernel reported: "), \
-        report.reason
+    # Seen on the console as it came (targets/watch.py): the wait ended at the panic
+    # ("then no status"), not at VM_TIMEOUT's 60 s ("no status after 60 s"). The first
+    # report is the finding: the oops, where the console's log level shows it (the
+    # sweep test put it back to 7), else the panic.
+    assert report.reason == (f"TARGET={target}: crash (oops/panic on the console: "
+                             f"{report.problems[0].line}; then no status)"), report.reason
     # The console's last words, read as it went silent.
     assert any(p.line.startswith("Kernel panic - not syncing") for p in report.problems), \
         report.problems
     assert report.power_cycles == (
-        "stopped answering: power-cycled through labgrid's ShellStrategy with QEMUDriver, "
+        "crash: power-cycled through labgrid's ShellStrategy with QEMUDriver, "
         "its kernel checked again",)
     assert report.left_as_found == "", report.left_as_found
     shell = labgrid.open_shell(target)
@@ -204,4 +212,51 @@ def test_a_run_that_crashes_the_machine_through_labgrid_is_power_cycled(
     assert clean.power_cycles == ("found tainted W: power-cycled through labgrid's "
                                   "ShellStrategy with QEMUDriver, its kernel checked again",)
     assert clean.taint_before is not None and clean.taint_before & ~ALLOWED_TAINT == 0
+    labgrid.restore_console(target)
+
+
+def test_a_run_that_hangs_through_labgrid_is_a_hang_not_a_crash(
+        kernel: ProvisionedKernel, built: tuple[Path, Path, Path, SweepResult],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A job that never ends on a labgrid machine that still answers, then one whose
+    machine stops answering without an oops (the console's shell stopped: SIGSTOP to
+    what reads /dev/console), are each a hang, said so in the run report (not "crash"),
+    the machine power-cycled and left as found."""
+    from kedr_build.targets import watch
+    from kedr_build.targets.connect import power_for
+    from kedr_build.targets.machine import run_on_machine
+    from kedr_build.vm.qemu import Verdict
+
+    repl, patched, work, _ = built
+    target = LabgridTarget(environment(kernel, work / "lab", boot_args="oops=panic"))
+    power = power_for(target)
+    assert power is not None
+    shell = labgrid.open_shell(target)
+    before, _, _ = shell.driver.run(STATE)
+    cycled = (f"hang: power-cycled through {power.how}, its kernel checked again",)
+
+    sleeper = work / "sleep.sh"
+    sleeper.write_text("sleep 1000\n")
+    alive = run_on_machine(shell, [repl, patched], work / "run-sleeps", workload=sleeper,
+                           timeout=20, trace_providers=(repl.stem,), power=power)
+    assert alive.verdict is Verdict.LOST, alive.reason
+    assert alive.reason == (f"TARGET={target}: hang (no status after 20 s, the machine still "
+                            "answering)"), alive.reason
+    assert alive.power_cycles == cycled and alive.left_as_found == ""
+
+    # The silence bound shortened from 60 s (the run's own timeout stays longer).
+    monkeypatch.setattr(watch, "LOST_BOUND", 15.0)
+    freezer = work / "freeze.sh"
+    freezer.write_text("for p in /proc/[0-9]*; do\n"
+                       '  [ "$(readlink $p/fd/0)" = /dev/console ] && [ ${p#/proc/} != 1 ] '
+                       "&& kill -STOP ${p#/proc/}\ndone\nsleep 1000\n")
+    silent = run_on_machine(labgrid.open_shell(target), [repl, patched], work / "run-silent",
+                            workload=freezer, timeout=120, trace_providers=(repl.stem,),
+                            power=power)
+    assert silent.verdict is Verdict.LOST, silent.reason
+    assert silent.reason == f"TARGET={target}: hang (no answer in 15 s)", silent.reason
+    assert silent.power_cycles == cycled and silent.left_as_found == ""
+    shell = labgrid.open_shell(target)
+    after, _, _ = shell.driver.run(STATE)
+    assert after == before
     labgrid.restore_console(target)

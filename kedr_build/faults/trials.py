@@ -54,11 +54,13 @@ class Outcome(Enum):
     LEAK = "leak"                 # something leaked or was freed wrongly
     UNLOAD_FAILED = "unload failed"
     CRASH = "crash"               # oops, BUG, WARN, lockup
-    HANG = "hang"
+    HANG = "hang"                 # no status in time, or a machine that stopped answering
+    LOST = "lost"                 # no status, no kernel report: the guest or the link went
 
     @property
     def bad(self) -> bool:
-        return self in (Outcome.LEAK, Outcome.UNLOAD_FAILED, Outcome.CRASH, Outcome.HANG)
+        return self in (Outcome.LEAK, Outcome.UNLOAD_FAILED, Outcome.CRASH, Outcome.HANG,
+                        Outcome.LOST)
 
 
 @dataclass(frozen=True)
@@ -141,7 +143,7 @@ class TrialRecord:
         if self.leaks or self.bad_frees:
             parts.append(f"{self.leaks} leaks ({self.leaked_bytes} bytes), "
                          f"{self.bad_frees} bad frees")
-        if self.outcome in (Outcome.CRASH, Outcome.HANG):
+        if self.outcome in (Outcome.CRASH, Outcome.HANG, Outcome.LOST):
             parts.append(self.outcome.value + (f": {self.findings[-1]}" if self.findings
                                                else ""))
         return ", ".join(parts)
@@ -316,8 +318,10 @@ def run_trials(kernel: ProvisionedKernel, replacement: Path, target: Path, logdi
             # not show the progress line: labgrid's ShellDriver sets dmesg -n 1).
             problems = tuple(p.line for p in find_problems(
                 vm.console if one else console_of_trial(vm.console, lost)))
+            outcome = (Outcome.CRASH if problems else Outcome.HANG if hung
+                       else Outcome.LOST)
             records.append(TrialRecord(
-                index=lost, outcome=Outcome.HANG if hung and not problems else Outcome.CRASH,
+                index=lost, outcome=outcome,
                 injected=1, init_status=None, workload_status=None, unload_status=None,
                 findings=problems or (vm.reason(),), boot=guest.boots))
         elif not got:

@@ -22,8 +22,9 @@ def merge_reports(reports: list[PackReport]) -> PackReport:
     if not reports:
         raise KedrError("no shard reports to merge")
     first = reports[0]
+    target = one_target([r.target for r in reports])
     for r in reports[1:]:
-        if (r.pack, r.kernel, r.target) != (first.pack, first.kernel, first.target):
+        if (r.pack, r.kernel) != (first.pack, first.kernel) or target is None:
             raise KedrError(f"shards of different sessions: pack {r.pack} on {r.kernel} "
                             f"{_where(r.target)} vs pack {first.pack} on {first.kernel} "
                             f"{_where(first.target)}")
@@ -37,7 +38,28 @@ def merge_reports(reports: list[PackReport]) -> PackReport:
     started = min((r.started for r in reports if r.started), default="")
     return PackReport(pack=first.pack, kernel=first.kernel, verdict=verdict_of(items),
                       items=items, runs=runs, tools=first.tools, command=first.command,
-                      started=started, target=first.target)
+                      started=started, target=target or "")
+
+
+def one_target(targets: list[str]) -> str | None:
+    """Where shards that ran at ``targets`` ran, as one session's report says it: their
+    TARGET= when they share it; the places of one labgrid environment when each ran
+    on places of it (``labgrid:ENV:lab-a,lab-b``, as one ``check`` on both places
+    names them: SHARD= k on place k of a lab); else None (other sessions)."""
+    if len(set(targets)) == 1:
+        return targets[0]
+    envs: set[str] = set()
+    places: list[str] = []
+    for t in targets:
+        # targets/spec.py's form: labgrid:ENV[:a,b,...]
+        env, sep, place = t.removeprefix("labgrid:").partition(":")
+        if not t.startswith("labgrid:") or not sep:
+            return None
+        envs.add(env)
+        places += place.split(",")
+    if len(envs) != 1:
+        return None
+    return f"labgrid:{envs.pop()}:{','.join(dict.fromkeys(places))}"
 
 
 def _where(target: str) -> str:

@@ -22,7 +22,8 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 JSON_NAME, HTML_NAME, JUNIT_NAME = "report.json", "report.html", "junit.xml"
 CHART_FUNCTIONS = 12       # bars in the trace chart
 # The fault sweep picture's columns: kedr_build.faults.trials.Outcome's values, good first.
-SWEEP_OUTCOMES = ("clean", "not reached", "leak", "unload failed", "crash", "hang")
+SWEEP_OUTCOMES = ("clean", "not reached", "leak", "unload failed", "crash", "hang",
+                  "lost")
 
 
 def tool_versions() -> dict[str, str]:

@@ -66,7 +66,7 @@ class SweepRow:
     detail: str = ""          # what the injected failure did
     phase: str = ""           # where the site was reached: init, workload, exit
     reproduce: str = ""       # the command that fails this site alone
-    bad: bool = False         # the outcome fails the check (leak, crash, hang, unload failed)
+    bad: bool = False         # the outcome fails the check (leak, crash, hang, lost, unload failed)
 
 
 @dataclass(frozen=True)

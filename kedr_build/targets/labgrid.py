@@ -11,7 +11,8 @@ base64 lines, 8 a command, appended to a file (a serial console carries text, a 
 machine and come back base64'ed (a serial console merges them and rewrites line
 ends; both ways gzip'ed), modules go without their debug info (objcopy
 --strip-debug, as INSTALL_MOD_STRIP=1 installs them: the link carries a few KiB/s),
-and a console that stops answering is a lost machine.
+and a job on a serial console runs in the background of its shell while the
+console is watched (targets/watch.py): its end, a panic, silence end the wait.
 
 The environment is opened once per process and kept: its QEMUDriver's guest (a
 QEMU that plays the machine) lives as long as the process, so a pack's runs in one
@@ -25,8 +26,11 @@ from __future__ import annotations
 import atexit
 import base64
 import gzip
+import re
 import secrets
 import shlex
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +38,7 @@ from typing import Any
 from kedr_build.errors import KedrError
 from kedr_build.targets.machine import PROBE_TIMEOUT, Answer, JobEnd, last_line
 from kedr_build.targets.spec import LabgridTarget
+from kedr_build.targets.watch import end_line, watch_job
 
 ROLE = "main"            # the target labgrid's own tools use when none is named
 STATE = "shell"          # the strategy state with a shell (ShellStrategy's)
@@ -55,6 +60,7 @@ class LabgridShell:
     target: LabgridTarget
     driver: Any            # labgrid's CommandProtocol driver (ShellDriver, SSHDriver)
     silent_console: str = ""   # the console's output before the last command timed out
+    clock: Callable[[], float] = time.monotonic    # the job watch's (tests give their own)
     console_level: int | None = None   # the console log level to put back when done
 
     def __str__(self) -> str:
@@ -143,12 +149,21 @@ class LabgridShell:
 
     def run_job(self, command: str, out: Path, err: Path, timeout: float,
                 workdir: str) -> JobEnd:
+        """With a console (ShellDriver): the job in the background of its shell, the
+        console watched (targets/watch.py: its end, a crash report, silence); without
+        one (SSHDriver: its session ends with the machine), the job as one command."""
         spool = f"{workdir}/.job"
         end = JobEnd()
+        job = f"sh -c {shlex.quote(command)} </dev/null >{spool}.out 2>{spool}.err"
+        console = getattr(self.driver, "console", None)
         try:
-            self._shell(f"sh -c {shlex.quote(command)} </dev/null >{spool}.out "
-                        f"2>{spool}.err", timeout)
-            stdout, stderr = self._fetch(spool, PROBE_TIMEOUT)
+            if console is not None:
+                token = secrets.token_hex(6)
+                self._shell(f"({job}; {end_line(token)}) &", PROBE_TIMEOUT)
+                end = watch_job(console, token, timeout, clock=self.clock)
+            else:
+                self._shell(job, timeout)
+            stdout, stderr = self._fetch(spool, PROBE_TIMEOUT) if end.ended else (b"", b"")
         except KedrError as e:
             # The job's output stays on the machine: its console no longer answers.
             stdout, stderr = b"", b""
@@ -372,6 +387,7 @@ def power_cycle(target: LabgridTarget) -> LabgridShell:
     from labgrid.protocol import CommandProtocol, PowerProtocol
 
     _SHELLS.pop(target, None)
+    _forget_console(made)
     try:
         strategy = _strategy(made)
         if strategy is not None:
@@ -385,3 +401,25 @@ def power_cycle(target: LabgridTarget) -> LabgridShell:
         raise KedrError(f"TARGET={target}: power cycle through labgrid failed: "
                         f"{type(e).__name__}: {_one_line(e)}") from None
     return _logged_in(target, driver)
+
+
+# Anything at all: what the console has read and nobody matched.
+_ANYTHING = re.compile(rb"[\s\S]+")
+
+
+def _forget_console(made: Any) -> None:
+    """Consume what the console read from the machine before its power cycle and
+    nobody matched (the prompt after the job watch's last probe; a panicked kernel's
+    own reboot): logging in on the fresh boot, labgrid's ShellDriver would take an old
+    prompt for the new one and type its setup into the login prompt (its strategy then
+    broken for good: "ShellStrategy is in broken state"). What arrives later stays in
+    the old connection, which the power cycle closes."""
+    from labgrid.protocol import ConsoleProtocol
+    from pexpect import TIMEOUT
+
+    try:
+        made.get_driver(ConsoleProtocol, activate=False).expect(_ANYTHING, timeout=0.1)
+    except TIMEOUT:        # nothing was left
+        pass
+    except Exception:      # no console (SSHDriver), or one already closed: nothing kept
+        pass

@@ -64,9 +64,25 @@ class Answer:
 
 @dataclass(frozen=True)
 class JobEnd:
+    """How a job ended when no status came back; all defaults: it ended with one.
+
+    A job with no status is a *crash* when its console showed an oops or a panic
+    (``console``: judged by vm/console.py; ``crashed``: the report that ended the
+    wait for it), else a *hang* (``timed_out``: no status in the job's time;
+    ``silent``: the machine stopped answering) or *lost* (``lost``: the link to it
+    broke, an ssh session that ended): :func:`lost_word`."""
+
     timed_out: bool = False
-    lost: str = ""              # why the machine stopped answering mid-job ("" if it did not)
+    lost: str = ""              # why the link to the machine broke mid-job ("" if it did not)
     console: str = ""           # what its console showed meanwhile, when one is read (labgrid)
+    silent: float = 0.0         # seconds its console did not answer before we gave up
+    crashed: str = ""           # the crash report on its console that ended the wait
+    answering: bool = False     # timed out with the machine still answering (a watched console)
+
+    @property
+    def ended(self) -> bool:
+        """The job ended by itself: its output and status are there to read."""
+        return not (self.timed_out or self.lost or self.silent or self.crashed)
 
 
 class Transport(Protocol):
@@ -256,9 +272,10 @@ def run_on_machine(conn: Transport, modules: list[Path], logdir: Path,
     /lib/modules through its modprobe, and those the run loaded are unloaded after).
 
     ``power`` (labgrid): a machine found tainted is power-cycled once before the run,
-    and one that stopped answering mid-job (a panic: no status in ``timeout``) is
-    power-cycled after it, its kernel checked again (release, vermagic, taint): the
-    run is reported crashed, with what its console showed last."""
+    and one whose job ended without a status (a panic, a hang, a link that broke:
+    :class:`JobEnd`) is power-cycled after it, its kernel checked again (release,
+    vermagic, taint): the run's reason says crash, hang or lost (:func:`lost_word`),
+    with what its console showed."""
     logdir.mkdir(parents=True, exist_ok=True)
     token = secrets.token_hex(6)
     root = f"/tmp/kedr-build-{token}"
@@ -288,7 +305,8 @@ def run_on_machine(conn: Transport, modules: list[Path], logdir: Path,
                    _tar(files))
         result = run_job(conn, root, token, logdir, timeout, start)
         if result.status is None:
-            conn, left = _after_loss(conn, root, cleanup, plan.modules, power, timeout, done)
+            conn, left = _after_loss(conn, root, cleanup, plan.modules, power, timeout, done,
+                                     lost_word(result))
     except KedrError as e:
         # A copy that failed (a full disk) or a machine that stopped answering: the one
         # line says how the machine was left too.
@@ -306,14 +324,16 @@ def run_on_machine(conn: Transport, modules: list[Path], logdir: Path,
     report = dataclasses.replace(report, target=str(conn), taint_before=before,
                                  left_as_found=left, power_cycles=tuple(done))
     if result.lost:
-        report = dataclasses.replace(report, reason=_lost_reason(result, conn, timeout))
+        report = dataclasses.replace(report, reason=_lost_reason(result, conn))
     write_atomic(logdir / "result.json", report.to_json().encode())
     return report
 
 
 def _after_loss(conn: Transport, root: str, cleanup: str, modules: tuple[ModuleRef, ...],
-                power: Power | None, timeout: float, done: list[str]) -> tuple[Transport, str]:
-    """The job ended without a status: the machine crashed, hung or dropped its link.
+                power: Power | None, timeout: float, done: list[str],
+                word: str) -> tuple[Transport, str]:
+    """The job ended without a status: the machine crashed, hung or dropped its link
+    (``word``: :func:`lost_word`, said in ``done``).
     With power it is restarted (:func:`power_cycle`, as the sweep's trials do after a
     lost site) and what outlived the boot removed; without, the cleanup is tried
     within :data:`LOST_BOUND` (not a probe's two minutes on a dead link) and a machine
@@ -329,8 +349,7 @@ def _after_loss(conn: Transport, root: str, cleanup: str, modules: tuple[ModuleR
         conn, _ = power_cycle(power, modules)
     except KedrError as e:
         return conn, f"lost, and restarting it through {power.how} failed: {e}"
-    done.append(f"stopped answering: power-cycled through {power.how}, its kernel checked "
-                "again")
+    done.append(f"{word}: power-cycled through {power.how}, its kernel checked again")
     # A /tmp on disk outlives the boot: the run's files go.
     return conn, leave(conn, root, cleanup)
 
@@ -344,7 +363,7 @@ def run_job(conn: Transport, root: str, token: str, logdir: Path, timeout: float
                        timeout, root)
     elapsed = time.monotonic() - start
     console = end.console     # what a console showed as it went silent (labgrid)
-    if not end.lost and not end.timed_out:
+    if end.ended:
         dmesg = conn.run(f"dmesg | sed -n '/{JOB_START} {token}/,$p'")
         console = dmesg.stdout.decode("utf-8", "replace") if dmesg.returncode == 0 else ""
     write_atomic(logdir / "console.log", console.encode())
@@ -352,10 +371,22 @@ def run_job(conn: Transport, root: str, token: str, logdir: Path, timeout: float
     return VmResult(status=status,
                     output=(logdir / "output.log").read_text(errors="replace"),
                     console=console, problems=tuple(find_problems(console)),
-                    timed_out=end.timed_out, elapsed=elapsed,
+                    timed_out=end.timed_out or bool(end.silent), elapsed=elapsed,
                     command=tuple(conn.command_line(f"sh {root}/wrapper.sh")), workdir=logdir,
                     qemu_error=end.lost if status is None else "",
-                    job_started=True)
+                    job_started=True, lost_why=_why(end, timeout) if status is None else "")
+
+
+def _why(end: JobEnd, timeout: float) -> str:
+    """Why no status came back, without the word (crash, hang, lost) that judges it."""
+    if end.crashed:
+        return "then no status"
+    if end.silent:
+        return f"no answer in {end.silent:.0f} s"
+    if end.timed_out:
+        return f"no status after {timeout:.0f} s" + (", the machine still answering"
+                                                       if end.answering else "")
+    return end.lost or "the job ended without a status"
 
 
 def leave(conn: Transport, root: str, script: str, timeout: float = PROBE_TIMEOUT) -> str:
@@ -373,13 +404,23 @@ def leave(conn: Transport, root: str, script: str, timeout: float = PROBE_TIMEOU
     return f"left behind: {', '.join(left)}" if left else ""
 
 
-def _lost_reason(result: VmResult, conn: Transport, timeout: float) -> str:
-    why = (f"no status after {timeout:.0f} s" if result.timed_out
-           else result.qemu_error or "the session ended without a status")
+def lost_word(result: VmResult) -> str:
+    """A job without a status, judged as the sweep judges a site (faults/trials.py's
+    Outcome): "crash" when the kernel reported an oops or a panic, else "hang" when
+    no status came in time or the machine stopped answering, else "lost" (the link
+    broke)."""
     if result.verdict is Verdict.KERNEL_PROBLEM and result.problems:
+        return "crash"
+    return "hang" if result.timed_out else "lost"
+
+
+def _lost_reason(result: VmResult, conn: Transport) -> str:
+    word = lost_word(result)
+    if word == "crash":
         # The console's last words (labgrid: what it showed as it went silent).
-        return f"TARGET={conn} crashed: kernel reported: {result.problems[0]} ({why})"
-    return f"TARGET={conn}: {why}"
+        return (f"TARGET={conn}: crash (oops/panic on the console: "
+                f"{result.problems[0].line}; {result.lost_why})")
+    return f"TARGET={conn}: {word} ({result.lost_why})"
 
 
 def _tar(files: Mapping[str, bytes]) -> bytes:

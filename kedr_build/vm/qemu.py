@@ -109,6 +109,9 @@ class VmResult:
     qemu_error: str = ""
     cut_after_crash: bool = False      # ended by crash_grace(), not by the timeout
     job_started: bool = True           # the guest's /init got to the job (JOB_START)
+    # Why no status came back, in a real machine's words ("no answer in 60 s": its
+    # console stopped answering; targets/machine.py); "" for the QEMU guest.
+    lost_why: str = ""
 
     @property
     def lost(self) -> bool:
@@ -146,6 +149,8 @@ class VmResult:
     def _lost_why(self) -> str:
         if not self.job_started and self.problems:
             return f"VM did not boot: {self.problems[0]}"
+        if self.lost_why:
+            return self.lost_why
         if self.cut_after_crash:
             return f"then no status: the VM was stopped {self.elapsed:.0f} s in"
         if self.timed_out:
