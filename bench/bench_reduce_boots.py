@@ -46,7 +46,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         print(f"{'seed':>5} {'strategy':12} {'attempts':>8} {'runs':>5} {'ops':>4}")
-        located, plain = [], []
+        located: list[tuple[int, int]] = []
+        plain: list[tuple[int, int]] = []
         for seed in args.seeds.split(","):
             rec, start = work / "r.rec", work / "all.seq"
             subprocess.run([str(kfuzz), "-s", seed, "-n", "3000", "-j", "2", "-r", str(rec),
