@@ -235,7 +235,42 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                           "'quick' only, the default kernel only")
 
 
+# The longest test files, with their seconds in the last full run (.ci/run --durations,
+# 2026-12-07, 46.1 min: its 40 slowest tests summed per file). pytest-xdist gives each
+# worker one file at a time (--dist loadfile) in the order of the collection
+# (--no-loadscope-reorder; its own order is most tests first), so these start first,
+# longest first, and the tail of the run is short files on both workers instead of
+# one long file on one worker while the other idles (a file with a few long VM tests,
+# the 2-test device pack or the 1-test 6.12 corpus, came last). Any other file
+# follows, most tests first, as pytest-xdist would order it.
+LONGEST = {
+    "tests/test_fundamentals_vm.py": 712,
+    "tests/test_target_labgrid_places_vm.py": 526,
+    "tests/test_dkms_corpus.py": 475,
+    "tests/test_target_sweep_vm.py": 312,
+    "tests/test_device_pack_hw_vm.py": 191,
+    "tests/test_target_labgrid_vm.py": 162,
+    "tests/test_patch_corpus_612.py": 154,
+    "tests/test_device_pack_vm.py": 144,
+    "tests/test_dkms_vm.py": 126,
+    "tests/test_readme.py": 98,
+    "tests/test_target_ssh_vm.py": 87,
+    "tests/test_vm.py": 72,
+}
+
+
+def _by_length(items: list[pytest.Item]) -> None:
+    """Each file's tests together, in their order; the files in LONGEST's order first,
+    then the others, most tests first."""
+    files: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        files.setdefault(item.nodeid.split("::", 1)[0], []).append(item)
+    order = sorted(files, key=lambda f: (-LONGEST.get(f, 0), -len(files[f])))
+    items[:] = [item for f in order for item in files[f]]
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    _by_length(items)
     if not config.getoption("--quick"):
         return
     keep = [i for i in items if _quick(i)]

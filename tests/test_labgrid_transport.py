@@ -9,10 +9,12 @@ from __future__ import annotations
 import random
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from kedr_build.errors import KedrError
+from kedr_build.targets import labgrid
 from kedr_build.targets.labgrid import LINES, LabgridShell
 from kedr_build.targets.spec import LabgridTarget
 
@@ -80,3 +82,40 @@ def test_job_output_apart_and_a_silent_console_timed_out(tmp_path: Path) -> None
     end = LabgridShell(TARGET, Silent()).run_job("true", tmp_path / "o", tmp_path / "e", 5,
                                                  str(work))
     assert end.timed_out and (tmp_path / "o").read_bytes() == b""
+
+
+class Echo:
+    """A console whose machine echoes a byte at a time (a TCG guest's serial line),
+    read through labgrid's own pexpect wrapper as its ShellDriver reads it."""
+
+    def __init__(self, data: bytes) -> None:
+        from labgrid.util.expect import PtxExpect
+
+        self.data = data
+        self._expect = PtxExpect(self)
+
+    def read(self, size: int = 1, timeout: float = 0.0, max_size: int | None = None) -> bytes:
+        from pexpect import TIMEOUT
+
+        if not self.data:
+            raise TIMEOUT("nothing more")
+        byte, self.data = self.data[:1], self.data[1:]
+        return byte
+
+
+def test_the_logged_in_console_is_read_without_a_pause_per_read(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """pexpect sleeps after each read unless told not to: with a byte a read, a
+    copy's echo was one sleep a byte (66 s of a 72 s copy on a loaded host)."""
+    import pexpect.expect
+
+    console = Echo(b"x" * 3000 + b"END")
+    driver = SimpleNamespace(console=console)
+    try:
+        labgrid._logged_in(TARGET, driver)
+    finally:
+        labgrid._SHELLS.pop(TARGET, None)
+    sleeps: list[float] = []
+    monkeypatch.setattr(pexpect.expect.time, "sleep", sleeps.append)
+    console._expect.expect(b"END", timeout=10)
+    assert console.data == b"" and sleeps == []
