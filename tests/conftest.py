@@ -249,6 +249,7 @@ LONGEST = {
     "tests/test_dkms_corpus.py": 475,
     "tests/test_target_sweep_vm.py": 312,
     "tests/test_device_pack_hw_vm.py": 191,
+    "tests/test_fuzz_reboots_vm.py": 185,   # new since that run: its helper's -n 0 time
     "tests/test_target_labgrid_vm.py": 162,
     "tests/test_patch_corpus_612.py": 154,
     "tests/test_device_pack_vm.py": 144,
