@@ -7,7 +7,9 @@ Prints: one VM boot to power-off (the floor of every test of the pack), measured
 and again last, the ratios against the mean of the two (the shared host's load moves
 within a run too); `scons KO=e1000
 DEVICES=e1000 check PACK=device` end to end (build, patch, the six tests: probe,
-rebind x3, hotplug x3, suspend, reload x3, the sweep), with each test's seconds; one
+rebind x3, hotplug x3, suspend, reload x3, the sweep), with each test's seconds and the
+bytes its guest wrote to ttyS1 (output.log: the serial port carries about 340 KB/s under
+TCG; the big dumps go packed, kedr_build/vm/packed.py); one
 unplug + re-plug cycle of the bound, patched e1000 (the guest's clock: QMP device_del
 until DEVICE_DELETED, device_add, probe until the interface is back; median of
 --cycles in one boot); the pack's sweep: its sites, boots, and seconds per site after
@@ -62,6 +64,11 @@ def bare_boot(kernel: ProvisionedKernel, workdir: Path) -> float:
     return time.perf_counter() - start
 
 
+def serial_bytes(logs: Path) -> int:
+    """Bytes the guest wrote to ttyS1 in a test's runs (each boot's output.log)."""
+    return sum(f.stat().st_size for f in logs.rglob("output.log"))
+
+
 def pack_run(work: Path, kernel_name: str) -> tuple[Path, float, dict[str, float], dict[str, Any]]:
     """The device pack on e1000 through scons: its outputs, seconds end to end, each
     test's seconds (junit.xml), the sweep's sweep.json."""
@@ -112,7 +119,9 @@ def main() -> int:
         print(f"KO=e1000 DEVICES=e1000 check PACK=device, end to end: {whole:.1f} s "
               f"= {whole / boot:.1f} x boot (verdict {report['verdict']})")
         for test, secs in tests.items():
-            print(f"  {test:8} {secs:6.1f} s = {secs / boot:5.1f} x boot")
+            sent = serial_bytes(out / "report/logs/e1000" / test) / 1000
+            print(f"  {test:8} {secs:6.1f} s = {secs / boot:5.1f} x boot; {sent:5.0f} KB "
+                  "over ttyS1")
         print(f"the pack's sweep: {len(sw['results'])} sites, {sw['boots']} boot(s), first "
               f"boot to first site {sw['discovery_seconds']:.1f} s, then "
               f"{sw['seconds_per_site']:.2f} s per site = "

@@ -40,6 +40,7 @@ from kedr_build.errors import KedrError
 from kedr_build.kernel import hosttools
 from kedr_build.kernel.descriptions import by_release
 from kedr_build.ko.module import ModuleRef
+from kedr_build.vm import packed
 from kedr_build.vm.console import find_problems
 from kedr_build.vm.qemu import JOB_START, STATUS_MARK, Verdict, VmResult, parse_status
 from kedr_build.vm.runner import TRACEFS, RunPlan, RunReport, conclude, plan_run
@@ -369,7 +370,7 @@ def run_job(conn: Transport, root: str, token: str, logdir: Path, timeout: float
     write_atomic(logdir / "console.log", console.encode())
     status = parse_status((logdir / "status.log").read_text(errors="replace"))
     return VmResult(status=status,
-                    output=(logdir / "output.log").read_text(errors="replace"),
+                    output=packed.unpack((logdir / "output.log").read_text(errors="replace")),
                     console=console, problems=tuple(find_problems(console)),
                     timed_out=end.timed_out or bool(end.silent), elapsed=elapsed,
                     command=tuple(conn.command_line(f"sh {root}/wrapper.sh")), workdir=logdir,

@@ -43,6 +43,7 @@ from pathlib import Path
 from kedr_build import interrupt
 from kedr_build.kernel import hosttools
 from kedr_build.kernel import moddeps
+from kedr_build.vm import packed
 from kedr_build.vm.console import (KernelProblem, ProblemKind, classify, find_problems,
                                    strip_prefix)
 from kedr_build.errors import KedrError
@@ -350,8 +351,9 @@ def result_from_logs(workdir: Path, console: str | None = None, *, timed_out: bo
         console = _read(workdir / "console.log")
     return VmResult(
         status=parse_status(_read(workdir / "status.log")),
-        # The guest's tty turns "\n" into "\r\n" (onlcr); give callers plain lines.
-        output=_read(workdir / "output.log").replace("\r\n", "\n"),
+        # The guest's tty turns "\n" into "\r\n" (onlcr); give callers plain lines, the
+        # big dumps unpacked (kedr_build/vm/packed.py).
+        output=packed.unpack(_read(workdir / "output.log").replace("\r\n", "\n")),
         console=console,
         problems=tuple(find_problems(console)),
         timed_out=timed_out,

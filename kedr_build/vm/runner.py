@@ -22,6 +22,7 @@ from kedr_build.devices import binding
 from kedr_build.devices.attach import Attachment
 from kedr_build.devices.binding import Binding
 from kedr_build.checks.leaks import LeakReport, parse as parse_leaks, target_resolver
+from kedr_build.vm import packed
 from kedr_build.vm.console import KernelProblem, clean_lines
 from kedr_build.errors import KedrError
 from kedr_build.kernel.descriptions import ProvisionedKernel, by_release
@@ -213,7 +214,8 @@ def plan_run(modules: list[Path], workload: Path | None = None,
              "fuzz_end": FUZZ_END,
              "reduce_begin": REDUCE_BEGIN, "reduce_end": REDUCE_END,
              "seq_begin": SEQ_BEGIN, "seq_end": SEQ_END, "cycle_begin": CYCLE_BEGIN, "cycle_end": CYCLE_END}
-    marks.update(bind_begin=binding.BIND_BEGIN, bind_end=binding.BIND_END)
+    marks.update(bind_begin=binding.BIND_BEGIN, bind_end=binding.BIND_END,
+                 packed_begin=packed.BEGIN, packed_end=packed.END)
     script = template_env().get_template("guest-run.sh.j2").render(
         modules=[m.name for m in ordered], intree=intree, trace_providers=trace_providers,
         drivers=drivers, cycles=cycles,
