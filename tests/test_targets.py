@@ -77,6 +77,29 @@ def test_each_worker_takes_its_place(places: str, worker: str, chosen: str,
     assert place_of_worker(target, worker) == LabgridTarget(env, chosen)
 
 
+def test_an_enclosing_xdist_worker_is_not_the_sessions(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """``scons run``/``check`` started from a test in someone's xdist worker gw1 inherits
+    PYTEST_XDIST_WORKER=gw1: with one place it must still take that place (CI's -n 2
+    run of test_target_labgrid_places_vm failed: "worker gw1 has no place of its
+    own"). Only the pack session's own worker (its plugin's KEDR_PACK_WORKER) counts."""
+    from kedr_build.packs.check import _XDIST_ENV
+    from kedr_build.targets.places import WORKER_ENV, place_of_worker
+
+    (tmp_path / "lab.yaml").write_text("targets: {}\n")
+    target = parse_target(f"labgrid:{tmp_path / 'lab.yaml'}:lab-a")
+    assert isinstance(target, LabgridTarget)
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw1")
+    monkeypatch.delenv(WORKER_ENV, raising=False)
+    assert place_of_worker(target) == LabgridTarget(tmp_path / "lab.yaml", "lab-a")
+    monkeypatch.setenv(WORKER_ENV, "gw1")
+    two = parse_target(f"labgrid:{tmp_path / 'lab.yaml'}:lab-a,lab-b")
+    assert isinstance(two, LabgridTarget)
+    assert place_of_worker(two) == LabgridTarget(tmp_path / "lab.yaml", "lab-b")
+    # A session's pytest inherits neither.
+    assert {"PYTEST_XDIST_WORKER", WORKER_ENV} <= set(_XDIST_ENV)
+
+
 def test_a_worker_beyond_the_places_is_one_line(tmp_path: Path) -> None:
     from kedr_build.targets.places import place_of_worker
 

@@ -25,6 +25,7 @@ from kedr_build.errors import KedrError
 from kedr_build.packs import report
 from kedr_build.packs.pack import parse
 from kedr_build.packs.session import Session
+from kedr_build.targets import places
 
 SESSION_NAME = "session.json"
 
@@ -125,10 +126,18 @@ def run_session(session: Session) -> int:
     return _run_pytest(cmd, report_dir)
 
 
+# What a pytest-xdist worker is told, by xdist and by our plugin: the session's own
+# workers get theirs; one inherited from an enclosing run (``scons check`` started by a
+# test in someone's worker gw1) is not the session's.
+_XDIST_ENV = ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID",
+              places.WORKER_ENV)
+
+
 def _run_pytest(cmd: list[str], cwd: Path) -> int:
     """pytest's exit status. It gets SIGTERM when we die (even by SIGKILL) or are
     interrupted: it then writes its reports as interrupted and exits; so do we."""
-    proc = interrupt.spawn(cmd, cwd=cwd, on_parent_death=signal.SIGTERM,
+    env = {k: v for k, v in os.environ.items() if k not in _XDIST_ENV}
+    proc = interrupt.spawn(cmd, cwd=cwd, env=env, on_parent_death=signal.SIGTERM,
                            forward=signal.SIGTERM)
     try:
         status = proc.wait()

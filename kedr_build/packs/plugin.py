@@ -47,6 +47,7 @@ from kedr_build.packs.pack import Pack, PackTest, parse
 from kedr_build.packs.results import (NOT_BUILT, CheckResult, ItemResult, PackReport, TestRun,
                                       not_run, run_from_dict, verdict_of)
 from kedr_build.packs.session import DriverUnderTest, Session, parse_shard
+from kedr_build.targets import places
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -76,6 +77,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if hasattr(config, "workerinput"):
         # An xdist worker: it goes (and its QEMU with it) when the controller goes.
         interrupt.die_with_parent(signal.SIGTERM, os.getppid())
+        # Its place, of several (TARGET=labgrid:ENV:PLACES): targets/places.py.
+        os.environ[places.WORKER_ENV] = str(config.workerinput["workerid"])
     interrupt.install(raise_first=True)
     config.pluginmanager.register(PackSession(config, session, pack, shard), "kedr-pack")
 

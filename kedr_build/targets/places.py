@@ -137,12 +137,20 @@ def resolve(target: LabgridTarget) -> tuple[str, ...]:
     return tuple(found)
 
 
+# The pack session's pytest-xdist worker this process is (``gwK``), set by the pack
+# plugin in each worker (packs/plugin.py). Not PYTEST_XDIST_WORKER: a ``scons run`` or
+# ``check`` started from a test in someone else's xdist worker inherits that one, and
+# would take the place of a worker it is not (one place, "worker gw1 has no place").
+WORKER_ENV = "KEDR_PACK_WORKER"
+
+
 def place_of_worker(target: LabgridTarget, worker: str | None = None) -> LabgridTarget:
-    """The one place this process uses: the K-th of TARGET='s places in pytest-xdist's
-    worker ``gwK``, the first outside a worker (``run``, ``check`` with one place)."""
+    """The one place this process uses: the K-th of TARGET='s places in the pack
+    session's worker ``gwK``, the first outside one (``run``, ``check`` with one
+    place)."""
     if target.place is None:
         return target
-    worker = worker if worker is not None else os.environ.get("PYTEST_XDIST_WORKER", "")
+    worker = worker if worker is not None else os.environ.get(WORKER_ENV, "")
     index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
     names = resolve(target) if any(c in target.place for c in "*?[") else patterns(target)
     if index >= len(names):
