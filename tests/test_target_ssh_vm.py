@@ -9,7 +9,8 @@ would on real hardware. One lab machine per kernel for the whole file.
   trace buffer size;
 * hot patching (``attach``, tests/attach_lab.py): a pack of kind attach gives the
   report TARGET=qemu gives for the clean example and a leaky driver, ``scons attach``
-  prints the machine's part, and the machine is left as found;
+  prints the machine's part, and the machine is left as found; the kernel's own loop,
+  loaded before, is attached to and left loaded;
 * a module built for the other pinned kernel is refused before anything is copied, in
   one line naming both releases;
 * an unreachable host, a key the machine does not accept, a full disk, a pack of
@@ -166,6 +167,26 @@ def test_attach_over_ssh_gives_the_qemu_verdict(lab: tuple[LabMachine, Path],
     qemu = in_qemu(hot, build, pack, kernel, name)
     check_lab_against_qemu(hot / "lab-report", qemu)
     assert window(hot_result(build, "attachee", kernel)) == qemu[1]["attachee"]
+
+    # A module loaded before (the kernel's own loop, as loaded at boot): attached to as
+    # it is and left loaded; only what the run brought is gone.
+    assert machine.ssh("modprobe loop").returncode == 0
+    loaded = _state(machine)
+    # tests/workloads/loop-file.sh with its disk image in the run's directory (removed
+    # with it), not in /tmp: a machine's /tmp is compared.
+    loop_workload = hot / "loop-file.sh"
+    loop_workload.write_text((REPO / "tests/workloads/loop-file.sh").read_text()
+                             .replace("/tmp/disk.img", "disk.img"))
+    hot_loop = run_scons([*common, "KO=loop", f"WORKLOAD={loop_workload}", "attach"],
+                         check=False)
+    assert hot_loop.returncode == 0, hot_loop.stdout + hot_loop.stderr
+    assert "left as found (modules unloaded, files removed)" in hot_loop.stdout, hot_loop.stdout
+    result = json.loads(hot_result(build, "loop", kernel).read_text())
+    assert result["output"].count("workload rc=0") == 3, result["output"]
+    assert result["calls"]["mutex_unlock"] > 0, result["calls"]
+    assert _state(machine) == loaded
+    assert machine.ssh("modprobe -r loop").returncode == 0
+    assert _state(machine) == before
 
 
 def test_refused_in_one_line_and_nothing_copied(lab: tuple[LabMachine, Path],
