@@ -150,4 +150,4 @@ def _vm_kind_only(cfg: BuildConfig, pack_file: Path) -> None:
     if other:
         raise KedrError(f"TARGET={cfg.target}: pack {pack.name} test {other[0].name} is of "
                         f"kind {other[0].kind}, which runs in QEMU only so far (the vm kind, "
-                        "as in PACK=basic, runs on this target)")
+                        "as in PACK=basic, and the attach kind run on this target)")
