@@ -141,11 +141,13 @@ def session(drivers: Sequence[CheckedDriver], report_dir: str,
 
 
 def _vm_kind_only(cfg: BuildConfig, pack_file: Path) -> None:
-    """A real machine runs the ``vm`` test kind only so far (basic's tests): a pack with
-    another kind (faults, fundamentals, device) is refused before anything runs."""
+    """A real machine runs the ``vm`` test kind only so far (basic's tests), and
+    ``attach`` (packs/attachkind.py): a pack with another kind (faults, fundamentals,
+    device) is refused before anything runs."""
     pack = packs.parse(pack_file.read_text(), pack_file)
-    other = [t for t in pack.tests if t.kind != "vm" and (not cfg.tests or t.name in cfg.tests)]
+    other = [t for t in pack.tests if t.kind != "vm" and t.kind != "attach"
+             and (not cfg.tests or t.name in cfg.tests)]
     if other:
         raise KedrError(f"TARGET={cfg.target}: pack {pack.name} test {other[0].name} is of "
                         f"kind {other[0].kind}, which runs in QEMU only so far (the vm kind, "
-                        "as in PACK=basic, runs on this target)")
+                        "as in PACK=basic, and the attach kind run on this target)")

@@ -446,9 +446,9 @@ FAULTS_TARGETS = ("run",)
 
 
 # What each TARGET= kind can do so far (issue 21): the QEMU guest everything, a machine
-# over SSH or through labgrid run, sweep and check (packs of the vm test kind: checkjob
-# refuses the others).
-MACHINE_TARGETS = ("run", "sweep", "check")
+# over SSH or through labgrid run, sweep, check (packs of the vm and attach test kinds:
+# checkjob refuses the others) and attach.
+MACHINE_TARGETS = ("run", "sweep", "check", "attach")
 VM_TARGETS = ("run", "sweep", "check", "attach")
 
 

@@ -101,7 +101,8 @@ def lab_machine(kernel: ProvisionedKernel, workdir: Path) -> Iterator[LabMachine
     config.write_text(f"Host *\n  IdentityFile {key}\n  IdentitiesOnly yes\n"
                       "  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n"
                       "  LogLevel ERROR\n")
-    job = GuestJob(script=_script(port), files=files, intree_modules=("e1000",),
+    # loop: shipped, not loaded (a test loads it to attach to a module loaded before).
+    job = GuestJob(script=_script(port), files=files, intree_modules=("e1000", "loop"),
                    qemu_args=("-netdev", f"user,id=lab,hostfwd=tcp:127.0.0.1:{port}-:22",
                               "-device", "e1000,netdev=lab"))
     results: list[VmResult] = []

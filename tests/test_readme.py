@@ -84,6 +84,9 @@ NOT_HERE.update({
     "SSH_CONFIG=lab.ssh check PACK=basic":
         "needs a lab machine: tests/test_target_ssh_vm.py checks PACK=basic over ssh on a "
         "QEMU guest playing one, both kernels",
+    "scons MODULE=path/to/driver KERNEL=debian-6.1 TARGET=ssh://root@lab-host attach":
+        "needs a lab machine: tests/test_target_ssh_vm.py attaches over ssh on a QEMU "
+        "guest playing one (and test_target_labgrid_vm.py through labgrid), both kernels",
     "scons MODULE=path/to/driver KERNEL=debian-6.1 TARGET=labgrid:lab.yaml check PACK=basic":
         "needs a lab's labgrid environment: tests/test_target_labgrid_vm.py checks "
         "PACK=basic through labgrid on a QEMUDriver guest playing one",

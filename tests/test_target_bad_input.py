@@ -24,7 +24,6 @@ HOST = "ssh://root@lab.invalid"
     ([f"TARGET={HOST}", "sweep"],
      (f"TARGET={HOST}: sweep fails the driver's kernel calls on purpose", "I_KNOW_THIS_MAY_CRASH=1")),
     ([f"TARGET={HOST}", "sweep", "I_KNOW_THIS_MAY_CRASH=0"], ("add I_KNOW_THIS_MAY_CRASH=1",)),
-    ([f"TARGET={HOST}", "attach"], ("the attach target runs in QEMU only so far",)),
     (["TARGET=lab", "run"], ("TARGET=lab: unknown target; one of qemu, ssh://",)),
     (["TARGET=ssh://root@host:99999", "run"], ("port 99999 is not 1-65535",)),
     (["TARGET=ssh://ro ot@host", "run"], ("not ssh://[user@]host[:port]",)),
@@ -36,7 +35,7 @@ HOST = "ssh://root@lab.invalid"
     ([f"TARGET={HOST}", "DEVICES=edu", "run"],
      (f"DEVICES=edu: emulated devices are QEMU's; TARGET={HOST} uses the machine's own",)),
 ], ids=["faults-no-consent", "sweep-no-consent", "sweep-consent-0",
-        "attach", "unknown", "port", "user", "labgrid-no-file", "ssh-config-no-ssh",
+        "unknown", "port", "user", "labgrid-no-file", "ssh-config-no-ssh",
         "ssh-config-missing", "devices"])
 def test_bad_target(args: list[str], fragments: tuple[str, ...], tmp_path: Path,
                     pinned_kernel: ProvisionedKernel) -> None:

@@ -10,6 +10,9 @@ labgrid as it would on a lab machine. The same steps as TARGET=ssh://
 * a module built for the other pinned kernel is refused before anything is copied, in
   one line naming both releases (run in this process, on its own labgrid guest: its
   /tmp and loaded modules are compared before and after);
+* hot patching (``attach``, tests/attach_lab.py): a pack of kind attach gives the
+  report TARGET=qemu gives for the clean example and a leaky driver, ``scons attach``
+  prints the machine's part, and the machine is left as found;
 * an environment file that is not YAML, one that is not text, one without the target ``main``, one whose
   target has no command driver: one line each, nothing built (coordinator places:
   tests/test_target_labgrid_places_vm.py).
@@ -25,6 +28,8 @@ from typing import Any
 
 import pytest
 
+from attach_lab import (batch_report, check_lab_against_qemu, copy_drivers, drivers_arg,
+                        hot_result, in_qemu, prepared, window)
 from conftest import REPO, kernel_name, outputs, run_scons
 from kedr_build.errors import KedrError
 from kedr_build.kernel.descriptions import (DEFAULT_KERNEL, ProvisionedKernel, available,
@@ -124,6 +129,58 @@ def test_other_kernel_refused_before_copying(lab: tuple[Path, Path],
     assert proc.returncode != 0 and "Traceback" not in proc.stdout + proc.stderr
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("kedr-build: ")]
     assert len(lines) == 1 and "(vermagic); nothing was copied" in lines[0], proc.stdout
+
+
+def test_attach_through_labgrid_gives_the_qemu_verdict(lab: tuple[Path, Path],
+                                                       kernel: ProvisionedKernel) -> None:
+    """Hot patching through labgrid (tests/attach_lab.py): a pack of kind attach over
+    the clean example and the leaky attachee gives QEMU's report, ``scons attach``
+    prints the machine's part, and the attach job run again on this process's labgrid
+    machine (the one the refusal test opened: no other boot) leaves it as found."""
+    from kedr_build.targets.attach import attach_on_machine
+    from kedr_build.targets.labgrid import open_shell
+    from kedr_build.targets.spec import parse_target
+
+    env, work = lab
+    name = kernel_name(kernel)
+    hot = work / "hot"
+    pack = copy_drivers(hot)
+    build = hot / "build"
+    through = run_scons([f"KERNEL={name}", f"BUILD_DIR={build}", f"TARGET=labgrid:{env}",
+                         drivers_arg(hot), "check", f"PACK={pack}"], check=False)
+    assert through.returncode == 0, through.stdout + through.stderr
+    lab_report = batch_report(build, kernel, name)
+    shutil.move(lab_report, hot / "lab-report")
+
+    workload = hot / "src" / "attachee" / "workload.sh"
+    once = run_scons([f"KERNEL={name}", f"BUILD_DIR={build}", f"TARGET=labgrid:{env}",
+                      f"MODULE={hot / 'src' / 'attachee'}", f"WORKLOAD={workload}", "attach"],
+                     check=False)
+    assert once.returncode == 0, once.stdout + once.stderr
+    assert f"--- target labgrid:{env} ---" in once.stdout, once.stdout
+    assert "left as found (modules unloaded, files removed)" in once.stdout, once.stdout
+    assert "kedr-build: kedr_attachee: attach PASSED" in once.stdout, once.stdout
+
+    # TARGET=qemu, from the same build.
+    qemu = in_qemu(hot, build, pack, kernel, name)
+    check_lab_against_qemu(hot / "lab-report", qemu)
+    assert window(hot_result(build, "attachee", kernel)) == qemu[1]["attachee"]
+
+    # The machine as found: the job again, on a shell of this process.
+    target = parse_target(f"labgrid:{env}")
+    shell = open_shell(target)
+
+    def state() -> list[str]:
+        return [ln for ln in shell.check(STATE, "reading its state").splitlines()
+                if not ln.startswith(".kedr-labgrid-")]
+
+    before = state()
+    plan, ko = prepared(build, "attachee", kernel)
+    again = attach_on_machine(target, None, plan, ko, False, hot / "again", workload, 300.0)
+    assert again.left_as_found == "" and again.verdict == "passed", again.reason
+    assert again.taint_before is not None and again.taint is not None
+    assert window(hot / "again" / "result.json") == qemu[1]["attachee"]
+    assert state() == before
 
 
 @pytest.mark.parametrize("text, fragment", [

@@ -1,7 +1,8 @@
 """Units of a real machine's recovery (issue 21, item 3): the console log level labgrid's
 ShellDriver changed is put back to the one the kernel booted with, and a machine the
 sweep left tainted or silent is power-cycled and checked again, or the sweep stops in
-one line. The machines themselves: tests/test_target_sweep_vm.py."""
+one line; an attach job that crashed it likewise (targets/attach.py). The machines
+themselves: tests/test_target_sweep_vm.py."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 
 from kedr_build.errors import KedrError
 from kedr_build.targets.labgrid import boot_console_level
-from kedr_build.targets.machine import (LOST_BOUND, PROBE, Answer, JobEnd, Power,
+from kedr_build.targets.machine import (LOST_BOUND, PROBE, TAINT_BEFORE, Answer, JobEnd, Power,
                                         _after_loss, fresh_state)
 from kedr_build.targets.trials import MachineGuest
 
@@ -138,3 +139,67 @@ def test_a_run_that_lost_the_machine() -> None:
     assert conn is fresh and left == "" and dead.waited == [LOST_BOUND]
     assert fresh.asked == [PROBE, "rm -rf /tmp/kedr-build-x"]
     assert done == ["crash: power-cycled through p, its kernel checked again"]
+
+
+class CrashingMachine(FakeMachine):
+    """Its attach job panics in the attached window: output up to there, no status."""
+
+    def run(self, command: str, data: bytes | None = None, timeout: float = 1.0) -> Answer:
+        if command == "cat /proc/sys/kernel/tainted":
+            self.asked.append(command)
+            return Answer(0, f"{self.taint}\n".encode(), b"")
+        return super().run(command, data, timeout)
+
+    def run_job(self, command: str, out: Path, err: Path, timeout: float,
+                workdir: str) -> JobEnd:
+        out.write_text("step load 1.0\nstep before 1.1\nworkload rc=0\nstep attach 1.2\n"
+                       "attach.sh: kedr_repl_leaker attached to kedr_leaker (1 sites)\n"
+                       "step window 1.3\n")
+        err.write_text(f"{TAINT_BEFORE}4096\n")
+        return JobEnd(crashed="Kernel panic - not syncing: Fatal exception",
+                      console="Kernel panic - not syncing: Fatal exception\n")
+
+
+@pytest.mark.parametrize("power", [True, False], ids=["power", "no-power"])
+def test_an_attach_that_crashed_the_machine(tmp_path: Path, power: bool,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """targets/attach.py after a job without a status: the QEMU guest's verdict (the
+    kernel's report), the machine power-cycled where it can be, else cleaned up as far
+    as it goes and said to need a reboot; the run's reason says crash."""
+    from kedr_build.intercept.attach import AttachResult, AttachSites
+    from kedr_build.ko.module import ModuleRef
+    from kedr_build.targets import attach
+    from kedr_build.targets.spec import SshTarget
+
+    ko = Path(__file__).parent / "data" / "leaks" / "kedr_leaker.ko"    # a real module
+    release = ModuleRef.read(ko).release
+    assert release
+    out = tmp_path / "attach"
+    (out / "kedr_repl_leaker").mkdir(parents=True)
+    repl = out / "kedr_repl_leaker" / "kedr_repl_leaker.ko"
+    repl.write_bytes(ko.read_bytes())
+    for name in ("attach.sh", "detach.sh", "attach.sites", "attach.sections"):
+        (out / name).write_text("")
+    prepared = AttachResult(replacement=repl, sites=AttachSites("kedr_leaker", (), (), ""),
+                            attach_sh=out / "attach.sh", detach_sh=out / "detach.sh",
+                            warnings=())
+    crashing, fresh = CrashingMachine(release, 4096), CrashingMachine(release, 4096)
+    restarts = Power("labgrid's ShellStrategy with QEMUDriver", lambda: fresh) if power else None
+    monkeypatch.setattr(attach, "machine_guest",
+                        lambda target, config: MachineGuest(crashing, restarts=restarts))
+    report = attach.attach_on_machine(SshTarget("lab"), None, prepared, ko, False,
+                                      tmp_path / "run", None, 60.0)
+    assert report.verdict == "failed"
+    assert report.reason == "kernel panic; TARGET=ssh://root@lab: crash (then no status)"
+    assert report.taint_before == 4096 and report.taint == 4096
+    assert list(report.times) == ["load", "before", "attach", "window"]
+    if power:
+        assert report.power_cycles == ["crash: power-cycled through labgrid's ShellStrategy "
+                                       "with QEMUDriver, its kernel checked again"]
+        assert report.left_as_found == "" and report.machine == "ssh://root@lab"
+        assert PROBE in fresh.asked and any("rm -rf /tmp/kedr-build-" in c for c in fresh.asked)
+    else:
+        assert report.power_cycles == []
+        assert report.left_as_found == (
+            "TARGET=ssh://root@lab has no power driver to restart it; modules unloaded, "
+            "files removed: reboot it before using it again")

@@ -7,10 +7,14 @@ would on real hardware. One lab machine per kernel for the whole file.
   example's 9 passes in QEMU are tests/test_packs_vm.py's), and the machine is
   left as found: no module of ours loaded, no file of ours left, the same mounts and
   trace buffer size;
+* hot patching (``attach``, tests/attach_lab.py): a pack of kind attach gives the
+  report TARGET=qemu gives for the clean example and a leaky driver, ``scons attach``
+  prints the machine's part, and the machine is left as found; the kernel's own loop,
+  loaded before, is attached to and left loaded;
 * a module built for the other pinned kernel is refused before anything is copied, in
   one line naming both releases;
 * an unreachable host, a key the machine does not accept, a full disk, a pack of
-  another test kind than vm, and a machine already tainted beyond
+  another test kind than vm or attach, and a machine already tainted beyond
   out-of-tree/unsigned: one line each, the machine left as found.
 """
 
@@ -25,6 +29,8 @@ from typing import Any
 
 import pytest
 
+from attach_lab import (batch_report, check_lab_against_qemu, copy_drivers, drivers_arg,
+                        hot_result, in_qemu, window)
 from conftest import REPO, kernel_name, outputs, run_scons
 from kedr_build.kernel.descriptions import (DEFAULT_KERNEL, ProvisionedKernel, available,
                                             describe)
@@ -128,6 +134,59 @@ def test_basic_over_ssh_gives_the_qemu_report(lab: tuple[LabMachine, Path],
     assert failed == {("leaker", "load-unload", "leaks"), ("leaker", "workload", "leaks")}
     assert ssh_items[("leaker", "load-unload", "leaks")][1].startswith("39 possible leaks")
     assert len([k for k in ssh_items if k[0] == "chardev"]) == 9
+
+
+def test_attach_over_ssh_gives_the_qemu_verdict(lab: tuple[LabMachine, Path],
+                                                kernel: ProvisionedKernel) -> None:
+    """Hot patching over ssh (tests/attach_lab.py): a pack of kind attach over the clean
+    example and the leaky attachee gives QEMU's report, ``scons attach`` prints the
+    machine's part, and the machine is left as found after each."""
+    machine, work = lab
+    name = kernel_name(kernel)
+    before = _state(machine)
+    hot = work / "hot"
+    pack = copy_drivers(hot)
+    build = hot / "build"
+    common = [f"KERNEL={name}", f"BUILD_DIR={build}", f"TARGET={machine.target}",
+              f"SSH_CONFIG={machine.ssh_config}"]
+    over_ssh = run_scons([*common, drivers_arg(hot), "check", f"PACK={pack}"], check=False)
+    assert over_ssh.returncode == 0, over_ssh.stdout + over_ssh.stderr
+    assert _state(machine) == before
+    shutil.move(batch_report(build, kernel, name), hot / "lab-report")
+
+    workload = hot / "src" / "attachee" / "workload.sh"
+    once = run_scons([*common, f"MODULE={hot / 'src' / 'attachee'}", f"WORKLOAD={workload}",
+                      "attach"], check=False)
+    assert once.returncode == 0, once.stdout + once.stderr
+    assert f"--- target {machine.target} ---" in once.stdout, once.stdout
+    assert "left as found (modules unloaded, files removed)" in once.stdout, once.stdout
+    assert "kedr-build: kedr_attachee: attach PASSED" in once.stdout, once.stdout
+    assert _state(machine) == before
+
+    # TARGET=qemu, from the same build.
+    qemu = in_qemu(hot, build, pack, kernel, name)
+    check_lab_against_qemu(hot / "lab-report", qemu)
+    assert window(hot_result(build, "attachee", kernel)) == qemu[1]["attachee"]
+
+    # A module loaded before (the kernel's own loop, as loaded at boot): attached to as
+    # it is and left loaded; only what the run brought is gone.
+    assert machine.ssh("modprobe loop").returncode == 0
+    loaded = _state(machine)
+    # tests/workloads/loop-file.sh with its disk image in the run's directory (removed
+    # with it), not in /tmp: a machine's /tmp is compared.
+    loop_workload = hot / "loop-file.sh"
+    loop_workload.write_text((REPO / "tests/workloads/loop-file.sh").read_text()
+                             .replace("/tmp/disk.img", "disk.img"))
+    hot_loop = run_scons([*common, "KO=loop", f"WORKLOAD={loop_workload}", "attach"],
+                         check=False)
+    assert hot_loop.returncode == 0, hot_loop.stdout + hot_loop.stderr
+    assert "left as found (modules unloaded, files removed)" in hot_loop.stdout, hot_loop.stdout
+    result = json.loads(hot_result(build, "loop", kernel).read_text())
+    assert result["output"].count("workload rc=0") == 3, result["output"]
+    assert result["calls"]["mutex_unlock"] > 0, result["calls"]
+    assert _state(machine) == loaded
+    assert machine.ssh("modprobe -r loop").returncode == 0
+    assert _state(machine) == before
 
 
 def test_refused_in_one_line_and_nothing_copied(lab: tuple[LabMachine, Path],

@@ -13,6 +13,9 @@ window), it detaches, the workload runs a third time, the driver is unloaded.
                untracked; objects still live at detach are listed, not judged: the
                driver still runs)
 * ``rules``    no kernel API rule broken in the window
+
+With TARGET=ssh:// or labgrid: the same flow runs on that machine
+(:mod:`kedr_build.targets.attach`), judged the same way.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from kedr_build.packs.results import CheckResult, TestRun, not_run
 from kedr_build.packs.session import DriverUnderTest, Session
 
 if TYPE_CHECKING:
+    from kedr_build.intercept.attach import AttachResult
     from kedr_build.vm.attachrun import AttachReport
 
 
@@ -63,12 +67,34 @@ def run(driver: DriverUnderTest, test: PackTest, logdir: Path, session: Session)
         intree = kernel.modules_dir is not None and kernel.modules_dir in ko.resolve().parents
         prepared = prepare(AttachRequest(ko=ko, kernel=kernel, outdir=logdir / "attach",
                                          replacement_module=driver.replacement))
-        report = run_attach(kernel, prepared, ko, intree, logdir / "run",
-                            Path(driver.workload), timeout)
+        if session.target:
+            report = _on_machine(session, prepared, ko, intree, logdir / "run",
+                                 Path(driver.workload), timeout)
+        else:
+            report = run_attach(kernel, prepared, ko, intree, logdir / "run",
+                                Path(driver.workload), timeout)
     except KedrError as e:
         return TestRun(driver.name, test.name, test.kind, reason=str(e), logs=str(logdir),
                        checks=tuple(CheckResult(c, False, str(e)) for c in test.checks))
     return judge(driver.name, test, report, logdir)
+
+
+def _on_machine(session: Session, prepared: AttachResult, ko: Path, intree: bool,
+                logdir: Path, workload: Path, timeout: float) -> AttachReport:
+    """The same flow on the real machine of TARGET= (targets/attach.py); how the machine
+    was left, when not as found, joins the reason (never silent, not a driver check)."""
+    import dataclasses
+
+    from kedr_build.targets.attach import attach_on_machine
+    from kedr_build.targets.spec import parse_target
+
+    target = parse_target(session.target)
+    report = attach_on_machine(target, Path(session.ssh_config) if session.ssh_config
+                               else None, prepared, ko, intree, logdir, workload, timeout)
+    if report.left_as_found:
+        report = dataclasses.replace(report, reason="; ".join(
+            r for r in (report.reason, f"TARGET={target} {report.left_as_found}") if r))
+    return report
 
 
 def judge(driver: str, test: PackTest, report: AttachReport, logdir: Path) -> TestRun:

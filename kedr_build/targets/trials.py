@@ -50,6 +50,7 @@ class MachineGuest:
     _ours: tuple[str, ...] = ()
     _kos: tuple[ModuleRef, ...] = ()
     done: list[str] = field(default_factory=list)   # what happened to the machine
+    checked: bool = False               # found fit (release, taint, ours not loaded)
 
     @property
     def name(self) -> str:
@@ -78,6 +79,7 @@ class MachineGuest:
             if busy:
                 raise KedrError(f"TARGET={self.conn}: {busy[0]} is already loaded there; "
                                 "nothing was copied (unload it first)")
+            self.checked = True
         files = {name: (_without_debug_info(path) if self.conn.slow and name.endswith(".ko")
                         else path.read_bytes()) for name, path in job.files.items()}
         self.conn.check(f"mkdir -p {self.root} && tar -x -f - -C {self.root}",

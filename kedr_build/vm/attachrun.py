@@ -22,9 +22,12 @@ from typing import TYPE_CHECKING
 
 from kedr_build.atomic import write_atomic
 
+from kedr_build.vm.qemu import GuestJob
+
 if TYPE_CHECKING:
     from kedr_build.intercept.attach import AttachResult
     from kedr_build.kernel.descriptions import ProvisionedKernel
+    from kedr_build.vm.qemu import VmResult
 
 STEPS = ("load", "before", "attach", "window", "detach", "after", "unload", "done")
 
@@ -40,19 +43,33 @@ class AttachReport:
     totals: dict[str, int] = field(default_factory=dict)   # the leak report's totals
     live: list[str] = field(default_factory=list)          # "fn size caller" at detach
     output: str = ""
+    # A real machine (TARGET=ssh://, labgrid:; targets/attach.py): where, its taint
+    # before and after, what was done to it, and how it was left ("" as found).
+    machine: str = ""
+    taint_before: int | None = None
+    taint: int | None = None
+    power_cycles: list[str] = field(default_factory=list)
+    left_as_found: str = ""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
 
 
 def guest_script(target: str, replacement: str, intree: bool, workload: bool) -> str:
+    """The job: load, run, attach, run, detach, run, unload. A module already loaded
+    (a real machine's in-tree module, loaded at boot) is attached to as it is and
+    left loaded: only what the job loaded is unloaded."""
+    name = shlex.quote(target.replace("-", "_"))
     load = f"modprobe {shlex.quote(target)}" if intree else "insmod target.ko"
-    unload = f"modprobe -r {shlex.quote(target)}" if intree else f"rmmod {shlex.quote(target)}"
+    unload = (f"[ -n \"$found\" ] || modprobe -r {shlex.quote(target)}" if intree
+              else f"rmmod {shlex.quote(target)}")
+    found = f"found=$(grep \"^{name} \" /proc/modules)" if intree else "found="
     work = "sh ./workload.sh; echo \"workload rc=$?\"" if workload else "true"
     ctl = f"/sys/kernel/debug/kedr_build/{replacement}"
     return f"""set -u
 t() {{ cut -d' ' -f1 /proc/uptime; }}
-echo "step load $(t)"; {load} || {{ echo "failed: loading {target}"; exit 1; }}
+{found}
+echo "step load $(t)"; [ -n "$found" ] || {load} || {{ echo "failed: loading {target}"; exit 1; }}
 echo "step before $(t)"; {work}
 echo "step attach $(t)"; sh attach/attach.sh || {{ echo "failed: attach"; {unload}; exit 1; }}
 echo "step window $(t)"; {work}
@@ -64,10 +81,10 @@ echo "step done $(t)"
 """
 
 
-def run_attach(kernel: ProvisionedKernel, prepared: AttachResult, ko: Path, intree: bool,
-               logdir: Path, workload: Path | None, timeout: float) -> AttachReport:
+def attach_job(prepared: AttachResult, ko: Path, intree: bool, logdir: Path,
+               workload: Path | None) -> GuestJob:
+    """The job of an attach run and its files (the QEMU guest's or a real machine's)."""
     from kedr_build.ko.container import read_module
-    from kedr_build.vm.qemu import GuestJob, run_guest
 
     logdir.mkdir(parents=True, exist_ok=True)
     files = prepared.guest_files("attach")
@@ -78,13 +95,25 @@ def run_attach(kernel: ProvisionedKernel, prepared: AttachResult, ko: Path, intr
     if workload is not None:
         files["workload.sh"] = workload
     target = prepared.sites.module
-    job = GuestJob(script=guest_script(target, prepared.replacement.stem, intree,
-                                       workload is not None),
-                   files=files, intree_modules=(target,) if intree else ())
+    return GuestJob(script=guest_script(target, prepared.replacement.stem, intree,
+                                        workload is not None),
+                    files=files, intree_modules=(target,) if intree else ())
+
+
+def run_attach(kernel: ProvisionedKernel, prepared: AttachResult, ko: Path, intree: bool,
+               logdir: Path, workload: Path | None, timeout: float) -> AttachReport:
+    from kedr_build.vm.qemu import run_guest
+
+    job = attach_job(prepared, ko, intree, logdir, workload)
     result = run_guest(kernel, job, logdir, timeout=timeout)
+    return conclude_attach(prepared, result, logdir)
+
+
+def conclude_attach(prepared: AttachResult, result: VmResult, logdir: Path) -> AttachReport:
+    """The report of an attach job's result (written to ``logdir``)."""
     write_atomic(logdir / "output.log", result.output.encode())
     write_atomic(logdir / "console.log", result.console.encode())
-    report = interpret(result.output, target, len(prepared.sites.sites),
+    report = interpret(result.output, prepared.sites.module, len(prepared.sites.sites),
                        result.status, [p.kind.value for p in result.problems],
                        result.timed_out)
     write_atomic(logdir / "result.json", report.to_json().encode())
@@ -151,6 +180,13 @@ def format_attach(report: AttachReport, logdir: Path) -> list[str]:
                    f"(untracked), {tt.get('bad_frees', 0)} bad frees; {len(report.live)} "
                    "objects of the window still live at detach (not judged: the driver "
                    "still runs)")
+    if report.machine:
+        out.append(f"--- target {report.machine} ---")
+        out.append(f"kernel taint (/proc/sys/kernel/tainted) before {report.taint_before}, "
+                   f"after {report.taint}")
+        out += report.power_cycles
+        out.append("left as found (modules unloaded, files removed)" if not report.left_as_found
+                   else f"NOT left as found: {report.left_as_found}")
     verdict = "PASSED" if report.verdict == "passed" else f"FAILED: {report.reason}"
     out.append(f"kedr-build: {report.target}: attach {verdict} (logs: {logdir})")
     return out

@@ -1,4 +1,5 @@
-"""SCons tool: ``scons MODULE=dir|KO=name attach`` -- hot patching in the VM.
+"""SCons tool: ``scons MODULE=dir|KO=name attach`` -- hot patching in the VM, or on the
+real machine TARGET= names (:mod:`kedr_build.targets.attach`).
 
 ``env.KedrAttach(outdir/attach/run/result.json, kos)`` builds the replacement
 module for attaching and the attach scripts into ``outdir/attach/``
@@ -38,8 +39,14 @@ def _attach(target: list[Any], source: list[Any], env: Any) -> int:
     prepared = prepare(AttachRequest(ko=ko, kernel=cfg.kernel, outdir=logdir.parent,
                                      replacement_module=cfg.replacement_module,
                                      functions=cfg.functions, jobs=cfg.jobs))
-    report = run_attach(cfg.kernel, prepared, ko, intree, logdir, cfg.workload,
-                        cfg.vm_timeout)
+    if cfg.target.real:
+        from kedr_build.targets.attach import attach_on_machine
+
+        report = attach_on_machine(cfg.target, cfg.ssh_config, prepared, ko, intree, logdir,
+                                   cfg.workload, cfg.vm_timeout)
+    else:
+        report = run_attach(cfg.kernel, prepared, ko, intree, logdir, cfg.workload,
+                            cfg.vm_timeout)
     print("\n".join(format_attach(report, logdir)))
     return 0 if report.verdict == "passed" else 1
 
