@@ -1,0 +1,53 @@
+"""The boots of a race's reduction (:mod:`kedr_build.vm.races`): each replays a
+sequence concurrently in fresh loads of the drivers, up to N times, until one fails
+(``replacements/templates/guest-race.sh.j2``), and says how it went."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from kedr_build.atomic import write_atomic
+from kedr_build.kernel.descriptions import ProvisionedKernel
+from kedr_build.ko.module import ModuleRef, load_order
+from kedr_build.resources import template_env
+from kedr_build.vm import fuzzer
+from kedr_build.vm.qemu import GuestJob, run_guest
+from kedr_build.vm.races import Boot
+
+_REPLAYED = re.compile(r"^KFUZZ race-replay fails=([01]) of (\d+)$", re.M)
+BOOT_SECONDS = 120.0      # a boot's timeout beyond its replays' (measured ones below)
+REPLAY_SECONDS = 120.0    # ... each replay's
+
+
+def parse(output: str) -> tuple[int, int]:
+    """(failures, replays judged) of one boot; (0, 0): no answer (the guest was lost)."""
+    m = _REPLAYED.search(output)
+    return (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+
+
+def booter(kernel: ProvisionedKernel, modules: list[Path], trace_providers: tuple[str, ...],
+           intree: tuple[str, ...], check: str, logdir: Path,
+           cpus: int | None = None) -> Boot:
+    ordered, needed = load_order(ModuleRef.read(m) for m in modules)
+    drivers = [m.name for m in ordered if m.name not in trace_providers]
+    files = {f"modules/{m.name}.ko": m.path for m in ordered}
+    files["kfuzz"] = fuzzer.build()
+    boots = 0
+
+    def boot(sequence: str, replays: int) -> tuple[int, int]:
+        nonlocal boots
+        boots += 1
+        workdir = logdir / f"race-{check}-{boots}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        write_atomic(workdir / "start.seq", sequence.encode())
+        script = template_env().get_template("guest-race.sh.j2").render(
+            intree=needed + [d for d in intree if d not in needed],
+            trace_providers=trace_providers, drivers=drivers, root="/kedr", check=check,
+            replays=replays)
+        job = GuestJob(script=script, files={**files, "start.seq": workdir / "start.seq"},
+                       intree_modules=tuple(dict.fromkeys([*needed, *intree])))
+        timeout = BOOT_SECONDS + REPLAY_SECONDS * replays
+        return parse(run_guest(kernel, job, workdir, timeout=timeout, cpus=cpus).output)
+
+    return boot
