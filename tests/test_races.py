@@ -278,3 +278,20 @@ def test_kfuzz_replays_each_thread_in_a_thread_of_its_own(tmp_path: Path) -> Non
     both = openers("-P")
     assert len(both["/dev/null"]) == 1 and len(both["/dev/zero"]) == 1, both
     assert not both["/dev/null"] & both["/dev/zero"] and "main" not in both["/dev/null"], both
+
+
+def test_a_halving_that_held_by_luck_steps_back_one() -> None:
+    """The last halving held in the search (by luck, at the edge of the volume the race
+    needs) but fails its verification: the halving before it is verified and reported."""
+    def boot(text: str, n: int) -> tuple[int, int]:
+        threads, kinds, per = kept(text)
+        racing = len(threads) == 2 and 5 in kinds and {0, 1} & kinds
+        ops = sum(per.values())
+        if not racing or ops < 30:
+            return 0, n
+        # 30-59 operations: failing in the search (3 replays a boot at most), never in
+        # a verification (5)
+        return (1, 1) if ops >= 60 or n < 5 else (0, n)
+    r = races.reduce("leaks", recording(), oracle(boot))
+    assert r.reduced and r.verified == races.Rate(5, 5), r.describe()
+    assert 60 <= r.ops < 120, r.describe()

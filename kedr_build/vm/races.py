@@ -23,8 +23,9 @@ So, here:
    never one lucky failure. A subset with one thread is known to pass (the one-thread
    replay of them all passed) and costs nothing;
 3. while the bar holds, each kept thread's operations are halved (the first half);
-4. the result is replayed R times more (no early stop): below the bar it is not
-   reported, the whole recording is, with its rate, and ``not reduced`` says why.
+4. the result is replayed R times more (no early stop); below the bar, the halving
+   before it is, then ddmin's result; none at the bar: no sequence is reported, the
+   whole recording is, with its rate, and ``not reduced`` says why.
 
 Replays stop early once the bar is reached or out of reach; attempts and seconds are
 bounded (``reduce`` and ``race_seconds``); the verification always runs. The oracle is
@@ -296,10 +297,11 @@ def reduce(check: str, text: str, oracle: Oracle) -> RaceReduction:
         cut = " before the budget ran out" if oracle.spent else ""
         return done(whole, bar=bar, why=f"no kind of operation or thread could be dropped "
                     f"with the rate at {bar} of {R} or more{cut}")
-    # The most reduced first; below the bar, ddmin's result before the halvings (the
-    # last halving that held may have held by luck, at the edge of the volume needed).
+    # The most reduced first; below the bar, the halving before it, then ddmin's result
+    # before the halvings (the last halving that held may have held by luck, at the edge
+    # of the volume the race needs).
     said = []
-    for best in dict.fromkeys((tried[-1], tried[0])):
+    for best in dict.fromkeys((tried[-1], tried[-2:][0], tried[0])):
         try:
             verified = oracle.rate(best.text())
         except GuestLost:
