@@ -32,8 +32,12 @@ the driver that stayed loaded: a replay fails when it leaves more references to 
 module than it found. A hang (no operation started for ``hang`` seconds: the ``fuzz``
 check fails) and a taint without a WARN/BUG line while the fuzzer ran (``kernel``)
 are reduced across fresh boots, a boot per failing attempt, within ``reduce``
-attempts and ``reduce_seconds`` (:mod:`kedr_build.vm.reboots`). A failure that needs
-two threads at once, a guest that died, and the other checks' failures after a failed
+attempts and ``reduce_seconds`` (:mod:`kedr_build.vm.reboots`). A ``kernel``,
+``leaks`` or ``rules`` failure the one-thread replay does not show (a race) is replayed
+concurrently, ``race_replays`` times a candidate, and reduced to the kinds of
+operation and threads it needs, at a failure rate comparable to the whole
+recording's, then verified (:mod:`kedr_build.vm.races`, within ``reduce`` attempts and
+``race_seconds``). A guest that died, and the other checks' failures after a failed
 unload (no fresh load) are said not to reduce, and why.
 """
 
