@@ -224,7 +224,7 @@ def test_guest_race_boot_replays_until_the_first_failure(tmp_path: Path) -> None
     the boot; the line it prints reads back."""
     script = template_env().get_template("guest-race.sh.j2").render(
         intree=[], trace_providers=["kedr_repl_x"], drivers=["kedr_x"], root="/kedr",
-        check="leaks", replays=4)
+        check="leaks", replays=4, limit=2)
     debugfs = tmp_path / "debugfs" / "kedr_build" / "kedr_repl_x"
     debugfs.mkdir(parents=True)
     leaks, calls = debugfs / "leaks", tmp_path / "calls"
@@ -234,7 +234,8 @@ def test_guest_race_boot_replays_until_the_first_failure(tmp_path: Path) -> None
         (bin_ / tool).write_text("#!/bin/sh\nexit 0\n")
     (bin_ / "kfuzz").write_text(
         f'#!/bin/sh\necho "$*" >> {calls}\n'
-        f'[ "$(wc -l < {calls})" = "$FAIL_AT" ] && echo "badfree 0x1" >> {leaks}\nexit 0\n')
+        f'[ "$(wc -l < {calls})" = "$FAIL_AT" ] && echo "badfree 0x1" >> {leaks}\n'
+        f'[ "$(wc -l < {calls})" = "$HANG_AT" ] && sleep 5\nexit 0\n')
     for tool in bin_.iterdir():
         tool.chmod(0o755)
     path = tmp_path / "race.sh"
@@ -242,16 +243,19 @@ def test_guest_race_boot_replays_until_the_first_failure(tmp_path: Path) -> None
                     .replace("/proc/sys/kernel/printk", str(tmp_path / "printk"))
                     .replace("/kedr/kfuzz", str(bin_ / "kfuzz")))
 
-    def boot(fail_at: int) -> tuple[tuple[int, int], list[str]]:
+    def boot(fail_at: int, hang_at: int = 0) -> tuple[tuple[int, int], list[str]]:
         for f in (leaks, calls):
             f.write_text("")
         out = subprocess.run(["sh", str(path)], env={"PATH": f"{bin_}:/bin:/usr/bin",
-                                                     "FAIL_AT": str(fail_at)},
+                                                     "FAIL_AT": str(fail_at),
+                                                     "HANG_AT": str(hang_at)},
                              capture_output=True, text=True).stdout
         return raceboot.parse(out), calls.read_text().splitlines()
 
     assert boot(2) == ((1, 2), ["-p /kedr/start.seq -P"] * 2)
     assert boot(9) == ((0, 4), ["-p /kedr/start.seq -P"] * 4)
+    # the third replay still running after 2 s: it hangs, a failure ending the boot
+    assert boot(9, hang_at=3) == ((1, 3), ["-p /kedr/start.seq -P"] * 3)
     assert raceboot.parse("KFUZZ race-error insmod kedr_x\n") == (0, 0)
 
 

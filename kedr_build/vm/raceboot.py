@@ -16,8 +16,10 @@ from kedr_build.vm.qemu import GuestJob, run_guest
 from kedr_build.vm.races import Boot
 
 _REPLAYED = re.compile(r"^KFUZZ race-replay fails=([01]) of (\d+)$", re.M)
-BOOT_SECONDS = 120.0      # a boot's timeout beyond its replays' (measured ones below)
-REPLAY_SECONDS = 120.0    # ... each replay's
+BOOT_SECONDS = 120.0      # a boot's timeout beyond its replays'
+# A replay still running after this many seconds hangs (the guest's watchdog): racefree's
+# 20000 recorded operations replay in about 5 s here (6.1, 6.12, on a loaded host).
+REPLAY_SECONDS = 90
 
 
 def parse(output: str) -> tuple[int, int]:
@@ -44,10 +46,10 @@ def booter(kernel: ProvisionedKernel, modules: list[Path], trace_providers: tupl
         script = template_env().get_template("guest-race.sh.j2").render(
             intree=needed + [d for d in intree if d not in needed],
             trace_providers=trace_providers, drivers=drivers, root="/kedr", check=check,
-            replays=replays)
+            replays=replays, limit=REPLAY_SECONDS)
         job = GuestJob(script=script, files={**files, "start.seq": workdir / "start.seq"},
                        intree_modules=tuple(dict.fromkeys([*needed, *intree])))
-        timeout = BOOT_SECONDS + REPLAY_SECONDS * replays
+        timeout = BOOT_SECONDS + (REPLAY_SECONDS + 30) * replays
         return parse(run_guest(kernel, job, workdir, timeout=timeout, cpus=cpus).output)
 
     return boot
