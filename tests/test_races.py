@@ -257,6 +257,11 @@ def test_guest_race_boot_replays_until_the_first_failure(tmp_path: Path) -> None
     # the third replay still running after 2 s: it hangs, a failure ending the boot
     assert boot(9, hang_at=3) == ((1, 3), ["-p /kedr/start.seq -P"] * 3)
     assert raceboot.parse("KFUZZ race-error insmod kedr_x\n") == (0, 0)
+    # a kernel that crashed during the second replay: it failed; lost before any: no answer
+    started = "KFUZZ race-replay-start 1\nKFUZZ race-replay-start 2\n"
+    assert raceboot.parse(started, crashed=True) == (1, 2)
+    assert raceboot.parse(started, crashed=False) == (0, 0)
+    assert raceboot.parse("", crashed=True) == (0, 0)
 
 
 def test_kfuzz_replays_each_thread_in_a_thread_of_its_own(tmp_path: Path) -> None:
