@@ -32,16 +32,22 @@ the driver that stayed loaded: a replay fails when it leaves more references to 
 module than it found. A hang (no operation started for ``hang`` seconds: the ``fuzz``
 check fails) and a taint without a WARN/BUG line while the fuzzer ran (``kernel``)
 are reduced across fresh boots, a boot per failing attempt, within ``reduce``
-attempts and ``reduce_seconds`` (:mod:`kedr_build.vm.reboots`). A failure that needs
-two threads at once, a guest that died, and the other checks' failures after a failed
+attempts and ``reduce_seconds`` (:mod:`kedr_build.vm.reboots`). A ``kernel``,
+``leaks`` or ``rules`` failure the one-thread replay does not show (a race) is replayed
+concurrently, ``race_replays`` times a candidate, and reduced to the kinds of
+operation and threads it needs, at a failure rate comparable to the whole
+recording's, then verified (:mod:`kedr_build.vm.races`, within ``reduce`` attempts and
+``race_seconds``). A guest that died, and the other checks' failures after a failed
 unload (no fresh load) are said not to reduce, and why.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
+from kedr_build.atomic import write_atomic
 from kedr_build.checks import suppress
 from kedr_build.errors import KedrError
 from kedr_build.kernel import provision
@@ -49,11 +55,12 @@ from kedr_build.packs import vmkind
 from kedr_build.packs.pack import PackTest
 from kedr_build.packs.results import CheckResult, TestRun
 from kedr_build.packs.session import DriverUnderTest, Session, attached
-from kedr_build.vm import discover, reboots, reduction
+from kedr_build.vm import discover, raceboot, races, reboots, reduction
 from kedr_build.vm.runner import FuzzPlan, RunReport, run_modules
 
 SEED_MAX = 2**64 - 1
 NO_INTERFACE = 100          # the guest's "fuzz none" status: nothing found to fuzz
+RACE = "race-"             # the class of a failure the one-thread replay does not show
 HUNG = 124                  # the guest's fuzz step status when the fuzzer hung
 
 
@@ -93,7 +100,8 @@ def run_fuzz(driver: DriverUnderTest, test: PackTest, logdir: Path,
         seed = fuzz_seed(session.env["FUZZ_SEED"])
     plan = FuzzPlan(seed=seed, count=test.params["count"], seconds=test.params["seconds"],
                     threads=test.params["threads"], reduce=test.params["reduce"],
-                    sweep=test.params["sweep"], hang=test.params["hang"])
+                    sweep=test.params["sweep"], hang=test.params["hang"],
+                    race_replays=test.params["race_replays"])
     workload = Path(driver.workload) if driver.workload else None
     try:
         report = _boot(driver, test, logdir, session, fuzz=plan,
@@ -105,9 +113,13 @@ def run_fuzz(driver: DriverUnderTest, test: PackTest, logdir: Path,
     ioctls = discover.ioctl_commands(report.fuzz_output)
     base = _judge(driver, test, report)
     reproduce = f"{driver.command} TEST={test.name} FUZZ_SEED={seed}"
-    reduced = reduction.parse(report.reduction)
+    reduced: dict[str, reduction.Reduction | races.RaceReduction] = dict(
+        reduction.parse(report.reduction))
     if plan.reduce and report.fuzz_sequence:
-        across = _reduce_across_boots(driver, test, logdir, session, report, plan)
+        cls, _ = reboots.split_sequence(report.fuzz_sequence)
+        across = (_reduce_race(driver, test, logdir, session, report, plan)
+                  if cls.startswith(RACE) else
+                  _reduce_across_boots(driver, test, logdir, session, report, plan))
         reduced[across.check] = across
     checks: list[CheckResult] = []
     for c in test.checks:
@@ -154,17 +166,33 @@ def _reduce_across_boots(driver: DriverUnderTest, test: PackTest, logdir: Path,
                           logdir, session.vm_cpus)
 
 
+def _reduce_race(driver: DriverUnderTest, test: PackTest, logdir: Path, session: Session,
+                 report: RunReport, plan: FuzzPlan) -> races.RaceReduction:
+    """A failure the one-thread replay does not show: reduced to the kinds of operation
+    and the threads it needs, replayed concurrently (:mod:`kedr_build.vm.races`); the
+    reduced sequence is kept beside the logs (race-CHECK.seq)."""
+    cls, sequence = reboots.split_sequence(report.fuzz_sequence)
+    check = cls[len(RACE):]
+    boot = raceboot.booter(provision.ensure(session.kernel), [Path(m) for m in driver.modules],
+                           (driver.replacement,), tuple(driver.modprobe), check, logdir,
+                           session.vm_cpus)
+    oracle = races.Oracle(boot, plan.race_replays, plan.reduce,
+                          float(test.params["race_seconds"]))
+    result = races.reduce(check, sequence, oracle)
+    if result.reduced:
+        saved = Path(logdir) / f"{cls}.seq"
+        write_atomic(saved, result.sequence.encode())
+        result = replace(result, saved=str(saved))
+    return result
+
+
 def _judge(driver: DriverUnderTest, test: PackTest, report: RunReport) -> TestRun:
     """The ``vm`` kind's checks of the run (this kind's own are judged here)."""
-    from dataclasses import replace
-
     return vmkind.judge(driver, replace(test, checks=tuple(
         c for c in test.checks if c in vmkind.CHECKS)), report)
 
 
 def _with(run: TestRun, checks: tuple[CheckResult, ...], **more: object) -> TestRun:
-    from dataclasses import replace
-
     return replace(run, checks=checks, **more)  # type: ignore[arg-type]
 
 

@@ -143,6 +143,13 @@ FUZZ = Kind(
                         maximum=10000),
         "reduce_seconds": Param(int, 600, "seconds the reduction of a hang or a taint may "
                                 "take, its fresh boots included", minimum=1, maximum=86400),
+        "race_replays": Param(int, 5, "a failure the operations replayed in one thread do "
+                              "not show (a race): fresh loads each candidate is replayed "
+                              "in concurrently, its threads at once (0: not reduced)",
+                              minimum=0, maximum=50),
+        "race_seconds": Param(int, 600, "seconds the reduction of a race may search, its "
+                              "fresh boots included (its verification comes after)",
+                              minimum=1, maximum=86400),
         "hang": Param(int, 30, "seconds with no fuzz operation started that make a hang "
                       "(0: only the VM timeout)", minimum=0, maximum=3600),
         "timeout": Param(int, 0, "seconds before the VM counts as hung (0: VM_TIMEOUT)",

@@ -80,6 +80,7 @@ class FuzzPlan:
     reduce: int = 0         # attempts to reduce a failure's sequence (0: not reduced)
     sweep: int = 0          # ioctls a node to find the commands it answers (0: none)
     hang: int = 0           # seconds with no operation started that make a hang (0: none)
+    race_replays: int = 0   # a race: concurrent replays a candidate (0: not reduced)
 
 
 @dataclass(frozen=True)

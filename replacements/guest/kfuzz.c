@@ -13,6 +13,10 @@
  *                                  of the op being made is kept in file AT (mapped shared:
  *                                  readable while the replay hangs); -T: stop after the op
  *                                  that changed /proc/sys/kernel/tainted
+ *   kfuzz -p SEQUENCE -P           replay it concurrently: each recorded thread's ops, in
+ *                                  order, in a thread of its own, all started at once (the
+ *                                  threads' recorded interleaving is not enforced: a race
+ *                                  replayed this way may or may not hit its window)
  *   kfuzz -C RECORD                print how many operations RECORD's threads started
  *   kfuzz -E RECORD -o SEQUENCE    write RECORD's operations as a sequence file (what -M
  *                                  reduces), for a reduction across boots
@@ -748,7 +752,74 @@ static int replay(const char *file, const char *at_file, int stop_on_taint)
 	return 0;
 }
 
-static int attempts, max_attempts, located;
+/* -p -P: each recorded thread's ops in a thread of its own, all released at once. */
+struct strand {
+	struct thread th;
+	struct entry *e;	/* shared: each strand writes only its own ops' results */
+	long n;
+	uint32_t id;
+	pthread_barrier_t *go;
+};
+
+static void *strand_run(void *p)
+{
+	struct strand *s = p;
+	long i;
+
+	pthread_barrier_wait(s->go);
+	for (i = 0; i < s->n; i++)
+		if (s->e[i].thread == s->id) {
+			run(&s->th, &s->e[i].op);
+			s->th.ops++;
+		}
+	for (i = 0; i < FDS; i++)
+		if (s->th.fds[i] >= 0)
+			close(s->th.fds[i]);
+	return NULL;
+}
+
+static int replay_concurrent(const char *file)
+{
+	static struct strand ss[MAX_THREADS];
+	pthread_t ids[MAX_THREADS];
+	pthread_barrier_t go;
+	struct entry *e;
+	long n = read_seq(file, &e), i;
+	uint32_t t, used = 0, k;
+	int present[MAX_THREADS] = { 0 };
+
+	if (n < 0)
+		return 2;
+	unmapped = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	for (i = 0; i < n; i++)
+		present[e[i].thread] = 1;
+	for (t = 0; t < MAX_THREADS; t++)
+		used += (uint32_t)present[t];
+	if (!used) {
+		printf("KFUZZ replayed ops=0 threads=0\n");
+		return 0;
+	}
+	pthread_barrier_init(&go, NULL, used);
+	for (t = 0, k = 0; t < MAX_THREADS; t++) {
+		if (!present[t])
+			continue;
+		if (thread_init(&ss[k].th, (int)t))
+			return 2;
+		ss[k].e = e;
+		ss[k].n = n;
+		ss[k].id = t;
+		ss[k].go = &go;
+		if (pthread_create(&ids[k], NULL, strand_run, &ss[k]))
+			return 2;
+		k++;
+	}
+	for (k = 0; k < used; k++)
+		pthread_join(ids[k], NULL);
+	printf("KFUZZ replayed ops=%ld threads=%u\n", n, used);
+	return 0;
+}
+
+static int attempts, max_attempts, located, concurrent;
 static const char *oracle;
 static const char *stopped = "minimal";
 
@@ -1189,7 +1260,7 @@ int main(int argc, char **argv)
 	int c, fd;
 	uint64_t i;
 
-	while ((c = getopt(argc, argv, "s:n:t:j:r:D:k:p:M:o:a:c:S:C:E:m:Rg:A:Lx:T")) != -1) {
+	while ((c = getopt(argc, argv, "s:n:t:j:r:D:k:p:M:o:a:c:S:C:E:m:Rg:A:Lx:TP")) != -1) {
 		switch (c) {
 		case 's': if (number(optarg, "seed", &seed, UINT64_MAX)) return 2; break;
 		case 'n': if (number(optarg, "count", &count, 1ull << 40)) return 2; break;
@@ -1213,8 +1284,9 @@ int main(int argc, char **argv)
 		case 'A': if (number(optarg, "attempts used", &used, 100000)) return 2; break;
 		case 'x': at_file = optarg; break;
 		case 'T': stop_on_taint = 1; break;
+		case 'P': concurrent = 1; break;
 		default: fprintf(stderr, "KFUZZ error: usage: kfuzz -s SEED -n COUNT -t SECONDS "
-				 "-j THREADS -r RECORD PATH... | kfuzz -D RECORD | kfuzz -p SEQUENCE | "
+				 "-j THREADS -r RECORD PATH... | kfuzz -D RECORD | kfuzz -p SEQUENCE [-P] | "
 				 "kfuzz -M RECORD -o SEQUENCE -a ATTEMPTS -c ORACLE | kfuzz -C RECORD | "
 				 "kfuzz -E RECORD -o SEQUENCE\n");
 			return 2;
@@ -1230,6 +1302,8 @@ int main(int argc, char **argv)
 
 		return n < 0 || write_seq(out, e, (size_t)n) ? 2 : 0;
 	}
+	if (seqfile && concurrent)
+		return replay_concurrent(seqfile);
 	if (seqfile)
 		return replay(seqfile, at_file, stop_on_taint);
 	if (reduce) {
