@@ -55,6 +55,11 @@ from kedr_build.vm.runner import FuzzPlan, RunReport, run_modules
 SEED_MAX = 2**64 - 1
 NO_INTERFACE = 100          # the guest's "fuzz none" status: nothing found to fuzz
 HUNG = 124                  # the guest's fuzz step status when the fuzzer hung
+# A hang or a taint-only failure on a real machine (TARGET=): its reduction needs a
+# fresh boot per attempt, which only QEMU gives cheaply (vm/reboots.py); the seed
+# reproduces it there, or on the machine.
+MACHINE_NOT_REDUCED = ("a hang or a taint is reduced with a fresh boot per attempt, in QEMU "
+                       "only: TARGET=qemu with the same seed")
 
 
 def fuzz_seed(text: str) -> int:
@@ -79,6 +84,10 @@ def _boot(driver: DriverUnderTest, test: PackTest, logdir: Path, session: Sessio
           **kwargs: object) -> RunReport:
     suppressions = suppress.load(Path(driver.suppress)) if driver.suppress else ()
     timeout = float(test.params["timeout"]) or session.vm_timeout
+    if session.target:
+        # A real machine (TARGET=ssh://, labgrid:): the same steps on its own kernel; a
+        # crash is power-cycled where it can be (targets/machine.py).
+        return vmkind.on_machine(driver, logdir, session, timeout, suppressions, **kwargs)
     kernel = provision.ensure(session.kernel)
     return run_modules(kernel, [Path(m) for m in driver.modules], logdir, timeout=timeout,
                        trace_providers=(driver.replacement,), intree=driver.modprobe,
@@ -144,6 +153,8 @@ def _reduce_across_boots(driver: DriverUnderTest, test: PackTest, logdir: Path,
     """A hang or a taint-only failure: reduced with a fresh boot per failing attempt."""
     cls, _ = reboots.split_sequence(report.fuzz_sequence)
     check = reboots.CLASSES.get(cls, "kernel")
+    if session.target:
+        return reduction.Reduction(check, outcome=MACHINE_NOT_REDUCED)
     if driver.devices:
         return reduction.Reduction(check, outcome="not reduced across boots with DEVICES= "
                                    "attached")
