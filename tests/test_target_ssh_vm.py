@@ -9,8 +9,8 @@ would on real hardware. One lab machine per kernel for the whole file.
   trace buffer size;
 * a module built for the other pinned kernel is refused before anything is copied, in
   one line naming both releases;
-* an unreachable host, a key the machine does not accept, a full disk, a pack of
-  another test kind than vm, and a machine already tainted beyond
+* an unreachable host, a key the machine does not accept, a full disk, a pack that
+  may crash the machine without I_KNOW_THIS_MAY_CRASH=1, and a machine already tainted beyond
   out-of-tree/unsigned: one line each, the machine left as found.
 """
 
@@ -175,11 +175,13 @@ def test_refused_in_one_line_and_nothing_copied(lab: tuple[LabMachine, Path],
     assert "No space left on device (the machine was left as found)" in line, line
     assert _state(machine) == before
 
-    # A pack of another test kind than vm: refused, not run in QEMU behind one's back.
+    # A pack whose test fails kernel calls on purpose, without I_KNOW_THIS_MAY_CRASH=1:
+    # refused, not run in QEMU behind one's back (tests/test_target_kinds_vm.py runs it).
     line = _one_line(_scons(lab, name, f"MODULE={work / 'src/chardev'}", "check",
                             "PACK=faults"))
-    assert (f"TARGET={machine.target}: pack faults test faults is of kind faults, which runs "
-            "in QEMU only so far") in line, line
+    assert (f"TARGET={machine.target}: pack faults test faults (faults) fails the driver's "
+            "kernel calls on purpose and may crash that machine: add "
+            "I_KNOW_THIS_MAY_CRASH=1 to go ahead") in line, line
     assert _state(machine) == before
 
     # A machine tainted beyond out-of-tree/unsigned (W: a WARNING) is not reused. Last:

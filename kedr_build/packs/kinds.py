@@ -235,10 +235,10 @@ ON_MACHINE = ("vm", "faults", "fuzz", "reload", "chaos")
 # unloads the driver with its workload in between, as a user does with insmod.
 MAY_CRASH = {
     "faults": "fails the driver's kernel calls on purpose",
-    "fuzz": "feeds the driver's device nodes and network interfaces random operations and "
-            "ioctls, to find the ones that oops",
-    "chaos": "feeds the driver's device nodes random operations while it is unloaded and "
-             "loaded again, to find the races that oops",
+    "fuzz": "fuzzes the driver's device nodes and network interfaces (random operations "
+            "and ioctls, the bugs that oops are what it looks for)",
+    "chaos": "fuzzes the driver's device nodes while unloading and loading it again (the "
+             "races that oops are what it looks for)",
 }
 # Of the kinds QEMU runs, those that need its emulated devices (DEVICES=: QEMU's, hot
 # plugged and suspended through QMP): never on a real machine.

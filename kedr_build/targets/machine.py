@@ -379,9 +379,7 @@ def run_job(conn: Transport, root: str, token: str, logdir: Path, timeout: float
     elapsed = time.monotonic() - start
     console = end.console     # what a console showed as it went silent (labgrid)
     if end.ended:
-        # A fuzz reduction saved the judged run's log before its replays (runner.JUDGED_LOG).
-        dmesg = conn.run(f"if [ -f {root}/{JUDGED_LOG} ]; then cat {root}/{JUDGED_LOG}; "
-                         f"else dmesg; fi | sed -n '/{JOB_START} {token}/,$p'")
+        dmesg = conn.run(since_start(root, token))
         console = dmesg.stdout.decode("utf-8", "replace") if dmesg.returncode == 0 else ""
     write_atomic(logdir / "console.log", console.encode())
     status = parse_status((logdir / "status.log").read_text(errors="replace"))
@@ -392,6 +390,17 @@ def run_job(conn: Transport, root: str, token: str, logdir: Path, timeout: float
                     command=tuple(conn.command_line(f"sh {root}/wrapper.sh")), workdir=logdir,
                     qemu_error=end.lost if status is None else "",
                     job_started=True, lost_why=_why(end, timeout) if status is None else "")
+
+
+def since_start(root: str, token: str) -> str:
+    """The command that prints the kernel log since the job's start marker: all of it
+    when the marker was pushed out of the ring buffer (a flood of WARNs: everything
+    left is newer). A fuzz reduction saved the judged run's log before its replays
+    (runner.JUDGED_LOG): that one is read then."""
+    log = f"{root}/kedr-console"
+    return (f"if [ -f {root}/{JUDGED_LOG} ]; then cat {root}/{JUDGED_LOG}; else dmesg; fi "
+            f"> {log} && if grep -qF '{JOB_START} {token}' {log}; then "
+            f"sed -n '/{JOB_START} {token}/,$p' {log}; else cat {log}; fi")
 
 
 def _why(end: JobEnd, timeout: float) -> str:
