@@ -1,11 +1,12 @@
-"""The faults, fuzz and reload test kinds on a real machine (issue 21): a QEMU guest of
+"""The faults, fuzz, reload and chaos test kinds on a real machine (issue 21): a QEMU guest of
 each pinned kernel plays it over ssh (tests/labmachine.py: Dropbear, no power driver),
 and ``scons check TARGET=ssh:// I_KNOW_THIS_MAY_CRASH=1`` runs a small pack of the
 three kinds there, through the machine path (targets/machine.py, targets/trials.py).
 One lab machine per kernel; the builds are reused between the targets.
 
 * examples/chardev and tests/drivers/errleak: every check's outcome is TARGET=qemu's
-  (chardev passes fuzz, reload and the fault sweep and campaign; errleak's sweep fails
+  (chardev passes fuzz, reload, chaos (without DEVICES=) and the fault sweep and
+  campaign; errleak's sweep fails
   at its kstrdup site with a leak, the same site and finding as in QEMU), the
   interfaces found are the same, and the machine is left as found (no module of
   ours loaded, no file of ours in /tmp, the same mounts and trace buffer size);
@@ -40,8 +41,8 @@ STATE = ("ls -a /tmp; cut -d' ' -f1 /proc/modules | sort; cut -d' ' -f2,3 /proc/
          "cat /sys/kernel/tracing/buffer_size_kb 2>/dev/null; true")
 
 # Small budgets: fuzz as the fundamentals pack does (its known bugs need the ioctl
-# sweep and 20000 operations from seed 7), a short reduction; two reload cycles; the
-# sweep and two campaign runs.
+# sweep and 20000 operations from seed 7), a short reduction; two reload cycles; 4 s of
+# chaos; the sweep and two campaign runs.
 PACK = """[pack]
 name = "machine-kinds"
 format = 1
@@ -60,6 +61,12 @@ name = "reload"
 kind = "reload"
 cycles = 2
 checks = ["loads", "workload", "growth", "kernel", "leaks", "rules"]
+
+[[test]]
+name = "chaos"
+kind = "chaos"
+seconds = 4
+checks = ["chaos", "loads", "kernel", "leaks", "rules"]
 
 [[test]]
 name = "faults"
@@ -137,6 +144,8 @@ def test_fuzz_reload_and_faults_on_a_machine_give_the_qemu_verdicts(
                                                       "rules")},
         **{("chardev", "reload", c): "passed" for c in ("loads", "workload", "growth",
                                                         "kernel", "leaks", "rules")},
+        **{("chardev", "chaos", c): "passed" for c in ("chaos", "loads", "kernel", "leaks",
+                                                       "rules")},
         ("chardev", "faults", "sweep"): "passed", ("chardev", "faults", "campaign"): "passed"
     }, in_qemu.stdout
     assert outcomes[("errleak", "faults", "sweep")] == "failed", in_qemu.stdout
@@ -145,10 +154,14 @@ def test_fuzz_reload_and_faults_on_a_machine_give_the_qemu_verdicts(
         # The same operations on the same node; the rate and the time are the machine's.
         assert re.sub(r"\d+/s, \d+ ms", "", items[key]["message"]) == \
             re.sub(r"\d+/s, \d+ ms", "", qitems[key]["message"])
-    for driver, test in (("chardev", "fuzz"), ("chardev", "reload")):
+    for driver, test in (("chardev", "fuzz"), ("chardev", "reload"), ("chardev", "chaos")):
         assert _run(on_machine, driver, test)["interfaces"] == \
             _run(qemu, driver, test)["interfaces"] == \
             "misc: kedr_chardev; char nodes: /dev/kedr_chardev"
+    # Chaos: the fuzzer, the workload and reloads raced on the machine too.
+    chaos = items[("chardev", "chaos", "chaos")]["message"]
+    assert re.match(r"4 s: \d+ fuzz operations \(2 threads, seed 1\) on /dev/kedr_chardev, "
+                    r"the workload \d+ times, \d+ unloads", chaos), chaos
     assert _run(on_machine, "chardev", "reload")["cycles"] == \
         _run(qemu, "chardev", "reload")["cycles"]
     # errleak's sweep: the same sites with the same outcomes, its leak the first bad one.
