@@ -177,8 +177,12 @@ def test_refused_in_one_line_and_nothing_copied(lab: tuple[LabMachine, Path],
 
     # A pack whose test fails kernel calls on purpose, without I_KNOW_THIS_MAY_CRASH=1:
     # refused, not run in QEMU behind one's back (tests/test_target_kinds_vm.py runs it).
-    line = _one_line(_scons(lab, name, f"MODULE={work / 'src/chardev'}", "check",
-                            "PACK=faults"))
+    # (Refused while SConstruct reads the targets, on stderr: nothing is built.)
+    proc = _scons(lab, name, f"MODULE={work / 'src/chardev'}", "check", "PACK=faults")
+    assert proc.returncode != 0 and "Traceback" not in proc.stdout + proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("kedr-build: ")]
+    assert len(lines) == 1, proc.stdout + proc.stderr
+    line = lines[0]
     assert (f"TARGET={machine.target}: pack faults test faults (faults) fails the driver's "
             "kernel calls on purpose and may crash that machine: add "
             "I_KNOW_THIS_MAY_CRASH=1 to go ahead") in line, line
