@@ -15,7 +15,11 @@ One lab machine per kernel; the builds are reused between the targets.
   held), each named with its seed and reduced on the machine (the reduction's replays
   read the kernel log from a marker: the machine's log is never cleared); its files
   are gone and its modules unloaded, its kernel tainted W by the WARN (a finding:
-  the next run there is refused until it reboots).
+  the next run there is refused until it reboots);
+* through labgrid, on a machine booted with ``panic_on_warn=1``: the same WARN takes
+  the machine down while the fuzzer runs; every check fails naming seed 7, nothing is
+  reduced, the machine is power-cycled through labgrid's ShellStrategy and left as
+  found.
 """
 
 from __future__ import annotations
@@ -219,3 +223,43 @@ def test_a_fuzz_finding_on_a_machine_names_its_seed_as_in_qemu(
     reason = _run(refused, "fuzzbugs", "reload")["reason"]
     assert f"TARGET={machine.target}: its kernel is already tainted " in reason, again.stdout
     assert reason.endswith("nothing was copied: reboot it first"), reason
+
+
+def test_a_fuzz_crash_through_labgrid_names_its_seed_and_is_power_cycled(
+        lab: tuple[LabMachine, Path], kernel: ProvisionedKernel) -> None:
+    """A machine that panics on a WARN (``panic_on_warn=1``), reached through labgrid
+    (tests/labgrid_machine.py: QEMUDriver, ShellDriver, ShellStrategy; the fuzzer goes
+    over its serial console): fuzzbugs's copy overflow WARN panics it while the fuzzer
+    runs, and it stops answering. The run is the machine lost (a crash when the console
+    showed the panic, else a hang: no answer in 60 s, as seen here), every check fails
+    naming seed 7, nothing reduced (the machine died with the record), and the machine
+    is power-cycled through labgrid and left as found."""
+    from labgrid_machine import environment
+
+    _, work = lab
+    env = environment(kernel, work / "labgrid", boot_args="panic_on_warn=1")
+    proc = run_scons([f"KERNEL={kernel_name(kernel)}", f"BUILD_DIR={work / 'build'}",
+                      f"TARGET=labgrid:{env}", "I_KNOW_THIS_MAY_CRASH=1", "check",
+                      f"PACK={work / 'kinds.toml'}", f"MODULE={work / 'src/fuzzbugs'}",
+                      "TEST=fuzz", "FUZZ_SEED=7"], check=False)
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    data = json.loads((outputs(work / "build", "fuzzbugs", kernel) / "report"
+                       / report.JSON_NAME).read_text())
+    assert data["verdict"] == "failed", proc.stdout
+    run = _run(data, "fuzzbugs", "fuzz")
+    lost = re.fullmatch(re.escape(f"TARGET=labgrid:{env}: ")
+                        + r"(?:(crash) \(oops/panic on the console: .*\)|(hang) \(no answer in "
+                        r"60 s\))", run["reason"])
+    assert lost, run["reason"]
+    word = lost.group(1) or lost.group(2)
+    items = _items(data)
+    kernel_msg = items[("fuzzbugs", "fuzz", "kernel")]["message"]
+    assert "(fuzz seed 7; not reduced: the guest died" in kernel_msg, kernel_msg
+    assert items[("fuzzbugs", "fuzz", "fuzz")]["message"].endswith("(fuzz seed 7)")
+    assert items[("fuzzbugs", "fuzz", "kernel")]["reproduce"].endswith("TEST=fuzz FUZZ_SEED=7")
+    assert all(i["outcome"] == "failed" for i in items.values()), items
+    result = json.loads((Path(run["logs"]) / "result.json").read_text())
+    assert result["power_cycles"] == [
+        f"{word}: power-cycled through labgrid's ShellStrategy with QEMUDriver, its kernel "
+        "checked again"], result
+    assert result["left_as_found"] == "", result
