@@ -20,7 +20,7 @@ from pathlib import Path
 
 from kedr_build.config import BuildConfig
 from kedr_build.errors import KedrError
-from kedr_build.packs import pack as packs
+from kedr_build.packs import kinds, pack as packs
 from kedr_build.packs.session import DriverUnderTest, Session
 from kedr_build.targets.spec import LabgridTarget
 
@@ -141,13 +141,12 @@ def session(drivers: Sequence[CheckedDriver], report_dir: str,
 
 
 def _vm_kind_only(cfg: BuildConfig, pack_file: Path) -> None:
-    """A real machine runs the ``vm`` test kind only so far (basic's tests), and
-    ``attach`` (packs/attachkind.py): a pack with another kind (faults, fundamentals,
-    device) is refused before anything runs."""
+    """A real machine runs the test kinds of ``kinds.ON_MACHINE`` only so far: a pack with
+    another kind (device) is refused before anything runs."""
     pack = packs.parse(pack_file.read_text(), pack_file)
-    other = [t for t in pack.tests if t.kind != "vm" and t.kind != "attach"
+    other = [t for t in pack.tests if t.kind not in kinds.ON_MACHINE
              and (not cfg.tests or t.name in cfg.tests)]
     if other:
         raise KedrError(f"TARGET={cfg.target}: pack {pack.name} test {other[0].name} is of "
-                        f"kind {other[0].kind}, which runs in QEMU only so far (the vm kind, "
-                        "as in PACK=basic, and the attach kind run on this target)")
+                        f"kind {other[0].kind}, which runs in QEMU only so far (the "
+                        f"{', '.join(kinds.ON_MACHINE)} kinds run on this target)")

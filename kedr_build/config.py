@@ -446,8 +446,8 @@ FAULTS_TARGETS = ("run",)
 
 
 # What each TARGET= kind can do so far (issue 21): the QEMU guest everything, a machine
-# over SSH or through labgrid run, sweep, check (packs of the vm and attach test kinds:
-# checkjob refuses the others) and attach.
+# over SSH or through labgrid run, sweep, check (packs of the kinds
+# packs.kinds.ON_MACHINE: checkjob refuses the others) and attach.
 MACHINE_TARGETS = ("run", "sweep", "check", "attach")
 VM_TARGETS = ("run", "sweep", "check", "attach")
 
@@ -470,10 +470,37 @@ def check_targets(args: Mapping[str, str], targets: Sequence[str],
         check_consent(target, "sweep", consent)
     if "run" in targets and args.get("FAULTS", "").strip():
         check_consent(target, "FAULTS=", consent)
+    if "check" in targets:
+        _machine_pack(args, target, consent, launch_dir)
     wanted = [t for t in targets if t in VM_TARGETS and t not in MACHINE_TARGETS]
     if wanted:
         raise KedrError(f"TARGET={target}: the {wanted[0]} target runs in QEMU only so far "
                         f"({', '.join(MACHINE_TARGETS)} works on this target)")
+
+
+def _machine_pack(args: Mapping[str, str], target: Target, consent: str,
+                  launch_dir: str) -> None:
+    """check on a real machine: a pack test that needs QEMU's emulated devices is
+    refused, one that may crash the machine asks for I_KNOW_THIS_MAY_CRASH=1 (before
+    anything is built; a pack that does not load is the config's own error later)."""
+    from kedr_build.packs import kinds
+    from kedr_build.packs.pack import load
+
+    try:
+        pack = load(args.get("PACK", "") or "basic", Path(launch_dir))
+    except KedrError:
+        return
+    wanted = _names(args.get("TEST", ""))
+    tests = [t for t in pack.tests if not wanted or t.name in wanted]
+    for t in tests:
+        if t.kind in kinds.NEEDS_DEVICES or t.devices == "required":
+            raise KedrError(f"TARGET={target}: pack {pack.name} test {t.name} needs emulated "
+                            "devices (DEVICES=), which exist in QEMU only: drop the test "
+                            "(TEST=) or use TARGET=qemu")
+    for t in tests:
+        if t.kind in kinds.MAY_CRASH:
+            check_consent(target, f"pack {pack.name} test {t.name} ({t.kind})", consent,
+                          kinds.MAY_CRASH[t.kind])
 
 
 def _ssh_config(path: Callable[[str], Path], text: str, target: Target) -> Path | None:

@@ -94,6 +94,10 @@ NOT_HERE.update({
     "I_KNOW_THIS_MAY_CRASH=1 sweep":
         "needs a lab's labgrid environment: tests/test_target_sweep_vm.py sweeps through "
         "labgrid on a QEMUDriver guest playing one, both kernels",
+    "scons MODULE=path/to/driver KERNEL=debian-6.1 TARGET=ssh://root@lab-host "
+    "I_KNOW_THIS_MAY_CRASH=1 check PACK=fundamentals":
+        "needs a lab machine: tests/test_target_kinds_vm.py checks fuzz, reload and faults "
+        "tests over ssh on a QEMU guest playing one, both kernels",
     "scons DRIVERS=path/to/a,path/to/b KERNEL=debian-6.1 TARGET=labgrid:lab.yaml:'lab-*' "
     "check PACK=basic":
         "needs a lab's labgrid coordinator: tests/test_target_labgrid_places_vm.py runs "

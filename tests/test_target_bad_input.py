@@ -34,9 +34,24 @@ HOST = "ssh://root@lab.invalid"
      ("SSH_CONFIG=/nowhere/config: no such file",)),
     ([f"TARGET={HOST}", "DEVICES=edu", "run"],
      (f"DEVICES=edu: emulated devices are QEMU's; TARGET={HOST} uses the machine's own",)),
+    # check: the pack's tests that may crash the machine ask for consent, those that
+    # need QEMU's emulated devices are refused (naming the test), before anything builds.
+    ([f"TARGET={HOST}", "check", "PACK=faults"],
+     (f"TARGET={HOST}: pack faults test faults (faults) fails the driver's kernel calls on "
+      "purpose and may crash that machine: add I_KNOW_THIS_MAY_CRASH=1 to go ahead",)),
+    ([f"TARGET={HOST}", "check", "PACK=fundamentals", "TEST=reload,fuzz"],
+     (f"TARGET={HOST}: pack fundamentals test fuzz (fuzz) fuzzes the driver's device nodes "
+      "and network interfaces (random operations and ioctls, the bugs that oops are what it "
+      "looks for) and may crash that machine: add I_KNOW_THIS_MAY_CRASH=1",)),
+    ([f"TARGET={HOST}", "check", "PACK=fundamentals", "TEST=chaos"],
+     (f"TARGET={HOST}: pack fundamentals test chaos (chaos) ", "I_KNOW_THIS_MAY_CRASH=1")),
+    ([f"TARGET={HOST}", "check", "PACK=device", "I_KNOW_THIS_MAY_CRASH=1"],
+     (f"TARGET={HOST}: pack device test ", " needs emulated devices (DEVICES=), which exist "
+      "in QEMU only: drop the test (TEST=) or use TARGET=qemu")),
 ], ids=["faults-no-consent", "sweep-no-consent", "sweep-consent-0",
         "unknown", "port", "user", "labgrid-no-file", "ssh-config-no-ssh",
-        "ssh-config-missing", "devices"])
+        "ssh-config-missing", "devices", "check-faults-no-consent", "check-fuzz-no-consent",
+        "check-chaos-no-consent", "check-device-pack"])
 def test_bad_target(args: list[str], fragments: tuple[str, ...], tmp_path: Path,
                     pinned_kernel: ProvisionedKernel) -> None:
     build = tmp_path / "build"

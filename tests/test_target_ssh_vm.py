@@ -13,8 +13,8 @@ would on real hardware. One lab machine per kernel for the whole file.
   loaded before, is attached to and left loaded;
 * a module built for the other pinned kernel is refused before anything is copied, in
   one line naming both releases;
-* an unreachable host, a key the machine does not accept, a full disk, a pack of
-  another test kind than vm or attach, and a machine already tainted beyond
+* an unreachable host, a key the machine does not accept, a full disk, a pack that
+  may crash the machine without I_KNOW_THIS_MAY_CRASH=1, and a machine already tainted beyond
   out-of-tree/unsigned: one line each, the machine left as found.
 """
 
@@ -234,11 +234,17 @@ def test_refused_in_one_line_and_nothing_copied(lab: tuple[LabMachine, Path],
     assert "No space left on device (the machine was left as found)" in line, line
     assert _state(machine) == before
 
-    # A pack of another test kind than vm: refused, not run in QEMU behind one's back.
-    line = _one_line(_scons(lab, name, f"MODULE={work / 'src/chardev'}", "check",
-                            "PACK=faults"))
-    assert (f"TARGET={machine.target}: pack faults test faults is of kind faults, which runs "
-            "in QEMU only so far") in line, line
+    # A pack whose test fails kernel calls on purpose, without I_KNOW_THIS_MAY_CRASH=1:
+    # refused, not run in QEMU behind one's back (tests/test_target_kinds_vm.py runs it).
+    # (Refused while SConstruct reads the targets, on stderr: nothing is built.)
+    proc = _scons(lab, name, f"MODULE={work / 'src/chardev'}", "check", "PACK=faults")
+    assert proc.returncode != 0 and "Traceback" not in proc.stdout + proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("kedr-build: ")]
+    assert len(lines) == 1, proc.stdout + proc.stderr
+    line = lines[0]
+    assert (f"TARGET={machine.target}: pack faults test faults (faults) fails the driver's "
+            "kernel calls on purpose and may crash that machine: add "
+            "I_KNOW_THIS_MAY_CRASH=1 to go ahead") in line, line
     assert _state(machine) == before
 
     # A machine tainted beyond out-of-tree/unsigned (W: a WARNING) is not reused. Last:

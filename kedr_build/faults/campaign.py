@@ -18,6 +18,7 @@ from pathlib import Path
 from kedr_build.atomic import write_atomic
 from kedr_build.errors import KedrError
 from kedr_build.faults.errors import NoFaultPoint
+from kedr_build.faults.guest import Guest
 from kedr_build.faults.scenario import Scenario, parse_scenario
 from kedr_build.faults.trials import Outcome, Trial, TrialRecord, run_trials
 from kedr_build.intercept.faultpoints import POINTS_FILE, load_points
@@ -62,9 +63,11 @@ def campaign(kernel: ProvisionedKernel, replacement: Path, target: Path, logdir:
              points: Sequence[str] | None = None, workload: Path | None = None,
              module_args: Sequence[str] = (), intree: Sequence[str] = (),
              run_timeout: float = 60.0,
-             progress: Callable[[str], None] | None = None) -> CampaignResult:
+             progress: Callable[[str], None] | None = None,
+             guest: Guest | None = None) -> CampaignResult:
     """``runs`` runs with seeds ``seed``, ``seed + 1``, ...; ``points``: the fault points
-    to fail (default: every family point of the replacement module)."""
+    to fail (default: every family point of the replacement module); ``guest``: where
+    (a real machine: kedr_build/targets/trials.py; default QEMU boots)."""
     if runs < 1:
         raise KedrError(f"campaign: runs={runs}: at least one run")
     sc = parse_scenario(f"prob={probability} seed={seed + runs - 1}", "campaign scenario")
@@ -82,7 +85,7 @@ def campaign(kernel: ProvisionedKernel, replacement: Path, target: Path, logdir:
               for s in range(seed, seed + runs)]
     run = run_trials(kernel, replacement, target, logdir, trials=trials, workload=workload,
                      module_args=module_args, intree=intree, trial_timeout=run_timeout,
-                     progress=progress, what="campaign", unit="run")
+                     progress=progress, what="campaign", unit="run", guest=guest)
     result = CampaignResult(target=run.target, probability=str(sc.prob), points=chosen,
                             runs=tuple(CampaignRun(seed + r.index - 1, r) for r in run.records),
                             boots=run.boots, elapsed=run.elapsed, logs=logdir)

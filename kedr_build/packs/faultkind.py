@@ -18,7 +18,11 @@ to sweep (or to fail at random): that passes, saying so.
 from __future__ import annotations
 
 import shlex
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kedr_build.errors import KedrError
 from kedr_build.faults.campaign import CampaignResult, campaign
@@ -30,6 +34,9 @@ from kedr_build.kernel import provision
 from kedr_build.packs.pack import PackTest
 from kedr_build.packs.results import CheckResult, SweepRow, TestRun
 from kedr_build.packs.session import DriverUnderTest, Session, attached
+
+if TYPE_CHECKING:
+    from kedr_build.targets.trials import MachineGuest
 
 def faults_command(driver: DriverUnderTest, scenarios: tuple[PointScenario, ...]) -> str:
     """The scons command that runs the driver once with these fault scenarios."""
@@ -57,14 +64,16 @@ def run(driver: DriverUnderTest, test: PackTest, logdir: Path, session: Session)
         kernel = provision.ensure(session.kernel)
         if "sweep" in test.checks:
             try:
-                swept = sweep(kernel, repl, targets[0], logdir / "sweep", workload=workload,
-                              intree=driver.modprobe, site_timeout=timeout,
-                              devices=attached(driver, kernel))
+                with _machine(session) as machine:
+                    swept = sweep(kernel, repl, targets[0], logdir / "sweep",
+                                  workload=workload, intree=driver.modprobe,
+                                  site_timeout=timeout, devices=attached(driver, kernel),
+                                  guest=machine.guest)
             except NoFaultPoint as e:
                 checks["sweep"] = CheckResult("sweep", True, f"no fault site: {e}")
             else:
                 rows = sweep_rows(driver, swept)
-                checks["sweep"] = judge_sweep(swept, rows)
+                checks["sweep"] = machine.said(judge_sweep(swept, rows), swept.stopped)
                 elapsed += swept.elapsed
         if "campaign" in test.checks:
             if test.params["runs"] == 0:
@@ -72,15 +81,17 @@ def run(driver: DriverUnderTest, test: PackTest, logdir: Path, session: Session)
                                                  skipped=True)
             else:
                 try:
-                    result = campaign(kernel, repl, targets[0], logdir / "campaign",
-                                      runs=test.params["runs"],
-                                      probability=test.params["probability"],
-                                      seed=test.params["seed"], workload=workload,
-                                      intree=driver.modprobe, run_timeout=timeout)
+                    with _machine(session) as machine:
+                        result = campaign(kernel, repl, targets[0], logdir / "campaign",
+                                          runs=test.params["runs"],
+                                          probability=test.params["probability"],
+                                          seed=test.params["seed"], workload=workload,
+                                          intree=driver.modprobe, run_timeout=timeout,
+                                          guest=machine.guest)
                 except NoFaultPoint as e:
                     checks["campaign"] = CheckResult("campaign", True, f"no fault point: {e}")
                 else:
-                    checks["campaign"] = judge_campaign(driver, result)
+                    checks["campaign"] = machine.said(judge_campaign(driver, result))
                     elapsed += result.elapsed
     except KedrError as e:
         return failed(str(e))
@@ -88,6 +99,45 @@ def run(driver: DriverUnderTest, test: PackTest, logdir: Path, session: Session)
     bad = next((c for c in ordered if not c.passed), None)
     return TestRun(driver.name, test.name, test.kind, checks=ordered, elapsed=round(elapsed, 1),
                    logs=str(logdir), reason=bad.message if bad else "", sweep=rows)
+
+
+@dataclass
+class _Machine:
+    """TARGET= a real machine: the trials' guest there (targets/trials.py), and what
+    happened to the machine, said in the check's message; QEMU: no guest, nothing said."""
+
+    guest: MachineGuest | None = None
+    left: str = ""
+
+    def said(self, check: CheckResult, stopped: str = "") -> CheckResult:
+        if self.guest is None:
+            return check
+        notes = [n for n in (stopped, *self.guest.done, self.left) if n]
+        if not notes:
+            return check
+        return CheckResult(check.check, check.passed and not stopped,
+                           f"{check.message}; TARGET={self.guest.name}: {'; '.join(notes)}",
+                           check.skipped, check.reproduce)
+
+
+@contextmanager
+def _machine(session: Session) -> Iterator[_Machine]:
+    """The machine of TARGET= for one sweep or campaign (its own directory there), left
+    as found afterwards (or said how it is left)."""
+    if not session.target:
+        yield _Machine()
+        return
+    from kedr_build.targets.spec import parse_target
+    from kedr_build.targets.trials import machine_guest
+
+    machine = _Machine(machine_guest(parse_target(session.target),
+                                     Path(session.ssh_config) if session.ssh_config
+                                     else None))
+    try:
+        yield machine
+    finally:
+        assert machine.guest is not None
+        machine.left = machine.guest.close()
 
 
 def sweep_rows(driver: DriverUnderTest, result: SweepResult) -> tuple[SweepRow, ...]:

@@ -62,6 +62,11 @@ SEED_MAX = 2**64 - 1
 NO_INTERFACE = 100          # the guest's "fuzz none" status: nothing found to fuzz
 RACE = "race-"             # the class of a failure the one-thread replay does not show
 HUNG = 124                  # the guest's fuzz step status when the fuzzer hung
+# A hang or a taint-only failure on a real machine (TARGET=): its reduction needs a
+# fresh boot per attempt, which only QEMU gives cheaply (vm/reboots.py); the seed
+# reproduces it there, or on the machine.
+MACHINE_NOT_REDUCED = ("a hang, a taint or a race is reduced with a fresh boot per attempt, "
+                       "in QEMU only: TARGET=qemu with the same seed")
 
 
 def fuzz_seed(text: str) -> int:
@@ -86,6 +91,10 @@ def _boot(driver: DriverUnderTest, test: PackTest, logdir: Path, session: Sessio
           **kwargs: object) -> RunReport:
     suppressions = suppress.load(Path(driver.suppress)) if driver.suppress else ()
     timeout = float(test.params["timeout"]) or session.vm_timeout
+    if session.target:
+        # A real machine (TARGET=ssh://, labgrid:): the same steps on its own kernel; a
+        # crash is power-cycled where it can be (targets/machine.py).
+        return vmkind.on_machine(driver, logdir, session, timeout, suppressions, **kwargs)
     kernel = provision.ensure(session.kernel)
     return run_modules(kernel, [Path(m) for m in driver.modules], logdir, timeout=timeout,
                        trace_providers=(driver.replacement,), intree=driver.modprobe,
@@ -117,9 +126,17 @@ def run_fuzz(driver: DriverUnderTest, test: PackTest, logdir: Path,
         reduction.parse(report.reduction))
     if plan.reduce and report.fuzz_sequence:
         cls, _ = reboots.split_sequence(report.fuzz_sequence)
-        across = (_reduce_race(driver, test, logdir, session, report, plan)
-                  if cls.startswith(RACE) else
-                  _reduce_across_boots(driver, test, logdir, session, report, plan))
+        across: reduction.Reduction | races.RaceReduction
+        if session.target or driver.devices:
+            check = cls[len(RACE):] if cls.startswith(RACE) else reboots.CLASSES.get(
+                cls, "kernel")
+            across = reduction.Reduction(check, outcome=MACHINE_NOT_REDUCED if session.target
+                                         else "not reduced across boots with DEVICES= "
+                                         "attached")
+        elif cls.startswith(RACE):
+            across = _reduce_race(driver, test, logdir, session, report, plan)
+        else:
+            across = _reduce_across_boots(driver, test, logdir, session, report, plan)
         reduced[across.check] = across
     checks: list[CheckResult] = []
     for c in test.checks:
@@ -154,11 +171,6 @@ def _reduce_across_boots(driver: DriverUnderTest, test: PackTest, logdir: Path,
                          session: Session, report: RunReport,
                          plan: FuzzPlan) -> reduction.Reduction:
     """A hang or a taint-only failure: reduced with a fresh boot per failing attempt."""
-    cls, _ = reboots.split_sequence(report.fuzz_sequence)
-    check = reboots.CLASSES.get(cls, "kernel")
-    if driver.devices:
-        return reduction.Reduction(check, outcome="not reduced across boots with DEVICES= "
-                                   "attached")
     return reboots.reduce(provision.ensure(session.kernel), [Path(m) for m in driver.modules],
                           (driver.replacement,), tuple(driver.modprobe),
                           report.fuzz_sequence, plan.hang,

@@ -234,6 +234,24 @@ _REGISTRY: dict[str, Kind] = {VM.name: VM, FAULTS.name: FAULTS, FUZZ.name: FUZZ,
                               ATTACH.name: ATTACH}
 
 
+# What a real machine (TARGET=ssh://, labgrid:) runs as the QEMU guest does (checkjob.py):
+# its own kernel, the same guest scripts over a shell (targets/machine.py, trials.py).
+ON_MACHINE = ("vm", "attach", "faults", "fuzz", "reload", "chaos")
+# Of them, those that can crash it by design, so ask for I_KNOW_THIS_MAY_CRASH=1
+# (targets/spec.py): why, for the one line that asks. reload does not: it loads and
+# unloads the driver with its workload in between, as a user does with insmod.
+MAY_CRASH = {
+    "faults": "fails the driver's kernel calls on purpose",
+    "fuzz": "fuzzes the driver's device nodes and network interfaces (random operations "
+            "and ioctls, the bugs that oops are what it looks for)",
+    "chaos": "fuzzes the driver's device nodes while unloading and loading it again (the "
+             "races that oops are what it looks for)",
+}
+# Of the kinds QEMU runs, those that need its emulated devices (DEVICES=: QEMU's, hot
+# plugged and suspended through QMP): never on a real machine.
+NEEDS_DEVICES = ("device",)
+
+
 def register(kind: Kind) -> None:
     """Add (or replace) a kind: the fault sweep, or a test's own cheap kind."""
     _REGISTRY[kind.name] = kind

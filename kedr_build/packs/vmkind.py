@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 from kedr_build.checks import suppress
 from kedr_build.errors import KedrError
@@ -41,8 +42,10 @@ def run(driver: DriverUnderTest, test: PackTest, logdir: Path, session: Session)
     timeout = float(test.params["timeout"]) or session.vm_timeout
     try:
         if session.target:
-            return judge(driver, test, _on_machine(driver, test, logdir, session, workload,
-                                                 timeout, suppressions))
+            return judge(driver, test, on_machine(driver, logdir, session, timeout,
+                                                suppressions, workload=workload,
+                                                cycles=test.params["cycles"],
+                                                copies=test.params["copies"]))
         kernel = provision.ensure(session.kernel)
         report = run_modules(kernel, [Path(m) for m in driver.modules], logdir,
                              workload=workload, timeout=timeout,
@@ -57,11 +60,11 @@ def run(driver: DriverUnderTest, test: PackTest, logdir: Path, session: Session)
     return judge(driver, test, report)
 
 
-def _on_machine(driver: DriverUnderTest, test: PackTest, logdir: Path, session: Session,
-              workload: Path | None, timeout: float,
-              suppressions: tuple[suppress.Suppression, ...]) -> RunReport:
+def on_machine(driver: DriverUnderTest, logdir: Path, session: Session, timeout: float,
+               suppressions: tuple[suppress.Suppression, ...], **steps: Any) -> RunReport:
     """The same run on a real machine (TARGET=ssh://, labgrid:): its own kernel, no boot
-    of ours (a labgrid environment's strategy may power it on)."""
+    of ours (a labgrid environment's strategy may power it on). ``steps``: the run's
+    (run_on_machine's workload, cycles, fuzz, ...: the fuzz and reload kinds' too)."""
     from kedr_build.targets.connect import connect, power_for
     from kedr_build.targets.machine import run_on_machine
     from kedr_build.targets.spec import parse_target
@@ -71,13 +74,11 @@ def _on_machine(driver: DriverUnderTest, test: PackTest, logdir: Path, session: 
         raise KedrError(f"TARGET={session.target}: not a real machine")
     report = run_on_machine(connect(target, Path(session.ssh_config) if session.ssh_config
                                     else None),
-                            [Path(m) for m in driver.modules], logdir,
-                            workload=workload, timeout=timeout,
+                            [Path(m) for m in driver.modules], logdir, timeout=timeout,
                             trace_providers=(driver.replacement,), intree=driver.modprobe,
-                            suppressions=suppressions, cycles=test.params["cycles"],
-                            copies=test.params["copies"],
+                            suppressions=suppressions,
                             attempt=int(session.env.get(retry.ATTEMPT_ENV, "1")),
-                            power=power_for(target))
+                            power=power_for(target), **steps)
     if report.left_as_found:
         # Not a check of the driver, but never silent: the test's reason says it.
         report = dataclasses.replace(report, reason="; ".join(

@@ -43,7 +43,8 @@ from kedr_build.ko.module import ModuleRef
 from kedr_build.vm import packed
 from kedr_build.vm.console import find_problems
 from kedr_build.vm.qemu import JOB_START, STATUS_MARK, Verdict, VmResult, parse_status
-from kedr_build.vm.runner import TRACEFS, RunPlan, RunReport, conclude, plan_run
+from kedr_build.vm.runner import (JUDGED_LOG, TRACEFS, FuzzPlan, RunPlan, RunReport, conclude,
+                                   plan_run)
 from kedr_build.vm.taint import ALLOWED_TAINT, taint_letters
 
 PROBE_TIMEOUT = 120.0      # seconds for each short command (a slow lab machine)
@@ -51,6 +52,7 @@ PROBE_TIMEOUT = 120.0      # seconds for each short command (a slow lab machine)
 # counts as lost: the sweep's bound for one site (site_timeout, faults/sweep.py).
 LOST_BOUND = 60.0
 TAINT_BEFORE = "KEDR-TAINT-BEFORE "
+EXECUTABLES = ("kfuzz",)       # copied files run as programs (besides the scripts)
 _LEFT = re.compile(r"^KEDR-LEFT (\S+) (.+)$")
 
 
@@ -266,11 +268,17 @@ def run_on_machine(conn: Transport, modules: list[Path], logdir: Path,
                    suppressions: tuple[suppress.Suppression, ...] = (),
                    faults: Mapping[str, str] | None = None, intree: tuple[str, ...] = (),
                    cycles: int = 1, copies: int = 1, attempt: int = 1,
-                   power: Power | None = None) -> RunReport:
+                   power: Power | None = None, discover: bool = False,
+                   fuzz: FuzzPlan | None = None, chaos: FuzzPlan | None = None,
+                   per_cycle: bool = False, cycle_params: tuple[str, ...] = ()) -> RunReport:
     """Load, exercise and unload the modules on the machine; the same RunReport as
     :func:`kedr_build.vm.runner.run_modules` gives for the VM (``intree``, ``cycles``,
     ``copies``, ``attempt``: as there; the in-tree modules come from the machine's own
     /lib/modules through its modprobe, and those the run loaded are unloaded after).
+    ``discover``, ``fuzz``, ``chaos``, ``per_cycle``, ``cycle_params``: the fuzz, reload
+    and chaos kinds' steps, as there (the static fuzzer is copied with the modules; the
+    script keeps its own files in the run's directory, removed with it, and never clears
+    the machine's kernel log).
 
     ``power`` (labgrid): a machine found tainted is power-cycled once before the run,
     and one whose job ended without a status (a panic, a hang, a link that broke:
@@ -281,7 +289,9 @@ def run_on_machine(conn: Transport, modules: list[Path], logdir: Path,
     token = secrets.token_hex(6)
     root = f"/tmp/kedr-build-{token}"
     plan = plan_run(modules, workload, trace_providers, faults, cycles=cycles, copies=copies,
-                    attempt=attempt, root=root)
+                    attempt=attempt, discover=discover, fuzz=fuzz, per_cycle=per_cycle,
+                    chaos=chaos, cycle_params=cycle_params, root=root, scratch=root,
+                    keep_log=True)
     if workload is not None and not workload.is_file():
         raise KedrError(f"WORKLOAD={workload}: no such file")
     done: list[str] = []
@@ -294,6 +304,10 @@ def run_on_machine(conn: Transport, modules: list[Path], logdir: Path,
                                       else m.path.read_bytes()) for m in plan.modules}
     if workload is not None:
         files["workload.sh"] = workload.read_bytes()
+    if fuzz is not None or chaos is not None:
+        from kedr_build.vm import fuzzer
+
+        files["kfuzz"] = fuzzer.build().read_bytes()
     files["job.sh"] = plan.script.encode()
     files["wrapper.sh"] = _wrapper(root, token).encode()
     (logdir / conn.log_name).write_text(shlex.join(conn.command_line(f"sh {root}/wrapper.sh"))
@@ -365,7 +379,7 @@ def run_job(conn: Transport, root: str, token: str, logdir: Path, timeout: float
     elapsed = time.monotonic() - start
     console = end.console     # what a console showed as it went silent (labgrid)
     if end.ended:
-        dmesg = conn.run(f"dmesg | sed -n '/{JOB_START} {token}/,$p'")
+        dmesg = conn.run(since_start(root, token))
         console = dmesg.stdout.decode("utf-8", "replace") if dmesg.returncode == 0 else ""
     write_atomic(logdir / "console.log", console.encode())
     status = parse_status((logdir / "status.log").read_text(errors="replace"))
@@ -376,6 +390,17 @@ def run_job(conn: Transport, root: str, token: str, logdir: Path, timeout: float
                     command=tuple(conn.command_line(f"sh {root}/wrapper.sh")), workdir=logdir,
                     qemu_error=end.lost if status is None else "",
                     job_started=True, lost_why=_why(end, timeout) if status is None else "")
+
+
+def since_start(root: str, token: str) -> str:
+    """The command that prints the kernel log since the job's start marker: all of it
+    when the marker was pushed out of the ring buffer (a flood of WARNs: everything
+    left is newer). A fuzz reduction saved the judged run's log before its replays
+    (runner.JUDGED_LOG): that one is read then."""
+    log = f"{root}/kedr-console"
+    return (f"if [ -f {root}/{JUDGED_LOG} ]; then cat {root}/{JUDGED_LOG}; else dmesg; fi "
+            f"> {log} && if grep -qF '{JOB_START} {token}' {log}; then "
+            f"sed -n '/{JOB_START} {token}/,$p' {log}; else cat {log}; fi")
 
 
 def _why(end: JobEnd, timeout: float) -> str:
@@ -433,7 +458,8 @@ def _tar(files: Mapping[str, bytes]) -> bytes:
             tar.addfile(info)
         for name, data in files.items():
             info = tarfile.TarInfo(name)
-            info.size, info.mode = len(data), 0o755 if name.endswith(".sh") else 0o644
+            info.size, info.mode = len(data), 0o755 if name.endswith(".sh") or \
+                name in EXECUTABLES else 0o644
             tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
 

@@ -104,9 +104,11 @@ def parse_target(text: str, launch_dir: str = ".") -> Target:
 CONSENT = "I_KNOW_THIS_MAY_CRASH"
 
 
-def check_consent(target: Target, what: str, consent: str) -> None:
-    """Refuse a run that fails kernel calls on purpose (``what``: "FAULTS=", "sweep") on a
-    real machine unless ``I_KNOW_THIS_MAY_CRASH=1``: it may oops the machine."""
+def check_consent(target: Target, what: str, consent: str,
+                  why: str = "fails the driver's kernel calls on purpose") -> None:
+    """Refuse a run that fails kernel calls on purpose (``what``: "FAULTS=", "sweep"), or
+    that may crash the machine otherwise (``why``: a pack's fuzz test), on a real machine
+    unless ``I_KNOW_THIS_MAY_CRASH=1``: it may oops the machine."""
     if target.real and consent.strip() != "1":
-        raise KedrError(f"TARGET={target}: {what} fails the driver's kernel calls on purpose "
+        raise KedrError(f"TARGET={target}: {what} {why} "
                         f"and may crash that machine: add {CONSENT}=1 to go ahead")

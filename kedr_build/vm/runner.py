@@ -53,6 +53,9 @@ SEQ_BEGIN = "--- fuzz sequence ---"
 SEQ_END = "--- end of fuzz sequence ---"
 CYCLE_BEGIN = "--- cycle leak report "
 CYCLE_END = "--- end of cycle leak report ---"
+# keep_log (a real machine): the judged run's kernel log, saved in the scratch directory
+# before a fuzz reduction's replays (targets/machine.py reads it instead of dmesg).
+JUDGED_LOG = "kernel-judged.log"
 _STEP = re.compile(r"^KEDR-STEP (\S+) (\S+) (-?\d+)$")
 _TAINT = re.compile(r"^KEDR-TAINT (\d+)$")
 
@@ -168,11 +171,17 @@ def plan_run(modules: list[Path], workload: Path | None = None,
              fuzz: FuzzPlan | None = None, per_cycle: bool = False,
              chaos: FuzzPlan | None = None,
              devices: Attachment | None = None,
-             cycle_params: Sequence[str] = (), root: str = "/kedr") -> RunPlan:
+             cycle_params: Sequence[str] = (), root: str = "/kedr", scratch: str = "/tmp",
+             keep_log: bool = False) -> RunPlan:
     """Order the modules and write the guest script.
 
     ``root``: the directory the script finds its files in (modules/NAME.ko,
     workload.sh, kfuzz): /kedr in the QEMU guest, a fresh directory on a real machine.
+    ``scratch``: where the script keeps its own files (the interface snapshots, the
+    fuzzer's record): /tmp in the QEMU guest, ``root`` on a real machine (removed with
+    it). ``keep_log``: never clear the kernel log (``dmesg -c``, as the QEMU guest does
+    to count a step's WARN lines): on a real machine it is the run's evidence, read
+    after the job (marker lines instead).
 
     ``cycles``: the drivers (not the trace providers) are loaded and unloaded that
     many times in the one boot, the workload running after the last load.
@@ -216,7 +225,7 @@ def plan_run(modules: list[Path], workload: Path | None = None,
              "reduce_begin": REDUCE_BEGIN, "reduce_end": REDUCE_END,
              "seq_begin": SEQ_BEGIN, "seq_end": SEQ_END, "cycle_begin": CYCLE_BEGIN, "cycle_end": CYCLE_END}
     marks.update(bind_begin=binding.BIND_BEGIN, bind_end=binding.BIND_END,
-                 packed_begin=packed.BEGIN, packed_end=packed.END)
+                 packed_begin=packed.BEGIN, packed_end=packed.END, judged_log=JUDGED_LOG)
     script = template_env().get_template("guest-run.sh.j2").render(
         modules=[m.name for m in ordered], intree=intree, trace_providers=trace_providers,
         drivers=drivers, cycles=cycles,
@@ -228,7 +237,7 @@ def plan_run(modules: list[Path], workload: Path | None = None,
         cycle_params=list(cycle_params),
         chaos_devices=[f"{a.device.name},{a.device.qemu_id},{a.pci_address}"
                        for a in devices.devices] if chaos is not None and devices else [],
-        root=root)
+        root=root, scratch=scratch, keep_log=keep_log)
     return RunPlan(tuple(ordered), tuple(intree), workload, script, trace_providers)
 
 
