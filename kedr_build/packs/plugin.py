@@ -13,10 +13,12 @@ the ``vm`` kind): its first item runs it, the others judge the same run. With
 to the shards, so no boot is repeated and the shards together are the whole
 session (:mod:`kedr_build.packs.merge` joins their reports).
 
-With pytest-xdist (``-n 2``, ``scons ... check JOBS=2``) the groups run in parallel
-VMs: a scheduler of the plugin keeps every item of one (driver, test) group on one
-worker (the group is one boot), and each item's result, with its group's run, travels
-to the controller on its test report, which writes the reports as without xdist.
+With pytest-xdist (``-n 2``, ``scons ... check JOBS=2``; JOBS=auto, the default, is
+one VM per CPU) the groups run in parallel VMs: a scheduler of the plugin keeps every
+item of one (driver, test) group on one worker (the group is one boot), starting the
+long ones first, and each item's result, with its group's run, travels to the
+controller on its test report, which writes the reports and the console's lines as
+without xdist.
 
 A check that could not run (its test had no workload, ...) is a pytest skip, so
 JUnit says ``<skipped message="not run: ...">``, and ``not-run`` in report.json; a
