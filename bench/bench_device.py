@@ -7,7 +7,8 @@ Prints: one VM boot to power-off (the floor of every test of the pack), measured
 and again last, the ratios against the mean of the two (the shared host's load moves
 within a run too); `scons KO=e1000
 DEVICES=e1000 check PACK=device` end to end (build, patch, the six tests: probe,
-rebind x3, hotplug x3, suspend, reload x3, the sweep), with each test's seconds and the
+rebind x3, hotplug x3, suspend, reload x3, the sweep; JOBS= its default, auto: as many
+VMs at once as CPUs, said in a line), with each test's seconds and the
 bytes its guest wrote to ttyS1 (output.log: the serial port carries about 340 KB/s under
 TCG; the big dumps go packed, kedr_build/vm/packed.py); one
 unplug + re-plug cycle of the bound, patched e1000 (the guest's clock: QMP device_del
@@ -69,20 +70,24 @@ def serial_bytes(logs: Path) -> int:
     return sum(f.stat().st_size for f in logs.rglob("output.log"))
 
 
-def pack_run(work: Path, kernel_name: str) -> tuple[Path, float, dict[str, float], dict[str, Any]]:
-    """The device pack on e1000 through scons: its outputs, seconds end to end, each
-    test's seconds (junit.xml), the sweep's sweep.json."""
+def pack_run(work: Path, kernel_name: str) -> tuple[Path, float, dict[str, float], dict[str, Any],
+                                                   str]:
+    """The device pack on e1000 through scons (JOBS= its default): its outputs, seconds
+    end to end, each test's seconds (junit.xml), the sweep's sweep.json, and the line
+    saying how many VMs ran at once ("" for one)."""
     start = time.perf_counter()
-    run_scons(["KO=e1000", "DEVICES=e1000", f"BUILD_DIR={work}", f"KERNEL={kernel_name}",
-               "check", "PACK=device"], check=False)
+    proc = run_scons(["KO=e1000", "DEVICES=e1000", f"BUILD_DIR={work}",
+                      f"KERNEL={kernel_name}", "check", "PACK=device"], check=False)
     whole = time.perf_counter() - start
+    jobs = next((ln for ln in proc.stdout.splitlines() if ln.startswith("kedr-build: JOBS=")),
+                "")
     out = outputs(work, "e1000", kernel_name)
     tests: dict[str, float] = {}
     for case in ET.parse(out / "report/junit.xml").iter("testcase"):
         test = case.get("name", "").split(".")[0]
         tests[test] = tests.get(test, 0.0) + float(case.get("time", "0"))
     sw = json.loads((out / "report/logs/e1000/faults/sweep/sweep.json").read_text())
-    return out, whole, tests, sw
+    return out, whole, tests, sw, jobs
 
 
 def unplug_cycles(kernel: ProvisionedKernel, work: Path, out: Path, cycles: int) -> list[float]:
@@ -108,7 +113,7 @@ def main() -> int:
         work = Path(tmp)
         first = bare_boot(kernel, work / "boot")
         print(f"kernel {kernel.release}: one VM boot to power-off: {first:.2f} s", flush=True)
-        out, whole, tests, sw = pack_run(work, args.kernel)
+        out, whole, tests, sw, jobs = pack_run(work, args.kernel)
         cycles = unplug_cycles(kernel, work, out, args.cycles)
         last = bare_boot(kernel, work / "boot-last")
         boot = (first + last) / 2
@@ -118,6 +123,8 @@ def main() -> int:
         report = json.loads((out / "report/report.json").read_text())
         print(f"KO=e1000 DEVICES=e1000 check PACK=device, end to end: {whole:.1f} s "
               f"= {whole / boot:.1f} x boot (verdict {report['verdict']})")
+        print(f"  {jobs.removeprefix('kedr-build: ') or 'one VM at a time'}; each test's "
+              "seconds, from its start (VMs at once overlap):")
         for test, secs in tests.items():
             sent = serial_bytes(out / "report/logs/e1000" / test) / 1000
             print(f"  {test:8} {secs:6.1f} s = {secs / boot:5.1f} x boot; {sent:5.0f} KB "

@@ -21,7 +21,7 @@ from pathlib import Path
 from kedr_build.config import BuildConfig
 from kedr_build.errors import KedrError
 from kedr_build.packs import kinds, pack as packs
-from kedr_build.packs.session import DriverUnderTest, Session
+from kedr_build.packs.session import AUTO_JOBS, DriverUnderTest, Session
 from kedr_build.targets.spec import LabgridTarget
 
 # Variables that say which driver and how it is built and run: kept in a failure's
@@ -122,7 +122,7 @@ def session(drivers: Sequence[CheckedDriver], report_dir: str,
             workload=str(workload.resolve()) if workload else None, modprobe=cfg.modprobe,
             suppress=str(cfg.suppress.resolve()) if cfg.suppress else None,
             devices=tuple(dev.name for dev in cfg.devices)))
-    target, jobs = str(first.target) if first.target.real else "", first.jobs
+    target, jobs = str(first.target) if first.target.real else "", jobs_of(first)
     if isinstance(first.target, LabgridTarget) and first.target.place is not None:
         # Several places: one pytest-xdist worker each (worker K acquires the K-th,
         # targets/places.py), the session's groups dealt among them as JOBS= deals them.
@@ -138,6 +138,12 @@ def session(drivers: Sequence[CheckedDriver], report_dir: str,
                    env={k: v for k, v in first.arguments if k == "FUZZ_SEED"},
                    target=target,
                    ssh_config=str(first.ssh_config) if first.ssh_config else "")
+
+
+def jobs_of(cfg: BuildConfig) -> int:
+    """JOBS= as the session takes it: JOBS=auto on a real machine is 1 (one machine: one
+    test on it at a time, unless JOBS= says otherwise)."""
+    return 1 if cfg.target.real and cfg.jobs == AUTO_JOBS else cfg.jobs
 
 
 def _vm_kind_only(cfg: BuildConfig, pack_file: Path) -> None:

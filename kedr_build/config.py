@@ -80,7 +80,9 @@ VARIABLES: dict[str, Variable] = {
                         "(instead of MODULE=/KO=)"),
     "FUZZ_SEED": Variable("the seed of the pack's fuzz tests (check target): replays a "
                           "fuzz failure, e.g. FUZZ_SEED=1234"),
-    "JOBS": Variable("VMs the check target runs at once (pytest-xdist workers)", "1"),
+    "JOBS": Variable("VMs the check target runs at once (pytest-xdist workers); auto: one "
+                     "per CPU, at most one per driver-test group (1 on a real machine)",
+                     "auto"),
     "SHARD": Variable("k/N: the check target runs only the k-th of N shards of the "
                       "session (python -m kedr_build.packs.merge joins their reports)"),
     "RETRIES": Variable("the check target runs a pack test whose run failed a check again, "
@@ -126,7 +128,7 @@ class BuildConfig:
     pack: Path | None = None           # PACK=: the pack file (checked when read)
     tests: tuple[str, ...] = ()        # TEST=
     shard: tuple[int, int] | None = None   # SHARD=k/N
-    jobs: int = 1                      # JOBS=N
+    jobs: int = 1                      # JOBS=N; 0: auto (packs/session.py AUTO_JOBS)
     retries: int = 0                   # RETRIES=N
     kcidb_origin: str = "kedr"         # KCIDB_ORIGIN=
     arguments: tuple[tuple[str, str], ...] = ()   # the command line's VAR=value, as given
@@ -362,10 +364,11 @@ def _check_tests(tests: tuple[str, ...], pack: Path | None, spec: str) -> None:
 
 
 def _jobs(text: str) -> int:
-    if not text:
-        return 1
+    """JOBS=N, or 0 for auto (kedr_build/packs/check.py workers() decides)."""
+    if not text or text == "auto":
+        return 0
     if not text.isdigit() or int(text) < 1:
-        raise KedrError(f"JOBS={text}: expected a number of VMs at once, 1 or more")
+        raise KedrError(f"JOBS={text}: expected a number of VMs at once, 1 or more, or auto")
     return int(text)
 
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import jsonschema
@@ -32,6 +33,8 @@ def run(driver, test, logdir, session):
     import os
     with open(logdir / "ran", "a") as f:       # which process ran the group (boot)
         f.write(os.environ.get("PYTEST_XDIST_WORKER", "main") + "\\n")
+    with open(logdir.parents[1] / "order", "a") as f:     # the groups in the order run
+        f.write(f"{driver.name}/{test.name}\\n")
     # flaky_on: those drivers fail check b in their first run only (RETRIES= runs again).
     bad = (driver.name in test.params["fail_on"].split(",")
            or (driver.name in test.params["flaky_on"].split(",")
@@ -47,6 +50,9 @@ def run(driver, test, logdir, session):
 kinds.register(kinds.Kind("cheap", checks=("a", "b"), run=run,
                           params={"fail_on": kinds.Param(str, ""),
                                   "flaky_on": kinds.Param(str, "")}))
+kinds.register(kinds.Kind("cheaplong", checks=("a", "b"), run=run,
+                          params={"fail_on": kinds.Param(str, ""),
+                                  "flaky_on": kinds.Param(str, "")}, long=True))
 '''
 
 CHEAP_PACK = '''
@@ -369,13 +375,31 @@ def test_retries_report_a_check_passed_on_retry_as_flaky_everywhere(
     # Two xdist workers: the same items, the worker's flaky result said by the controller.
     para = _session(tmp_path, "para", drivers=3, retries=2, pack_text=FLAKY_PACK)
     proc = _pytest(para, plugin_dir, "-n", "2")
-    assert re.search(r"FLAKY .*one\.b\[d1\]", proc.stdout), proc.stdout
+    # Each item's line as without xdist (plugin.py takes the worker off the reports).
+    assert "::one.b[d1] FLAKY" in proc.stdout and "[gw" not in proc.stdout, proc.stdout
     two = json.loads((para / report.JSON_NAME).read_text())
     assert _normal(two) == _normal(data)
     bad = _pytest(_session(tmp_path, "bad", drivers=1), plugin_dir, "--kedr-retries", "-1")
     assert bad.returncode == 4
     assert "kedr-build: RETRIES=-1: expected how many times a failed test runs again, " \
         "0 to 10" in bad.stderr, bad.stderr
+
+
+def test_long_groups_start_first_under_xdist(tmp_path: Path, plugin_dir: Path) -> None:
+    """Under xdist the groups of a long kind (a sweep) start first, then the pack's
+    order; xdist's own order, the groups with the most checks first, started the device
+    pack's sweep (one check) last, on a worker that had run two others already."""
+    text = CHEAP_PACK.replace('name = "two"\nkind = "cheap"', 'name = "two"\nkind = "cheaplong"')
+    out = _session(tmp_path, "order", drivers=2, pack_text=text)
+    proc = _pytest(out, plugin_dir, "-n", "1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (out / "logs" / "order").read_text().split() == ["d0/two", "d1/two", "d0/one",
+                                                            "d1/one"]
+    from kedr_build.packs.plugin import start_order
+
+    groups = ["p.toml::probe[e1000]", "p.toml::sweep.x[e1000]", "p.toml::reload[e1000]",
+              "p.toml::sweep.x[edu]"]
+    assert start_order(groups, {"sweep.x"}) == [groups[1], groups[3], groups[0], groups[2]]
 
 
 def test_two_workers_give_the_same_report(tmp_path: Path, plugin_dir: Path) -> None:
@@ -458,7 +482,8 @@ def test_shards_from_places_of_one_lab_merge_as_one_session() -> None:
     (["PACK=basci"], "kedr-build: PACK=basci: unknown pack; built in: basic"),
     (["PACK=nosuch.toml"], "kedr-build: PACK=nosuch.toml: no such pack file"),
     (["SHARD=3/2"], "kedr-build: SHARD=3/2: expected k/N with 1 <= k <= N"),
-    (["JOBS=two"], "kedr-build: JOBS=two: expected a number of VMs at once, 1 or more"),
+    (["JOBS=two"], "kedr-build: JOBS=two: expected a number of VMs at once, 1 or more, "
+                  "or auto"),
     (["RETRIES=11"], "kedr-build: RETRIES=11: expected how many times a failed test runs "
                      "again, 0 to 10"),
     (["KCIDB_ORIGIN=Lab 1"], "kedr-build: KCIDB_ORIGIN=Lab 1: a KCIDB origin is lower-case"),
@@ -676,6 +701,39 @@ def test_jobs_capped_and_old_reports_cleared(tmp_path: Path, site_dir: Path,
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["cheap.toml", "junit.xml", "kcidb.json", "logs", "pytest.ini", "report.html",
          "report.json", "session.json"])
+
+
+def test_jobs_auto_is_one_vm_per_cpu_share(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """JOBS=auto, the default: one VM per CPU, at most one per group, said in one line
+    when more than one; under an enclosing pytest-xdist run, each of its workers' share
+    of the CPUs; on a real machine, 1. (Before: the default was 1 VM at a time, and
+    JOBS=auto a bad value.)"""
+    from kedr_build import checkjob, config
+    from kedr_build.packs import check
+    from kedr_build.packs.session import AUTO_JOBS
+    from kedr_build.targets.spec import QemuTarget, SshTarget
+
+    assert config.VARIABLES["JOBS"].default == "auto"
+    assert config._jobs("auto") == config._jobs("") == AUTO_JOBS and config._jobs("3") == 3
+    monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT", raising=False)
+    two = "".join(f'[[test]]\nname = "t{i}"\nkind = "vm"\nchecks = ["loads"]\n'
+                  for i in (1, 2))
+    out = _session(tmp_path, "run", drivers=3,          # 2 tests x 3 drivers: 6 groups
+                   pack_text=f'[pack]\nname = "two"\nformat = 1\n{two}')
+    auto = Session(**{**Session.read(out / "session.json").__dict__, "jobs": AUTO_JOBS})
+    assert check.workers(auto, cpus=2) == (2, "kedr-build: JOBS=auto: 2 VMs at once (the "
+                                           "session has 6 driver-test groups, one VM each; "
+                                           "2 of this machine's 2 CPUs)")
+    assert check.workers(auto, cpus=64)[0] == 6
+    assert check.workers(auto, cpus=1) == (1, "")
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
+    assert check.workers(auto, cpus=2) == (1, "")
+    assert check.workers(auto, cpus=8)[0] == 4
+    real = SimpleNamespace(jobs=AUTO_JOBS, target=SshTarget(host="lab"))
+    assert checkjob.jobs_of(real) == 1                                 # type: ignore[arg-type]
+    assert checkjob.jobs_of(SimpleNamespace(jobs=AUTO_JOBS, target=QemuTarget())) \
+        == AUTO_JOBS                                                   # type: ignore[arg-type]
 
 
 def test_reports_say_where_the_pack_ran(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from kedr_build.atomic import write_atomic
 from kedr_build.errors import KedrError
 from kedr_build.packs import report
 from kedr_build.packs.pack import parse
-from kedr_build.packs.session import Session
+from kedr_build.packs.session import AUTO_JOBS, Session
 from kedr_build.targets import places
 
 SESSION_NAME = "session.json"
@@ -70,10 +70,25 @@ def groups(session: Session) -> int:
 
 
 def workers(session: Session, cpus: int | None = None) -> tuple[int, str]:
-    """JOBS=N capped at the session's groups and the CPUs: the xdist workers to start, and
-    the line saying so when the cap applied ("" when it did not)."""
+    """The xdist workers to start, and the line saying why when it is not JOBS= as given
+    ("" when it is). JOBS=N is capped at the session's groups and the CPUs. JOBS=auto
+    (AUTO_JOBS, the default) is one VM per CPU this process may run on, at most one per
+    group: every boot is single-threaded TCG (one host CPU busy), and most of a device
+    pack's time is the guest waiting (QEMU's e1000 holds received frames 1 s after each
+    open, the suspend, the unplug), so two groups at once on two CPUs take about the
+    time of the longer share. Under an enclosing pytest-xdist run (a test suite's -n 2
+    started this check) each of its workers gets its share of the CPUs."""
     cpus = cpus or len(os.sched_getaffinity(0))
-    n = min(session.jobs, max(groups(session), 1), cpus)
+    count = max(groups(session), 1)
+    if session.jobs == AUTO_JOBS:
+        enclosing = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+        share = max(1, cpus // int(enclosing)) if enclosing.isdigit() and int(enclosing) > 0 \
+            else cpus
+        n = min(count, share)
+        return n, (f"kedr-build: JOBS=auto: {n} VMs at once (the session has {count} "
+                   f"driver-test groups, one VM each; {share} of this machine's {cpus} "
+                   f"CPUs)" if n > 1 else "")
+    n = min(session.jobs, count, cpus)
     if n == session.jobs:
         return n, ""
     return n, (f"kedr-build: JOBS={session.jobs}: {n} at once (the session has "
@@ -117,9 +132,9 @@ def run_session(session: Session) -> int:
     write_atomic(report_dir / "pytest.ini", b"[pytest]\n")
     # JOBS=N: N pytest-xdist workers, each booting its own VMs (plugin.py keeps the
     # items of one boot on one worker).
-    n, capped = workers(session)
-    if capped:
-        print(capped, flush=True)
+    n, why = workers(session)
+    if why:
+        print(why, flush=True)
     jobs = ("-n", str(n)) if n > 1 else ()
     cmd = pytest_command(report_dir / SESSION_NAME, pack_copy, report_dir, jobs)
     print(f"kedr-build: pack {Path(session.pack).stem}: {shlex.join(cmd)}", flush=True)

@@ -71,6 +71,9 @@ class Kind:
     run: str | Callable[..., Any]          # "module:function", or the function itself
     params: Mapping[str, Param] = field(default_factory=dict)
     help: str = ""
+    # Its run is long, many trials in one test (a sweep: one per fault site; a fuzz
+    # time budget): started before the other groups when they run in parallel (JOBS=).
+    long: bool = False
 
     def runner(self) -> Callable[..., Any]:
         if callable(self.run):
@@ -116,7 +119,8 @@ FAULTS = Kind(
                          "(0: VM_TIMEOUT, at most 60)", minimum=0, maximum=86400),
     },
     help="fail each fault site of the driver once (init, workload, exit), then a seeded "
-         "random campaign; judge what each left behind")
+         "random campaign; judge what each left behind",
+    long=True)
 
 # The ioctls kfuzz -S tries on each device node before fuzzing (replacements/guest/kfuzz.c
 # takes at most 2^20); the commands answered are listed with the interfaces and favoured.
@@ -156,7 +160,8 @@ FUZZ = Kind(
                          minimum=0, maximum=86400),
     },
     help="find the driver's interfaces from the kernel, then fuzz its device nodes and "
-         "network interfaces from a seed; judge what the fuzzing left behind")
+         "network interfaces from a seed; judge what the fuzzing left behind",
+    long=True)
 
 RELOAD = Kind(
     name="reload",
@@ -198,7 +203,8 @@ CHAOS = Kind(
     help="fuzz the driver's character devices while its workload runs over and over and it "
          "is unloaded and loaded again (with DEVICES=: its devices hot-unplugged and "
          "plugged in again and the guest suspended and resumed too); an unload refused "
-         "while in use is clean, an oops is not")
+         "while in use is clean, an oops is not",
+    long=True)
 
 DEVICE = Kind(
     name="device",

@@ -13,10 +13,12 @@ the ``vm`` kind): its first item runs it, the others judge the same run. With
 to the shards, so no boot is repeated and the shards together are the whole
 session (:mod:`kedr_build.packs.merge` joins their reports).
 
-With pytest-xdist (``-n 2``, ``scons ... check JOBS=2``) the groups run in parallel
-VMs: a scheduler of the plugin keeps every item of one (driver, test) group on one
-worker (the group is one boot), and each item's result, with its group's run, travels
-to the controller on its test report, which writes the reports as without xdist.
+With pytest-xdist (``-n 2``, ``scons ... check JOBS=2``; JOBS=auto, the default, is
+one VM per CPU) the groups run in parallel VMs: a scheduler of the plugin keeps every
+item of one (driver, test) group on one worker (the group is one boot), starting the
+long ones first, and each item's result, with its group's run, travels to the
+controller on its test report, which writes the reports and the console's lines as
+without xdist.
 
 A check that could not run (its test had no workload, ...) is a pytest skip, so
 JUnit says ``<skipped message="not run: ...">``, and ``not-run`` in report.json; a
@@ -31,7 +33,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Generator, Iterator
+from collections.abc import Container, Generator, Iterator, Sequence
 from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -194,9 +196,16 @@ class PackSession:
                 setattr(report, "kedr_run", asdict(run))
         return report
 
+    @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        # Under xdist (JOBS=, by default as many VMs as CPUs) the worker a report came
+        # from (xdist's ``node``) is taken off it before pytest's terminal and JUnit see
+        # it: the console then says "<test>.<check>[<driver>] PASSED", as one VM at a time
+        # does (what scripts and tests read), not "[gw0] PASSED <test>..."; and JUnit
+        # keys each case by its node id alone (a group's items run on one worker).
+        node = report.__dict__.pop("node", None)
         if report.when == "setup":      # started (where: xdist's worker node, if any)
-            self.started[report.nodeid] = getattr(report, "node", None)
+            self.started[report.nodeid] = node
         item = getattr(report, "kedr_item", None)
         if item is not None:
             self.results[report.nodeid] = ItemResult(**item)
@@ -206,7 +215,8 @@ class PackSession:
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_xdist_make_scheduler(self, config: pytest.Config, log: Any) -> Any:
-        return _group_scheduler(config, log)
+        return _group_scheduler(config, log, {t.name for t in self.pack.tests
+                                              if kinds.get(t.kind).long})
 
     def build_report(self) -> PackReport:
         items = tuple(sorted(self.results.values(), key=lambda r: r.index))
@@ -270,11 +280,6 @@ class PackSession:
                                         (str(self.session.pack), 0, f"Skipped: not run: {why}"),
                                         "setup")
             teardown = pytest.TestReport(nodeid, location, {}, "passed", None, "teardown")
-            if self.started.get(nodeid) is not None:
-                # Begun on an xdist worker: the same JUnit case as its setup (junitxml
-                # keys cases by node id and worker).
-                for rep in (skipped, teardown):
-                    setattr(rep, "node", self.started[nodeid])
             setattr(skipped, "kedr_item", asdict(item))
             self.config.hook.pytest_runtest_logreport(report=skipped)
             self.config.hook.pytest_runtest_logreport(report=teardown)
@@ -407,14 +412,33 @@ def group_of(nodeid: str) -> str:
     return f"{name.rpartition('.')[0] or name}{bracket}{driver}"
 
 
-def _group_scheduler(config: pytest.Config, log: Any) -> Any:
+def start_order(groups: Sequence[str], long_tests: Container[str]) -> list[str]:
+    """The order the (driver, test) groups ``<pack>::<test>[<driver>]``, given in the
+    pack's order, start in under xdist: those of a long kind (a sweep, a fuzz budget)
+    first, then the pack's order. Longest first leaves the short ones to fill the other
+    workers around it; xdist's own order (the groups with the most checks first) started
+    e1000's sweep, its longest group and one check, last: one worker ran reload, hotplug
+    and the sweep (50 s) while the other's three groups took 34 s (JOBS=2, device pack)."""
+    return sorted(groups, key=lambda g: g.partition("::")[2].partition("[")[0]
+                  not in long_tests)
+
+
+def _group_scheduler(config: pytest.Config, log: Any, long_tests: Container[str]) -> Any:
     """xdist's scope scheduler with the pack's groups as scopes: a group's items (one
     boot) run on one worker, in order, and node ids stay as without xdist (unlike
-    ``--dist loadgroup``, which appends the group to them, and so to JUnit's names)."""
+    ``--dist loadgroup``, which appends the group to them, and so to JUnit's names).
+    The groups start in :func:`start_order`."""
     from xdist.scheduler import LoadScopeScheduling  # type: ignore[import-untyped]
 
     class PackGroupScheduling(LoadScopeScheduling):  # type: ignore[misc]
         def _split_scope(self, nodeid: str) -> str:
             return group_of(nodeid)
+
+        def _assign_work_unit(self, node: Any) -> None:
+            # The next group in start_order(): xdist pops the queue's first.
+            waiting = [g for g in dict.fromkeys(group_of(n) for n in self.collection)
+                       if g in self.workqueue]
+            self.workqueue.move_to_end(start_order(waiting, long_tests)[0], last=False)
+            super()._assign_work_unit(node)
 
     return PackGroupScheduling(config, log)

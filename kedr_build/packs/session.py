@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from kedr_build.devices.attach import Attachment
     from kedr_build.kernel.descriptions import ProvisionedKernel
 
+# JOBS=auto (the default): as many VMs at once as the CPUs allow, decided when the
+# session starts (kedr_build/packs/check.py workers()).
+AUTO_JOBS = 0
 
 @dataclass(frozen=True)
 class DriverUnderTest:
@@ -41,7 +44,7 @@ class Session:
     vm_cpus: int | None = None
     tests: tuple[str, ...] = ()       # TEST=: only these pack tests ("" : all)
     shard: tuple[int, int] | None = None   # SHARD=k/N
-    jobs: int = 1                     # JOBS=N: VMs at once (pytest-xdist workers)
+    jobs: int = 1                     # JOBS=N: VMs at once (pytest-xdist workers); AUTO_JOBS
     env: dict[str, str] = field(default_factory=dict)   # extra, for test kinds
     retries: int = 0                  # RETRIES=N: runs of a failed test again, at most
     kcidb_origin: str = "kedr"        # KCIDB_ORIGIN=: the origin of kcidb.json's objects
