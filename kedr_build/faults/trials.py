@@ -31,6 +31,7 @@ from kedr_build.faults.scenario import PointScenario, Scenario
 from kedr_build.kernel.descriptions import ProvisionedKernel
 from kedr_build.ko.module import ModuleRef, load_order
 from kedr_build.resources import template_env
+from kedr_build.vm import packed
 from kedr_build.vm.console import find_problems, strip_prefix
 from kedr_build.devices.attach import Attachment
 from kedr_build.vm.qemu import GuestJob, result_from_logs
@@ -230,7 +231,8 @@ def run_trials(kernel: ProvisionedKernel, replacement: Path, target: Path, logdi
             stop=(0 if first else next_trial) if one else None,
             taint_mask=TAINT_HURT, heartbeat=max(1, int(trial_timeout / 4)),
             marks={"sites_begin": SITES_BEGIN, "sites_end": SITES_END,
-                   "progress": PROGRESS, "discovery": DISCOVERY}))
+                   "progress": PROGRESS, "discovery": DISCOVERY,
+                   "packed_begin": packed.BEGIN, "packed_end": packed.END}))
         workdir = logdir / (f"job-{boot}" if one else f"boot-{boot}")
         state.last = time.monotonic()
         state.current = 0          # armed by this boot's first progress line
