@@ -1,8 +1,9 @@
 """Fault trials in the VM: the engine under the sweep and the random campaign.
 
-A *trial* loads the replacement module and the driver afresh, sets some fault
-scenarios, runs the workload, unloads both and reads the leak report (which,
-the replacement module being reloaded per trial, covers that trial only). All
+A *trial* loads the driver afresh, sets some fault scenarios, runs the workload,
+unloads the driver, reads the leak report and resets the replacement module
+(its debugfs ``reset``: what an rmmod and insmod of it would leave, refused
+while the driver is loaded), so each report covers that trial only. All
 trials run in one boot while the kernel stays healthy; after an oops, WARN or
 lockup (kernel taint), a hang, or a module that stays loaded, the VM is booted
 afresh and the next trial runs there. On a real machine (a :class:`Guest` of
