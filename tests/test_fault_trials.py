@@ -132,7 +132,8 @@ def test_a_trials_leak_report_crosses_the_serial_port_packed(tmp_path: Path) -> 
     run = "\n".join([f"D={tmp_path}", "k=3", *define, *dump, f"echo '{trial}'"])
     out = subprocess.run(["sh", "-c", run], capture_output=True, text=True,
                          check=True).stdout
-    assert out.startswith(packed.BEGIN + "\n") and len(out) < len(report) / 3, out[:200]
+    assert out.startswith(f"KEDR-LEAKS 3\n{packed.BEGIN}\n") and len(out) < len(report) / 3, \
+        out[:200]
     plain = f"KEDR-LEAKS 3\n{report}KEDR-LEAKS-END 3\n{trial}\n"
     assert packed.unpack(out) == plain
     (record,) = records_from_logs(packed.unpack(out), "", 3, "kedr_faulty")[-1:]
