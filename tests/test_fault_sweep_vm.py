@@ -19,9 +19,10 @@ from kedr_build.errors import KedrError
 from kedr_build.faults.campaign import campaign, reproduce
 from kedr_build.faults.sweep import Outcome, SweepResult, sweep, table
 from kedr_build.kernel.descriptions import ProvisionedKernel
+from kedr_build.vm.qemu import GuestJob, run_guest
 
 from conftest import REPO, run_scons
-from test_faults_vm import build_faulty
+from test_faults_vm import REPL, build_faulty
 
 pytestmark = pytest.mark.vm
 
@@ -71,6 +72,74 @@ def test_missing_cleanup_is_caught_at_exactly_its_site(
     assert leak.record.leaks == 2 and leak.record.leaked_bytes == 64 + 8192
     assert leak.record.init_status == 12
     assert not result.ok and result.boots == 1
+
+
+# The replacement module's reset (kedr_control.c), which the sweep's trials use in place
+# of unloading and loading it again: refused while the driver is loaded; after it, the
+# leak report, the fault points, the sites and the counters are as a fresh load has them.
+RESET_SCRIPT = f"""
+D=/sys/kernel/debug/kedr_build/{REPL}
+# init once: busybox insmod would run it again through init_module() (guest-faults.sh.j2)
+ins() {{ exec 3>>"$1"; insmod "$@"; rc=$?; exec 3>&-; return $rc; }}
+insmod ./{REPL}.ko || exit 1
+echo 1 > $D/faults/sites; echo "nth=1 caller=faulty_init" > $D/faults/kstrdup
+ins ./kedr_faulty.ko mode=leaky; echo "insmod $?"
+echo "== before"; cat $D/leaks
+echo 1 > $D/faults/sites
+insmod ./kedr_faulty.ko; echo "insmod $?"
+echo 1 2>/dev/null > $D/reset; echo "reset loaded $?"
+rmmod kedr_faulty
+echo 1 2>/dev/null > $D/reset; echo "reset $?"
+echo 2 2>/dev/null > $D/reset; echo "reset 2: $?"
+echo "== after"; cat $D/leaks; cat $D/faults/kstrdup; cat $D/faults/sites; cat $D/status
+insmod ./kedr_faulty.ko; echo "insmod $?"; rmmod kedr_faulty
+echo "== again"; cat $D/leaks
+"""
+
+
+def _section(output: str, name: str) -> str:
+    return output.split(f"== {name}\n", 1)[1].split("\n== ", 1)[0]
+
+
+def test_the_reset_leaves_what_a_fresh_load_does(kernel: ProvisionedKernel,
+                                                 tmp_path: Path) -> None:
+    repl, patched, _ = build_faulty(kernel, tmp_path)
+    vm = run_guest(kernel, GuestJob(script=RESET_SCRIPT, files={
+        "kedr_faulty.ko": patched, f"{REPL}.ko": repl}), tmp_path / "vm", timeout=120)
+    out = vm.output
+    assert vm.ok, f"{vm.reason()}\n{out}\n{vm.console[-3000:]}"
+    assert "insmod 12" in out and out.count("insmod 0") == 2, out
+    before = _section(out, "before")
+    assert before.count("\nobject ") == 2 and "target name=kedr_faulty" in before, before
+    # The driver loaded links to the replacement module: no reset (-EBUSY), as no rmmod.
+    assert "reset loaded 1" in out and "reset 0" in out and "reset 2: 1" in out, out
+    after = _section(out, "after")
+    assert "\nobject " not in after and "\nstack " not in after, after
+    assert "target " not in after and "live=0 live_bytes=0" in after, after
+    assert "totals allocs=0 frees=0 " in after, after
+    assert "\nnever\n" in f"\n{after}" and "calls=0 matched=0 injected=0" in after, after
+    assert "# recording=0 dropped=0" in after and "\nsite " not in after, after
+    assert re.search(r"^kstrdup \S+ 1 0 0$", after, re.M), after     # traced, no calls
+    # A load after the reset is tracked afresh: its allocations, freed at its unload.
+    again = _section(out, "again")
+    assert re.search(r"totals allocs=3 frees=3 live=0 ", again), again
+    assert "target name=kedr_faulty state=unloaded" in again, again
+
+
+def test_a_leak_is_charged_to_its_site_only(kernel: ProvisionedKernel,
+                                            tmp_path: Path) -> None:
+    """Site 3 (kstrdup) leaks two buffers; site 4, next in the same boot with the
+    replacement module reset between them, is judged clean: nothing of site 3's."""
+    repl, patched, _ = build_faulty(kernel, tmp_path)
+    result = sweep(kernel, repl, patched, tmp_path / "leaky", workload=WORKLOAD,
+                   module_args=("mode=leaky",))
+    assert outcomes(result) == [Outcome.CLEAN, Outcome.CLEAN, Outcome.LEAK, Outcome.CLEAN], \
+        "\n".join(table(result))
+    leak, after = result.results[2].record, result.results[3].record
+    assert (leak.leaks, leak.leaked_bytes) == (2, 64 + 8192)
+    assert (after.leaks, after.leaked_bytes, after.bad_frees, after.findings) == (0, 0, 0, ())
+    assert after.injected == 1 and after.init_status == 0 and after.unload_status == 0
+    assert result.boots == 1 and leak.boot == after.boot == 1
 
 
 def test_a_crash_is_reported_and_the_sweep_carries_on_after_a_fresh_boot(

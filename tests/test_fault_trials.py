@@ -14,10 +14,13 @@ from kedr_build.faults.trials import (CALLER_SLOT, Outcome, Site, Trial, console
                                       records_from_logs, site_scenario, site_trial,
                                       sites_from_logs)
 from kedr_build.resources import template_env
+from kedr_build.vm import packed
 
 DATA = Path(__file__).resolve().parent / "data" / "faults"
 OUTPUT = (DATA / "deref-sweep-output.log").read_text().replace("\r\n", "\n")
 CONSOLE = (DATA / "deref-sweep-console.log").read_text()
+MARKS = {"sites_begin": "B", "sites_end": "E", "progress": "P", "discovery": "D",
+         "packed_begin": packed.BEGIN, "packed_end": packed.END}
 
 
 def test_sites_of_a_discovery_boot() -> None:
@@ -60,7 +63,7 @@ def test_trial_lines_match_what_the_guest_makes_of_its_sites() -> None:
         discover=True, needed=[], site_scenario=site_scenario(CALLER_SLOT),
         caller_slot=CALLER_SLOT, taint_mask=1, heartbeat=1, root="/kedr", scratch="/tmp",
         stop=None,
-        marks={"sites_begin": "B", "sites_end": "E", "progress": "P", "discovery": "D"})
+        marks=MARKS)
     awk = next(ln for ln in script.splitlines() if ln.startswith("awk -v s="))
     found = "".join(f"{s.phase} {s.function} {s.point} {s.caller}\n" for s in sites)
     out = subprocess.run(["sh", "-c", awk.replace(" $S/found > $S/trials", "")],
@@ -93,7 +96,7 @@ def test_the_guest_stops_only_on_taint_added_since_it_began(tmp_path: Path) -> N
         repl="r", target="t", module_args="", root="/kedr", scratch="/tmp", stop=None,
         workload=False, trials=[], start=1, discover=False, needed=[], site_scenario=site_scenario(CALLER_SLOT),
         caller_slot=CALLER_SLOT, taint_mask=32 | 128 | 512 | 16384, heartbeat=1,
-        marks={"sites_begin": "B", "sites_end": "E", "progress": "P", "discovery": "D"})
+        marks=MARKS)
     tainted = tmp_path / "tainted"
     lines = [ln.replace("/proc/sys/kernel/tainted", str(tainted))
              for ln in script.splitlines() if ln.startswith(("taint0=", "hurt()"))]
@@ -102,3 +105,37 @@ def test_the_guest_stops_only_on_taint_added_since_it_began(tmp_path: Path) -> N
     test = "\n".join(lines) + f"\nhurt && echo hurt1\necho 16896 > {tainted}\nhurt && echo hurt2\n"
     out = subprocess.run(["sh", "-c", test], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["hurt2"]
+
+
+def test_a_trials_leak_report_crosses_the_serial_port_packed(tmp_path: Path) -> None:
+    """guest-faults.sh.j2's leak dump, run here on a stand-in for the debugfs report
+    (trial 3 of the deref sweep: two leaks): the guest writes it gzipped in base64, a
+    fraction of its size, and the host judges the unpacked output as it judged the
+    plain one (leaks, bytes, the trial's outcome)."""
+    script = template_env().get_template("guest-faults.sh.j2").render(
+        repl="r", target="t", module_args="", root="/kedr", scratch="/tmp", stop=None,
+        workload=False, trials=[], start=1, discover=False, needed=[],
+        site_scenario=site_scenario(CALLER_SLOT), caller_slot=CALLER_SLOT, taint_mask=1,
+        heartbeat=1, marks=MARKS)
+    lines = script.splitlines()
+    begin = lines.index(next(ln for ln in lines if ln.startswith("if echo | gzip")))
+    define = lines[begin:lines.index("fi", begin) + 1]
+    dump = [ln.strip() for ln in lines if '"KEDR-LEAKS $k"' in ln]
+    assert len(dump) == 1, dump
+    report = OUTPUT[OUTPUT.index("KEDR-LEAKS 3\n") + 13:OUTPUT.index("KEDR-LEAKS-END 3")]
+    stacks = "".join(f"stack id={1000 + i} frames=1\nframe 0x{0xc0234000 + i:x} "
+                     f"0x{0xc0234000 + i:x}\n" for i in range(600))   # e1000's size: 30 KB
+    report = report.replace("\nend\n", f"\n{stacks}end\n")
+    (tmp_path / "leaks").write_text(report)
+    trial = ("KEDR-TRIAL 3 init=137 workload=- unload=- repl_unload=0 injected=1 "
+             "taint=0 boot_taint=0")
+    run = "\n".join([f"D={tmp_path}", "k=3", *define, *dump, f"echo '{trial}'"])
+    out = subprocess.run(["sh", "-c", run], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.startswith(f"KEDR-LEAKS 3\n{packed.BEGIN}\n") and len(out) < len(report) / 3, \
+        out[:200]
+    plain = f"KEDR-LEAKS 3\n{report}KEDR-LEAKS-END 3\n{trial}\n"
+    assert packed.unpack(out) == plain
+    (record,) = records_from_logs(packed.unpack(out), "", 3, "kedr_faulty")[-1:]
+    assert (record.index, record.leaks, record.leaked_bytes) == (3, 2, 8256)
+    assert record.outcome is Outcome.CRASH            # insmod killed, as before

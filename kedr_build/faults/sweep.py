@@ -9,8 +9,9 @@ driver's init, the ``workload`` and its exit (the replacement module's
 site once (scenario ``caller=<site> nth=1`` on the site's function point) and
 judges the run (:mod:`kedr_build.faults.trials`):
 
-* the replacement module is reloaded with the driver for each site, so the leak
-  report read before it unloads covers that site's run only (no generations
+* the driver is reloaded for each site and the replacement module reset after
+  it (debugfs ``reset``: what its rmmod and insmod would leave), so the leak
+  report read before the reset covers that site's run only (no generations
   needed in the leak payload);
 * init failed cleanly with an error code / the workload saw the error (non-zero
   status) / what leaked / an oops, WARN or lockup (kernel taint, the console) /

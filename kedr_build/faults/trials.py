@@ -1,8 +1,9 @@
 """Fault trials in the VM: the engine under the sweep and the random campaign.
 
-A *trial* loads the replacement module and the driver afresh, sets some fault
-scenarios, runs the workload, unloads both and reads the leak report (which,
-the replacement module being reloaded per trial, covers that trial only). All
+A *trial* loads the driver afresh, sets some fault scenarios, runs the workload,
+unloads the driver, reads the leak report and resets the replacement module
+(its debugfs ``reset``: what an rmmod and insmod of it would leave, refused
+while the driver is loaded), so each report covers that trial only. All
 trials run in one boot while the kernel stays healthy; after an oops, WARN or
 lockup (kernel taint), a hang, or a module that stays loaded, the VM is booted
 afresh and the next trial runs there. On a real machine (a :class:`Guest` of
@@ -31,6 +32,7 @@ from kedr_build.faults.scenario import PointScenario, Scenario
 from kedr_build.kernel.descriptions import ProvisionedKernel
 from kedr_build.ko.module import ModuleRef, load_order
 from kedr_build.resources import template_env
+from kedr_build.vm import packed
 from kedr_build.vm.console import find_problems, strip_prefix
 from kedr_build.devices.attach import Attachment
 from kedr_build.vm.qemu import GuestJob, result_from_logs
@@ -230,7 +232,8 @@ def run_trials(kernel: ProvisionedKernel, replacement: Path, target: Path, logdi
             stop=(0 if first else next_trial) if one else None,
             taint_mask=TAINT_HURT, heartbeat=max(1, int(trial_timeout / 4)),
             marks={"sites_begin": SITES_BEGIN, "sites_end": SITES_END,
-                   "progress": PROGRESS, "discovery": DISCOVERY}))
+                   "progress": PROGRESS, "discovery": DISCOVERY,
+                   "packed_begin": packed.BEGIN, "packed_end": packed.END}))
         workdir = logdir / (f"job-{boot}" if one else f"boot-{boot}")
         state.last = time.monotonic()
         state.current = 0          # armed by this boot's first progress line

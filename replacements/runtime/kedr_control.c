@@ -22,6 +22,11 @@
  *                                  (only for functions that can fail)
  *     faults/<point>           rw  the point's scenario and counters;
  *                                  faults/sites: sites reached (kedr_faults.c)
+ *     reset                    w   1: back to the state a fresh load leaves
+ *                                  (no record, violation, site, scenario or
+ *                                  count; the switches as at load) without
+ *                                  unloading; -EBUSY while a module links here
+ *                                  (not in a module built to attach: KEDR_HOT)
  *     functions/<name>/calls   rw  calls that ran the trace payload
  *                                  (write 0 to reset)
  *     functions/<name>/unrecorded
@@ -168,6 +173,66 @@ static bool kedr_has_file(const struct kedr_function *fn, const struct kedr_cont
 	       (fn->payloads & f->payload);
 }
 
+/* --- reset ---------------------------------------------------------------------- */
+
+#ifndef KEDR_HOT
+/*
+ * Modules that link here: each holds a module_use on our source_list from
+ * resolve_symbol()'s ref_module() until free_module()'s module_unload_free()
+ * (kernel/module/main.c, 6.1 and 6.12), after its GOING notifiers ran.
+ */
+static bool kedr_linked_here(void)
+{
+#ifdef CONFIG_MODULE_UNLOAD
+	return !list_empty(&THIS_MODULE->source_list);
+#else
+	return true;		/* no module ever goes: never reset */
+#endif
+}
+
+/*
+ * What an unload and a load would do, the module staying loaded: the fault
+ * sweep's trials, one after another in a boot (guest-faults.sh.j2), each judged
+ * on its own report. Only when no module links here (kedr_linked_here()):
+ * replacements are called from the targets' code only, so nothing runs in them
+ * meanwhile, the GOING judgments (kedr_judge.c) are over, and a target coming
+ * now waits in its COMING notifier (kedr_target_coming()) for kedr_targets_lock,
+ * held throughout. A module built to attach (KEDR_HOT) has no such link to its
+ * target: it has no reset.
+ */
+static int kedr_reset_set(void *data, u64 val)
+{
+	size_t i;
+
+	if (val != 1)
+		return -EINVAL;
+	mutex_lock(&kedr_targets_lock);
+	if (kedr_linked_here()) {
+		mutex_unlock(&kedr_targets_lock);
+		return -EBUSY;
+	}
+	kedr_leak_reset();		/* kedr_judge.c */
+	kedr_rules_reset();		/* kedr_rules.c */
+	kedr_faults_reset();		/* kedr_faults.c */
+	mutex_lock(&kedr_control_lock);
+	kedr_global_enabled = kedr_enabled_at_load;
+	for (i = 0; i < ARRAY_SIZE(kedr_functions); i++) {
+		struct kedr_function *fn = kedr_functions[i];
+
+		WRITE_ONCE(fn->wanted, fn->payloads & KEDR_PAYLOADS_DEFAULT);
+		kedr_trace_counter_reset(fn, false);
+		kedr_trace_counter_reset(fn, true);
+	}
+	kedr_update_all();
+	/* As kedr_control_init(): started as a pass-through, a gap from the start. */
+	WRITE_ONCE(kedr_leak_gap, !kedr_enabled_at_load);
+	mutex_unlock(&kedr_control_lock);
+	mutex_unlock(&kedr_targets_lock);
+	return 0;
+}
+DEFINE_DEBUGFS_ATTRIBUTE(kedr_reset_fops, NULL, kedr_reset_set, "%llu\n");
+#endif
+
 /* --- status --------------------------------------------------------------------- */
 
 static int kedr_status_show(struct seq_file *m, void *unused)
@@ -224,6 +289,9 @@ static void kedr_control_init(void)
 				   &kedr_enabled_data, kedr_enabled_file.fops);
 	debugfs_create_file("status", 0400, kedr_module_dir, NULL, &kedr_status_fops);
 	debugfs_create_file("leaks", 0400, kedr_module_dir, NULL, &kedr_leaks_fops);
+#ifndef KEDR_HOT
+	debugfs_create_file_unsafe("reset", 0200, kedr_module_dir, NULL, &kedr_reset_fops);
+#endif
 	functions = debugfs_create_dir("functions", kedr_module_dir);
 	for (i = 0; i < ARRAY_SIZE(kedr_functions); i++) {
 		struct kedr_function *fn = kedr_functions[i];

@@ -737,6 +737,37 @@ static void kedr_faults_init(struct dentry *module_dir)
 				    &kedr_fault_point_fops);
 }
 
+/*
+ * A fresh load's state (kedr_control.c's "reset"): every point "never" with
+ * its counters at 0, no site recorded, not recording.
+ */
+static void __maybe_unused kedr_faults_reset(void)
+{
+	unsigned long flags;
+	size_t i;
+
+	for (i = 0; i < KEDR_NFAULT_POINTS; i++) {
+		struct kedr_fault_point *pt = &kedr_fault_points[i];
+
+		spin_lock_irqsave(&pt->lock, flags);
+		WRITE_ONCE(pt->armed, false);
+		WRITE_ONCE(pt->needs_caller, false);
+		memset(&pt->sc, 0, sizeof(pt->sc));	/* rule KEDR_FAULT_NEVER, as loaded */
+		memset(&pt->rnd, 0, sizeof(pt->rnd));
+		pt->calls = pt->matched = pt->injected = 0;
+		atomic64_set(&pt->nofail, 0);
+		atomic64_set(&pt->nmi, 0);
+		pt->logged = 0;
+		spin_unlock_irqrestore(&pt->lock, flags);
+	}
+	spin_lock_irqsave(&kedr_fault_sites_lock, flags);
+	memset(kedr_fault_sites, 0, sizeof(kedr_fault_sites));
+	kedr_fault_nsites = 0;
+	kedr_fault_sites_dropped = 0;
+	WRITE_ONCE(kedr_fault_recording, false);
+	spin_unlock_irqrestore(&kedr_fault_sites_lock, flags);
+}
+
 static void kedr_faults_exit(void)
 {
 	unregister_module_notifier(&kedr_fault_module_nb);

@@ -447,9 +447,46 @@ static struct notifier_block kedr_module_nb = {
 
 /* --- set-up and tear-down ---------------------------------------------------------------- */
 
+/*
+ * Each shard owns a slice of the pools: no global free list, no global lock.
+ * A shard's slice as a fresh load has it (zeroed, every record free); its lock
+ * held, or not yet in use.
+ */
+static void kedr_obj_shard_fill(unsigned int s)
+{
+	struct kedr_obj_shard *sh = &kedr_obj_shards[s];
+	unsigned int per = kedr_max_objects / KEDR_OBJ_SHARDS, i;
+
+	memset(kedr_obj_at(s * per + 1), 0, per * sizeof(struct kedr_obj));
+	sh->free_list = 0;
+	sh->q_head = sh->q_tail = 0;
+	sh->q_len = 0;
+	memset(sh->heads, 0, sizeof(sh->heads));
+	for (i = 0; i < per; i++) {
+		u32 id = s * per + i + 1;
+
+		kedr_obj_at(id)->next = sh->free_list;
+		sh->free_list = id;
+	}
+}
+
+/* A stack shard as a fresh load has it: the stacks it kept, zeroed, none kept. */
+static void kedr_stack_shard_fill(unsigned int s)
+{
+	struct kedr_stack_shard *sh = &kedr_stack_shards[s];
+	unsigned int per = kedr_max_stacks / KEDR_STACK_SHARDS, used = sh->used;
+
+	/* The report reads used, then the stacks below it. */
+	smp_store_release(&sh->used, 0);
+	memset(sh->heads, 0, sizeof(sh->heads));
+	memset(kedr_stack_at(s * per + 1), 0, (size_t)used * kedr_stack_size);
+	sh->first = s * per;
+	sh->count = per;
+}
+
 static int kedr_leak_init(void)
 {
-	unsigned int s, per, i;
+	unsigned int s;
 
 	if (kedr_stack_depth < 1 || kedr_stack_depth > KEDR_MAX_DEPTH) {
 		pr_err("%s: stack_depth=%u is out of range (1-%d)\n", KEDR_MODULE_NAME,
@@ -479,27 +516,54 @@ static int kedr_leak_init(void)
 		vfree(kedr_stack_shards);
 		return -ENOMEM;
 	}
-	/* Each shard owns a slice of the pools: no global free list, no global lock. */
-	per = kedr_max_objects / KEDR_OBJ_SHARDS;
 	for (s = 0; s < KEDR_OBJ_SHARDS; s++) {
-		struct kedr_obj_shard *sh = &kedr_obj_shards[s];
-
-		spin_lock_init(&sh->lock);
-		for (i = 0; i < per; i++) {
-			u32 id = s * per + i + 1;
-
-			kedr_obj_at(id)->next = sh->free_list;
-			sh->free_list = id;
-		}
+		spin_lock_init(&kedr_obj_shards[s].lock);
+		kedr_obj_shard_fill(s);
 	}
-	per = kedr_max_stacks / KEDR_STACK_SHARDS;
 	for (s = 0; s < KEDR_STACK_SHARDS; s++) {
 		spin_lock_init(&kedr_stack_shards[s].lock);
-		kedr_stack_shards[s].first = s * per;
-		kedr_stack_shards[s].count = per;
+		kedr_stack_shard_fill(s);
 	}
 	kedr_leak_ready = true;
 	return register_module_notifier(&kedr_module_nb);
+}
+
+/*
+ * Back to a fresh load's state, the module staying loaded (kedr_control.c's
+ * "reset", which holds kedr_targets_lock and has seen that no module links
+ * here): what the quarantine holds goes to the kernel, as at unload, then
+ * every record, stack, bad free, counter and target is forgotten.
+ */
+static void __maybe_unused kedr_leak_reset(void)
+{
+	struct kedr_target *t, *n;
+	unsigned long flags;
+	unsigned int s, cpu;
+
+	lockdep_assert_held(&kedr_targets_lock);
+	kedr_quarantine_release_all();
+	for (s = 0; s < KEDR_OBJ_SHARDS; s++) {
+		spin_lock_irqsave(&kedr_obj_shards[s].lock, flags);
+		kedr_obj_shard_fill(s);
+		spin_unlock_irqrestore(&kedr_obj_shards[s].lock, flags);
+	}
+	for (s = 0; s < KEDR_STACK_SHARDS; s++) {
+		spin_lock_irqsave(&kedr_stack_shards[s].lock, flags);
+		kedr_stack_shard_fill(s);
+		spin_unlock_irqrestore(&kedr_stack_shards[s].lock, flags);
+	}
+	spin_lock_irqsave(&kedr_bad_lock, flags);
+	memset(kedr_bad, 0, sizeof(kedr_bad));
+	kedr_nbad = 0;
+	kedr_bad_unkept = false;
+	spin_unlock_irqrestore(&kedr_bad_lock, flags);
+	for_each_possible_cpu(cpu)
+		memset(per_cpu_ptr(&kedr_leak_counters, cpu), 0, sizeof(struct kedr_leak_counters));
+	list_for_each_entry_safe(t, n, &kedr_targets, list) {
+		list_del(&t->list);
+		kfree(t);
+	}
+	kedr_dropped_targets = 0;
 }
 
 static void kedr_leak_exit(void)

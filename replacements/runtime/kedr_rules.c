@@ -202,3 +202,17 @@ static void kedr_rules_show(struct seq_file *m)
 		dropped += *per_cpu_ptr(&kedr_violations_dropped, cpu);
 	seq_printf(m, "rules dropped_violations=%lu\n", dropped);
 }
+
+/* A fresh load's state (kedr_control.c's "reset"): no violation seen. */
+static void __maybe_unused kedr_rules_reset(void)
+{
+	unsigned long flags;
+	unsigned int cpu;
+
+	spin_lock_irqsave(&kedr_violations_lock, flags);
+	memset(kedr_violations, 0, sizeof(kedr_violations));
+	kedr_nviolations = 0;
+	spin_unlock_irqrestore(&kedr_violations_lock, flags);
+	for_each_possible_cpu(cpu)
+		*per_cpu_ptr(&kedr_violations_dropped, cpu) = 0;
+}
