@@ -69,6 +69,16 @@ def kernel(request: pytest.FixtureRequest) -> ProvisionedKernel:
     return provision.ensure(name)
 
 
+def on_kernel(name: str) -> pytest.MarkDecorator:
+    """Run a test on one pinned kernel only (instead of each): for the real-machine
+    tests (TARGET=ssh://, labgrid:) whose steps beyond the QEMU guest's are the host's
+    Python, the same for every kernel, while the guest scripts they run are proven on
+    each kernel in QEMU. Such a file spreads its tests over the kernels (the suite's
+    time: each of these costs 2-4 min a kernel)."""
+    assert name in KERNELS, f"{name} is not a pinned kernel ({', '.join(KERNELS)})"
+    return pytest.mark.parametrize("kernel", [name], indirect=True)
+
+
 def kernel_name(kernel: ProvisionedKernel) -> str:
     assert kernel.description is not None
     return kernel.description.name
@@ -250,12 +260,13 @@ LONGEST = {
     "tests/test_target_sweep_vm.py": 312,
     "tests/test_device_pack_hw_vm.py": 191,
     "tests/test_fuzz_reboots_vm.py": 185,   # new since that run: its helper's -n 0 time
-    "tests/test_target_labgrid_vm.py": 162,
+    "tests/test_target_kinds_vm.py": 400,   # new: its helper's -n 0 times, one kernel a test
+    "tests/test_target_labgrid_vm.py": 330,  # + attach (6.12): 169 s
     "tests/test_patch_corpus_612.py": 154,
     "tests/test_device_pack_vm.py": 144,
     "tests/test_dkms_vm.py": 126,
     "tests/test_readme.py": 98,
-    "tests/test_target_ssh_vm.py": 87,
+    "tests/test_target_ssh_vm.py": 205,     # + attach (6.1): 118 s
     "tests/test_vm.py": 72,
 }
 

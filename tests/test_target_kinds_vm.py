@@ -34,7 +34,7 @@ from typing import Any
 
 import pytest
 
-from conftest import REPO, kernel_name, outputs, run_scons
+from conftest import REPO, kernel_name, on_kernel, outputs, run_scons
 from kedr_build.kernel.descriptions import DEFAULT_KERNEL, ProvisionedKernel
 from kedr_build.packs import report
 from labmachine import LabMachine, lab_machine
@@ -133,6 +133,7 @@ def _state(machine: LabMachine) -> str:
     return proc.stdout
 
 
+@on_kernel("debian-6.1")
 def test_fuzz_reload_and_faults_on_a_machine_give_the_qemu_verdicts(
         lab: tuple[LabMachine, Path], kernel: ProvisionedKernel) -> None:
     machine, work = lab
@@ -181,6 +182,7 @@ def test_fuzz_reload_and_faults_on_a_machine_give_the_qemu_verdicts(
         assert "left behind" not in r["reason"] and "not cleaned up" not in r["reason"], r
 
 
+@on_kernel("debian-6.1")
 def test_a_fuzz_finding_on_a_machine_names_its_seed_as_in_qemu(
         lab: tuple[LabMachine, Path], kernel: ProvisionedKernel) -> None:
     machine, work = lab
@@ -225,6 +227,7 @@ def test_a_fuzz_finding_on_a_machine_names_its_seed_as_in_qemu(
     assert reason.endswith("nothing was copied: reboot it first"), reason
 
 
+@on_kernel("debian-6.12")
 def test_a_fuzz_crash_through_labgrid_names_its_seed_and_is_power_cycled(
         lab: tuple[LabMachine, Path], kernel: ProvisionedKernel) -> None:
     """A machine that panics on a WARN (``panic_on_warn=1``), reached through labgrid

@@ -30,7 +30,7 @@ import pytest
 
 from attach_lab import (batch_report, check_lab_against_qemu, copy_drivers, drivers_arg,
                         hot_result, in_qemu, prepared, window)
-from conftest import REPO, kernel_name, outputs, run_scons
+from conftest import REPO, kernel_name, on_kernel, outputs, run_scons
 from kedr_build.errors import KedrError
 from kedr_build.kernel.descriptions import (DEFAULT_KERNEL, ProvisionedKernel, available,
                                             describe)
@@ -131,6 +131,7 @@ def test_other_kernel_refused_before_copying(lab: tuple[Path, Path],
     assert len(lines) == 1 and "(vermagic); nothing was copied" in lines[0], proc.stdout
 
 
+@on_kernel("debian-6.12")
 def test_attach_through_labgrid_gives_the_qemu_verdict(lab: tuple[Path, Path],
                                                        kernel: ProvisionedKernel) -> None:
     """Hot patching through labgrid (tests/attach_lab.py): a pack of kind attach over

@@ -31,7 +31,7 @@ import pytest
 
 from attach_lab import (batch_report, check_lab_against_qemu, copy_drivers, drivers_arg,
                         hot_result, in_qemu, window)
-from conftest import REPO, kernel_name, outputs, run_scons
+from conftest import REPO, kernel_name, on_kernel, outputs, run_scons
 from kedr_build.kernel.descriptions import (DEFAULT_KERNEL, ProvisionedKernel, available,
                                             describe)
 from kedr_build.packs import report
@@ -136,6 +136,7 @@ def test_basic_over_ssh_gives_the_qemu_report(lab: tuple[LabMachine, Path],
     assert len([k for k in ssh_items if k[0] == "chardev"]) == 9
 
 
+@on_kernel("debian-6.1")
 def test_attach_over_ssh_gives_the_qemu_verdict(lab: tuple[LabMachine, Path],
                                                 kernel: ProvisionedKernel) -> None:
     """Hot patching over ssh (tests/attach_lab.py): a pack of kind attach over the clean
