@@ -53,6 +53,11 @@ def test_printk_prefix_is_stripped() -> None:
     assert strip_prefix("[    1.616798] hello") == "hello"
     assert strip_prefix("<4>[ 12.5] WARNING: x") == "WARNING: x"
     assert strip_prefix("no prefix") == "no prefix"
+    # A shell's escape sequences on the same console (busybox ash's ESC [6n before its
+    # prompt, ESC 7 / ESC 8, colours) before or inside a kernel line.
+    assert strip_prefix("\x1b[6n[   39.1] Kernel panic - not syncing: x") == \
+        "Kernel panic - not syncing: x"
+    assert strip_prefix("\x1b7\x1b[1;31m[ 2.0] BUG: y\x1b[0m\x1b8") == "BUG: y"
     assert "kedr_initfail: no such device here" in clean_lines(read("initfail.log"))
 
 

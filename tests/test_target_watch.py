@@ -145,6 +145,20 @@ def test_a_panic_on_the_console_ends_the_wait_at_once(tmp_path: Path) -> None:
     assert (tmp_path / "o").read_bytes() == b""
 
 
+def test_a_panic_after_the_shells_escape_sequence_is_still_a_panic(tmp_path: Path) -> None:
+    # As recorded on a labgrid lab machine (tests/test_target_kinds_vm.py, debian-6.12,
+    # panic_on_warn=1): busybox ash's cursor-position query, ESC [6n, went out just
+    # before the panic's line. It was not found, and the run was judged a hang after
+    # LOST_BOUND s of silence.
+    clock = Clock()
+    panic = (b"\x1b[6n[   39.111939] Kernel panic - not syncing: kernel: panic_on_warn "
+             b"set ...\r\n")
+    machine = Machine(clock, writes=[(3.0, panic)], dies=3.0)
+    end, _ = job(machine, tmp_path)
+    assert end.crashed == "Kernel panic - not syncing: kernel: panic_on_warn set ...", end
+    assert clock.now == pytest.approx(3.0)
+
+
 def test_an_oops_gives_the_job_the_crash_grace_then_ends_it(tmp_path: Path) -> None:
     # The machine goes on (the oops killed one task); the job does not end.
     clock = Clock()

@@ -50,8 +50,16 @@ class KernelProblem:
         return self.line
 
 
+# A terminal's escape sequences (ECMA-48 CSI, and the two-byte ESC ones: ESC 7, ESC M...).
+# A shell on the same serial console writes them, and a kernel line printed while one
+# was going out starts with it: busybox ash asks for the cursor position (ESC [6n)
+# before its prompt, and a labgrid lab machine's panic read "\x1b[6n[   39.111939]
+# Kernel panic - not syncing: ...", was not found, and its run was judged a hang.
+_ESCAPES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|[0-Z\\-~])")
+
+
 def strip_prefix(line: str) -> str:
-    return _PREFIX.sub("", line.rstrip("\r"), count=1)
+    return _PREFIX.sub("", _ESCAPES.sub("", line.rstrip("\r")), count=1)
 
 
 def clean_lines(console: str) -> list[str]:
