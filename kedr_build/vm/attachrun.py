@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from kedr_build.atomic import write_atomic
 
+from kedr_build.vm.printer import machine_lines
 from kedr_build.vm.qemu import GuestJob
 
 if TYPE_CHECKING:
@@ -181,12 +182,8 @@ def format_attach(report: AttachReport, logdir: Path) -> list[str]:
                    "objects of the window still live at detach (not judged: the driver "
                    "still runs)")
     if report.machine:
-        out.append(f"--- target {report.machine} ---")
-        out.append(f"kernel taint (/proc/sys/kernel/tainted) before {report.taint_before}, "
-                   f"after {report.taint}")
-        out += report.power_cycles
-        out.append("left as found (modules unloaded, files removed)" if not report.left_as_found
-                   else f"NOT left as found: {report.left_as_found}")
+        out += machine_lines(report.machine, report.taint_before, report.taint,
+                             report.power_cycles, report.left_as_found)
     verdict = "PASSED" if report.verdict == "passed" else f"FAILED: {report.reason}"
     out.append(f"kedr-build: {report.target}: attach {verdict} (logs: {logdir})")
     return out

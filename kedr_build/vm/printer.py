@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from kedr_build.vm.runner import RunReport
 
 MAX_LOG_LINES = 200
@@ -44,12 +46,8 @@ def format_report(report: RunReport, title: str) -> str:
         out.append(f"--- kernel {problem.kind.value} ---")
         out.append(problem.excerpt)
     if report.target:
-        out.append(f"--- target {report.target} ---")
-        out.append(f"kernel taint (/proc/sys/kernel/tainted) before {report.taint_before}, "
-                   f"after {report.taint}")
-        out += report.power_cycles
-        out.append("left as found (modules unloaded, files removed)" if not report.left_as_found
-                   else f"NOT left as found: {report.left_as_found}")
+        out += machine_lines(report.target, report.taint_before, report.taint,
+                             report.power_cycles, report.left_as_found)
     steps = ", ".join(f"{s.action} {s.target}{'' if s.ok else ' FAILED'}" for s in report.steps)
     verdict = "PASSED" if report.ok else f"FAILED: {report.reason}"
     # A passed run with a failed step: an init failed under an injected fault (runner).
@@ -67,3 +65,14 @@ def format_report(report: RunReport, title: str) -> str:
     out.append(f"kedr-build: {title}: {verdict} [{steps or 'no steps'}] "
                f"in {report.elapsed:.1f} s (logs: {report.logs})")
     return "\n".join(out)
+
+
+def machine_lines(target: str, taint_before: int | None, taint: int | None,
+                  power_cycles: Sequence[str], left_as_found: str) -> list[str]:
+    """A real machine's part of a report (a run's, an attach's): its taint before and
+    after, its power cycles, and whether it was left as found."""
+    return [f"--- target {target} ---",
+            f"kernel taint (/proc/sys/kernel/tainted) before {taint_before}, after {taint}",
+            *power_cycles,
+            "left as found (modules unloaded, files removed)" if not left_as_found
+            else f"NOT left as found: {left_as_found}"]
