@@ -7,13 +7,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from kedr_build.atomic import write_atomic
 from kedr_build.kernel.descriptions import ProvisionedKernel
-from kedr_build.ko.module import ModuleRef, load_order
-from kedr_build.resources import template_env
-from kedr_build.vm import fuzzer
-from kedr_build.vm.qemu import CRASHES, GuestJob, run_guest
+from kedr_build.vm.qemu import CRASHES, run_guest
 from kedr_build.vm.races import Boot
+from kedr_build.vm.reboots import FreshLoads
 
 _REPLAYED = re.compile(r"^KFUZZ race-replay fails=([01]) of (\d+)$", re.M)
 _STARTED = re.compile(r"^KFUZZ race-replay-start (\d+)$", re.M)
@@ -37,24 +34,15 @@ def parse(output: str, crashed: bool = False) -> tuple[int, int]:
 def booter(kernel: ProvisionedKernel, modules: list[Path], trace_providers: tuple[str, ...],
            intree: tuple[str, ...], check: str, logdir: Path,
            cpus: int | None = None) -> Boot:
-    ordered, needed = load_order(ModuleRef.read(m) for m in modules)
-    drivers = [m.name for m in ordered if m.name not in trace_providers]
-    files = {f"modules/{m.name}.ko": m.path for m in ordered}
-    files["kfuzz"] = fuzzer.build()
+    loads = FreshLoads.of(modules, trace_providers, intree)
     boots = 0
 
     def boot(sequence: str, replays: int) -> tuple[int, int]:
         nonlocal boots
         boots += 1
         workdir = logdir / f"race-{check}-{boots}"
-        workdir.mkdir(parents=True, exist_ok=True)
-        write_atomic(workdir / "start.seq", sequence.encode())
-        script = template_env().get_template("guest-race.sh.j2").render(
-            intree=needed + [d for d in intree if d not in needed],
-            trace_providers=trace_providers, drivers=drivers, root="/kedr", check=check,
-            replays=replays, limit=REPLAY_SECONDS)
-        job = GuestJob(script=script, files={**files, "start.seq": workdir / "start.seq"},
-                       intree_modules=tuple(dict.fromkeys([*needed, *intree])))
+        job = loads.job("guest-race.sh.j2", workdir, sequence, check=check, replays=replays,
+                        limit=REPLAY_SECONDS)
         timeout = BOOT_SECONDS + (REPLAY_SECONDS + 30) * replays
         result = run_guest(kernel, job, workdir, timeout=timeout, cpus=cpus,
                            cut_after_crash=True)

@@ -91,16 +91,45 @@ def parse_boot(output: str) -> BootEnd:
     return BootEnd("lost")
 
 
+@dataclass(frozen=True)
+class FreshLoads:
+    """What a reduction's fresh boots load, each afresh for its replays of a sequence
+    (guest-reduce.sh.j2 here, guest-race.sh.j2 for a race: kedr_build/vm/raceboot.py):
+    the in-tree modules first (the drivers' dependencies, then the pack's), the
+    replacement modules, the drivers, and the fuzzer that replays."""
+    intree: tuple[str, ...]
+    trace_providers: tuple[str, ...]
+    drivers: tuple[str, ...]
+    files: dict[str, Path]
+
+    @classmethod
+    def of(cls, modules: list[Path], trace_providers: tuple[str, ...],
+           intree: tuple[str, ...]) -> FreshLoads:
+        ordered, needed = load_order(ModuleRef.read(m) for m in modules)
+        files = {f"modules/{m.name}.ko": m.path for m in ordered}
+        files["kfuzz"] = fuzzer.build()
+        return cls(tuple(dict.fromkeys([*needed, *intree])), trace_providers,
+                   tuple(m.name for m in ordered if m.name not in trace_providers), files)
+
+    def job(self, template: str, workdir: Path, sequence: str, **render: object) -> GuestJob:
+        """One boot's job: ``template`` rendered with ``render``, the sequence it starts
+        from kept in ``workdir`` as start.seq."""
+        workdir.mkdir(parents=True, exist_ok=True)
+        write_atomic(workdir / "start.seq", sequence.encode())
+        script = template_env().get_template(template).render(
+            intree=self.intree, trace_providers=self.trace_providers, drivers=self.drivers,
+            root="/kedr", **render)
+        return GuestJob(script=script, files={**self.files, "start.seq": workdir / "start.seq"},
+                        intree_modules=self.intree)
+
+
 def reduce(kernel: ProvisionedKernel, modules: list[Path], trace_providers: tuple[str, ...],
            intree: tuple[str, ...], fuzz_sequence: tuple[str, ...], hang: int,
            budget: Budget, logdir: Path, cpus: int | None = None) -> Reduction:
     cls, sequence = split_sequence(fuzz_sequence)
     check = CLASSES.get(cls, "")
     recorded = sequence.count("\nop ")
-    ordered, needed = load_order(ModuleRef.read(m) for m in modules)
-    drivers = [m.name for m in ordered if m.name not in trace_providers]
-    files = {f"modules/{m.name}.ko": m.path for m in ordered}
-    files["kfuzz"] = fuzzer.build()
+    loads = FreshLoads.of(modules, trace_providers, intree)
     start = time.monotonic()
     boots = attempts = 0
     gran, resumed, located = 2, False, False
@@ -117,16 +146,10 @@ def reduce(kernel: ProvisionedKernel, modules: list[Path], trace_providers: tupl
         nonlocal boots
         boots += 1
         workdir = logdir / f"reduce-{cls}-{boots}"
-        workdir.mkdir(parents=True, exist_ok=True)
-        write_atomic(workdir / "start.seq", sequence.encode())
-        script = template_env().get_template("guest-reduce.sh.j2").render(
-            intree=needed + [d for d in intree if d not in needed],
-            trace_providers=trace_providers, drivers=drivers, root="/kedr", cls=cls,
-            hang=hang, attempts=budget.attempts, used=attempts, seconds=int(left), gran=gran,
-            resumed=resumed, located=located, replay=replay, seq_begin=SEQ_BEGIN,
-            seq_end=SEQ_END)
-        job = GuestJob(script=script, files={**files, "start.seq": workdir / "start.seq"},
-                       intree_modules=tuple(dict.fromkeys([*needed, *intree])))
+        job = loads.job("guest-reduce.sh.j2", workdir, sequence, cls=cls, hang=hang,
+                        attempts=budget.attempts, used=attempts, seconds=int(left), gran=gran,
+                        resumed=resumed, located=located, replay=replay,
+                        seq_begin=SEQ_BEGIN, seq_end=SEQ_END)
         return run_guest(kernel, job, workdir, timeout=left + BOOT_MARGIN, cpus=cpus).output
 
     while True:
