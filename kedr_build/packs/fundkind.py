@@ -37,8 +37,12 @@ attempts and ``reduce_seconds`` (:mod:`kedr_build.vm.reboots`). A ``kernel``,
 concurrently, ``race_replays`` times a candidate, and reduced to the kinds of
 operation and threads it needs, at a failure rate comparable to the whole
 recording's, then verified (:mod:`kedr_build.vm.races`, within ``reduce`` attempts and
-``race_seconds``). A guest that died, and the other checks' failures after a failed
-unload (no fresh load) are said not to reduce, and why.
+``race_seconds``). A guest lost in the fuzz step (a panic; cut after a crash report;
+a lockup the VM timeout ended) is reduced across boots too, from the record kfuzz
+kept in memory the host reads after the guest is gone (:mod:`kedr_build.vm.shm`):
+class ``crash`` (the ``kernel`` check) when the console has an oops, BUG, GPF or panic,
+else ``hang`` (``fuzz``). The other checks' failures after a failed unload (no fresh
+load) are said not to reduce, and why.
 """
 
 from __future__ import annotations
@@ -214,6 +218,9 @@ _DONE = re.compile(r"^KFUZZ done ops=(\d+) syscalls=(\d+) elapsed_ms=(\d+) rate=
 
 def _fuzz_check(report: RunReport, found: discover.Interfaces, plan: FuzzPlan) -> CheckResult:
     step = next((s for s in report.steps if s.action == "fuzz"), None)
+    if step is None and report.lost and report.fuzz_output:
+        return CheckResult("fuzz", False, "the guest was lost while the fuzzer ran"
+                           + (f": {report.reason}" if report.reason else ""))
     if step is None:
         return CheckResult("fuzz", False, "the fuzzer did not run"
                            + (f": {report.reason}" if report.reason else ""))

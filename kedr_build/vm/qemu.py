@@ -224,33 +224,45 @@ def build_initramfs(kernel: ProvisionedKernel, job: GuestJob) -> Initramfs:
 BOOT_RETRY_LOG = "boot-retry.log"
 
 
+@dataclass(frozen=True)
+class Stall:
+    """A liveness limit for :func:`run_guest`: what the guest last said must change
+    within ``seconds`` (``progress`` is read once a second on the host)."""
+
+    seconds: float
+    progress: Callable[[], object]
+
+
 def run_guest(kernel: ProvisionedKernel, job: GuestJob, workdir: Path,
               timeout: float = 180.0, stream: Callable[[str], None] | None = None,
               cpus: int | None = None, accel: str | None = None,
-              cut_after_crash: bool = False) -> VmResult:
+              cut_after_crash: bool = False, stall: Stall | None = None) -> VmResult:
     """Boot, run ``job``, and return what happened; logs are kept in ``workdir``.
     ``accel`` replaces the kernel description's QEMU accelerator (e.g.
     "tcg,thread=single"; KEDR_ACCEL in the environment still wins).
     ``cut_after_crash``: after an oops, BUG or panic on the console, wait for the
     status only :func:`crash_grace` longer (never past ``timeout``).
+    ``stall``: the VM is stopped as hung (``timed_out``) once neither the console nor
+    ``stall.progress()`` has changed for ``stall.seconds`` (a whole kernel locked up:
+    nothing in the guest can say so).
 
     A kernel that dies before the guest's /init gets to the job has run nothing of
     the job: that boot is tried once more, and the first one's console is kept as
     console-first-boot.log with a line in boot-retry.log. (Seen on a loaded host:
     6.12 oopsing on an int3 at boot whose bytes in memory were already the nop, the
     stale translation of multi-threaded TCG in replacements/runtime/README.md.)"""
-    result = _boot(kernel, job, workdir, timeout, stream, cpus, accel, cut_after_crash)
+    result = _boot(kernel, job, workdir, timeout, stream, cpus, accel, cut_after_crash, stall)
     if result.job_started or not result.problems:
         return result
     (workdir / "console.log").replace(workdir / "console-first-boot.log")
     (workdir / BOOT_RETRY_LOG).write_text(
         f"the kernel died before the job started ({result.problems[0].line}): booted again\n")
-    return _boot(kernel, job, workdir, timeout, stream, cpus, accel, cut_after_crash)
+    return _boot(kernel, job, workdir, timeout, stream, cpus, accel, cut_after_crash, stall)
 
 
 def _boot(kernel: ProvisionedKernel, job: GuestJob, workdir: Path, timeout: float,
           stream: Callable[[str], None] | None, cpus: int | None, accel: str | None,
-          cut_after_crash: bool) -> VmResult:
+          cut_after_crash: bool, stall: Stall | None = None) -> VmResult:
     workdir.mkdir(parents=True, exist_ok=True)
     initrd = workdir / "initramfs.cpio"
     build_initramfs(kernel, job).write(initrd)
@@ -291,6 +303,21 @@ def _boot(kernel: ProvisionedKernel, job: GuestJob, workdir: Path, timeout: floa
 
     timer = threading.Timer(timeout, kill_on_timeout)
     timer.start()
+    done = threading.Event()
+
+    def watch_stall(limit: Stall) -> None:
+        seen: object = None
+        since = time.monotonic()
+        while not done.wait(1.0):
+            now = (len(console_lines), limit.progress())
+            if now != seen:
+                seen, since = now, time.monotonic()
+            elif time.monotonic() - since > limit.seconds:
+                kill_on_timeout()
+                return
+
+    if stall is not None:
+        threading.Thread(target=watch_stall, args=(stall,), daemon=True).start()
     grace: threading.Timer | None = None
     stderr_chunks: list[bytes] = []
     err_thread = threading.Thread(target=lambda: stderr_chunks.append(
@@ -316,6 +343,7 @@ def _boot(kernel: ProvisionedKernel, job: GuestJob, workdir: Path, timeout: floa
         proc.wait()
     finally:
         timer.cancel()
+        done.set()
         if grace is not None:
             grace.cancel()
         if proc.poll() is None:

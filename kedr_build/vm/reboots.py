@@ -1,6 +1,7 @@
 """Reduce a fuzz failure that only a fresh kernel can judge: a hang (the operation that
-hung holds its file, and maybe its driver, for good) or a taint with no WARN/BUG line
-(taint flags stay set for the rest of the boot). The guest's ``kfuzz -M`` runs the
+hung holds its file, and maybe its driver, for good), a crash (an oops leaves the
+kernel damaged; a panic ends the guest) or a taint with no WARN/BUG line (taint flags
+stay set for the rest of the boot). The guest's ``kfuzz -M`` runs the
 delta debugging from the recorded operations the judged run wrote out
 (``RunReport.fuzz_sequence``), each attempt a replay in one thread in a fresh load of
 the drivers (``replacements/templates/guest-reduce.sh.j2``). Attempts that pass leave the
@@ -11,6 +12,14 @@ also says at which operation (the one that never returned, or the one after whic
 taint appeared): the operations after it are dropped, and the next attempt is that
 operation with the open of its file.
 
+An attempt that ends the guest (a panic; a lockup of the whole kernel, stopped by the
+host when nothing changed for :data:`STALL` seconds) cannot say so itself: ``kfuzz
+-M`` keeps, before each attempt, where to resume from if it fails in the ivshmem's
+memory (:mod:`kedr_build.vm.shm`), with the position of the op in flight; the host reads
+it from the file and boots again from there. Such a boot counts as a failing attempt
+when it ended as the failure reduced did: with a crash report on the console for a
+crash, without one for a hang.
+
 The whole reduction has a budget of attempts and seconds (boots included); cut short, it
 reports the shortest sequence known to fail by then. A sequence reduced within the
 budget is replayed once more in a boot of its own.
@@ -20,6 +29,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,19 +37,20 @@ from kedr_build.atomic import write_atomic
 from kedr_build.kernel.descriptions import ProvisionedKernel
 from kedr_build.ko.module import ModuleRef, load_order
 from kedr_build.resources import template_env
-from kedr_build.vm import fuzzer
-from kedr_build.vm.qemu import GuestJob, run_guest
-from kedr_build.vm.reduction import Reduction
+from kedr_build.vm import fuzzer, shm
+from kedr_build.vm.qemu import CRASHES, GuestJob, Stall, VmResult, run_guest
+from kedr_build.vm.reduction import Reduction, describe_ops
 from kedr_build.vm.runner import SEQ_BEGIN, SEQ_END
 
-CLASSES = {"hang": "fuzz", "taint": "kernel"}   # what it reduces -> the check it fails
+# what it reduces -> the check it fails
+CLASSES = {"hang": "fuzz", "crash": "kernel", "taint": "kernel"}
 BOOT_MARGIN = 120.0       # seconds a boot may take beyond the reduction's time left
+STALL = 60.0              # ... or with nothing new on the console nor in the shared memory
 
 _REBOOT = re.compile(r"^KFUZZ reduce-reboot ops=(\d+) gran=(\d+) attempts=(\d+) located=(\d)$")
 _DONE = re.compile(r"^KFUZZ reduced ops=(\d+) attempts=(\d+) ([\w-]+)$")
 _NONE = re.compile(r"^KFUZZ reduce-none ops=(\d+) attempts=(\d+) why=([\w-]+)$")
 _REPLAY = re.compile(r"^KFUZZ replay class=\w+ fails=(\d) of 1$")
-_OP = re.compile(r"^KFUZZ op thread=(\d+) index=(\d+) (.*?)(?: ret=.*)?$")
 
 
 @dataclass(frozen=True)
@@ -69,7 +80,7 @@ def split_sequence(lines: tuple[str, ...]) -> tuple[str, str]:
 
 def parse_boot(output: str) -> BootEnd:
     lines = output.splitlines()
-    ops = tuple(f"t{m.group(1)}#{m.group(2)} {m.group(3)}" for m in map(_OP.match, lines) if m)
+    ops = describe_ops(lines)
     seq: list[str] = []
     inside = False
     for line in lines:
@@ -111,16 +122,38 @@ class FreshLoads:
         return cls(tuple(dict.fromkeys([*needed, *intree])), trace_providers,
                    tuple(m.name for m in ordered if m.name not in trace_providers), files)
 
-    def job(self, template: str, workdir: Path, sequence: str, **render: object) -> GuestJob:
+    def job(self, template: str, workdir: Path, sequence: str, with_shm: bool = False,
+            **render: object) -> GuestJob:
         """One boot's job: ``template`` rendered with ``render``, the sequence it starts
-        from kept in ``workdir`` as start.seq."""
+        from kept in ``workdir`` as start.seq; ``with_shm``: the ivshmem device too, its
+        file in ``workdir`` (:mod:`kedr_build.vm.shm`)."""
         workdir.mkdir(parents=True, exist_ok=True)
         write_atomic(workdir / "start.seq", sequence.encode())
         script = template_env().get_template(template).render(
             intree=self.intree, trace_providers=self.trace_providers, drivers=self.drivers,
-            root="/kedr", **render)
+            root="/kedr", shm_find=shm.GUEST_FIND, **render)
+        threads = 1 + max((int(ln.split()[1]) for ln in sequence.splitlines()
+                           if ln.startswith("op ")), default=0)
         return GuestJob(script=script, files={**self.files, "start.seq": workdir / "start.seq"},
-                        intree_modules=self.intree)
+                        intree_modules=self.intree,
+                        qemu_args=tuple(shm.qemu_args(workdir / shm.FILE, shm.size(threads)))
+                        if with_shm else ())
+
+
+def died_failing(cls: str, result: VmResult) -> bool:
+    """A boot that gave no answer ended as the failure ``cls`` does: a crash with a
+    crash report on its console, a hang without one (the host stopped it)."""
+    crashed = any(p.kind in CRASHES for p in result.problems)
+    return result.lost and (crashed if cls == "crash" else cls == "hang" and not crashed)
+
+
+def resumed_from(cls: str, result: VmResult) -> BootEnd:
+    """A boot that died mid-attempt: the attempt failed, and the shared memory says
+    with which sequence (cut after its op in flight) the next boot resumes."""
+    back = shm.read(result.workdir / shm.FILE)
+    if not (back.resume and back.inflight and died_failing(cls, result)):
+        return BootEnd("lost")
+    return BootEnd("reboot", back.attempts, back.ops, back.sequence, back.gran, back.located)
 
 
 def reduce(kernel: ProvisionedKernel, modules: list[Path], trace_providers: tuple[str, ...],
@@ -142,15 +175,16 @@ def reduce(kernel: ProvisionedKernel, modules: list[Path], trace_providers: tupl
                          seconds=time.monotonic() - start,
                          budget=f"{budget.attempts} attempts, {budget.seconds:g} s")
 
-    def boot(replay: bool, left: float) -> str:
+    def boot(replay: bool, left: float) -> VmResult:
         nonlocal boots
         boots += 1
         workdir = logdir / f"reduce-{cls}-{boots}"
-        job = loads.job("guest-reduce.sh.j2", workdir, sequence, cls=cls, hang=hang,
-                        attempts=budget.attempts, used=attempts, seconds=int(left), gran=gran,
-                        resumed=resumed, located=located, replay=replay,
+        job = loads.job("guest-reduce.sh.j2", workdir, sequence, with_shm=True, cls=cls,
+                        hang=hang, attempts=budget.attempts, used=attempts, seconds=int(left),
+                        gran=gran, resumed=resumed, located=located, replay=replay,
                         seq_begin=SEQ_BEGIN, seq_end=SEQ_END)
-        return run_guest(kernel, job, workdir, timeout=left + BOOT_MARGIN, cpus=cpus).output
+        return run_guest(kernel, job, workdir, timeout=left + BOOT_MARGIN, cpus=cpus,
+                         stall=Stall(max(STALL, 3.0 * hang), progress(workdir)))
 
     while True:
         left = budget.seconds - (time.monotonic() - start)
@@ -158,7 +192,10 @@ def reduce(kernel: ProvisionedKernel, modules: list[Path], trace_providers: tupl
             return result("budget-reached", resumed)
         if left < 1:
             return result("time-reached", resumed)
-        end = parse_boot(boot(False, left))
+        run = boot(False, left)
+        end = parse_boot(run.output)
+        if end.kind == "lost":
+            end = resumed_from(cls, run)
         if end.kind == "lost":
             return result("guest-lost", resumed)
         attempts = end.attempts
@@ -172,5 +209,21 @@ def reduce(kernel: ProvisionedKernel, modules: list[Path], trace_providers: tupl
     left = budget.seconds - (time.monotonic() - start)
     if left < 1:
         return result(end.outcome, True)
-    m = next(filter(None, map(_REPLAY.match, boot(True, left).splitlines())), None)
-    return result(end.outcome, True, 1, int(m.group(1)) if m else 0)
+    run = boot(True, left)
+    m = next(filter(None, map(_REPLAY.match, run.output.splitlines())), None)
+    fails = int(m.group(1)) if m else int(died_failing(cls, run))
+    return result(end.outcome, True, 1, fails)
+
+
+def progress(workdir: Path) -> Callable[[], object]:
+    """What a reduction boot has said so far: its output and the shared memory's
+    resume state (an attempt started, the op in flight)."""
+    def now() -> object:
+        said = workdir / "output.log"
+        try:
+            with (workdir / shm.FILE).open("rb") as f:
+                state = f.read(shm.HEADER)
+        except OSError:
+            state = b""
+        return said.stat().st_size if said.exists() else 0, state
+    return now

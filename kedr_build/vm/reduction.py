@@ -76,6 +76,12 @@ class Reduction:
         return f"{said}): {'; '.join(self.ops)}"
 
 
+def describe_ops(lines: Iterable[str]) -> tuple[str, ...]:
+    """kfuzz's ``KFUZZ op`` lines as a reduction names them: "t0#1461 open path=... fd=2"."""
+    return tuple(f"t{m.group(1)}#{m.group(2)} {m.group(3)}"
+                 for m in map(_OP.match, (ln.strip() for ln in lines)) if m)
+
+
 def parse(lines: Iterable[str]) -> dict[str, Reduction]:
     """check -> its reduction."""
     out: dict[str, Reduction] = {}
@@ -108,16 +114,16 @@ def parse(lines: Iterable[str]) -> dict[str, Reduction]:
 
 
 def why_not(check: str, lost: bool, unload_failed: bool, kernel_lines: bool) -> str:
-    """Why a failed ``check`` of a fuzz run has no reduction: ``lost``, the guest died
-    or hung past the fuzz step's watchdog (no recorded operations came back; a hang the
-    watchdog saw is reduced across boots: :mod:`kedr_build.vm.reboots`);
+    """Why a failed ``check`` of a fuzz run has no reduction: ``lost``, the guest was
+    lost and no record came back (one lost in the fuzz step is reduced across boots
+    from the shared memory's record: :mod:`kedr_build.vm.shm`, :mod:`kedr_build.vm.reboots`);
     ``unload_failed``, a driver did not unload (no fresh load to replay in: only
     ``loads`` itself reduces, in the driver still loaded);
     ``kernel_lines``, the log had a WARN/BUG line (without one, the kernel check failed
     on the taint alone: reduced across boots when the fuzzing tainted it)."""
     if lost:
-        return ("not reduced: the guest died, or hung where the fuzz step's watchdog "
-                "does not look, so no recorded operations came back")
+        return ("not reduced: the guest was lost, and no recorded operations came back "
+                "from the shared memory (outside the fuzz step, or with DEVICES=)")
     if unload_failed and check != "loads":
         return ("not reduced: a driver did not unload, so there is no fresh load to "
                 "replay the operations in")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from kedr_build import interrupt
@@ -23,13 +23,14 @@ from kedr_build.devices.attach import Attachment
 from kedr_build.devices.binding import Binding
 from kedr_build.checks.leaks import LeakReport, parse as parse_leaks, target_resolver
 from kedr_build.vm import packed
+from kedr_build.vm import shm as shm_mod
 from kedr_build.vm.console import KernelProblem, clean_lines
 from kedr_build.errors import KedrError
 from kedr_build.kernel.descriptions import ProvisionedKernel, by_release
 from kedr_build.ko.module import ModuleRef, load_order
 from kedr_build.resources import template_env
 from kedr_build.vm.trace import Symbolizer, parse_trace, summary
-from kedr_build.vm.qemu import GuestJob, Verdict, VmResult, run_guest
+from kedr_build.vm.qemu import CRASHES, GuestJob, Verdict, VmResult, run_guest
 from kedr_build.vm.qmp import DeviceEvent, device_args
 
 BEGIN_MARK = "kedr-build: modules begin"
@@ -172,7 +173,7 @@ def plan_run(modules: list[Path], workload: Path | None = None,
              chaos: FuzzPlan | None = None,
              devices: Attachment | None = None,
              cycle_params: Sequence[str] = (), root: str = "/kedr", scratch: str = "/tmp",
-             keep_log: bool = False) -> RunPlan:
+             keep_log: bool = False, shm: bool = False) -> RunPlan:
     """Order the modules and write the guest script.
 
     ``root``: the directory the script finds its files in (modules/NAME.ko,
@@ -181,7 +182,8 @@ def plan_run(modules: list[Path], workload: Path | None = None,
     fuzzer's record): /tmp in the QEMU guest, ``root`` on a real machine (removed with
     it). ``keep_log``: never clear the kernel log (``dmesg -c``, as the QEMU guest does
     to count a step's WARN lines): on a real machine it is the run's evidence, read
-    after the job (marker lines instead).
+    after the job (marker lines instead). ``shm``: the fuzzer records in the ivshmem's
+    memory when the guest has the device (:mod:`kedr_build.vm.shm`).
 
     ``cycles``: the drivers (not the trace providers) are loaded and unloaded that
     many times in the one boot, the workload running after the last load.
@@ -237,7 +239,7 @@ def plan_run(modules: list[Path], workload: Path | None = None,
         cycle_params=list(cycle_params),
         chaos_devices=[f"{a.device.name},{a.device.qemu_id},{a.pci_address}"
                        for a in devices.devices] if chaos is not None and devices else [],
-        root=root, scratch=scratch, keep_log=keep_log)
+        root=root, scratch=scratch, keep_log=keep_log, shm=shm, shm_find=shm_mod.GUEST_FIND)
     return RunPlan(tuple(ordered), tuple(intree), workload, script, trace_providers)
 
 
@@ -272,8 +274,13 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
         devices_script = logdir / "devices-workload.sh"
         write_atomic(devices_script, devices.workload().encode())
         workload = workload or devices_script
+    # The fuzzer's record where the host reads it after the guest is gone (not with
+    # DEVICES=: no reduction across boots there).
+    shm_file = (logdir / shm_mod.FILE if fuzz is not None and not (
+        devices is not None and devices.devices) else None)
     plan = plan_run(modules, workload, trace_providers, faults, cycles, copies, attempt,
-                    discover, fuzz, per_cycle, chaos, devices, cycle_params)
+                    discover, fuzz, per_cycle, chaos, devices, cycle_params,
+                    shm=shm_file is not None)
     check_releases(plan.modules, kernel)
     files = {f"modules/{m.name}.ko": m.path for m in plan.modules}
     if workload is not None:
@@ -294,6 +301,8 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
         devices.make_disks(logdir)
         qemu_args = devices.qemu_args(logdir)
         hotplug = device_args(qemu_args, {a.device.qemu_id for a in devices.devices})
+    if shm_file is not None and fuzz is not None:
+        qemu_args += shm_mod.qemu_args(shm_file, shm_mod.size(fuzz.threads))
     job = GuestJob(script=plan.script, files=files,
                    intree_modules=tuple(dict.fromkeys(plan.intree + intree)),
                    qemu_args=tuple(qemu_args), hotplug=hotplug,
@@ -314,8 +323,22 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
     report = conclude(result, plan, logdir, suppressions,
                       devices=devices.names if devices is not None else "",
                       targets=tuple(targets))
+    if shm_file is not None:
+        report = lost_mid_fuzz(report, shm_mod.read(shm_file))
     write_atomic(logdir / "result.json", report.to_json().encode())
     return report
+
+
+def lost_mid_fuzz(report: RunReport, record: shm_mod.Readback) -> RunReport:
+    """A guest lost in the fuzz step (it died: a panic; or was stopped: cut after a
+    crash report, or a lockup the VM timeout ended): the operations the shared memory
+    kept, as the sequence the host reduces across boots (:mod:`kedr_build.vm.reboots`),
+    class ``crash`` when the console has an oops, BUG, GPF or panic, else ``hang``."""
+    if (not report.lost or report.fuzz_sequence or not record.sequence or record.resume
+            or any(s.action == "fuzz" for s in report.steps)):
+        return report
+    cls = "crash" if any(p.kind in CRASHES for p in report.problems) else "hang"
+    return replace(report, fuzz_sequence=(f"class {cls}", *record.sequence.splitlines()))
 
 
 def conclude(result: VmResult, plan: RunPlan, logdir: Path,

@@ -4,7 +4,14 @@
  * Built on the host with `gcc -static` (kedr_build/vm/fuzzer.py); the guest has
  * busybox and no Python.
  *
- *   kfuzz -s SEED -n COUNT -t SECONDS -j THREADS -r RECORD [-S SWEEP] PATH...
+ *   kfuzz -s SEED -n COUNT -t SECONDS -j THREADS -r RECORD [-F] [-S SWEEP [-y SWEPT]] PATH...
+ *                                  -F: RECORD is memory that is already there (the
+ *                                  ivshmem BAR, .../resource2: kedr_build/vm/shm.py),
+ *                                  opened as it is, its size checked, cleared; -y: the
+ *                                  file made when the sweep is over (RECORD.swept)
+ *   kfuzz -z THREADS               print the bytes of shared memory a record of THREADS
+ *                                  threads, or a reduction's resume state, needs (a power
+ *                                  of 2: the ivshmem's size)
  *                                  PATH: a character or block device node, or
  *                                  net:NAME, a network interface
  *   kfuzz -D RECORD [-k LAST]      print what RECORD holds (the last ops of each thread)
@@ -17,9 +24,16 @@
  *                                  order, in a thread of its own, all started at once (the
  *                                  threads' recorded interleaving is not enforced: a race
  *                                  replayed this way may or may not hit its window)
- *   kfuzz -C RECORD                print how many operations RECORD's threads started
+ *   kfuzz -C RECORD                print how many operations RECORD's threads started,
+ *                                  the sweep's ioctls counted
  *   kfuzz -E RECORD -o SEQUENCE    write RECORD's operations as a sequence file (what -M
- *                                  reduces), for a reduction across boots
+ *                                  reduces), for a reduction across boots (the sweep's
+ *                                  ioctl in flight, if the sweep never ended, last, after
+ *                                  an open of its node). RECORD may be a resume state
+ *                                  (KFUZZ_SHM below): then the candidate in flight is
+ *                                  written (cut after the op in flight) and "KFUZZ resume"
+ *                                  says how to go on. Reads a file only: the host runs it
+ *                                  on the ivshmem's file after the guest is gone
  *   kfuzz -M RECORD -o SEQUENCE -a ATTEMPTS -c ORACLE
  *                                  reduce RECORD's operations (all threads', in thread
  *                                  order) to a short sequence that still fails: delta
@@ -38,6 +52,13 @@
  *                                  resume. An oracle that writes a position K to
  *                                  SEQUENCE.try.at says the failure showed at the attempt's
  *                                  K-th op: the ops after it are dropped
+ *
+ * KFUZZ_SHM (environment), for -M and -p: memory the host can read after the guest is
+ * gone (the ivshmem's BAR). -M writes there, before each attempt, what the reduction is
+ * to resume from if the attempt ends the guest (the candidate, the granularity and the
+ * attempts it would leave: what "KFUZZ reduce-reboot" says), -p the position of the op
+ * it is making: a panic or a lockup of the whole kernel mid-attempt still says which
+ * shorter sequence failed, and where.
  *
  * Each of THREADS threads draws its operations from its own PRNG seeded from
  * (SEED, thread number): open/close storms, read/write of random sizes and
@@ -84,7 +105,9 @@
  * could not be opened again. The _IOC sweep (-S) skips interfaces.
  *
  * Every operation is recorded, before it is made, in RECORD: a file mapped
- * shared (a tmpfs file), so it outlives the process when an oops kills a thread.
+ * shared (a tmpfs file), so it outlives the process when an oops kills a thread;
+ * with -F, the ivshmem's memory, so it outlives the guest (a panic, a lockup). The
+ * sweep's ioctl in flight is recorded too (its node and command, and a count).
  * Each thread's last LOG operations are kept, every random choice of each written
  * out (fd slot, open mode, ...), so -M can replay any subset of them exactly.
  * Output lines start with "KFUZZ ".
@@ -145,8 +168,13 @@ struct record {
 	uint64_t seed;
 	uint32_t threads, npaths;
 	char paths[MAX_PATHS][64];
+	uint64_t swept;		/* sweep ioctls started (-S) */
+	uint32_t sweep_path, sweep_cmd;	/* ... the last one's node and command */
+	uint32_t sweeping;	/* 1: the sweep is not over */
+	uint32_t pad;
 	struct slot slots[];	/* threads of them */
 };
+#define RECORD_MAGIC "kfuzz3"
 
 static size_t record_size(uint64_t threads)
 {
@@ -576,7 +604,7 @@ static int map_record(const char *file, int fd)
 	rec = MAP_FAILED;
 	if (!fstat(fd, &st) && (size_t)st.st_size >= sizeof(*rec))
 		rec = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
-	if (rec == MAP_FAILED || memcmp(rec->magic, "kfuzz2", 7) || rec->threads > MAX_THREADS
+	if (rec == MAP_FAILED || memcmp(rec->magic, RECORD_MAGIC, 7) || rec->threads > MAX_THREADS
 	    || (size_t)st.st_size < record_size(rec->threads)) {
 		printf("KFUZZ error: %s: not a kfuzz record\n", file);
 		return 1;
@@ -616,6 +644,115 @@ struct entry {
 	uint32_t thread;
 	struct op op;
 };
+
+/*
+ * A reduction's resume state, in KFUZZ_SHM: what -M resumes from in the next boot if
+ * the attempt in flight ends this one (the guest dies, or locks up and the host stops
+ * it). Written by -M before each attempt (inflight 1) and after it (0); -p writes at.
+ */
+struct resume {
+	char magic[8];		/* RESUME_MAGIC */
+	uint64_t seed;
+	uint32_t npaths, inflight;
+	char paths[MAX_PATHS][64];
+	uint32_t gran, attempts, located, pad;	/* if the attempt in flight fails */
+	uint64_t at;		/* the op the replay is making, from 1 (0: none yet) */
+	uint64_t n;		/* the attempt's ops */
+	struct entry e[];
+};
+#define RESUME_MAGIC "kfuzzR1"
+
+static size_t pow2_at_least(size_t n)
+{
+	size_t p = 1 << 20;
+
+	while (p < n)
+		p <<= 1;
+	return p;
+}
+
+/* -z: the shared memory a record of THREADS threads, or the resume state of a
+ * reduction of all their ops, needs. */
+static size_t shm_size(uint64_t threads)
+{
+	size_t a = record_size(threads), b = sizeof(struct resume) + threads * LOG * sizeof(struct entry);
+
+	return pow2_at_least(a > b ? a : b);
+}
+
+static void *shm;		/* KFUZZ_SHM mapped (NULL: none) */
+static size_t shm_len;
+
+/* Map KFUZZ_SHM (or file) read-write as it is: -1 and an error line if it cannot be. */
+static void *map_fixed(const char *file, size_t need, size_t *len)
+{
+	struct stat st;
+	void *m;
+	int fd = open(file, O_RDWR | O_CLOEXEC);
+
+	if (fd < 0 || fstat(fd, &st)) {
+		printf("KFUZZ error: %s: %s\n", file, strerror(errno));
+		return NULL;
+	}
+	if ((size_t)st.st_size < need) {
+		printf("KFUZZ error: %s: %llu bytes, %zu needed\n", file,
+		       (unsigned long long)st.st_size, need);
+		close(fd);
+		return NULL;
+	}
+	m = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	close(fd);
+	if (m == MAP_FAILED) {
+		printf("KFUZZ error: %s: mmap: %s\n", file, strerror(errno));
+		return NULL;
+	}
+	*len = (size_t)st.st_size;
+	return m;
+}
+
+static void shm_open_env(void)
+{
+	const char *file = getenv("KFUZZ_SHM");
+
+	if (file && *file)
+		shm = map_fixed(file, sizeof(struct resume), &shm_len);
+}
+
+/* Before an attempt of n entries: the state to resume from if it ends the guest. */
+static void resume_write(const struct entry *e, size_t n, size_t gran, int attempts_then)
+{
+	struct resume *r = shm;
+	int p;
+
+	if (!r || sizeof(*r) + n * sizeof(*e) > shm_len)
+		return;
+	__atomic_store_n(&r->inflight, 0, __ATOMIC_RELEASE);
+	memcpy(r->magic, RESUME_MAGIC, 8);
+	r->seed = seed;
+	r->npaths = (uint32_t)npaths;
+	for (p = 0; p < npaths; p++)
+		snprintf(r->paths[p], sizeof(r->paths[p]), "%s", paths[p]);
+	r->gran = (uint32_t)gran;
+	r->attempts = (uint32_t)attempts_then;
+	r->located = 0;
+	r->at = 0;
+	r->n = n;
+	memcpy(r->e, e, n * sizeof(*e));
+	__atomic_store_n(&r->inflight, 1, __ATOMIC_RELEASE);
+}
+
+static void resume_done(void)
+{
+	if (shm)
+		__atomic_store_n(&((struct resume *)shm)->inflight, 0, __ATOMIC_RELEASE);
+}
+
+/* -p: the op being made, in the resume state too. */
+static void resume_at(uint64_t at)
+{
+	if (shm)
+		__atomic_store_n(&((struct resume *)shm)->at, at, __ATOMIC_RELEASE);
+}
 
 static int write_seq(const char *file, const struct entry *e, size_t n)
 {
@@ -741,6 +878,7 @@ static int replay(const char *file, const char *at_file, int stop_on_taint)
 			snprintf(pos, sizeof(pos), "%-22ld\n", i + 1);
 			memcpy(at, pos, 23);
 		}
+		resume_at((uint64_t)i + 1);
 		run(th, &e[i].op);
 		th->ops++;
 		if (stop_on_taint && (read_taint(now), strcmp(now, before))) {
@@ -826,7 +964,7 @@ static const char *stopped = "minimal";
 /* 1: the entries still fail (the oracle said so), 2: they fail and this kernel can
  * judge no more (oracle status 4), 0: they pass, -1: stop. A failure the oracle placed
  * at the K-th op (SEQUENCE.try.at) sets *n to K: the ops after it never ran before it. */
-static int fails(const char *out, const struct entry *e, size_t *n)
+static int fails(const char *out, const struct entry *e, size_t *n, size_t gran_if)
 {
 	char try[256], at[300], cmd[512];
 	unsigned long long k = 0;
@@ -849,7 +987,9 @@ static int fails(const char *out, const struct entry *e, size_t *n)
 		return -1;
 	snprintf(cmd, sizeof(cmd), "sh %s %s", oracle, try);
 	fflush(stdout);
+	resume_write(e, *n, gran_if, attempts);
 	st = system(cmd);
+	resume_done();
 	code = st != -1 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 	if (code != 0 && code != 1 && code != 4) {
 		printf("KFUZZ reduce-error oracle status %d on attempt %d\n", code, attempts);
@@ -895,7 +1035,7 @@ static long collect(const char *file, struct entry **out)
 		paths[i] = rec->paths[i];
 	for (t = 0; t < rec->threads; t++)
 		n += rec->slots[t].done < LOG ? rec->slots[t].done : LOG - 1;
-	c = calloc(n ? n : 1, sizeof(*c));
+	c = calloc(n + 2, sizeof(*c));
 	if (!c)
 		return -1;
 	for (t = 0; t < rec->threads; t++) {
@@ -907,6 +1047,27 @@ static long collect(const char *file, struct entry **out)
 			c[len].op = s->ring[x % LOG];
 			len++;
 		}
+	}
+	if (rec->sweeping && rec->swept && rec->sweep_path < rec->npaths) {
+		/* The sweep's ioctl in flight (it never ended): an open of its node (read and
+		 * write, as the sweep's open_any() tries first) and the ioctl, zero argument,
+		 * in a thread of their own. */
+		struct op *o = &c[len].op;
+
+		c[len].thread = c[len + 1].thread = rec->threads < MAX_THREADS ? rec->threads : 0;
+		o->index = rec->swept;
+		o->kind = OP_OPEN;
+		o->path = rec->sweep_path;
+		o->flag = 2;
+		o = &c[len + 1].op;
+		o->index = rec->swept;
+		o->kind = OP_IOCTL;
+		o->path = rec->sweep_path;
+		o->shape = SH_NULL;
+		o->cmd = rec->sweep_cmd;
+		o->size = (rec->sweep_cmd >> 16) & 0x3fff;
+		o->ret = INT64_MIN;
+		len += 2;
 	}
 	*out = c;
 	return (long)len;
@@ -923,6 +1084,7 @@ static int started(const char *file)
 		return 1;
 	for (t = 0; t < rec->threads; t++)
 		n += __atomic_load_n(&rec->slots[t].done, __ATOMIC_ACQUIRE);
+	n += __atomic_load_n(&rec->swept, __ATOMIC_ACQUIRE);
 	printf("%llu\n", (unsigned long long)n);
 	return 0;
 }
@@ -955,7 +1117,7 @@ static int minimize(const char *file, const char *from_seq, int resumed, size_t 
 	if (!sub)
 		return 2;
 	printf("KFUZZ reduce-start ops=%zu\n", len);
-	whole = resumed ? 1 : fails(out, c, &len);
+	whole = resumed ? 1 : fails(out, c, &len, gran);
 	if (whole < 1) {
 		printf("KFUZZ reduce-none ops=%zu attempts=%d why=%s\n", len, attempts,
 		       whole == 0 ? "replayed-in-one-thread-it-passes" : stopped);
@@ -975,7 +1137,7 @@ static int minimize(const char *file, const char *from_seq, int resumed, size_t 
 			sub[0] = c[o];
 			sub[1] = c[len - 1];
 			k = 2;
-			r = fails(out, sub, &k);
+			r = fails(out, sub, &k, 2);
 			if (r < 0)
 				goto done;
 			if (r) {
@@ -992,7 +1154,7 @@ static int minimize(const char *file, const char *from_seq, int resumed, size_t 
 		for (start = 0; start < len && !found; start += chunk) {
 			k = start + chunk > len ? len - start : chunk;
 			memcpy(sub, c + start, k * sizeof(*c));
-			r = fails(out, sub, &k);
+			r = fails(out, sub, &k, 2);
 			if (r < 0)
 				goto done;
 			if (r) {
@@ -1008,7 +1170,7 @@ static int minimize(const char *file, const char *from_seq, int resumed, size_t 
 			memcpy(sub, c, start * sizeof(*c));
 			memcpy(sub + start, c + end, (len - end) * sizeof(*c));
 			k = len - (end - start);
-			r = fails(out, sub, &k);
+			r = fails(out, sub, &k, gran - 1 > 2 ? gran - 1 : 2);
 			if (r < 0)
 				goto done;
 			if (r) {
@@ -1041,6 +1203,60 @@ done:
 	for (i = 0; i < len; i++)
 		describe((int)c[i].thread, &c[i].op);
 	return 0;
+}
+
+/* -E on a resume state: the attempt in flight, cut after its op in flight, and how to
+ * resume ("KFUZZ resume": inflight 0, the guest ended between attempts). */
+static int export_resume(const char *file, const struct resume *r, size_t len, const char *out)
+{
+	uint64_t n = r->n, at = r->at;
+	uint32_t p;
+	size_t i;
+
+	if (r->npaths > MAX_PATHS || n > (len - sizeof(*r)) / sizeof(struct entry)) {
+		printf("KFUZZ error: %s: not a kfuzz resume state\n", file);
+		return 2;
+	}
+	seed = r->seed;
+	npaths = (int)r->npaths;
+	for (p = 0; p < r->npaths; p++) {
+		memcpy(path_names[p], r->paths[p], sizeof(path_names[p]));
+		path_names[p][sizeof(path_names[p]) - 1] = 0;
+		paths[p] = path_names[p];
+	}
+	if (at >= 1 && at < n)
+		n = at;
+	if (write_seq(out, r->e, (size_t)n))
+		return 2;
+	printf("KFUZZ resume inflight=%u ops=%llu gran=%u attempts=%u located=%d at=%llu\n",
+	       r->inflight, (unsigned long long)n, r->gran, r->attempts, at >= 1,
+	       (unsigned long long)at);
+	for (i = 0; i < n; i++)
+		describe((int)r->e[i].thread, &r->e[i].op);
+	return 0;
+}
+
+/* -E: a record's operations, or a resume state's attempt in flight. */
+static int export_file(const char *file, const char *out)
+{
+	struct stat st;
+	struct entry *e;
+	const struct resume *r;
+	long n;
+	int fd = open(file, O_RDONLY);
+
+	if (fd < 0 || fstat(fd, &st)) {
+		printf("KFUZZ error: %s: %s\n", file, strerror(errno));
+		return 2;
+	}
+	if ((size_t)st.st_size >= sizeof(*r)) {
+		r = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+		if (r != MAP_FAILED && !memcmp(r->magic, RESUME_MAGIC, 8))
+			return export_resume(file, r, (size_t)st.st_size, out);
+	}
+	close(fd);
+	n = collect(file, &e);
+	return n < 0 || write_seq(out, e, (size_t)n) ? 2 : 0;
 }
 
 static int open_any(const char *path)
@@ -1215,6 +1431,11 @@ static void sweep(uint64_t budget)
 			continue;
 		}
 		for (k = 0; k < n; k++) {
+			if (!generic[k]) {	/* recorded before it is made (a hang's op) */
+				rec->sweep_path = (uint32_t)p;
+				rec->sweep_cmd = sweep_cmd(k);
+				__atomic_add_fetch(&rec->swept, 1, __ATOMIC_RELEASE);
+			}
 			ans[k] = !generic[k] && sweep_answers(fd, sweep_cmd(k));
 			found += ans[k];
 			taken += generic[k];
@@ -1250,9 +1471,9 @@ int main(int argc, char **argv)
 	uint64_t count = 10000, seconds = 0, threads = 2, last = 8;
 	const char *record = "/tmp/kfuzz.rec", *show = NULL, *reduce = NULL, *seqfile = NULL;
 	const char *out = "/tmp/kfuzz.seq", *count_of = NULL, *export = NULL, *from_seq = NULL;
-	const char *at_file = NULL;
-	uint64_t gran = 2, used = 0;
-	int resumed = 0, stop_on_taint = 0;
+	const char *at_file = NULL, *swept_file = NULL;
+	uint64_t gran = 2, used = 0, size_of = 0;
+	int resumed = 0, stop_on_taint = 0, fixed = 0;
 	uint64_t budget = 100, sweep_budget = 0;
 	struct thread ts[MAX_THREADS];
 	pthread_t ids[MAX_THREADS];
@@ -1260,7 +1481,7 @@ int main(int argc, char **argv)
 	int c, fd;
 	uint64_t i;
 
-	while ((c = getopt(argc, argv, "s:n:t:j:r:D:k:p:M:o:a:c:S:C:E:m:Rg:A:Lx:TP")) != -1) {
+	while ((c = getopt(argc, argv, "s:n:t:j:r:D:k:p:M:o:a:c:S:C:E:m:Rg:A:Lx:TPFy:z:")) != -1) {
 		switch (c) {
 		case 's': if (number(optarg, "seed", &seed, UINT64_MAX)) return 2; break;
 		case 'n': if (number(optarg, "count", &count, 1ull << 40)) return 2; break;
@@ -1285,6 +1506,9 @@ int main(int argc, char **argv)
 		case 'x': at_file = optarg; break;
 		case 'T': stop_on_taint = 1; break;
 		case 'P': concurrent = 1; break;
+		case 'F': fixed = 1; break;
+		case 'y': swept_file = optarg; break;
+		case 'z': if (number(optarg, "threads", &size_of, MAX_THREADS)) return 2; break;
 		default: fprintf(stderr, "KFUZZ error: usage: kfuzz -s SEED -n COUNT -t SECONDS "
 				 "-j THREADS -r RECORD PATH... | kfuzz -D RECORD | kfuzz -p SEQUENCE [-P] | "
 				 "kfuzz -M RECORD -o SEQUENCE -a ATTEMPTS -c ORACLE | kfuzz -C RECORD | "
@@ -1296,16 +1520,18 @@ int main(int argc, char **argv)
 		return dump(show, (int)last);
 	if (count_of)
 		return started(count_of);
-	if (export) {
-		struct entry *e;
-		long n = collect(export, &e);
-
-		return n < 0 || write_seq(out, e, (size_t)n) ? 2 : 0;
+	if (export)
+		return export_file(export, out);
+	if (size_of) {
+		printf("%zu\n", shm_size(size_of));
+		return 0;
 	}
 	if (seqfile && concurrent)
 		return replay_concurrent(seqfile);
-	if (seqfile)
+	if (seqfile) {
+		shm_open_env();
 		return replay(seqfile, at_file, stop_on_taint);
+	}
 	if (reduce) {
 		if (!oracle) {
 			fprintf(stderr, "KFUZZ error: -M needs -c ORACLE\n");
@@ -1314,6 +1540,7 @@ int main(int argc, char **argv)
 		max_attempts = (int)budget;
 		attempts = (int)used;
 		deadline_ns = seconds ? now_ns() + seconds * 1000000000ull : 0;
+		shm_open_env();
 		return minimize(reduce, from_seq, resumed, gran < 2 ? 2 : (size_t)gran, out);
 	}
 	if (!count || !threads || optind >= argc || argc - optind > MAX_PATHS) {
@@ -1322,18 +1549,27 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	npaths = argc - optind;
-	fd = open(record, O_RDWR | O_CREAT | O_TRUNC, 0600);
-	if (fd < 0 || ftruncate(fd, (off_t)record_size(threads))) {
-		fprintf(stderr, "KFUZZ error: %s: %s\n", record, strerror(errno));
-		return 2;
+	if (fixed) {	/* the ivshmem's memory: its size is the device's */
+		size_t len;
+
+		rec = map_fixed(record, record_size(threads), &len);
+		if (!rec)
+			return 2;
+		memset(rec, 0, record_size(threads));
+	} else {
+		fd = open(record, O_RDWR | O_CREAT | O_TRUNC, 0600);
+		if (fd < 0 || ftruncate(fd, (off_t)record_size(threads))) {
+			fprintf(stderr, "KFUZZ error: %s: %s\n", record, strerror(errno));
+			return 2;
+		}
+		rec = mmap(NULL, record_size(threads), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	}
-	rec = mmap(NULL, record_size(threads), PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	unmapped = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (rec == MAP_FAILED || unmapped == MAP_FAILED) {
 		fprintf(stderr, "KFUZZ error: mmap: %s\n", strerror(errno));
 		return 2;
 	}
-	memcpy(rec->magic, "kfuzz2", 7);
+	memcpy(rec->magic, RECORD_MAGIC, 7);
 	rec->seed = seed;
 	rec->threads = (uint32_t)threads;
 	rec->npaths = (uint32_t)npaths;
@@ -1349,9 +1585,12 @@ int main(int argc, char **argv)
 	if (sweep_budget) {
 		char swept[256];
 
+		rec->sweeping = 1;
 		sweep(sweep_budget);
-		/* RECORD.swept: the sweep is over (chaos starts its unloads then) */
-		snprintf(swept, sizeof(swept), "%s.swept", record);
+		rec->sweeping = 0;
+		/* RECORD.swept (-y): the sweep is over (chaos starts its unloads then) */
+		snprintf(swept, sizeof(swept), "%s%s", swept_file ? swept_file : record,
+			 swept_file ? "" : ".swept");
 		fd = open(swept, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 		if (fd >= 0)
 			close(fd);
