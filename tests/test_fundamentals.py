@@ -133,9 +133,18 @@ def test_guest_script_with_fuzz_and_cycles_is_valid_sh(built_chardev: Path,
     script = tmp_path / "job.sh"
     script.write_text(plan.script)
     subprocess.run(["sh", "-n", str(script)], check=True)
-    assert "/kedr/kfuzz -s 5 -n 100 -t 2 -j 3 -r /tmp/kfuzz.rec -S 8192 $targets" in plan.script
-    assert ("/kedr/kfuzz -M /tmp/kfuzz.rec -o /tmp/kfuzz-$cls.seq -a 50 -c "
+    assert ("/kedr/kfuzz -s 5 -n 100 -t 2 -j 3 -r $rec -S 8192 -y /tmp/kfuzz.swept "
+            "$targets") in plan.script
+    assert "rec=/tmp/kfuzz.rec\n" in plan.script and "resource2" not in plan.script
+    assert ("/kedr/kfuzz -M $rec -o /tmp/kfuzz-$cls.seq -a 50 -c "
             "/tmp/kedr-oracle.sh") in plan.script
+    # With the ivshmem (vm/shm.py): the record in its memory when the guest finds it.
+    shm = plan_run(sorted(built_chardev.glob("*.ko")), trace_providers=("kedr_repl_chardev",),
+                   fuzz=FuzzPlan(seed=5, count=100, seconds=2), shm=True).script
+    script.write_text(shm)
+    subprocess.run(["sh", "-n", str(script)], check=True)
+    assert "shm=$d/resource2" in shm and '[ -z "$shm" ] || rec=$shm' in shm
+    assert "-r $rec${shm:+ -F} $targets &" in shm
     assert "run_workload() {" in plan.script
     assert plan.script.count("run_workload\n") == 2   # cycle 1, each later cycle
     assert "cycle_leaks $((cycle - 1))" in plan.script
@@ -427,8 +436,13 @@ def test_failures_that_do_not_reduce_say_why() -> None:
     failure carries the seed and the shortest sequence, or the reason it cannot)."""
     assert reduction.CHECKS == ("kernel", "leaks", "rules", "loads")
     hang = reduction.why_not("kernel", lost=True, unload_failed=False, kernel_lines=False)
-    assert hang.startswith("not reduced: the guest died, or hung where the fuzz step's "
-                           "watchdog does not look"), hang
+    assert hang.startswith("not reduced: the guest was lost, and no recorded operations "
+                           "came back from the shared memory"), hang
+    # Lost mid-fuzz: what ended it is reduced under one check (vm/shm.py); the others
+    # failed for want of the reports the lost guest never sent.
+    assert reduction.why_not("leaks", True, False, True, "kernel") == (
+        "not reduced on its own: the guest was lost while the fuzzer ran, and what ended "
+        "it is reduced under kernel")
     # After a failed unload the other checks have no fresh load to replay in; the
     # failed unload itself reduces in the driver still loaded (test_fundamentals_vm),
     # and says why when no reduction ran.
@@ -606,7 +620,7 @@ def test_reduction_across_boots_reads_back() -> None:
     cls, text = reboots.split_sequence(("class taint", "kfuzz-seq seed=3", "path 0 /dev/x",
                                         "op 0 7 0 1 0 0 0 8 0 0 1 0"))
     assert (cls, text) == ("taint", "kfuzz-seq seed=3\npath 0 /dev/x\nop 0 7 0 1 0 0 0 8 0 0 1 0\n")
-    assert reboots.CLASSES == {"hang": "fuzz", "taint": "kernel"}
+    assert reboots.CLASSES == {"hang": "fuzz", "crash": "kernel", "taint": "kernel"}
     out = "\n".join(["KFUZZ reduce-start ops=1500",
                      "KFUZZ reduce-reboot ops=1386 gran=2 attempts=1 located=1",
                      "KFUZZ op thread=0 index=1 open path=/dev/x fd=1 ret=0",

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from conftest import kernel_name, outputs, run_scons
+from conftest import kernel_name, on_kernel, outputs, run_scons
 from kedr_build.kernel.descriptions import ProvisionedKernel
 
 pytestmark = pytest.mark.vm
@@ -95,3 +95,24 @@ def test_taint_reduced_across_boots(tmp_path: Path, kernel: ProvisionedKernel) -
     assert "kernel tainted" in k["message"] and "I" in k["message"].split("(")[0], k
     reduced(k["message"], "/dev/kedr_fz_taint", 11)
     assert items["fuzz", "fuzz"]["outcome"] == "passed", out
+
+
+@on_kernel("debian-6.12")
+def test_guest_death_reduced_across_boots(tmp_path: Path, kernel: ProvisionedKernel) -> None:
+    """tests/drivers/fzdie: a rare ioctl (nr 9) whose timer oopses in softirq: the kernel
+    panics and the VM ends mid-fuzz. The record came back from the ivshmem's file
+    (vm/shm.py), and the reduction (each failing attempt a panic, resumed from the
+    shared memory) gives the open and that ioctl; its replay panics again. Seed 12 draws
+    the ioctl as its 9th operation: the judged run, three reduction boots (the whole
+    record; the located open + ioctl; each alone) and the replay."""
+    report, items, out = check(tmp_path, "fzdie", kernel, "FUZZ_SEED=12")
+    assert report["verdict"] == "failed", out
+    k = items["fuzz", "kernel"]
+    assert k["outcome"] == "failed", out
+    reduced(k["message"], "/dev/kedr_fz_die", 9)
+    assert "FUZZ_SEED=12" in k["reproduce"]
+    fuzz = items["fuzz", "fuzz"]
+    assert fuzz["message"].startswith("the guest was lost while the fuzzer ran"), fuzz
+    logs = outputs(tmp_path, "fzdie", kernel)
+    assert "Fatal exception in interrupt" in next(logs.rglob("reduce-crash-1/console.log")) \
+        .read_text(), out

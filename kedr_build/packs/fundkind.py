@@ -128,6 +128,7 @@ def run_fuzz(driver: DriverUnderTest, test: PackTest, logdir: Path,
     reproduce = f"{driver.command} TEST={test.name} FUZZ_SEED={seed}"
     reduced: dict[str, reduction.Reduction | races.RaceReduction] = dict(
         reduction.parse(report.reduction))
+    lost_as = ""
     if plan.reduce and report.fuzz_sequence:
         cls, _ = reboots.split_sequence(report.fuzz_sequence)
         across: reduction.Reduction | races.RaceReduction
@@ -142,6 +143,8 @@ def run_fuzz(driver: DriverUnderTest, test: PackTest, logdir: Path,
         else:
             across = _reduce_across_boots(driver, test, logdir, session, report, plan)
         reduced[across.check] = across
+        # a guest lost mid-fuzz: its record came back, reduced as a crash or a hang
+        lost_as = across.check if report.lost else ""
     checks: list[CheckResult] = []
     for c in test.checks:
         result = _fuzz_check(report, found, plan) if c == "fuzz" else base.check(c)
@@ -153,7 +156,8 @@ def run_fuzz(driver: DriverUnderTest, test: PackTest, logdir: Path,
             elif plan.reduce and c in reduction.CHECKS:
                 said += "; " + reduction.why_not(
                     c, report.lost, any(s.action == "rmmod" and not s.ok
-                                        for s in report.steps), bool(report.problems))
+                                        for s in report.steps), bool(report.problems),
+                    lost_as)
             result = CheckResult(result.check, False, f"{result.message} ({said})",
                                  result.skipped, reproduce)
         checks.append(result)

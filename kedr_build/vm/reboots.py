@@ -45,7 +45,7 @@ from kedr_build.vm.runner import SEQ_BEGIN, SEQ_END
 # what it reduces -> the check it fails
 CLASSES = {"hang": "fuzz", "crash": "kernel", "taint": "kernel"}
 BOOT_MARGIN = 120.0       # seconds a boot may take beyond the reduction's time left
-STALL = 60.0              # ... or with nothing new on the console nor in the shared memory
+STALL = 30.0              # ... or with nothing new on the console nor in the shared memory
 
 _REBOOT = re.compile(r"^KFUZZ reduce-reboot ops=(\d+) gran=(\d+) attempts=(\d+) located=(\d)$")
 _DONE = re.compile(r"^KFUZZ reduced ops=(\d+) attempts=(\d+) ([\w-]+)$")
@@ -170,10 +170,15 @@ def reduce(kernel: ProvisionedKernel, modules: list[Path], trace_providers: tupl
 
     def result(outcome: str, reduced: bool, replays: int = 0,
                replay_fails: int = 0) -> Reduction:
+        saved = ""
+        if reduced:     # a kfuzz sequence file: `kfuzz -p FILE` replays it in a guest
+            saved = str(logdir / f"{cls}.seq")
+            write_atomic(Path(saved), sequence.encode())
         return Reduction(check, recorded, ops if reduced else (), attempts, outcome,
                          reduced, replays, replay_fails, boots=boots,
                          seconds=time.monotonic() - start,
-                         budget=f"{budget.attempts} attempts, {budget.seconds:g} s")
+                         budget=f"{budget.attempts} attempts, {budget.seconds:g} s",
+                         saved=saved)
 
     def boot(replay: bool, left: float) -> VmResult:
         nonlocal boots

@@ -57,6 +57,7 @@ class Reduction:
     boots: int = 0              # fresh boots it took (a hang or a taint: vm/reboots.py)...
     seconds: float = 0.0        # ... and their seconds
     budget: str = ""            # ... under this budget ("200 attempts, 300 s")
+    saved: str = ""             # ... the sequence kept beside the logs (CLASS.seq)
 
     def describe(self) -> str:
         how = _HOW.get(self.outcome, self.outcome or "cut short")
@@ -73,7 +74,8 @@ class Reduction:
             where = ("in the driver that did not unload" if self.check == "loads"
                      else "in fresh loads")
             said += f"; replayed {self.replays} times {where}: failed {self.replay_fails}"
-        return f"{said}): {'; '.join(self.ops)}"
+        kept = f" (kept in {self.saved})" if self.saved else ""
+        return f"{said}): {'; '.join(self.ops)}{kept}"
 
 
 def describe_ops(lines: Iterable[str]) -> tuple[str, ...]:
@@ -113,14 +115,20 @@ def parse(lines: Iterable[str]) -> dict[str, Reduction]:
     return out
 
 
-def why_not(check: str, lost: bool, unload_failed: bool, kernel_lines: bool) -> str:
+def why_not(check: str, lost: bool, unload_failed: bool, kernel_lines: bool,
+            lost_reduced_as: str = "") -> str:
     """Why a failed ``check`` of a fuzz run has no reduction: ``lost``, the guest was
     lost and no record came back (one lost in the fuzz step is reduced across boots
     from the shared memory's record: :mod:`kedr_build.vm.shm`, :mod:`kedr_build.vm.reboots`);
     ``unload_failed``, a driver did not unload (no fresh load to replay in: only
     ``loads`` itself reduces, in the driver still loaded);
     ``kernel_lines``, the log had a WARN/BUG line (without one, the kernel check failed
-    on the taint alone: reduced across boots when the fuzzing tainted it)."""
+    on the taint alone: reduced across boots when the fuzzing tainted it);
+    ``lost_reduced_as``: the check under which what ended a guest lost mid-fuzz is
+    reduced (the others failed only for want of what the lost guest never sent)."""
+    if lost and lost_reduced_as:
+        return (f"not reduced on its own: the guest was lost while the fuzzer ran, and "
+                f"what ended it is reduced under {lost_reduced_as}")
     if lost:
         return ("not reduced: the guest was lost, and no recorded operations came back "
                 "from the shared memory (outside the fuzz step, or with DEVICES=)")
