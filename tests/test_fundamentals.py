@@ -145,6 +145,9 @@ def test_guest_script_with_fuzz_and_cycles_is_valid_sh(built_chardev: Path,
     subprocess.run(["sh", "-n", str(script)], check=True)
     assert "shm=$d/resource2" in shm and '[ -z "$shm" ] || rec=$shm' in shm
     assert "-r $rec${shm:+ -F} $targets &" in shm
+    # its heartbeat while the fuzzer runs (the host stops a guest whose beat stopped)
+    assert shm.index("kfuzz -B $shm & beat=$!") < shm.index("-r $rec${shm:+ -F}") < \
+        shm.index('[ -z "$beat" ] || { kill $beat 2>/dev/null; wait $beat; }')
     assert "run_workload() {" in plan.script
     assert plan.script.count("run_workload\n") == 2   # cycle 1, each later cycle
     assert "cycle_leaks $((cycle - 1))" in plan.script

@@ -133,3 +133,18 @@ def test_sweep_hang_reduced_to_its_ioctl(tmp_path: Path, kernel: ProvisionedKern
                      r"path=/dev/kedr_fz_hang fd=0; t1#1793 ioctl fd=0 cmd=0x00000007 "
                      r"arg=null size=0 ", fuzz["message"]), fuzz
     assert "replayed in one more fresh boot: failed 1 of 1" in fuzz["message"], fuzz
+
+
+@on_kernel("debian-6.1")
+def test_lockup_reduced_across_boots(tmp_path: Path, kernel: ProvisionedKernel) -> None:
+    """tests/drivers/fzlock: a rare ioctl (nr 5) that spins with interrupts off on every
+    CPU: nothing in the guest runs any more, its heartbeat (kfuzz -B) stops, and the
+    host stops the VM after vm/shm.py's STALL (not the VM timeout). Reduced as a hang
+    from the shared memory's record, each failing attempt a boot stopped the same way;
+    seed 23 draws the ioctl as its 7th operation."""
+    report, items, out = check(tmp_path, "fzlock", kernel, "FUZZ_SEED=23")
+    fuzz = items["fuzz", "fuzz"]
+    assert fuzz["message"].startswith("the guest was lost while the fuzzer ran: VM hung: "
+                                      "no status after"), fuzz
+    reduced(fuzz["message"], "/dev/kedr_fz_lock", 5)
+    assert "reduced under fuzz" in items["fuzz", "kernel"]["message"], out

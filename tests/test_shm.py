@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import subprocess
+import time
 from pathlib import Path
 
 from kedr_build.vm import fuzzer, reboots, shm
@@ -61,7 +62,7 @@ def test_fixed_memory_too_small_is_one_line(tmp_path: Path) -> None:
 
 
 def _record_bytes(threads: int) -> int:
-    return 2072 + 24 + threads * (8 + 32768 * 64)
+    return 2072 + 24 + threads * (8 + 32768 * 64) + 8     # + the heartbeat
 
 
 def test_empty_memory_reads_as_nothing(tmp_path: Path) -> None:
@@ -163,9 +164,28 @@ def test_reduction_boot_job_has_the_device_and_a_crash_oracle(tmp_path: Path) ->
     subprocess.run(["sh", "-n", str(tmp_path / "job.sh")], check=True)
     # a crash's lines reach the console (the host judges a guest that died by them)
     assert "echo 4 > /proc/sys/kernel/printk" in job.script
-    assert '[ -z "$shm" ] || export KFUZZ_SHM=$shm' in job.script
+    assert '[ -z "$shm" ] || { export KFUZZ_SHM=$shm; /kedr/kfuzz -B $shm & }' in job.script
     assert "dmesg | grep -qE 'BUG:|Oops|general protection'" in job.script
     hang = loads.job("guest-reduce.sh.j2", tmp_path, seq, cls="hang", hang=3, attempts=40,
                      used=0, seconds=100, gran=2, resumed=False, located=False, replay=False,
                      seq_begin="B", seq_end="E")
     assert hang.qemu_args == () and "echo 1 > /proc/sys/kernel/printk" in hang.script
+
+
+def test_heartbeat_counts_up_and_stops_at_zero(tmp_path: Path) -> None:
+    mem = memory(tmp_path)
+    assert shm.beat(mem) is None                     # not started: not watched
+    proc = subprocess.Popen([str(fuzzer.build()), "-B", str(mem)])
+    try:
+        seen = set()
+        for _ in range(20):
+            seen.add(shm.beat(mem))
+            if len(seen - {None}) >= 2:
+                break
+            time.sleep(0.2)
+        assert len(seen - {None}) >= 2, seen          # it changes while the guest lives
+    finally:
+        proc.terminate()
+        assert proc.wait(5) == 0
+    assert shm.beat(mem) is None                     # stopped on purpose: 0
+

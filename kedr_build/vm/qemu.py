@@ -226,8 +226,8 @@ BOOT_RETRY_LOG = "boot-retry.log"
 
 @dataclass(frozen=True)
 class Stall:
-    """A liveness limit for :func:`run_guest`: what the guest last said must change
-    within ``seconds`` (``progress`` is read once a second on the host)."""
+    """A liveness limit for :func:`run_guest`: ``progress()`` (read once a second on
+    the host) must change within ``seconds``; None: not watched (yet, or any more)."""
 
     seconds: float
     progress: Callable[[], object]
@@ -242,8 +242,8 @@ def run_guest(kernel: ProvisionedKernel, job: GuestJob, workdir: Path,
     "tcg,thread=single"; KEDR_ACCEL in the environment still wins).
     ``cut_after_crash``: after an oops, BUG or panic on the console, wait for the
     status only :func:`crash_grace` longer (never past ``timeout``).
-    ``stall``: the VM is stopped as hung (``timed_out``) once neither the console nor
-    ``stall.progress()`` has changed for ``stall.seconds`` (a whole kernel locked up:
+    ``stall``: the VM is stopped as hung (``timed_out``) once ``stall.progress()`` (a
+    heartbeat) has not changed for ``stall.seconds`` (a whole kernel locked up:
     nothing in the guest can say so).
 
     A kernel that dies before the guest's /init gets to the job has run nothing of
@@ -309,8 +309,8 @@ def _boot(kernel: ProvisionedKernel, job: GuestJob, workdir: Path, timeout: floa
         seen: object = None
         since = time.monotonic()
         while not done.wait(1.0):
-            now = (len(console_lines), limit.progress())
-            if now != seen:
+            now = limit.progress()
+            if now is None or now != seen:
                 seen, since = now, time.monotonic()
             elif time.monotonic() - since > limit.seconds:
                 kill_on_timeout()

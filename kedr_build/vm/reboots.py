@@ -13,7 +13,7 @@ taint appeared): the operations after it are dropped, and the next attempt is th
 operation with the open of its file.
 
 An attempt that ends the guest (a panic; a lockup of the whole kernel, stopped by the
-host when nothing changed for :data:`STALL` seconds) cannot say so itself: ``kfuzz
+host when the guest's heartbeat stopped for ``shm.STALL`` seconds) cannot say so itself: ``kfuzz
 -M`` keeps, before each attempt, where to resume from if it fails in the ivshmem's
 memory (:mod:`kedr_build.vm.shm`), with the position of the op in flight; the host reads
 it from the file and boots again from there. Such a boot counts as a failing attempt
@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from functools import partial
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +45,6 @@ from kedr_build.vm.runner import SEQ_BEGIN, SEQ_END
 # what it reduces -> the check it fails
 CLASSES = {"hang": "fuzz", "crash": "kernel", "taint": "kernel"}
 BOOT_MARGIN = 120.0       # seconds a boot may take beyond the reduction's time left
-STALL = 30.0              # ... or with nothing new on the console nor in the shared memory
 
 _REBOOT = re.compile(r"^KFUZZ reduce-reboot ops=(\d+) gran=(\d+) attempts=(\d+) located=(\d)$")
 _DONE = re.compile(r"^KFUZZ reduced ops=(\d+) attempts=(\d+) ([\w-]+)$")
@@ -189,7 +188,7 @@ def reduce(kernel: ProvisionedKernel, modules: list[Path], trace_providers: tupl
                         gran=gran, resumed=resumed, located=located, replay=replay,
                         seq_begin=SEQ_BEGIN, seq_end=SEQ_END)
         return run_guest(kernel, job, workdir, timeout=left + BOOT_MARGIN, cpus=cpus,
-                         stall=Stall(max(STALL, 3.0 * hang), progress(workdir)))
+                         stall=Stall(shm.STALL, partial(shm.beat, workdir / shm.FILE)))
 
     while True:
         left = budget.seconds - (time.monotonic() - start)
@@ -218,17 +217,3 @@ def reduce(kernel: ProvisionedKernel, modules: list[Path], trace_providers: tupl
     m = next(filter(None, map(_REPLAY.match, run.output.splitlines())), None)
     fails = int(m.group(1)) if m else int(died_failing(cls, run))
     return result(end.outcome, True, 1, fails)
-
-
-def progress(workdir: Path) -> Callable[[], object]:
-    """What a reduction boot has said so far: its output and the shared memory's
-    resume state (an attempt started, the op in flight)."""
-    def now() -> object:
-        said = workdir / "output.log"
-        try:
-            with (workdir / shm.FILE).open("rb") as f:
-                state = f.read(shm.HEADER)
-        except OSError:
-            state = b""
-        return said.stat().st_size if said.exists() else 0, state
-    return now

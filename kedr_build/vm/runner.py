@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 from kedr_build import interrupt
@@ -30,7 +31,7 @@ from kedr_build.kernel.descriptions import ProvisionedKernel, by_release
 from kedr_build.ko.module import ModuleRef, load_order
 from kedr_build.resources import template_env
 from kedr_build.vm.trace import Symbolizer, parse_trace, summary
-from kedr_build.vm.qemu import CRASHES, GuestJob, Verdict, VmResult, run_guest
+from kedr_build.vm.qemu import CRASHES, GuestJob, Stall, Verdict, VmResult, run_guest
 from kedr_build.vm.qmp import DeviceEvent, device_args
 
 BEGIN_MARK = "kedr-build: modules begin"
@@ -313,7 +314,8 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
         # After an oops the crashed kernel may hang in what follows (the unload, the
         # reports): the verdict is "kernel problem" by then, and the wait is cut short.
         result = run_guest(kernel, job, logdir, timeout=timeout, stream=stream, cpus=cpus,
-                           accel=accel, cut_after_crash=True)
+                           accel=accel, cut_after_crash=True, stall=Stall(
+                               shm_mod.STALL, partial(shm_mod.beat, shm_file)) if shm_file else None)
     except interrupt.Interrupted as e:
         # No result: the run was stopped, and result.json says so (not an older run's).
         write_atomic(logdir / "result.json", json.dumps(

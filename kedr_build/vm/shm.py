@@ -5,6 +5,10 @@ guest that panics, or locks up until the host stops it, takes its tmpfs with it;
 file stays, with what kfuzz wrote there up to the last op (``kfuzz -F``, KFUZZ_SHM:
 ``replacements/guest/kfuzz.c``).
 
+``kfuzz -B`` beats in it while the guest lives: the host stops a guest whose beat
+stopped (:func:`beat`; ``qemu.Stall``), a lockup of the whole kernel nothing in the
+guest can report.
+
 The guest finds the device (vendor 0x1af4, device 0x1110) under /sys/bus/pci/devices
 and maps its ``resource2`` (:data:`GUEST_FIND`). The host reads the file with the same
 static kfuzz the guest runs (``kfuzz -E``: it only reads a file), not a second parser
@@ -23,8 +27,10 @@ from kedr_build.vm import fuzzer
 from kedr_build.vm.reduction import describe_ops
 
 FILE = "kfuzz.shm"          # in the boot's directory
+# seconds without a heartbeat after which the host stops the guest as locked up (a
+# guest starved by a loaded host beats late, not never: 4 times a second when it runs)
+STALL = 20.0
 QEMU_ID = "kedrshm"
-HEADER = 4096               # bytes: the first page holds a resume state's header
 
 # Sets $shm to the device's memory (sysfs resource2), enabled; "" when there is none.
 GUEST_FIND = """shm=
@@ -44,6 +50,18 @@ def size(threads: int) -> int:
     out = subprocess.run([str(fuzzer.build()), "-z", str(min(threads, 16))], capture_output=True,
                          text=True, check=True).stdout
     return int(out.strip())
+
+
+def beat(path: Path) -> int | None:
+    """The guest's heartbeat (``kfuzz -B``: the memory's last 8 bytes, counted up 4 times
+    a second); None when it does not beat (not started, or stopped on purpose: 0)."""
+    try:
+        with path.open("rb") as f:
+            f.seek(-8, 2)
+            value = int.from_bytes(f.read(8), "little")
+    except OSError:
+        return None
+    return value or None
 
 
 def qemu_args(path: Path, nbytes: int) -> list[str]:

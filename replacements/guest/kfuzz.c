@@ -9,6 +9,10 @@
  *                                  ivshmem BAR, .../resource2: kedr_build/vm/shm.py),
  *                                  opened as it is, its size checked, cleared; -y: the
  *                                  file made when the sweep is over (RECORD.swept)
+ *   kfuzz -B SHM                   a heartbeat: the last 8 bytes of SHM (the ivshmem's
+ *                                  memory) counted up 4 times a second until SIGTERM, then
+ *                                  0 (the host stops a guest whose beat stopped: a lockup
+ *                                  of the whole kernel; 0: not watched)
  *   kfuzz -z THREADS               print the bytes of shared memory a record of THREADS
  *                                  threads, or a reduction's resume state, needs (a power
  *                                  of 2: the ivshmem's size)
@@ -121,6 +125,7 @@
 #include <net/if.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -677,7 +682,7 @@ static size_t shm_size(uint64_t threads)
 {
 	size_t a = record_size(threads), b = sizeof(struct resume) + threads * LOG * sizeof(struct entry);
 
-	return pow2_at_least(a > b ? a : b);
+	return pow2_at_least((a > b ? a : b) + sizeof(uint64_t));	/* + the beat (-B) */
 }
 
 static void *shm;		/* KFUZZ_SHM mapped (NULL: none) */
@@ -710,6 +715,34 @@ static void *map_fixed(const char *file, size_t need, size_t *len)
 	return m;
 }
 
+static volatile sig_atomic_t beat_stop;
+
+static void on_term(int sig)
+{
+	(void)sig;
+	beat_stop = 1;
+}
+
+/* -B: count up in the memory's last 8 bytes until SIGTERM, then leave 0 there. */
+static int heartbeat(const char *file)
+{
+	size_t len;
+	unsigned char *m = map_fixed(file, sizeof(uint64_t), &len);
+	uint64_t *beat, n = 0;
+	struct timespec quarter = { 0, 250000000 };
+
+	if (!m)
+		return 2;
+	beat = (uint64_t *)(m + len - sizeof(uint64_t));
+	signal(SIGTERM, on_term);
+	while (!beat_stop) {
+		__atomic_store_n(beat, ++n, __ATOMIC_RELEASE);
+		nanosleep(&quarter, NULL);
+	}
+	__atomic_store_n(beat, 0, __ATOMIC_RELEASE);
+	return 0;
+}
+
 static void shm_open_env(void)
 {
 	const char *file = getenv("KFUZZ_SHM");
@@ -724,7 +757,7 @@ static void resume_write(const struct entry *e, size_t n, size_t gran, int attem
 	struct resume *r = shm;
 	int p;
 
-	if (!r || sizeof(*r) + n * sizeof(*e) > shm_len)
+	if (!r || sizeof(*r) + n * sizeof(*e) + sizeof(uint64_t) > shm_len)	/* the beat last */
 		return;
 	__atomic_store_n(&r->inflight, 0, __ATOMIC_RELEASE);
 	memcpy(r->magic, RESUME_MAGIC, 8);
@@ -1471,7 +1504,7 @@ int main(int argc, char **argv)
 	uint64_t count = 10000, seconds = 0, threads = 2, last = 8;
 	const char *record = "/tmp/kfuzz.rec", *show = NULL, *reduce = NULL, *seqfile = NULL;
 	const char *out = "/tmp/kfuzz.seq", *count_of = NULL, *export = NULL, *from_seq = NULL;
-	const char *at_file = NULL, *swept_file = NULL;
+	const char *at_file = NULL, *swept_file = NULL, *beat_file = NULL;
 	uint64_t gran = 2, used = 0, size_of = 0;
 	int resumed = 0, stop_on_taint = 0, fixed = 0;
 	uint64_t budget = 100, sweep_budget = 0;
@@ -1481,7 +1514,7 @@ int main(int argc, char **argv)
 	int c, fd;
 	uint64_t i;
 
-	while ((c = getopt(argc, argv, "s:n:t:j:r:D:k:p:M:o:a:c:S:C:E:m:Rg:A:Lx:TPFy:z:")) != -1) {
+	while ((c = getopt(argc, argv, "s:n:t:j:r:D:k:p:M:o:a:c:S:C:E:m:Rg:A:Lx:TPFy:z:B:")) != -1) {
 		switch (c) {
 		case 's': if (number(optarg, "seed", &seed, UINT64_MAX)) return 2; break;
 		case 'n': if (number(optarg, "count", &count, 1ull << 40)) return 2; break;
@@ -1507,6 +1540,7 @@ int main(int argc, char **argv)
 		case 'T': stop_on_taint = 1; break;
 		case 'P': concurrent = 1; break;
 		case 'F': fixed = 1; break;
+		case 'B': beat_file = optarg; break;
 		case 'y': swept_file = optarg; break;
 		case 'z': if (number(optarg, "threads", &size_of, MAX_THREADS)) return 2; break;
 		default: fprintf(stderr, "KFUZZ error: usage: kfuzz -s SEED -n COUNT -t SECONDS "
@@ -1522,6 +1556,8 @@ int main(int argc, char **argv)
 		return started(count_of);
 	if (export)
 		return export_file(export, out);
+	if (beat_file)
+		return heartbeat(beat_file);
 	if (size_of) {
 		printf("%zu\n", shm_size(size_of));
 		return 0;
@@ -1552,7 +1588,7 @@ int main(int argc, char **argv)
 	if (fixed) {	/* the ivshmem's memory: its size is the device's */
 		size_t len;
 
-		rec = map_fixed(record, record_size(threads), &len);
+		rec = map_fixed(record, record_size(threads) + sizeof(uint64_t), &len);	/* + -B's */
 		if (!rec)
 			return 2;
 		memset(rec, 0, record_size(threads));
