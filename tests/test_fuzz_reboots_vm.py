@@ -127,8 +127,7 @@ def test_sweep_hang_reduced_to_its_ioctl(tmp_path: Path, kernel: ProvisionedKern
     report, items, out = check(tmp_path, "fzhang", kernel, "FUZZ_SEED=3",
                                pack=PACK.replace("sweep = 0", "sweep = 8192"))
     fuzz = items["fuzz", "fuzz"]
-    assert fuzz["message"].startswith("the fuzzer hung: no operation started for 3 s "
-                                      "(after 1793 operations)"), fuzz
+    assert fuzz["message"].startswith("the fuzzer hung: no operation started for 3 s"), fuzz
     assert re.search(r"shortest failing sequence: 2 of 2 operations .*: t1#1793 open "
                      r"path=/dev/kedr_fz_hang fd=0; t1#1793 ioctl fd=0 cmd=0x00000007 "
                      r"arg=null size=0 ", fuzz["message"]), fuzz

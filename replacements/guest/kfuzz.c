@@ -74,7 +74,7 @@
  * operations of all threads together, SECONDS a time budget (0: none); the
  * first reached ends the run.
  *
- * -S SWEEP: before fuzzing (RECORD.swept is created when it is over), at most
+ * -S SWEEP: before fuzzing (RECORD.swept, or -y SWEPT, is created when it is over), at most
  * SWEEP ioctls on each device node sweep the
  * _IOC space with a zero argument, in sweep_cmd()'s order: every type, nr 0-31
  * as _IO, then as _IOR/_IOW/_IOWR of 4 and 8 bytes, then nr 32-63 the same, and
@@ -176,7 +176,7 @@ struct record {
 	uint64_t swept;		/* sweep ioctls started (-S) */
 	uint32_t sweep_path, sweep_cmd;	/* ... the last one's node and command */
 	uint32_t sweeping;	/* 1: the sweep is not over */
-	uint32_t pad;
+	uint32_t probed;	/* ... its ioctls on /dev/null (what the VFS takes) */
 	struct slot slots[];	/* threads of them */
 };
 #define RECORD_MAGIC "kfuzz3"
@@ -1117,7 +1117,8 @@ static int started(const char *file)
 		return 1;
 	for (t = 0; t < rec->threads; t++)
 		n += __atomic_load_n(&rec->slots[t].done, __ATOMIC_ACQUIRE);
-	n += __atomic_load_n(&rec->swept, __ATOMIC_ACQUIRE);
+	n += __atomic_load_n(&rec->swept, __ATOMIC_ACQUIRE) +
+	     __atomic_load_n(&rec->probed, __ATOMIC_ACQUIRE);
 	printf("%llu\n", (unsigned long long)n);
 	return 0;
 }
@@ -1448,8 +1449,10 @@ static void sweep(uint64_t budget)
 	}
 	/* /dev/null has no ioctl of its own: whatever it does not answer -ENOTTY, the
 	 * VFS took (do_vfs_ioctl()) before any driver could see it. */
-	for (k = 0; fd >= 0 && k < n; k++)
+	for (k = 0; fd >= 0 && k < n; k++) {	/* counted: the watchdog's progress */
+		__atomic_add_fetch(&rec->probed, 1, __ATOMIC_RELEASE);
 		generic[k] = ioctl(fd, sweep_cmd(k), 0UL) >= 0 || errno != ENOTTY;
+	}
 	if (fd >= 0)
 		close(fd);
 	for (p = 0; p < npaths; p++) {
