@@ -38,7 +38,8 @@ concurrently, ``race_replays`` times a candidate, and reduced to the kinds of
 operation and threads it needs, at a failure rate comparable to the whole
 recording's, then verified (:mod:`kedr_build.vm.races`, within ``reduce`` attempts and
 ``race_seconds``). A guest lost in the fuzz step (a panic; cut after a crash report;
-a lockup the VM timeout ended) is reduced across boots too, from the record kfuzz
+a lockup of the whole kernel, stopped when its heartbeat stopped) is reduced across
+boots too, from the record kfuzz
 kept in memory the host reads after the guest is gone (:mod:`kedr_build.vm.shm`):
 class ``crash`` (the ``kernel`` check) when the console has an oops, BUG, GPF or panic,
 else ``hang`` (``fuzz``). The other checks' failures after a failed unload (no fresh

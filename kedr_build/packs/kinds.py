@@ -154,8 +154,8 @@ FUZZ = Kind(
         "race_seconds": Param(int, 600, "seconds the reduction of a race may search, its "
                               "fresh boots included (its verification comes after)",
                               minimum=1, maximum=86400),
-        "hang": Param(int, 30, "seconds with no fuzz operation started that make a hang "
-                      "(0: only the VM timeout)", minimum=0, maximum=3600),
+        "hang": Param(int, 30, "seconds with no fuzz operation (or sweep ioctl) started "
+                      "that make a hang (0: only the VM timeout)", minimum=0, maximum=3600),
         "timeout": Param(int, 0, "seconds before the VM counts as hung (0: VM_TIMEOUT)",
                          minimum=0, maximum=86400),
     },

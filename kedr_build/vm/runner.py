@@ -333,7 +333,7 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
 
 def lost_mid_fuzz(report: RunReport, record: shm_mod.Readback) -> RunReport:
     """A guest lost in the fuzz step (it died: a panic; or was stopped: cut after a
-    crash report, or a lockup the VM timeout ended): the operations the shared memory
+    crash report, or locked up, its heartbeat stopped): the operations the shared memory
     kept, as the sequence the host reduces across boots (:mod:`kedr_build.vm.reboots`),
     class ``crash`` when the console has an oops, BUG, GPF or panic, else ``hang``."""
     if (not report.lost or report.fuzz_sequence or not record.sequence or record.resume
