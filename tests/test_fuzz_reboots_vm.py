@@ -120,16 +120,16 @@ def test_guest_death_reduced_across_boots(tmp_path: Path, kernel: ProvisionedKer
 
 @on_kernel("debian-6.1")
 def test_sweep_hang_reduced_to_its_ioctl(tmp_path: Path, kernel: ProvisionedKernel) -> None:
-    """tests/drivers/fzhang with the ioctl sweep on: the sweep reaches nr 7 (_IO, type 0,
-    its 1793rd ioctl) and hangs there. The sweep's ioctl in flight is in the record (and
+    """tests/drivers/fzhang with the ioctl sweep on: the sweep reaches nr 7 (_IO, type 0:
+    its 1792nd ioctl on the node, after the /dev/null probes) and hangs there. The sweep's ioctl in flight is in the record (and
     counts as an operation for the watchdog): the reduction gives the open of the node
     and that ioctl, in a thread of their own."""
     report, items, out = check(tmp_path, "fzhang", kernel, "FUZZ_SEED=3",
                                pack=PACK.replace("sweep = 0", "sweep = 8192"))
     fuzz = items["fuzz", "fuzz"]
     assert fuzz["message"].startswith("the fuzzer hung: no operation started for 3 s"), fuzz
-    assert re.search(r"shortest failing sequence: 2 of 2 operations .*: t1#1793 open "
-                     r"path=/dev/kedr_fz_hang fd=0; t1#1793 ioctl fd=0 cmd=0x00000007 "
+    assert re.search(r"shortest failing sequence: 2 of 2 operations .*: t1#1792 open "
+                     r"path=/dev/kedr_fz_hang fd=0; t1#1792 ioctl fd=0 cmd=0x00000007 "
                      r"arg=null size=0 ", fuzz["message"]), fuzz
     assert "replayed in one more fresh boot: failed 1 of 1" in fuzz["message"], fuzz
 
