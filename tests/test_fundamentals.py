@@ -689,6 +689,9 @@ def test_guest_fuzz_step_watches_for_hangs_and_writes_the_record_out(built_chard
         f'echo "[$(taint_class {args})]"; ' for args in cases)], capture_output=True,
         text=True, check=True).stdout
     assert got.splitlines() == [f"[{c}]" for c in cases.values()]
+    # A WARN/BUG line at the unload reduces in the boot, class kernel (its oracle unloads).
+    assert "kernel) [ $fz_warn -gt 0 ] || [ $un_warn -gt 0 ] || continue;;" in plan.script
+    assert "{ [ $fz_warn -gt 0 ] || [ $un_warn -gt 0 ] || [ $nleak -gt 0 ]" in plan.script
     # The last unload is watched for what it does: a log mark and the taint before it.
     mark = plan.script.index("log_mark unload\ntaint2=$(cat /proc/sys/kernel/tainted)\n")
     assert mark < plan.script.rindex("\nunload_all\n") < plan.script.index("taint_class \"$")
