@@ -20,7 +20,9 @@ tests/drivers/edu built with EDU_MODE=fzunload, a PCI driver of QEMU's edu devic
 at the unload, with no WARN or BUG line: reduced across boots that each get the edu
 device (without it the driver binds nothing, no node, no failure), every attempt
 unloading the driver before it is judged. Not placed at an operation, so plain ddmin:
-20 operations (FUZZ_SEED=362 reaches the ioctl at the 4th), a boot per failing attempt."""
+20 operations (FUZZ_SEED=362 reaches the ioctl at the 4th), a boot per failing attempt.
+The same build, FUZZ_SEED=379: its ioctl nr 12 makes remove() WARN: a WARN line at the
+unload, reduced in the judged run's boot (each attempt unloads), no boot more."""
 
 from __future__ import annotations
 
@@ -124,3 +126,13 @@ def test_taint_at_unload_with_a_device_reduced_across_boots(
     assert "DEVICES=edu" in k["reproduce"] and "FUZZ_SEED=362" in k["reproduce"], k
     assert {c: items["fuzz", c]["outcome"] for c in ("fuzz", "loads", "leaks", "rules")} \
         == dict.fromkeys(("fuzz", "loads", "leaks", "rules"), "passed"), out
+
+    report, items, out = check(tmp_path, "edu", kernel, "FUZZ_SEED=379", "DEVICES=edu",
+                               "MAKE_ARGS=EDU_MODE=fzunload", pack_text=UNLOAD_PACK)
+    k = items["fuzz", "kernel"]
+    assert k["outcome"] == "failed" and "WARNING" in k["message"], out
+    m = re.search(r"shortest failing sequence: 2 of 20 operations \(ddmin, \d+ attempts, "
+                  r"1-minimal; replayed 3 times in fresh loads: failed 3\): t0#\d+ open "
+                  r"path=/dev/kedr_edu fd=(\d); t0#\d+ ioctl fd=(\d) cmd=0x[0-9a-f]{6}0c ",
+                  k["message"])
+    assert m and m.group(1) == m.group(2), k    # in the boot: no "fresh boots"

@@ -22,10 +22,13 @@
  *   - the device lock the driver core holds around probe() and remove(), dropped
  *     and taken again (snd-hda-intel's azx_remove()).
  * mode=fzunload gives the bound device a node to fuzz, /dev/kedr_edu, whose rare
- * ioctl (_IOC_NR(cmd) == 11, "reset") only asks for a reset at remove(); remove()
- * then works around the firmware and marks the kernel TAINT_FIRMWARE_WORKAROUND (I)
- * with no WARN or BUG line: a taint that shows only at the driver's unload, on a
- * driver that needs its device (tests/test_fuzz_reboots_vm.py, across fresh boots).
+ * ioctls only ask for something at remove(), where it goes wrong, at the driver's
+ * unload only, on a driver that needs its device (tests/test_fuzz_reboots_vm.py):
+ *   - _IOC_NR(cmd) == 11, "reset": remove() works around the firmware and marks the
+ *     kernel TAINT_FIRMWARE_WORKAROUND (I) with no WARN or BUG line (reduced across
+ *     fresh boots);
+ *   - _IOC_NR(cmd) == 12, "flush": remove() WARNs that the flush was never done
+ *     (reduced in the judged run's boot, each attempt unloading).
  */
 #include <linux/completion.h>
 #include <linux/device.h>
@@ -73,6 +76,7 @@ struct edu {
 	u32 fact;
 	bool dma_ok;
 	bool reset_asked;		/* mode=fzunload: ioctl nr 11 was made */
+	bool flush_asked;		/* ... nr 12 */
 };
 
 /* mode=fzunload: the one edu device's node (the tests attach one). */
@@ -80,10 +84,15 @@ static struct edu *fz_edu;
 
 static long edu_fz_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
 {
-	if (_IOC_NR(cmd) != 11)
-		return -ENOTTY;
-	WRITE_ONCE(fz_edu->reset_asked, true);
-	return 0;
+	switch (_IOC_NR(cmd)) {
+	case 11:
+		WRITE_ONCE(fz_edu->reset_asked, true);
+		return 0;
+	case 12:
+		WRITE_ONCE(fz_edu->flush_asked, true);
+		return 0;
+	}
+	return -ENOTTY;
 }
 
 static const struct file_operations edu_fz_fops = {
@@ -332,6 +341,8 @@ static void edu_remove(struct pci_dev *pdev)
 			pr_info("kedr_edu: reset at remove: working around the firmware\n");
 			add_taint(TAINT_FIRMWARE_WORKAROUND, LOCKDEP_STILL_OK);
 		}
+		/* The bug: a flush asked for and never done, found out at remove(). */
+		WARN(edu->flush_asked, "kedr_edu: a flush was asked for and never done\n");
 	}
 	sysfs_remove_group(&pdev->dev.kobj, &edu_group);
 	free_irq(pdev->irq, edu);
