@@ -675,7 +675,8 @@ def test_guest_fuzz_step_watches_for_hangs_and_writes_the_record_out(built_chard
     script.write_text(plan.script)
     subprocess.run(["sh", "-n", str(script)], check=True)
     assert "[ $still -lt 7 ] || { fz_hung=1; break; }" in plan.script
-    assert "export_seq hang" in plan.script and "[ -z \"$cls\" ] || export_seq $cls" in plan.script
+    assert "export_seq hang" in plan.script and "|| export_seq taint\n" in plan.script
+    assert "[ -z \"$cls\" ] || export_seq $cls" in plan.script
     # Which taint with no WARN/BUG line is reduced across boots, by the guest's function
     # run by sh: the fuzzing's (taint), else the unload's (unload-taint, when the drivers
     # unloaded and it said no WARN/BUG either: that one reduces in the boot), else none.
@@ -694,7 +695,7 @@ def test_guest_fuzz_step_watches_for_hangs_and_writes_the_record_out(built_chard
     assert "{ [ $fz_warn -gt 0 ] || [ $un_warn -gt 0 ] || [ $nleak -gt 0 ]" in plan.script
     # The last unload is watched for what it does: a log mark and the taint before it.
     mark = plan.script.index("log_mark unload\ntaint2=$(cat /proc/sys/kernel/tainted)\n")
-    assert mark < plan.script.rindex("\nunload_all\n") < plan.script.index("taint_class \"$")
+    assert mark < plan.script.rindex("\nunload_all\n") < plan.script.rindex("taint_class \"$")
     # no watchdog and nothing written out when not asked for
     quiet = plan_run(sorted(built_chardev.glob("*.ko")), trace_providers=("kedr_repl_chardev",),
                      fuzz=FuzzPlan(seed=5, count=100, threads=1)).script
