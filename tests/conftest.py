@@ -73,8 +73,11 @@ def on_kernel(name: str) -> pytest.MarkDecorator:
     """Run a test on one pinned kernel only (instead of each): for the real-machine
     tests (TARGET=ssh://, labgrid:) whose steps beyond the QEMU guest's are the host's
     Python, the same for every kernel, while the guest scripts they run are proven on
-    each kernel in QEMU. Such a file spreads its tests over the kernels (the suite's
-    time: each of these costs 2-4 min a kernel)."""
+    each kernel in QEMU. The machine files spread over the kernels (the suite's time:
+    each of these costs 2-4 min a kernel): labgrid's single machine on 6.12 (its
+    basic, refusal, attach and fuzz-crash tests), its two places and the sweep on
+    real machines on 6.1, ssh on 6.1 (kinds: chardev and errleak on 6.1, labgrid's
+    panic_on_warn machine on 6.12)."""
     assert name in KERNELS, f"{name} is not a pinned kernel ({', '.join(KERNELS)})"
     return pytest.mark.parametrize("kernel", [name], indirect=True)
 
@@ -255,18 +258,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 # follows, most tests first, as pytest-xdist would order it.
 LONGEST = {
     "tests/test_fundamentals_vm.py": 1010,  # + the race's reduction: racefree's test 484 s -n 0
-    "tests/test_target_labgrid_places_vm.py": 526,
+    "tests/test_target_labgrid_places_vm.py": 265,  # one kernel since (was 526)
     "tests/test_dkms_corpus.py": 475,
-    "tests/test_target_sweep_vm.py": 312,
+    "tests/test_target_sweep_vm.py": 160,  # one kernel since (was 312)
     "tests/test_device_pack_hw_vm.py": 191,
     "tests/test_fuzz_reboots_vm.py": 185,   # new since that run: its helper's -n 0 time
     "tests/test_target_kinds_vm.py": 400,   # new: its helper's -n 0 times, one kernel a test
-    "tests/test_target_labgrid_vm.py": 330,  # + attach (6.12): 169 s
+    "tests/test_target_labgrid_vm.py": 250,  # attach (6.12) 169 s + basic, refused on 6.12
     "tests/test_patch_corpus_612.py": 154,
     "tests/test_device_pack_vm.py": 144,
     "tests/test_dkms_vm.py": 126,
     "tests/test_readme.py": 98,
-    "tests/test_target_ssh_vm.py": 205,     # + attach (6.1): 118 s
+    "tests/test_target_ssh_vm.py": 160,     # attach (6.1) 118 s + basic, refused on 6.1
     "tests/test_vm.py": 72,
 }
 

@@ -456,7 +456,7 @@ def test_failures_that_do_not_reduce_say_why() -> None:
         "not reduced: no reduction ran for it (the fuzzer did not run, or the guest stopped "
         "before the reduction)")
     taint = reduction.why_not("kernel", lost=False, unload_failed=False, kernel_lines=False)
-    assert "not while the fuzzer ran" in taint, taint
+    assert "neither while the fuzzer ran nor at the drivers' unload" in taint, taint
     assert reduction.why_not("kernel", False, False, True) == \
         reduction.why_not("rules", False, False, False) == \
         "not reduced: the guest saw no failure of this kind to reduce"
@@ -623,7 +623,8 @@ def test_reduction_across_boots_reads_back() -> None:
     cls, text = reboots.split_sequence(("class taint", "kfuzz-seq seed=3", "path 0 /dev/x",
                                         "op 0 7 0 1 0 0 0 8 0 0 1 0"))
     assert (cls, text) == ("taint", "kfuzz-seq seed=3\npath 0 /dev/x\nop 0 7 0 1 0 0 0 8 0 0 1 0\n")
-    assert reboots.CLASSES == {"hang": "fuzz", "crash": "kernel", "taint": "kernel"}
+    assert reboots.CLASSES == {"hang": "fuzz", "crash": "kernel", "taint": "kernel",
+                               "unload-taint": "kernel"}
     out = "\n".join(["KFUZZ reduce-start ops=1500",
                      "KFUZZ reduce-reboot ops=1386 gran=2 attempts=1 located=1",
                      "KFUZZ op thread=0 index=1 open path=/dev/x fd=1 ret=0",
@@ -647,6 +648,43 @@ def test_reduction_across_boots_reads_back() -> None:
                               "recorded operations)")
 
 
+def test_fresh_boots_get_the_devices_and_a_taint_at_unload_unloads(built_chardev: Path,
+                                                                    tmp_path: Path) -> None:
+    """The boots of a reduction across boots (and of a race's) with DEVICES=: the same
+    QEMU devices on the same slots, their in-tree drivers loaded as the judged run loads
+    them, each load waited for to bind; an unload-taint attempt unloads before it is
+    judged, and is not placed at an operation."""
+    nic = Attachment((Attached(lookup("e1000")[0], 4),), None)
+    loads = reboots.FreshLoads.of(sorted(built_chardev.glob("*.ko")), ("kedr_repl_chardev",),
+                                  ("crc32c",), nic)
+    assert loads.intree == ("crc32c", "e1000")
+    job = loads.job("guest-reduce.sh.j2", tmp_path / "b1", "kfuzz-seq seed=1\n",
+                    cls="unload-taint", hang=3, attempts=20, used=0, seconds=100, gran=2,
+                    resumed=False, located=False, replay=False, seq_begin=SEQ_BEGIN,
+                    seq_end=SEQ_END)
+    assert "e1000,autonegotiation=off,netdev=e1000n,id=e1000,addr=0x04" in job.qemu_args
+    assert job.intree_modules == ("crc32c", "e1000")
+    (tmp_path / "reduce.sh").write_text(job.script)
+    subprocess.run(["sh", "-n", str(tmp_path / "reduce.sh")], check=True)
+    oracle = job.script[job.script.index("<<'ORACLE'\n"):job.script.rindex("\nORACLE\n")]
+    assert oracle.index("find /sys/module/$m/drivers/") < oracle.index("kfuzz -p")
+    assert oracle.index("kfuzz -p") < oracle.index("rmmod $m || exit 3") < oracle.index(
+        "|| exit 4")
+    assert "-T" not in oracle and ".at" not in oracle
+    race = loads.job("guest-race.sh.j2", tmp_path / "r1", "", check="kernel", replays=2,
+                     limit=9)
+    assert race.qemu_args == job.qemu_args and "find /sys/module/$m/drivers/" in race.script
+    (tmp_path / "race.sh").write_text(race.script)
+    subprocess.run(["sh", "-n", str(tmp_path / "race.sh")], check=True)
+    # Without DEVICES=: no devices, no wait.
+    bare = reboots.FreshLoads.of(sorted(built_chardev.glob("*.ko")), ("kedr_repl_chardev",), ())
+    job = bare.job("guest-reduce.sh.j2", tmp_path / "b2", "", cls="taint", hang=3,
+                   attempts=20, used=0, seconds=100, gran=2, resumed=False, located=False,
+                   replay=False, seq_begin=SEQ_BEGIN, seq_end=SEQ_END)
+    assert job.qemu_args == () and "find /sys/module" not in job.script
+    assert "kfuzz -p \"$1\" -x \"$1.pos\" -T" in job.script
+
+
 def test_guest_fuzz_step_watches_for_hangs_and_writes_the_record_out(built_chardev: Path,
                                                                      tmp_path: Path) -> None:
     plan = plan_run(sorted(built_chardev.glob("*.ko")), trace_providers=("kedr_repl_chardev",),
@@ -655,7 +693,27 @@ def test_guest_fuzz_step_watches_for_hangs_and_writes_the_record_out(built_chard
     script.write_text(plan.script)
     subprocess.run(["sh", "-n", str(script)], check=True)
     assert "[ $still -lt 7 ] || { fz_hung=1; break; }" in plan.script
-    assert "export_seq hang" in plan.script and "|| export_seq taint" in plan.script
+    assert "export_seq hang" in plan.script and "|| export_seq taint\n" in plan.script
+    assert "[ -z \"$cls\" ] || export_seq $cls" in plan.script
+    # Which taint with no WARN/BUG line is reduced across boots, by the guest's function
+    # run by sh: the fuzzing's (taint), else the unload's (unload-taint, when the drivers
+    # unloaded and it said no WARN/BUG either: that one reduces in the boot), else none.
+    func = plan.script[plan.script.index("taint_class() {"):plan.script.index(
+        "\n}\n", plan.script.index("taint_class() {")) + 3]
+    cases = {"0 0 0 0 0 0 0": "", "0 4 4 4 0 0 0": "taint", "0 4 4 4 0 2 1": "taint",
+             "0 0 0 4 0 0 0": "unload-taint", "0 4 4 5 0 0 0": "taint",
+             "0 0 0 4 0 1 0": "", "0 0 0 4 0 0 1": "", "0 0 0 4 3 0 0": "",
+             "0 4 4 4 2 0 0": ""}
+    got = subprocess.run(["sh", "-c", func + "".join(
+        f'echo "[$(taint_class {args})]"; ' for args in cases)], capture_output=True,
+        text=True, check=True).stdout
+    assert got.splitlines() == [f"[{c}]" for c in cases.values()]
+    # A WARN/BUG line at the unload reduces in the boot, class kernel (its oracle unloads).
+    assert "kernel) [ $fz_warn -gt 0 ] || [ $un_warn -gt 0 ] || continue;;" in plan.script
+    assert "{ [ $fz_warn -gt 0 ] || [ $un_warn -gt 0 ] || [ $nleak -gt 0 ]" in plan.script
+    # The last unload is watched for what it does: a log mark and the taint before it.
+    mark = plan.script.index("log_mark unload\ntaint2=$(cat /proc/sys/kernel/tainted)\n")
+    assert mark < plan.script.rindex("\nunload_all\n") < plan.script.rindex("taint_class \"$")
     # no watchdog and nothing written out when not asked for
     quiet = plan_run(sorted(built_chardev.glob("*.ko")), trace_providers=("kedr_repl_chardev",),
                      fuzz=FuzzPlan(seed=5, count=100, threads=1)).script

@@ -188,6 +188,19 @@ def test_clean_driver_reports_nothing(guest: Guest) -> None:
     assert t.allocs == t.frees > 20 and t.live == 0 and t.live_bytes == 0
 
 
+def test_a_report_prints_just_the_stacks_its_lines_name(guest: Guest) -> None:
+    """Every stack a line names is printed, and no other: a clean run's report held
+    every stack ever interned, for no line that named one."""
+    out = guest[0]
+    for mode in MODES:
+        text = out[f"report {mode}"]
+        printed = [int(i) for i in re.findall(r"^stack id=(\d+) ", text, re.M)]
+        named = {int(i) for i in re.findall(r"\b(?:alloc_|free_)?stack=(\d+)", text)} - {0}
+        assert sorted(printed) == sorted(named), mode
+    assert "\nstack id=" not in out["report clean"]
+    assert len(re.findall(r"^stack id=", out["report leak"], re.M)) == 11
+
+
 def test_bad_frees_are_reported_once_each_and_not_passed_on(
         guest: Guest) -> None:
     rep = report(guest, "bad")

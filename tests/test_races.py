@@ -224,7 +224,7 @@ def test_guest_race_boot_replays_until_the_first_failure(tmp_path: Path) -> None
     the boot; the line it prints reads back."""
     script = template_env().get_template("guest-race.sh.j2").render(
         intree=[], trace_providers=["kedr_repl_x"], drivers=["kedr_x"], root="/kedr",
-        check="leaks", replays=4, limit=2)
+        check="leaks", replays=4, limit=2, bindings=False)
     debugfs = tmp_path / "debugfs" / "kedr_build" / "kedr_repl_x"
     debugfs.mkdir(parents=True)
     leaks, calls = debugfs / "leaks", tmp_path / "calls"

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from conftest import REPO, kernel_name, run_scons
+from conftest import REPO, kernel_name, on_kernel, run_scons
 from kedr_build.kernel.descriptions import DEFAULT_KERNEL, ProvisionedKernel, available
 from kedr_build.packs import report
 from labgrid_places import Lab, lab
@@ -65,6 +65,7 @@ def _machines(reports: Path) -> set[str]:
     return {json.loads(f.read_text())["target"] for f in (reports / "logs").rglob("result.json")}
 
 
+@on_kernel("debian-6.1")
 def test_two_places_run_one_batch(places: tuple[Lab, Path], kernel: ProvisionedKernel) -> None:
     the_lab, work = places
     name = kernel_name(kernel)
@@ -102,6 +103,7 @@ def test_two_places_run_one_batch(places: tuple[Lab, Path], kernel: ProvisionedK
     assert summary["target"] == f"labgrid:{env}:lab-a,lab-b"
 
 
+@on_kernel("debian-6.1")
 def test_place_held_by_someone_else_refused(places: tuple[Lab, Path],
                                            kernel: ProvisionedKernel) -> None:
     the_lab, work = places
@@ -121,6 +123,7 @@ def test_place_held_by_someone_else_refused(places: tuple[Lab, Path],
         the_lab.client("-p", "lab-b", "release", user="someone")
 
 
+@on_kernel("debian-6.1")
 def test_refused_run_releases_the_place(places: tuple[Lab, Path],
                                         kernel: ProvisionedKernel) -> None:
     the_lab, work = places
@@ -150,6 +153,7 @@ def test_bad_place_one_line(coordinator: str, place: str, fragment: str, tmp_pat
     refused(proc, build, f"TARGET={target}: ", fragment)
 
 
+@on_kernel("debian-6.1")
 def test_unknown_place_one_line(places: tuple[Lab, Path], tmp_path: Path,
                                 kernel: ProvisionedKernel) -> None:
     the_lab, work = places
@@ -160,6 +164,7 @@ def test_unknown_place_one_line(places: tuple[Lab, Path], tmp_path: Path,
             f"none of the labgrid coordinator {the_lab.address}'s places (lab-a, lab-b)")
 
 
+@on_kernel("debian-6.1")
 def test_ctrl_c_releases_both_places(places: tuple[Lab, Path],
                                      kernel: ProvisionedKernel) -> None:
     """Last: the interrupted runs leave their machines as they were stopped."""

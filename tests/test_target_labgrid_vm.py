@@ -63,6 +63,7 @@ def _report(path: Path) -> dict[tuple[str, str, str], tuple[str, str]]:
             for i in data["items"]}
 
 
+@on_kernel("debian-6.12")
 def test_basic_through_labgrid_gives_the_qemu_report(lab: tuple[Path, Path],
                                                      kernel: ProvisionedKernel) -> None:
     env, work = lab
@@ -93,6 +94,7 @@ def test_basic_through_labgrid_gives_the_qemu_report(lab: tuple[Path, Path],
     assert len([k for k in lab_items if k[0] == "chardev"]) == 9
 
 
+@on_kernel("debian-6.12")
 def test_other_kernel_refused_before_copying(lab: tuple[Path, Path],
                                              kernel: ProvisionedKernel) -> None:
     from kedr_build.targets.labgrid import open_shell

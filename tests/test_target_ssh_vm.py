@@ -88,6 +88,7 @@ def _one_line(proc: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
+@on_kernel("debian-6.1")
 def test_basic_over_ssh_gives_the_qemu_report(lab: tuple[LabMachine, Path],
                                               kernel: ProvisionedKernel) -> None:
     machine, work = lab
@@ -190,6 +191,7 @@ def test_attach_over_ssh_gives_the_qemu_verdict(lab: tuple[LabMachine, Path],
     assert _state(machine) == before
 
 
+@on_kernel("debian-6.1")
 def test_refused_in_one_line_and_nothing_copied(lab: tuple[LabMachine, Path],
                                                kernel: ProvisionedKernel) -> None:
     machine, work = lab

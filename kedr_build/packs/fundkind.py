@@ -29,10 +29,12 @@ reduces the recorded operations (delta debugging, ``reduce`` attempts at most, e
 a replay in one thread in a fresh load of the driver) and replays the result three
 times (:mod:`kedr_build.vm.reduction`). A failed unload (``loads``) reduces too, in
 the driver that stayed loaded: a replay fails when it leaves more references to the
-module than it found. A hang (no operation started for ``hang`` seconds: the ``fuzz``
-check fails) and a taint without a WARN/BUG line while the fuzzer ran (``kernel``)
-are reduced across fresh boots, a boot per failing attempt, within ``reduce``
-attempts and ``reduce_seconds`` (:mod:`kedr_build.vm.reboots`). A ``kernel``,
+module than it found. A WARN/BUG line at the drivers' unload reduces in the same boot
+(each attempt unloads). A hang (no operation started for ``hang`` seconds: the ``fuzz``
+check fails) and a taint without a WARN/BUG line while the fuzzer ran or at the
+drivers' unload (``kernel``) are reduced across fresh boots, a boot per failing
+attempt, within ``reduce`` attempts and ``reduce_seconds``
+(:mod:`kedr_build.vm.reboots`), each boot with the run's DEVICES=. A ``kernel``,
 ``leaks`` or ``rules`` failure the one-thread replay does not show (a race) is replayed
 concurrently, ``race_replays`` times a candidate, and reduced to the kinds of
 operation and threads it needs, at a failure rate comparable to the whole
@@ -133,12 +135,10 @@ def run_fuzz(driver: DriverUnderTest, test: PackTest, logdir: Path,
     if plan.reduce and report.fuzz_sequence:
         cls, _ = reboots.split_sequence(report.fuzz_sequence)
         across: reduction.Reduction | races.RaceReduction
-        if session.target or driver.devices:
+        if session.target:
             check = cls[len(RACE):] if cls.startswith(RACE) else reboots.CLASSES.get(
                 cls, "kernel")
-            across = reduction.Reduction(check, outcome=MACHINE_NOT_REDUCED if session.target
-                                         else "not reduced across boots with DEVICES= "
-                                         "attached")
+            across = reduction.Reduction(check, outcome=MACHINE_NOT_REDUCED)
         elif cls.startswith(RACE):
             across = _reduce_race(driver, test, logdir, session, report, plan)
         else:
@@ -179,12 +179,14 @@ def run_fuzz(driver: DriverUnderTest, test: PackTest, logdir: Path,
 def _reduce_across_boots(driver: DriverUnderTest, test: PackTest, logdir: Path,
                          session: Session, report: RunReport,
                          plan: FuzzPlan) -> reduction.Reduction:
-    """A hang or a taint-only failure: reduced with a fresh boot per failing attempt."""
-    return reboots.reduce(provision.ensure(session.kernel), [Path(m) for m in driver.modules],
+    """A hang or a taint-only failure: reduced with a fresh boot per failing attempt,
+    each with the run's DEVICES=."""
+    kernel = provision.ensure(session.kernel)
+    return reboots.reduce(kernel, [Path(m) for m in driver.modules],
                           (driver.replacement,), tuple(driver.modprobe),
                           report.fuzz_sequence, plan.hang,
                           reboots.Budget(plan.reduce, float(test.params["reduce_seconds"])),
-                          logdir, session.vm_cpus)
+                          logdir, session.vm_cpus, attached(driver, kernel))
 
 
 def _reduce_race(driver: DriverUnderTest, test: PackTest, logdir: Path, session: Session,
@@ -194,9 +196,10 @@ def _reduce_race(driver: DriverUnderTest, test: PackTest, logdir: Path, session:
     reduced sequence is kept beside the logs (race-CHECK.seq)."""
     cls, sequence = reboots.split_sequence(report.fuzz_sequence)
     check = cls[len(RACE):]
-    boot = raceboot.booter(provision.ensure(session.kernel), [Path(m) for m in driver.modules],
+    kernel = provision.ensure(session.kernel)
+    boot = raceboot.booter(kernel, [Path(m) for m in driver.modules],
                            (driver.replacement,), tuple(driver.modprobe), check, logdir,
-                           session.vm_cpus)
+                           session.vm_cpus, attached(driver, kernel))
     oracle = races.Oracle(boot, plan.race_replays, plan.reduce,
                           float(test.params["race_seconds"]))
     result = races.reduce(check, sequence, oracle)

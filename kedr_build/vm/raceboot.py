@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from kedr_build.devices.attach import Attachment
 from kedr_build.kernel.descriptions import ProvisionedKernel
 from kedr_build.vm.qemu import CRASHES, run_guest
 from kedr_build.vm.races import Boot
@@ -33,8 +34,9 @@ def parse(output: str, crashed: bool = False) -> tuple[int, int]:
 
 def booter(kernel: ProvisionedKernel, modules: list[Path], trace_providers: tuple[str, ...],
            intree: tuple[str, ...], check: str, logdir: Path,
-           cpus: int | None = None) -> Boot:
-    loads = FreshLoads.of(modules, trace_providers, intree)
+           cpus: int | None = None, devices: Attachment | None = None) -> Boot:
+    """``devices``: the judged run's DEVICES=, attached to each boot the same way."""
+    loads = FreshLoads.of(modules, trace_providers, intree, devices)
     boots = 0
 
     def boot(sequence: str, replays: int) -> tuple[int, int]:

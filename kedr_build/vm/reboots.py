@@ -1,7 +1,10 @@
 """Reduce a fuzz failure that only a fresh kernel can judge: a hang (the operation that
 hung holds its file, and maybe its driver, for good), a crash (an oops leaves the
-kernel damaged; a panic ends the guest) or a taint with no WARN/BUG line (taint flags
-stay set for the rest of the boot). The guest's ``kfuzz -M`` runs the
+kernel damaged; a panic ends the guest) or a taint with no WARN/BUG line,
+while the fuzzer ran (``taint``) or at the drivers' unload (``unload-taint``: each attempt
+unloads them before it is judged) (taint flags stay set for the rest of the boot). The
+boots get the judged run's emulated devices (DEVICES=), on the same slots, and load their
+in-tree drivers the same way, so the drivers under test find their hardware. The guest's ``kfuzz -M`` runs the
 delta debugging from the recorded operations the judged run wrote out
 (``RunReport.fuzz_sequence``), each attempt a replay in one thread in a fresh load of
 the drivers (``replacements/templates/guest-reduce.sh.j2``). Attempts that pass leave the
@@ -9,8 +12,8 @@ kernel clean and the boot goes on; the first that fails (hangs, or taints) ends 
 boot, and the next boot resumes from the shorter sequence it left (``KFUZZ
 reduce-reboot``): a boot per failing attempt, not per attempt. An attempt that fails
 also says at which operation (the one that never returned, or the one after which the
-taint appeared): the operations after it are dropped, and the next attempt is that
-operation with the open of its file.
+taint appeared; not for a taint at the unload): the operations after it are dropped, and
+the next attempt is that operation with the open of its file.
 
 An attempt that ends the guest (a panic; a lockup of the whole kernel, stopped by the
 host when the guest's heartbeat stopped for ``shm.STALL`` seconds) cannot say so itself: ``kfuzz
@@ -34,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kedr_build.atomic import write_atomic
+from kedr_build.devices.attach import Attachment
 from kedr_build.kernel.descriptions import ProvisionedKernel
 from kedr_build.ko.module import ModuleRef, load_order
 from kedr_build.resources import template_env
@@ -43,13 +47,13 @@ from kedr_build.vm.reduction import Reduction, describe_ops
 from kedr_build.vm.runner import SEQ_BEGIN, SEQ_END
 
 # what it reduces -> the check it fails
-CLASSES = {"hang": "fuzz", "crash": "kernel", "taint": "kernel"}
+CLASSES = {"hang": "fuzz", "crash": "kernel", "taint": "kernel", "unload-taint": "kernel"}
 BOOT_MARGIN = 120.0       # seconds a boot may take beyond the reduction's time left
 
 _REBOOT = re.compile(r"^KFUZZ reduce-reboot ops=(\d+) gran=(\d+) attempts=(\d+) located=(\d)$")
 _DONE = re.compile(r"^KFUZZ reduced ops=(\d+) attempts=(\d+) ([\w-]+)$")
 _NONE = re.compile(r"^KFUZZ reduce-none ops=(\d+) attempts=(\d+) why=([\w-]+)$")
-_REPLAY = re.compile(r"^KFUZZ replay class=\w+ fails=(\d) of 1$")
+_REPLAY = re.compile(r"^KFUZZ replay class=[\w-]+ fails=(\d) of 1$")
 
 
 @dataclass(frozen=True)
@@ -105,38 +109,49 @@ def parse_boot(output: str) -> BootEnd:
 class FreshLoads:
     """What a reduction's fresh boots load, each afresh for its replays of a sequence
     (guest-reduce.sh.j2 here, guest-race.sh.j2 for a race: kedr_build/vm/raceboot.py):
-    the in-tree modules first (the drivers' dependencies, then the pack's), the
-    replacement modules, the drivers, and the fuzzer that replays."""
+    the in-tree modules first (the drivers' dependencies, then the pack's, then the
+    ``devices``' controllers and drivers, as the judged run loads them:
+    :func:`kedr_build.vm.runner.plan_run`), the replacement modules, the drivers (each
+    waited for to bind a device, with ``devices``), and the fuzzer that replays; each boot
+    with the judged run's emulated devices (DEVICES=), on their slots, fresh disks."""
     intree: tuple[str, ...]
     trace_providers: tuple[str, ...]
     drivers: tuple[str, ...]
     files: dict[str, Path]
+    devices: Attachment | None = None
 
     @classmethod
     def of(cls, modules: list[Path], trace_providers: tuple[str, ...],
-           intree: tuple[str, ...]) -> FreshLoads:
+           intree: tuple[str, ...], devices: Attachment | None = None) -> FreshLoads:
         ordered, needed = load_order(ModuleRef.read(m) for m in modules)
         files = {f"modules/{m.name}.ko": m.path for m in ordered}
         files["kfuzz"] = fuzzer.build()
-        return cls(tuple(dict.fromkeys([*needed, *intree])), trace_providers,
-                   tuple(m.name for m in ordered if m.name not in trace_providers), files)
+        drivers = tuple(m.name for m in ordered if m.name not in trace_providers)
+        attached = devices.intree(drivers) if devices is not None else ()
+        return cls(tuple(dict.fromkeys([*needed, *intree, *attached])), trace_providers,
+                   drivers, files, devices)
 
     def job(self, template: str, workdir: Path, sequence: str, with_shm: bool = False,
             **render: object) -> GuestJob:
         """One boot's job: ``template`` rendered with ``render``, the sequence it starts
-        from kept in ``workdir`` as start.seq; ``with_shm``: the ivshmem device too, its
-        file in ``workdir`` (:mod:`kedr_build.vm.shm`)."""
+        from kept in ``workdir`` as start.seq (and the devices' disks); ``with_shm``: the
+        ivshmem device too, its file in ``workdir`` (:mod:`kedr_build.vm.shm`)."""
         workdir.mkdir(parents=True, exist_ok=True)
         write_atomic(workdir / "start.seq", sequence.encode())
+        bindings = self.devices is not None and bool(self.devices.devices)
         script = template_env().get_template(template).render(
             intree=self.intree, trace_providers=self.trace_providers, drivers=self.drivers,
-            root="/kedr", shm_find=shm.GUEST_FIND, **render)
-        threads = 1 + max((int(ln.split()[1]) for ln in sequence.splitlines()
-                           if ln.startswith("op ")), default=0)
+            root="/kedr", bindings=bindings, shm_find=shm.GUEST_FIND, **render)
+        qemu_args: list[str] = []
+        if self.devices is not None:
+            self.devices.make_disks(workdir)
+            qemu_args = self.devices.qemu_args(workdir)
+        if with_shm:    # after the devices: they keep their slots
+            threads = 1 + max((int(ln.split()[1]) for ln in sequence.splitlines()
+                               if ln.startswith("op ")), default=0)
+            qemu_args += shm.qemu_args(workdir / shm.FILE, shm.size(threads))
         return GuestJob(script=script, files={**self.files, "start.seq": workdir / "start.seq"},
-                        intree_modules=self.intree,
-                        qemu_args=tuple(shm.qemu_args(workdir / shm.FILE, shm.size(threads)))
-                        if with_shm else ())
+                        intree_modules=self.intree, qemu_args=tuple(qemu_args))
 
 
 def died_failing(cls: str, result: VmResult) -> bool:
@@ -157,11 +172,12 @@ def resumed_from(cls: str, result: VmResult) -> BootEnd:
 
 def reduce(kernel: ProvisionedKernel, modules: list[Path], trace_providers: tuple[str, ...],
            intree: tuple[str, ...], fuzz_sequence: tuple[str, ...], hang: int,
-           budget: Budget, logdir: Path, cpus: int | None = None) -> Reduction:
+           budget: Budget, logdir: Path, cpus: int | None = None,
+           devices: Attachment | None = None) -> Reduction:
     cls, sequence = split_sequence(fuzz_sequence)
     check = CLASSES.get(cls, "")
     recorded = sequence.count("\nop ")
-    loads = FreshLoads.of(modules, trace_providers, intree)
+    loads = FreshLoads.of(modules, trace_providers, intree, devices)
     start = time.monotonic()
     boots = attempts = 0
     gran, resumed, located = 2, False, False

@@ -123,7 +123,8 @@ def why_not(check: str, lost: bool, unload_failed: bool, kernel_lines: bool,
     ``unload_failed``, a driver did not unload (no fresh load to replay in: only
     ``loads`` itself reduces, in the driver still loaded);
     ``kernel_lines``, the log had a WARN/BUG line (without one, the kernel check failed
-    on the taint alone: reduced across boots when the fuzzing tainted it);
+    on the taint alone: reduced across boots when the fuzzing or the drivers' unload
+    tainted it);
     ``lost_reduced_as``: the check under which what ended a guest lost mid-fuzz is
     reduced (the others failed only for want of what the lost guest never sent)."""
     if lost and lost_reduced_as:
@@ -139,6 +140,7 @@ def why_not(check: str, lost: bool, unload_failed: bool, kernel_lines: bool,
         return ("not reduced: no reduction ran for it (the fuzzer did not run, or the "
                 "guest stopped before the reduction)")
     if check == "kernel" and not kernel_lines:
-        return ("not reduced: the kernel was tainted with no WARN/BUG line, but not "
-                "while the fuzzer ran (at the unload, or after it)")
+        return ("not reduced: the kernel was tainted with no WARN/BUG line, but neither "
+                "while the fuzzer ran nor at the drivers' unload (at their load, say, "
+                "or in the workload)")
     return "not reduced: the guest saw no failure of this kind to reduce"

@@ -132,8 +132,8 @@ class RunReport:
     interfaces: tuple[str, ...] | None = None  # new snapshot lines (discover=True), else None
     fuzz_output: tuple[str, ...] = ()          # the fuzzer's KFUZZ lines
     reduction: tuple[str, ...] = ()            # kfuzz -M's lines (after the judged run)
-    # a hang or a taint-only failure of the fuzzer: "class hang|taint", then its recorded
-    # operations as a kfuzz sequence file (kedr_build/vm/reboots.py reduces them)
+    # a failure reduced across boots: "class hang|taint|unload-taint|race-CHECK", then
+    # its recorded operations as a kfuzz sequence file (vm/reboots.py, vm/races.py)
     fuzz_sequence: tuple[str, ...] = ()
     cycles: tuple[CycleLeaks, ...] = ()        # per_cycle=True: each cycle's leak report
     devices: str = ""                      # DEVICES= attached, comma-separated

@@ -85,7 +85,7 @@
  * is then SIG_KTHREAD) — usb-storage's control thread never does
  * (drivers/usb/storage/usb.c, usb_stor_control_thread(), Linux 6.1 and 6.12).
  */
-static bool kedr_signal_possible(void)
+static bool __maybe_unused kedr_signal_possible(void)
 {
 	struct k_sigaction *action;
 	int i;
@@ -293,8 +293,9 @@ static void kedr_fault_record_site(unsigned int fn, unsigned long addr)
  * Does this call of @fn fail? @has_size/@size: the call's size argument (the
  * catalog's "size"), @has_gfp/@gfp: its gfp flags; @caller: _RET_IP_.
  */
-static noinline bool kedr_fault(const struct kedr_function *fn, bool has_size, size_t size,
-				bool has_gfp, unsigned long gfp, unsigned long caller)
+static noinline bool __maybe_unused kedr_fault(const struct kedr_function *fn, bool has_size,
+						size_t size, bool has_gfp, unsigned long gfp,
+						unsigned long caller)
 {
 	char where[KEDR_CALLER_LEN];
 	bool fail = false, named = false, log = false;

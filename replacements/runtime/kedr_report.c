@@ -3,6 +3,7 @@
  * kedr-build runtime, leak payload: the report,
  * /sys/kernel/debug/kedr_build/<module>/leaks ("kedr-leaks 1", see README.md).
  */
+#include <linux/bitmap.h>
 /* --- report ---------------------------------------------------------------------------- */
 
 static void kedr_put_comm(struct seq_file *m, const char *comm)
@@ -17,11 +18,24 @@ static const char *kedr_fn_name(unsigned int index)
 	return index < ARRAY_SIZE(kedr_functions) ? kedr_functions[index]->name : "?";
 }
 
-static void kedr_rules_show(struct seq_file *m);	/* kedr_rules.c */
+static void kedr_rules_show(struct seq_file *m, unsigned long *shown);	/* kedr_rules.c */
+
+/*
+ * The report prints only the stacks its lines name: a clean run's report was every
+ * stack ever interned (thousands after a fuzz run or a sweep, each crossing the
+ * serial port) for no line that named one. @shown: a bitmap of stack ids
+ * (1..max_stacks); NULL when it could not be allocated: every stack is printed.
+ */
+static void kedr_show_stack(unsigned long *shown, u32 id)
+{
+	if (shown && id && id <= kedr_max_stacks)
+		__set_bit(id, shown);
+}
 
 struct kedr_report {
 	struct seq_file *m;
 	unsigned long live, live_bytes;
+	unsigned long *shown;
 };
 
 /*
@@ -41,6 +55,7 @@ static int kedr_visit_report(struct kedr_obj *o, void *arg)
 		return KEDR_WALK_GO;
 	r->live++;
 	r->live_bytes += o->size;
+	kedr_show_stack(r->shown, o->stack);
 	/* A resource's key is a hash: print the value that names it. */
 	seq_printf(m, "object fn=%s kind=%s ptr=0x%lx size=%lu caller=0x%lx "
 		   "stack=%u pid=%d comm=", kedr_fn_name(o->fn),
@@ -55,7 +70,9 @@ static int kedr_visit_report(struct kedr_obj *o, void *arg)
 static int kedr_leaks_show(struct seq_file *m, void *unused)
 {
 	struct kedr_leak_counters sum = {};
-	struct kedr_report r = { .m = m };
+	/* GFP_KERNEL: seq_file's show runs in process context, no lock held yet. */
+	unsigned long *shown = bitmap_zalloc(kedr_max_stacks + 1, GFP_KERNEL);
+	struct kedr_report r = { .m = m, .shown = shown };
 	struct kedr_walk w = {};
 	struct kedr_target *t;
 	unsigned long flags;
@@ -88,15 +105,19 @@ static int kedr_leaks_show(struct seq_file *m, void *unused)
 		seq_printf(m, "badfree what=%s fn=%s ptr=0x%lx caller=0x%lx stack=%u passed=%d "
 			   "pid=%d", kedr_bad_names[bf->what], kedr_fn_name(bf->fn), bf->ptr,
 			   bf->caller, bf->stack, bf->passed, bf->pid);
+		kedr_show_stack(shown, bf->stack);
 		if (bf->known) {
 			const struct kedr_obj *o = &bf->obj;
 
+			kedr_show_stack(shown, o->stack);
+
 			seq_printf(m, " alloc_fn=%s alloc_kind=%s alloc_size=%lu alloc_stack=%u",
 				   kedr_fn_name(o->fn), kedr_kind_names[o->kind], o->size, o->stack);
-			if (o->state == KEDR_OBJ_FREED)
+			if (o->state == KEDR_OBJ_FREED) {
 				seq_printf(m, " free_caller=0x%lx free_stack=%u", o->caller,
 					   o->free_stack);
-			else
+				kedr_show_stack(shown, o->free_stack);
+			} else
 				seq_printf(m, " alloc_caller=0x%lx", o->caller);
 		}
 		seq_puts(m, " comm=");
@@ -104,7 +125,7 @@ static int kedr_leaks_show(struct seq_file *m, void *unused)
 		seq_putc(m, '\n');
 	}
 	spin_unlock_irqrestore(&kedr_bad_lock, flags);
-	kedr_rules_show(m);
+	kedr_rules_show(m, shown);
 
 	for_each_possible_cpu(cpu) {
 		const struct kedr_leak_counters *c = per_cpu_ptr(&kedr_leak_counters, cpu);
@@ -134,6 +155,8 @@ static int kedr_leaks_show(struct seq_file *m, void *unused)
 			u32 id = sh->first + 1 + i;
 			const struct kedr_stack *st = kedr_stack_at(id);
 
+			if (shown && !test_bit(id, shown))
+				continue;
 			seq_printf(m, "stack id=%u frames=%u\n", id, st->nr);
 			for (b = 0; b < st->nr; b++)
 				seq_printf(m, "frame 0x%lx %pS\n", st->frames[b],
@@ -141,6 +164,7 @@ static int kedr_leaks_show(struct seq_file *m, void *unused)
 		}
 	}
 	seq_puts(m, "end\n");
+	bitmap_free(shown);
 	return 0;
 }
 

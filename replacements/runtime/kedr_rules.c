@@ -180,7 +180,7 @@ out:
 }
 
 /* Report lines (in the leaks file: one report for every check). */
-static void kedr_rules_show(struct seq_file *m)
+static void kedr_rules_show(struct seq_file *m, unsigned long *shown)
 {
 	unsigned long flags, dropped = 0;
 	unsigned int i, cpu;
@@ -196,6 +196,7 @@ static void kedr_rules_show(struct seq_file *m)
 			   v->pid);
 		kedr_put_comm(m, v->comm);
 		seq_putc(m, '\n');
+		kedr_show_stack(shown, v->stack);
 	}
 	spin_unlock_irqrestore(&kedr_violations_lock, flags);
 	for_each_possible_cpu(cpu)

@@ -21,15 +21,25 @@
  *     extra reference is never dropped, a real leak of one page;
  *   - the device lock the driver core holds around probe() and remove(), dropped
  *     and taken again (snd-hda-intel's azx_remove()).
+ * mode=fzunload gives the bound device a node to fuzz, /dev/kedr_edu, whose rare
+ * ioctls only ask for something at remove(), where it goes wrong, at the driver's
+ * unload only, on a driver that needs its device (tests/test_fuzz_reboots_vm.py):
+ *   - _IOC_NR(cmd) == 11, "reset": remove() works around the firmware and marks the
+ *     kernel TAINT_FIRMWARE_WORKAROUND (I) with no WARN or BUG line (reduced across
+ *     fresh boots);
+ *   - _IOC_NR(cmd) == 12, "flush": remove() WARNs that the flush was never done
+ *     (reduced in the judged run's boot, each attempt unloading).
  */
 #include <linux/completion.h>
 #include <linux/device.h>
 #include <linux/dma-mapping.h>
 #include <linux/interrupt.h>
 #include <linux/io.h>
+#include <linux/miscdevice.h>
 #include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
+#include <linux/panic.h>
 #include <linux/pci.h>
 #include <linux/skbuff.h>
 #include <linux/slab.h>
@@ -65,7 +75,40 @@ struct edu {
 	struct page *page;		/* mode=idioms: put_page() at remove() */
 	u32 fact;
 	bool dma_ok;
+	bool reset_asked;		/* mode=fzunload: ioctl nr 11 was made */
+	bool flush_asked;		/* ... nr 12 */
 };
+
+/* mode=fzunload: the one edu device's node (the tests attach one). */
+static struct edu *fz_edu;
+
+static long edu_fz_ioctl(struct file *f, unsigned int cmd, unsigned long arg)
+{
+	switch (_IOC_NR(cmd)) {
+	case 11:
+		WRITE_ONCE(fz_edu->reset_asked, true);
+		return 0;
+	case 12:
+		WRITE_ONCE(fz_edu->flush_asked, true);
+		return 0;
+	}
+	return -ENOTTY;
+}
+
+static const struct file_operations edu_fz_fops = {
+	.owner = THIS_MODULE,
+	.unlocked_ioctl = edu_fz_ioctl,
+	.llseek = noop_llseek,
+};
+
+static struct miscdevice edu_fz = {
+	.minor = MISC_DYNAMIC_MINOR, .name = "kedr_edu", .fops = &edu_fz_fops,
+};
+
+static bool fzunload(void)
+{
+	return !strcmp(mode, "fzunload");
+}
 
 static irqreturn_t edu_irq(int irq, void *data)
 {
@@ -254,6 +297,14 @@ static int edu_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	ret = sysfs_create_group(&pdev->dev.kobj, &edu_group);
 	if (ret)
 		goto err_irq;
+	if (fzunload()) {
+		fz_edu = edu;
+		ret = misc_register(&edu_fz);
+		if (ret) {
+			sysfs_remove_group(&pdev->dev.kobj, &edu_group);
+			goto err_irq;
+		}
+	}
 	dev_info(&pdev->dev, "edu %u.%u, irq %u, DMA buffer at %pad\n", ident >> 24,
 		 (ident >> 16) & 0xff, pdev->irq, &edu->buf_dma);
 	return 0;
@@ -283,6 +334,16 @@ static void edu_remove(struct pci_dev *pdev)
 {
 	struct edu *edu = pci_get_drvdata(pdev);
 
+	if (fzunload()) {
+		misc_deregister(&edu_fz);
+		/* The bug: a reset the firmware cannot take, worked around instead of refused. */
+		if (edu->reset_asked) {
+			pr_info("kedr_edu: reset at remove: working around the firmware\n");
+			add_taint(TAINT_FIRMWARE_WORKAROUND, LOCKDEP_STILL_OK);
+		}
+		/* The bug: a flush asked for and never done, found out at remove(). */
+		WARN(edu->flush_asked, "kedr_edu: a flush was asked for and never done\n");
+	}
 	sysfs_remove_group(&pdev->dev.kobj, &edu_group);
 	free_irq(pdev->irq, edu);
 	dma_free_coherent(&pdev->dev, BUF_SIZE, edu->buf, edu->buf_dma);
