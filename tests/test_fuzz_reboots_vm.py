@@ -67,7 +67,7 @@ def check(tmp_path: Path, driver: str, kernel: ProvisionedKernel,
     pack = tmp_path / "fuzz-reboots.toml"
     pack.write_text(pack_text)
     proc = run_scons([f"MODULE={DRIVERS / driver}", f"BUILD_DIR={tmp_path}",
-                      f"KERNEL={kernel_name(kernel)}", "check", f"PACK={path}", *more],
+                      f"KERNEL={kernel_name(kernel)}", "check", f"PACK={pack}", *more],
                      check=False)
     report = json.loads((outputs(tmp_path, driver, kernel) / "report" / "report.json")
                         .read_text())
