@@ -132,7 +132,7 @@ def why_not(check: str, lost: bool, unload_failed: bool, kernel_lines: bool,
                 f"what ended it is reduced under {lost_reduced_as}")
     if lost:
         return ("not reduced: the guest was lost, and no recorded operations came back "
-                "from the shared memory (outside the fuzz step, or with DEVICES=)")
+                "from the shared memory (lost outside the fuzz step)")
     if unload_failed and check != "loads":
         return ("not reduced: a driver did not unload, so there is no fresh load to "
                 "replay the operations in")

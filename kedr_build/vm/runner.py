@@ -275,10 +275,9 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
         devices_script = logdir / "devices-workload.sh"
         write_atomic(devices_script, devices.workload().encode())
         workload = workload or devices_script
-    # The fuzzer's record where the host reads it after the guest is gone (not with
-    # DEVICES=: no reduction across boots there).
-    shm_file = (logdir / shm_mod.FILE if fuzz is not None and not (
-        devices is not None and devices.devices) else None)
+    # The fuzzer's record where the host reads it after the guest is gone (the device
+    # after DEVICES=': they keep their slots).
+    shm_file = logdir / shm_mod.FILE if fuzz is not None else None
     plan = plan_run(modules, workload, trace_providers, faults, cycles, copies, attempt,
                     discover, fuzz, per_cycle, chaos, devices, cycle_params,
                     shm=shm_file is not None)
