@@ -189,3 +189,10 @@ def test_heartbeat_counts_up_and_stops_at_zero(tmp_path: Path) -> None:
         assert proc.wait(5) == 0
     assert shm.beat(mem) is None                     # stopped on purpose: 0
 
+
+
+def test_a_guest_stopped_for_its_stopped_heartbeat_says_so(tmp_path: Path) -> None:
+    stopped = dataclasses.replace(lost(tmp_path, timed_out=True), stalled=True, elapsed=24.2)
+    assert stopped.reason() == ("the guest locked up: its heartbeat stopped, and the VM was "
+                                "stopped 24 s in")
+    assert reboots.died_failing("hang", stopped)     # a lockup: a hang's failing attempt

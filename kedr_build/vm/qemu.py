@@ -109,6 +109,7 @@ class VmResult:
     workdir: Path
     qemu_error: str = ""
     cut_after_crash: bool = False      # ended by crash_grace(), not by the timeout
+    stalled: bool = False              # ended when its heartbeat stopped (run_guest's stall)
     job_started: bool = True           # the guest's /init got to the job (JOB_START)
     # Why no status came back, in a real machine's words ("no answer in 60 s": its
     # console stopped answering; targets/machine.py); "" for the QEMU guest.
@@ -154,6 +155,9 @@ class VmResult:
             return self.lost_why
         if self.cut_after_crash:
             return f"then no status: the VM was stopped {self.elapsed:.0f} s in"
+        if self.stalled:
+            return (f"the guest locked up: its heartbeat stopped, and the VM was stopped "
+                    f"{self.elapsed:.0f} s in")
         if self.timed_out:
             return f"VM hung: no status after {self.elapsed:.0f} s"
         if self.qemu_error:
@@ -304,6 +308,7 @@ def _boot(kernel: ProvisionedKernel, job: GuestJob, workdir: Path, timeout: floa
     timer = threading.Timer(timeout, kill_on_timeout)
     timer.start()
     done = threading.Event()
+    stalled = threading.Event()
 
     def watch_stall(limit: Stall) -> None:
         seen: object = None
@@ -313,6 +318,7 @@ def _boot(kernel: ProvisionedKernel, job: GuestJob, workdir: Path, timeout: floa
             if now is None or now != seen:
                 seen, since = now, time.monotonic()
             elif time.monotonic() - since > limit.seconds:
+                stalled.set()
                 kill_on_timeout()
                 return
 
@@ -365,7 +371,7 @@ def _boot(kernel: ProvisionedKernel, job: GuestJob, workdir: Path, timeout: floa
     result = result_from_logs(workdir, console, timed_out=timed_out.is_set(), elapsed=elapsed,
                               command=tuple(cmd),
                               qemu_error=qemu_error.splitlines()[-1] if qemu_error else "",
-                              cut_after_crash=cut.is_set())
+                              cut_after_crash=cut.is_set(), stalled=stalled.is_set())
     if control is not None:
         result = dataclasses.replace(result, device_events=tuple(control.events))
     return result
@@ -373,7 +379,8 @@ def _boot(kernel: ProvisionedKernel, job: GuestJob, workdir: Path, timeout: floa
 
 def result_from_logs(workdir: Path, console: str | None = None, *, timed_out: bool = False,
                      elapsed: float = 0.0, command: tuple[str, ...] = (),
-                     qemu_error: str = "", cut_after_crash: bool = False) -> VmResult:
+                     qemu_error: str = "", cut_after_crash: bool = False,
+                     stalled: bool = False) -> VmResult:
     """A VmResult from a run directory's logs (also how a saved run is re-judged)."""
     if console is None:
         console = _read(workdir / "console.log")
@@ -390,6 +397,7 @@ def result_from_logs(workdir: Path, console: str | None = None, *, timed_out: bo
         workdir=workdir,
         qemu_error=qemu_error,
         cut_after_crash=cut_after_crash,
+        stalled=stalled,
         job_started=any(strip_prefix(ln).startswith(JOB_START)
                         for ln in console.splitlines()),
     )
