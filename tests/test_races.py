@@ -1,8 +1,9 @@
 """A race's reduction without a VM (kedr_build/vm/races.py): ddmin over the kinds of
-operation and the threads with a rate bar, the halving, the verification and the
-report's text, against fake oracles whose failure rate depends on what a sequence
-keeps; the guest's replay script (guest-race.sh.j2) in sh with its tools faked; kfuzz
--p -P's threads seen by strace (issue 20)."""
+operation and the threads with a rate bar, the halving, the search of the ioctl
+commands by halves, the verification and the report's text, against fake oracles
+whose failure rate depends on what a sequence keeps; the guest's replay script
+(guest-race.sh.j2) in sh with its tools faked; kfuzz -p -P's threads seen by strace
+(issue 20)."""
 
 from __future__ import annotations
 
@@ -195,6 +196,24 @@ def test_the_commands_search_is_logarithmic() -> None:
         math.log2(n)), (len(got), len(tried))
     few = races.Recording.parse(recording())
     assert races.commands(few, lambda r: pytest.fail("searched")) is few
+
+
+def test_plain_ddmin_crawls_down_a_race_that_needs_volume() -> None:
+    """Why the commands are searched by halves: a race needing 100 ioctls of any command,
+    each command once (racefree's): plain ddmin's finer chunks and complements crawl to
+    exactly 100 commands, an attempt a chunk; halves stop at the first that both fail."""
+    cmds = list(range(1269))
+    attempts: dict[int, int] = {}
+    for finest in (0, 2):
+        calls: list[int] = []
+
+        def volume(kept: tuple[int, ...]) -> bool:
+            calls.append(len(kept))
+            return len(kept) >= 100
+        got = races.ddmin(cmds, volume, finest=finest)
+        attempts[finest] = len(calls)
+        assert 100 <= len(got) < 200, (finest, len(got))
+    assert attempts == {0: 466, 2: 5}, attempts
 
 
 def test_a_race_needing_volume_names_how_many_commands() -> None:
