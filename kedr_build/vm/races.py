@@ -289,14 +289,8 @@ def commands(seq: Recording, holds: Callable[[Recording], bool]) -> Recording:
     cmds = seq.commands()
     if len(cmds) <= CMD_SPLIT:
         return seq
-    known: dict[tuple[int, ...], bool] = {}
-
-    def test(kept: tuple[int, ...]) -> bool:
-        key = tuple(sorted(kept))
-        if key not in known:
-            known[key] = holds(seq.only(kept))
-        return known[key]
-    return seq.only(ddmin(cmds, test, finest=2))
+    # by halves, no subset is tried twice
+    return seq.only(ddmin(cmds, lambda kept: holds(seq.only(kept)), finest=2))
 
 
 def name_commands(kinds: Sequence[str], seq: Recording) -> tuple[str, ...]:
