@@ -27,7 +27,7 @@ PACK=fundamentals`:
   drops it: the unload fails, and is reduced (in the driver still loaded) to the
   open and that ioctl.
 
-Eleven boots per kernel."""
+Eleven boots per kernel (racefree's, and its race's fresh boots, on debian-6.12 only)."""
 
 from __future__ import annotations
 
