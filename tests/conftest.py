@@ -257,7 +257,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 # the 2-test device pack or the 1-test 6.12 corpus, came last). Any other file
 # follows, most tests first, as pytest-xdist would order it.
 LONGEST = {
-    "tests/test_fundamentals_vm.py": 760,   # + racefree's race, on one kernel: 233 s -n 0
+    "tests/test_fundamentals_vm.py": 770,   # + racefree's race, on one kernel: 233-244 s -n 0
     "tests/test_target_labgrid_places_vm.py": 265,  # one kernel since (was 526)
     "tests/test_dkms_corpus.py": 475,
     "tests/test_target_sweep_vm.py": 160,  # one kernel since (was 312)
