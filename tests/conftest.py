@@ -77,7 +77,8 @@ def on_kernel(name: str) -> pytest.MarkDecorator:
     each of these costs 2-4 min a kernel): labgrid's single machine on 6.12 (its
     basic, refusal, attach and fuzz-crash tests), its two places and the sweep on
     real machines on 6.1, ssh on 6.1 (kinds: chardev and errleak on 6.1, labgrid's
-    panic_on_warn machine on 6.12)."""
+    panic_on_warn machine on 6.12). Also racefree's race (test_fundamentals_vm.py) on
+    6.12: its reduction is the host's Python."""
     assert name in KERNELS, f"{name} is not a pinned kernel ({', '.join(KERNELS)})"
     return pytest.mark.parametrize("kernel", [name], indirect=True)
 
