@@ -77,7 +77,8 @@ def on_kernel(name: str) -> pytest.MarkDecorator:
     each of these costs 2-4 min a kernel): labgrid's single machine on 6.12 (its
     basic, refusal, attach and fuzz-crash tests), its two places and the sweep on
     real machines on 6.1, ssh on 6.1 (kinds: chardev and errleak on 6.1, labgrid's
-    panic_on_warn machine on 6.12)."""
+    panic_on_warn machine on 6.12). Also racefree's race (test_fundamentals_vm.py) on
+    6.12: its reduction is the host's Python."""
     assert name in KERNELS, f"{name} is not a pinned kernel ({', '.join(KERNELS)})"
     return pytest.mark.parametrize("kernel", [name], indirect=True)
 
@@ -257,7 +258,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 # the 2-test device pack or the 1-test 6.12 corpus, came last). Any other file
 # follows, most tests first, as pytest-xdist would order it.
 LONGEST = {
-    "tests/test_fundamentals_vm.py": 1010,  # + the race's reduction: racefree's test 484 s -n 0
+    "tests/test_fundamentals_vm.py": 770,   # + racefree's race, on one kernel: 233-244 s -n 0
     "tests/test_target_labgrid_places_vm.py": 265,  # one kernel since (was 526)
     "tests/test_dkms_corpus.py": 475,
     "tests/test_target_sweep_vm.py": 160,  # one kernel since (was 312)

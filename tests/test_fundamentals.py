@@ -439,8 +439,8 @@ def test_failures_that_do_not_reduce_say_why() -> None:
     failure carries the seed and the shortest sequence, or the reason it cannot)."""
     assert reduction.CHECKS == ("kernel", "leaks", "rules", "loads")
     hang = reduction.why_not("kernel", lost=True, unload_failed=False, kernel_lines=False)
-    assert hang.startswith("not reduced: the guest was lost, and no recorded operations "
-                           "came back from the shared memory"), hang
+    assert hang.startswith("not reduced: the guest died or was lost, and no recorded "
+                           "operations came back"), hang
     # Lost mid-fuzz: what ended it is reduced under one check (vm/shm.py); the others
     # failed for want of the reports the lost guest never sent.
     assert reduction.why_not("leaks", True, False, True, "kernel") == (

@@ -1,11 +1,13 @@
 """A race's reduction without a VM (kedr_build/vm/races.py): ddmin over the kinds of
-operation and the threads with a rate bar, the halving, the verification and the
-report's text, against fake oracles whose failure rate depends on what a sequence
-keeps; the guest's replay script (guest-race.sh.j2) in sh with its tools faked; kfuzz
--p -P's threads seen by strace (issue 20)."""
+operation and the threads with a rate bar, the halving, the search of the ioctl
+commands by halves, the verification and the report's text, against fake oracles
+whose failure rate depends on what a sequence keeps; the guest's replay script
+(guest-race.sh.j2) in sh with its tools faked; kfuzz -p -P's threads seen by strace
+(issue 20)."""
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import subprocess
@@ -116,6 +118,114 @@ def test_a_command_the_race_needs_is_kept_the_others_dropped() -> None:
     r = races.reduce("kernel", recording(), oracle(RaceBoot(p)))
     assert r.reduced and "ioctl cmd=0xc008ab02" in r.kinds, r.describe()
     assert not {"ioctl cmd=0x4004ab01", "ioctl cmd=0x0000ab03"} & set(r.kinds), r.kinds
+
+
+RACY = 0xc008ab02
+
+
+def many_commands(per_thread: int = 1500, seed: int = 1) -> str:
+    """A recording whose ioctls have more than 1,000 commands, as kfuzz's do: a quarter
+    of them one of 4 commands the driver answers, the rest random (mostly once each)."""
+    rng = random.Random(seed)
+    answered = (0x4004ab01, RACY, 0x0000ab03, 0x8004ab04)
+    lines = []
+    for t in range(2):
+        for i in range(1, per_thread + 1):
+            kind = rng.choice((0, 1, 2, 3, 5, 5, 5, 5, 5))
+            cmd = 0 if kind != 5 else rng.choice(answered) if rng.random() < 0.25 else \
+                rng.getrandbits(32)
+            lines.append(f"op {t} {i} {kind} 0 0 0 0 16 0 {cmd} 0 0")
+    return HEADER + "".join(f"{ln}\n" for ln in lines)
+
+
+def ioctls(text: str, cmd: int | None = None) -> int:
+    return sum(1 for o in (ln.split() for ln in text.splitlines() if ln.startswith("op "))
+               if o[3] == "5" and (cmd is None or int(o[10]) == cmd))
+
+
+def needs(*cmds: int, volume: int = 30) -> Callable[[str], float]:
+    """A race between two threads' opens/closes and the ioctls of ``cmds`` (each), its
+    rate rising with their number; no ``cmds``: any command, as racefree's."""
+    def p(text: str) -> float:
+        threads, kinds, _ = kept(text)
+        if len(threads) < 2 or not {0, 1, 2} & kinds:
+            return 0.0
+        return min(1.0, *(ioctls(text, c) / volume for c in cmds or (None,)))
+    return p
+
+
+def test_one_command_among_a_thousand_is_named() -> None:
+    """More than 8 commands: ddmin over kinds keeps the ioctls as one kind, then the
+    commands are searched by halves (a race needing one command: that command), in
+    the halving before the last, which is halved again."""
+    text = many_commands()
+    recorded = len(races.Recording.parse(text).commands())
+    assert recorded > 1000, recorded
+    r = races.reduce("leaks", text, oracle(RaceBoot(needs(RACY))))
+    assert r.reduced and r.kinds == ("open/close", f"ioctl cmd={RACY:#010x}"), r.describe()
+    assert {ln.split()[10] for ln in r.sequence.splitlines()
+            if ln.split()[3:4] == ["5"]} == {str(RACY)}, r.describe()
+    assert r.verified is not None and r.verified.fails >= r.bar, r.describe()
+    assert 8 < r.searched < recorded and r.attempts <= 30, r.describe()
+    assert re.search(r"\(ddmin over kinds and threads, then \d+ ioctl commands by halves, a "
+                     r"subset holding when it failed at least 3 of 5; \d+ attempts", r.describe())
+
+
+def test_the_commands_search_is_logarithmic() -> None:
+    """Binary: at most 2 log2(commands) attempts, to the one command or to the half
+    holding two a race needs; a race that needs volume, not a command, keeps what it
+    needs, and the search stops at the first halves that both fail."""
+    seq = races.Recording.parse(many_commands())
+    n = len(seq.commands())
+    for racy in ((RACY,), (RACY, 0x8004ab04)):
+        tried: list[races.Recording] = []
+
+        def holds(r: races.Recording) -> bool:
+            tried.append(r)
+            return all(ioctls(r.text(), c) > 0 for c in racy)
+        got = races.commands(seq, holds).commands()
+        assert set(racy) <= set(got) and len(got) <= 4 * len(racy) - 3, got
+        assert len(tried) <= 2 * math.ceil(math.log2(n)), len(tried)
+    tried = []
+
+    def volume(r: races.Recording) -> bool:
+        tried.append(r)
+        return ioctls(r.text()) >= 100
+    got = races.commands(seq, volume).commands()
+    assert 100 <= ioctls(seq.only(got).text()) < 200 and len(tried) <= 2 * math.ceil(
+        math.log2(n)), (len(got), len(tried))
+    few = races.Recording.parse(recording())
+    assert races.commands(few, lambda r: pytest.fail("searched")) is few
+
+
+def test_plain_ddmin_crawls_down_a_race_that_needs_volume() -> None:
+    """Why the commands are searched by halves: a race needing 100 ioctls of any command,
+    each command once (racefree's): plain ddmin's finer chunks and complements crawl to
+    exactly 100 commands, an attempt a chunk; halves stop at the first that both fail."""
+    cmds = list(range(1269))
+    attempts: dict[int, int] = {}
+    for finest in (0, 2):
+        calls: list[int] = []
+
+        def volume(kept: tuple[int, ...]) -> bool:
+            calls.append(len(kept))
+            return len(kept) >= 100
+        got = races.ddmin(cmds, volume, finest=finest)
+        attempts[finest] = len(calls)
+        assert 100 <= len(got) < 200, (finest, len(got))
+    assert attempts == {0: 466, 2: 5}, attempts
+
+
+def test_a_race_needing_volume_names_how_many_commands() -> None:
+    """Any command races (racefree's): the search keeps the commands whose ioctls give
+    the volume, and the report says how many of how many, exactly the sequence's."""
+    text = many_commands(seed=2)
+    recorded = len(races.Recording.parse(text).commands())
+    r = races.reduce("leaks", text, oracle(RaceBoot(needs(volume=60), seed=3)))
+    assert r.reduced, r.describe()
+    cmds = races.Recording.parse(r.sequence).commands()
+    assert r.kinds == ("open/close", f"ioctl ({len(cmds)} of {recorded} commands)"), r.kinds
+    assert 8 < len(cmds) < r.searched < recorded, (len(cmds), r.searched)
 
 
 def test_noise_is_not_a_reproducer() -> None:

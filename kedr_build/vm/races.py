@@ -23,9 +23,15 @@ So, here:
    never one lucky failure. A subset with one thread is known to pass (the one-thread
    replay of them all passed) and costs nothing;
 3. while the bar holds, each kept thread's operations are halved (the first half);
-4. the result is replayed R times more (no early stop); below the bar, the halving
-   before it is, then ddmin's result; none at the bar: no sequence is reported, the
-   whole recording is, with its rate, and ``not reduced`` says why.
+4. ioctls of more than :data:`CMD_SPLIT` commands, kept as one kind: their commands are
+   searched by halves (:func:`commands`, O(log commands) attempts) in the halving before
+   the last (the last may have held by luck, at the edge of the volume the race needs),
+   and what holds is halved again (3.); the report names the commands kept, each when
+   at most :data:`CMD_SPLIT`, else how many of how many;
+5. the result is replayed R times more (no early stop); below the bar, the one before
+   it is (the commands' search's, then the halvings', then ddmin's result); none at the
+   bar: no sequence is reported, the whole recording is, with its rate, and ``not
+   reduced`` says why.
 
 Replays stop early once the bar is reached or out of reach; attempts and seconds are
 bounded (``reduce`` and ``race_seconds``); the verification always runs. The oracle is
@@ -36,15 +42,19 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 OPEN_CLOSE = "open/close"
 # kfuzz.c's enum op_kind, in order -> the kind a component keeps (storm: opens and closes)
 KIND_NAMES = (OPEN_CLOSE, OPEN_CLOSE, OPEN_CLOSE, "read", "write", "ioctl", "poll", "mmap",
               "lseek")
 CMD_SPLIT = 8       # ioctl commands up to which each command is a kind of its own
+MERGED = "ioctl"    # ... beyond which they are one kind, "ioctl (N commands)"
 MIN_BAR = 2         # a subset must fail at least this often: one failure is luck
+
+E = TypeVar("E", bound=Hashable)
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,7 @@ class Op:
     thread: int
     kind: str           # a component's name: "read", "ioctl cmd=0x40045601", "ioctl"
     line: str           # the sequence file's line
+    cmd: int = -1       # an ioctl's command (-1: not an ioctl)
 
 
 @dataclass(frozen=True)
@@ -78,9 +89,11 @@ class Recording:
             name = KIND_NAMES[k % len(KIND_NAMES)]
             if name != "ioctl":
                 return name
-            return f"ioctl cmd={cmd:#010x}" if split else f"ioctl ({len(cmds)} commands)"
+            return f"ioctl cmd={cmd:#010x}" if split else f"{MERGED} ({len(cmds)} commands)"
 
-        return Recording(tuple(header), tuple(Op(t, kind(k, c), ln) for t, k, c, ln in raw))
+        return Recording(tuple(header), tuple(
+            Op(t, kind(k, c), ln, c if KIND_NAMES[k % len(KIND_NAMES)] == "ioctl" else -1)
+            for t, k, c, ln in raw))
 
     def text(self) -> str:
         return "".join(f"{ln}\n" for ln in (*self.header, *(o.line for o in self.ops)))
@@ -91,9 +104,23 @@ class Recording:
     def kinds(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(o.kind for o in self.ops))
 
+    def commands(self) -> tuple[int, ...]:
+        """The ioctl commands, the most frequent first (then in the order they came)."""
+        count: dict[int, int] = {}
+        for o in self.ops:
+            if o.cmd >= 0:
+                count[o.cmd] = count.get(o.cmd, 0) + 1
+        return tuple(sorted(count, key=lambda c: -count[c]))
+
     def keep(self, threads: Sequence[int], kinds: Sequence[str]) -> Recording:
         return Recording(self.header, tuple(o for o in self.ops
                                             if o.thread in threads and o.kind in kinds))
+
+    def only(self, cmds: Sequence[int]) -> Recording:
+        """Its ioctls of ``cmds`` only (and every other operation)."""
+        keep = set(cmds)
+        return Recording(self.header, tuple(o for o in self.ops
+                                            if o.cmd < 0 or o.cmd in keep))
 
     def halve(self) -> Recording:
         """Each thread's first half of its operations (in its own order)."""
@@ -182,10 +209,13 @@ def bar_for(whole: Rate) -> int:
     return max(MIN_BAR, math.ceil(whole.fails / 2))
 
 
-def ddmin(elements: Sequence[str], test: Callable[[tuple[str, ...]], bool]) -> tuple[str, ...]:
+def ddmin(elements: Sequence[E], test: Callable[[tuple[E, ...]], bool],
+          finest: int = 0) -> tuple[E, ...]:
     """Zeller's ddmin: a 1-minimal subset of ``elements`` for which ``test`` holds
     (``elements`` itself is known to). ``test`` may raise :class:`OutOfBudget`: the
-    smallest subset known to hold is returned."""
+    smallest subset known to hold is returned. ``finest``: no more chunks than that
+    (2: a binary search, the first half that holds, else the second, while one does;
+    the result is then not 1-minimal)."""
     current = tuple(elements)
     n = 2
     try:
@@ -203,7 +233,7 @@ def ddmin(elements: Sequence[str], test: Callable[[tuple[str, ...]], bool]) -> t
                         current, n = rest, max(n - 1, 2)
                         break
                 else:
-                    if n >= len(current):
+                    if n >= len(current) or n == finest:
                         break
                     n = min(n * 2, len(current))
     except OutOfBudget:
@@ -221,6 +251,7 @@ class RaceReduction:
     threads: tuple[int, ...] = ()   # what the reduced sequence keeps...
     kinds: tuple[str, ...] = ()
     ops: int = 0
+    searched: int = 0               # the ioctl commands searched by halves (0: none)
     verified: Rate | None = None    # ... and how its R replays went
     attempts: int = 0
     boots: int = 0
@@ -239,10 +270,42 @@ class RaceReduction:
             return f"not reduced ({self.why}; {cost}); {whole}"
         kept = " and ".join(self.kinds)
         where = f"; kept in {self.saved}" if self.saved else ""
+        search = (f", then {self.searched} ioctl commands by halves" if self.searched
+                  else "")
         return (f"race reduced to {kept}, {len(self.threads)} threads, {self.ops} "
                 f"operations: replayed concurrently {self.verified}; {whole} (ddmin over "
-                f"kinds and threads, a subset holding when it failed at least {self.bar} "
-                f"of {self.whole.replays}; {cost}{where})")
+                f"kinds and threads{search}, a subset holding when it failed at least "
+                f"{self.bar} of {self.whole.replays}; {cost}{where})")
+
+
+def commands(seq: Recording, holds: Callable[[Recording], bool]) -> Recording:
+    """``seq`` keeping the ioctls of only the commands the race needs, when it has more
+    than :data:`CMD_SPLIT` of them (ddmin over kinds keeps them as one kind): a binary
+    search, the commands ordered most frequent first, keeping the first half that holds,
+    else the second, while one does: at most 2 log2(commands) attempts (plain ddmin's
+    finer chunks and complements crawl down a race that needs volume more than any one
+    command, as racefree's does, an attempt per chunk). A race needing two commands that
+    the halves split keeps the last half holding both."""
+    cmds = seq.commands()
+    if len(cmds) <= CMD_SPLIT:
+        return seq
+    # by halves, no subset is tried twice
+    return seq.only(ddmin(cmds, lambda kept: holds(seq.only(kept)), finest=2))
+
+
+def name_commands(kinds: Sequence[str], seq: Recording) -> tuple[str, ...]:
+    """``kinds``, the ioctls kept as one kind named by the commands ``seq`` has left: each
+    when at most :data:`CMD_SPLIT`, else how many of how many."""
+    cmds = seq.commands()
+    named: list[str] = []
+    for k in kinds:
+        if not k.startswith(f"{MERGED} ("):
+            named.append(k)
+        elif len(cmds) <= CMD_SPLIT:
+            named.extend(f"ioctl cmd={c:#010x}" for c in sorted(cmds))
+        else:
+            named.append(f"{MERGED} ({len(cmds)} of {k[len(MERGED) + 2:]}")
+    return tuple(named)
 
 
 def reduce(check: str, text: str, oracle: Oracle) -> RaceReduction:
@@ -284,35 +347,52 @@ def reduce(check: str, text: str, oracle: Oracle) -> RaceReduction:
         kept = ddmin((*threads, *rec.kinds()), test)
     except GuestLost:
         return done(whole, bar=bar, why="a reduction boot gave no answer")
-    tried = [subset(kept)]          # ddmin's result, then each halving of it that held
+
+    def halved(seq: Recording) -> list[Recording]:
+        """``seq``, then each halving of it that held (the budget ends it quietly)."""
+        held = [seq]
+        try:
+            while len(held[-1].ops) >= 4 and oracle.holds(half := held[-1].halve(), bar):
+                held.append(half)
+        except OutOfBudget:
+            pass
+        return held
+
+    searched = 0
     try:
-        while len(tried[-1].ops) >= 4 and oracle.holds(half := tried[-1].halve(), bar):
-            tried.append(half)
+        tried = halved(subset(kept))    # ddmin's result, then each halving that held
+        # The ioctl commands searched in the halving before the last: the last may have
+        # held by luck, at the edge of the volume the race needs, where each of the
+        # search's attempts would be a coin's toss; then halved again.
+        base, made = tried[-2:][0], oracle.made
+        fewer = commands(base, lambda r: oracle.holds(r, bar))
+        if oracle.made > made:
+            searched = len(base.commands())
+        cut = halved(fewer) if fewer != base else []
     except GuestLost:
         return done(whole, bar=bar, why="a reduction boot gave no answer")
-    except OutOfBudget:
-        pass
     kinds = tuple(k for k in kept if k not in threads)
-    if len(tried[0].ops) == len(rec.ops) and len(tried) == 1:
-        cut = " before the budget ran out" if oracle.spent else ""
+    if len(tried[0].ops) == len(rec.ops) and len(tried) == 1 and not cut:
+        late = " before the budget ran out" if oracle.spent else ""
         return done(whole, bar=bar, why=f"no kind of operation or thread could be dropped "
-                    f"with the rate at {bar} of {R} or more{cut}")
+                    f"with the rate at {bar} of {R} or more{late}")
     # The most reduced first; below the bar, the halving before it, then ddmin's result
     # before the halvings (the last halving that held may have held by luck, at the edge
-    # of the volume the race needs).
+    # of the volume the race needs); the commands' search's results before them all.
     said = []
-    for best in dict.fromkeys((tried[-1], tried[-2:][0], tried[0])):
+    for best in dict.fromkeys((*cut[-1:], *cut[-2:-1], tried[-1], tried[-2:][0], tried[0])):
         try:
             verified = oracle.rate(best.text())
         except GuestLost:
             return done(whole, bar=bar, why="a verification boot gave no answer")
-        what = (f"{' and '.join(kinds)}, {len(best.threads())} threads, {len(best.ops)} "
+        named = name_commands(kinds, best)
+        what = (f"{' and '.join(named)}, {len(best.threads())} threads, {len(best.ops)} "
                 "operations")
         if verified.fails >= bar:
             return done(whole, bar=bar, reduced=True, verified=verified,
-                        threads=best.threads(), kinds=kinds, ops=len(best.ops),
-                        sequence=best.text())
+                        threads=best.threads(), kinds=named, ops=len(best.ops),
+                        searched=searched, sequence=best.text())
         said.append(f"the reduced sequence ({what}) replayed concurrently {verified}")
-    return done(whole, bar=bar, verified=verified, threads=best.threads(), kinds=kinds,
+    return done(whole, bar=bar, verified=verified, threads=best.threads(), kinds=named,
                 ops=len(best.ops), why=f"{', and '.join(said)}, under the bar of {bar} "
                 f"of {R}")

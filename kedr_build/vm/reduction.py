@@ -131,8 +131,9 @@ def why_not(check: str, lost: bool, unload_failed: bool, kernel_lines: bool,
         return (f"not reduced on its own: the guest was lost while the fuzzer ran, and "
                 f"what ended it is reduced under {lost_reduced_as}")
     if lost:
-        return ("not reduced: the guest was lost, and no recorded operations came back "
-                "from the shared memory (lost outside the fuzz step)")
+        return ("not reduced: the guest died or was lost, and no recorded operations came "
+                "back (lost outside the fuzz step, or on a real machine, where no memory "
+                "outlives the guest)")
     if unload_failed and check != "loads":
         return ("not reduced: a driver did not unload, so there is no fresh load to "
                 "replay the operations in")
