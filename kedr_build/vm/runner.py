@@ -324,7 +324,7 @@ def run_modules(kernel: ProvisionedKernel, modules: list[Path], logdir: Path,
     report = conclude(result, plan, logdir, suppressions,
                       devices=devices.names if devices is not None else "",
                       targets=tuple(targets))
-    if shm_file is not None:
+    if shm_file is not None and report.lost:     # the record is read only when needed
         report = lost_mid_fuzz(report, shm_mod.read(shm_file))
     write_atomic(logdir / "result.json", report.to_json().encode())
     return report
